@@ -1,0 +1,221 @@
+"""The :class:`Kinship` object: a validated, labelled relationship matrix.
+
+The eigendecomposition K = U S Uᵀ is computed once (at validation) and cached; every engine
+reuses it (spectral rotation, eigenbasis parametrisation, REML).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import numpy as np
+import pandas as pd
+
+from bayeslmm.errors import KinshipError, preview
+
+#: Relative tolerance for symmetry: max|K - Kᵀ| <= SYMMETRY_RTOL * max|K|.
+SYMMETRY_RTOL = 1e-8
+#: Relative tolerance for positive semi-definiteness: min eigenvalue >= -PSD_RTOL * max eigenvalue.
+#: GRMs computed in float32 (GCTA files) carry rounding of about 1e-7 relative.
+PSD_RTOL = 1e-6
+
+
+@dataclass(frozen=True, eq=False)
+class Kinship:
+    """A symmetric positive semi-definite relationship matrix with its ids.
+
+    Parameters
+    ----------
+    matrix : array_like, shape (n, n)
+        The relationship matrix. Must be finite, symmetric (to ``SYMMETRY_RTOL``) and
+        positive semi-definite (to ``PSD_RTOL``); it is symmetrised exactly on construction.
+    ids : sequence of str
+        Unique identifiers of the rows / columns, in matrix order. Stored as strings so that
+        ``1`` in a data frame matches ``"1"`` in a file.
+    name : str
+        A label used in messages and results.
+
+    Notes
+    -----
+    Scale convention: bayeslmm uses K as given. The heritability h² = σ_g²/(σ_g² + σ_e²) is the
+    share of variance *at mean diagonal of K*; for a VanRaden GRM the mean diagonal is close to
+    1 (1 + F), so σ_g² is the additive variance in the base population. Use
+    :meth:`normalized` to rescale a matrix to mean diagonal 1 (as GCTA and LDAK do for
+    comparability across kernels), e.g. for K∘K.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> K = Kinship(np.array([[1.0, 0.5], [0.5, 1.0]]), ids=["a", "b"])
+    >>> K.n, K.eigenvalues.round(3).tolist()
+    (2, [0.5, 1.5])
+    """
+
+    matrix: np.ndarray
+    ids: tuple[str, ...]
+    name: str = "K"
+    _index: dict = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        K = np.array(self.matrix, dtype=float, copy=True)
+        ids = tuple(str(i) for i in self.ids)
+        if K.ndim != 2 or K.shape[0] != K.shape[1]:
+            raise KinshipError(f"Kinship '{self.name}' must be a square matrix; got shape {K.shape}.")
+        if len(ids) != K.shape[0]:
+            raise KinshipError(
+                f"Kinship '{self.name}' has {K.shape[0]} rows but {len(ids)} ids; "
+                "give one id per row."
+            )
+        dupes = pd.Index(ids)[pd.Index(ids).duplicated()].unique().tolist()
+        if dupes:
+            raise KinshipError(
+                f"Kinship '{self.name}' has duplicate ids {preview(dupes)}; ids must be unique "
+                "(merge or drop the repeated individuals)."
+            )
+        if not np.all(np.isfinite(K)):
+            bad = int((~np.isfinite(K)).sum())
+            raise KinshipError(
+                f"Kinship '{self.name}' holds {bad} NaN/inf entries; recompute it (e.g. impute "
+                "missing genotypes) before fitting."
+            )
+        scale = max(float(np.abs(K).max()), 1e-300)
+        asym = float(np.abs(K - K.T).max())
+        if asym > SYMMETRY_RTOL * scale:
+            i, j = np.unravel_index(np.abs(K - K.T).argmax(), K.shape)
+            raise KinshipError(
+                f"Kinship '{self.name}' is not symmetric: K[{ids[i]!r},{ids[j]!r}] = {K[i, j]:.6g} "
+                f"but K[{ids[j]!r},{ids[i]!r}] = {K[j, i]:.6g} (max |K - Kᵀ| = {asym:.3g}). "
+                "Check the file's row/column order."
+            )
+        K = 0.5 * (K + K.T)
+        K.setflags(write=False)
+        object.__setattr__(self, "matrix", K)
+        object.__setattr__(self, "ids", ids)
+        object.__setattr__(self, "_index", {i: k for k, i in enumerate(ids)})
+        self._check_psd()
+
+    # -- construction -------------------------------------------------------------------
+    @classmethod
+    def from_dataframe(cls, frame: pd.DataFrame, name: str = "K") -> Kinship:
+        """Build from a square DataFrame whose index and columns are the ids."""
+        idx = [str(i) for i in frame.index]
+        cols = [str(c) for c in frame.columns]
+        if idx != cols:
+            if sorted(idx) != sorted(cols):
+                raise KinshipError(
+                    f"Kinship '{name}': row ids and column ids differ "
+                    f"(e.g. {preview(sorted(set(idx) ^ set(cols)))}); a kinship table needs the "
+                    "same ids in its header row and first column."
+                )
+            frame = frame.copy()
+            frame.columns = cols
+            frame = frame.reindex(columns=idx)
+        return cls(frame.to_numpy(dtype=float), ids=idx, name=name)
+
+    def to_dataframe(self) -> pd.DataFrame:
+        """The matrix as a DataFrame labelled by id on both axes."""
+        return pd.DataFrame(self.matrix, index=list(self.ids), columns=list(self.ids))
+
+    # -- spectral -------------------------------------------------------------------------
+    @cached_property
+    def _eigh(self) -> tuple[np.ndarray, np.ndarray]:
+        s, U = np.linalg.eigh(self.matrix)
+        return s, U
+
+    @property
+    def eigenvalues(self) -> np.ndarray:
+        """Eigenvalues in ascending order, tiny negative rounding clipped to 0."""
+        return np.clip(self._eigh[0], 0.0, None)
+
+    @property
+    def eigenvectors(self) -> np.ndarray:
+        """Orthonormal eigenvectors (columns), matching :attr:`eigenvalues`."""
+        return self._eigh[1]
+
+    @property
+    def min_eigenvalue(self) -> float:
+        """The smallest eigenvalue before clipping (reported by the PSD check)."""
+        return float(self._eigh[0][0])
+
+    def _check_psd(self) -> None:
+        s = self._eigh[0]
+        top = max(float(s[-1]), 1e-300)
+        if s[0] < -PSD_RTOL * top:
+            n_neg = int((s < -PSD_RTOL * top).sum())
+            raise KinshipError(
+                f"Kinship '{self.name}' is not positive semi-definite: smallest eigenvalue "
+                f"{s[0]:.4g} ({n_neg} below -{PSD_RTOL:g}·max eigenvalue {top:.4g}). A relationship "
+                "matrix must be PSD: recompute it from complete genotypes, or bend it "
+                "(e.g. Kinship.bend()) if it was estimated."
+            )
+
+    def low_rank(self, share: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+        """Leading eigenpairs holding at least ``share`` of the trace.
+
+        Returns ``(values, vectors)`` in descending eigenvalue order; zero eigenvalues are
+        always dropped (they carry no variance).
+        """
+        if not 0.0 < share <= 1.0:
+            raise ValueError(f"share must lie in (0, 1]; got {share}.")
+        s = self.eigenvalues[::-1]
+        U = self.eigenvectors[:, ::-1]
+        tol = s[0] * self.n * np.finfo(float).eps
+        keep_pos = s > tol
+        cum = np.cumsum(s) / s.sum()
+        k = int(np.searchsorted(cum, share - 1e-12) + 1)
+        k = min(k, int(keep_pos.sum()))
+        return s[:k], U[:, :k]
+
+    # -- derived kernels ------------------------------------------------------------------
+    @property
+    def n(self) -> int:
+        """Number of individuals."""
+        return len(self.ids)
+
+    @property
+    def mean_diagonal(self) -> float:
+        """Mean of the diagonal (the scale that h² refers to)."""
+        return float(np.mean(np.diag(self.matrix)))
+
+    def subset(self, ids: Sequence[str], name: str | None = None) -> Kinship:
+        """The principal submatrix for ``ids`` (in that order).
+
+        Raises a :class:`KinshipError` listing the ids that the kinship lacks.
+        """
+        ids = [str(i) for i in ids]
+        if tuple(ids) == self.ids:
+            return self
+        missing = [i for i in ids if i not in self._index]
+        if missing:
+            raise KinshipError(
+                f"{len(missing)} ids are missing from kinship '{self.name}': {preview(missing)}. "
+                "Every level of the grouping factor needs a row in the kinship: drop those "
+                "records or supply a kinship that covers them."
+            )
+        pos = np.fromiter((self._index[i] for i in ids), dtype=int, count=len(ids))
+        return Kinship(self.matrix[np.ix_(pos, pos)], ids=ids, name=name or self.name)
+
+    def normalized(self) -> Kinship:
+        """Rescaled to mean diagonal 1 (GCTA's convention for comparing kernels)."""
+        return Kinship(self.matrix / self.mean_diagonal, ids=self.ids, name=self.name)
+
+    def hadamard(self, other: Kinship | None = None, name: str | None = None) -> Kinship:
+        """Element-wise product K∘K' (pairwise epistasis kernel when ``other`` is None).
+
+        The product of PSD matrices is PSD (Schur product theorem).
+        """
+        other = self if other is None else other.subset(self.ids)
+        return Kinship(
+            self.matrix * other.matrix, ids=self.ids, name=name or f"{self.name}∘{other.name}"
+        )
+
+    def bend(self, floor: float = 1e-6) -> Kinship:
+        """Nearest PSD matrix by raising eigenvalues below ``floor``·max to that floor."""
+        s, U = np.linalg.eigh(self.matrix)
+        s = np.maximum(s, floor * s[-1])
+        return Kinship((U * s) @ U.T, ids=self.ids, name=self.name)
+
+    def __repr__(self) -> str:
+        return f"Kinship(name={self.name!r}, n={self.n}, mean_diagonal={self.mean_diagonal:.4g})"

@@ -1,0 +1,101 @@
+"""Tests of bayeslmm.spec: formula parsing, alignment and every validation error."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import bayeslmm as bl
+from bayeslmm.spec import split_formula
+
+
+@pytest.fixture
+def kin_data():
+    rng = np.random.default_rng(1)
+    n = 20
+    ids = [f"i{k}" for k in range(n)]
+    W = rng.normal(size=(n, 40))
+    K = bl.Kinship(W @ W.T / 40, ids)
+    df = pd.DataFrame(
+        {
+            "y": rng.normal(size=2 * n),
+            "x": rng.normal(size=2 * n),
+            "env": np.tile([0.0, 1.0], n),
+            "id": np.repeat(ids, 2),
+            "site": np.tile(list("abcd"), n // 2),
+        }
+    )
+    return K, df
+
+
+def test_split_formula_blocks():
+    resp, fixed, blocks = split_formula("y ~ x + log(z) + (1 + e | g) + (0 + e || h:k)")
+    assert resp == "y"
+    assert fixed == "x + log(z)"
+    assert [(b.lhs, b.group, b.correlated) for b in blocks] == [
+        ("1 + e", "g", True),
+        ("0 + e", "h:k", False),
+    ]
+    assert split_formula("y ~ (1|g)")[1] == "1"
+
+
+def test_specify_aligns_kinship_and_repeated_records(kin_data):
+    K, df = kin_data
+    big = bl.Kinship(
+        np.pad(K.matrix, ((0, 1), (0, 1))) + np.diag([0.0] * K.n + [1.0]),
+        list(K.ids) + ["extra"],
+    )
+    spec = bl.specify("y ~ x + (1 + env | id) + (1 | site)", df, kinship={"id": big})
+    kin, site = spec.terms
+    assert kin.levels == K.ids  # the extra id is dropped, kinship order kept
+    np.testing.assert_allclose(kin.kinship.matrix, K.matrix)
+    assert kin.covariates == ("Intercept", "env")
+    # Each record points at its individual's row of u.
+    assert [kin.levels[i] for i in kin.index] == df["id"].tolist()
+    np.testing.assert_array_equal(kin.design[:, 1], df["env"].to_numpy())
+    assert site.kinship is None and site.levels == ("a", "b", "c", "d")
+    Z = kin.z(1).toarray()
+    assert Z.shape == (40, 20) and Z.sum() == df["env"].sum()
+
+
+def test_offset_is_separated():
+    df = pd.DataFrame({"y": [1, 2, 3, 5, 4, 2], "t": [1.0, 2, 3, 4, 5, 6], "g": list("aabbcc")})
+    spec = bl.specify("y ~ 1 + offset(np.log(t)) + (1|g)", df, family="poisson")
+    assert spec.fixed_names == ("Intercept",)
+    np.testing.assert_allclose(spec.offset, np.log(df["t"]))
+
+
+@pytest.mark.parametrize(
+    ("change", "kwargs", "error", "message"),
+    [
+        (lambda d: d.assign(y=np.where(np.arange(len(d)) == 3, np.nan, d.y)), {}, bl.DataError,
+         "Column 'y' has 1 missing"),
+        (lambda d: d.assign(x=np.where(np.arange(len(d)) == 0, np.inf, d.x)), {}, bl.DataError,
+         "Column 'x' has 1 missing or infinite"),
+        (lambda d: d.assign(y=1.0), {}, bl.DataError, "is constant"),
+        (lambda d: d.assign(x2=2 * d.x), {"formula": "y ~ x + x2 + (1|id)"}, bl.DataError,
+         "column 'x2' is a linear combination of ['x']"),
+        (lambda d: d, {"family": "gamma"}, bl.SpecificationError, "Unknown family 'gamma'"),
+        (lambda d: d, {"formula": "y ~ nosuch + (1|id)"}, bl.SpecificationError, "nosuch"),
+        (lambda d: d, {"formula": "y ~ x + (1|nosuch)", "kinship": {}}, bl.SpecificationError,
+         "Grouping factor ['nosuch']"),
+        (lambda d: d.assign(id=d.id.where(d.index > 1, "ghost")), {}, bl.DataError,
+         "missing from kinship"),
+        (lambda d: d, {"formula": "y ~ x + (1|site)"}, bl.SpecificationError,
+         "A kinship is given for 'id'"),
+        (lambda d: d.assign(one="z"), {"formula": "y ~ x + (1|one)", "kinship": {}},
+         bl.DataError, "at least two groups"),
+        (lambda d: d.assign(y=d.y.abs() + 0.5), {"family": "poisson"}, bl.DataError,
+         "non-negative integers"),
+        (lambda d: d.assign(y=2), {"family": "bernoulli"}, bl.DataError, "must be 0 or 1"),
+        (lambda d: d, {"family": "bernoulli", "link": "cloglog"}, bl.SpecificationError,
+         "Link 'cloglog'"),
+        (lambda d: d.assign(y=3, n=2), {"family": "binomial", "trials": "n"}, bl.DataError,
+         "Successes exceed trials"),
+    ],
+)
+def test_validation_errors(kin_data, change, kwargs, error, message):
+    K, df = kin_data
+    kwargs = {"formula": "y ~ x + (1|id)", "kinship": {"id": K}} | kwargs
+    with pytest.raises(error) as info:
+        bl.specify(data=change(df), **kwargs)
+    assert message in str(info.value)
