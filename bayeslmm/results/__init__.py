@@ -1,0 +1,1 @@
+"""Results: heritability, variance proportions, scales, summaries, comparisons and plots."""
