@@ -22,7 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Bayesian and REML linear mixed models for quantitative genetics.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    for name, module in COMMANDS.items():
+    for module in COMMANDS.values():
         try:
             mod = importlib.import_module(f"bayeslmm.commands.{module}")
         except ModuleNotFoundError as exc:

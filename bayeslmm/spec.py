@@ -252,7 +252,9 @@ def _design(rhs: str, data: pd.DataFrame, where: str) -> tuple[np.ndarray, list[
     for term_name, term in common.terms.items():
         width = common.slices[term_name].stop - common.slices[term_name].start
         labels = list(getattr(term, "labels", None) or [term_name])
-        names.extend(labels if len(labels) == width else [f"{term_name}[{i}]" for i in range(width)])
+        if len(labels) != width:
+            labels = [f"{term_name}[{i}]" for i in range(width)]
+        names.extend(labels)
     return np.asarray(common.design_matrix, dtype=float), names
 
 
@@ -333,8 +335,8 @@ def _random_term(
         if missing_ids:
             raise DataError(
                 f"{len(missing_ids)} of the {len(present)} '{block.group}' ids in the data are "
-                f"missing from kinship '{kinship.name}': {preview(missing_ids)}. Drop those records "
-                "or supply a kinship that covers them (check id spelling and type)."
+                f"missing from kinship '{kinship.name}': {preview(missing_ids)}. Drop those "
+                "records or supply a kinship that covers them (check id spelling and type)."
             )
         levels = tuple(i for i in kinship.ids if i in present)
         kinship = kinship.subset(levels)

@@ -62,7 +62,9 @@ class Kinship:
         K = np.array(self.matrix, dtype=float, copy=True)
         ids = tuple(str(i) for i in self.ids)
         if K.ndim != 2 or K.shape[0] != K.shape[1]:
-            raise KinshipError(f"Kinship '{self.name}' must be a square matrix; got shape {K.shape}.")
+            raise KinshipError(
+                f"Kinship '{self.name}' must be a square matrix; got shape {K.shape}."
+            )
         if len(ids) != K.shape[0]:
             raise KinshipError(
                 f"Kinship '{self.name}' has {K.shape[0]} rows but {len(ids)} ids; "
@@ -146,8 +148,8 @@ class Kinship:
             n_neg = int((s < -PSD_RTOL * top).sum())
             raise KinshipError(
                 f"Kinship '{self.name}' is not positive semi-definite: smallest eigenvalue "
-                f"{s[0]:.4g} ({n_neg} below -{PSD_RTOL:g}·max eigenvalue {top:.4g}). A relationship "
-                "matrix must be PSD: recompute it from complete genotypes, or bend it "
+                f"{s[0]:.4g} ({n_neg} below -{PSD_RTOL:g}·max eigenvalue {top:.4g}). "
+                "A relationship matrix must be PSD: recompute it from complete genotypes, or bend it "
                 "(e.g. Kinship.bend()) if it was estimated."
             )
 
