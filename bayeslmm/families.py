@@ -132,7 +132,5 @@ def get_family(family: str | Family, link: str | None = None) -> Family:
         return family
     key = str(family).lower()
     if key not in FAMILIES:
-        raise SpecificationError(
-            f"Unknown family '{family}'; choose one of {sorted(FAMILIES)}."
-        )
+        raise SpecificationError(f"Unknown family '{family}'; choose one of {sorted(FAMILIES)}.")
     return FAMILIES[key](link=link or "")

@@ -225,8 +225,7 @@ def _parse_block(inner: str, formula: str) -> _Block:
         )
     if "/" in group:
         raise SpecificationError(
-            f"Nested grouping '{group}' is not supported; write it out, e.g. "
-            "(1 | a) + (1 | a:b)."
+            f"Nested grouping '{group}' is not supported; write it out, e.g. (1 | a) + (1 | a:b)."
         )
     return _Block(lhs=lhs, group=group, correlated=correlated)
 

@@ -149,8 +149,8 @@ class Kinship:
             raise KinshipError(
                 f"Kinship '{self.name}' is not positive semi-definite: smallest eigenvalue "
                 f"{s[0]:.4g} ({n_neg} below -{PSD_RTOL:g}·max eigenvalue {top:.4g}). "
-                "A relationship matrix must be PSD: recompute it from complete genotypes, or bend it "
-                "(e.g. Kinship.bend()) if it was estimated."
+                "A relationship matrix must be PSD: recompute it from complete genotypes, or "
+                "bend it (e.g. Kinship.bend()) if it was estimated."
             )
 
     def low_rank(self, share: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
