@@ -2,5 +2,7 @@
 
 from bayeslmm.kinship._kinship import Kinship
 from bayeslmm.kinship.grm import grm, snp_factor
+from bayeslmm.kinship.loco import loco_grms
+from bayeslmm.kinship.pedigree import inbreeding, pedigree_relationship
 
-__all__ = ["Kinship", "grm", "snp_factor"]
+__all__ = ["Kinship", "grm", "inbreeding", "loco_grms", "pedigree_relationship", "snp_factor"]
