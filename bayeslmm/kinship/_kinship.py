@@ -150,7 +150,7 @@ class Kinship:
                 f"Kinship '{self.name}' is not positive semi-definite: smallest eigenvalue "
                 f"{s[0]:.4g} ({n_neg} below -{PSD_RTOL:g}·max eigenvalue {top:.4g}). "
                 "A relationship matrix must be PSD: recompute it from complete genotypes, or "
-                "bend it (e.g. Kinship.bend()) if it was estimated."
+                "bend it (Kinship.bent(matrix, ids)) if it was estimated."
             )
 
     def low_rank(self, share: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
@@ -215,9 +215,28 @@ class Kinship:
 
     def bend(self, floor: float = 1e-6) -> Kinship:
         """Nearest PSD matrix by raising eigenvalues below ``floor``·max to that floor."""
-        s, U = np.linalg.eigh(self.matrix)
+        return Kinship.bent(self.matrix, ids=self.ids, name=self.name, floor=floor)
+
+    @classmethod
+    def bent(
+        cls, matrix: np.ndarray, ids: Sequence[str], name: str = "K", floor: float = 1e-6
+    ) -> Kinship:
+        """Build from a symmetric matrix that may not be PSD (an estimate), bending it first.
+
+        Eigenvalues below ``floor``·max eigenvalue are raised to that floor; the validity
+        checks (symmetry, finite values, ids) still apply.
+        """
+        K = np.asarray(matrix, dtype=float)
+        if (
+            K.ndim != 2
+            or K.shape[0] != K.shape[1]
+            or not np.all(np.isfinite(K))
+            or np.abs(K - K.T).max() > SYMMETRY_RTOL * np.abs(K).max()
+        ):
+            return cls(K, ids=ids, name=name)  # let the constructor report the problem
+        s, U = np.linalg.eigh(0.5 * (K + K.T))
         s = np.maximum(s, floor * s[-1])
-        return Kinship((U * s) @ U.T, ids=self.ids, name=self.name)
+        return cls((U * s) @ U.T, ids=ids, name=name)
 
     def __repr__(self) -> str:
         return f"Kinship(name={self.name!r}, n={self.n}, mean_diagonal={self.mean_diagonal:.4g})"
