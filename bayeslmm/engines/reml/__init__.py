@@ -1,0 +1,233 @@
+"""Restricted maximum likelihood (REML) for Gaussian linear mixed models.
+
+:func:`fit_reml` consumes a :class:`~bayeslmm.spec.ModelSpec` and returns a
+:class:`~bayeslmm.results.reml_result.RemlFit`. Two routes:
+
+- ``"spectral"``: one random term with one coefficient (e.g. ``(1 | id)`` with a kinship)
+  and a homoscedastic residual. The eigendecomposition of K (cached on the Kinship) rotates
+  the model so that ℓ_R is a 1-D function of δ = σ_e²/σ_g², O(n p²) per evaluation.
+- ``"ai-reml"``: average-information REML over V = Σ θ_i V_i, for several kernels, iid
+  factors, correlated random slopes and residual variances by environment (dense n × n).
+
+See ``docs/reml.md`` for the formulas and how to read the output.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+
+import numpy as np
+import pandas as pd
+
+from bayeslmm.engines.reml._common import RawFit
+from bayeslmm.engines.reml._structure import (
+    COVARIANCE,
+    RESIDUAL,
+    Structure,
+    as_frame,
+    build_structure,
+    fixed_names,
+    response,
+)
+from bayeslmm.engines.reml.aireml import fit_ai_reml, term_sigma
+from bayeslmm.engines.reml.spectral import fit_spectral
+from bayeslmm.errors import SpecificationError
+from bayeslmm.results.reml_result import RemlFit, boundary_lrt
+from bayeslmm.spec import ModelSpec
+
+__all__ = [
+    "BoundaryFitWarning",
+    "RemlConvergenceWarning",
+    "RemlFit",
+    "boundary_lrt",
+    "fit_reml",
+    "spectral_applicable",
+]
+
+METHODS = ("auto", "spectral", "ai-reml")
+
+
+class BoundaryFitWarning(UserWarning):
+    """lme4's "boundary (singular) fit": a variance is 0 or a covariance matrix is singular."""
+
+
+class RemlConvergenceWarning(UserWarning):
+    """The REML optimiser stopped before meeting its convergence criteria."""
+
+
+def spectral_applicable(spec: ModelSpec) -> bool:
+    """True when the spectral route applies: one single-coefficient term, iid residual.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> from bayeslmm import specify
+    >>> df = pd.DataFrame({"y": [1.0, 2.0, 0.5, 1.5], "g": ["a", "a", "b", "b"]})
+    >>> spectral_applicable(specify("y ~ 1 + (1 | g)", df))
+    True
+    """
+    return len(spec.terms) == 1 and spec.terms[0].n_coef == 1 and spec.sigma_X is None
+
+
+def fit_reml(
+    spec: ModelSpec,
+    method: str = "auto",
+    *,
+    max_iter: int = 200,
+    em_steps: int = 3,
+    tol_loglik: float = 1e-8,
+    tol_param: float = 1e-6,
+    n_grid: int = 100,
+    warn: bool = True,
+) -> RemlFit:
+    """Fit a Gaussian linear mixed model by REML.
+
+    Parameters
+    ----------
+    spec : ModelSpec
+        From :func:`bayeslmm.specify` with ``family="gaussian"``.
+    method : {"auto", "spectral", "ai-reml"}
+        ``"auto"`` uses the spectral route when :func:`spectral_applicable`, else AI-REML.
+    max_iter : int
+        Maximum AI-REML iterations.
+    em_steps : int
+        EM-REML warm-start iterations before AI-REML.
+    tol_loglik, tol_param : float
+        AI-REML stops when |Δℓ_R| < ``tol_loglik`` and the largest relative change of a
+        covariance parameter is below ``tol_param``.
+    n_grid : int
+        Grid size over log δ ∈ [−10, 10] for the spectral route.
+    warn : bool
+        Emit :class:`BoundaryFitWarning` / :class:`RemlConvergenceWarning`.
+
+    Returns
+    -------
+    RemlFit
+
+    Examples
+    --------
+    >>> import numpy as np, pandas as pd
+    >>> from bayeslmm import specify
+    >>> rng = np.random.default_rng(1)
+    >>> df = pd.DataFrame({"g": np.repeat(list("abcdefgh"), 5)})
+    >>> df["y"] = np.repeat(rng.normal(size=8), 5) + rng.normal(size=40)
+    >>> fit = fit_reml(specify("y ~ 1 + (1 | g)", df))
+    >>> list(fit.variance_components["grp"])
+    ['g', 'Residual']
+    """
+    t0 = time.perf_counter()
+    if method not in METHODS:
+        raise SpecificationError(f"method must be one of {METHODS}; got {method!r}.")
+    if not spec.family.is_gaussian:
+        raise SpecificationError(
+            f"REML is defined for Gaussian responses; this model's family is "
+            f"{spec.family.name!r}. Use the Bayesian engine (or Laplace ML) for a GLMM."
+        )
+    if method == "auto":
+        method = "spectral" if spectral_applicable(spec) else "ai-reml"
+    if method == "spectral" and not spectral_applicable(spec):
+        raise SpecificationError(
+            "method='spectral' needs exactly one random term with one coefficient (e.g. "
+            f"(1 | id)) and one residual variance; this model has {len(spec.terms)} term(s) "
+            f"{[t.label for t in spec.terms]}"
+            + (" and residual variances by group" if spec.sigma_X is not None else "")
+            + ". Use method='ai-reml'."
+        )
+    structure = build_structure(spec)
+    y = response(spec)
+    X = np.asarray(spec.X, dtype=float)
+    if method == "spectral":
+        raw = fit_spectral(structure, y, X, n_grid=n_grid)
+    else:
+        raw = fit_ai_reml(
+            structure,
+            y,
+            X,
+            max_iter=max_iter,
+            em_steps=em_steps,
+            tol_loglik=tol_loglik,
+            tol_param=tol_param,
+        )
+    boundary, notes = _boundary(structure, raw.theta)
+    messages = list(raw.messages) + notes
+    if warn and boundary:
+        warnings.warn(
+            "boundary (singular) fit: " + "; ".join(notes) + ". Consider simplifying the "
+            "random-effects structure (see lme4's ?isSingular).",
+            BoundaryFitWarning,
+            stacklevel=2,
+        )
+    if warn and not raw.converged:
+        warnings.warn(
+            f"REML ({method}) did not converge after {raw.n_iter} iterations: "
+            + ("; ".join(raw.messages) or "criteria not met")
+            + ". Estimates may be inaccurate; try larger max_iter.",
+            RemlConvergenceWarning,
+            stacklevel=2,
+        )
+    timing = dict(raw.timing)
+    timing["total_s"] = time.perf_counter() - t0
+    return _assemble(spec, structure, raw, method, boundary, messages, timing)
+
+
+def _boundary(structure: Structure, theta: np.ndarray) -> tuple[bool, list[str]]:
+    """Variances at 0 (or negligible) and singular correlated Σ, as lme4's isSingular."""
+    total = float(
+        sum(v for v, p in zip(theta, structure.params, strict=True) if p.kind != COVARIANCE)
+    )
+    tol = 1e-8 * max(total, 1e-300)
+    notes = []
+    for value, p in zip(theta, structure.params, strict=True):
+        if p.kind == COVARIANCE:
+            continue
+        if value <= tol:
+            what = "residual variance" if p.kind == RESIDUAL else "variance"
+            name = p.grp if p.var1 is None else f"{p.grp} {p.var1}"
+            notes.append(f"{what} of {name} is estimated at 0")
+    for t, term in enumerate(structure.terms):
+        if term.correlated and term.n_coef > 1:
+            S = term_sigma(structure, theta, t)
+            w = np.linalg.eigvalsh(S)
+            if w[-1] > 0 and w[0] <= 1e-6 * w[-1] and not np.any(np.diag(S) <= tol):
+                notes.append(
+                    f"the covariance matrix of {structure.term_labels[t]} is singular "
+                    "(a correlation of ±1)"
+                )
+    return bool(notes), notes
+
+
+def _assemble(
+    spec: ModelSpec,
+    structure: Structure,
+    raw: RawFit,
+    method: str,
+    boundary: bool,
+    messages: list[str],
+    timing: dict[str, float],
+) -> RemlFit:
+    names = fixed_names(spec)
+    se = np.sqrt(np.clip(np.diag(raw.beta_cov), 0.0, None))
+    fixed = pd.DataFrame(
+        {"estimate": raw.beta, "se": se, "t": raw.beta / np.where(se > 0, se, math.nan)},
+        index=pd.Index(names, name="term"),
+    )
+    return RemlFit(
+        method=method,
+        formula=spec.formula,
+        n_obs=spec.n_obs,
+        parameters=as_frame(structure, raw.theta, raw.theta_cov),
+        parameter_cov=raw.theta_cov,
+        fixed_effects=fixed,
+        fixed_cov=raw.beta_cov,
+        blups=raw.blups,
+        loglik_reml=float(raw.loglik_reml),
+        loglik_ml=float(raw.loglik_ml),
+        converged=bool(raw.converged),
+        n_iter=int(raw.n_iter),
+        boundary=boundary,
+        timing=timing,
+        messages=tuple(messages),
+        sigma_formula=spec.sigma_formula,
+    )

@@ -1,0 +1,58 @@
+"""What both REML routes hand back, and the formulas they share."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+LOG_2PI = math.log(2.0 * math.pi)
+
+
+@dataclass
+class RawFit:
+    """Engine-internal result, turned into a :class:`RemlFit` by ``fit_reml``."""
+
+    theta: np.ndarray
+    theta_cov: np.ndarray
+    beta: np.ndarray
+    beta_cov: np.ndarray
+    loglik_reml: float
+    loglik_ml: float
+    blups: dict[str, pd.DataFrame]
+    n_iter: int
+    converged: bool
+    messages: list[str] = field(default_factory=list)
+    timing: dict[str, float] = field(default_factory=dict)
+
+
+def reml_loglik(logdet_v: float, logdet_xvx: float, ypy: float, n: int, p: int) -> float:
+    """ℓ_R = −½ [log|V| + log|Xᵀ V⁻¹ X| + yᵀ P y + (n − p) log 2π] (lme4's REML criterion / −2)."""
+    return -0.5 * (logdet_v + logdet_xvx + ypy + (n - p) * LOG_2PI)
+
+
+def ml_loglik_reprofiled(logdet_v: float, ypy: float, n: int) -> float:
+    """Full log-likelihood at the REML covariance shape with the common scale re-profiled.
+
+    For a REML fit lme4's ``logLik(fit, REML = FALSE)`` keeps the relative covariance
+    parameters and the GLS β̂, and replaces σ̂² = rᵀV₀⁻¹r/(n − p) by its ML value rᵀV₀⁻¹r/n.
+    With V = c V₀ this is max_c ℓ_ML(c V) = −½ [log|V| + n log(q/n) + n + n log 2π], q = rᵀV⁻¹r
+    (and rᵀV⁻¹r = yᵀPy since P y = V⁻¹(y − Xβ̂)).
+    """
+    return -0.5 * (logdet_v + n * math.log(ypy / n) + n + n * LOG_2PI)
+
+
+def safe_inverse(matrix: np.ndarray) -> np.ndarray:
+    """Inverse of a symmetric information matrix; NaN where it is singular."""
+    k = matrix.shape[0]
+    if k == 0:
+        return np.zeros((0, 0))
+    if not np.all(np.isfinite(matrix)):
+        return np.full((k, k), np.nan)
+    w = np.linalg.eigvalsh(matrix)
+    if w[0] <= max(abs(w[-1]), 1e-300) * 1e-12:
+        return np.full((k, k), np.nan)
+    inv = np.linalg.inv(matrix)
+    return 0.5 * (inv + inv.T)
