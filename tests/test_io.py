@@ -1,0 +1,184 @@
+"""Readers and writers: round trips, the GCTA byte layout, PLINK through bed-reader, errors."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from bayeslmm import Kinship
+from bayeslmm.errors import DataError, KinshipError
+from bayeslmm.io import (
+    read_dosage_csv,
+    read_gcta_grm,
+    read_kinship,
+    read_matrix_csv,
+    read_plink,
+    write_gcta_grm,
+    write_matrix_csv,
+)
+from bayeslmm.kinship import grm
+
+
+@pytest.fixture
+def kinship():
+    rng = np.random.default_rng(0)
+    X = rng.binomial(2, rng.uniform(0.1, 0.9, 300), size=(9, 300)).astype(float)
+    X = X[:, X.std(axis=0) > 0]
+    return grm(X, ids=[f"00{k}" for k in range(9)])  # leading zeros must survive
+
+
+def test_gcta_round_trip_and_byte_layout(tmp_path, kinship):
+    counts = np.arange(81, dtype=float).reshape(9, 9)
+    counts = counts + counts.T
+    paths = write_gcta_grm(kinship, tmp_path / "g", n_snps=counts)
+    assert [p.name for p in paths] == ["g.grm.bin", "g.grm.id", "g.grm.N.bin"]
+    # Layout: lower triangle incl. diagonal, row by row, little-endian float32.
+    raw = np.fromfile(tmp_path / "g.grm.bin", dtype="<f4")
+    K = kinship.matrix
+    expected = [K[i, j] for i in range(9) for j in range(i + 1)]
+    np.testing.assert_array_equal(raw, np.float32(expected))
+    raw_n = np.fromfile(tmp_path / "g.grm.N.bin", dtype="<f4")
+    np.testing.assert_array_equal(raw_n, [counts[i, j] for i in range(9) for j in range(i + 1)])
+    lines = (tmp_path / "g.grm.id").read_text().splitlines()
+    assert lines[0] == "000\t000" and len(lines) == 9
+    back = read_gcta_grm(tmp_path / "g")
+    assert back.ids == kinship.ids and back.name == "g"
+    np.testing.assert_allclose(back.matrix, K, rtol=1e-6, atol=1e-7)
+    for spelled in ("g.grm", "g.grm.bin"):
+        np.testing.assert_array_equal(read_gcta_grm(tmp_path / spelled).matrix, back.matrix)
+
+
+def test_gcta_scalar_count_and_no_count(tmp_path, kinship):
+    write_gcta_grm(kinship, tmp_path / "a", n_snps=300)
+    np.testing.assert_array_equal(np.fromfile(tmp_path / "a.grm.N.bin", dtype="<f4"), 300)
+    paths = write_gcta_grm(kinship, tmp_path / "b")
+    assert len(paths) == 2 and not (tmp_path / "b.grm.N.bin").exists()
+
+
+def test_gcta_reads_space_separated_ids_and_uses_iid(tmp_path, kinship):
+    write_gcta_grm(kinship, tmp_path / "g")
+    (tmp_path / "g.grm.id").write_text("".join(f"fam{k} {i}\n" for k, i in enumerate(kinship.ids)))
+    assert read_gcta_grm(tmp_path / "g").ids == kinship.ids
+
+
+def test_gcta_errors(tmp_path, kinship):
+    with pytest.raises(KinshipError, match=r"g.grm.bin does not exist"):
+        read_gcta_grm(tmp_path / "g")
+    write_gcta_grm(kinship, tmp_path / "g")
+    (tmp_path / "g.grm.id").write_text("a\ta\nb\tb\n")
+    with pytest.raises(KinshipError, match=r"holds 45 values but .* lists 2 individuals"):
+        read_gcta_grm(tmp_path / "g")
+    (tmp_path / "g.grm.id").write_text("a\n")
+    with pytest.raises(KinshipError, match="line 1 has 1 field"):
+        read_gcta_grm(tmp_path / "g")
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".tsv", ".txt", ".csv.gz"])
+def test_matrix_table_round_trip_is_exact(tmp_path, kinship, suffix):
+    path = write_matrix_csv(kinship, tmp_path / f"K{suffix}")
+    back = read_matrix_csv(path)
+    assert back.ids == kinship.ids and back.name == "K"
+    np.testing.assert_array_equal(back.matrix, kinship.matrix)
+    np.testing.assert_array_equal(read_kinship(path).matrix, kinship.matrix)
+
+
+def test_matrix_table_with_permuted_columns(tmp_path, kinship):
+    frame = kinship.to_dataframe()
+    perm = list(reversed(kinship.ids))
+    frame[perm].to_csv(tmp_path / "K.csv", index_label="")
+    back = read_matrix_csv(tmp_path / "K.csv")
+    np.testing.assert_array_equal(back.matrix, kinship.matrix)
+
+
+def test_matrix_table_errors(tmp_path):
+    (tmp_path / "bad.csv").write_text("id,a,b\na,1,x\nb,0.5,1\n")
+    with pytest.raises(KinshipError, match=r"columns \['b'\] hold non-numeric"):
+        read_matrix_csv(tmp_path / "bad.csv")
+    (tmp_path / "short.csv").write_text("id,a\na,1,0\nb,0,1\n")
+    with pytest.raises(KinshipError, match="header names 1 ids but the rows have 2"):
+        read_matrix_csv(tmp_path / "short.csv")
+    (tmp_path / "asym.csv").write_text("id,a,b\na,1,0.5\nb,0.4,1\n")
+    with pytest.raises(KinshipError, match="not symmetric"):
+        read_matrix_csv(tmp_path / "asym.csv")
+
+
+def test_read_kinship_dispatch_and_error(tmp_path, kinship):
+    write_gcta_grm(kinship, tmp_path / "g")
+    assert read_kinship(tmp_path / "g").ids == kinship.ids
+    assert read_kinship(str(tmp_path / "g.grm")).ids == kinship.ids
+    with pytest.raises(KinshipError, match=r"No kinship found at .*nothing.*\.grm\.bin"):
+        read_kinship(tmp_path / "nothing")
+
+
+def test_plink_round_trip(tmp_path):
+    to_bed = pytest.importorskip("bed_reader").to_bed
+    rng = np.random.default_rng(1)
+    values = rng.integers(0, 3, size=(6, 5)).astype(float)
+    values[2, 3] = np.nan
+    props = {
+        "iid": ["i1", "i2", "i3", "i4", "i5", "007"],
+        "fid": ["f"] * 6,
+        "sid": [f"rs{k}" for k in range(5)],
+        "chromosome": ["1", "1", "2", "X", "2"],
+        "cm_position": [0.0, 1.5, 0.0, 3.25, 7.0],
+        "bp_position": [100, 2000, 300, 40, 5000],
+        "allele_1": ["A", "C", "G", "T", "A"],
+        "allele_2": ["G", "T", "A", "C", "C"],
+    }
+    to_bed(tmp_path / "toy.bed", values, properties=props)
+    dosages, snp_map = read_plink(tmp_path / "toy")
+    assert dosages.index.tolist() == props["iid"]
+    assert dosages.columns.tolist() == props["sid"]
+    np.testing.assert_array_equal(dosages.to_numpy(), values)  # counts A1, NaN missing
+    assert snp_map["chrom"].tolist() == props["chromosome"]
+    assert snp_map["snp"].tolist() == props["sid"]
+    np.testing.assert_array_equal(snp_map["cm"], props["cm_position"])
+    np.testing.assert_array_equal(snp_map["bp"], props["bp_position"])
+    assert snp_map["a1"].tolist() == props["allele_1"]
+    assert snp_map["a2"].tolist() == props["allele_2"]
+    f32, _ = read_plink(str(tmp_path / "toy.bed"), dtype="float32")
+    assert f32.dtypes.iloc[0] == np.float32
+
+
+def test_plink_errors(tmp_path):
+    to_bed = pytest.importorskip("bed_reader").to_bed
+    with pytest.raises(DataError, match=r"nope.bed does not exist"):
+        read_plink(tmp_path / "nope")
+    to_bed(
+        tmp_path / "dup.bed",
+        np.zeros((2, 1)),
+        properties={"iid": ["x", "x"], "fid": ["f1", "f2"]},
+    )
+    with pytest.raises(DataError, match=r"repeats IIDs \['x'\].*FID_IID"):
+        read_plink(tmp_path / "dup")
+
+
+def test_dosage_csv(tmp_path):
+    path = tmp_path / "g.csv"
+    path.write_text("sample,s1,s2,s3\n001,0,1,2\n002,2,,1\n003,1,NA,0.5\n")
+    frame = read_dosage_csv(path)
+    assert frame.index.tolist() == ["001", "002", "003"]
+    assert frame.columns.tolist() == ["s1", "s2", "s3"]
+    np.testing.assert_array_equal(frame.to_numpy(), [[0, 1, 2], [2, np.nan, 1], [1, np.nan, 0.5]])
+    # Tab-separated by suffix, and a round trip through pandas.
+    frame.to_csv(tmp_path / "g.tsv", sep="\t", index_label="id")
+    pd.testing.assert_frame_equal(read_dosage_csv(tmp_path / "g.tsv"), frame)
+
+
+def test_dosage_csv_errors(tmp_path):
+    (tmp_path / "a.csv").write_text("id,s1,s2\na,0,AA\nb,1,AG\n")
+    with pytest.raises(DataError, match=r"SNP columns \['s2'\] hold non-numeric"):
+        read_dosage_csv(tmp_path / "a.csv")
+    (tmp_path / "b.csv").write_text("id,s1\na,0\na,1\n")
+    with pytest.raises(DataError, match=r"ids \['a'\] appear on more than one row"):
+        read_dosage_csv(tmp_path / "b.csv")
+    (tmp_path / "c.csv").write_text("id;s1\na;0\n")
+    with pytest.raises(DataError, match="no SNP columns"):
+        read_dosage_csv(tmp_path / "c.csv")
+
+
+def test_kinship_from_file_is_validated(tmp_path):
+    (tmp_path / "np.csv").write_text("id,a,b\na,1,2\nb,2,1\n")
+    with pytest.raises(KinshipError, match="smallest eigenvalue -1"):
+        read_kinship(tmp_path / "np.csv")
+    (tmp_path / "ok.csv").write_text("id,a,b\na,1,0.5\nb,0.5,1\n")
+    assert isinstance(read_kinship(tmp_path / "ok.csv"), Kinship)
