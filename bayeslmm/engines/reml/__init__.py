@@ -183,9 +183,11 @@ def _boundary(structure: Structure, theta: np.ndarray) -> tuple[bool, list[str]]
         if p.kind == COVARIANCE:
             continue
         if value <= tol:
-            what = "residual variance" if p.kind == RESIDUAL else "variance"
-            name = p.grp if p.var1 is None else f"{p.grp} {p.var1}"
-            notes.append(f"{what} of {name} is estimated at 0")
+            if p.kind == RESIDUAL:
+                where = "" if p.var1 is None else f" of {p.var1}"
+                notes.append(f"the residual variance{where} is estimated at 0")
+            else:
+                notes.append(f"variance of {p.grp} {p.var1} is estimated at 0")
     for t, term in enumerate(structure.terms):
         if term.correlated and term.n_coef > 1:
             S = term_sigma(structure, theta, t)
