@@ -1,0 +1,557 @@
+"""Write a :class:`pymc.Model` from a :class:`~bayeslmm.spec.ModelSpec`.
+
+Two strategies, one set of parameter names:
+
+``"spectral"`` (Gaussian, one intercept-only kinship term, homoscedastic residual)
+    The relationship matrix of the observations, V_g = Z K Zᵀ = U S Uᵀ, is diagonalised once
+    outside the graph. Then Uᵀy ~ N(UᵀXβ, σ_g² S + σ_e² I) is a product of n independent
+    normals: O(n) per log-density and gradient, exact. Only β and the variances are sampled;
+    breeding values are drawn afterwards from u | y, θ
+    (:mod:`bayeslmm.engines.bayes.conditional`).
+
+``"latent"`` (everything else)
+    Non-centred random effects u = U √S z L_Σᵀ with z ~ N(0, I) (q × m), U √S the (optionally
+    truncated) eigenbasis of K and L_Σ the Cholesky factor of the m × m covariance of the
+    term's coefficients; iid terms use u = z L_Σᵀ. No Cholesky or inverse of K is ever inside
+    the sampled graph.
+
+Names in the model (``g`` = grouping factor, e.g. ``id``)
+---------------------------------------------------------
+free:           ``beta`` (or ``beta_centered`` when the covariates are centred, see below),
+                ``sd_g`` (scalar, or dims ``g_coef``), ``chol_g`` (correlated slopes),
+                ``sigma``, ``sigma_coef`` (log-σ regression), ``z_g``, ``sd_olre``, ``z_olre``,
+                ``h2`` / ``shares`` and ``total_sd`` / ``total_variance`` (share parametrisation)
+deterministic:  ``beta`` (dims ``fixed``), ``var_g``, ``cov_g``/``corr_g`` (slopes),
+                ``u_g`` (latent; dims ``g_level, g_coef``), ``var_residual``,
+                ``variance_share`` (dims ``component``), ``h2`` (one kinship term)
+observed:       the response (dims ``obs``), or ``<response>_rotated`` (dims ``eigen``) for the
+                spectral strategy.
+
+The intercept is sampled at centred covariates (``beta_centered``), which decorrelates it
+from the slopes and matches the intercept prior of :mod:`bayeslmm.priors`; ``beta`` is the
+usual uncentred vector.
+"""
+
+from __future__ import annotations
+
+import time
+import weakref
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from bayeslmm.errors import SpecificationError
+from bayeslmm.priors import Prior, PriorSet, resolve_priors
+from bayeslmm.spec import ModelSpec, RandomTerm
+
+STRATEGIES = ("auto", "spectral", "latent")
+
+#: Latent-scale variance of the logistic / probit distribution (Nakagawa & Schielzeth 2010).
+LINK_VARIANCE = {"logit": np.pi**2 / 3, "probit": 1.0}
+
+# Eigendecompositions of Z K Zᵀ, one per RandomTerm object (RandomTerm is frozen, eq=False,
+# so it hashes by identity); recomputed never while the term lives.
+_ROTATION_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+@dataclass(frozen=True, eq=False)
+class SpectralBasis:
+    """The eigendecomposition V_g = Z K Zᵀ = U diag(values) Uᵀ of the observations' kinship.
+
+    Attributes
+    ----------
+    values : ndarray, shape (n,)
+        Eigenvalues (ascending, clipped at 0).
+    vectors : ndarray, shape (n, n)
+        Orthonormal eigenvectors.
+    eigh_s : float
+        Seconds the eigendecomposition took (0 when it was cached on the Kinship object).
+    """
+
+    values: np.ndarray
+    vectors: np.ndarray
+    eigh_s: float
+
+
+def spectral_basis(term: RandomTerm) -> SpectralBasis:
+    """Eigendecomposition of Z K Zᵀ for a kinship term, computed once per term.
+
+    When each level has exactly one observation in level order (Z = I) the kinship's own
+    cached eigendecomposition is reused.
+
+    Examples
+    --------
+    >>> import numpy as np, pandas as pd, bayeslmm as bl
+    >>> K = bl.Kinship(np.array([[1.0, 0.5], [0.5, 1.0]]), ["a", "b"])
+    >>> df = pd.DataFrame({"y": [1.0, 2.0, 3.0], "id": ["a", "b", "b"]})
+    >>> basis = spectral_basis(bl.specify("y ~ (1|id)", df, kinship={"id": K}).terms[0])
+    >>> basis.values.round(3).tolist()
+    [0.0, 0.634, 3.366]
+    """
+    if term.kinship is None:
+        raise SpecificationError(f"Term ({term.label}) has no kinship to rotate by.")
+    cached = _ROTATION_CACHE.get(term)
+    if cached is not None:
+        return cached
+    start = time.perf_counter()
+    fresh = "_eigh" not in term.kinship.__dict__
+    if term.is_identity_incidence:
+        values, vectors = term.kinship.eigenvalues, term.kinship.eigenvectors
+        elapsed = time.perf_counter() - start if fresh else 0.0
+    else:
+        Z = term.incidence()
+        ZK = (Z @ term.kinship.matrix).astype(float)
+        V = np.asarray(Z @ ZK.T).T
+        V = 0.5 * (V + V.T)
+        values, vectors = np.linalg.eigh(V)
+        values = np.clip(values, 0.0, None)
+        elapsed = time.perf_counter() - start
+    basis = SpectralBasis(values=values, vectors=vectors, eigh_s=elapsed)
+    _ROTATION_CACHE[term] = basis
+    return basis
+
+
+def choose_strategy(spec: ModelSpec, strategy: str = "auto") -> str:
+    """Resolve ``"auto"`` to ``"spectral"`` or ``"latent"``; check a forced choice.
+
+    Examples
+    --------
+    >>> import numpy as np, pandas as pd, bayeslmm as bl
+    >>> df = pd.DataFrame({"y": [1.0, 2.0, 0.5, 1.5], "g": ["a", "a", "b", "b"]})
+    >>> choose_strategy(bl.specify("y ~ 1 + (1 | g)", df))
+    'latent'
+    """
+    if strategy not in STRATEGIES:
+        raise SpecificationError(f"Unknown strategy '{strategy}'; choose one of {STRATEGIES}.")
+    reasons = spectral_obstacles(spec)
+    if strategy == "auto":
+        return "latent" if reasons else "spectral"
+    if strategy == "spectral" and reasons:
+        raise SpecificationError(
+            "The spectral strategy needs a Gaussian model with exactly one random term, with a "
+            f"kinship, intercept-only, and one residual variance; here: {'; '.join(reasons)}. "
+            "Use strategy='latent'."
+        )
+    return strategy
+
+
+def spectral_obstacles(spec: ModelSpec) -> list[str]:
+    """Why the spectral strategy does not apply to ``spec`` (empty when it does)."""
+    reasons = []
+    if not spec.family.is_gaussian:
+        reasons.append(f"family is {spec.family.name}")
+    if len(spec.terms) != 1:
+        reasons.append(f"{len(spec.terms)} random terms")
+    elif spec.terms[0].kinship is None:
+        reasons.append(f"term ({spec.terms[0].label}) has no kinship")
+    elif not spec.terms[0].is_intercept_only:
+        reasons.append(f"term ({spec.terms[0].label}) has slopes")
+    if spec.sigma_X is not None:
+        reasons.append("the residual variance has a model (sigma formula)")
+    return reasons
+
+
+@dataclass(eq=False)
+class BuiltModel:
+    """A built :class:`pymc.Model` together with what is needed to interpret its draws.
+
+    Attributes
+    ----------
+    model : pymc.Model
+    spec : ModelSpec
+    strategy : str
+        ``"spectral"`` or ``"latent"``.
+    priors : PriorSet
+    rotation : SpectralBasis or None
+        The spectral strategy's eigenbasis.
+    components : tuple of str
+        Labels of the ``variance_share`` coordinate: one per random term (``"h2"`` for a sole
+        kinship term, else the group name) and ``"residual"``.
+    observed_name : str
+        Name of the observed variable in the model.
+    timing : dict
+        ``build_s`` and ``eigh_s``.
+    """
+
+    model: Any
+    spec: ModelSpec
+    strategy: str
+    priors: PriorSet
+    rotation: SpectralBasis | None
+    components: tuple[str, ...]
+    observed_name: str
+    timing: dict[str, float] = field(default_factory=dict)
+    cache: dict[str, Any] = field(default_factory=dict)
+
+
+def component_labels(spec: ModelSpec) -> tuple[str, ...]:
+    """Labels of the variance components: ``"h2"`` for a sole kinship term, else the group.
+
+    Examples
+    --------
+    >>> import numpy as np, pandas as pd, bayeslmm as bl
+    >>> df = pd.DataFrame({"y": [1.0, 2.0, 0.5, 1.5], "g": ["a", "a", "b", "b"]})
+    >>> component_labels(bl.specify("y ~ 1 + (1 | g)", df))
+    ('g', 'residual')
+    """
+    sole_kinship = len(spec.kinship_terms) == 1
+    labels = ["h2" if (t.kinship is not None and sole_kinship) else t.group for t in spec.terms]
+    return (*labels, "residual")
+
+
+def _coords(spec: ModelSpec) -> dict[str, Any]:
+    coords: dict[str, Any] = {
+        "fixed": list(spec.fixed_names),
+        "obs": np.arange(spec.n_obs),
+        "component": list(component_labels(spec)),
+    }
+    for t in spec.terms:
+        coords[f"{t.group}_level"] = list(t.levels)
+        coords[f"{t.group}_coef"] = list(t.covariates)
+        if t.n_coef > 1:
+            coords[f"{t.group}_coef_bis"] = list(t.covariates)
+    if spec.sigma_X is not None:
+        coords["sigma_fixed"] = list(spec.sigma_names)
+    return coords
+
+
+def _normal_vector(priors: list[Prior], what: str) -> tuple[np.ndarray, np.ndarray]:
+    bad = [p.describe() for p in priors if p.family != "normal"]
+    if bad:
+        raise SpecificationError(f"Priors of {what} must be ('normal', mu, sigma); got {bad}.")
+    mu = np.array([float(p.params[0]) for p in priors])
+    sd = np.array([float(p.params[1]) for p in priors])
+    return mu, sd
+
+
+def _fixed_effects(spec: ModelSpec, priors: PriorSet):
+    """β with its prior; returns (β_graph, design used with it, centring shift)."""
+    import pymc as pm
+    import pytensor.tensor as pt
+
+    names = list(spec.fixed_names)
+    if not names:
+        return None, None
+    plist = [priors.intercept if nm == "Intercept" else priors.slopes[nm] for nm in names]
+    mu, sd = _normal_vector(plist, "fixed effects")
+    X = np.asarray(spec.X, dtype=float)
+    if "Intercept" in names and len(names) > 1:
+        k0 = names.index("Intercept")
+        means = X.mean(axis=0)
+        means[k0] = 0.0
+        Xc = X - means
+        beta_c = pm.Normal("beta_centered", mu=mu, sigma=sd, dims="fixed")
+        shift = pt.dot(pt.as_tensor(means), beta_c)
+        beta = pm.Deterministic(
+            "beta", pt.set_subtensor(beta_c[k0], beta_c[k0] - shift), dims="fixed"
+        )
+        return beta_c, Xc
+    beta = pm.Normal("beta", mu=mu, sigma=sd, dims="fixed")
+    return beta, X
+
+
+def _sd_prior_for(prior: Prior, m: int) -> Prior:
+    """The prior with vector parameters squeezed to scalars for a one-coefficient term."""
+    if m != 1:
+        return prior
+    params = tuple(float(np.asarray(p).ravel()[0]) if np.size(p) == 1 else p for p in prior.params)
+    return Prior(prior.family, params)
+
+
+def _term_cholesky(term: RandomTerm, priors: PriorSet, var_given=None):
+    """The SD(s) / Cholesky factor of a term's coefficient covariance.
+
+    Returns ``(kind, value)``: ``("scalar", sd)``, ``("diag", sd_vector)`` or
+    ``("chol", L)``, and registers ``sd_g``, ``var_g``, ``cov_g``, ``corr_g``.
+    """
+    import pymc as pm
+    import pytensor.tensor as pt
+
+    g, m = term.group, term.n_coef
+    if var_given is not None:  # share parametrisation: intercept-only, variance given
+        sd = pm.Deterministic(f"sd_{g}", pt.sqrt(var_given))
+        return "scalar", sd
+    prior = _sd_prior_for(priors.sd[g], m)
+    if m == 1:
+        sd = prior.to_pymc(f"sd_{g}")
+        return "scalar", sd
+    if not term.correlated:
+        sd = prior.to_pymc(f"sd_{g}", dims=f"{g}_coef")
+        pm.Deterministic(f"cov_{g}", pt.diag(sd**2), dims=(f"{g}_coef", f"{g}_coef_bis"))
+        return "diag", sd
+    eta = float(priors.cor[g].params[0])
+    chol = pm.LKJCholeskyCov(
+        f"chol_{g}", n=m, eta=eta, sd_dist=prior.to_dist(m), compute_corr=False
+    )
+    chol = pm.expand_packed_triangular(m, chol, lower=True)
+    cov = chol @ chol.T
+    sds = pt.sqrt(pt.diag(cov))
+    pm.Deterministic(f"sd_{g}", sds, dims=f"{g}_coef")
+    pm.Deterministic(f"corr_{g}", cov / pt.outer(sds, sds), dims=(f"{g}_coef", f"{g}_coef_bis"))
+    pm.Deterministic(f"cov_{g}", cov, dims=(f"{g}_coef", f"{g}_coef_bis"))
+    return "chol", chol
+
+
+def _term_variance(term: RandomTerm, kind: str, value):
+    """Average variance the term adds to an observation: mean_i d_iᵀ Σ d_i (Σ at K_ii = 1)."""
+    import pytensor.tensor as pt
+
+    if kind == "scalar":
+        return value**2
+    D = np.asarray(term.design, dtype=float)
+    if kind == "diag":
+        return pt.dot(pt.as_tensor(np.mean(D**2, axis=0)), value**2)
+    second_moment = D.T @ D / D.shape[0]  # mean_i d_i d_iᵀ
+    return pt.sum(pt.as_tensor(second_moment) * (value @ value.T))
+
+
+def _latent_effect(term: RandomTerm, kind: str, value, rank_share: float | None):
+    """u_g (q × m) = basis · z · L_Σᵀ, non-centred; registers ``z_g`` and ``u_g``."""
+    import pymc as pm
+    import pytensor.tensor as pt
+
+    g = term.group
+    if term.kinship is not None:
+        values, vectors = term.kinship.low_rank(rank_share or 1.0)
+        basis = vectors * np.sqrt(values)  # q × r, basis basisᵀ = K (truncated)
+        z = pm.Normal(f"z_{g}", 0.0, 1.0, dims=(f"{g}_basis", f"{g}_coef"))
+        scaled = pt.dot(pt.as_tensor(basis), z)
+    else:
+        z = pm.Normal(f"z_{g}", 0.0, 1.0, dims=(f"{g}_level", f"{g}_coef"))
+        scaled = z
+    if kind in ("scalar", "diag"):
+        u = scaled * value
+    else:
+        u = pt.dot(scaled, value.T)
+    return pm.Deterministic(f"u_{g}", u, dims=(f"{g}_level", f"{g}_coef"))
+
+
+def _term_contribution(term: RandomTerm, u):
+    import pytensor.tensor as pt
+
+    D = np.asarray(term.design, dtype=float)
+    rows = u[np.asarray(term.index)]  # n × m
+    if term.n_coef == 1:
+        return rows[:, 0] * D[:, 0] if np.any(D[:, 0] != 1.0) else rows[:, 0]
+    return pt.sum(rows * pt.as_tensor(D), axis=1)
+
+
+def _share_variances(spec: ModelSpec, priors: PriorSet):
+    """σ²_P and the shares (share parametrisation): returns (term variances, residual var)."""
+    import pymc as pm
+    import pytensor.tensor as pt
+
+    if priors.total_is_variance:
+        var_total = priors.total.to_pymc("total_variance")
+    else:
+        var_total = pm.Deterministic("total_variance", priors.total.to_pymc("total_sd") ** 2)
+    if priors.shares.family == "beta":
+        h2 = priors.shares.to_pymc("h2")
+        shares = pt.stack([h2, 1.0 - h2])
+    else:
+        shares = priors.shares.to_pymc("shares", dims="component")
+    k = len(spec.terms)
+    return [shares[i] * var_total for i in range(k)], shares[k] * var_total
+
+
+def family_likelihood(spec: ModelSpec, name: str, eta, sigma=None, dims: str = "obs"):
+    """The observed node for the family: Normal / Poisson / Bernoulli / Binomial.
+
+    ``eta`` is the linear predictor; ``sigma`` the Gaussian residual SD (scalar or per
+    observation). Bernoulli and binomial use the logit or probit link of ``spec.family``.
+    """
+    import pymc as pm
+
+    fam, y = spec.family, np.asarray(spec.y)
+    if fam.is_gaussian:
+        return pm.Normal(name, mu=eta, sigma=sigma, observed=y, dims=dims)
+    if fam.name == "poisson":
+        return pm.Poisson(name, mu=pm.math.exp(eta), observed=y.astype("int64"), dims=dims)
+    if fam.link == "logit":
+        prob = {"logit_p": eta}
+    else:
+        prob = {"p": pm.math.invprobit(eta)}
+    if fam.name == "bernoulli":
+        return pm.Bernoulli(name, observed=y.astype("int64"), dims=dims, **prob)
+    trials = np.asarray(spec.trials).astype("int64")
+    return pm.Binomial(name, n=trials, observed=y.astype("int64"), dims=dims, **prob)
+
+
+def _nongaussian_residual_variance(spec: ModelSpec, eta_fixed, var_random, var_olre):
+    """Latent-scale residual variance of a GLMM (Nakagawa, Johnson & Schielzeth 2017).
+
+    Binomial families: π²/3 (logit) or 1 (probit). Poisson (log link, lognormal
+    approximation): ln(1 + 1/λ̄) + σ²_olre, with λ̄ = mean(exp(η_fixed)) · exp(σ²_random/2).
+    """
+    import pytensor.tensor as pt
+
+    fam = spec.family
+    if fam.name == "poisson":
+        lam = pt.mean(pt.exp(eta_fixed)) * pt.exp(0.5 * (var_random + var_olre))
+        out = pt.log1p(1.0 / lam)
+        return out + var_olre
+    return pt.as_tensor(LINK_VARIANCE[fam.link])
+
+
+def build(
+    spec: ModelSpec,
+    strategy: str = "auto",
+    rank_share: float | None = None,
+    priors: dict[str, Any] | None = None,
+) -> BuiltModel:
+    """Build the PyMC model for ``spec``.
+
+    Parameters
+    ----------
+    spec : ModelSpec
+        From :func:`bayeslmm.specify`.
+    strategy : {"auto", "spectral", "latent"}
+        ``"auto"`` takes the spectral strategy whenever it applies.
+    rank_share : float, optional
+        Latent strategy: keep the leading eigenvectors of each kinship holding this share of
+        its trace (e.g. 0.99); default all with a positive eigenvalue.
+    priors : dict, optional
+        Prior overrides (see :mod:`bayeslmm.priors`); default ``spec.priors``.
+
+    Returns
+    -------
+    BuiltModel
+        ``.model`` is the :class:`pymc.Model`.
+
+    Examples
+    --------
+    >>> import numpy as np, pandas as pd, bayeslmm as bl
+    >>> rng = np.random.default_rng(0)
+    >>> K = bl.Kinship(np.eye(6) * 0.5 + 0.5, [f"i{k}" for k in range(6)])
+    >>> df = pd.DataFrame({"y": rng.normal(size=6), "id": list(K.ids)})
+    >>> built = build(bl.specify("y ~ 1 + (1 | id)", df, kinship={"id": K}))
+    >>> built.strategy, sorted(v.name for v in built.model.free_RVs)
+    ('spectral', ['beta', 'sd_id', 'sigma'])
+    """
+    import pymc as pm
+    import pytensor.tensor as pt
+
+    start = time.perf_counter()
+    strategy = choose_strategy(spec, strategy)
+    if rank_share is not None and not 0.0 < rank_share <= 1.0:
+        raise SpecificationError(f"rank_share must lie in (0, 1]; got {rank_share}.")
+    prior_set = resolve_priors(spec, priors)
+    coords = _coords(spec)
+    rotation = None
+    for t in spec.terms:
+        if strategy == "latent" and t.kinship is not None:
+            r = t.kinship.low_rank(rank_share or 1.0)[0].size
+            coords[f"{t.group}_basis"] = np.arange(r)
+    if strategy == "spectral":
+        rotation = spectral_basis(spec.terms[0])
+        coords["eigen"] = np.arange(spec.n_obs)
+    components = tuple(coords["component"])
+    obs_name = spec.response if strategy == "latent" else f"{spec.response}_rotated"
+
+    with pm.Model(coords=coords) as model:
+        beta, Xd = _fixed_effects(spec, prior_set)
+        offset = np.zeros(spec.n_obs) if spec.offset is None else np.asarray(spec.offset)
+
+        if prior_set.uses_shares:
+            given_vars, var_residual = _share_variances(spec, prior_set)
+        else:
+            given_vars, var_residual = [None] * len(spec.terms), None
+
+        term_vars = []
+        if strategy == "spectral":
+            term = spec.terms[0]
+            kind, sd_g = _term_cholesky(term, prior_set, given_vars[0])
+            var_g = pm.Deterministic(f"var_{term.group}", sd_g**2)
+            term_vars.append(var_g)
+            if var_residual is None:
+                sigma = prior_set.sigma.to_pymc("sigma")
+                var_residual = sigma**2
+            else:
+                sigma = pm.Deterministic("sigma", pt.sqrt(var_residual))
+            U = rotation.vectors
+            mu_rot = pt.as_tensor(U.T @ offset)
+            if beta is not None:
+                mu_rot = mu_rot + pt.dot(pt.as_tensor(U.T @ Xd), beta)
+            sd_rot = pt.sqrt(var_g * pt.as_tensor(rotation.values) + var_residual)
+            pm.Normal(
+                obs_name,
+                mu=mu_rot,
+                sigma=sd_rot,
+                observed=U.T @ np.asarray(spec.y),
+                dims="eigen",
+            )
+            var_residual = pm.Deterministic("var_residual", var_residual)
+        else:
+            eta_fixed = pt.as_tensor(offset)
+            if beta is not None:
+                eta_fixed = eta_fixed + pt.dot(pt.as_tensor(Xd), beta)
+            eta = eta_fixed
+            for term, given in zip(spec.terms, given_vars, strict=True):
+                kind, value = _term_cholesky(term, prior_set, given)
+                var_t = pm.Deterministic(f"var_{term.group}", _term_variance(term, kind, value))
+                term_vars.append(var_t)
+                u = _latent_effect(term, kind, value, rank_share)
+                eta = eta + _term_contribution(term, u)
+            sigma = None
+            if spec.family.is_gaussian:
+                if spec.sigma_X is not None:
+                    plist = [
+                        prior_set.sigma_intercept
+                        if nm == "Intercept"
+                        else prior_set.sigma_slopes[nm]
+                        for nm in spec.sigma_names
+                    ]
+                    mu_g, sd_gam = _normal_vector(plist, "the sigma formula")
+                    gamma = pm.Normal("sigma_coef", mu=mu_g, sigma=sd_gam, dims="sigma_fixed")
+                    sigma = pt.exp(pt.dot(pt.as_tensor(np.asarray(spec.sigma_X)), gamma))
+                    var_residual = pt.mean(sigma**2)
+                elif var_residual is None:
+                    sigma = prior_set.sigma.to_pymc("sigma")
+                    var_residual = sigma**2
+                else:
+                    sigma = pm.Deterministic("sigma", pt.sqrt(var_residual))
+            else:
+                var_olre = pt.as_tensor(0.0)
+                if prior_set.sd_olre is not None:
+                    sd_olre = prior_set.sd_olre.to_pymc("sd_olre")
+                    z_olre = pm.Normal("z_olre", 0.0, 1.0, dims="obs")
+                    eta = eta + sd_olre * z_olre
+                    var_olre = pm.Deterministic("var_olre", sd_olre**2)
+                var_random = sum(term_vars) if term_vars else pt.as_tensor(0.0)
+                var_residual = _nongaussian_residual_variance(spec, eta_fixed, var_random, var_olre)
+            family_likelihood(spec, obs_name, eta, sigma)
+            var_residual = pm.Deterministic("var_residual", var_residual)
+
+        total = var_residual + (sum(term_vars) if term_vars else 0.0)
+        shares = pt.stack([*term_vars, var_residual]) / total
+        pm.Deterministic("variance_share", shares, dims="component")
+        if "h2" in components and not (prior_set.uses_shares and prior_set.shares.family == "beta"):
+            pm.Deterministic("h2", shares[components.index("h2")])
+
+    build_s = time.perf_counter() - start
+    timing = {"build_s": build_s, "eigh_s": rotation.eigh_s if rotation else 0.0}
+    return BuiltModel(
+        model=model,
+        spec=spec,
+        strategy=strategy,
+        priors=prior_set,
+        rotation=rotation,
+        components=components,
+        observed_name=obs_name,
+        timing=timing,
+    )
+
+
+def build_model(spec: ModelSpec, **kwargs: Any):
+    """Build and return only the :class:`pymc.Model` (see :func:`build` for the options).
+
+    Examples
+    --------
+    >>> import pandas as pd, bayeslmm as bl
+    >>> df = pd.DataFrame({"y": [1.0, 2.0, 0.5, 1.5], "g": ["a", "a", "b", "b"]})
+    >>> model = build_model(bl.specify("y ~ 1 + (1 | g)", df))
+    >>> model.named_vars_to_dims["u_g"]
+    ('g_level', 'g_coef')
+    """
+    return build(spec, **kwargs).model

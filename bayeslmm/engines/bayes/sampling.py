@@ -1,0 +1,278 @@
+"""Run NUTS on a built model and check the run, in plain words.
+
+:func:`sample` is the one entry point: it dispatches to PyMC's own NUTS, nutpie (compiled
+once per built model and reused), numpyro or blackjax, always returns an
+:class:`arviz.InferenceData` with the same groups, and times each stage.
+:func:`diagnose` turns divergences, R-hat and ESS into sentences that say what to try.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+import time
+import warnings
+from typing import Any
+
+import numpy as np
+
+from bayeslmm.engines.bayes.builder import BuiltModel
+from bayeslmm.errors import SpecificationError
+
+SAMPLERS = ("auto", "pymc", "nutpie", "numpyro", "blackjax")
+
+#: Thresholds of the post-sampling checks (Vehtari et al. 2021).
+MAX_R_HAT = 1.01
+MIN_ESS_BULK = 400
+
+
+def resolve_sampler(sampler: str = "auto") -> str:
+    """``"auto"`` → nutpie when installed, else PyMC's NUTS; check the others are installed.
+
+    Examples
+    --------
+    >>> resolve_sampler("pymc")
+    'pymc'
+    """
+    if sampler not in SAMPLERS:
+        raise SpecificationError(f"Unknown sampler '{sampler}'; choose one of {SAMPLERS}.")
+    if sampler == "auto":
+        return "nutpie" if importlib.util.find_spec("nutpie") else "pymc"
+    if sampler != "pymc" and importlib.util.find_spec(sampler) is None:
+        raise SpecificationError(
+            f"The sampler '{sampler}' is not installed; pip install {sampler} (or "
+            "bayeslmm[nutpie] / bayeslmm[jax]), or use sampler='pymc'."
+        )
+    return sampler
+
+
+def default_progressbar() -> bool:
+    """Show progress bars only when a person is watching (stderr is a terminal)."""
+    try:
+        return bool(sys.stderr.isatty())
+    except (AttributeError, ValueError):
+        return False
+
+
+def _seed_int(seed: int | None) -> int:
+    if seed is None:
+        return int(np.random.default_rng().integers(2**31 - 1))
+    return int(seed)
+
+
+def sample(
+    built: BuiltModel,
+    *,
+    draws: int = 1000,
+    tune: int = 1000,
+    chains: int = 4,
+    cores: int | None = None,
+    seed: int | None = None,
+    sampler: str = "auto",
+    progressbar: bool | None = None,
+    target_accept: float = 0.9,
+    log_likelihood: bool = False,
+):
+    """Draw from the posterior of a built model with NUTS.
+
+    Parameters
+    ----------
+    built : BuiltModel
+        From :func:`bayeslmm.engines.bayes.build`.
+    draws, tune, chains : int
+        Kept draws, warm-up draws and chains.
+    cores : int, optional
+        Chains run in parallel on this many cores (default: min(chains, CPU count)).
+    seed : int, optional
+        Makes the run reproducible (same seed, sampler and data → same draws).
+    sampler : {"auto", "pymc", "nutpie", "numpyro", "blackjax"}
+    progressbar : bool, optional
+        Default: only when stderr is a terminal.
+    target_accept : float
+        NUTS target acceptance rate; raise it (0.95, 0.99) when there are divergences.
+    log_likelihood : bool
+        Add the pointwise log-likelihood group (for LOO / WAIC).
+
+    Returns
+    -------
+    idata : arviz.InferenceData
+    timing : dict
+        ``compile_s`` (nutpie), ``sample_s``.
+
+    Examples
+    --------
+    >>> import numpy as np, pandas as pd, bayeslmm as bl
+    >>> from bayeslmm.engines.bayes import build
+    >>> df = pd.DataFrame({"y": np.arange(8.0), "g": list("aabbccdd")})
+    >>> built = build(bl.specify("y ~ 1 + (1 | g)", df))
+    >>> idata, _ = sample(built, draws=20, tune=20, chains=1, seed=1, sampler="pymc")
+    >>> idata.posterior["beta"].dims
+    ('chain', 'draw', 'fixed')
+    """
+    import pymc as pm
+
+    name = resolve_sampler(sampler)
+    progressbar = default_progressbar() if progressbar is None else bool(progressbar)
+    seed = _seed_int(seed)
+    timing: dict[str, float] = {"compile_s": 0.0}
+    if cores is None:
+        import os
+
+        cores = max(1, min(chains, os.cpu_count() or 1))
+    if name == "nutpie":
+        import nutpie
+
+        compiled = built.cache.get("nutpie")
+        if compiled is None:
+            start = time.perf_counter()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                compiled = nutpie.compile_pymc_model(built.model)
+            timing["compile_s"] = time.perf_counter() - start
+            built.cache["nutpie"] = compiled
+        start = time.perf_counter()
+        idata = nutpie.sample(
+            compiled,
+            draws=draws,
+            tune=tune,
+            chains=chains,
+            cores=cores,
+            seed=seed,
+            progress_bar=progressbar,
+            target_accept=target_accept,
+            save_warmup=False,
+        )
+        timing["sample_s"] = time.perf_counter() - start
+    else:
+        start = time.perf_counter()
+        with built.model, warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            idata = pm.sample(
+                draws=draws,
+                tune=tune,
+                chains=chains,
+                cores=cores,
+                random_seed=seed,
+                progressbar=progressbar,
+                nuts_sampler=name,
+                target_accept=target_accept,
+                compute_convergence_checks=False,
+                idata_kwargs={"log_likelihood": False},
+            )
+        timing["sample_s"] = time.perf_counter() - start
+    idata = _standard_groups(idata, built)
+    if log_likelihood:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            pm.compute_log_likelihood(idata, model=built.model, progressbar=False)
+    return idata, timing
+
+
+def _standard_groups(idata, built: BuiltModel):
+    """Same groups whatever the sampler: observed_data and constant_data in data coords."""
+    import xarray as xr
+
+    spec = built.spec
+    for group in ("observed_data", "constant_data", "warmup_posterior", "warmup_sample_stats"):
+        if group in idata.groups():
+            del idata[group]
+    obs_coord = {"obs": np.arange(spec.n_obs)}
+    observed = {spec.response: xr.DataArray(np.asarray(spec.y), dims="obs", coords=obs_coord)}
+    if built.rotation is not None:
+        rotated = built.rotation.vectors.T @ np.asarray(spec.y)
+        observed[built.observed_name] = xr.DataArray(rotated, dims="eigen")
+    constant = {
+        "X": xr.DataArray(
+            np.asarray(spec.X),
+            dims=("obs", "fixed"),
+            coords={**obs_coord, "fixed": list(spec.fixed_names)},
+        )
+    }
+    for t in spec.terms:
+        constant[f"{t.group}_index"] = xr.DataArray(np.asarray(t.index), dims="obs")
+    if spec.offset is not None:
+        constant["offset"] = xr.DataArray(np.asarray(spec.offset), dims="obs")
+    if spec.trials is not None:
+        constant["trials"] = xr.DataArray(np.asarray(spec.trials), dims="obs")
+    idata.add_groups(
+        observed_data=xr.Dataset(observed, coords=obs_coord),
+        constant_data=xr.Dataset(constant, coords=obs_coord),
+    )
+    return idata
+
+
+def diagnose(idata, var_names: list[str] | None = None) -> tuple[dict[str, Any], list[str]]:
+    """Divergences, worst R-hat and smallest bulk ESS, with advice in plain words.
+
+    Parameters
+    ----------
+    idata : arviz.InferenceData
+    var_names : list of str, optional
+        Variables to check (default: every posterior variable except large latent arrays
+        ``z_*`` / ``u_*``, which are checked through the variances they feed).
+
+    Returns
+    -------
+    diagnostics : dict
+        ``divergences`` (int), ``max_r_hat``, ``min_ess_bulk``, ``draws``, ``chains``.
+    messages : list of str
+        One sentence per problem, each with what to try.
+
+    Examples
+    --------
+    >>> import arviz as az
+    >>> diag, messages = diagnose(az.load_arviz_data("centered_eight"))  # doctest: +SKIP
+    """
+    import arviz as az
+
+    post = idata.posterior
+    if var_names is None:
+        var_names = [v for v in post.data_vars if not str(v).startswith(("z_", "u_", "chol_"))]
+    n_chains, n_draws = int(post.sizes["chain"]), int(post.sizes["draw"])
+    divergences = 0
+    stats = idata.get("sample_stats")
+    if stats is not None:
+        key = "diverging" if "diverging" in stats else None
+        if key:
+            divergences = int(np.asarray(stats[key]).sum())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        rhat = az.rhat(post, var_names=var_names)
+        ess = az.ess(post, var_names=var_names, method="bulk")
+    max_rhat = _extreme(rhat, np.nanmax)
+    min_ess = _extreme(ess, np.nanmin)
+    diag = {
+        "divergences": divergences,
+        "max_r_hat": max_rhat,
+        "min_ess_bulk": min_ess,
+        "chains": n_chains,
+        "draws": n_draws,
+    }
+    messages = []
+    if divergences:
+        messages.append(
+            f"{divergences} divergent transitions: the sampler met curvature it could not "
+            "follow, so the posterior may be biased. Try target_accept=0.95 or 0.99, more "
+            "tune steps, or the h² prior parametrisation (priors={'h2': ('beta', 1, 1)}), "
+            "which often sits better when a variance is near zero."
+        )
+    if n_chains > 1 and np.isfinite(max_rhat) and max_rhat > MAX_R_HAT:
+        messages.append(
+            f"R-hat reaches {max_rhat:.3f} (> {MAX_R_HAT}): the chains disagree. Run longer "
+            "(more tune and draws), check for multimodality, or reparametrise (h² prior)."
+        )
+    if np.isfinite(min_ess) and min_ess < MIN_ESS_BULK:
+        messages.append(
+            f"The smallest bulk effective sample size is {min_ess:.0f} (< {MIN_ESS_BULK}): "
+            "posterior means and intervals are noisy. Draw more (draws, chains)."
+        )
+    return diag, messages
+
+
+def _extreme(ds, reducer) -> float:
+    values = [np.asarray(ds[v]).ravel() for v in ds.data_vars]
+    values = [v[np.isfinite(v)] for v in values if v.size]
+    values = [v for v in values if v.size]
+    if not values:
+        return float("nan")
+    return float(reducer(np.concatenate(values)))

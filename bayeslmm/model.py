@@ -1,0 +1,254 @@
+"""The user-facing model: ``LMM(formula, data, kinship=...)`` → ``.fit()`` / ``.build()``."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import pandas as pd
+
+from bayeslmm.errors import SpecificationError
+from bayeslmm.families import Family
+from bayeslmm.kinship import Kinship
+from bayeslmm.spec import ModelSpec, specify
+
+METHODS = ("nuts", "reml")
+
+
+class LMM:
+    """A (generalised) linear mixed model with kinship-correlated random effects.
+
+    Wraps :func:`bayeslmm.specify` (validation happens here, once) and hands the
+    specification to an engine: NUTS through PyMC (:meth:`fit`, :meth:`build`) or REML.
+
+    Parameters
+    ----------
+    formula : str
+        lme4/brms formula, e.g. ``"bp ~ sex + (1 | id)"``.
+    data : pandas.DataFrame
+    kinship : dict, optional
+        Grouping factor → :class:`~bayeslmm.Kinship` (or square DataFrame labelled by id).
+    family : str or Family
+        ``"gaussian"`` (default), ``"poisson"``, ``"bernoulli"``, ``"binomial"``.
+    link : str, optional
+        ``"logit"`` or ``"probit"`` for the binary families.
+    trials : str, optional
+        Column with the number of trials (binomial).
+    sigma : str, optional
+        Model for the log residual SD, e.g. ``"~ env"``.
+    priors : dict, optional
+        Prior overrides; keys and syntax in :mod:`bayeslmm.priors`.
+
+    Attributes
+    ----------
+    spec : ModelSpec
+        The validated specification.
+
+    Examples
+    --------
+    >>> import numpy as np, pandas as pd, bayeslmm as bl
+    >>> rng = np.random.default_rng(1)
+    >>> ids = [f"i{k}" for k in range(30)]
+    >>> W = rng.normal(size=(30, 60))
+    >>> K = bl.Kinship(W @ W.T / 60, ids)
+    >>> df = pd.DataFrame({"bp": rng.normal(100, 5, 30), "id": ids})
+    >>> model = LMM("bp ~ 1 + (1|id)", data=df, kinship={"id": K})
+    >>> fit = model.fit(draws=200, tune=200, chains=2, cores=1, seed=1,
+    ...                 sampler="pymc")  # doctest: +SKIP
+    >>> fit.heritability()  # doctest: +SKIP
+    >>> sorted(v.name for v in model.build().free_RVs)
+    ['beta', 'sd_id', 'sigma']
+    """
+
+    def __init__(
+        self,
+        formula: str,
+        data: pd.DataFrame,
+        kinship: Mapping[str, Kinship | pd.DataFrame] | None = None,
+        family: str | Family = "gaussian",
+        link: str | None = None,
+        trials: str | None = None,
+        sigma: str | None = None,
+        priors: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.spec: ModelSpec = specify(
+            formula,
+            data,
+            kinship=kinship,
+            family=family,
+            link=link,
+            trials=trials,
+            sigma=sigma,
+            priors=priors,
+        )
+        self._built: dict[tuple, Any] = {}
+
+    @classmethod
+    def from_spec(cls, spec: ModelSpec) -> LMM:
+        """Wrap an existing specification (no re-validation)."""
+        obj = cls.__new__(cls)
+        obj.spec = spec
+        obj._built = {}
+        return obj
+
+    def _build(self, strategy: str = "auto", rank_share: float | None = None):
+        from bayeslmm.engines.bayes.builder import build, choose_strategy
+
+        key = (choose_strategy(self.spec, strategy), rank_share)
+        if key not in self._built:
+            self._built[key] = build(self.spec, strategy=key[0], rank_share=rank_share)
+        return self._built[key]
+
+    def build(self, strategy: str = "auto", rank_share: float | None = None):
+        """The :class:`pymc.Model`, to inspect, extend or sample yourself.
+
+        Parameters
+        ----------
+        strategy : {"auto", "spectral", "latent"}
+            See :mod:`bayeslmm.engines.bayes.builder`.
+        rank_share : float, optional
+            Latent strategy: truncate each kinship to the leading eigenvectors holding this
+            share of its trace.
+
+        Returns
+        -------
+        pymc.Model
+
+        Examples
+        --------
+        >>> # with model.build(): idata = pm.sample()
+        """
+        return self._build(strategy, rank_share).model
+
+    def fit(
+        self,
+        method: str = "nuts",
+        draws: int = 1000,
+        tune: int = 1000,
+        chains: int = 4,
+        cores: int | None = None,
+        seed: int | None = None,
+        sampler: str = "auto",
+        strategy: str = "auto",
+        progressbar: bool | None = None,
+        target_accept: float = 0.9,
+        hdi_prob: float = 0.95,
+        breeding_values: bool = False,
+        log_likelihood: bool = False,
+        rank_share: float | None = None,
+        verbose: bool = True,
+    ):
+        """Fit the model.
+
+        Parameters
+        ----------
+        method : {"nuts", "reml"}
+            ``"nuts"``: posterior by NUTS (returns :class:`~bayeslmm.results.bayes_result.
+            BayesFit`); ``"reml"``: REML point estimates (``bayeslmm.engines.reml``).
+        draws, tune, chains, cores : int
+            NUTS settings (kept draws and warm-up per chain, chains, parallel processes).
+        seed : int, optional
+            Reproducible draws.
+        sampler : {"auto", "pymc", "nutpie", "numpyro", "blackjax"}
+            ``"auto"`` uses nutpie when installed (compiled once per model), else PyMC.
+        strategy : {"auto", "spectral", "latent"}
+        progressbar : bool, optional
+            Default: only when stderr is a terminal.
+        target_accept : float
+        hdi_prob : float
+            Default HDI mass of the result's tables.
+        breeding_values : bool
+            Spectral strategy: also draw u | y, θ for each posterior draw (``u_<group>`` in
+            the posterior). The latent strategy always samples u.
+        log_likelihood : bool
+            Store pointwise log-likelihoods (for ``az.loo``). For the spectral strategy they
+            are per rotated component, not per observation.
+        rank_share : float, optional
+            Latent strategy truncation (see :meth:`build`).
+        verbose : bool
+            Print diagnostic warnings in plain words after sampling.
+
+        Returns
+        -------
+        BayesFit (NUTS) or the REML engine's result.
+
+        Examples
+        --------
+        >>> # fit = LMM("bp ~ 1 + (1|id)", df, kinship={"id": K}).fit(seed=1)
+        >>> # fit.heritability()
+        """
+        if method not in METHODS:
+            raise SpecificationError(f"Unknown method '{method}'; choose one of {METHODS}.")
+        if method == "reml":
+            from bayeslmm.engines.reml import fit_reml  # written by the REML engine
+
+            return fit_reml(self.spec)
+        return self._fit_nuts(
+            draws=draws,
+            tune=tune,
+            chains=chains,
+            cores=cores,
+            seed=seed,
+            sampler=sampler,
+            strategy=strategy,
+            progressbar=progressbar,
+            target_accept=target_accept,
+            hdi_prob=hdi_prob,
+            breeding_values=breeding_values,
+            log_likelihood=log_likelihood,
+            rank_share=rank_share,
+            verbose=verbose,
+        )
+
+    def _fit_nuts(self, **opt: Any):
+        import sys
+
+        from bayeslmm.engines.bayes.sampling import diagnose, resolve_sampler, sample
+        from bayeslmm.results.bayes_result import BayesFit
+
+        start = time.perf_counter()
+        sampler = resolve_sampler(opt["sampler"])
+        built = self._build(opt["strategy"], opt["rank_share"])
+        idata, sample_timing = sample(
+            built,
+            draws=opt["draws"],
+            tune=opt["tune"],
+            chains=opt["chains"],
+            cores=opt["cores"],
+            seed=opt["seed"],
+            sampler=sampler,
+            progressbar=opt["progressbar"],
+            target_accept=opt["target_accept"],
+            log_likelihood=opt["log_likelihood"],
+        )
+        diagnostics, messages = diagnose(idata)
+        fit = BayesFit(
+            idata=idata,
+            built=built,
+            timing={},
+            diagnostics=diagnostics,
+            messages=messages,
+            hdi_prob=opt["hdi_prob"],
+            sampler=sampler,
+            seed=opt["seed"],
+        )
+        if opt["breeding_values"] and built.strategy == "spectral":
+            fit.breeding_values_draws()
+        fit.timing = {
+            "eigh_s": built.timing["eigh_s"],
+            "build_s": built.timing["build_s"],
+            **sample_timing,
+            "total_s": time.perf_counter() - start,
+        }
+        if opt["verbose"]:
+            for message in messages:
+                print(f"bayeslmm: {message}", file=sys.stderr)
+        return fit
+
+    def __repr__(self) -> str:
+        s = self.spec
+        return (
+            f"LMM({s.formula!r}, n_obs={s.n_obs}, family={s.family.name}, "
+            f"terms={[t.label for t in s.terms]})"
+        )

@@ -1,0 +1,317 @@
+"""BayesFit: the posterior of a bayeslmm model with its tables, plots and summary.json."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from bayeslmm.results.heritability import (
+    TABLE_COLUMNS,
+    heritability_draws,
+    heritability_table,
+    summarise_draws,
+)
+from bayeslmm.results.summary import assemble_summary, posterior_summary, write_summary
+
+
+def _lme4_name(name: str) -> str:
+    return "(Intercept)" if name == "Intercept" else name
+
+
+@dataclass(eq=False)
+class BayesFit:
+    """Result of :meth:`bayeslmm.LMM.fit` with ``method="nuts"``.
+
+    Attributes
+    ----------
+    idata : arviz.InferenceData
+        Groups posterior, sample_stats, observed_data, constant_data (and log_likelihood when
+        asked), with named dims and coords (``fixed``, ``component``, ``<group>_level`` ...).
+    built : BuiltModel
+        The model that was sampled (``built.model`` is the :class:`pymc.Model`).
+    strategy : str
+        ``"spectral"`` or ``"latent"``.
+    timing : dict
+        Seconds: ``eigh_s``, ``build_s``, ``compile_s``, ``sample_s``, ``total_s``.
+    diagnostics : dict
+        ``divergences``, ``max_r_hat``, ``min_ess_bulk``, ``chains``, ``draws``.
+    messages : list of str
+        Diagnostic warnings in plain words (empty when all is well).
+    hdi_prob : float
+        Default HDI mass of the tables.
+    sampler : str
+        The NUTS implementation that ran.
+    """
+
+    idata: Any
+    built: Any
+    timing: dict[str, float]
+    diagnostics: dict[str, Any]
+    messages: list[str] = field(default_factory=list)
+    hdi_prob: float = 0.95
+    sampler: str = "pymc"
+    seed: int | None = None
+
+    @property
+    def spec(self):
+        """The :class:`~bayeslmm.spec.ModelSpec` that was fitted."""
+        return self.built.spec
+
+    @property
+    def strategy(self) -> str:
+        return self.built.strategy
+
+    @property
+    def posterior(self):
+        return self.idata.posterior
+
+    # -- tables ---------------------------------------------------------------------------
+    def heritability(self, hdi_prob: float | None = None) -> pd.DataFrame:
+        """Posterior of the variance shares: one row per random term (``"h2"`` for a sole
+        kinship term), columns mean, sd, hdi_low, hdi_high, ess_bulk, ess_tail, r_hat.
+
+        See :mod:`bayeslmm.results.heritability` for the definition.
+
+        Examples
+        --------
+        >>> # fit.heritability().loc["h2", ["mean", "hdi_low", "hdi_high"]]
+        """
+        return heritability_table(self.posterior, hdi_prob or self.hdi_prob)
+
+    def heritability_draws(self, include_residual: bool = False):
+        """Draws of the variance shares as an ``xarray.DataArray`` (chain, draw, component)."""
+        return heritability_draws(self.posterior, include_residual)
+
+    def fixed_effects(self, hdi_prob: float | None = None) -> pd.DataFrame:
+        """Posterior summary of β, one row per fixed effect (uncentred parametrisation)."""
+        if not self.spec.fixed_names:
+            return pd.DataFrame(columns=list(TABLE_COLUMNS))
+        table = summarise_draws(self.posterior["beta"], hdi_prob or self.hdi_prob)
+        table.index.name = "term"
+        return table
+
+    def variance_components(self) -> pd.DataFrame:
+        """Posterior means in the layout of lme4's ``as.data.frame(VarCorr(fit))``.
+
+        Columns grp, var1, var2, vcov, sdcor: for a variance row ``vcov`` is the posterior
+        mean of the variance and ``sdcor`` that of the SD; for a covariance row (correlated
+        slopes) the posterior means of the covariance and of the correlation. ``"Residual"``
+        (Gaussian) comes last; a Poisson model's observation-level effect is ``"olre"``.
+        """
+        post = self.posterior
+        rows: list[dict[str, Any]] = []
+
+        def mean(name: str, **sel: Any) -> float:
+            return float(post[name].sel(sel).mean()) if sel else float(post[name].mean())
+
+        for t in self.spec.terms:
+            g = t.group
+            if t.n_coef == 1:
+                rows.append(
+                    {
+                        "grp": g,
+                        "var1": _lme4_name(t.covariates[0]),
+                        "var2": None,
+                        "vcov": mean(f"var_{g}"),
+                        "sdcor": mean(f"sd_{g}"),
+                    }
+                )
+                continue
+            dim, dim2 = f"{g}_coef", f"{g}_coef_bis"
+            for c in t.covariates:
+                rows.append(
+                    {
+                        "grp": g,
+                        "var1": _lme4_name(c),
+                        "var2": None,
+                        "vcov": mean(f"cov_{g}", **{dim: c, dim2: c}),
+                        "sdcor": mean(f"sd_{g}", **{dim: c}),
+                    }
+                )
+            if t.correlated:
+                for j, c1 in enumerate(t.covariates):
+                    for c2 in t.covariates[j + 1 :]:
+                        rows.append(
+                            {
+                                "grp": g,
+                                "var1": _lme4_name(c1),
+                                "var2": _lme4_name(c2),
+                                "vcov": mean(f"cov_{g}", **{dim: c1, dim2: c2}),
+                                "sdcor": mean(f"corr_{g}", **{dim: c1, dim2: c2}),
+                            }
+                        )
+        if "sd_olre" in post:
+            rows.append(
+                {
+                    "grp": "olre",
+                    "var1": "(Intercept)",
+                    "var2": None,
+                    "vcov": mean("var_olre"),
+                    "sdcor": mean("sd_olre"),
+                }
+            )
+        if self.spec.family.is_gaussian:
+            var_e = post["var_residual"]
+            rows.append(
+                {
+                    "grp": "Residual",
+                    "var1": None,
+                    "var2": None,
+                    "vcov": float(var_e.mean()),
+                    "sdcor": float(np.sqrt(var_e).mean()),
+                }
+            )
+        return pd.DataFrame(rows, columns=["grp", "var1", "var2", "vcov", "sdcor"])
+
+    # -- breeding values ------------------------------------------------------------------
+    def breeding_values_draws(self, group: str | None = None, seed: int | None = None):
+        """Posterior draws of the random effects u of a term, dims (chain, draw, level, coef).
+
+        For the latent strategy these are the sampled ``u_<group>``; for the spectral
+        strategy they are drawn once from the exact conditional u | y, θ of every posterior
+        draw (then stored in ``idata.posterior``).
+        """
+        term = self._term(group)
+        name = f"u_{term.group}"
+        if name not in self.posterior:
+            from bayeslmm.engines.bayes.conditional import conditional_breeding_values
+
+            draws = conditional_breeding_values(
+                self.built, self.posterior, seed=self.seed if seed is None else seed
+            )
+            self.idata.posterior[name] = draws
+        return self.posterior[name]
+
+    def breeding_values(self, group: str | None = None, hdi_prob: float | None = None):
+        """Table of the random effects of a term: one row per level (and coefficient).
+
+        Columns mean, sd, hdi_low, hdi_high, ess_bulk, ess_tail, r_hat. ``group`` defaults
+        to the sole kinship term (or the only term).
+        """
+        draws = self.breeding_values_draws(group)
+        term = self._term(group)
+        prob = hdi_prob or self.hdi_prob
+        frames = []
+        for c in term.covariates:
+            part = summarise_draws(draws.sel({f"{term.group}_coef": c}), prob)
+            part.index = pd.MultiIndex.from_product([part.index, [c]], names=[term.group, "coef"])
+            frames.append(part)
+        table = pd.concat(frames)
+        if term.n_coef == 1:
+            table.index = table.index.droplevel("coef")
+        return table
+
+    def _term(self, group: str | None):
+        terms = self.spec.terms
+        if group is None:
+            kin = self.spec.kinship_terms
+            if len(kin) == 1:
+                return kin[0]
+            if len(terms) == 1:
+                return terms[0]
+            raise ValueError(
+                f"This model has several random terms {[t.group for t in terms]}; name one "
+                "with group=..."
+            )
+        for t in terms:
+            if t.group == group:
+                return t
+        raise ValueError(f"No random term '{group}'; terms: {[t.group for t in terms]}.")
+
+    # -- plots and output -----------------------------------------------------------------
+    def plot_heritability(self, ax: Any = None, component: str | None = None, **kwargs: Any):
+        """Posterior density of h² (or of another term's share) with its HDI shaded.
+
+        Returns the matplotlib Axes.
+        """
+        from bayeslmm.results.plots import plot_posterior_density
+
+        draws = self.heritability_draws()
+        labels = [str(c) for c in draws["component"].values]
+        if not labels:
+            raise ValueError("This model has no random terms, hence no heritability to plot.")
+        component = component or ("h2" if "h2" in labels else labels[0])
+        label = "h²" if component == "h2" else f"variance share of {component}"
+        return plot_posterior_density(
+            draws.sel(component=component).values,
+            label=label,
+            hdi_prob=kwargs.pop("hdi_prob", self.hdi_prob),
+            ax=ax,
+            **kwargs,
+        )
+
+    def summary(self, hdi_prob: float | None = None) -> dict[str, Any]:
+        """The summary.json dictionary (see ``docs/summary_json.md``)."""
+        prob = hdi_prob or self.hdi_prob
+        shares = self.heritability_draws()
+        heritability = {
+            str(c): posterior_summary(shares.sel(component=c).values, prob)
+            for c in shares["component"].values
+        }
+        fixed = {}
+        if self.spec.fixed_names:
+            beta = self.posterior["beta"]
+            fixed = {
+                nm: posterior_summary(beta.sel(fixed=nm).values, prob)
+                for nm in self.spec.fixed_names
+            }
+        diagnostics = dict(self.diagnostics)
+        diagnostics["messages"] = list(self.messages)
+        return assemble_summary(
+            method="nuts",
+            n_obs=self.spec.n_obs,
+            formula=self.spec.formula,
+            strategy=self.strategy,
+            heritability=heritability,
+            variance_components=self.variance_components().to_dict(orient="records"),
+            fixed_effects=fixed,
+            diagnostics=diagnostics,
+            timing=self.timing,
+            family=self.spec.family.name,
+            link=self.spec.family.link,
+            extra={
+                "sampler": self.sampler,
+                "seed": self.seed,
+                "priors": self.built.priors.table(),
+            },
+        )
+
+    def save(self, out_dir: str | Path, plot: bool = True) -> dict[str, Path]:
+        """Write ``summary.json``, ``posterior.nc`` and ``h2_posterior.png`` to ``out_dir``."""
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        paths = {"summary": write_summary(self.summary(), out / "summary.json")}
+        paths["posterior"] = out / "posterior.nc"
+        self.idata.to_netcdf(str(paths["posterior"]))
+        if plot and self.spec.terms:
+            import matplotlib
+
+            matplotlib.use("Agg", force=False)
+            import matplotlib.pyplot as plt
+
+            ax = self.plot_heritability()
+            ax.figure.tight_layout()
+            paths["plot"] = out / "h2_posterior.png"
+            ax.figure.savefig(paths["plot"], dpi=120)
+            plt.close(ax.figure)
+        return paths
+
+    def __repr__(self) -> str:
+        h = self.heritability() if self.spec.terms else None
+        lines = [
+            f"BayesFit({self.spec.formula!r}, family={self.spec.family.name}, "
+            f"strategy={self.strategy}, sampler={self.sampler}, "
+            f"{self.diagnostics.get('chains')}×{self.diagnostics.get('draws')} draws)"
+        ]
+        if h is not None:
+            for lab, row in h.iterrows():
+                lines.append(
+                    f"  {lab}: {row['mean']:.3f} ({int(round(100 * self.hdi_prob))}% HDI "
+                    f"{row['hdi_low']:.3f}–{row['hdi_high']:.3f})"
+                )
+        lines.extend(f"  warning: {m}" for m in self.messages)
+        return "\n".join(lines)

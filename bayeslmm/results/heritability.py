@@ -1,0 +1,131 @@
+"""Heritability and variance proportions.
+
+Definition (both engines)
+-------------------------
+For random terms k = 1..K with variances σ_k² and residual variance σ_e²,
+
+    share_k = σ_k² / (σ_1² + ... + σ_K² + σ_e²),
+
+the share of the phenotypic variance σ²_P = Σ σ_k² + σ_e². ``h2`` is the share of the sole
+kinship term (narrow-sense heritability when K is an additive relationship matrix); other
+terms keep their group name (e.g. the share of an iid family term is c²).
+
+- A kinship term's σ_k² is used as is, i.e. the genetic variance *at a kinship diagonal of
+  1* (GCTA's convention). For a VanRaden GRM the mean diagonal is ≈ 1 + F and this is the
+  base-population additive variance; use ``Kinship.normalized()`` to rescale a matrix whose
+  mean diagonal is far from 1 (e.g. K∘K) if you want the share at the sample's mean diagonal.
+- A term with random slopes contributes its average variance over the observations,
+  mean_i d_iᵀ Σ d_i (Johnson 2014), d_i the observation's covariate values.
+- A heteroscedastic residual (``sigma="~ env"``) contributes mean_i σ_i².
+- GLMMs (latent / link scale, Nakagawa, Johnson & Schielzeth 2017): the residual is the
+  distribution-specific variance, π²/3 (logit) or 1 (probit); for Poisson ln(1 + 1/λ̄) plus
+  the observation-level variance.
+
+For NUTS the shares are deterministics of the model (``variance_share``, dims
+``component``), so every posterior draw carries its own h².
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import pandas as pd
+
+from bayeslmm.results.summary import posterior_summary
+
+#: Columns of the heritability table (az.summary style).
+TABLE_COLUMNS = ("mean", "sd", "hdi_low", "hdi_high", "ess_bulk", "ess_tail", "r_hat")
+
+
+def variance_shares(term_variances: Mapping[str, float], residual: float) -> dict[str, float]:
+    """Point shares of the phenotypic variance (e.g. from REML estimates).
+
+    Parameters
+    ----------
+    term_variances : dict
+        Label → variance of each random term (use ``"h2"`` as the label of a sole kinship
+        term, as :func:`bayeslmm.engines.bayes.builder.component_labels` does).
+    residual : float
+        Residual (or latent-scale distribution-specific) variance.
+
+    Returns
+    -------
+    dict
+        Label → share; the residual's share under ``"residual"``.
+
+    Examples
+    --------
+    >>> variance_shares({"h2": 3.0, "litter": 1.0}, residual=4.0)
+    {'h2': 0.375, 'litter': 0.125, 'residual': 0.5}
+    """
+    total = float(sum(term_variances.values())) + float(residual)
+    if not total > 0:
+        raise ValueError(f"The total variance must be positive; got {total}.")
+    out = {k: float(v) / total for k, v in term_variances.items()}
+    out["residual"] = float(residual) / total
+    return out
+
+
+def heritability_draws(posterior, include_residual: bool = False):
+    """Posterior draws of the variance shares, dims (chain, draw, component).
+
+    Parameters
+    ----------
+    posterior : xarray.Dataset
+        ``idata.posterior`` of a bayeslmm model (holds ``variance_share``).
+    include_residual : bool
+        Keep the residual's share.
+
+    Returns
+    -------
+    xarray.DataArray
+
+    Examples
+    --------
+    >>> # fit.heritability_draws().sel(component="h2").mean()
+    """
+    if "variance_share" not in posterior:
+        raise ValueError("The posterior has no 'variance_share'; was it built by bayeslmm?")
+    draws = posterior["variance_share"]
+    if not include_residual:
+        draws = draws.sel(component=[c for c in draws["component"].values if c != "residual"])
+    return draws
+
+
+def heritability_table(posterior, hdi_prob: float = 0.95) -> pd.DataFrame:
+    """One row per random term's variance share (``"h2"`` for a sole kinship term).
+
+    Columns: mean, sd, hdi_low, hdi_high, ess_bulk, ess_tail, r_hat.
+
+    Examples
+    --------
+    >>> import numpy as np, xarray as xr
+    >>> draws = np.random.default_rng(0).dirichlet([4, 6], size=(2, 200))
+    >>> post = xr.Dataset({"variance_share": (("chain", "draw", "component"), draws)},
+    ...                   coords={"component": ["h2", "residual"]})
+    >>> heritability_table(post).index.tolist()
+    ['h2']
+    """
+    draws = heritability_draws(posterior)
+    rows = {}
+    for comp in draws["component"].values:
+        s = posterior_summary(draws.sel(component=comp).values, hdi_prob)
+        rows[str(comp)] = [s[c] for c in TABLE_COLUMNS]
+    table = pd.DataFrame.from_dict(rows, orient="index", columns=list(TABLE_COLUMNS))
+    table.index.name = "component"
+    return table
+
+
+def summarise_draws(values, hdi_prob: float = 0.95) -> pd.DataFrame:
+    """az.summary-style table of a (chain, draw, k) array or DataArray with a label dim."""
+    arr = values.transpose("chain", "draw", ...)
+    label_dim = [d for d in arr.dims if d not in ("chain", "draw")]
+    rows = {}
+    if not label_dim:
+        rows[str(arr.name)] = posterior_summary(arr.values, hdi_prob)
+    else:
+        (dim,) = label_dim
+        for lab in arr[dim].values:
+            rows[str(lab)] = posterior_summary(arr.sel({dim: lab}).values, hdi_prob)
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    return table[list(TABLE_COLUMNS)]
