@@ -8,7 +8,9 @@ from importlib import resources
 import numpy as np
 import pandas as pd
 
-__all__ = ["HyperData", "load_hyper"]
+from bayeslmm.datasets.simulate import SimulatedData, simulate
+
+__all__ = ["HyperData", "SimulatedData", "load_hyper", "simulate"]
 
 
 @dataclass(frozen=True)
