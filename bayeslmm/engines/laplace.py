@@ -1,0 +1,758 @@
+"""Laplace-approximation maximum likelihood for GLMMs, as lme4's ``glmer`` (nAGQ = 1).
+
+Model (Poisson log, Bernoulli / binomial logit or probit)::
+
+    η = Xβ + offset + Σ_k Z_k u_k,   u_k = θ_k R_k b_k,   b_k ~ N(0, I),
+
+with R_k a square root of the term's covariance structure (R_k R_kᵀ = K_k for a kinship term,
+from the cached eigendecomposition K = U S Uᵀ: R = U √S; R = I for iid levels). Stacking the
+terms, ZΛ = [θ_1 Z_1 R_1, …] is the "spherical" design of lme4 (Bates et al. 2015, J. Stat.
+Softw. 67(1), section 3; lme4's ``vignette("PIRLSmod")``), and θ_k is the standard deviation.
+
+For given (θ, β), penalised iteratively reweighted least squares (Newton steps with Fisher
+weights W, step halving) finds the conditional mode b* of the joint density
+p(y | β, b) N(b; 0, I). The Laplace deviance, exactly lme4's ``glmerLaplace`` criterion
+(``aic() + ldL2 + sqrL``), is::
+
+    d(θ, β) = −2 log p(y | β, b*) + ‖b*‖² + log det(Λᵀ Zᵀ W Z Λ + I),
+
+with the full log-likelihood (normalising constants included, as R's ``family()$aic``).
+As ``glmer``, the fit has two stages: (1) θ alone, with β and b jointly at their penalised
+mode (nAGQ = 0, criterion without the β log-determinant), for starting values; (2) (θ, β)
+jointly with b* inside. The outer optimiser is L-BFGS-B on central-difference gradients,
+unbounded in θ (the deviance is even in each θ_k, and |θ| is reported), polished by Newton
+steps on a finite-difference Hessian. Standard errors of β come
+from that Hessian as lme4's default ``vcov`` (``use.hessian = TRUE``): the β block of
+2 H⁻¹, H the Hessian of d over (θ, β).
+
+Kinship terms are handled by the Cholesky-substitution idea of lme4qtl / pedigreemm
+(Z* = Z R); the Laplace approximation is the same for every square root R of K.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import scipy.linalg as la
+import scipy.sparse as sp
+import scipy.sparse.linalg as spla
+from scipy import optimize
+
+from bayeslmm.errors import SpecificationError
+from bayeslmm.families import Family
+from bayeslmm.results.scales import heritability_scales
+from bayeslmm.spec import ModelSpec
+
+__all__ = ["LaplaceFit", "LaplaceProblem", "fit_laplace"]
+
+#: Group label of the observation-level random effect added for ``Poisson(overdispersion=True)``.
+OLRE = "olre"
+
+#: Eigenvalues of K below this fraction of the largest are dropped from its square root.
+_EIG_RTOL = 1e-12
+
+
+@dataclass(frozen=True)
+class _Block:
+    """One variance parameter θ_k: columns ``cols`` of the spherical design."""
+
+    grp: str
+    var1: str
+    kinship: str | None
+    levels: tuple[str, ...]
+    root: np.ndarray | None  # R_k (q × r) for kinship terms; None: iid
+    cols: slice
+
+
+class _Factor:
+    """Cholesky (dense) or sparse LU factor of a symmetric positive-definite matrix."""
+
+    def __init__(self, H: np.ndarray | sp.spmatrix) -> None:
+        if sp.issparse(H):
+            self._lu = spla.splu(
+                sp.csc_matrix(H),
+                permc_spec="MMD_AT_PLUS_A",
+                diag_pivot_thresh=0.0,
+                options={"SymmetricMode": True},
+            )
+            self.logdet = float(np.sum(np.log(np.abs(self._lu.U.diagonal()))))
+            self._dense = None
+        else:
+            self._dense = la.cho_factor(H, lower=True, check_finite=False)
+            self.logdet = 2.0 * float(np.sum(np.log(np.diag(self._dense[0]))))
+            self._lu = None
+
+    def solve(self, g: np.ndarray) -> np.ndarray:
+        if self._dense is not None:
+            return la.cho_solve(self._dense, g, check_finite=False)
+        return self._lu.solve(g)
+
+
+class LaplaceProblem:
+    """The Laplace deviance of a GLMM as a function of (θ, β), for a :class:`ModelSpec`.
+
+    Parameters
+    ----------
+    spec : ModelSpec
+        A non-Gaussian specification (Poisson, Bernoulli, binomial) whose random terms have a
+        single coefficient each, or several uncorrelated ones (``(1 + x || g)``).
+
+    Examples
+    --------
+    >>> problem = LaplaceProblem(spec)  # doctest: +SKIP
+    >>> problem.deviance(theta=[0.6], beta=[-1.4, -1.0, -1.1, -1.6])  # doctest: +SKIP
+    184.05
+    """
+
+    def __init__(self, spec: ModelSpec) -> None:
+        fam = spec.family
+        if fam.is_gaussian:
+            raise SpecificationError(
+                "The Laplace engine is for Poisson, Bernoulli and binomial models; fit a "
+                "Gaussian model with the REML engine (bayeslmm.engines.reml)."
+            )
+        self.spec = spec
+        self.family: Family = fam
+        self.y = np.asarray(spec.y, dtype=float)
+        self.X = np.asarray(spec.X, dtype=float)
+        self.n, self.p = self.X.shape
+        self.offset = np.zeros(self.n) if spec.offset is None else np.asarray(spec.offset)
+        self.trials = None if spec.trials is None else np.asarray(spec.trials, dtype=float)
+        blocks, columns = [], []
+        start = 0
+        for term in spec.terms:
+            if term.n_coef > 1 and term.correlated:
+                raise SpecificationError(
+                    f"The Laplace engine fits random terms with one coefficient, or several "
+                    f"uncorrelated ones; ({term.label}) has correlated coefficients. Write "
+                    f"it as ({' + '.join(term.covariates)} || {term.group}) or use the "
+                    "Bayesian engine."
+                )
+            for j, cov in enumerate(term.covariates):
+                Z = term.z(j)
+                root = None
+                if term.kinship is not None:
+                    s = term.kinship.eigenvalues
+                    keep = s > _EIG_RTOL * s[-1]
+                    root = term.kinship.eigenvectors[:, keep] * np.sqrt(s[keep])
+                    A = np.asarray(Z @ root)
+                else:
+                    A = Z.tocsc()
+                width = A.shape[1]
+                blocks.append(
+                    _Block(
+                        grp=term.group,
+                        var1="(Intercept)" if cov == "Intercept" else cov,
+                        kinship=None if term.kinship is None else term.kinship.name,
+                        levels=term.levels,
+                        root=root,
+                        cols=slice(start, start + width),
+                    )
+                )
+                columns.append(A)
+                start += width
+        if getattr(fam, "overdispersion", False):
+            blocks.append(
+                _Block(
+                    OLRE,
+                    "(Intercept)",
+                    None,
+                    tuple(map(str, range(self.n))),
+                    None,
+                    slice(start, start + self.n),
+                )
+            )
+            columns.append(sp.identity(self.n, format="csc"))
+            start += self.n
+        if not blocks:
+            raise SpecificationError(
+                "The model has no random effects; the Laplace engine needs at least one "
+                "random term, e.g. (1 | id). Fit a GLM instead."
+            )
+        self.blocks = tuple(blocks)
+        self.q = start
+        self.dense = any(not sp.issparse(A) for A in columns)
+        if self.dense:
+            self.A = np.hstack([A if not sp.issparse(A) else A.toarray() for A in columns])
+        else:
+            self.A = sp.hstack(columns, format="csc")
+        self.n_theta = len(blocks)
+        self._b = np.zeros(self.q)
+        self._beta_b = np.zeros(self.p + self.q)
+        self.n_evals = 0
+
+    # -- linear algebra helpers ---------------------------------------------------------
+    def _col_theta(self, theta: np.ndarray) -> np.ndarray:
+        out = np.empty(self.q)
+        for blk, th in zip(self.blocks, theta, strict=True):
+            out[blk.cols] = th
+        return out
+
+    def spherical_design(self, theta: np.ndarray) -> np.ndarray | sp.csc_matrix:
+        """ZΛ(θ), n × q (dense when a kinship term is present)."""
+        scale = self._col_theta(np.asarray(theta, dtype=float))
+        if self.dense:
+            return self.A * scale
+        return (self.A @ sp.diags(scale)).tocsc()
+
+    def _cross(self, D, w: np.ndarray):
+        """Dᵀ diag(w) D."""
+        if sp.issparse(D):
+            return (D.T @ sp.diags(w) @ D).tocsc()
+        return D.T @ (w[:, None] * D)
+
+    def _pen_deviance(self, eta: np.ndarray, b: np.ndarray) -> float:
+        return float(-2.0 * self.family.loglik(self.y, eta, self.trials).sum() + b @ b)
+
+    def _newton(self, D, eta0: np.ndarray, n_pen: int, v0: np.ndarray, tol: float = 1e-8):
+        """Maximise log p(y | η) − ½‖v_pen‖² over v, η = η0 + D v (the last ``n_pen``
+        coordinates of v are penalised). Returns v, η and the number of steps."""
+        fam, y, trials = self.family, self.y, self.trials
+        n_free = v0.size - n_pen
+        penalty = np.r_[np.zeros(n_free), np.ones(n_pen)]
+        v = v0.copy()
+        eta = eta0 + D @ v
+        obj = self._pen_deviance(eta, v[n_free:])
+        for it in range(200):
+            w = fam.fisher_weight(eta, trials)
+            g = D.T @ fam.score(y, eta, trials) - penalty * v
+            H = self._cross(D, w)
+            H = H + (sp.diags(penalty) if sp.issparse(H) else np.diag(penalty))
+            delta = _Factor(H).solve(g)
+            if np.max(np.abs(delta)) < tol * (1.0 + np.max(np.abs(v))):
+                # one last full step: Newton's quadratic convergence leaves an error of
+                # order |delta|², so the deviance no longer depends on the warm start (the
+                # finite-difference Hessian divides its noise by h²)
+                v = v + delta
+                return v, eta0 + D @ v, it + 1
+            step = 1.0
+            while True:
+                v_new = v + step * delta
+                eta_new = eta0 + D @ v_new
+                obj_new = self._pen_deviance(eta_new, v_new[n_free:])
+                if obj_new <= obj + 1e-13 * abs(obj):
+                    break
+                step *= 0.5
+                if step < 1e-8:  # no further decrease possible at machine precision
+                    return v, eta, it
+            v, eta, obj = v_new, eta_new, obj_new
+        return v, eta, 200
+
+    def _laplace_terms(self, M, eta: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+        """Penalised deviance and log det(MᵀWM + I) at the mode."""
+        w = self.family.fisher_weight(eta, self.trials)
+        H = self._cross(M, w)
+        H = H + (sp.identity(self.q, format="csc") if sp.issparse(H) else np.eye(self.q))
+        return self._pen_deviance(eta, b), _Factor(H).logdet
+
+    # -- criteria --------------------------------------------------------------------------
+    def mode(self, theta: np.ndarray, beta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Conditional mode b* (spherical scale) and η at (θ, β)."""
+        theta, beta = np.asarray(theta, dtype=float), np.asarray(beta, dtype=float)
+        M = self.spherical_design(theta)
+        eta0 = self.X @ beta + self.offset
+        b, eta, _ = self._newton(M, eta0, self.q, self._b)
+        self._b = b
+        return b, eta
+
+    def deviance(self, theta: np.ndarray, beta: np.ndarray) -> float:
+        """The Laplace deviance d(θ, β) = −2 × (Laplace log-likelihood)."""
+        self.n_evals += 1
+        b, eta = self.mode(theta, beta)
+        M = self.spherical_design(theta)
+        pen, logdet = self._laplace_terms(M, eta, b)
+        return pen + logdet
+
+    def deviance_nagq0(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
+        """Stage-1 criterion: β and b at their joint penalised mode (lme4's nAGQ = 0).
+
+        Returns the deviance and β at the mode.
+        """
+        self.n_evals += 1
+        theta = np.asarray(theta, dtype=float)
+        M = self.spherical_design(theta)
+        if sp.issparse(M):
+            D = sp.hstack([sp.csc_matrix(self.X), M], format="csc")
+        else:
+            D = np.hstack([self.X, M])
+        v, eta, _ = self._newton(D, self.offset, self.q, self._beta_b)
+        self._beta_b = v
+        b = v[self.p :]
+        pen, logdet = self._laplace_terms(M, eta, b)
+        return pen + logdet, v[: self.p]
+
+    def objective(self, x: np.ndarray) -> float:
+        """d over the stacked parameters x = (θ, β)."""
+        return self.deviance(x[: self.n_theta], x[self.n_theta :])
+
+
+# ---------------------------------------------------------------------------------------
+# finite differences and optimisation
+# ---------------------------------------------------------------------------------------
+def _steps(x: np.ndarray, rel: float) -> np.ndarray:
+    return rel * np.maximum(1.0, np.abs(x))
+
+
+def _gradient(f, x: np.ndarray, rel: float = 1e-5) -> np.ndarray:
+    h = _steps(x, rel)
+    g = np.empty_like(x)
+    for i in range(x.size):
+        e = np.zeros_like(x)
+        e[i] = h[i]
+        g[i] = (f(x + e) - f(x - e)) / (2.0 * h[i])
+    return g
+
+
+def _hessian(f, x: np.ndarray, rel: float = 1e-4) -> np.ndarray:
+    """Central-difference Hessian (the deviance is even in each θ_k, so steps may cross 0)."""
+    h = _steps(x, rel)
+    d = x.size
+    f0 = f(x)
+    H = np.empty((d, d))
+    for i in range(d):
+        ei = np.zeros(d)
+        ei[i] = h[i]
+        H[i, i] = (f(x + ei) - 2.0 * f0 + f(x - ei)) / h[i] ** 2
+        for j in range(i):
+            ej = np.zeros(d)
+            ej[j] = h[j]
+            H[i, j] = H[j, i] = (
+                f(x + ei + ej) - f(x + ei - ej) - f(x - ei + ej) + f(x - ei - ej)
+            ) / (4.0 * h[i] * h[j])
+    return H
+
+
+def _lbfgsb(f, x0: np.ndarray, maxiter: int):
+    """Unbounded L-BFGS-B: the deviance is even in each θ_k (b_k → −b_k), so θ may cross 0
+    and |θ| is the estimate. A bound at 0 would trap the search there: 0 is a stationary
+    point of an even function, and central differences see a zero gradient."""
+    return optimize.minimize(
+        f,
+        x0,
+        jac=lambda x: _gradient(f, x),
+        method="L-BFGS-B",
+        options={"maxiter": maxiter, "ftol": 1e-15, "gtol": 1e-8, "maxls": 50},
+    )
+
+
+def _minimize_restart_edge(f, x0: np.ndarray, n_theta: int, maxiter: int):
+    """L-BFGS-B, restarted when it stops with some θ_k at 0 while a positive θ_k does better.
+
+    θ = 0 is a stationary point of the even deviance; L-BFGS-B's first step (unit length
+    along −g/‖g‖) can land there exactly from θ = 1. This is lme4's ``restart_edge`` idea.
+    """
+    res = _lbfgsb(f, x0, maxiter)
+    n_iter = int(res.nit)
+    for _ in range(3):
+        x = np.asarray(res.x, dtype=float)
+        at_zero = np.flatnonzero(np.abs(x[:n_theta]) < 1e-6)
+        if at_zero.size == 0:
+            break
+        best, best_f = None, float(res.fun)
+        for value in (0.05, 0.2, 0.6):
+            trial = x.copy()
+            trial[at_zero] = value
+            ft = f(trial)
+            if ft < best_f:
+                best, best_f = trial, ft
+        if best is None:
+            break
+        res = _lbfgsb(f, best, maxiter)
+        n_iter += int(res.nit)
+    return res, n_iter
+
+
+def _glm_start(problem: LaplaceProblem) -> np.ndarray:
+    """β of the GLM without random effects (IRLS), a starting point for stage 1."""
+    beta, _, _ = problem._newton(problem.X, problem.offset, 0, np.zeros(problem.p))
+    return beta
+
+
+# ---------------------------------------------------------------------------------------
+# the fit
+# ---------------------------------------------------------------------------------------
+@dataclass(frozen=True, eq=False)
+class LaplaceFit:
+    """A Laplace-approximation ML fit of a GLMM (lme4's ``glmer`` with nAGQ = 1).
+
+    Attributes
+    ----------
+    formula, family, link : str
+    n_obs : int
+    theta : ndarray
+        Standard deviations of the random effects, one per variance parameter (lme4's θ:
+        ``getME(fit, "theta")``).
+    beta : ndarray
+        Fixed effects.
+    parameter_cov : ndarray
+        2 H⁻¹ over (θ, β), H the finite-difference Hessian of the Laplace deviance.
+    deviance : float
+        The Laplace deviance at the optimum (−2 logLik).
+    variance_components : pandas.DataFrame
+        lme4's ``as.data.frame(VarCorr(fit))`` layout: ``grp``, ``var1``, ``var2``, ``vcov``,
+        ``sdcor`` (and ``se`` of ``vcov``).
+    fixed_effects : pandas.DataFrame
+        Index: names (``"(Intercept)"``, …); columns ``estimate``, ``se``, ``z``.
+    random_effects : dict of str to pandas.DataFrame
+        Conditional modes u = θ R b* per variance parameter, indexed by level.
+    """
+
+    formula: str
+    family: str
+    link: str
+    n_obs: int
+    theta: np.ndarray
+    beta: np.ndarray
+    parameter_cov: np.ndarray
+    deviance: float
+    variance_components: pd.DataFrame
+    fixed_effects: pd.DataFrame
+    random_effects: dict[str, pd.DataFrame]
+    converged: bool
+    n_iter: int
+    n_evals: int
+    messages: tuple[str, ...]
+    timing: dict[str, float]
+    _problem: LaplaceProblem = field(repr=False)
+
+    @property
+    def loglik(self) -> float:
+        """Laplace approximation of the marginal log-likelihood (lme4's ``logLik``)."""
+        return -0.5 * self.deviance
+
+    @property
+    def n_parameters(self) -> int:
+        return int(self.theta.size + self.beta.size)
+
+    @property
+    def aic(self) -> float:
+        return self.deviance + 2.0 * self.n_parameters
+
+    @property
+    def bic(self) -> float:
+        return self.deviance + math.log(self.n_obs) * self.n_parameters
+
+    @property
+    def boundary(self) -> bool:
+        return bool(np.any(self.theta < 1e-6))
+
+    @property
+    def eta_fixed(self) -> np.ndarray:
+        """Fixed-effect linear predictor Xβ̂ + offset per observation."""
+        pr = self._problem
+        return pr.X @ self.beta + pr.offset
+
+    # -- heritability ------------------------------------------------------------------------
+    def _scales_at(
+        self, x: np.ndarray, prevalence: float | None, case_fraction: float | None
+    ) -> dict[str, dict[str, float]]:
+        pr = self._problem
+        nt = pr.n_theta
+        theta, beta = x[:nt], x[nt:]
+        var = theta**2
+        eta = pr.X @ beta + pr.offset
+        out: dict[str, dict[str, float]] = {}
+        vp = float(var.sum())
+        for k in range(nt):
+            out.setdefault("shares", {})[_name(pr.blocks, k)] = var[k] / vp if vp > 0 else 0.0
+        kin = [k for k, b in enumerate(pr.blocks) if b.kinship is not None]
+        for k in kin:
+            others = [var[j] for j in range(nt) if j != k]
+            h = heritability_scales(
+                var[k],
+                others,
+                eta,
+                pr.family,
+                trials=pr.trials,
+                prevalence=prevalence,
+                case_fraction=case_fraction,
+            )
+            out[_name(pr.blocks, k)] = {key: float(v) for key, v in h.items()}
+        return out
+
+    def heritability(
+        self, prevalence: float | None = None, case_fraction: float | None = None
+    ) -> pd.DataFrame:
+        """Heritability of each kinship term on every scale, with delta-method SEs.
+
+        Scales (see :mod:`bayeslmm.results.scales`): ``latent``, ``link``, ``observed`` and,
+        for a binary trait with a population ``prevalence``, ``liability`` (sample case
+        fraction: the observed proportion of cases unless ``case_fraction`` is given).
+        Standard errors propagate the (θ, β) covariance 2 H⁻¹ through the formulas.
+
+        Returns
+        -------
+        pandas.DataFrame
+            Columns ``term``, ``scale``, ``estimate``, ``se``.
+
+        Examples
+        --------
+        >>> fit.heritability(prevalence=0.05)  # doctest: +SKIP
+        """
+        if prevalence is not None and case_fraction is None:
+            case_fraction = float(np.mean(self._problem.y))
+        x = np.r_[self.theta, self.beta]
+        base = self._scales_at(x, prevalence, case_fraction)
+        rows = []
+        terms = [t for t in base if t != "shares"]
+        cov_ok = np.all(np.isfinite(self.parameter_cov))
+        for term in terms:
+            for scale, est in base[term].items():
+
+                def fun(z, term=term, scale=scale):
+                    return self._scales_at(z, prevalence, case_fraction)[term][scale]
+
+                se = float("nan")
+                if cov_ok:
+                    g = _gradient(fun, x, rel=1e-6)
+                    se = _delta_se(g, self.parameter_cov)
+                rows.append((term, scale, est, se))
+        return pd.DataFrame(rows, columns=["term", "scale", "estimate", "se"])
+
+    def variance_shares(self) -> pd.DataFrame:
+        """Each variance parameter's share of the latent variance Σ θ_k², with SEs."""
+        x = np.r_[self.theta, self.beta]
+        base = self._scales_at(x, None, None)["shares"]
+        rows = []
+        for name, est in base.items():
+
+            def fun(z, name=name):
+                return self._scales_at(z, None, None)["shares"][name]
+
+            g = _gradient(fun, x, rel=1e-6)
+            rows.append((name, est, _delta_se(g, self.parameter_cov)))
+        return pd.DataFrame(rows, columns=["component", "estimate", "se"]).set_index("component")
+
+    # -- export ------------------------------------------------------------------------------
+    def to_summary(
+        self, prevalence: float | None = None, case_fraction: float | None = None
+    ) -> dict[str, Any]:
+        """A JSON-serialisable dict in the project's ``summary.json`` layout.
+
+        ``heritability`` holds each variance parameter's latent-scale share
+        (``{grp: {"estimate", "se"}}``) and, for each kinship term, ``h2_latent``,
+        ``h2_link``, ``h2_observed`` (and ``h2_liability`` with ``prevalence``); with a
+        single kinship term these are keyed without the term name, and ``"h2"`` repeats the
+        latent-scale value (the Gaussian engines' ``"h2"``). With several kinship terms the
+        keys are ``"h2_<scale>:<grp>"``.
+
+        Examples
+        --------
+        >>> import json
+        >>> json.dumps(fit.to_summary(prevalence=0.1))  # doctest: +SKIP
+        """
+        shares = self.variance_shares()
+        herit: dict[str, Any] = {
+            str(k): {"estimate": _num(r.estimate), "se": _num(r.se)} for k, r in shares.iterrows()
+        }
+        h = self.heritability(prevalence, case_fraction)
+        terms = list(dict.fromkeys(h["term"]))
+        for r in h.itertuples(index=False):
+            key = f"h2_{r.scale}" if len(terms) == 1 else f"h2_{r.scale}:{r.term}"
+            herit[key] = {"estimate": _num(r.estimate), "se": _num(r.se)}
+        if len(terms) == 1:
+            herit["h2"] = dict(herit["h2_latent"])
+        vc = self.variance_components
+        return {
+            "method": "laplace",
+            "n_obs": int(self.n_obs),
+            "formula": self.formula,
+            "family": self.family,
+            "link": self.link,
+            "strategy": "laplace (nAGQ=1)",
+            "heritability": herit,
+            "variance_components": [
+                {
+                    "grp": r.grp,
+                    "var1": r.var1,
+                    "var2": r.var2,
+                    "vcov": _num(r.vcov),
+                    "sdcor": _num(r.sdcor),
+                    "se": _num(r.se),
+                }
+                for r in vc.itertuples(index=False)
+            ],
+            "fixed_effects": {
+                str(name): {"estimate": _num(r.estimate), "se": _num(r.se), "z": _num(r.z)}
+                for name, r in self.fixed_effects.iterrows()
+            },
+            "diagnostics": {
+                "converged": bool(self.converged),
+                "n_iter": int(self.n_iter),
+                "n_evals": int(self.n_evals),
+                "boundary": self.boundary,
+                "messages": list(self.messages),
+            },
+            "loglik": {"ml": _num(self.loglik)},
+            "deviance": _num(self.deviance),
+            "n_parameters": self.n_parameters,
+            "aic": _num(self.aic),
+            "bic": _num(self.bic),
+            "timing": {k: _num(v) for k, v in self.timing.items()},
+        }
+
+    def __repr__(self) -> str:
+        vc = self.variance_components[["grp", "var1", "vcov", "sdcor"]]
+        return (
+            f"LaplaceFit({self.formula!r}, family={self.family}({self.link}), "
+            f"n_obs={self.n_obs}, logLik={self.loglik:.4f}, converged={self.converged})\n"
+            f"{vc.to_string(index=False)}\n{self.fixed_effects.to_string()}"
+        )
+
+
+def _name(blocks: tuple[_Block, ...], k: int) -> str:
+    grp = blocks[k].grp
+    same = sum(b.grp == grp for b in blocks)
+    return grp if same == 1 else f"{grp}:{blocks[k].var1}"
+
+
+def _delta_se(grad: np.ndarray, cov: np.ndarray) -> float:
+    v = float(grad @ cov @ grad)
+    return math.sqrt(v) if v >= 0 else float("nan")
+
+
+def _num(x: Any) -> float | None:
+    if x is None:
+        return None
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+def fit_laplace(
+    spec: ModelSpec,
+    start: dict[str, np.ndarray] | None = None,
+    maxiter: int = 1000,
+) -> LaplaceFit:
+    """Fit a GLMM by maximising the Laplace approximation of the likelihood (glmer, nAGQ=1).
+
+    Parameters
+    ----------
+    spec : ModelSpec
+        From :func:`bayeslmm.specify` with ``family="poisson"``, ``"bernoulli"`` or
+        ``"binomial"`` (``trials=``). Random terms: iid or kinship, one coefficient each (or
+        uncorrelated ``||`` blocks). ``Poisson(overdispersion=True)`` (the default) adds an
+        observation-level random effect, reported as group ``"olre"``.
+    start : dict, optional
+        ``{"theta": ..., "beta": ...}`` to skip stage 1 and start stage 2 there.
+    maxiter : int
+        Iteration limit of each L-BFGS-B stage.
+
+    Returns
+    -------
+    LaplaceFit
+
+    Examples
+    --------
+    >>> import pandas as pd, bayeslmm
+    >>> df = pd.read_csv("tests/golden/glmer/cbpp.csv")  # doctest: +SKIP
+    >>> spec = bayeslmm.specify("incidence ~ C(period) + (1|herd)", df,
+    ...                         family="binomial", trials="size")  # doctest: +SKIP
+    >>> fit = fit_laplace(spec)  # doctest: +SKIP
+    >>> round(fit.loglik, 3)  # doctest: +SKIP
+    -92.026
+    """
+    t0 = time.perf_counter()
+    problem = LaplaceProblem(spec)
+    nt, p = problem.n_theta, problem.p
+    messages: list[str] = []
+    n_iter = 0
+    if start is None:
+        # stage 1: θ alone, β and b at their joint penalised mode (glmer's nAGQ = 0 stage)
+        beta0 = _glm_start(problem)
+        problem._beta_b = np.r_[beta0, np.zeros(problem.q)]
+        res1, it1 = _minimize_restart_edge(
+            lambda th: problem.deviance_nagq0(th)[0], np.ones(nt), nt, maxiter
+        )
+        n_iter += it1
+        theta0 = np.abs(np.asarray(res1.x))
+        _, beta0 = problem.deviance_nagq0(theta0)
+        problem._b = problem._beta_b[p:].copy()
+    else:
+        theta0 = np.asarray(start["theta"], dtype=float)
+        beta0 = np.asarray(start["beta"], dtype=float)
+    # stage 2: (θ, β) jointly with b* inside
+    x0 = np.r_[theta0, beta0]
+    res2, it2 = _minimize_restart_edge(problem.objective, x0, nt, maxiter)
+    n_iter += it2
+    x = np.asarray(res2.x, dtype=float)
+    x[:nt] = np.abs(x[:nt])
+    f = problem.objective(x)
+    if not res2.success:
+        messages.append(f"L-BFGS-B: {res2.message}")
+    # Newton polish on the interior coordinates (θ at 0 stays there)
+    H = _hessian(problem.objective, x)
+    for _ in range(10):
+        free = np.r_[x[:nt] > 1e-6, np.ones(p, dtype=bool)]
+        g = _gradient(problem.objective, x)
+        try:
+            step = np.zeros_like(x)
+            step[free] = -np.linalg.solve(H[np.ix_(free, free)], g[free])
+        except np.linalg.LinAlgError:
+            break
+        if np.max(np.abs(step)) < 1e-10:
+            break
+        x_new = x + step
+        x_new[:nt] = np.abs(x_new[:nt])
+        f_new = problem.objective(x_new)
+        if f_new > f:
+            break
+        x, f = x_new, f_new
+        H = _hessian(problem.objective, x)
+    g = _gradient(problem.objective, x)
+    free = np.r_[x[:nt] > 1e-6, np.ones(p, dtype=bool)]
+    grad_norm = float(np.max(np.abs(g[free]))) if free.any() else 0.0
+    converged = grad_norm < 1e-3
+    if not converged:
+        messages.append(f"max |gradient| of the deviance = {grad_norm:.2e} at the optimum")
+    try:
+        cov = 2.0 * np.linalg.inv(H)
+        cov = 0.5 * (cov + cov.T)
+        if np.any(np.diag(cov) < 0):
+            raise np.linalg.LinAlgError
+    except np.linalg.LinAlgError:
+        cov = np.full_like(H, np.nan)
+        messages.append("the Hessian of the deviance is not positive definite: no SEs")
+    theta, beta = x[:nt], x[nt:]
+    # conditional modes at the optimum
+    b, _ = problem.mode(theta, beta)
+    f = problem.deviance(theta, beta)
+
+    theta_se = np.sqrt(np.clip(np.diag(cov)[:nt], 0.0, None))
+    vc_rows = [
+        (blk.grp, blk.var1, None, theta[k] ** 2, theta[k], 2.0 * theta[k] * theta_se[k])
+        for k, blk in enumerate(problem.blocks)
+    ]
+    vc = pd.DataFrame(vc_rows, columns=["grp", "var1", "var2", "vcov", "sdcor", "se"])
+    names = ["(Intercept)" if nm == "Intercept" else nm for nm in spec.fixed_names]
+    beta_se = np.sqrt(np.diag(cov)[nt:])
+    fe = pd.DataFrame({"estimate": beta, "se": beta_se, "z": beta / beta_se}, index=pd.Index(names))
+    ranef: dict[str, pd.DataFrame] = {}
+    for k, blk in enumerate(problem.blocks):
+        bk = b[blk.cols]
+        u = theta[k] * (bk if blk.root is None else blk.root @ bk)
+        key = _name(problem.blocks, k)
+        ranef[key] = pd.DataFrame({blk.var1: u}, index=pd.Index(blk.levels, name=blk.grp))
+    return LaplaceFit(
+        formula=spec.formula,
+        family=spec.family.name,
+        link=spec.family.link,
+        n_obs=spec.n_obs,
+        theta=theta,
+        beta=beta,
+        parameter_cov=cov,
+        deviance=float(f),
+        variance_components=vc,
+        fixed_effects=fe,
+        random_effects=ranef,
+        converged=converged,
+        n_iter=n_iter,
+        n_evals=problem.n_evals,
+        messages=tuple(messages),
+        timing={"total_s": time.perf_counter() - t0},
+        _problem=problem,
+    )
