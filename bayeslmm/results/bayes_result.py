@@ -71,8 +71,9 @@ class BayesFit:
 
     # -- tables ---------------------------------------------------------------------------
     def heritability(self, hdi_prob: float | None = None) -> pd.DataFrame:
-        """Posterior of the variance shares: one row per random term (``"h2"`` for a sole
-        kinship term), columns mean, sd, hdi_low, hdi_high, ess_bulk, ess_tail, r_hat.
+        """Posterior of the variance shares: one row per random term (by group) and a row
+        ``"h2"`` repeating the sole kinship term's share; columns mean, sd, hdi_low,
+        hdi_high, ess_bulk, ess_tail, r_hat.
 
         See :mod:`bayeslmm.results.heritability` for the definition.
 

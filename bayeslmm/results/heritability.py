@@ -6,9 +6,11 @@ For random terms k = 1..K with variances σ_k² and residual variance σ_e²,
 
     share_k = σ_k² / (σ_1² + ... + σ_K² + σ_e²),
 
-the share of the phenotypic variance σ²_P = Σ σ_k² + σ_e². ``h2`` is the share of the sole
-kinship term (narrow-sense heritability when K is an additive relationship matrix); other
-terms keep their group name (e.g. the share of an iid family term is c²).
+the share of the phenotypic variance σ²_P = Σ σ_k² + σ_e². Each term is labelled by its group
+(e.g. the share of an iid ``family`` term is c²); when the model has exactly one kinship
+term and it has a single coefficient, its share is repeated under the label ``h2``
+(narrow-sense heritability when K is an additive relationship matrix), as the REML engine
+does.
 
 - A kinship term's σ_k² is used as is, i.e. the genetic variance *at a kinship diagonal of
   1* (GCTA's convention). For a VanRaden GRM the mean diagonal is ≈ 1 + F and this is the
@@ -86,14 +88,19 @@ def heritability_draws(posterior, include_residual: bool = False):
     """
     if "variance_share" not in posterior:
         raise ValueError("The posterior has no 'variance_share'; was it built by bayeslmm?")
+    import xarray as xr
+
     draws = posterior["variance_share"]
     if not include_residual:
         draws = draws.sel(component=[c for c in draws["component"].values if c != "residual"])
-    return draws
+    if "h2" in posterior and "h2" not in draws["component"].values:
+        h2 = posterior["h2"].expand_dims(component=["h2"], axis=-1)
+        draws = xr.concat([draws, h2], dim="component")
+    return draws.rename("variance_share")
 
 
 def heritability_table(posterior, hdi_prob: float = 0.95) -> pd.DataFrame:
-    """One row per random term's variance share (``"h2"`` for a sole kinship term).
+    """One row per random term's variance share, plus ``"h2"`` for a sole kinship term.
 
     Columns: mean, sd, hdi_low, hdi_high, ess_bulk, ess_tail, r_hat.
 

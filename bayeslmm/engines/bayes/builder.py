@@ -166,8 +166,11 @@ class BuiltModel:
     rotation : SpectralBasis or None
         The spectral strategy's eigenbasis.
     components : tuple of str
-        Labels of the ``variance_share`` coordinate: one per random term (``"h2"`` for a sole
-        kinship term, else the group name) and ``"residual"``.
+        Labels of the ``variance_share`` coordinate: the group of each random term and
+        ``"residual"``.
+    h2_term : str or None
+        Group of the term whose share is reported as ``h2`` (the sole kinship term, when it
+        is intercept-only), else None.
     observed_name : str
         Name of the observed variable in the model.
     timing : dict
@@ -181,12 +184,13 @@ class BuiltModel:
     rotation: SpectralBasis | None
     components: tuple[str, ...]
     observed_name: str
+    h2_term: str | None = None
     timing: dict[str, float] = field(default_factory=dict)
     cache: dict[str, Any] = field(default_factory=dict)
 
 
 def component_labels(spec: ModelSpec) -> tuple[str, ...]:
-    """Labels of the variance components: ``"h2"`` for a sole kinship term, else the group.
+    """Labels of the variance components: each random term's group, then ``"residual"``.
 
     Examples
     --------
@@ -195,9 +199,24 @@ def component_labels(spec: ModelSpec) -> tuple[str, ...]:
     >>> component_labels(bl.specify("y ~ 1 + (1 | g)", df))
     ('g', 'residual')
     """
-    sole_kinship = len(spec.kinship_terms) == 1
-    labels = ["h2" if (t.kinship is not None and sole_kinship) else t.group for t in spec.terms]
-    return (*labels, "residual")
+    return (*(t.group for t in spec.terms), "residual")
+
+
+def h2_term(spec: ModelSpec) -> str | None:
+    """The group whose variance share is called ``h2``: the sole kinship term, when it has
+    a single coefficient (as in the REML engine); None otherwise.
+
+    Examples
+    --------
+    >>> import numpy as np, pandas as pd, bayeslmm as bl
+    >>> df = pd.DataFrame({"y": [1.0, 2.0, 0.5, 1.5], "g": ["a", "a", "b", "b"]})
+    >>> h2_term(bl.specify("y ~ 1 + (1 | g)", df)) is None
+    True
+    """
+    kin = spec.kinship_terms
+    if len(kin) == 1 and kin[0].n_coef == 1:
+        return kin[0].group
+    return None
 
 
 def _coords(spec: ModelSpec) -> dict[str, Any]:
@@ -347,7 +366,8 @@ def _share_variances(spec: ModelSpec, priors: PriorSet):
     else:
         var_total = pm.Deterministic("total_variance", priors.total.to_pymc("total_sd") ** 2)
     if priors.shares.family == "beta":
-        h2 = priors.shares.to_pymc("h2")
+        term = spec.terms[0]
+        h2 = priors.shares.to_pymc("h2" if term.kinship is not None else f"share_{term.group}")
         shares = pt.stack([h2, 1.0 - h2])
     else:
         shares = priors.shares.to_pymc("shares", dims="component")
@@ -526,8 +546,9 @@ def build(
         total = var_residual + (sum(term_vars) if term_vars else 0.0)
         shares = pt.stack([*term_vars, var_residual]) / total
         pm.Deterministic("variance_share", shares, dims="component")
-        if "h2" in components and not (prior_set.uses_shares and prior_set.shares.family == "beta"):
-            pm.Deterministic("h2", shares[components.index("h2")])
+        h2_group = h2_term(spec)
+        if h2_group is not None and "h2" not in model.named_vars:
+            pm.Deterministic("h2", shares[components.index(h2_group)])
 
     build_s = time.perf_counter() - start
     timing = {"build_s": build_s, "eigh_s": rotation.eigh_s if rotation else 0.0}
@@ -538,6 +559,7 @@ def build(
         priors=prior_set,
         rotation=rotation,
         components=components,
+        h2_term=h2_group,
         observed_name=obs_name,
         timing=timing,
     )

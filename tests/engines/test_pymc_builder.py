@@ -1,0 +1,345 @@
+"""Tests of the PyMC builder: structure, exact log-densities, covariance of the latent
+parametrisation, GLMM likelihoods and the conditional breeding-value draws."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import special, stats
+
+import bayeslmm as bl
+from bayeslmm.engines.bayes import build, choose_strategy, spectral_basis
+from bayeslmm.engines.bayes.conditional import conditional_breeding_values
+from bayeslmm.priors import resolve_priors
+
+
+@pytest.fixture(scope="module")
+def data():
+    rng = np.random.default_rng(7)
+    n = 30
+    ids = [f"i{k}" for k in range(n)]
+    W = rng.normal(size=(n, 50))
+    K = bl.Kinship(W @ W.T / 50 + 0.05 * np.eye(n), ids)
+    # two records per individual, shuffled, so that Z is not the identity
+    df = pd.DataFrame(
+        {
+            "y": rng.normal(10, 2, 2 * n),
+            "x": rng.normal(size=2 * n),
+            "env": np.tile([0.0, 1.0], n),
+            "id": np.repeat(ids, 2),
+            "fam": np.repeat([f"f{k % 6}" for k in range(n)], 2),
+            "count": rng.poisson(3, 2 * n),
+            "case": rng.integers(0, 2, 2 * n),
+            "trials": 6,
+            "succ": rng.integers(0, 7, 2 * n),
+            "expo": rng.uniform(1, 3, 2 * n),
+        }
+    ).sample(frac=1.0, random_state=3)
+    return K, df
+
+
+def _logp_fn(model, var_name):
+    """Log-density of one variable (observed) as a function of the free value variables."""
+    return model.compile_logp(vars=[model[var_name]], jacobian=False, sum=True)
+
+
+def _value_fn(model, name):
+    """A deterministic as a function of the value variables (a point dict)."""
+    (out,) = model.replace_rvs_by_values([model[name]])
+    return model.compile_fn(out, inputs=model.value_vars, on_unused_input="ignore")
+
+
+def _dense_logpdf(spec, beta, var_g, var_e):
+    term = spec.terms[0]
+    Z = term.incidence().toarray()
+    V = var_g * Z @ term.kinship.matrix @ Z.T + var_e * np.eye(spec.n_obs)
+    return stats.multivariate_normal(spec.X @ beta, V).logpdf(spec.y)
+
+
+def _point_spectral(spec, beta, sd_g, sigma):
+    """Value-variable point for given uncentred β (inverting the centring of the builder)."""
+    X = spec.X
+    names = list(spec.fixed_names)
+    beta_c = np.array(beta, dtype=float)
+    if "Intercept" in names and len(names) > 1:
+        k0 = names.index("Intercept")
+        means = X.mean(axis=0)
+        means[k0] = 0.0
+        beta_c[k0] = beta[k0] + means @ beta
+        key = "beta_centered"
+    else:
+        key = "beta"
+    return {key: beta_c, "sd_id_log__": np.log(sd_g), "sigma_log__": np.log(sigma)}
+
+
+@pytest.mark.parametrize("formula", ["y ~ x + (1|id)", "y ~ 1 + (1|id)"])
+def test_spectral_logp_equals_dense_mvn(data, formula):
+    K, df = data
+    spec = bl.specify(formula, df, kinship={"id": K})
+    built = build(spec)
+    assert built.strategy == "spectral"
+    logp = _logp_fn(built.model, built.observed_name)
+    rng = np.random.default_rng(0)
+    for _ in range(3):
+        beta = rng.normal(size=len(spec.fixed_names)) + np.r_[10.0, np.zeros(spec.X.shape[1] - 1)]
+        sd_g, sigma = rng.uniform(0.3, 3.0, 2)
+        point = _point_spectral(spec, beta, sd_g, sigma)
+        assert logp(point) == pytest.approx(_dense_logpdf(spec, beta, sd_g**2, sigma**2), rel=1e-9)
+
+
+def test_spectral_identity_incidence_reuses_kinship_eigh(data):
+    K, _ = data
+    rng = np.random.default_rng(1)
+    df = pd.DataFrame({"y": rng.normal(size=K.n), "id": list(K.ids)})
+    spec = bl.specify("y ~ 1 + (1|id)", df, kinship={"id": K})
+    basis = spectral_basis(spec.terms[0])
+    assert spec.terms[0].is_identity_incidence
+    assert basis.vectors is spec.terms[0].kinship.eigenvectors or np.array_equal(
+        basis.vectors, spec.terms[0].kinship.eigenvectors
+    )
+    assert spectral_basis(spec.terms[0]) is basis  # cached per term
+    built = build(spec)
+    point = _point_spectral(spec, np.array([0.3]), 1.2, 0.7)
+    got = _logp_fn(built.model, built.observed_name)(point)
+    assert got == pytest.approx(_dense_logpdf(spec, np.array([0.3]), 1.44, 0.49), rel=1e-9)
+
+
+def test_h2_prior_parametrisation_logp(data):
+    K, df = data
+    spec = bl.specify("y ~ 1 + (1|id)", df, kinship={"id": K}, priors={"h2": ("beta", 2, 3)})
+    built = build(spec)
+    free = sorted(v.name for v in built.model.free_RVs)
+    assert free == ["beta", "h2", "total_sd"]
+    h2, total_sd = 0.3, 2.0
+    point = {"beta": np.array([9.5]), "h2_logodds__": special.logit(h2), "total_sd_log__": 0.0}
+    point["total_sd_log__"] = np.log(total_sd)
+    got = _logp_fn(built.model, built.observed_name)(point)
+    want = _dense_logpdf(spec, np.array([9.5]), h2 * total_sd**2, (1 - h2) * total_sd**2)
+    assert got == pytest.approx(want, rel=1e-9)
+    # the Beta prior's density enters the joint log-density unchanged
+    prior = built.model.compile_logp(vars=[built.model["h2"]], jacobian=False)(point)
+    assert prior == pytest.approx(stats.beta(2, 3).logpdf(h2), rel=1e-9)
+
+
+def test_dims_and_coords(data):
+    K, df = data
+    spec = bl.specify("y ~ x + (1 + env | id) + (1 | fam)", df, kinship={"id": K})
+    built = build(spec)
+    model = built.model
+    assert built.strategy == "latent"
+    assert list(model.coords["fixed"]) == ["Intercept", "x"]
+    assert list(model.coords["id_level"]) == list(spec.terms[0].levels)
+    assert list(model.coords["id_coef"]) == ["Intercept", "env"]
+    assert list(model.coords["component"]) == ["id", "fam", "residual"]
+    dims = model.named_vars_to_dims
+    assert dims["beta"] == ("fixed",)
+    assert dims["u_id"] == ("id_level", "id_coef")
+    assert dims["u_fam"] == ("fam_level", "fam_coef")
+    assert dims["corr_id"] == ("id_coef", "id_coef_bis")
+    assert dims["y"] == ("obs",)
+    assert dims["variance_share"] == ("component",)
+    assert "h2" not in model.named_vars  # the kinship term has slopes: no single h2
+    assert built.h2_term is None
+
+
+def _jacobian(fn, dim, point, key):
+    """Columns of a linear map z -> u (evaluated at unit vectors)."""
+    base = np.zeros(dim)
+    cols = []
+    for k in range(dim):
+        e = base.copy()
+        e[k] = 1.0
+        cols.append(np.asarray(fn({**point, key: e.reshape(point[key].shape)})).ravel())
+    return np.array(cols).T
+
+
+@pytest.mark.parametrize("correlated", [True, False])
+def test_latent_random_effects_have_covariance_sigma_kron_k(data, correlated):
+    """u = U√S z L_Σᵀ must have Cov(vec u) = K ⊗ Σ (row-major vec): checked exactly via the
+    linear map z -> u at a fixed Σ (no sampling, no inverse of K)."""
+    K, df = data
+    bar = "|" if correlated else "||"
+    spec = bl.specify(f"y ~ 1 + (1 + env {bar} id)", df, kinship={"id": K})
+    built = build(spec, strategy="latent")
+    model = built.model
+    fn = _value_fn(model, "u_id")
+    ip = model.initial_point()
+    q = spec.terms[0].n_levels
+    if correlated:
+        # an arbitrary point of the packed, transformed Cholesky factor
+        ip["chol_id_cholesky-cov-packed__"] = np.array([0.4, 0.5, -0.3])
+    else:
+        ip["sd_id_log__"] = np.log([1.5, 0.8])
+    cov_fn = _value_fn(model, "cov_id")
+    Sigma = np.asarray(cov_fn(ip))
+    if correlated:
+        assert abs(Sigma[0, 1]) > 0.1  # a genuinely correlated Σ
+    else:
+        np.testing.assert_allclose(Sigma, np.diag([1.5**2, 0.8**2]))
+    J = _jacobian(fn, ip["z_id"].size, ip, "z_id")
+    assert J.shape == (2 * q, ip["z_id"].size)
+    np.testing.assert_allclose(J @ J.T, np.kron(spec.terms[0].kinship.matrix, Sigma), atol=1e-10)
+
+
+def test_rank_share_truncates_basis(data):
+    K, df = data
+    spec = bl.specify("y ~ 1 + (1|id) + (1|fam)", df, kinship={"id": K})
+    full = build(spec)
+    trunc = build(spec, rank_share=0.9)
+    r_full = len(full.model.coords["id_basis"])
+    r_trunc = len(trunc.model.coords["id_basis"])
+    values, _ = K.low_rank(0.9)
+    assert r_trunc == values.size < r_full == K.n
+    assert values.sum() >= 0.9 * np.trace(K.matrix) - 1e-9
+
+
+def test_strategy_choice_and_errors(data):
+    K, df = data
+    assert choose_strategy(bl.specify("y ~ x + (1|id)", df, kinship={"id": K})) == "spectral"
+    for formula, kw in [
+        ("y ~ x + (1|fam)", {}),
+        ("y ~ x + (1+env|id)", {}),
+        ("y ~ x + (1|id) + (1|fam)", {}),
+        ("y ~ x + (1|id)", {"sigma": "~ env"}),
+        ("count ~ x + (1|id)", {"family": "poisson"}),
+    ]:
+        kin = {"id": K} if "id" in formula else None
+        spec = bl.specify(formula, df, kinship=kin, **kw)
+        assert choose_strategy(spec) == "latent"
+        with pytest.raises(bl.SpecificationError, match="spectral strategy needs"):
+            choose_strategy(spec, "spectral")
+    with pytest.raises(bl.SpecificationError, match="Unknown strategy"):
+        choose_strategy(bl.specify("y ~ (1|fam)", df), "fast")
+
+
+def _latent_point(model, spec, beta):
+    """Initial point with all z = 0, so η = Xβ (+ offset)."""
+    ip = model.initial_point()
+    for k in ip:
+        if k.startswith("z_"):
+            ip[k] = np.zeros_like(ip[k])
+    X = spec.X
+    names = list(spec.fixed_names)
+    k0 = names.index("Intercept")
+    means = X.mean(axis=0)
+    means[k0] = 0.0
+    beta_c = np.array(beta, dtype=float)
+    beta_c[k0] = beta[k0] + means @ beta
+    ip["beta_centered"] = beta_c
+    return ip
+
+
+@pytest.mark.parametrize(
+    ("formula", "family", "kwargs", "reference"),
+    [
+        (
+            "count ~ x + offset(np.log(expo)) + (1|id)",
+            "poisson",
+            {},
+            lambda eta, d: stats.poisson.logpmf(d["count"], np.exp(eta)).sum(),
+        ),
+        (
+            "case ~ x + (1|id)",
+            "bernoulli",
+            {"link": "logit"},
+            lambda eta, d: stats.bernoulli.logpmf(d["case"], special.expit(eta)).sum(),
+        ),
+        (
+            "case ~ x + (1|id)",
+            "bernoulli",
+            {"link": "probit"},
+            lambda eta, d: stats.bernoulli.logpmf(d["case"], stats.norm.cdf(eta)).sum(),
+        ),
+        (
+            "succ ~ x + (1|fam)",
+            "binomial",
+            {"trials": "trials", "link": "logit"},
+            lambda eta, d: stats.binom.logpmf(d["succ"], d["trials"], special.expit(eta)).sum(),
+        ),
+    ],
+)
+def test_glmm_likelihoods(data, formula, family, kwargs, reference):
+    K, df = data
+    kin = {"id": K} if "id" in formula else None
+    spec = bl.specify(formula, df, kinship=kin, family=family, **kwargs)
+    built = build(spec)
+    assert built.strategy == "latent"
+    beta = np.array([0.3, -0.4])
+    point = _latent_point(built.model, spec, beta)
+    eta = spec.X @ beta + (0.0 if spec.offset is None else spec.offset)
+    got = _logp_fn(built.model, spec.response)(point)
+    d = spec.data
+    # PyMC clips invprobit at 1e-8 relative (numerical guard), hence rel=1e-7
+    assert got == pytest.approx(reference(eta, d), rel=1e-7)
+    assert ("sd_olre" in built.model.named_vars) == (family == "poisson")
+
+
+def test_heteroscedastic_gaussian_logp(data):
+    K, df = data
+    spec = bl.specify("y ~ x + (1|id)", df, kinship={"id": K}, sigma="~ env")
+    built = build(spec)
+    point = _latent_point(built.model, spec, np.array([10.0, 0.5]))
+    gamma = np.array([0.2, -0.5])
+    point["sigma_coef"] = gamma
+    sd = np.exp(spec.sigma_X @ gamma)
+    want = stats.norm(spec.X @ np.array([10.0, 0.5]), sd).logpdf(spec.y).sum()
+    assert _logp_fn(built.model, "y")(point) == pytest.approx(want, rel=1e-9)
+    var_res = _value_fn(built.model, "var_residual")
+    assert float(var_res(point)) == pytest.approx(np.mean(sd**2), rel=1e-9)
+
+
+def test_priors_scale_with_data_and_overrides(data):
+    K, df = data
+    spec = bl.specify("y ~ x + (1|id)", df, kinship={"id": K})
+    ps = resolve_priors(spec)
+    sy = np.std(spec.y, ddof=1)
+    assert ps.intercept.params == (pytest.approx(np.mean(spec.y)), pytest.approx(2.5 * sy))
+    assert ps.slopes["x"].params[1] == pytest.approx(2.5 * sy / np.std(df["x"], ddof=1))
+    assert float(np.ravel(ps.sd["id"].params[1])[0]) == pytest.approx(2.5 * sy)
+    # rescaling y rescales every default prior
+    spec10 = bl.specify("y ~ x + (1|id)", df.assign(y=df["y"] * 10), kinship={"id": K})
+    assert resolve_priors(spec10).sigma.params[1] == pytest.approx(10 * ps.sigma.params[1])
+    over = resolve_priors(spec, {"sd_id": ("halfnormal", 3.0), "b_x": ("normal", 0, 1)})
+    assert over.sd["id"].describe() == "HalfNormal(3)"
+    assert over.slopes["x"].params == (0, 1)
+    with pytest.raises(bl.SpecificationError, match="Unknown prior key"):
+        resolve_priors(spec, {"sd_idd": ("halfnormal", 1.0)})
+    with pytest.raises(bl.SpecificationError, match="positive support"):
+        resolve_priors(spec, {"sd_id": ("normal", 0, 1)})
+    with pytest.raises(bl.SpecificationError, match="shares"):
+        two = bl.specify("y ~ (1|id) + (1|fam)", df, kinship={"id": K})
+        resolve_priors(two, {"h2": ("beta", 1, 1)})
+    glmm = bl.specify("case ~ x + (1|id)", df, kinship={"id": K}, family="bernoulli")
+    gp = resolve_priors(glmm)
+    assert float(np.ravel(gp.sd["id"].params[1])[0]) == 1.0  # link scale, not sd(y)
+    assert gp.intercept.params[0] == pytest.approx(special.logit(df["case"].mean()))
+
+
+def test_conditional_breeding_values_match_blup(data):
+    """Mean and variance of the conditional draws at a fixed θ equal the dense BLUP
+    σ_g² K Zᵀ V⁻¹ (y - Xβ) and its prediction error variance."""
+    import xarray as xr
+
+    K, df = data
+    spec = bl.specify("y ~ x + (1|id)", df, kinship={"id": K})
+    built = build(spec)
+    n_draws = 4000
+    beta, var_g, var_e = np.array([9.8, 0.3]), 2.0, 1.5
+    post = xr.Dataset(
+        {
+            "beta": (("chain", "draw", "fixed"), np.tile(beta, (1, n_draws, 1))),
+            "var_id": (("chain", "draw"), np.full((1, n_draws), var_g)),
+            "var_residual": (("chain", "draw"), np.full((1, n_draws), var_e)),
+        },
+        coords={"chain": [0], "draw": np.arange(n_draws), "fixed": ["Intercept", "x"]},
+    )
+    u = conditional_breeding_values(built, post, seed=3).values[0, :, :, 0]
+    term = spec.terms[0]
+    Z = term.incidence().toarray()
+    Km = term.kinship.matrix
+    V = var_g * Z @ Km @ Z.T + var_e * np.eye(spec.n_obs)
+    Vinv_r = np.linalg.solve(V, spec.y - spec.X @ beta)
+    blup = var_g * Km @ Z.T @ Vinv_r
+    pev = var_g * Km - var_g**2 * Km @ Z.T @ np.linalg.solve(V, Z @ Km)
+    se = np.sqrt(np.diag(pev) / n_draws)
+    assert np.all(np.abs(u.mean(axis=0) - blup) < 4.5 * se)
+    np.testing.assert_allclose(np.cov(u.T), pev, atol=0.12 * np.max(np.diag(pev)))
