@@ -456,10 +456,16 @@ class LaplaceFit:
         theta, beta = x[:nt], x[nt:]
         var = theta**2
         eta = pr.X @ beta + pr.offset
-        out: dict[str, dict[str, float]] = {}
-        vp = float(var.sum())
-        for k in range(nt):
-            out.setdefault("shares", {})[_name(pr.blocks, k)] = var[k] / vp if vp > 0 else 0.0
+        # link-scale shares, as the Bayesian engine's ``variance_share``: the residual is the
+        # distribution-specific variance (Poisson: ln(1 + 1/λ̄), λ̄ = mean_i exp(η_i + V/2))
+        # plus the observation-level variance
+        olre = np.array([b.grp == OLRE for b in pr.blocks])
+        lam = float(np.mean(np.exp(eta + var.sum() / 2.0)))
+        residual = float(pr.family.link_variance(lam)) + float(var[olre].sum())
+        total = float(var[~olre].sum()) + residual
+        shares = {_name(pr.blocks, k): var[k] / total for k in range(nt) if not olre[k]}
+        shares["residual"] = residual / total
+        out: dict[str, dict[str, float]] = {"shares": shares}
         kin = [k for k, b in enumerate(pr.blocks) if b.kinship is not None]
         for k in kin:
             others = [var[j] for j in range(nt) if j != k]
@@ -515,7 +521,10 @@ class LaplaceFit:
         return pd.DataFrame(rows, columns=["term", "scale", "estimate", "se"])
 
     def variance_shares(self) -> pd.DataFrame:
-        """Each variance parameter's share of the latent variance Σ θ_k², with SEs."""
+        """Link-scale variance shares with delta-method SEs (the Bayesian engine's
+        ``variance_share``): σ_k² / (Σ σ_k² + V_d + σ²_olre), and ``"residual"`` for
+        V_d + σ²_olre, V_d the distribution-specific variance (π²/3 logit, 1 probit,
+        ln(1 + 1/λ̄) Poisson)."""
         x = np.r_[self.theta, self.beta]
         base = self._scales_at(x, None, None)["shares"]
         rows = []
@@ -534,12 +543,12 @@ class LaplaceFit:
     ) -> dict[str, Any]:
         """A JSON-serialisable dict in the project's ``summary.json`` layout.
 
-        ``heritability`` holds each variance parameter's latent-scale share
-        (``{grp: {"estimate", "se"}}``) and, for each kinship term, ``h2_latent``,
-        ``h2_link``, ``h2_observed`` (and ``h2_liability`` with ``prevalence``); with a
-        single kinship term these are keyed without the term name, and ``"h2"`` repeats the
-        latent-scale value (the Gaussian engines' ``"h2"``). With several kinship terms the
-        keys are ``"h2_<scale>:<grp>"``.
+        ``heritability`` holds each random term's link-scale share and ``"residual"``
+        (:meth:`variance_shares`, ``{grp: {"estimate", "se"}}``, as the Bayesian engine's
+        ``variance_share``) and, for each kinship term, ``h2_latent``, ``h2_link``,
+        ``h2_observed`` (and ``h2_liability`` with ``prevalence``). With a single kinship
+        term these are keyed without the term name and ``"h2"`` repeats ``h2_link`` (the
+        Bayesian engine's ``h2``); with several, the keys are ``"h2_<scale>:<grp>"``.
 
         Examples
         --------
@@ -556,7 +565,7 @@ class LaplaceFit:
             key = f"h2_{r.scale}" if len(terms) == 1 else f"h2_{r.scale}:{r.term}"
             herit[key] = {"estimate": _num(r.estimate), "se": _num(r.se)}
         if len(terms) == 1:
-            herit["h2"] = dict(herit["h2_latent"])
+            herit["h2"] = dict(herit["h2_link"])
         vc = self.variance_components
         return {
             "method": "laplace",

@@ -247,12 +247,22 @@ def test_summary_layout_and_heritability(kin_data):
     assert summary["method"] == "laplace"
     assert summary["n_obs"] == len(df)
     herit = summary["heritability"]
-    assert {"id", "site", "h2", "h2_latent", "h2_link", "h2_observed", "h2_liability"} <= set(herit)
+    assert set(herit) == {
+        "id",
+        "site",
+        "residual",
+        "h2",
+        "h2_latent",
+        "h2_link",
+        "h2_observed",
+        "h2_liability",
+    }
     va, vs = fit.theta**2
     assert herit["h2_latent"]["estimate"] == pytest.approx(va / (va + vs))
     assert herit["h2_link"]["estimate"] == pytest.approx(va / (va + vs + np.pi**2 / 3))
-    assert herit["h2"] == herit["h2_latent"]
-    assert herit["id"]["estimate"] == pytest.approx(va / (va + vs))
+    assert herit["h2"] == herit["h2_link"]
+    assert herit["id"]["estimate"] == pytest.approx(va / (va + vs + np.pi**2 / 3))
+    assert herit["residual"]["estimate"] == pytest.approx(np.pi**2 / 3 / (va + vs + np.pi**2 / 3))
     # observed < link for a logit model, and every SE is a positive number
     assert herit["h2_observed"]["estimate"] < herit["h2_link"]["estimate"]
     assert all(v["se"] is None or v["se"] >= 0 for v in herit.values())
