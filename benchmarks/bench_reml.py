@@ -1,0 +1,177 @@
+"""Speed of the REML engine (a script that prints ratios, not a test).
+
+1. Single kernel (spectral route) at several n: time of a whole fit as a ratio to one
+   ``numpy.linalg.eigh`` of K measured in the same process, with BLAS pinned to one thread
+   (threadpoolctl) so that the ratio does not depend on how busy the machine's cores are.
+   ``build+fit`` = Kinship(K) (validation + the one cached eigh) + specify + fit_reml;
+   ``fit`` = fit_reml on a spec whose Kinship already holds its eigendecomposition.
+2. AI-REML on multi-component models: iterations, time, convergence.
+
+Usage::
+
+    python benchmarks/bench_reml.py [n ...]        # default: 1000 2000 5000
+"""
+
+from __future__ import annotations
+
+import platform
+import sys
+import time
+import warnings
+
+import numpy as np
+import pandas as pd
+from threadpoolctl import threadpool_info, threadpool_limits
+
+from bayeslmm import Kinship, specify
+from bayeslmm.engines.reml import BoundaryFitWarning, fit_reml
+
+
+def grm(n: int, n_snp: int, rng: np.random.Generator) -> np.ndarray:
+    freq = rng.uniform(0.05, 0.95, n_snp)
+    G = rng.binomial(2, freq, size=(n, n_snp)).astype(float)
+    p = G.mean(0) / 2
+    W = G - 2 * p
+    K = W @ W.T / (2 * np.sum(p * (1 - p)))
+    return 0.98 * K + 0.02 * np.eye(n)
+
+
+def phenotype(K: np.ndarray, h2: float, rng: np.random.Generator) -> pd.DataFrame:
+    n = K.shape[0]
+    L = np.linalg.cholesky(K)
+    g = L @ rng.normal(size=n)
+    x = rng.normal(size=n)
+    y = 1 + 0.3 * x + np.sqrt(h2) * g + np.sqrt(1 - h2) * rng.normal(size=n)
+    return pd.DataFrame({"id": [f"i{k}" for k in range(n)], "x": x, "y": y})
+
+
+def single_kernel(n: int, rng: np.random.Generator) -> dict:
+    K = grm(n, 2 * n, rng)
+    data = phenotype(K, 0.5, rng)
+    ids = list(data["id"])
+    reps = 3 if n <= 2000 else 1  # medians of 3 where one run is short and noisy
+    t_eigh = _median_time(lambda: np.linalg.eigh(K), reps)
+    t = time.perf_counter()
+    kin = Kinship(K, ids=ids, name="GRM")
+    t_kin = time.perf_counter() - t
+    t = time.perf_counter()
+    spec = specify("y ~ x + (1 | id)", data, kinship={"id": kin})
+    t_spec = time.perf_counter() - t
+    fit = fit_reml(spec)  # first call: imports and caches warm
+    t_fit = _median_time(lambda: fit_reml(spec), reps)
+    assert fit.method == "spectral" and fit.converged
+    return {
+        "n": n,
+        "eigh_s": t_eigh,
+        "kinship_s": t_kin,
+        "specify_s": t_spec,
+        "fit_s": t_fit,
+        "fit/eigh": t_fit / t_eigh,
+        "build+fit/eigh": (t_kin + t_spec + t_fit) / t_eigh,
+        "n_eval": fit.n_iter,
+        "h2": fit.heritability().loc["h2", "estimate"],
+    }
+
+
+def _median_time(func, reps: int) -> float:
+    times = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        func()
+        times.append(time.perf_counter() - t)
+    return float(np.median(times))
+
+
+def multi_component(rng: np.random.Generator) -> list[dict]:
+    from pathlib import Path
+
+    golden = Path(__file__).resolve().parents[1] / "tests" / "golden" / "data"
+    rows = []
+    cases = [
+        ("sleepstudy", "Reaction ~ Days + (Days | Subject)", {}, None),
+        ("sleepstudy", "Reaction ~ Days + (1 | Subject) + (0 + Days | Subject)", {}, None),
+        ("Penicillin", "diameter ~ 1 + (1 | plate) + (1 | sample)", {}, None),
+        ("het_env", "y ~ x + (1 | grp)", {}, "~ 0 + env"),
+    ]
+    for name, formula, kin, sigma in cases:
+        data = pd.read_csv(golden / f"{name}.csv")
+        rows.append(_time_fit(name, formula, data, kin, sigma))
+    # simulated: two kernels (K, K∘K) + iid batch, n = 600 records of 300 individuals
+    n = 300
+    K = grm(n, 600, rng)
+    kin = Kinship(K, ids=[f"i{k}" for k in range(n)], name="GRM")
+    epi = kin.hadamard(name="GRMxGRM").normalized()
+    data = phenotype(K, 0.4, rng)
+    data = pd.concat([data, data.assign(y=data["y"] + rng.normal(size=n))], ignore_index=True)
+    data["id2"] = data["id"]
+    data["batch"] = rng.choice(list("ABCDEFGH"), size=len(data))
+    rows.append(
+        _time_fit(
+            "sim n=600",
+            "y ~ x + (1 | id) + (1 | id2) + (1 | batch)",
+            data,
+            {"id": kin, "id2": epi},
+            None,
+        )
+    )
+    data["env"] = np.tile(np.linspace(-1, 1, 4), len(data) // 4)
+    rows.append(_time_fit("sim n=600", "y ~ x + (1 + env | id)", data, {"id": kin}, None))
+    return rows
+
+
+def _time_fit(name, formula, data, kin, sigma) -> dict:
+    spec = specify(formula, data, kinship=kin or None, sigma=sigma)
+    t = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", BoundaryFitWarning)
+        fit = fit_reml(spec, method="ai-reml")
+    return {
+        "data": name,
+        "model": formula + (f", sigma {sigma}" if sigma else ""),
+        "n_obs": spec.n_obs,
+        "n_par": fit.parameters.shape[0],
+        "n_iter": fit.n_iter,
+        "converged": fit.converged,
+        "boundary": fit.boundary,
+        "time_s": time.perf_counter() - t,
+    }
+
+
+def main(argv: list[str]) -> None:
+    sizes = [int(a) for a in argv] or [1000, 2000, 5000]
+    rng = np.random.default_rng(2024)
+    pd.set_option("display.width", 160)
+    with threadpool_limits(limits=1, user_api="blas"):
+        blas = [
+            f"{i['internal_api']} {i.get('version')} threads={i['num_threads']}"
+            for i in threadpool_info()
+            if i["user_api"] == "blas"
+        ]
+        print(f"python {platform.python_version()}, numpy {np.__version__}, {platform.machine()}")
+        print(f"BLAS pinned to 1 thread with threadpoolctl: {blas}")
+        print("\n== single kernel, spectral route: time relative to one numpy.linalg.eigh(K) ==")
+        rows = [single_kernel(n, rng) for n in sizes]
+        print(pd.DataFrame(rows).to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+        print(
+            "\nTimes are medians of 3 runs for n <= 2000, single runs above (the first fit_reml "
+            "call, which pays one-off imports, is not timed)."
+        )
+        print(
+            "fit/eigh: fit_reml with the kinship's eigendecomposition already cached (as it is "
+            "after Kinship validation);\nbuild+fit/eigh: Kinship(K) (validation + its one eigh) "
+            "+ specify + fit_reml, i.e. everything from a raw matrix."
+        )
+        print("\n== AI-REML on multi-component models ==")
+        print(
+            pd.DataFrame(multi_component(rng)).to_string(
+                index=False, float_format=lambda v: f"{v:.4g}"
+            )
+        )
+    try:
+        import statsmodels  # noqa: F401
+    except ImportError:
+        print("\nstatsmodels is not installed: comparison with statsmodels MixedLM skipped.")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
