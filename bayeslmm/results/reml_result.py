@@ -37,7 +37,8 @@ class RemlFit:
     parameters : pandas.DataFrame
         One row per covariance parameter θ_i (V = Σ θ_i V_i): columns ``grp``, ``var1``,
         ``var2``, ``kind`` (``"variance"``, ``"covariance"`` or ``"residual"``), ``estimate``,
-        ``se``, ``kinship`` (name of the kernel, None for iid terms).
+        ``se``, ``kinship`` (name of the kernel, None for iid terms), ``residual_share``
+        (fraction of observations behind a residual parameter; 0 for the others).
     parameter_cov : ndarray
         Sampling covariance of θ: the inverse average-information matrix at the estimate.
     fixed_effects : pandas.DataFrame
@@ -61,8 +62,10 @@ class RemlFit:
         "boundary (singular) fit").
     timing : dict of str to float
         Seconds spent: ``total_s`` and stage timings.
-    n_fixed : int
-        Number of fixed effects p.
+    messages : tuple of str
+        Notes from the optimiser (boundary components, failed step halving).
+    sigma_formula : str or None
+        The residual-variance formula, when residual variances vary by environment.
     """
 
     method: str

@@ -69,6 +69,12 @@ write.csv(Dyestuff, file.path(datadir, "Dyestuff.csv"), row.names = FALSE)
 write.csv(Dyestuff2, file.path(datadir, "Dyestuff2.csv"), row.names = FALSE)
 write.csv(Penicillin, file.path(datadir, "Penicillin.csv"), row.names = FALSE)
 
+# a random slope whose fitted correlation is -1 (singular Σ on the edge of the PSD cone)
+set.seed(1)
+slope <- data.frame(g = factor(rep(1:12, each = 6)), x = rep(seq(-1, 1, length = 6), 12))
+slope$y <- rnorm(12)[slope$g] + 0.5 * slope$x + rnorm(72)
+write.csv(slope, file.path(datadir, "slope_singular.csv"), row.names = FALSE)
+
 models <- list(
   list(key = "sleepstudy_corr", data = sleepstudy, dataset = "sleepstudy",
        formula = "Reaction ~ Days + (Days | Subject)"),
@@ -81,7 +87,9 @@ models <- list(
   list(key = "dyestuff2_singular", data = Dyestuff2, dataset = "Dyestuff2",
        formula = "Yield ~ 1 + (1 | Batch)"),
   list(key = "penicillin", data = Penicillin, dataset = "Penicillin",
-       formula = "diameter ~ 1 + (1 | plate) + (1 | sample)")
+       formula = "diameter ~ 1 + (1 | plate) + (1 | sample)"),
+  list(key = "slope_singular", data = slope, dataset = "slope_singular",
+       formula = "y ~ x + (x | g)")
 )
 
 out <- list()

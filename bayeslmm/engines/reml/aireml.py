@@ -272,6 +272,15 @@ def fit_ai_reml(
             break
     if not converged and n_iter >= max_iter + em_steps:
         messages.append(f"AI-REML did not converge in {max_iter} iterations")
+    if _singular_blocks(structure, theta):
+        # Projected AI steps crawl along the edge of the PSD cone; finish with a quasi-Newton
+        # search in the Cholesky factors of the singular Σ (lme4's parametrisation).
+        theta, n_polish, polished = _cholesky_polish(model, structure, project, theta)
+        n_iter += n_polish
+        state = model.evaluate(theta)
+        converged = polished
+        if not polished:
+            messages.append("the Cholesky-parametrised search at a singular Σ did not converge")
     t_opt = time.perf_counter() - t0 - t_setup
 
     theta_cov = safe_inverse(state["ai"])
@@ -293,6 +302,87 @@ def fit_ai_reml(
             "blup_s": time.perf_counter() - t0 - t_setup - t_opt,
         },
     )
+
+
+def _singular_blocks(structure: Structure, theta: np.ndarray) -> bool:
+    for idx in structure.blocks():
+        t = structure.params[idx[0]].term
+        w = np.linalg.eigvalsh(term_sigma(structure, theta, t))
+        if w[-1] <= 0 or w[0] <= 1e-6 * w[-1]:
+            return True
+    return False
+
+
+def _cholesky_polish(
+    model: DenseReml, structure: Structure, project: _Projector, theta: np.ndarray
+) -> tuple[np.ndarray, int, bool]:
+    """Maximise ℓ_R with each correlated Σ written as L Lᵀ (always PSD, no constraint).
+
+    Other variances keep their bounds. L-BFGS-B with the exact gradient
+    ∂ℓ_R/∂φ = Jᵀ score(θ), J = ∂θ/∂φ, (dΣ_jk/dL_ab = δ_ja L_kb + L_jb δ_ka).
+    """
+    from scipy.optimize import minimize
+
+    simple = project.simple
+    blocks = []  # (m, {(j, k): θ index}, offset of its L entries in φ)
+    offset = len(simple)
+    for m, pos in project.blocks:
+        blocks.append((m, pos, offset))
+        offset += m * (m + 1) // 2
+    tril = {m: np.tril_indices(m) for m, _, _ in blocks}
+    phi0 = np.empty(offset)
+    phi0[: len(simple)] = theta[simple]
+    for m, pos, off in blocks:
+        S = np.zeros((m, m))
+        for (j, k), i in pos.items():
+            S[j, k] = S[k, j] = theta[i]
+        w, U = np.linalg.eigh(S)
+        # any square root of Σ, made lower triangular by QR (Σ = R̃ᵀR̃ = L Lᵀ, L = R̃ᵀ)
+        root = (U * np.sqrt(np.clip(w, 0.0, None))).T
+        L = np.linalg.qr(root, mode="r").T
+        phi0[off : off + m * (m + 1) // 2] = L[tril[m]]
+
+    def unpack(phi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        th = theta.copy()
+        J = np.zeros((theta.size, phi.size))
+        for a, i in enumerate(simple):
+            th[i] = phi[a]
+            J[i, a] = 1.0
+        for m, pos, off in blocks:
+            L = np.zeros((m, m))
+            L[tril[m]] = phi[off : off + m * (m + 1) // 2]
+            S = L @ L.T
+            for (j, k), i in pos.items():
+                th[i] = S[j, k]
+                for c, (a, b) in enumerate(zip(*tril[m], strict=True)):
+                    J[i, off + c] = (L[k, b] if j == a else 0.0) + (L[j, b] if k == a else 0.0)
+        return th, J
+
+    n_eval = 0
+
+    def objective(phi: np.ndarray) -> tuple[float, np.ndarray]:
+        nonlocal n_eval
+        n_eval += 1
+        th, J = unpack(phi)
+        try:
+            state = model.evaluate(th)
+        except np.linalg.LinAlgError:
+            return 1e300, np.zeros_like(phi)
+        return -state["loglik"], -(J.T @ state["score"])
+
+    bounds = [(project.lower[i], None) for i in simple] + [(None, None)] * (offset - len(simple))
+    res = minimize(
+        objective,
+        phi0,
+        jac=True,
+        method="L-BFGS-B",
+        bounds=bounds,
+        options={"maxiter": 1000, "ftol": 1e-15, "gtol": 1e-9, "maxcor": 20},
+    )
+    th, _ = unpack(res.x)
+    if model.loglik(th) < model.loglik(theta):
+        return theta, n_eval, False
+    return th, n_eval, bool(res.success) or res.status == 2  # 2: no further progress possible
 
 
 def term_sigma(structure: Structure, theta: np.ndarray, t: int) -> np.ndarray:

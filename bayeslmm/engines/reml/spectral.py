@@ -95,9 +95,7 @@ class RotatedReml:
         nmp = self.n - self.p
         with np.errstate(divide="ignore", invalid="ignore"):
             val = (
-                np.sum(np.log(d[ok]), axis=1)
-                + logdet_xvx
-                + nmp * (np.log(q / nmp) + 1.0 + LOG_2PI)
+                np.sum(np.log(d[ok]), axis=1) + logdet_xvx + nmp * (np.log(q / nmp) + 1.0 + LOG_2PI)
             )
         val[(sign <= 0) | ~(q > 0)] = math.inf
         out[ok] = val
