@@ -28,6 +28,7 @@ RTOL = 1e-5
 LME4_CASES = {
     "sleepstudy_corr": ("sleepstudy", ["ai-reml"]),
     "sleepstudy_uncorr": ("sleepstudy", ["ai-reml"]),
+    "sleepstudy_dblbar": ("sleepstudy", ["ai-reml"]),
     "sleepstudy_intercept": ("sleepstudy", ["spectral", "ai-reml"]),
     "dyestuff": ("Dyestuff", ["spectral", "ai-reml"]),
     "dyestuff2_singular": ("Dyestuff2", ["spectral", "ai-reml"]),

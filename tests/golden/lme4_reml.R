@@ -80,6 +80,8 @@ models <- list(
        formula = "Reaction ~ Days + (Days | Subject)"),
   list(key = "sleepstudy_uncorr", data = sleepstudy, dataset = "sleepstudy",
        formula = "Reaction ~ Days + (1 | Subject) + (0 + Days | Subject)"),
+  list(key = "sleepstudy_dblbar", data = sleepstudy, dataset = "sleepstudy",
+       formula = "Reaction ~ Days + (Days || Subject)"),
   list(key = "sleepstudy_intercept", data = sleepstudy, dataset = "sleepstudy",
        formula = "Reaction ~ Days + (1 | Subject)"),
   list(key = "dyestuff", data = Dyestuff, dataset = "Dyestuff",

@@ -101,29 +101,38 @@ def build_structure(spec: ModelSpec) -> Structure:
     """Enumerate the covariance parameters of a Gaussian model specification."""
     labels = _term_labels(spec.terms)
     params: list[CovParameter] = []
-    for t, (term, label) in enumerate(zip(spec.terms, labels, strict=True)):
+    for t, (term, coef_labels) in enumerate(zip(spec.terms, labels, strict=True)):
         names = [lme4_name(c) for c in term.covariates]
         kin = term.kinship.name if term.kinship is not None else None
+        label = coef_labels[0]
         for j, name in enumerate(names):
             params.append(
-                CovParameter(VARIANCE, label, name, None, t, j, j, kin, rank=term.n_levels)
+                CovParameter(VARIANCE, coef_labels[j], name, None, t, j, j, kin, rank=term.n_levels)
             )
         if term.correlated:
             for j in range(len(names)):
                 for k in range(j + 1, len(names)):
                     params.append(CovParameter(COVARIANCE, label, names[j], names[k], t, j, k, kin))
     params.extend(_residual_parameters(spec))
-    return Structure(tuple(params), tuple(labels), spec.terms, spec.n_obs)
+    return Structure(tuple(params), tuple(c[0] for c in labels), spec.terms, spec.n_obs)
 
 
-def _term_labels(terms: tuple[RandomTerm, ...]) -> list[str]:
-    """lme4 names a repeated grouping factor ``g``, ``g.1``, ``g.2``, …"""
+def _term_labels(terms: tuple[RandomTerm, ...]) -> list[list[str]]:
+    """lme4's ``grp`` of each coefficient of each term.
+
+    A grouping factor used again is named ``g.1``, ``g.2``, …; lme4 expands ``(a + b || g)``
+    into one term per coefficient, so those coefficients are numbered the same way.
+    """
     seen: dict[str, int] = {}
     out = []
     for term in terms:
-        n = seen.get(term.group, 0)
-        out.append(term.group if n == 0 else f"{term.group}.{n}")
-        seen[term.group] = n + 1
+        width = 1 if term.correlated else term.n_coef
+        labels = []
+        for _ in range(width):
+            n = seen.get(term.group, 0)
+            labels.append(term.group if n == 0 else f"{term.group}.{n}")
+            seen[term.group] = n + 1
+        out.append(labels if width == term.n_coef else labels * term.n_coef)
     return out
 
 
