@@ -220,7 +220,34 @@ def fit_ai_reml(
     """Maximise the restricted likelihood by AI-REML with an EM-REML warm start.
 
     Converged when, between successive iterates, |Δℓ_R| < ``tol_loglik`` and
-    max_i |Δθ_i| / (|θ_i| + 10⁻⁶·Σ variances) < ``tol_param``.
+    max_i |Δθ_i| / (|θ_i| + 10⁻⁶·Σ variances) < ``tol_param``. A singular correlated Σ at
+    the end is finished by L-BFGS-B in its Cholesky factor.
+
+    Parameters
+    ----------
+    structure : Structure
+        From :func:`bayeslmm.engines.reml._structure.build_structure`.
+    y, X : ndarray
+        Response (offset removed) and fixed-effect design.
+    max_iter, em_steps, tol_loglik, tol_param
+        See :func:`bayeslmm.engines.reml.fit_reml`.
+    theta0 : ndarray, optional
+        Starting values (default: GCTA-like equal split of the OLS residual variance).
+
+    Returns
+    -------
+    RawFit
+
+    Examples
+    --------
+    >>> import numpy as np, pandas as pd
+    >>> from bayeslmm import specify
+    >>> from bayeslmm.engines.reml._structure import build_structure
+    >>> df = pd.DataFrame({"y": [1.0, 2.0, 0.5, 1.5, 3.0, 2.5], "g": list("aabbcc")})
+    >>> spec = specify("y ~ 1 + (1 | g)", df)
+    >>> raw = fit_ai_reml(build_structure(spec), spec.y, spec.X)
+    >>> raw.converged
+    True
     """
     t0 = time.perf_counter()
     model = DenseReml(structure, y, X)

@@ -176,8 +176,13 @@ def optimise_h2(model: RotatedReml, n_grid: int = 100, log_delta_range: float = 
                 )
                 candidates.append((float(res.fun), float(res.x)))
             candidates.append((float(values[k]), h2_of(log_delta[k])))
-    best = min(candidates, key=lambda c: (c[0], -c[1] if c[1] in (0.0, 1.0) else 0.0))
-    return best[1]
+    best_value, best_h2 = min(candidates)
+    for value, h2 in candidates[:2]:
+        # an optimum that Brent approaches within 1e-6 of a boundary, no better than the
+        # boundary itself beyond rounding, is the boundary
+        if abs(h2 - best_h2) < 1e-6 and value <= best_value + 1e-9:
+            return h2
+    return best_h2
 
 
 def fit_spectral(
@@ -188,7 +193,34 @@ def fit_spectral(
     n_grid: int = 100,
     max_polish: int = 20,
 ) -> RawFit:
-    """REML for one random term with one coefficient plus an iid residual, by rotation."""
+    """REML for one random term with one coefficient plus an iid residual, by rotation.
+
+    Parameters
+    ----------
+    structure : Structure
+        From :func:`bayeslmm.engines.reml._structure.build_structure`.
+    y, X : ndarray
+        Response (offset removed) and fixed-effect design.
+    n_grid : int
+        Grid points over log δ ∈ [−10, 10].
+    max_polish : int
+        Newton/AI steps after the 1-D search.
+
+    Returns
+    -------
+    RawFit
+
+    Examples
+    --------
+    >>> import numpy as np, pandas as pd
+    >>> from bayeslmm import specify
+    >>> from bayeslmm.engines.reml._structure import build_structure
+    >>> df = pd.DataFrame({"y": [1.0, 2.0, 0.5, 1.5, 3.0, 2.5], "g": list("aabbcc")})
+    >>> spec = specify("y ~ 1 + (1 | g)", df)
+    >>> raw = fit_spectral(build_structure(spec), spec.y, spec.X)
+    >>> raw.theta.shape
+    (2,)
+    """
     t0 = time.perf_counter()
     term = structure.terms[0]
     Z = term.z(0)
