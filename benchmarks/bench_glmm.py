@@ -1,0 +1,192 @@
+"""Kinship GLMMs by NUTS: bayeslmm's latent model vs the plain PyMC model of brms (a script).
+
+Both models are the same GLMM, y ~ 1 + (1 | id) with u ~ N(0, σ² K), the same priors
+(bayeslmm's defaults, read from the built model) and the same sampler (nutpie, 2 chains,
+one core, BLAS pinned to one thread with threadpoolctl):
+
+- ``bayeslmm``: ``LMM(...).fit()``: non-centred u = σ · U √S · z from the cached
+  eigendecomposition of K (``bayeslmm.engines.bayes.builder``, latent strategy);
+- ``brms``: the way brms writes it (``gr(id, cov = K)``): u = σ · L z with L = cholesky(K)
+  computed once, written directly in PyMC.
+
+For each family (Poisson log with an observation-level effect; Bernoulli logit) and n, the
+script reports the bulk ESS of the latent genetic variance σ² (``var_id``) per second of the
+whole fit (model build + compile + sampling: what a user waits for) and per second of
+sampling alone, and the ratio bayeslmm / brms. Data: a GRM from simulated genotypes
+(0.98 K + 0.02 I, so that its Cholesky factor exists), σ² = 0.4 (Poisson, with V_olre = 0.6)
+or 2.19 (Bernoulli, link-scale h² = 0.4).
+
+Usage::
+
+    OMP_NUM_THREADS=1 python benchmarks/bench_glmm.py [--n 500 1000] \
+        [--families poisson bernoulli] [--out benchmarks/results/bench_glmm.txt]
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import arviz as az
+import numpy as np
+import pandas as pd
+from threadpoolctl import threadpool_limits
+
+import bayeslmm as bl
+from bayeslmm.model import LMM
+
+
+def grm(n: int, n_snp: int, rng: np.random.Generator) -> np.ndarray:
+    freq = rng.uniform(0.05, 0.95, n_snp)
+    G = rng.binomial(2, freq, size=(n, n_snp)).astype(float)
+    p = G.mean(0) / 2
+    W = G - 2 * p
+    K = W @ W.T / (2 * np.sum(p * (1 - p)))
+    return 0.98 * K + 0.02 * np.eye(n)
+
+
+def simulate(n: int, family: str, seed: int) -> tuple[pd.DataFrame, bl.Kinship, float]:
+    rng = np.random.default_rng(seed)
+    K = grm(n, 2 * n, rng)
+    ids = [f"i{k:05d}" for k in range(n)]
+    L = np.linalg.cholesky(K)
+    if family == "poisson":
+        va = 0.4
+        eta = 0.5 + np.sqrt(va) * L @ rng.normal(size=n) + rng.normal(0, np.sqrt(0.6), n)
+        y = rng.poisson(np.exp(eta))
+    else:
+        va = 0.4 / 0.6 * np.pi**2 / 3
+        eta = np.sqrt(va) * L @ rng.normal(size=n)
+        y = rng.binomial(1, 1 / (1 + np.exp(-eta)))
+    return pd.DataFrame({"id": ids, "y": y}), bl.Kinship(K, ids, name="GRM"), va
+
+
+def brms_model(data: pd.DataFrame, kin: bl.Kinship, family: str, priors):
+    """u = σ L z, L = cholesky(K): brms's ``gr(id, cov = K)`` written in PyMC."""
+    import pymc as pm
+    import pytensor.tensor as pt
+
+    L = np.linalg.cholesky(kin.matrix)
+    idx = np.asarray([kin.ids.index(i) for i in data["id"]])
+    n = kin.n
+    mu0, sd0 = priors.intercept.params
+    nu, scale = priors.sd["id"].params
+    with pm.Model() as model:
+        beta = pm.Normal("beta", mu0, sd0)
+        sd_id = pm.HalfStudentT("sd_id", nu=nu, sigma=float(np.ravel(scale)[0]))
+        z = pm.Normal("z_id", 0.0, 1.0, shape=n)
+        u = sd_id * pt.dot(pt.as_tensor(L), z)
+        eta = beta + u[idx]
+        if family == "poisson":
+            nu_o, scale_o = priors.sd_olre.params
+            sd_olre = pm.HalfStudentT("sd_olre", nu=nu_o, sigma=scale_o)
+            z_olre = pm.Normal("z_olre", 0.0, 1.0, shape=len(data))
+            eta = eta + sd_olre * z_olre
+            pm.Poisson("y", mu=pt.exp(eta), observed=data["y"].to_numpy())
+        else:
+            pm.Bernoulli("y", logit_p=eta, observed=data["y"].to_numpy())
+        pm.Deterministic("var_id", sd_id**2)
+    return model
+
+
+def ess_var(idata) -> float:
+    return float(az.ess(idata, var_names=["var_id"], method="bulk")["var_id"])
+
+
+def run(n: int, family: str, args) -> list[dict]:
+    data, kin, va = simulate(n, family, seed=args.seed)
+    rows = []
+    # bayeslmm
+    t0 = time.perf_counter()
+    model = LMM("y ~ 1 + (1|id)", data, kinship={"id": kin}, family=family)
+    fit = model.fit(
+        draws=args.draws,
+        tune=args.tune,
+        chains=2,
+        cores=1,
+        seed=args.seed,
+        sampler="nutpie",
+        progressbar=False,
+        verbose=False,
+    )
+    total = time.perf_counter() - t0
+    sample_s = fit.timing.get("sample_s", float("nan"))
+    ess = ess_var(fit.idata)
+    va_med = float(np.median(fit.posterior["var_id"].values))
+    rows.append(("bayeslmm", total, sample_s, ess, va_med))
+    priors = model._build().priors
+    # brms way, sampled exactly as bayeslmm's nutpie path does (same settings)
+    import nutpie
+
+    t0 = time.perf_counter()
+    brms = brms_model(data, kin, family, priors)
+    compiled = nutpie.compile_pymc_model(brms)
+    t1 = time.perf_counter()
+    idata = nutpie.sample(
+        compiled,
+        draws=args.draws,
+        tune=args.tune,
+        chains=2,
+        cores=1,
+        seed=args.seed,
+        progress_bar=False,
+        target_accept=0.9,
+        save_warmup=False,
+    )
+    total = time.perf_counter() - t0
+    sample_s = time.perf_counter() - t1
+    va_med = float(np.median(idata.posterior["var_id"].values))
+    rows.append(("brms", total, sample_s, ess_var(idata), va_med))
+    return [
+        {
+            "n": n,
+            "family": family,
+            "model": name,
+            "true_VA": va,
+            "VA_median": med,
+            "ess_bulk": e,
+            "total_s": tot,
+            "sample_s": smp,
+            "ess_per_s": e / tot,
+        }
+        for name, tot, smp, e, med in rows
+    ]
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, nargs="+", default=[500, 1000])
+    parser.add_argument("--families", nargs="+", default=["poisson", "bernoulli"])
+    parser.add_argument("--draws", type=int, default=1000)
+    parser.add_argument("--tune", type=int, default=1000)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args(argv)
+    warnings.simplefilter("ignore")
+    out = open(args.out, "w") if args.out else sys.stdout  # noqa: SIM115
+    out.write(
+        f"# bench_glmm: python {platform.python_version()}, {platform.machine()}, "
+        f"draws={args.draws} tune={args.tune} chains=2 cores=1 sampler=nutpie, BLAS 1 thread\n"
+        "# ess_per_s = bulk ESS of var_id / whole-fit seconds (build + compile + sampling)\n"
+    )
+    out.flush()
+    results = []
+    with threadpool_limits(limits=1):
+        for family in args.families:
+            for n in args.n:
+                rows = run(n, family, args)
+                results.extend(rows)
+                frame = pd.DataFrame(rows)
+                ratio = frame["ess_per_s"].iloc[0] / frame["ess_per_s"].iloc[1]
+                out.write(frame.to_string(index=False, float_format="%.4g") + "\n")
+                out.write(f"# {family} n={n}: ESS/s ratio bayeslmm / brms = {ratio:.2f}\n\n")
+                out.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
