@@ -198,16 +198,16 @@ class RemlFit:
             grad[i] += 1.0 / vp
             rows.append((est[i] / vp, _delta_se(grad, self.parameter_cov)))
             names.append(name)
-        kin_rows = [
+        # h² only when the kinship enters through exactly one variance parameter (covariances
+        # of a kinship random slope would make "the genetic share" ambiguous)
+        kinship_rows = [
             k
             for k, i in enumerate(np.flatnonzero(kinds == VARIANCE))
             if par["kinship"].iat[i] is not None
         ]
-        kin_grps = {par["grp"].iat[i] for i in np.flatnonzero(kinds == VARIANCE)} & set(
-            par.loc[par["kinship"].notna(), "grp"]
-        )
-        if len(kin_rows) == 1 and len(kin_grps) == 1:
-            rows.append(rows[kin_rows[0]])
+        kinship_covariances = ((kinds == COVARIANCE) & par["kinship"].notna().to_numpy()).any()
+        if len(kinship_rows) == 1 and not kinship_covariances:
+            rows.append(rows[kinship_rows[0]])
             names.append("h2")
         return pd.DataFrame(
             rows, index=pd.Index(names, name="component"), columns=["estimate", "se"]
