@@ -8,7 +8,9 @@ once per built model and reused), numpyro or blackjax, always returns an
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import logging
 import sys
 import time
 import warnings
@@ -145,7 +147,7 @@ def sample(
         timing["sample_s"] = time.perf_counter() - start
     else:
         start = time.perf_counter()
-        with built.model, warnings.catch_warnings():
+        with built.model, warnings.catch_warnings(), _quiet_pymc(not progressbar):
             warnings.simplefilter("ignore", UserWarning)
             idata = pm.sample(
                 draws=draws,
@@ -166,6 +168,19 @@ def sample(
             warnings.simplefilter("ignore")
             pm.compute_log_likelihood(idata, model=built.model, progressbar=False)
     return idata, timing
+
+
+@contextlib.contextmanager
+def _quiet_pymc(quiet: bool):
+    """Silence PyMC's INFO log lines ("Initializing NUTS ...") when no progress is shown."""
+    logger = logging.getLogger("pymc")
+    level = logger.level
+    if quiet:
+        logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def _standard_groups(idata, built: BuiltModel):

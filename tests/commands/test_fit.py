@@ -1,0 +1,108 @@
+"""Tests of ``bayeslmm fit`` and ``bayeslmm demo`` (command line, end to end)."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from bayeslmm.cli import main
+
+
+@pytest.fixture
+def tiny_files(tmp_path):
+    rng = np.random.default_rng(3)
+    n = 40
+    ids = [f"a{k}" for k in range(n)]
+    W = rng.normal(size=(n, 80))
+    K = W @ W.T / 80
+    g = np.linalg.cholesky(K + 1e-9 * np.eye(n)) @ rng.normal(size=n)
+    x = rng.normal(size=n)
+    pd.DataFrame({"id": ids, "y": 5 + 0.5 * x + g + rng.normal(size=n), "x": x}).to_csv(
+        tmp_path / "data.csv", index=False
+    )
+    pd.DataFrame(K, index=ids, columns=ids).to_csv(tmp_path / "kin.csv")
+    return tmp_path
+
+
+def test_fit_command_writes_contract(tiny_files, capsys):
+    out = tiny_files / "out"
+    rc = main(
+        [
+            "fit", str(tiny_files / "data.csv"), "--formula", "y ~ x + (1|id)",
+            "--kinship", f"id={tiny_files / 'kin.csv'}", "--draws", "200", "--tune", "200",
+            "--chains", "2", "--cores", "1", "--seed", "4", "--sampler", "pymc",
+            "--out", str(out),
+        ]
+    )  # fmt: skip
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "h2: posterior mean" in text and "95% HDI" in text
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["method"] == "nuts" and summary["n_obs"] == 40
+    assert summary["strategy"] == "spectral"
+    assert set(summary["heritability"]) == {"id", "h2"}
+    assert set(summary["fixed_effects"]) == {"Intercept", "x"}
+    assert summary["variance_components"][-1]["grp"] == "Residual"
+    assert (out / "posterior.nc").stat().st_size > 0
+    assert (out / "h2_posterior.png").read_bytes()[:4] == b"\x89PNG"
+    import arviz as az
+
+    idata = az.from_netcdf(out / "posterior.nc")
+    assert float(idata.posterior["h2"].mean()) == pytest.approx(
+        summary["heritability"]["h2"]["mean"]
+    )
+
+
+def test_fit_command_reports_input_errors(tiny_files, capsys):
+    rc = main(
+        [
+            "fit", str(tiny_files / "data.csv"), "--formula", "y ~ x + (1|id)",
+            "--kinship", "id", "--out", str(tiny_files / "o"),
+        ]
+    )  # fmt: skip
+    assert rc == 2
+    assert "GROUP=PATH" in capsys.readouterr().err
+    rc = main(
+        [
+            "fit", str(tiny_files / "data.csv"), "--formula", "y ~ z + (1|id)",
+            "--out", str(tiny_files / "o"),
+        ]
+    )  # fmt: skip
+    assert rc == 2
+    assert "Available columns" in capsys.readouterr().err
+
+
+def test_fit_command_reml(tiny_files, capsys):
+    pytest.importorskip("bayeslmm.engines.reml")
+    out = tiny_files / "reml"
+    rc = main(
+        [
+            "fit", str(tiny_files / "data.csv"), "--formula", "y ~ x + (1|id)",
+            "--kinship", f"id={tiny_files / 'kin.csv'}", "--method", "reml", "--out", str(out),
+        ]
+    )  # fmt: skip
+    assert rc == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["method"] == "reml" and "h2" in summary["heritability"]
+
+
+def test_demo_quick(tmp_path, capsys):
+    out = tmp_path / "demo"
+    rc = main(["demo", "--draws", "150", "--tune", "150", "--sampler", "pymc", "--out", str(out)])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "250 mice" in text and "h2: posterior mean" in text
+    summary = json.loads((out / "summary.json").read_text())
+    assert 0.1 < summary["heritability"]["h2"]["mean"] < 0.9
+    assert (out / "h2_posterior.png").exists()
+
+
+@pytest.mark.slow
+def test_demo_default_settings_under_a_minute(tmp_path, capsys):
+    out = tmp_path / "demo"
+    rc = main(["demo", "--out", str(out)])
+    assert rc == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["timing"]["total_s"] < 60
+    assert summary["diagnostics"]["max_r_hat"] < 1.01
