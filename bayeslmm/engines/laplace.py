@@ -93,6 +93,76 @@ class _Factor:
         return self._lu.solve(g)
 
 
+class _SplitDesign:
+    """A dense design [R | c·I] whose columns ``diag_idx`` are c times the n × n identity.
+
+    An observation-level effect (or any iid term with one level per observation, in data
+    order) makes the spherical design n × (r + n); keeping its block implicit lets the
+    Newton system be solved through the r × r Schur complement (see :class:`_SchurFactor`)
+    instead of an (r + n) × (r + n) Cholesky factor.
+    """
+
+    def __init__(self, R: np.ndarray, c: float, rest_idx, diag_idx, ncol: int) -> None:
+        self.R, self.c = R, float(c)
+        self.rest_idx, self.diag_idx = np.asarray(rest_idx), np.asarray(diag_idx)
+        self.shape = (R.shape[0], ncol)
+
+    def __matmul__(self, v: np.ndarray) -> np.ndarray:
+        return self.R @ v[self.rest_idx] + self.c * v[self.diag_idx]
+
+    @property
+    def T(self) -> _SplitDesignT:
+        return _SplitDesignT(self)
+
+    def prepend(self, X: np.ndarray) -> _SplitDesign:
+        """[X | self] (stage 1: fixed effects first)."""
+        p = X.shape[1]
+        return _SplitDesign(
+            np.hstack([X, self.R]),
+            self.c,
+            np.r_[np.arange(p), p + self.rest_idx],
+            p + self.diag_idx,
+            p + self.shape[1],
+        )
+
+
+class _SplitDesignT:
+    def __init__(self, D: _SplitDesign) -> None:
+        self.D = D
+
+    def __matmul__(self, s: np.ndarray) -> np.ndarray:
+        D = self.D
+        out = np.empty(D.shape[1])
+        out[D.rest_idx] = D.R.T @ s
+        out[D.diag_idx] = D.c * s
+        return out
+
+
+class _SchurFactor:
+    """Solve and log-determinant of H = Dᵀ W D + diag(penalty) for D = [R | c I].
+
+    With d = 1 + c² w (the identity block is penalised), eliminating that block leaves
+    S = Rᵀ diag(w / d) R + diag(penalty_R), log det H = Σ log d + log det S, and
+    δ_R = S⁻¹ (g_R − c Rᵀ (w g_I / d)), δ_I = (g_I − c w (R δ_R)) / d.
+    """
+
+    def __init__(self, D: _SplitDesign, w: np.ndarray, penalty: np.ndarray) -> None:
+        self.D, self.w = D, w
+        self.d = penalty[D.diag_idx] + D.c**2 * w
+        S = D.R.T @ ((w / self.d)[:, None] * D.R) + np.diag(penalty[D.rest_idx])
+        self._S = _Factor(S)
+        self.logdet = float(np.sum(np.log(self.d))) + self._S.logdet
+
+    def solve(self, g: np.ndarray) -> np.ndarray:
+        D, w, d = self.D, self.w, self.d
+        g_r, g_i = g[D.rest_idx], g[D.diag_idx]
+        delta_r = self._S.solve(g_r - D.c * (D.R.T @ (w * g_i / d)))
+        out = np.empty_like(g)
+        out[D.rest_idx] = delta_r
+        out[D.diag_idx] = (g_i - D.c * w * (D.R @ delta_r)) / d
+        return out
+
+
 class LaplaceProblem:
     """The Laplace deviance of a GLMM as a function of (θ, β), for a :class:`ModelSpec`.
 
@@ -177,8 +247,25 @@ class LaplaceProblem:
         self.blocks = tuple(blocks)
         self.q = start
         self.dense = any(not sp.issparse(A) for A in columns)
+        self._diag_block: int | None = None
         if self.dense:
-            self.A = np.hstack([A if not sp.issparse(A) else A.toarray() for A in columns])
+            identity = [
+                k
+                for k, A in enumerate(columns)
+                if sp.issparse(A)
+                and A.shape == (self.n, self.n)
+                and A.nnz == self.n
+                and np.array_equal(A.indices, np.arange(self.n))
+                and np.all(A.data == 1.0)
+            ]
+            if identity:
+                self._diag_block = identity[-1]
+            rest = [A for k, A in enumerate(columns) if k != self._diag_block]
+            self.A = np.hstack([A if not sp.issparse(A) else A.toarray() for A in rest])
+            if self._diag_block is not None:
+                cols = blocks[self._diag_block].cols
+                self._diag_idx = np.arange(cols.start, cols.stop)
+                self._rest_idx = np.setdiff1d(np.arange(start), self._diag_idx)
         else:
             self.A = sp.hstack(columns, format="csc")
         self.n_theta = len(blocks)
@@ -193,12 +280,28 @@ class LaplaceProblem:
             out[blk.cols] = th
         return out
 
-    def spherical_design(self, theta: np.ndarray) -> np.ndarray | sp.csc_matrix:
-        """ZΛ(θ), n × q (dense when a kinship term is present)."""
+    def spherical_design(self, theta: np.ndarray):
+        """ZΛ(θ), n × q: sparse for iid terms, dense with a kinship term (an identity block,
+        e.g. the observation-level effect, then stays implicit: :class:`_SplitDesign`)."""
         scale = self._col_theta(np.asarray(theta, dtype=float))
         if self.dense:
-            return self.A * scale
+            if self._diag_block is None:
+                return self.A * scale
+            return _SplitDesign(
+                self.A * scale[self._rest_idx],
+                theta[self._diag_block],
+                self._rest_idx,
+                self._diag_idx,
+                self.q,
+            )
         return (self.A @ sp.diags(scale)).tocsc()
+
+    def _factor(self, D, w: np.ndarray, penalty: np.ndarray):
+        """Factor of the Newton matrix Dᵀ diag(w) D + diag(penalty)."""
+        if isinstance(D, _SplitDesign):
+            return _SchurFactor(D, w, penalty)
+        H = self._cross(D, w)
+        return _Factor(H + (sp.diags(penalty) if sp.issparse(H) else np.diag(penalty)))
 
     def _cross(self, D, w: np.ndarray):
         """Dᵀ diag(w) D."""
@@ -221,9 +324,7 @@ class LaplaceProblem:
         for it in range(200):
             w = fam.fisher_weight(eta, trials)
             g = D.T @ fam.score(y, eta, trials) - penalty * v
-            H = self._cross(D, w)
-            H = H + (sp.diags(penalty) if sp.issparse(H) else np.diag(penalty))
-            delta = _Factor(H).solve(g)
+            delta = self._factor(D, w, penalty).solve(g)
             if np.max(np.abs(delta)) < tol * (1.0 + np.max(np.abs(v))):
                 # one last full step: Newton's quadratic convergence leaves an error of
                 # order |delta|², so the deviance no longer depends on the warm start (the
@@ -246,9 +347,7 @@ class LaplaceProblem:
     def _laplace_terms(self, M, eta: np.ndarray, b: np.ndarray) -> tuple[float, float]:
         """Penalised deviance and log det(MᵀWM + I) at the mode."""
         w = self.family.fisher_weight(eta, self.trials)
-        H = self._cross(M, w)
-        H = H + (sp.identity(self.q, format="csc") if sp.issparse(H) else np.eye(self.q))
-        return self._pen_deviance(eta, b), _Factor(H).logdet
+        return self._pen_deviance(eta, b), self._factor(M, w, np.ones(self.q)).logdet
 
     # -- criteria --------------------------------------------------------------------------
     def mode(self, theta: np.ndarray, beta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -278,6 +377,8 @@ class LaplaceProblem:
         M = self.spherical_design(theta)
         if sp.issparse(M):
             D = sp.hstack([sp.csc_matrix(self.X), M], format="csc")
+        elif isinstance(M, _SplitDesign):
+            D = M.prepend(self.X)
         else:
             D = np.hstack([self.X, M])
         v, eta, _ = self._newton(D, self.offset, self.q, self._beta_b)

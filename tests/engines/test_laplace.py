@@ -138,15 +138,14 @@ def test_kinship_glmm_matches_lme4_cholesky_substitution(kin_data, case, formula
 # ---------------------------------------------------------------------------------------
 # an independent brute-force Laplace approximation (no spherical parametrisation)
 # ---------------------------------------------------------------------------------------
-def brute_force_laplace_deviance(y, X, Z, K, sigma2, beta, family):
-    """-2 × Laplace log-likelihood in the natural parametrisation u ~ N(0, σ² K):
+def brute_force_laplace_deviance(y, X, Z, G, beta, family):
+    """-2 × Laplace log-likelihood in the natural parametrisation u ~ N(0, G):
 
-    log L ≈ ℓ(û) − ½ ûᵀ(σ²K)⁻¹û − ½ log det(σ²K) − ½ log det(ZᵀWZ + (σ²K)⁻¹),
+    log L ≈ ℓ(û) − ½ ûᵀG⁻¹û − ½ log det(G) − ½ log det(ZᵀWZ + G⁻¹),
 
     û the mode of the joint density found by dense Newton with the exact Hessian (canonical
     links: exact = Fisher), the log-likelihood written out from its formula.
     """
-    G = sigma2 * K
     Ginv = np.linalg.inv(G)
     eta0 = X @ beta
     u = np.zeros(Z.shape[1])
@@ -202,9 +201,24 @@ def test_kinship_deviance_matches_brute_force(family):
     X = np.column_stack([np.ones(n), df["x"]])
     for theta, beta in [(0.8, [-0.1, 0.4]), (0.3, [0.2, 0.7]), (1.7, [-0.5, 0.2])]:
         expected = brute_force_laplace_deviance(
-            df["y"].to_numpy(float), X, Z, K, theta**2, np.array(beta), family
+            df["y"].to_numpy(float), X, Z, theta**2 * K, np.array(beta), family
         )
         assert problem.deviance([theta], beta) == pytest.approx(expected, rel=1e-10)
+    if family == "poisson":
+        # kinship + observation-level effect: the implicit identity block (Schur path)
+        olre = LaplaceProblem(
+            bl.specify("y ~ x + (1|id)", df, kinship={"id": bl.Kinship(K, ids)}, family="poisson")
+        )
+        assert olre._diag_block == 1
+        Z2 = np.hstack([Z, np.eye(n)])
+        for theta, beta in [([0.8, 0.5], [-0.1, 0.4]), ([0.3, 1.2], [0.2, 0.7])]:
+            G = np.zeros((2 * n, 2 * n))
+            G[:n, :n] = theta[0] ** 2 * K
+            G[n:, n:] = theta[1] ** 2 * np.eye(n)
+            expected = brute_force_laplace_deviance(
+                df["y"].to_numpy(float), X, Z2, G, np.array(beta), family
+            )
+            assert olre.deviance(theta, beta) == pytest.approx(expected, rel=1e-10)
 
 
 def test_iid_term_equals_kinship_identity(kin_data):
@@ -305,3 +319,24 @@ def test_rejects_gaussian_and_correlated_slopes(kin_data):
     # uncorrelated slopes are two variance parameters
     pr = LaplaceProblem(bl.specify("ybin ~ x + (1 + x||id)", df, family="bernoulli"))
     assert [(b.grp, b.var1) for b in pr.blocks] == [("id", "(Intercept)"), ("id", "x")]
+
+
+@pytest.mark.r_golden
+def test_kinship_poisson_with_olre_matches_lme4_at_the_boundary(kin_data):
+    """Kinship + observation-level effect (the implicit-identity Schur path, stages 1 and 2):
+    these counts carry no overdispersion, so both fits put σ_olre on the boundary 0."""
+    K, df = kin_data
+    spec = bl.specify("ycount ~ x + (1|id)", df, kinship={"id": K}, family="poisson")
+    ref = golden("kin_poisson_olre")
+    assert ref["term_order"] == ["obs", "id"]
+    problem = LaplaceProblem(spec)
+    for point in ref["devfun_points"]:
+        x = np.array(point["par"])
+        x[:2] = x[[1, 0]]
+        assert problem.objective(x) == pytest.approx(point["deviance"], rel=1e-8)
+    fit = fit_laplace(spec)
+    assert fit.theta[0] == pytest.approx(ref["theta"][1], rel=1e-4)
+    assert fit.theta[1] < 1e-3
+    assert fit.boundary
+    np.testing.assert_allclose(fit.beta, list(ref["fixef"].values()), rtol=1e-4)
+    assert fit.loglik == pytest.approx(ref["logLik"], rel=1e-6)

@@ -121,11 +121,16 @@ eta_p <- 0.2 + 0.4 * kd$x + 0.6 * a[match(kd$id, ids)]
 kd$ycount <- rpois(nrow(kd), exp(eta_p))
 write.csv(kd, file.path(outdir, "kin_data.csv"), row.names = FALSE)
 
-fit_kinship <- function(formula, family, data) {
+fit_kinship <- function(formula, family, data, term = "id") {
   gf <- glFormula(formula, data = data, family = family)
-  lev <- rownames(gf$reTrms$Zt)
+  # rows of Zt that belong to the kinship term (lme4 sorts terms by number of levels)
+  k <- which(names(gf$reTrms$cnms) == term)
+  rows <- (gf$reTrms$Gp[k] + 1):gf$reTrms$Gp[k + 1]
+  lev <- rownames(gf$reTrms$Zt)[rows]
   R <- chol(K[lev, lev])
-  gf$reTrms$Zt <- as(as(R %*% gf$reTrms$Zt, "generalMatrix"), "CsparseMatrix")
+  Zt <- as.matrix(gf$reTrms$Zt)
+  Zt[rows, ] <- as.matrix(R %*% Zt[rows, ])
+  gf$reTrms$Zt <- as(as(Matrix(Zt, sparse = TRUE), "generalMatrix"), "CsparseMatrix")
   devfun <- do.call(mkGlmerDevfun, c(gf, list(control = tight)))
   opt <- optimizeGlmer(devfun, optimizer = "bobyqa",
                        control = list(rhobeg = 0.2, rhoend = 1e-12, maxfun = 1e6))
@@ -148,5 +153,14 @@ res <- summarise_fit(kp$fit)
 pts <- list(c(0.5, 0.1, 0.3))
 res$devfun_points <- lapply(pts, function(p) list(par = p, deviance = kp$devfun(p)))
 write_case(res, "kin_poisson")
+
+# Poisson kinship GLMM with an observation-level random effect (1 | obs)
+kd$obs <- sprintf("o%03d", seq_len(nrow(kd)))
+ko <- fit_kinship(ycount ~ x + (1 | id) + (1 | obs), poisson, kd)
+res <- summarise_fit(ko$fit)
+res$term_order <- names(ko$fit@cnms)
+pts <- list(c(0.4, 0.6, 0.1, 0.3))
+res$devfun_points <- lapply(pts, function(p) list(par = p, deviance = ko$devfun(p)))
+write_case(res, "kin_poisson_olre")
 
 cat("wrote reference files to", outdir, "\n")
