@@ -191,3 +191,49 @@ def test_liability_rejects_counts_and_bad_prevalence():
         heritability_scales(0.3, 0.1, 0.0, "poisson", prevalence=0.1)
     with pytest.raises(ValueError, match="prevalence"):
         liability_from_observed(0.2, 1.5, 0.5)
+
+
+def test_posterior_heritability_scales_reads_builder_names():
+    """A hand-made posterior with the builder's variable names gives, draw by draw, what
+    heritability_scales gives on the same numbers."""
+    import pandas as pd
+    import xarray as xr
+
+    import bayeslmm as bl
+    from bayeslmm.results.scales import posterior_heritability_scales
+
+    rng = np.random.default_rng(4)
+    n = 12
+    ids = [f"i{k}" for k in range(n)]
+    W = rng.normal(size=(n, 30))
+    K = bl.Kinship(W @ W.T / 30 + 0.05 * np.eye(n), ids)
+    df = pd.DataFrame(
+        {
+            "y": rng.poisson(2, 2 * n),
+            "x": rng.normal(size=2 * n),
+            "id": ids * 2,
+            "site": ["a", "b", "c"] * (2 * n // 3),
+        }
+    )
+    spec = bl.specify("y ~ x + (1|id) + (1|site)", df, kinship={"id": K}, family="poisson")
+    chains, draws = 2, 5
+    post = xr.Dataset(
+        {
+            "var_id": (("chain", "draw"), rng.uniform(0.1, 1, (chains, draws))),
+            "var_site": (("chain", "draw"), rng.uniform(0.1, 1, (chains, draws))),
+            "var_olre": (("chain", "draw"), rng.uniform(0.1, 1, (chains, draws))),
+            "beta": (("chain", "draw", "fixed"), rng.normal(0, 0.3, (chains, draws, 2))),
+        },
+        coords={"chain": [0, 1], "draw": np.arange(draws)},
+    )
+    h = posterior_heritability_scales(post, spec)
+    assert set(h.data_vars) == {"h2_latent", "h2_link", "h2_observed"}
+    c, d = 1, 3
+    va = float(post["var_id"][c, d])
+    others = [float(post["var_site"][c, d]), float(post["var_olre"][c, d])]
+    eta = spec.X @ post["beta"].values[c, d]
+    ref = heritability_scales(va, others, eta, "poisson")
+    for key, value in ref.items():
+        assert float(h[f"h2_{key}"][c, d]) == pytest.approx(value, rel=1e-12)
+    with pytest.raises(ValueError, match="not a random term"):
+        posterior_heritability_scales(post, spec, term="nope")
