@@ -470,6 +470,8 @@ def _minimize_restart_edge(f, x0: np.ndarray, n_theta: int, maxiter: int):
 
 def _glm_start(problem: LaplaceProblem) -> np.ndarray:
     """β of the GLM without random effects (IRLS), a starting point for stage 1."""
+    if problem.p == 0:
+        return np.zeros(0)
     beta, _, _ = problem._newton(problem.X, problem.offset, 0, np.zeros(problem.p))
     return beta
 
