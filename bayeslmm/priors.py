@@ -149,6 +149,8 @@ class Prior:
 
         def fmt(p: Any) -> str:
             arr = np.asarray(p, dtype=float)
+            if arr.size == 1:
+                return f"{float(arr.ravel()[0]):.4g}"
             if arr.ndim == 0:
                 return f"{float(arr):.4g}"
             return "[" + ", ".join(f"{v:.4g}" for v in arr.ravel()) + "]"

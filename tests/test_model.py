@@ -152,8 +152,17 @@ def test_seed_reproduces_draws(small):
     K, df = small
     model = LMM("bp ~ 1 + (1|id)", data=df, kinship={"id": K})
     a = model.fit(draws=100, tune=100, seed=5, **FAST)
-    b = model.fit(draws=100, tune=100, seed=5, **FAST)
+    b = model.fit(draws=100, tune=100, seed=5, log_likelihood=True, **FAST)
     np.testing.assert_array_equal(a.posterior["h2"].values, b.posterior["h2"].values)
+    loglik = b.idata.log_likelihood["bp_rotated"]
+    assert loglik.dims == ("chain", "draw", "eigen") and loglik.shape == (2, 100, 60)
+    # rotation is orthogonal: the summed log-density equals the dense one at each draw
+    from scipy import stats
+
+    post = b.posterior.isel(chain=0, draw=0)
+    V = float(post["var_id"]) * K.matrix + float(post["var_residual"]) * np.eye(60)
+    dense = stats.multivariate_normal(np.full(60, float(post["beta"][0])), V).logpdf(df["bp"])
+    assert float(loglik.isel(chain=0, draw=0).sum()) == pytest.approx(dense, rel=1e-8)
 
 
 @pytest.mark.slow  # numba compilation takes ~10 s
