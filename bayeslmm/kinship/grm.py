@@ -56,6 +56,9 @@ class _Dosages:
         return int(self.values.shape[1])
 
     def block(self, columns: np.ndarray) -> np.ndarray:
+        if columns.size and columns[-1] - columns[0] == columns.size - 1:
+            # A run of adjacent SNPs: slice (a view) instead of fancy-indexing (a copy).
+            return np.asarray(self.values[:, columns[0] : columns[-1] + 1], dtype=float)
         return np.asarray(self.values[:, columns], dtype=float)
 
 
@@ -216,14 +219,20 @@ def _scale(sel: _SnpSelection, standardize: bool) -> tuple[np.ndarray, float]:
 def _centred_blocks(
     dos: _Dosages, sel: _SnpSelection, standardize: bool, block_size: int
 ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """Yield (positions within kept SNPs, scaled centred block, observed mask)."""
+    """Yield (positions within kept SNPs, scaled centred block, observed mask).
+
+    Missing dosages become 0 after centring (mean imputation).
+    """
     mult, _ = _scale(sel, standardize)
     for start in _block_starts(sel.keep.size, block_size):
         pos = np.arange(start, min(start + block_size, sel.keep.size))
         cols = sel.keep[pos]
         B = dos.block(cols)
         observed = ~np.isnan(B)
-        Z = np.where(observed, B - 2.0 * sel.freq[cols], 0.0) * mult[pos]
+        Z = B - 2.0 * sel.freq[cols]  # a new array: the caller's data are never modified
+        Z[~observed] = 0.0
+        if standardize:
+            Z *= mult[pos]
         yield pos, Z, observed
 
 
