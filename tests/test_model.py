@@ -109,7 +109,7 @@ def test_spectral_posterior_matches_exact_integration(small, spectral_fit):
 def test_latent_agrees_with_spectral_and_exact(small, spectral_fit):
     K, df = small
     model, spec_fit = spectral_fit
-    lat = model.fit(draws=1000, tune=1000, seed=12, strategy="latent", **FAST)
+    lat = model.fit(draws=500, tune=500, seed=12, strategy="latent", **FAST)
     assert lat.strategy == "latent"
     exact = exact_h2_posterior(model.spec)
     mc = np.hypot(_mcse_mean(lat), _mcse_mean(spec_fit))
