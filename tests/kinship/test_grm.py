@@ -55,8 +55,10 @@ def test_hand_computed_example():
 @pytest.mark.parametrize("block_size", [1, 7, 50, 2000])
 def test_matches_dense_reference(standardize, maf, block_size):
     X = make_dosages()
+    before = X.copy()
     K = grm(X, maf=maf, standardize=standardize, block_size=block_size)
     np.testing.assert_allclose(K.matrix, dense_grm(X, maf, standardize), rtol=0, atol=1e-10)
+    np.testing.assert_array_equal(X, before)  # the caller's dosages are not modified
 
 
 def test_fractional_dosages_and_dataframe_ids():
@@ -66,6 +68,13 @@ def test_fractional_dosages_and_dataframe_ids():
     K = grm(pd.DataFrame(X, index=ids), block_size=16)
     assert K.ids == tuple(ids)
     np.testing.assert_allclose(K.matrix, dense_grm(X), atol=1e-10)
+
+
+def test_nullable_integer_dataframe():
+    X = make_dosages(n=15, m=40, seed=12)
+    frame = pd.DataFrame(X).astype("Int64")  # NaN becomes pd.NA
+    assert frame.isna().to_numpy().sum() == np.isnan(X).sum()
+    np.testing.assert_allclose(grm(frame).matrix, dense_grm(X), atol=1e-10)
 
 
 def test_allele_coding_does_not_matter():
