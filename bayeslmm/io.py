@@ -370,7 +370,9 @@ def read_dosage_csv(path: PathLike, sep: str | None = None) -> pd.DataFrame:
     """
     sep = sep or _table_sep(path)
     header = _header(path, sep)
-    frame = pd.read_csv(path, sep=sep, index_col=0, dtype={header[0]: str})
+    # pandas names an empty header cell "Unnamed: 0"; keep ids as text either way ("007").
+    id_column = header[0] or "Unnamed: 0"
+    frame = pd.read_csv(path, sep=sep, index_col=0, dtype={id_column: str})
     bad = [c for c in frame.columns if not pd.api.types.is_numeric_dtype(frame[c])]
     if bad:
         raise DataError(

@@ -162,6 +162,8 @@ def test_dosage_csv(tmp_path):
     assert frame.index.tolist() == ["001", "002", "003"]
     assert frame.columns.tolist() == ["s1", "s2", "s3"]
     np.testing.assert_array_equal(frame.to_numpy(), [[0, 1, 2], [2, np.nan, 1], [1, np.nan, 0.5]])
+    (tmp_path / "blank.csv").write_text(",s1\n007,1\n")  # empty first header cell
+    assert read_dosage_csv(tmp_path / "blank.csv").index.tolist() == ["007"]
     # Tab-separated by suffix, and a round trip through pandas.
     frame.to_csv(tmp_path / "g.tsv", sep="\t", index_label="id")
     pd.testing.assert_frame_equal(read_dosage_csv(tmp_path / "g.tsv"), frame)
