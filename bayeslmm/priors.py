@@ -189,7 +189,10 @@ class Prior:
         """An unnamed PyMC distribution (``.dist``) of the given shape (for LKJCholeskyCov)."""
         import pymc as pm
 
-        p = [np.asarray(v, dtype=float) for v in self.params]
+        # Parameters broadcast to the full shape (fresh, writeable arrays): with a scalar ν
+        # and a vector σ, nutpie's initial-point draw of HalfStudentT fails inside
+        # LKJCholeskyCov ("cannot set WRITEABLE flag"), so no parameter is left to broadcast.
+        p = [np.broadcast_to(np.asarray(v, dtype=float), (shape,)).copy() for v in self.params]
         fam = self.family
         if fam == "halfstudentt":
             return pm.HalfStudentT.dist(nu=p[0], sigma=p[1], shape=shape)
