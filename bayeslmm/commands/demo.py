@@ -33,7 +33,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     return parser
 
 
-def hyper_model():
+def hyper_model(priors: dict | None = None):
     """The demo's :class:`~bayeslmm.model.LMM` and a note on the GRM."""
     from bayeslmm.datasets import load_hyper
     from bayeslmm.kinship.grm import grm
@@ -51,13 +51,15 @@ def hyper_model():
         f"rescaled from mean diagonal {raw_diag:.3f} to 1, so h² is the share of variance at "
         "the average self-relationship."
     )
-    return LMM(FORMULA, data=hyper.pheno, kinship={"id": K}), notes
+    return LMM(FORMULA, data=hyper.pheno, kinship={"id": K}, priors=priors), notes
 
 
 def run(args: argparse.Namespace) -> int:
     """Fit the demo model and write its outputs."""
     start = time.perf_counter()
-    model, notes = hyper_model()
+    from bayeslmm.commands.fit import parse_prior_args
+
+    model, notes = hyper_model(parse_prior_args(args.prior) or None)
     print(f"hyper mouse backcross: {model.spec.n_obs} mice, model {FORMULA}")
     for note in notes:
         print(f"note: {note}")

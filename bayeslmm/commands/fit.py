@@ -10,6 +10,7 @@ Example::
 from __future__ import annotations
 
 import argparse
+import re
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +67,14 @@ def add_fit_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--strategy", default="auto", choices=("auto", "spectral", "latent"))
     parser.add_argument("--target-accept", type=float, default=0.9)
     parser.add_argument("--hdi-prob", type=float, default=0.95)
+    parser.add_argument(
+        "--prior",
+        action="append",
+        default=[],
+        metavar="KEY=FAMILY(ARGS)",
+        help='prior override, e.g. --prior "h2=beta(2, 2)" --prior "sd_id=halfnormal(10)" '
+        "(keys: docs/bayesian.md)",
+    )
 
 
 def parse_kinship_args(items: list[str]) -> dict[str, Any]:
@@ -86,6 +95,37 @@ def parse_kinship_args(items: list[str]) -> dict[str, Any]:
                 f"--kinship takes GROUP=PATH (e.g. --kinship id=grm); got {item!r}."
             )
         out[group.strip()] = read_kinship(path.strip(), name=group.strip())
+    return out
+
+
+def parse_prior_args(items: list[str]) -> dict[str, tuple]:
+    """``["h2=beta(2, 2)", ...]`` → ``{"h2": ("beta", 2.0, 2.0)}``.
+
+    A bracketed list is a vector parameter: ``shares=dirichlet([1, 1, 2])``.
+
+    Examples
+    --------
+    >>> parse_prior_args(["h2=beta(2, 3)", "shares=dirichlet([1, 1, 2])"])
+    {'h2': ('beta', 2.0, 3.0), 'shares': ('dirichlet', [1.0, 1.0, 2.0])}
+    """
+    out: dict[str, tuple] = {}
+    for item in items:
+        match = re.fullmatch(r"\s*([^=\s]+)\s*=\s*([A-Za-z_0-9]+)\s*\((.*)\)\s*", item)
+        if not match:
+            raise SpecificationError(
+                f"--prior takes KEY=FAMILY(ARGS), e.g. 'h2=beta(2, 2)'; got {item!r}."
+            )
+        key, family, body = match.groups()
+        params: list[Any] = []
+        try:
+            for vec, scalar in re.findall(r"\[([^\]]*)\]|([^,\s\[\]]+)", body):
+                if scalar:
+                    params.append(float(scalar))
+                else:
+                    params.append([float(v) for v in vec.split(",") if v.strip()])
+        except ValueError as exc:
+            raise SpecificationError(f"Cannot read the numbers of --prior {item!r}.") from exc
+        out[key] = (family, *params)
     return out
 
 
@@ -158,6 +198,7 @@ def run(args: argparse.Namespace) -> int:
         link=args.link,
         trials=args.trials,
         sigma=args.sigma,
+        priors=parse_prior_args(args.prior) or None,
     )
     fit_and_write(model, args, Path(args.out))
     return 0

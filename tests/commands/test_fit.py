@@ -89,12 +89,18 @@ def test_fit_command_reml(tiny_files, capsys):
 
 def test_demo_quick(tmp_path, capsys):
     out = tmp_path / "demo"
-    rc = main(["demo", "--draws", "150", "--tune", "150", "--sampler", "pymc", "--out", str(out)])
+    rc = main(
+        [
+            "demo", "--draws", "150", "--tune", "150", "--sampler", "pymc",
+            "--prior", "h2=beta(2, 2)", "--out", str(out),
+        ]
+    )  # fmt: skip
     assert rc == 0
     text = capsys.readouterr().out
-    assert "250 mice" in text and "h2: posterior mean" in text
+    assert "250 mice" in text and "h2: posterior mean" in text and "(REML" in text
     summary = json.loads((out / "summary.json").read_text())
     assert 0.1 < summary["heritability"]["h2"]["mean"] < 0.9
+    assert summary["priors"]["h2"] == "Beta(2, 2)"
     assert (out / "h2_posterior.png").exists()
 
 
@@ -106,3 +112,17 @@ def test_demo_default_settings_under_a_minute(tmp_path, capsys):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["timing"]["total_s"] < 60
     assert summary["diagnostics"]["max_r_hat"] < 1.01
+
+
+def test_parse_prior_args():
+    from bayeslmm.commands.fit import parse_prior_args
+    from bayeslmm.errors import SpecificationError
+
+    assert parse_prior_args(["sd_id = halfnormal(10)", "shares=dirichlet([1, 1, 2])"]) == {
+        "sd_id": ("halfnormal", 10.0),
+        "shares": ("dirichlet", [1.0, 1.0, 2.0]),
+    }
+    with pytest.raises(SpecificationError, match="KEY=FAMILY"):
+        parse_prior_args(["h2:beta"])
+    with pytest.raises(SpecificationError, match="numbers"):
+        parse_prior_args(["h2=beta(a, 2)"])
