@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
@@ -12,6 +12,9 @@ from bayeslmm.errors import SpecificationError
 from bayeslmm.families import Family
 from bayeslmm.kinship import Kinship
 from bayeslmm.spec import ModelSpec, specify
+
+if TYPE_CHECKING:
+    import pymc as pm
 
 METHODS = ("nuts", "reml")
 
@@ -100,7 +103,7 @@ class LMM:
             self._built[key] = build(self.spec, strategy=key[0], rank_share=rank_share)
         return self._built[key]
 
-    def build(self, strategy: str = "auto", rank_share: float | None = None):
+    def build(self, strategy: str = "auto", rank_share: float | None = None) -> pm.Model:
         """The :class:`pymc.Model`, to inspect, extend or sample yourself.
 
         Parameters
@@ -138,7 +141,7 @@ class LMM:
         log_likelihood: bool = False,
         rank_share: float | None = None,
         verbose: bool = True,
-    ):
+    ) -> Any:
         """Fit the model.
 
         Parameters

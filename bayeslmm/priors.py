@@ -158,7 +158,7 @@ class Prior:
         name = names.get(self.family, self.family.capitalize())
         return f"{name}({', '.join(fmt(p) for p in self.params)})"
 
-    def to_pymc(self, name: str, dims: Any = None, **kwargs: Any):
+    def to_pymc(self, name: str, dims: Any = None, **kwargs: Any) -> Any:
         """Create the PyMC random variable ``name`` inside the current model context."""
         import pymc as pm
 
@@ -185,7 +185,7 @@ class Prior:
             return pm.Dirichlet(name, a=np.atleast_1d(p[0]), dims=dims, **kwargs)
         raise SpecificationError(f"A '{fam}' prior cannot be used for parameter '{name}'.")
 
-    def to_dist(self, shape: int):
+    def to_dist(self, shape: int) -> Any:
         """An unnamed PyMC distribution (``.dist``) of the given shape (for LKJCholeskyCov)."""
         import pymc as pm
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -16,6 +16,11 @@ from bayeslmm.results.heritability import (
     summarise_draws,
 )
 from bayeslmm.results.summary import assemble_summary, posterior_summary, write_summary
+
+if TYPE_CHECKING:
+    import xarray as xr
+
+    from bayeslmm.spec import ModelSpec
 
 
 def _lme4_name(name: str) -> str:
@@ -57,7 +62,7 @@ class BayesFit:
     seed: int | None = None
 
     @property
-    def spec(self):
+    def spec(self) -> ModelSpec:
         """The :class:`~bayeslmm.spec.ModelSpec` that was fitted."""
         return self.built.spec
 
@@ -66,7 +71,7 @@ class BayesFit:
         return self.built.strategy
 
     @property
-    def posterior(self):
+    def posterior(self) -> xr.Dataset:
         return self.idata.posterior
 
     # -- tables ---------------------------------------------------------------------------
@@ -83,7 +88,7 @@ class BayesFit:
         """
         return heritability_table(self.posterior, hdi_prob or self.hdi_prob)
 
-    def heritability_draws(self, include_residual: bool = False):
+    def heritability_draws(self, include_residual: bool = False) -> xr.DataArray:
         """Draws of the variance shares as an ``xarray.DataArray`` (chain, draw, component)."""
         return heritability_draws(self.posterior, include_residual)
 
@@ -169,7 +174,9 @@ class BayesFit:
         return pd.DataFrame(rows, columns=["grp", "var1", "var2", "vcov", "sdcor"])
 
     # -- breeding values ------------------------------------------------------------------
-    def breeding_values_draws(self, group: str | None = None, seed: int | None = None):
+    def breeding_values_draws(
+        self, group: str | None = None, seed: int | None = None
+    ) -> xr.DataArray:
         """Posterior draws of the random effects u of a term, dims (chain, draw, level, coef).
 
         For the latent strategy these are the sampled ``u_<group>``; for the spectral
@@ -187,7 +194,9 @@ class BayesFit:
             self.idata.posterior[name] = draws
         return self.posterior[name]
 
-    def breeding_values(self, group: str | None = None, hdi_prob: float | None = None):
+    def breeding_values(
+        self, group: str | None = None, hdi_prob: float | None = None
+    ) -> pd.DataFrame:
         """Table of the random effects of a term: one row per level (and coefficient).
 
         Columns mean, sd, hdi_low, hdi_high, ess_bulk, ess_tail, r_hat. ``group`` defaults
@@ -224,7 +233,7 @@ class BayesFit:
         raise ValueError(f"No random term '{group}'; terms: {[t.group for t in terms]}.")
 
     # -- plots and output -----------------------------------------------------------------
-    def plot_heritability(self, ax: Any = None, component: str | None = None, **kwargs: Any):
+    def plot_heritability(self, ax: Any = None, component: str | None = None, **kwargs: Any) -> Any:
         """Posterior density of h² (or of another term's share) with its HDI shaded.
 
         Returns the matplotlib Axes.

@@ -30,10 +30,14 @@ For NUTS the shares are deterministics of the model (``variance_share``, dims
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from bayeslmm.results.summary import posterior_summary
+
+if TYPE_CHECKING:
+    import xarray as xr
 
 #: Columns of the heritability table (az.summary style).
 TABLE_COLUMNS = ("mean", "sd", "hdi_low", "hdi_high", "ess_bulk", "ess_tail", "r_hat")
@@ -68,7 +72,7 @@ def variance_shares(term_variances: Mapping[str, float], residual: float) -> dic
     return out
 
 
-def heritability_draws(posterior, include_residual: bool = False):
+def heritability_draws(posterior: xr.Dataset, include_residual: bool = False) -> xr.DataArray:
     """Posterior draws of the variance shares, dims (chain, draw, component).
 
     Parameters

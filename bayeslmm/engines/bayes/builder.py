@@ -37,13 +37,16 @@ from __future__ import annotations
 import time
 import weakref
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from bayeslmm.errors import SpecificationError
 from bayeslmm.priors import Prior, PriorSet, resolve_priors
 from bayeslmm.spec import ModelSpec, RandomTerm
+
+if TYPE_CHECKING:
+    import pymc as pm
 
 STRATEGIES = ("auto", "spectral", "latent")
 
@@ -375,7 +378,9 @@ def _share_variances(spec: ModelSpec, priors: PriorSet):
     return [shares[i] * var_total for i in range(k)], shares[k] * var_total
 
 
-def family_likelihood(spec: ModelSpec, name: str, eta, sigma=None, dims: str = "obs"):
+def family_likelihood(
+    spec: ModelSpec, name: str, eta: Any, sigma: Any = None, dims: str = "obs"
+) -> Any:
     """The observed node for the family: Normal / Poisson / Bernoulli / Binomial.
 
     ``eta`` is the linear predictor; ``sigma`` the Gaussian residual SD (scalar or per
@@ -565,7 +570,7 @@ def build(
     )
 
 
-def build_model(spec: ModelSpec, **kwargs: Any):
+def build_model(spec: ModelSpec, **kwargs: Any) -> pm.Model:
     """Build and return only the :class:`pymc.Model` (see :func:`build` for the options).
 
     Examples

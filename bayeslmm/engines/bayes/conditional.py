@@ -17,9 +17,14 @@ variance, computed in O(q · rank) per draw.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from bayeslmm.engines.bayes.builder import BuiltModel
+
+if TYPE_CHECKING:
+    import xarray as xr
 
 
 def _basis(built: BuiltModel) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -37,7 +42,9 @@ def _basis(built: BuiltModel) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return out
 
 
-def conditional_breeding_values(built: BuiltModel, posterior, seed: int | None = None):
+def conditional_breeding_values(
+    built: BuiltModel, posterior: xr.Dataset, seed: int | None = None
+) -> xr.DataArray:
     """Draw u | y, θ for every posterior draw of a spectral fit.
 
     Parameters

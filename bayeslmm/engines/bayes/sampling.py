@@ -14,12 +14,15 @@ import logging
 import sys
 import time
 import warnings
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from bayeslmm.engines.bayes.builder import BuiltModel
 from bayeslmm.errors import SpecificationError
+
+if TYPE_CHECKING:
+    import arviz as az
 
 SAMPLERS = ("auto", "pymc", "nutpie", "numpyro", "blackjax")
 
@@ -74,7 +77,7 @@ def sample(
     progressbar: bool | None = None,
     target_accept: float = 0.9,
     log_likelihood: bool = False,
-):
+) -> tuple[az.InferenceData, dict[str, float]]:
     """Draw from the posterior of a built model with NUTS.
 
     Parameters
