@@ -90,7 +90,7 @@ def spectral_basis(term: RandomTerm) -> SpectralBasis:
     >>> df = pd.DataFrame({"y": [1.0, 2.0, 3.0], "id": ["a", "b", "b"]})
     >>> basis = spectral_basis(bl.specify("y ~ (1|id)", df, kinship={"id": K}).terms[0])
     >>> basis.values.round(3).tolist()
-    [0.0, 0.634, 3.366]
+    [0.0, 0.634, 2.366]
     """
     if term.kinship is None:
         raise SpecificationError(f"Term ({term.label}) has no kinship to rotate by.")
