@@ -160,7 +160,8 @@ def sample(
                 random_seed=seed,
                 progressbar=progressbar,
                 nuts_sampler=name,
-                target_accept=target_accept,
+                # external samplers read target_accept only from the "nuts" dict
+                nuts={"target_accept": target_accept},
                 compute_convergence_checks=False,
                 idata_kwargs={"log_likelihood": False},
             )
