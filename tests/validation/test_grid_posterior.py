@@ -1,0 +1,115 @@
+"""The NUTS posterior of h² equals brute-force numerical integration of the exact posterior.
+
+Fast version of ``validation/grid_posterior.py`` (which holds the grid code and records the
+full comparison): n = 100, default priors, both strategies, compared on posterior mean, SD
+and quantiles of h² in units of the Monte Carlo standard error.
+"""
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import bayeslmm as bl
+from bayeslmm.engines.bayes import build
+
+SCRIPT = Path(__file__).resolve().parents[2] / "validation" / "grid_posterior.py"
+
+
+def _load_grid_module():
+    spec = importlib.util.spec_from_file_location("grid_posterior", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+grid_posterior = _load_grid_module()
+
+
+def _case(prior_overrides, seed: int = 1):
+    data, kinship = grid_posterior.simulated_case(h2=0.5, seed=seed)
+    spec = bl.specify(
+        "y ~ 1 + x + (1 | id)", data, kinship={"id": kinship}, priors=prior_overrides or {}
+    )
+    priors = build(spec, strategy="spectral").priors
+    grid = grid_posterior.grid_posterior(spec, priors, n_theta=200, n_r=120)
+    return data, kinship, prior_overrides, spec, priors, grid
+
+
+@pytest.fixture(scope="module")
+def case():
+    """Default priors (sd_id, sigma ~ HalfStudentT)."""
+    return _case(None)
+
+
+@pytest.fixture(scope="module")
+def case_h2_prior():
+    """The h² parametrisation: h² ~ Beta(2, 2), σ_P ~ HalfStudentT."""
+    return _case({"h2": ("beta", 2.0, 2.0)})
+
+
+def test_grid_likelihood_is_the_dense_mvn(case):
+    _, _, _, spec, priors, _ = case
+    assert grid_posterior.check_grid_likelihood(spec, priors) < 1e-6
+
+
+def test_grid_prior_density_integrates_to_one(case):
+    """With the likelihood switched off the grid must carry the builder's full prior mass
+    on (σ_g, σ_e) over the integrated region (HalfStudentT tails leave a little outside)."""
+    _, _, _, spec, priors, _ = case
+    wide = grid_posterior.grid_posterior(spec, priors, n_theta=200, n_r=400, log_r_span=(-9, 7))
+    dtheta = wide.theta[1] - wide.theta[0]
+    dlogr = wide.log_r[1] - wide.log_r[0]
+    mass = float(np.exp(wide.log_prior).sum() * dtheta * dlogr)
+    assert mass == pytest.approx(1.0, abs=2e-3)
+
+
+def test_grid_quadrature_is_converged(case):
+    _, _, _, spec, priors, grid = case
+    finer = grid_posterior.grid_posterior(spec, priors, n_theta=400, n_r=240)
+    for key, value in grid.summary().items():
+        assert finer.summary()[key] == pytest.approx(value, abs=1e-3), key
+    assert grid.edge_mass() < 1e-10
+
+
+def _check_against_grid(case, strategy: str, draws: int) -> None:
+    data, kinship, overrides, _, _, grid = case
+    fit = grid_posterior.fit_nuts(
+        data, kinship, overrides, strategy, sampler="pymc", draws=draws, chains=2, seed=3
+    )
+    # judged only with enough effective draws (MCSE(h² mean) <= sd / 10), so that the
+    # agreement is not an artefact of huge Monte Carlo errors
+    assert grid_posterior.h2_ess(fit) >= grid_posterior.MIN_ESS
+    table = grid_posterior.compare(grid, fit)
+    assert (table["z"].abs() < grid_posterior.MAX_Z).all(), table
+
+
+def test_spectral_nuts_h2_posterior_matches_grid(case):
+    _check_against_grid(case, "spectral", draws=1000)
+
+
+def test_spectral_nuts_h2_posterior_matches_grid_with_h2_prior(case_h2_prior):
+    _check_against_grid(case_h2_prior, "spectral", draws=1000)
+
+
+@pytest.mark.slow
+def test_latent_nuts_h2_posterior_matches_grid(case):
+    # the latent strategy mixes slowly in h² (ESS ≈ 0.06 per draw here): more draws
+    _check_against_grid(case, "latent", draws=2000)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="funnel between the intercept and sigma: a sample-centred GRM has the intercept "
+    "column 1 in its null space, so the rotated component along 1/sqrt(n) has variance "
+    "sigma_e^2 only and pins the intercept with sd sigma_e/sqrt(n) as sigma_e -> 0; NUTS "
+    "diverges near h2 = 1 and under-covers the upper tail (validation/grid_posterior.py, "
+    "'high' case). Fix: integrate beta out of the spectral likelihood (see docs/validation.md).",
+)
+def test_spectral_default_priors_do_not_diverge_near_h2_one():
+    data, kinship = grid_posterior.simulated_case(h2=0.5, seed=11)
+    fit = grid_posterior.fit_nuts(
+        data, kinship, None, "spectral", sampler="pymc", draws=1000, chains=2, seed=3
+    )
+    assert fit.diagnostics["divergences"] == 0
