@@ -7,7 +7,7 @@ reuses it (spectral rotation, eigenbasis parametrisation, REML).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 from functools import cached_property
 
 import numpy as np
@@ -36,6 +36,11 @@ class Kinship:
         ``1`` in a data frame matches ``"1"`` in a file.
     name : str
         A label used in messages and results.
+    check_psd : bool
+        Verify positive semi-definiteness now (one eigendecomposition, cached for the
+        engines). Constructors whose output is PSD by construction (GRMs W Wᵀ, pedigree A,
+        principal submatrices and Hadamard products of checked matrices) pass False, so the
+        eigendecomposition is computed only when an engine asks for it.
 
     Notes
     -----
@@ -56,9 +61,10 @@ class Kinship:
     matrix: np.ndarray
     ids: tuple[str, ...]
     name: str = "K"
+    check_psd: InitVar[bool] = True
     _index: dict = field(init=False, repr=False)
 
-    def __post_init__(self) -> None:
+    def __post_init__(self, check_psd: bool = True) -> None:
         K = np.array(self.matrix, dtype=float, copy=True)
         ids = tuple(str(i) for i in self.ids)
         if K.ndim != 2 or K.shape[0] != K.shape[1]:
@@ -96,7 +102,8 @@ class Kinship:
         object.__setattr__(self, "matrix", K)
         object.__setattr__(self, "ids", ids)
         object.__setattr__(self, "_index", {i: k for k, i in enumerate(ids)})
-        self._check_psd()
+        if check_psd:
+            self._check_psd()
 
     # -- construction -------------------------------------------------------------------
     @classmethod
@@ -197,11 +204,16 @@ class Kinship:
                 "records or supply a kinship that covers them."
             )
         pos = np.fromiter((self._index[i] for i in ids), dtype=int, count=len(ids))
-        return Kinship(self.matrix[np.ix_(pos, pos)], ids=ids, name=name or self.name)
+        # A principal submatrix of a PSD matrix is PSD: no second check.
+        return Kinship(
+            self.matrix[np.ix_(pos, pos)], ids=ids, name=name or self.name, check_psd=False
+        )
 
     def normalized(self) -> Kinship:
         """Rescaled to mean diagonal 1 (GCTA's convention for comparing kernels)."""
-        return Kinship(self.matrix / self.mean_diagonal, ids=self.ids, name=self.name)
+        return Kinship(
+            self.matrix / self.mean_diagonal, ids=self.ids, name=self.name, check_psd=False
+        )
 
     def hadamard(self, other: Kinship | None = None, name: str | None = None) -> Kinship:
         """Element-wise product K∘K' (pairwise epistasis kernel when ``other`` is None).
@@ -210,7 +222,10 @@ class Kinship:
         """
         other = self if other is None else other.subset(self.ids)
         return Kinship(
-            self.matrix * other.matrix, ids=self.ids, name=name or f"{self.name}∘{other.name}"
+            self.matrix * other.matrix,
+            ids=self.ids,
+            name=name or f"{self.name}∘{other.name}",
+            check_psd=False,
         )
 
     def bend(self, floor: float = 1e-6) -> Kinship:

@@ -332,7 +332,8 @@ def grm(
     sel = _select_snps(dos, maf, block_size)
     _report_dropped(sel, maf)
     K, _ = _compute_grm(dos, sel, standardize, block_size, counts=False)
-    return Kinship(K, ids=dos.ids, name=name)
+    # W Wᵀ is PSD by construction: the eigendecomposition waits until an engine needs it.
+    return Kinship(K, ids=dos.ids, name=name, check_psd=False)
 
 
 def grm_with_counts(
@@ -366,7 +367,7 @@ def grm_with_counts(
     K, N = _compute_grm(dos, sel, standardize, block_size, counts=sel.any_missing)
     if N is None:
         N = np.full((dos.n, dos.n), float(sel.keep.size))
-    return Kinship(K, ids=dos.ids, name=name), N, int(sel.keep.size)
+    return Kinship(K, ids=dos.ids, name=name, check_psd=False), N, int(sel.keep.size)
 
 
 def snp_factor(

@@ -179,7 +179,8 @@ def pedigree_relationship(
         A[:r, r] = row
         A[r, r] = 1.0 + (0.5 * A[s, d] if s is not None and d is not None else 0.0)
     A = A[np.ix_(rank, rank)]
-    return Kinship(A, ids=ids, name=name)
+    # A is positive definite by construction (A = T D Tᵀ, D > 0): skip the O(n³) check.
+    return Kinship(A, ids=ids, name=name, check_psd=False)
 
 
 def inbreeding(
