@@ -343,3 +343,38 @@ def test_conditional_breeding_values_match_blup(data):
     se = np.sqrt(np.diag(pev) / n_draws)
     assert np.all(np.abs(u.mean(axis=0) - blup) < 4.5 * se)
     np.testing.assert_allclose(np.cov(u.T), pev, atol=0.12 * np.max(np.diag(pev)))
+
+
+def test_dirichlet_share_parametrisation(data):
+    """σ_k² = share_k σ²_P for every term and the residual; the Dirichlet density is the prior."""
+    K, df = data
+    spec = bl.specify(
+        "y ~ 1 + (1|id) + (1|fam)",
+        df,
+        kinship={"id": K},
+        priors={"shares": ("dirichlet", [2, 1, 3]), "total_variance": ("scaled_inv_chi2", 4, 5)},
+    )
+    built = build(spec)
+    model = built.model
+    assert sorted(v.name for v in model.free_RVs) == [
+        "beta",
+        "shares",
+        "total_variance",
+        "z_fam",
+        "z_id",
+    ]
+    point = model.initial_point()
+    shares = np.array([0.2, 0.3, 0.5])
+    # map the shares to the sampler's unconstrained space with the model's own transform
+    point["shares_simplex__"] = model.rvs_to_transforms[model["shares"]].forward(shares).eval()
+    point["total_variance_log__"] = np.log(4.0)
+    values = {n: float(_value_fn(model, n)(point)) for n in ("var_id", "var_fam", "var_residual")}
+    assert values["var_id"] == pytest.approx(0.2 * 4.0)
+    assert values["var_fam"] == pytest.approx(0.3 * 4.0)
+    assert values["var_residual"] == pytest.approx(0.5 * 4.0)
+    share_fn = _value_fn(model, "variance_share")
+    np.testing.assert_allclose(share_fn(point), shares, rtol=1e-10)
+    prior = model.compile_logp(vars=[model["shares"]], jacobian=False)(point)
+    assert prior == pytest.approx(stats.dirichlet([2, 1, 3]).logpdf(shares), rel=1e-9)
+    tv = model.compile_logp(vars=[model["total_variance"]], jacobian=False)(point)
+    assert tv == pytest.approx(stats.invgamma(2, scale=10).logpdf(4.0), rel=1e-9)
