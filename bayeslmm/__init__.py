@@ -2,16 +2,27 @@
 
 Layers (data flows one way): ``kinship``/``io``/``datasets`` → ``spec`` → ``engines`` →
 ``results`` → interfaces (``model``, ``cli``).
+
+Examples
+--------
+>>> import bayeslmm as bl
+>>> hyper = bl.datasets.load_hyper()  # doctest: +SKIP
+>>> K = bl.grm(hyper.genotypes).normalized()  # doctest: +SKIP
+>>> fit = bl.LMM("bp ~ 1 + (1|id)", data=hyper.pheno, kinship={"id": K}).fit()  # doctest: +SKIP
+>>> fit.heritability()  # doctest: +SKIP
 """
 
+from bayeslmm import datasets, io
 from bayeslmm.errors import BayesLMMError, DataError, KinshipError, SpecificationError
 from bayeslmm.families import Bernoulli, Binomial, Gaussian, Poisson, get_family
-from bayeslmm.kinship import Kinship
+from bayeslmm.kinship import Kinship, grm, loco_grms, pedigree_relationship
+from bayeslmm.model import LMM
 from bayeslmm.spec import ModelSpec, RandomTerm, specify
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "LMM",
     "BayesLMMError",
     "Bernoulli",
     "Binomial",
@@ -23,6 +34,11 @@ __all__ = [
     "Poisson",
     "RandomTerm",
     "SpecificationError",
+    "datasets",
     "get_family",
+    "grm",
+    "io",
+    "loco_grms",
+    "pedigree_relationship",
     "specify",
 ]

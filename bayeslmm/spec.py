@@ -247,6 +247,8 @@ def _design(rhs: str, data: pd.DataFrame, where: str) -> tuple[np.ndarray, list[
             f"Available columns: {preview(data.columns, 12)}."
         ) from exc
     common = dm.common
+    if common is None:  # e.g. "0": no columns at all
+        return np.zeros((data.shape[0], 0)), []
     names: list[str] = []
     for term_name, term in common.terms.items():
         width = common.slices[term_name].stop - common.slices[term_name].start

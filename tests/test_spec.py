@@ -57,6 +57,12 @@ def test_specify_aligns_kinship_and_repeated_records(kin_data):
     assert Z.shape == (40, 20) and Z.sum() == df["env"].sum()
 
 
+def test_no_fixed_effects():
+    df = pd.DataFrame({"y": [1.0, 2.0, 0.5, 1.5], "g": list("aabb")})
+    spec = bl.specify("y ~ 0 + (1|g)", df)
+    assert spec.X.shape == (4, 0) and spec.fixed_names == ()
+
+
 def test_offset_is_separated():
     df = pd.DataFrame({"y": [1, 2, 3, 5, 4, 2], "t": [1.0, 2, 3, 4, 5, 6], "g": list("aabbcc")})
     spec = bl.specify("y ~ 1 + offset(np.log(t)) + (1|g)", df, family="poisson")
