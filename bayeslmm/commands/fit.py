@@ -140,15 +140,19 @@ def read_data(path: str) -> pd.DataFrame:
 
 def fit_and_write(model, args: argparse.Namespace, out: Path) -> Any:
     """Fit ``model`` with the command-line options, write the outputs, print a summary."""
+    from bayeslmm.results.environment import summary_keys
     from bayeslmm.results.summary import write_summary
 
     out.mkdir(parents=True, exist_ok=True)
     if args.method == "reml":
         fit = model.fit(method="reml")
-        write_summary(fit.to_summary(), out / "summary.json")
+        summary = fit.to_summary()
+        summary.update(summary_keys(fit, model.spec))  # per-environment h² (sigma="~ env")
+        write_summary(summary, out / "summary.json")
         h2 = fit.heritability()
         for name, row in h2.iterrows():
             print(f"{name}: {row['estimate']:.3f} (REML, SE {row['se']:.3f})")
+        _print_by_environment(summary)
         print(f"wrote {out / 'summary.json'}")
         return fit
     fit = model.fit(
@@ -175,6 +179,7 @@ def fit_and_write(model, args: argparse.Namespace, out: Path) -> Any:
                 f"[{row['hdi_low']:.3f}, {row['hdi_high']:.3f}] (R-hat {row['r_hat']:.3f}, "
                 f"ESS {row['ess_bulk']:.0f})"
             )
+    _print_by_environment(summary_keys(fit, hdi_prob=args.hdi_prob))
     print(
         f"{fit.diagnostics['chains']} chains × {fit.diagnostics['draws']} draws "
         f"({fit.sampler}, {fit.strategy}) in {fit.timing['total_s']:.1f} s; "
@@ -182,6 +187,19 @@ def fit_and_write(model, args: argparse.Namespace, out: Path) -> Any:
     )
     print("wrote " + ", ".join(str(p) for p in paths.values()))
     return fit
+
+
+def _print_by_environment(summary: dict[str, Any]) -> None:
+    """One line per environment level with its h² (heteroscedastic models)."""
+    for level, entry in summary.get("heritability_by_environment", {}).items():
+        h2 = entry["h2"]
+        if "mean" in h2:
+            print(
+                f"h2 in {level}: posterior mean {h2['mean']:.3f}, "
+                f"HDI [{h2['hdi_low']:.3f}, {h2['hdi_high']:.3f}]"
+            )
+        else:
+            print(f"h2 in {level}: {h2['estimate']:.3f} (REML, SE {h2['se']:.3f})")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -23,6 +23,13 @@ if TYPE_CHECKING:
     from bayeslmm.spec import ModelSpec
 
 
+def _environment_keys(fit: Any, prob: float) -> dict[str, Any]:
+    """``heritability_by_environment`` for a heteroscedastic model (docs/summary_json.md)."""
+    from bayeslmm.results.environment import summary_keys
+
+    return summary_keys(fit, hdi_prob=prob)
+
+
 def _lme4_name(name: str) -> str:
     return "(Intercept)" if name == "Intercept" else name
 
@@ -287,6 +294,7 @@ class BayesFit:
                 "sampler": self.sampler,
                 "seed": self.seed,
                 "priors": self.built.priors.table(),
+                **_environment_keys(self, prob),
             },
         )
 

@@ -161,3 +161,26 @@ def environment_summary(
 
 def _plain(value: Any) -> Any:
     return value.item() if isinstance(value, np.generic) else value
+
+
+def summary_keys(fit: Any, spec: Any = None, hdi_prob: float | None = None) -> dict[str, Any]:
+    """Extra summary.json keys for a heteroscedastic model: ``heritability_by_environment``.
+
+    Present when the model has a sigma formula with exactly one variable (the environment);
+    empty otherwise, so callers can always ``summary.update(summary_keys(fit, spec))``.
+
+    Examples
+    --------
+    >>> # summary = reml.to_summary(); summary.update(summary_keys(reml, model.spec))
+    """
+    spec = getattr(fit, "spec", None) if spec is None else spec
+    if spec is None or spec.sigma_formula is None or not spec.family.is_gaussian:
+        return {}
+    cols = identifiers(spec.sigma_formula.split("~", 1)[-1], spec.data.columns)
+    if len(cols) != 1 or not spec.terms:
+        return {}
+    return {
+        "heritability_by_environment": environment_summary(
+            fit, cols[0], spec=spec, hdi_prob=hdi_prob
+        )
+    }
