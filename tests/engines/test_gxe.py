@@ -201,3 +201,32 @@ def test_sleepstudy_reml_reaction_norm_matches_lme4():
     np.testing.assert_allclose(
         rn.summary("h2")["estimate"], vg / (vg + vc[(None, None)]), rtol=1e-4
     )
+
+
+def test_fit_command_writes_covariances_and_h2_by_environment(gxe_data, tmp_path):
+    """``bayeslmm fit`` with slopes, a kinship and --sigma: covariance rows (var2 set) and
+    ``heritability_by_environment`` equal to the Python API's numbers."""
+    from bayeslmm.cli import main
+
+    df, K = gxe_data
+    df.to_csv(tmp_path / "pheno.csv", index=False)
+    pd.DataFrame(K.matrix, index=K.ids, columns=K.ids).to_csv(tmp_path / "K.csv")
+    argv = ["fit", str(tmp_path / "pheno.csv"), "--formula", "y ~ x + (1 + x | line)"]
+    argv += ["--kinship", f"line={tmp_path / 'K.csv'}", "--sigma", "~ env", "--method", "reml"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert main([*argv, "--out", str(tmp_path / "out")]) == 0
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    cov_rows = [r for r in summary["variance_components"] if r["var2"] is not None]
+    assert [(r["grp"], r["var1"], r["var2"]) for r in cov_rows] == [("line", "(Intercept)", "x")]
+    by_env = summary["heritability_by_environment"]
+    assert list(by_env) == ["A", "B"]
+    spec = bl.specify("y ~ x + (1 + x | line)", df, kinship={"line": K}, sigma="~ env")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        table = environment_table(fit_reml(spec), "env", spec=spec)
+    for level in ("A", "B"):
+        np.testing.assert_allclose(
+            by_env[level]["h2"]["estimate"], table.loc[level, ("h2", "estimate")]
+        )
+        assert by_env[level]["n_obs"] == 80
