@@ -75,6 +75,12 @@ FIXED_PRIORS = {
     },
 }
 
+#: Negative control: the fitted model's prior differs from the generating one in this entry.
+NEGATIVE_CONTROL = {
+    "default": {"sd_id": ("halfstudentt", 3.0, 0.5)},
+    "h2": {"h2": ("beta", 2.0, 4.0)},
+}
+
 #: Uniformity passes when the chi-square p-value exceeds this.
 MIN_P = 0.01
 
@@ -213,6 +219,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n-ranks", type=int, default=100, help="L + 1 possible ranks")
     parser.add_argument("--bins", type=int, default=20)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--negative-control",
+        action="store_true",
+        help="fit with a prior that differs from the generating one (the test must then fail)",
+    )
     parser.add_argument("--plot", type=Path, default=None, help="PNG of the rank histograms")
     parser.add_argument("--ranks-csv", type=Path, default=None, help="write the ranks here")
     args = parser.parse_args(argv)
@@ -252,6 +263,14 @@ def main(argv: list[str] | None = None) -> int:
         n = spec.n_obs
         return X @ betas[k] + sd_g[k] * (root @ rng.normal(size=n)) + sd_e[k] * rng.normal(size=n)
 
+    if args.negative_control:
+        # power check: generate from the prior above, fit with a different one
+        wrong = {**priors, **NEGATIVE_CONTROL[args.parametrisation]}
+        built = build(
+            bl.specify(FORMULA, data, kinship={"id": kinship}, priors=wrong),
+            strategy=args.strategy,
+        )
+        print(f"NEGATIVE CONTROL: fitted with priors {built.priors.table()}")
     swapped, shared = swappable_model(built.model, built.observed_name)
     swap_err = check_swap(built, swapped, shared, data, response(0), np.random.default_rng(0))
     print(
@@ -292,6 +311,7 @@ def main(argv: list[str] | None = None) -> int:
         for label, var, sel in PARAMETERS:
             chain = np.asarray(post[var].sel(sel) if sel else post[var]).reshape(-1)
             rec[label] = rank_of(truths[label][k], chain[:: args.thin][:n_keep])
+        rec.update({f"true_{label}": truths[label][k] for label, _, _ in PARAMETERS})
         rec["divergences"] = int(np.asarray(idata.sample_stats["diverging"]).sum())
         rec["ess_h2"] = ess_h2
         records.append(rec)
@@ -306,6 +326,13 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"divergences: {int(div.sum())} in all, in {int((div > 0).sum())} of {len(table)} data sets"
     )
+    bands = pd.cut(table["true_h2"], [0.0, 0.05, 0.2, 0.8, 0.95, 1.0])
+    by_band = table.groupby(bands, observed=True).agg(
+        data_sets=("divergences", "size"),
+        with_divergences=("divergences", lambda d: int((d > 0).sum())),
+        median_ess_h2=("ess_h2", "median"),
+    )
+    print("by true h2:\n" + by_band.to_string(float_format=lambda v: f"{v:.0f}"))
     ess = table["ess_h2"]
     print(
         f"ESS_bulk(h2) per data set ({draws} draws): median {ess.median():.0f}, 5% "
