@@ -1,5 +1,6 @@
-"""Tests of the PyMC builder: structure, exact log-densities, covariance of the latent
-parametrisation, GLMM likelihoods and the conditional breeding-value draws."""
+"""Tests of the PyMC builder: structure, exact log-densities (spectral with β sampled or
+integrated out), covariance of the latent parametrisation, GLMM likelihoods and the
+conditional draws of β and of the breeding values."""
 
 import numpy as np
 import pandas as pd
@@ -8,7 +9,12 @@ from scipy import special, stats
 
 import bayeslmm as bl
 from bayeslmm.engines.bayes import build, choose_strategy, spectral_basis
-from bayeslmm.engines.bayes.conditional import conditional_breeding_values
+from bayeslmm.engines.bayes.conditional import (
+    add_posthoc_draws,
+    conditional_breeding_values,
+    fixed_effects_conditional,
+    rotated_log_likelihood,
+)
 from bayeslmm.priors import resolve_priors
 
 
@@ -48,11 +54,47 @@ def _value_fn(model, name):
     return model.compile_fn(out, inputs=model.value_vars, on_unused_input="ignore")
 
 
-def _dense_logpdf(spec, beta, var_g, var_e):
+def _dense_cov(spec, var_g, var_e):
+    """σ_g² Z K Zᵀ + σ_e² I, formed densely."""
     term = spec.terms[0]
     Z = term.incidence().toarray()
-    V = var_g * Z @ term.kinship.matrix @ Z.T + var_e * np.eye(spec.n_obs)
-    return stats.multivariate_normal(spec.X @ beta, V).logpdf(spec.y)
+    return var_g * Z @ term.kinship.matrix @ Z.T + var_e * np.eye(spec.n_obs)
+
+
+def _offset(spec):
+    return np.zeros(spec.n_obs) if spec.offset is None else np.asarray(spec.offset)
+
+
+def _dense_logpdf(spec, beta, var_g, var_e):
+    V = _dense_cov(spec, var_g, var_e)
+    return stats.multivariate_normal(spec.X @ beta + _offset(spec), V).logpdf(spec.y)
+
+
+def _uncentred_prior(spec):
+    """Prior of the usual (uncentred) β implied by the builder's priors, derived here.
+
+    The intercept prior is at centred covariates: β₀ᶜ = β₀ + x̄ᵀβ_slopes ~ N(m0, s0²) and the
+    slopes are independent normals, so β = T βᶜ with T the identity except row 0 = (1, −x̄ᵀ).
+    """
+    ps = resolve_priors(spec)
+    names = list(spec.fixed_names)
+    plist = [ps.intercept if nm == "Intercept" else ps.slopes[nm] for nm in names]
+    mu_c = np.array([float(p.params[0]) for p in plist])
+    cov_c = np.diag([float(p.params[1]) ** 2 for p in plist])
+    T = np.eye(len(names))
+    if "Intercept" in names and len(names) > 1:
+        k0 = names.index("Intercept")
+        xbar = spec.X.mean(axis=0)
+        xbar[k0] = 0.0
+        T[k0] -= xbar
+    return T @ mu_c, T @ cov_c @ T.T, T
+
+
+def _dense_marginal_logpdf(spec, var_g, var_e):
+    """log N(y; Xμ_β + offset, σ_g² ZKZᵀ + σ_e² I + X Σ_β Xᵀ), everything dense."""
+    mu_b, cov_b, _ = _uncentred_prior(spec)
+    V = _dense_cov(spec, var_g, var_e) + spec.X @ cov_b @ spec.X.T
+    return stats.multivariate_normal(spec.X @ mu_b + _offset(spec), V).logpdf(spec.y)
 
 
 def _point_spectral(spec, beta, sd_g, sigma):
@@ -71,12 +113,71 @@ def _point_spectral(spec, beta, sd_g, sigma):
     return {key: beta_c, "sd_id_log__": np.log(sd_g), "sigma_log__": np.log(sigma)}
 
 
-@pytest.mark.parametrize("formula", ["y ~ x + (1|id)", "y ~ 1 + (1|id)"])
-def test_spectral_logp_equals_dense_mvn(data, formula):
+MARGINAL_FORMULAS = [
+    "y ~ x + (1|id)",
+    "y ~ 1 + (1|id)",
+    "y ~ x + env + offset(np.log(expo)) + (1|id)",
+    "y ~ 0 + x + (1|id)",
+]
+
+
+@pytest.mark.parametrize("formula", MARGINAL_FORMULAS)
+def test_spectral_marginal_logp_equals_dense_mvn(data, formula):
+    """β integrated out: the observed node's log-density equals the dense N(y; Xμ_β,
+    σ_g² ZKZᵀ + σ_e² I + X Σ_β Xᵀ) with the uncentred prior of β derived independently."""
     K, df = data
     spec = bl.specify(formula, df, kinship={"id": K})
     built = build(spec)
-    assert built.strategy == "spectral"
+    assert built.strategy == "spectral" and built.marginal_fixed is not None
+    assert sorted(v.name for v in built.model.free_RVs) == ["sd_id", "sigma"]
+    logp = _logp_fn(built.model, built.observed_name)
+    rng = np.random.default_rng(0)
+    for _ in range(3):
+        sd_g, sigma = rng.uniform(0.05, 3.0, 2)
+        point = {"sd_id_log__": np.log(sd_g), "sigma_log__": np.log(sigma)}
+        want = _dense_marginal_logpdf(spec, sd_g**2, sigma**2)
+        assert logp(point) == pytest.approx(want, rel=1e-10, abs=1e-8)
+
+
+def test_spectral_marginal_gradient_matches_dense_finite_differences(data):
+    """The gradient of the observed node's log-density (through the p × p Cholesky factor and
+    triangular solve in the graph) equals central differences of the dense marginal one."""
+    import pytensor.tensor as pt
+
+    K, df = data
+    spec = bl.specify("y ~ x + env + (1|id)", df, kinship={"id": K})
+    built = build(spec)
+    model = built.model
+    logp_obs = model.logp(vars=[model[built.observed_name]], jacobian=False)
+    names = ["sd_id_log__", "sigma_log__"]
+    wrt = [model.rvs_to_values[model[nm.removesuffix("_log__")]] for nm in names]
+    grad = model.compile_fn(pt.grad(logp_obs, wrt), inputs=wrt, on_unused_input="ignore")
+    x0, h = np.log([1.1, 0.7]), 1e-5
+
+    def dense(x):
+        return _dense_marginal_logpdf(spec, np.exp(2 * x[0]), np.exp(2 * x[1]))
+
+    want = [(dense(x0 + h * e) - dense(x0 - h * e)) / (2 * h) for e in np.eye(2)]
+    got = np.ravel(grad(dict(zip(names, x0, strict=True))))
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
+def test_spectral_without_fixed_effects_is_plain_product(data):
+    K, df = data
+    spec = bl.specify("y ~ 0 + (1|id)", df, kinship={"id": K})
+    built = build(spec)
+    assert built.marginal_fixed is None
+    point = {"sd_id_log__": np.log(1.2), "sigma_log__": np.log(0.9)}
+    got = _logp_fn(built.model, built.observed_name)(point)
+    assert got == pytest.approx(_dense_logpdf(spec, np.zeros(0), 1.44, 0.81), rel=1e-10)
+
+
+@pytest.mark.parametrize("formula", ["y ~ x + (1|id)", "y ~ 1 + (1|id)"])
+def test_spectral_joint_logp_equals_dense_mvn(data, formula):
+    K, df = data
+    spec = bl.specify(formula, df, kinship={"id": K})
+    built = build(spec, fixed_effects="joint")
+    assert built.strategy == "spectral" and built.marginal_fixed is None
     logp = _logp_fn(built.model, built.observed_name)
     rng = np.random.default_rng(0)
     for _ in range(3):
@@ -97,7 +198,7 @@ def test_spectral_identity_incidence_reuses_kinship_eigh(data):
         basis.vectors, spec.terms[0].kinship.eigenvectors
     )
     assert spectral_basis(spec.terms[0]) is basis  # cached per term
-    built = build(spec)
+    built = build(spec, fixed_effects="joint")
     point = _point_spectral(spec, np.array([0.3]), 1.2, 0.7)
     got = _logp_fn(built.model, built.observed_name)(point)
     assert got == pytest.approx(_dense_logpdf(spec, np.array([0.3]), 1.44, 0.49), rel=1e-9)
@@ -106,7 +207,14 @@ def test_spectral_identity_incidence_reuses_kinship_eigh(data):
 def test_h2_prior_parametrisation_logp(data):
     K, df = data
     spec = bl.specify("y ~ 1 + (1|id)", df, kinship={"id": K}, priors={"h2": ("beta", 2, 3)})
-    built = build(spec)
+    marginal = build(spec)
+    assert sorted(v.name for v in marginal.model.free_RVs) == ["h2", "total_sd"]
+    h2, total_sd = 0.3, 2.0
+    point = {"h2_logodds__": special.logit(h2), "total_sd_log__": np.log(total_sd)}
+    got = _logp_fn(marginal.model, marginal.observed_name)(point)
+    want = _dense_marginal_logpdf(spec, h2 * total_sd**2, (1 - h2) * total_sd**2)
+    assert got == pytest.approx(want, rel=1e-10)
+    built = build(spec, fixed_effects="joint")
     free = sorted(v.name for v in built.model.free_RVs)
     assert free == ["beta", "h2", "total_sd"]
     h2, total_sd = 0.3, 2.0
@@ -378,3 +486,126 @@ def test_dirichlet_share_parametrisation(data):
     assert prior == pytest.approx(stats.dirichlet([2, 1, 3]).logpdf(shares), rel=1e-9)
     tv = model.compile_logp(vars=[model["total_variance"]], jacobian=False)(point)
     assert tv == pytest.approx(stats.invgamma(2, scale=10).logpdf(4.0), rel=1e-9)
+
+
+def _fixed_theta_posterior(n_draws, var_g, var_e, names):
+    import arviz as az
+    import xarray as xr
+
+    ds = xr.Dataset(
+        {
+            "var_id": (("chain", "draw"), np.full((1, n_draws), var_g)),
+            "var_residual": (("chain", "draw"), np.full((1, n_draws), var_e)),
+        },
+        coords={"chain": [0], "draw": np.arange(n_draws), "fixed": names},
+    )
+    return az.InferenceData(posterior=ds)
+
+
+def _dense_beta_posterior(spec, var_g, var_e):
+    """β | y, θ by the textbook Bayesian GLS formulas, dense and uncentred:
+    precision Σ_β⁻¹ + Xᵀ V⁻¹ X, mean = precision⁻¹ (Σ_β⁻¹ μ_β + Xᵀ V⁻¹ (y − offset))."""
+    mu_b, cov_b, _ = _uncentred_prior(spec)
+    V = _dense_cov(spec, var_g, var_e)
+    X = spec.X
+    prior_prec = np.linalg.inv(cov_b)
+    precision = prior_prec + X.T @ np.linalg.solve(V, X)
+    cov = np.linalg.inv(precision)
+    mean = cov @ (prior_prec @ mu_b + X.T @ np.linalg.solve(V, spec.y - _offset(spec)))
+    return mean, cov
+
+
+@pytest.mark.parametrize(
+    "formula", ["y ~ x + env + offset(np.log(expo)) + (1|id)", "y ~ 1 + (1|id)"]
+)
+def test_fixed_effects_conditional_equals_dense_gls(data, formula):
+    """The conditional moments of β | y, θ used after a marginal fit equal the dense formulas
+    (after mapping the centred coefficients back with β = T βᶜ)."""
+    K, df = data
+    spec = bl.specify(formula, df, kinship={"id": K})
+    marginal = build(spec).marginal_fixed
+    _, _, T = _uncentred_prior(spec)
+    for var_g, var_e in [(2.0, 1.5), (0.01, 3.0), (5.0, 0.02)]:
+        mean_c, factor_c = fixed_effects_conditional(
+            marginal, np.array([var_g]), np.array([var_e]), marginal.rotated_response
+        )
+        want_mean, want_cov = _dense_beta_posterior(spec, var_g, var_e)
+        np.testing.assert_allclose(T @ mean_c[0], want_mean, rtol=1e-8, atol=1e-10)
+        cov = T @ factor_c[0] @ factor_c[0].T @ T.T
+        np.testing.assert_allclose(cov, want_cov, rtol=1e-8, atol=1e-14)
+        np.testing.assert_allclose(marginal.prior.uncentre(mean_c[0]), want_mean, rtol=1e-8)
+
+
+def test_posthoc_beta_draws_have_conditional_moments(data):
+    """add_posthoc_draws: the drawn β at a fixed θ have the dense conditional mean and
+    covariance (Monte Carlo bounds), and beta / beta_centered are the same draws."""
+    K, df = data
+    spec = bl.specify("y ~ x + env + (1|id)", df, kinship={"id": K})
+    built = build(spec)
+    n_draws, var_g, var_e = 20000, 1.2, 2.5
+    idata = _fixed_theta_posterior(n_draws, var_g, var_e, list(spec.fixed_names))
+    add_posthoc_draws(built, idata, seed=4)
+    beta = idata.posterior["beta"]
+    assert beta.dims == ("chain", "draw", "fixed")
+    assert list(beta["fixed"].values) == ["Intercept", "x", "env"]
+    draws = beta.values[0]
+    want_mean, want_cov = _dense_beta_posterior(spec, var_g, var_e)
+    se = np.sqrt(np.diag(want_cov) / n_draws)
+    assert np.all(np.abs(draws.mean(axis=0) - want_mean) < 4.5 * se)
+    sd = np.sqrt(np.diag(want_cov))
+    # sample covariance: correlation-scale error ~ 1/sqrt(n) = 0.007
+    np.testing.assert_allclose(np.cov(draws.T) / np.outer(sd, sd), want_cov / np.outer(sd, sd),
+                               atol=0.035)  # fmt: skip
+    centred = idata.posterior["beta_centered"].values[0]
+    np.testing.assert_allclose(built.marginal_fixed.prior.uncentre(centred), draws)
+    # calling again does not redraw
+    before = beta.values.copy()
+    add_posthoc_draws(built, idata, seed=5)
+    np.testing.assert_array_equal(idata.posterior["beta"].values, before)
+
+
+def test_prior_predictive_and_prior_beta_draws(data):
+    """pm.sample_prior_predictive works on the marginal model; β drawn with
+    add_posthoc_draws(group="prior") given each draw's own simulated data has the prior as
+    its marginal (it would shrink to the posterior if the observed y were used instead), and
+    the simulated Uᵀy have covariance D + A Σ_β Aᵀ averaged over θ."""
+    import pymc as pm
+
+    K, df = data
+    spec = bl.specify("y ~ x + (1|id)", df, kinship={"id": K})
+    built = build(spec)
+    n_draws = 4000
+    prior = pm.sample_prior_predictive(draws=n_draws, model=built.model, random_seed=3)
+    sim = prior.prior_predictive[built.observed_name]
+    assert sim.shape == (1, n_draws, spec.n_obs)
+    add_posthoc_draws(built, prior, seed=6, group="prior")
+    centred = prior.prior["beta_centered"].values[0]
+    fe = built.marginal_fixed.prior
+    se = fe.sd / np.sqrt(n_draws)
+    assert np.all(np.abs(centred.mean(axis=0) - fe.mu) < 4.5 * se)
+    np.testing.assert_allclose(centred.std(axis=0), fe.sd, rtol=0.06)
+    # each simulated Uᵀy whitened by its own D + B Bᵀ must be N(0, I) (pooled over draws)
+    marginal = built.marginal_fixed
+    vg = prior.prior["var_id"].values[0]
+    ve = prior.prior["var_residual"].values[0]
+    B = marginal.scaled_design
+    V = np.einsum(
+        "ki,ij->kij", vg[:, None] * marginal.eigenvalues + ve[:, None], np.eye(B.shape[0])
+    )
+    resid = sim.values[0] - marginal.prior_mean
+    white = np.linalg.solve(np.linalg.cholesky(V + B @ B.T), resid[..., None])[..., 0]
+    assert abs(white.mean()) < 0.01 and white.var() == pytest.approx(1.0, abs=0.015)
+
+
+def test_rotated_log_likelihood_sums_to_dense_conditional(data):
+    K, df = data
+    spec = bl.specify("y ~ x + (1|id)", df, kinship={"id": K})
+    built = build(spec)
+    idata = _fixed_theta_posterior(3, 1.3, 0.8, list(spec.fixed_names))
+    add_posthoc_draws(built, idata, seed=1)
+    ll = rotated_log_likelihood(built, idata.posterior)
+    assert ll.dims == ("chain", "draw", "eigen") and ll.shape == (1, 3, spec.n_obs)
+    for k in range(3):
+        beta = idata.posterior["beta"].values[0, k]
+        want = _dense_logpdf(spec, beta, 1.3, 0.8)
+        assert float(ll[0, k].sum()) == pytest.approx(want, rel=1e-10)

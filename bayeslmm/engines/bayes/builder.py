@@ -4,10 +4,17 @@ Two strategies, one set of parameter names:
 
 ``"spectral"`` (Gaussian, one intercept-only kinship term, homoscedastic residual)
     The relationship matrix of the observations, V_g = Z K Zᵀ = U S Uᵀ, is diagonalised once
-    outside the graph. Then Uᵀy ~ N(UᵀXβ, σ_g² S + σ_e² I) is a product of n independent
-    normals: O(n) per log-density and gradient, exact. Only β and the variances are sampled;
-    breeding values are drawn afterwards from u | y, θ
-    (:mod:`bayeslmm.engines.bayes.conditional`).
+    outside the graph, so that Uᵀy | β, θ ~ N(Aβ, D) with A = UᵀX and D = σ_g² S + σ_e² I
+    diagonal. By default (``fixed_effects="marginal"``) β ~ N(μ_β, Σ_β) is integrated out
+    analytically: Uᵀy | θ ~ N(Aμ_β, D + A Σ_β Aᵀ), evaluated with the Woodbury identity and
+    the matrix determinant lemma in O(n p²) (one p × p Cholesky factor, never an n × n
+    matrix). Only the variances are sampled; β and the breeding values are drawn afterwards
+    from their exact conditionals β | y, θ and u | y, β, θ
+    (:mod:`bayeslmm.engines.bayes.conditional`). Marginalising β removes the funnel between
+    the intercept and σ_e that a centred GRM (K·1 = 0) otherwise creates: the intercept is
+    then informed only by the zero-eigenvalue direction, whose variance is σ_e² alone.
+    ``fixed_effects="joint"`` samples β with the variances instead (the product of n
+    independent normals, O(n) per gradient).
 
 ``"latent"`` (everything else)
     Non-centred random effects u = U √S z L_Σᵀ with z ~ N(0, I) (q × m), U √S the (optionally
@@ -17,7 +24,10 @@ Two strategies, one set of parameter names:
 
 Names in the model (``g`` = grouping factor, e.g. ``id``)
 ---------------------------------------------------------
-free:           ``beta`` (or ``beta_centered`` when the covariates are centred, see below),
+free:           ``beta`` (or ``beta_centered`` when the covariates are centred, see below;
+                in the spectral strategy only with ``fixed_effects="joint"``: by default
+                both are drawn after sampling by
+                :func:`~bayeslmm.engines.bayes.conditional.add_posthoc_draws`),
                 ``sd_g`` (scalar, or dims ``g_coef``), ``chol_g`` (correlated slopes),
                 ``sigma``, ``sigma_coef`` (log-σ regression), ``z_g``, ``sd_olre``, ``z_olre``,
                 ``h2`` / ``shares`` and ``total_sd`` / ``total_variance`` (share parametrisation)
@@ -49,6 +59,9 @@ if TYPE_CHECKING:
     import pymc as pm
 
 STRATEGIES = ("auto", "spectral", "latent")
+
+#: How the spectral strategy treats β: integrated out (default) or sampled with θ.
+FIXED_EFFECTS = ("marginal", "joint")
 
 #: Latent-scale variance of the logistic / probit distribution (Nakagawa & Schielzeth 2010).
 LINK_VARIANCE = {"logit": np.pi**2 / 3, "probit": 1.0}
@@ -178,6 +191,10 @@ class BuiltModel:
         Name of the observed variable in the model.
     timing : dict
         ``build_s`` and ``eigh_s``.
+    marginal_fixed : MarginalFixedEffects or None
+        Set when β is integrated out of the sampled model (spectral strategy, default):
+        β is then drawn after sampling by
+        :func:`~bayeslmm.engines.bayes.conditional.add_posthoc_draws`.
     """
 
     model: Any
@@ -190,6 +207,7 @@ class BuiltModel:
     h2_term: str | None = None
     timing: dict[str, float] = field(default_factory=dict)
     cache: dict[str, Any] = field(default_factory=dict)
+    marginal_fixed: MarginalFixedEffects | None = None
 
 
 def component_labels(spec: ModelSpec) -> tuple[str, ...]:
@@ -247,30 +265,170 @@ def _normal_vector(priors: list[Prior], what: str) -> tuple[np.ndarray, np.ndarr
     return mu, sd
 
 
-def _fixed_effects(spec: ModelSpec, priors: PriorSet):
-    """β with its prior; returns (β_graph, design used with it, centring shift)."""
-    import pymc as pm
-    import pytensor.tensor as pt
+@dataclass(frozen=True, eq=False)
+class FixedEffectsPrior:
+    """The normal prior of the fixed effects, in the coordinates the model samples them in.
 
+    With an intercept and at least one slope the covariates are centred (the intercept prior
+    of :mod:`bayeslmm.priors` is at centred covariates): ``beta_centered`` ~ N(mu, diag(sd²))
+    multiplies ``design`` = X − 1 meansᵀ, and the usual β equals ``beta_centered`` except
+    β₀ = β₀ᶜ − meansᵀ ``beta_centered``.
+
+    Attributes
+    ----------
+    mu, sd : ndarray, shape (p,)
+        Prior means and SDs of the sampled coefficients.
+    design : ndarray, shape (n, p)
+        The design matrix they multiply (centred covariates when ``centred``).
+    means : ndarray, shape (p,)
+        Column means subtracted (0 for the intercept column; all 0 when not centred).
+    intercept : int or None
+        Column of the intercept.
+    centred : bool
+        Whether the sampled vector is ``beta_centered`` rather than ``beta``.
+    """
+
+    mu: np.ndarray
+    sd: np.ndarray
+    design: np.ndarray
+    means: np.ndarray
+    intercept: int | None
+    centred: bool
+
+    @property
+    def sampled_name(self) -> str:
+        """``"beta_centered"`` or ``"beta"``."""
+        return "beta_centered" if self.centred else "beta"
+
+    def uncentre(self, beta_sampled: np.ndarray) -> np.ndarray:
+        """The usual β from sampled coefficients (last axis = coefficients)."""
+        beta = np.array(beta_sampled, dtype=float, copy=True)
+        if self.centred:
+            beta[..., self.intercept] -= beta @ self.means
+        return beta
+
+
+def fixed_effects_prior(spec: ModelSpec, priors: PriorSet) -> FixedEffectsPrior | None:
+    """The fixed effects' normal prior and design as sampled (None without fixed effects).
+
+    Examples
+    --------
+    >>> import pandas as pd, bayeslmm as bl
+    >>> from bayeslmm.priors import resolve_priors
+    >>> df = pd.DataFrame({"y": [1.0, 2.0, 0.5, 1.5], "x": [0.0, 1.0, 2.0, 3.0],
+    ...                    "g": ["a", "a", "b", "b"]})
+    >>> spec = bl.specify("y ~ x + (1 | g)", df)
+    >>> fe = fixed_effects_prior(spec, resolve_priors(spec))
+    >>> fe.sampled_name, fe.means.tolist()
+    ('beta_centered', [0.0, 1.5])
+    """
     names = list(spec.fixed_names)
     if not names:
-        return None, None
+        return None
     plist = [priors.intercept if nm == "Intercept" else priors.slopes[nm] for nm in names]
     mu, sd = _normal_vector(plist, "fixed effects")
     X = np.asarray(spec.X, dtype=float)
-    if "Intercept" in names and len(names) > 1:
-        k0 = names.index("Intercept")
+    k0 = names.index("Intercept") if "Intercept" in names else None
+    means = np.zeros(len(names))
+    centred = k0 is not None and len(names) > 1
+    if centred:
         means = X.mean(axis=0)
         means[k0] = 0.0
-        Xc = X - means
-        beta_c = pm.Normal("beta_centered", mu=mu, sigma=sd, dims="fixed")
-        shift = pt.dot(pt.as_tensor(means), beta_c)
-        beta = pm.Deterministic(
-            "beta", pt.set_subtensor(beta_c[k0], beta_c[k0] - shift), dims="fixed"
-        )
-        return beta_c, Xc
-    beta = pm.Normal("beta", mu=mu, sigma=sd, dims="fixed")
-    return beta, X
+    return FixedEffectsPrior(
+        mu=mu, sd=sd, design=X - means, means=means, intercept=k0, centred=centred
+    )
+
+
+def _fixed_effects(spec: ModelSpec, priors: PriorSet):
+    """β with its prior; returns (sampled β, design used with it)."""
+    import pymc as pm
+    import pytensor.tensor as pt
+
+    fe = fixed_effects_prior(spec, priors)
+    if fe is None:
+        return None, None
+    if fe.centred:
+        beta_c = pm.Normal("beta_centered", mu=fe.mu, sigma=fe.sd, dims="fixed")
+        shift = pt.dot(pt.as_tensor(fe.means), beta_c)
+        k0 = fe.intercept
+        pm.Deterministic("beta", pt.set_subtensor(beta_c[k0], beta_c[k0] - shift), dims="fixed")
+        return beta_c, fe.design
+    beta = pm.Normal("beta", mu=fe.mu, sigma=fe.sd, dims="fixed")
+    return beta, fe.design
+
+
+@dataclass(frozen=True, eq=False)
+class MarginalFixedEffects:
+    """What the spectral strategy needs when β is integrated out (``fixed_effects="marginal"``).
+
+    In the eigenbasis, r = Uᵀy − Uᵀoffset = A β + ε with A = U ᵀ(design), β ~ N(μ, diag(sd²))
+    and ε ~ N(0, D), D = diag(σ_g² s + σ_e²). So r | θ ~ N(Aμ, D + B Bᵀ) with B = A diag(sd),
+    and β | y, θ is normal with precision diag(sd)⁻² + Aᵀ D⁻¹ A.
+
+    Attributes
+    ----------
+    prior : FixedEffectsPrior
+    rotated_design : ndarray, shape (n, p)
+        A = Uᵀ design.
+    rotated_offset : ndarray, shape (n,)
+        Uᵀ offset (zeros without an offset).
+    rotated_response : ndarray, shape (n,)
+        Uᵀy, the observed vector.
+    eigenvalues : ndarray, shape (n,)
+        s, the eigenvalues of Z K Zᵀ.
+    """
+
+    prior: FixedEffectsPrior
+    rotated_design: np.ndarray
+    rotated_offset: np.ndarray
+    rotated_response: np.ndarray
+    eigenvalues: np.ndarray
+
+    @property
+    def prior_mean(self) -> np.ndarray:
+        """E(Uᵀy | θ) = Uᵀoffset + A μ."""
+        return self.rotated_offset + self.rotated_design @ self.prior.mu
+
+    @property
+    def scaled_design(self) -> np.ndarray:
+        """B = A diag(sd), so that A Σ_β Aᵀ = B Bᵀ."""
+        return self.rotated_design * self.prior.sd
+
+
+def marginal_gaussian_logp(value, var_g, var_e, eigenvalues, mean, scaled_design):
+    """log N(value; mean, D + B Bᵀ), D = diag(var_g · eigenvalues + var_e), B n × p.
+
+    Woodbury and the matrix determinant lemma with C = I_p + Bᵀ D⁻¹ B = L Lᵀ:
+    log|D + B Bᵀ| = Σ log d + 2 Σ log L_kk and
+    rᵀ(D + B Bᵀ)⁻¹ r = rᵀ D⁻¹ r − |L⁻¹ Bᵀ D⁻¹ r|². O(n p²) per evaluation and gradient.
+    Works on PyTensor tensors (the model's log-density); ``value`` may have leading batch
+    axes when ``var_g`` and ``var_e`` are scalars.
+    """
+    import pytensor.tensor as pt
+    from pytensor.tensor.slinalg import cholesky, solve_triangular
+
+    d = var_g * eigenvalues + var_e
+    resid = value - mean
+    weighted = scaled_design / d[:, None]  # D⁻¹ B
+    p = scaled_design.shape[1]
+    capacitance = pt.eye(p) + pt.dot(scaled_design.T, weighted)
+    chol = cholesky(capacitance, lower=True)
+    projected = solve_triangular(chol, pt.dot(resid, weighted).T, lower=True)
+    quad = pt.sum(resid**2 / d, axis=-1) - pt.sum(projected**2, axis=0)
+    logdet = pt.sum(pt.log(d)) + 2.0 * pt.sum(pt.log(pt.diagonal(chol)))
+    n = eigenvalues.shape[0]
+    return -0.5 * (n * np.log(2.0 * np.pi) + logdet + quad)
+
+
+def marginal_gaussian_random(var_g, var_e, eigenvalues, mean, scaled_design, rng=None, size=None):
+    """Draw mean + B γ + √D ε, γ ~ N(0, I_p), ε ~ N(0, I_n) (prior predictive of Uᵀy)."""
+    rng = np.random.default_rng() if rng is None else rng
+    var_g, var_e = np.asarray(var_g, dtype=float), np.asarray(var_e, dtype=float)
+    batch = np.broadcast_shapes(var_g.shape, var_e.shape) if size is None else tuple(size)
+    d = var_g[..., None] * eigenvalues + var_e[..., None]
+    gamma = rng.standard_normal((*batch, scaled_design.shape[1]))
+    noise = rng.standard_normal((*batch, eigenvalues.shape[0]))
+    return mean + gamma @ scaled_design.T + np.sqrt(d) * noise
 
 
 def _sd_prior_for(prior: Prior, m: int) -> Prior:
@@ -424,6 +582,7 @@ def build(
     strategy: str = "auto",
     rank_share: float | None = None,
     priors: dict[str, Any] | None = None,
+    fixed_effects: str = "marginal",
 ) -> BuiltModel:
     """Build the PyMC model for ``spec``.
 
@@ -438,6 +597,12 @@ def build(
         its trace (e.g. 0.99); default all with a positive eigenvalue.
     priors : dict, optional
         Prior overrides (see :mod:`bayeslmm.priors`); default ``spec.priors``.
+    fixed_effects : {"marginal", "joint"}
+        Spectral strategy only: ``"marginal"`` integrates β out of the sampled model (it is
+        drawn afterwards from β | y, θ; see
+        :func:`~bayeslmm.engines.bayes.conditional.add_posthoc_draws`); ``"joint"`` samples
+        β together with the variances. Same posterior; the marginal form has no
+        intercept–σ_e funnel with centred kinships. Ignored by the latent strategy.
 
     Returns
     -------
@@ -452,13 +617,19 @@ def build(
     >>> df = pd.DataFrame({"y": rng.normal(size=6), "id": list(K.ids)})
     >>> built = build(bl.specify("y ~ 1 + (1 | id)", df, kinship={"id": K}))
     >>> built.strategy, sorted(v.name for v in built.model.free_RVs)
-    ('spectral', ['beta', 'sd_id', 'sigma'])
+    ('spectral', ['sd_id', 'sigma'])
+    >>> sorted(v.name for v in build(built.spec, fixed_effects="joint").model.free_RVs)
+    ['beta', 'sd_id', 'sigma']
     """
     import pymc as pm
     import pytensor.tensor as pt
 
     start = time.perf_counter()
     strategy = choose_strategy(spec, strategy)
+    if fixed_effects not in FIXED_EFFECTS:
+        raise SpecificationError(
+            f"Unknown fixed_effects '{fixed_effects}'; choose one of {FIXED_EFFECTS}."
+        )
     if rank_share is not None and not 0.0 < rank_share <= 1.0:
         raise SpecificationError(f"rank_share must lie in (0, 1]; got {rank_share}.")
     prior_set = resolve_priors(spec, priors)
@@ -474,9 +645,25 @@ def build(
     components = tuple(coords["component"])
     obs_name = spec.response if strategy == "latent" else f"{spec.response}_rotated"
 
+    offset = np.zeros(spec.n_obs) if spec.offset is None else np.asarray(spec.offset)
+    marginal = None
+    if strategy == "spectral" and fixed_effects == "marginal":
+        fe = fixed_effects_prior(spec, prior_set)
+        if fe is not None:
+            U = rotation.vectors
+            marginal = MarginalFixedEffects(
+                prior=fe,
+                rotated_design=U.T @ fe.design,
+                rotated_offset=U.T @ offset,
+                rotated_response=U.T @ np.asarray(spec.y, dtype=float),
+                eigenvalues=np.asarray(rotation.values, dtype=float),
+            )
+
     with pm.Model(coords=coords) as model:
-        beta, Xd = _fixed_effects(spec, prior_set)
-        offset = np.zeros(spec.n_obs) if spec.offset is None else np.asarray(spec.offset)
+        if marginal is None:
+            beta, Xd = _fixed_effects(spec, prior_set)
+        else:
+            beta, Xd = None, None
 
         if prior_set.uses_shares:
             given_vars, var_residual = _share_variances(spec, prior_set)
@@ -495,17 +682,33 @@ def build(
             else:
                 sigma = pm.Deterministic("sigma", pt.sqrt(var_residual))
             U = rotation.vectors
-            mu_rot = pt.as_tensor(U.T @ offset)
-            if beta is not None:
-                mu_rot = mu_rot + pt.dot(pt.as_tensor(U.T @ Xd), beta)
-            sd_rot = pt.sqrt(var_g * pt.as_tensor(rotation.values) + var_residual)
-            pm.Normal(
-                obs_name,
-                mu=mu_rot,
-                sigma=sd_rot,
-                observed=U.T @ np.asarray(spec.y),
-                dims="eigen",
-            )
+            if marginal is not None:
+                # β integrated out: Uᵀy | θ ~ N(Uᵀoffset + Aμ, D + A Σ_β Aᵀ)
+                pm.CustomDist(
+                    obs_name,
+                    var_g,
+                    var_residual,
+                    pt.as_tensor(marginal.eigenvalues),
+                    pt.as_tensor(marginal.prior_mean),
+                    pt.as_tensor(marginal.scaled_design),
+                    logp=marginal_gaussian_logp,
+                    random=marginal_gaussian_random,
+                    signature="(),(),(n),(n),(n,p)->(n)",
+                    observed=marginal.rotated_response,
+                    dims="eigen",
+                )
+            else:
+                mu_rot = pt.as_tensor(U.T @ offset)
+                if beta is not None:
+                    mu_rot = mu_rot + pt.dot(pt.as_tensor(U.T @ Xd), beta)
+                sd_rot = pt.sqrt(var_g * pt.as_tensor(rotation.values) + var_residual)
+                pm.Normal(
+                    obs_name,
+                    mu=mu_rot,
+                    sigma=sd_rot,
+                    observed=U.T @ np.asarray(spec.y),
+                    dims="eigen",
+                )
             var_residual = pm.Deterministic("var_residual", var_residual)
         else:
             eta_fixed = pt.as_tensor(offset)
@@ -567,6 +770,7 @@ def build(
         h2_term=h2_group,
         observed_name=obs_name,
         timing=timing,
+        marginal_fixed=marginal,
     )
 
 

@@ -2,7 +2,10 @@
 
 :func:`sample` is the one entry point: it dispatches to PyMC's own NUTS, nutpie (compiled
 once per built model and reused), numpyro or blackjax, always returns an
-:class:`arviz.InferenceData` with the same groups, and times each stage.
+:class:`arviz.InferenceData` with the same groups, and times each stage. Parameters
+integrated out of the sampled model (β in the spectral strategy) are drawn afterwards from
+their exact conditionals (:func:`~bayeslmm.engines.bayes.conditional.add_posthoc_draws`),
+so the posterior always holds ``beta``.
 :func:`diagnose` turns divergences, R-hat and ESS into sentences that say what to try.
 """
 
@@ -19,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from bayeslmm.engines.bayes.builder import BuiltModel
+from bayeslmm.engines.bayes.conditional import add_posthoc_draws, rotated_log_likelihood
 from bayeslmm.errors import SpecificationError
 
 if TYPE_CHECKING:
@@ -96,13 +100,14 @@ def sample(
     target_accept : float
         NUTS target acceptance rate; raise it (0.95, 0.99) when there are divergences.
     log_likelihood : bool
-        Add the pointwise log-likelihood group (for LOO / WAIC).
+        Add the pointwise log-likelihood group (for LOO / WAIC). Spectral strategy: one
+        value per rotated component given (β, θ).
 
     Returns
     -------
     idata : arviz.InferenceData
     timing : dict
-        ``compile_s`` (nutpie), ``sample_s``.
+        ``compile_s`` (nutpie), ``sample_s``, ``posthoc_s`` (draws of integrated-out β).
 
     Examples
     --------
@@ -167,7 +172,16 @@ def sample(
             )
         timing["sample_s"] = time.perf_counter() - start
     idata = _standard_groups(idata, built)
-    if log_likelihood:
+    start = time.perf_counter()
+    # a seed stream of its own, so the NUTS draws are the same with or without this step
+    add_posthoc_draws(built, idata, seed=np.random.SeedSequence([seed, 1]))
+    timing["posthoc_s"] = time.perf_counter() - start
+    if log_likelihood and built.marginal_fixed is not None:
+        # the model's observed node is the joint density of Uᵀy; store the per-component
+        # log-likelihood given the drawn β instead (same layout as when β is sampled)
+        loglik = rotated_log_likelihood(built, idata.posterior)
+        idata.add_groups(log_likelihood=loglik.to_dataset())
+    elif log_likelihood:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             pm.compute_log_likelihood(idata, model=built.model, progressbar=False)
