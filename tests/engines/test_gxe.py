@@ -230,3 +230,29 @@ def test_fit_command_writes_covariances_and_h2_by_environment(gxe_data, tmp_path
             by_env[level]["h2"]["estimate"], table.loc[level, ("h2", "estimate")]
         )
         assert by_env[level]["n_obs"] == 80
+
+
+def test_character_state_and_random_regression_agree(gxe_data):
+    """With two environments, (0 + env | line) and (1 + x | line) are the same model: h² per
+    environment and r_G agree, and r_G's delta-method SE equals the engine's SE of the
+    correlation in the character-state model (computed by independent code)."""
+    df, K = gxe_data
+    kw = {"kinship": {"line": K}, "sigma": "~ env"}
+    states = bl.specify("y ~ env + (0 + env | line)", df, **kw)
+    slopes = bl.specify("y ~ x + (1 + x | line)", df, **kw)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fit_s, fit_r = fit_reml(states), fit_reml(slopes)
+    # the REML likelihoods differ only by log|det T| of the fixed-effect reparametrisation
+    # (x = 2·env[B] − 1: |det T| = 2), so the estimates must coincide
+    np.testing.assert_allclose(fit_s.loglik_reml - fit_r.loglik_reml, np.log(2), atol=1e-5)
+    h2_s = reaction_norm(fit_s, "env", spec=states).summary("h2")
+    h2_r = reaction_norm(fit_r, "x", spec=slopes).summary("h2")
+    np.testing.assert_allclose(h2_s["estimate"].to_numpy(), h2_r["estimate"].to_numpy(), rtol=1e-4)
+    rg_s = reaction_norm(fit_s, "env", spec=states).genetic_correlation()
+    rg_r = reaction_norm(fit_r, "x", spec=slopes).genetic_correlation()
+    np.testing.assert_allclose(rg_s["estimate"], rg_r["estimate"], rtol=1e-4)
+    vc = fit_s.variance_components
+    corr = vc[vc["var2"].notna()].iloc[0]
+    np.testing.assert_allclose(rg_s["estimate"].iat[0], corr["sdcor"], rtol=1e-10)
+    np.testing.assert_allclose(rg_s["se"].iat[0], corr["se_sdcor"], rtol=1e-8)
