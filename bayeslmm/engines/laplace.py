@@ -21,9 +21,16 @@ As ``glmer``, the fit has two stages: (1) θ alone, with β and b jointly at the
 mode (nAGQ = 0, criterion without the β log-determinant), for starting values; (2) (θ, β)
 jointly with b* inside. The outer optimiser is L-BFGS-B on central-difference gradients,
 unbounded in θ (the deviance is even in each θ_k, and |θ| is reported), polished by Newton
-steps on a finite-difference Hessian. Standard errors of β come
-from that Hessian as lme4's default ``vcov`` (``use.hessian = TRUE``): the β block of
-2 H⁻¹, H the Hessian of d over (θ, β).
+steps on a finite-difference Hessian; a stop with some θ_k = 0 is retried from positive
+values (lme4's ``restart_edge``). Standard errors of β come from that Hessian as lme4's
+default ``vcov`` (``use.hessian = TRUE``): the β block of 2 H⁻¹, H the Hessian of d over
+(θ, β).
+
+Linear algebra: iid terms alone give a sparse design (sparse LU of the Newton matrix); a
+kinship term makes it dense, and an observation-level effect (``Poisson(overdispersion=
+True)``, the default) is then kept as an implicit identity block eliminated through the
+Schur complement, so each Newton step costs O(n r²) for a kinship of rank r instead of
+O(n (r + n)²).
 
 Kinship terms are handled by the Cholesky-substitution idea of lme4qtl / pedigreemm
 (Z* = Z R); the Laplace approximation is the same for every square root R of K.
@@ -761,8 +768,9 @@ def fit_laplace(
     Examples
     --------
     >>> import pandas as pd, bayeslmm
-    >>> df = pd.read_csv("tests/golden/glmer/cbpp.csv")  # doctest: +SKIP
-    >>> spec = bayeslmm.specify("incidence ~ C(period) + (1|herd)", df,
+    >>> df = pd.read_csv("tests/golden/glmer/cbpp.csv",
+    ...                  dtype={"herd": str, "period": str})  # doctest: +SKIP
+    >>> spec = bayeslmm.specify("incidence ~ period + (1|herd)", df,
     ...                         family="binomial", trials="size")  # doctest: +SKIP
     >>> fit = fit_laplace(spec)  # doctest: +SKIP
     >>> round(fit.loglik, 3)  # doctest: +SKIP
