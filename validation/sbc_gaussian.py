@@ -131,7 +131,8 @@ def check_swap(built, swapped, shared, data: pd.DataFrame, y, rng, n_points: int
 
     spec = built.spec
     fresh = build(
-        bl.specify(
+        fixed_effects="joint" if built.marginal_fixed is None else "marginal",
+        spec=bl.specify(
             FORMULA,
             data.assign(y=y),
             kinship={"id": spec.terms[0].kinship},
@@ -150,6 +151,27 @@ def check_swap(built, swapped, shared, data: pd.DataFrame, y, rng, n_points: int
         }
         worst = max(worst, abs(float(logp_fresh(point)) - float(logp_swapped(point))))
     return worst
+
+
+def posterior_beta(built, posterior, observed: np.ndarray, rng) -> np.ndarray:
+    """Posterior draws of the uncentred β, shape (draws, p).
+
+    When β is integrated out of the sampled model (spectral, ``fixed_effects="marginal"``)
+    one β per draw of θ comes from the exact conditional β | y, θ, as
+    :func:`bayeslmm.engines.bayes.conditional.add_posthoc_draws` does after ``fit`` (here
+    with the swapped data set's Uᵀy).
+    """
+    from bayeslmm.engines.bayes.conditional import draw_fixed_effects
+
+    marginal = built.marginal_fixed
+    if marginal is None:
+        return np.asarray(posterior["beta"].transpose(..., "fixed")).reshape(
+            -1, len(built.spec.fixed_names)
+        )
+    group = built.spec.terms[0].group
+    var_g = np.asarray(posterior[f"var_{group}"]).reshape(-1)
+    var_e = np.asarray(posterior["var_residual"]).reshape(-1)
+    return marginal.prior.uncentre(draw_fixed_effects(marginal, var_g, var_e, observed, rng))
 
 
 def rank_of(truth: float, draws: np.ndarray) -> int:
@@ -214,6 +236,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n-datasets", type=int, default=1000)
     parser.add_argument("--strategy", choices=("spectral", "latent"), default="spectral")
     parser.add_argument("--parametrisation", choices=tuple(FIXED_PRIORS), default="default")
+    parser.add_argument(
+        "--fixed-effects",
+        choices=("marginal", "joint"),
+        default="marginal",
+        help="spectral strategy: beta integrated out (default, as fit() does) or sampled",
+    )
     parser.add_argument("--tune", type=int, default=1000)
     parser.add_argument("--thin", type=int, default=20, help="keep every thin-th draw")
     parser.add_argument("--n-ranks", type=int, default=100, help="L + 1 possible ranks")
@@ -237,10 +265,20 @@ def main(argv: list[str] | None = None) -> int:
     data, kinship, root = design()
     priors = FIXED_PRIORS[args.parametrisation]
     spec = bl.specify(FORMULA, data, kinship={"id": kinship}, priors=priors)
-    built = build(spec, strategy=args.strategy)
+    built = build(spec, strategy=args.strategy, fixed_effects=args.fixed_effects)
     X = np.asarray(spec.X)
+    names = list(spec.fixed_names)
     print(f"SBC of the Gaussian LMM: {FORMULA}, n = {spec.n_obs}, strategy {built.strategy},")
     print(f"parametrisation '{args.parametrisation}', priors {built.priors.table()}")
+    if built.strategy == "spectral":
+        print(
+            f"fixed effects '{args.fixed_effects}'"
+            + (
+                " (beta integrated out of the sampled model, drawn from beta | y, theta)"
+                if built.marginal_fixed is not None
+                else " (beta sampled jointly with the variances)"
+            )
+        )
     print(
         f"{args.n_datasets} data sets; nutpie, 1 chain, {args.tune} tune + {draws} draws "
         f"thinned by {args.thin} to L = {n_keep}; BLAS threads pinned to 1; seed {args.seed}."
@@ -251,11 +289,19 @@ def main(argv: list[str] | None = None) -> int:
         prior = pm.sample_prior_predictive(
             draws=args.n_datasets, model=built.model, random_seed=args.seed
         ).prior
+    if "beta" in prior:
+        betas = np.asarray(prior["beta"].transpose(..., "fixed")).reshape(args.n_datasets, -1)
+    else:  # β integrated out of the model: draw it from its normal prior here
+        fe = built.marginal_fixed.prior
+        betas = fe.uncentre(rng.normal(fe.mu, fe.sd, size=(args.n_datasets, len(fe.mu))))
     truths = {
-        label: np.asarray(prior[var].sel(sel) if sel else prior[var]).reshape(-1)
+        label: (
+            betas[:, names.index(sel["fixed"])]
+            if var == "beta"
+            else np.asarray(prior[var]).reshape(-1)
+        )
         for label, var, sel in PARAMETERS
     }
-    betas = np.asarray(prior["beta"]).reshape(args.n_datasets, -1)
     sd_g = np.sqrt(truths["var_g"])
     sd_e = np.sqrt(truths["var_e"])
 
@@ -269,6 +315,7 @@ def main(argv: list[str] | None = None) -> int:
         built = build(
             bl.specify(FORMULA, data, kinship={"id": kinship}, priors=wrong),
             strategy=args.strategy,
+            fixed_effects=args.fixed_effects,
         )
         print(f"NEGATIVE CONTROL: fitted with priors {built.priors.table()}")
     swapped, shared = swappable_model(built.model, built.observed_name)
@@ -307,9 +354,13 @@ def main(argv: list[str] | None = None) -> int:
             )
             ess_h2 = float(az.ess(idata.posterior, var_names=["h2"], method="bulk")["h2"])
         post = idata.posterior
+        beta_draws = posterior_beta(built, post, observed_vector(built, y), rng)
         rec = {"dataset": k}
         for label, var, sel in PARAMETERS:
-            chain = np.asarray(post[var].sel(sel) if sel else post[var]).reshape(-1)
+            if var == "beta":
+                chain = beta_draws[:, names.index(sel["fixed"])]
+            else:
+                chain = np.asarray(post[var]).reshape(-1)
             rec[label] = rank_of(truths[label][k], chain[:: args.thin][:n_keep])
         rec.update({f"true_{label}": truths[label][k] for label, _, _ in PARAMETERS})
         rec["divergences"] = int(np.asarray(idata.sample_stats["diverging"]).sum())
