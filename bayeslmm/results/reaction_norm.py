@@ -60,7 +60,9 @@ class ReactionNorm:
         ``"nuts"`` or ``"reml"``.
     quantities : dict
         ``"V_G"``, ``"V_other"``, ``"V_E"``, ``"V_P"``, ``"h2"`` → :class:`Draws` (NUTS, shape
-        (chain, draw, len(values))) or :class:`Linear` (REML).
+        (chain, draw, len(values))) or :class:`Linear` (REML). ``V_E``, ``V_P`` and ``h2``
+        are absent when the residual variance cannot be evaluated at some of the values
+        (residual variances by level, values not observed); asking for them then raises.
     hdi_prob : float
         Interval mass of the tables and plots.
     """
@@ -73,6 +75,7 @@ class ReactionNorm:
     hdi_prob: float = 0.95
     _source: Any = field(default=None, repr=False)
     _design: np.ndarray | None = field(default=None, repr=False)
+    _missing: str | None = field(default=None, repr=False)
 
     def draws(self, quantity: str = "h2") -> np.ndarray:
         """Posterior draws (chain, draw, len(values)) of a quantity (NUTS fits only)."""
@@ -97,7 +100,7 @@ class ReactionNorm:
     def table(self) -> pd.DataFrame:
         """All quantities in long form: columns environment value, ``quantity`` and stats."""
         frames = []
-        for name in QUANTITIES:
+        for name in (q for q in QUANTITIES if q in self.quantities):
             part = self.summary(name).reset_index()
             part.insert(1, "quantity", name)
             frames.append(part)
@@ -145,6 +148,8 @@ class ReactionNorm:
         return plot_reaction_norm(self, quantity=quantity, ax=ax, label=label, **kw)
 
     def _get(self, quantity: str) -> Quantity:
+        if quantity in QUANTITIES and quantity not in self.quantities and self._missing:
+            raise ValueError(f"{quantity} is not available here: {self._missing}")
         if quantity not in self.quantities:
             raise ValueError(f"Unknown quantity '{quantity}'; choose one of {QUANTITIES}.")
         return self.quantities[quantity]
@@ -239,9 +244,15 @@ def reaction_norm(
     v_other = source.constant(np.zeros(values.size))
     for g in others:
         v_other = v_other + source.average_variance(g, term_rows(g))
-    v_e = _residual(source, frame, obs_at, values, environment)
-    v_p = v_g + v_other + v_e
-    quantities = {"V_G": v_g, "V_other": v_other, "V_E": v_e, "V_P": v_p, "h2": v_g / v_p}
+    quantities = {"V_G": v_g, "V_other": v_other}
+    missing = None
+    try:
+        v_e = _residual(source, frame, obs_at, values, environment)
+    except ValueError as exc:  # V_G and r_G stay defined at unobserved x; h² does not
+        missing = str(exc)
+    else:
+        v_p = v_g + v_other + v_e
+        quantities.update({"V_E": v_e, "V_P": v_p, "h2": v_g / v_p})
     prob = hdi_prob or getattr(fit, "hdi_prob", 0.95)
     return ReactionNorm(
         environment=environment,
@@ -252,6 +263,7 @@ def reaction_norm(
         hdi_prob=prob,
         _source=source,
         _design=design,
+        _missing=missing,
     )
 
 

@@ -156,8 +156,12 @@ def test_reml_reaction_norm_and_delta_method():
         np.testing.assert_allclose(table.loc[x, "se"], np.sqrt(grad @ C @ grad), rtol=1e-5)
         assert table.loc[x, "ci_low"] < h2 < table.loc[x, "ci_high"]
     # x not observed: the residual variance by level cannot be evaluated there
+    unobserved = reaction_norm(fit, "x", values=[0.5], spec=spec)
     with pytest.raises(ValueError, match="nothing was observed"):
-        reaction_norm(fit, "x", values=[0.5], spec=spec)
+        unobserved.summary("h2")
+    vg = unobserved.summary("V_G").loc[0.5, "estimate"]  # V_G needs no residual
+    np.testing.assert_allclose(vg, h2_at(theta, 0.5, "e-1")[0], rtol=1e-10)
+    assert set(unobserved.table["quantity"]) == {"V_G", "V_other"}
     with pytest.raises(ValueError, match="spec=model.spec"):
         reaction_norm(fit, "x")
 
