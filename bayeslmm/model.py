@@ -16,7 +16,7 @@ from bayeslmm.spec import ModelSpec, specify
 if TYPE_CHECKING:
     import pymc as pm
 
-METHODS = ("nuts", "reml")
+METHODS = ("nuts", "reml", "laplace")
 
 
 class LMM:
@@ -146,9 +146,12 @@ class LMM:
 
         Parameters
         ----------
-        method : {"nuts", "reml"}
+        method : {"nuts", "reml", "laplace"}
             ``"nuts"``: posterior by NUTS (returns :class:`~bayeslmm.results.bayes_result.
-            BayesFit`); ``"reml"``: REML point estimates (``bayeslmm.engines.reml``).
+            BayesFit`); ``"reml"``: REML point estimates of a Gaussian model (returns
+            :class:`~bayeslmm.results.reml_result.RemlFit`); ``"laplace"``: Laplace
+            maximum likelihood of a GLMM, as lme4's ``glmer`` (returns
+            :class:`~bayeslmm.engines.laplace.LaplaceFit`).
         draws, tune, chains, cores : int
             NUTS settings (kept draws and warm-up per chain, chains, parallel processes).
         seed : int, optional
@@ -184,9 +187,24 @@ class LMM:
         if method not in METHODS:
             raise SpecificationError(f"Unknown method '{method}'; choose one of {METHODS}.")
         if method == "reml":
-            from bayeslmm.engines.reml import fit_reml  # written by the REML engine
+            if not self.spec.family.is_gaussian:
+                raise SpecificationError(
+                    f"REML is defined for Gaussian responses; this model's family is "
+                    f"'{self.spec.family.name}'. Use method='laplace' for point estimates of "
+                    "a GLMM (lme4's glmer), or method='nuts' for its posterior."
+                )
+            from bayeslmm.engines.reml import fit_reml
 
             return fit_reml(self.spec)
+        if method == "laplace":
+            if self.spec.family.is_gaussian:
+                raise SpecificationError(
+                    "method='laplace' is for GLMMs; a Gaussian model has an exact likelihood: "
+                    "use method='reml' (or 'nuts')."
+                )
+            from bayeslmm.engines.laplace import fit_laplace
+
+            return fit_laplace(self.spec)
         return self._fit_nuts(
             draws=draws,
             tune=tune,

@@ -179,9 +179,21 @@ def test_nutpie_sampler_runs_when_installed(small):
 
 def test_reml_method_dispatches(small):
     K, df = small
-    pytest.importorskip("bayeslmm.engines.reml")
     model = LMM("bp ~ 1 + (1|id)", data=df, kinship={"id": K})
     reml = model.fit(method="reml")
+    assert reml.method == "spectral"
     assert 0 <= reml.heritability().loc["h2", "estimate"] <= 1
     with pytest.raises(bl.SpecificationError, match="Unknown method"):
         model.fit(method="gibbs")
+    with pytest.raises(bl.SpecificationError, match="use method='reml'"):
+        model.fit(method="laplace")
+
+
+def test_laplace_method_dispatches(small):
+    K, df = small
+    counts = df.assign(n=np.random.default_rng(3).poisson(3.0, size=len(df)))
+    model = LMM("n ~ 1 + (1|id)", data=counts, kinship={"id": K}, family="poisson")
+    with pytest.raises(bl.SpecificationError, match="method='laplace'"):
+        model.fit(method="reml")
+    fit = model.fit(method="laplace")
+    assert fit.converged and np.isfinite(fit.loglik)
