@@ -346,15 +346,24 @@ def plot_reaction_norm(
             mid, low, high = table["estimate"], table["ci_low"], table["ci_high"]
             text = f"REML ± {round(100 * rn.hdi_prob)}% Wald interval"
         c = color if (k == 0 and color) else f"C{k}"
-        ax.plot(
-            xs,
-            mid,
-            style,
-            color=c,
-            marker="o" if x.size <= 10 else None,
-            label=(label if k == 0 and label else text),
-        )
-        ax.fill_between(xs, low, high, color=c, alpha=0.2 if k == 0 else 0.1, linewidth=0)
+        text = label if (k == 0 and label) else text
+        if x.size <= 8:  # a few environments: intervals as error bars, not a band
+            span = float(np.ptp(xs)) or 1.0
+            shift = 0.015 * span * (1 if k else -1) if reference is not None else 0.0
+            yerr = np.vstack([np.asarray(mid) - low, high - np.asarray(mid)])
+            ax.errorbar(
+                xs + shift,
+                mid,
+                yerr=yerr,
+                fmt="o" + style,
+                color=c,
+                capsize=3,
+                label=text,
+                alpha=0.9,
+            )
+        else:
+            ax.plot(xs, mid, style, color=c, label=text)
+            ax.fill_between(xs, low, high, color=c, alpha=0.2 if k == 0 else 0.1, linewidth=0)
         if not numeric:
             ax.set_xticks(xs, [str(v) for v in x])
     names = {

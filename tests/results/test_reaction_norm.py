@@ -180,6 +180,7 @@ def test_plot_and_table_shapes():
     assert len(rn.table) == 15
     reml = fit_reml(spec)
     ax = plot_reaction_norm(rn, "h2", reference=reaction_norm(reml, "x", spec=spec))
-    assert len(ax.lines) == 2 and ax.get_xlabel() == "x"
-    ax = rn.plot("V_G")
+    assert len(ax.containers) == 2 and ax.get_xlabel() == "x"  # error bars: 3 environments
+    ax = reaction_norm(fit, "x", values=np.linspace(-1, 1, 21)).plot("V_G")
     assert "genetic variance" in ax.get_ylabel()
+    assert len(ax.lines) == 1 and len(ax.collections) == 1  # a curve with its HDI band
