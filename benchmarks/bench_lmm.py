@@ -199,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
         "--baseline-draws",
         type=int,
         nargs="+",
-        default=[1000, 500, 300],
+        default=[1000, 500, 250],
         help="hand-written model's draws (= tune) per size, the last one for larger sizes",
     )
     parser.add_argument(
@@ -278,8 +278,9 @@ def main(argv: list[str] | None = None) -> int:
         print(
             "\ntotal_s: raw matrix -> posterior. eigh_s: Kinship(K) validation, i.e. its one "
             "eigendecomposition;\nbuild_s: specify + pm.Model (bayeslmm: U'y, U'X), or "
-            "Cholesky + pm.Model (hand-written);\ncompile_s: nutpie compilation; other_s: "
-            "ArviZ conversion, diagnostics. speedup: ratio of ESS/s."
+            "Cholesky + pm.Model (hand-written);\ncompile_s: nutpie compilation (PyMC's NUTS "
+            "compiles inside sample_s); other_s: ArviZ conversion, post-hoc draws of beta | y, "
+            "theta, diagnostics.\nspeedup: ESS/s of the row / ESS/s of the hand-written model."
         )
 
         if args.large:
