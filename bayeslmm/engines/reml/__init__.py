@@ -7,7 +7,10 @@
   and a homoscedastic residual. The eigendecomposition of K (cached on the Kinship) rotates
   the model so that ℓ_R is a 1-D function of δ = σ_e²/σ_g², O(n p²) per evaluation.
 - ``"ai-reml"``: average-information REML over V = Σ θ_i V_i, for several kernels, iid
-  factors, correlated random slopes and residual variances by environment (dense n × n).
+  factors, correlated random slopes and residual variances by environment. Its likelihood,
+  score and AI matrix are evaluated either through Henderson's mixed-model equations
+  (``"ai-reml-mme"``, size p + Σ q_t m_t, chosen when that is below n/2: repeated records)
+  or with the dense n × n V (``"ai-reml-dense"``).
 
 See ``docs/reml.md`` for the formulas and how to read the output.
 """
@@ -43,10 +46,11 @@ __all__ = [
     "RemlFit",
     "boundary_lrt",
     "fit_reml",
+    "mme_preferred",
     "spectral_applicable",
 ]
 
-METHODS = ("auto", "spectral", "ai-reml")
+METHODS = ("auto", "spectral", "ai-reml", "ai-reml-mme", "ai-reml-dense")
 
 
 class BoundaryFitWarning(UserWarning):
@@ -71,6 +75,48 @@ def spectral_applicable(spec: ModelSpec) -> bool:
     return len(spec.terms) == 1 and spec.terms[0].n_coef == 1 and spec.sigma_X is None
 
 
+def mme_preferred(spec: ModelSpec) -> bool:
+    """True when AI-REML should work on the mixed-model equations rather than on n × n V.
+
+    The MME coefficient matrix has order p + Σ_t q_t m_t (fixed effects plus levels ×
+    coefficients of every random term); it is used when that is below n_obs / 2, i.e. with
+    repeated records per level, where it is much cheaper than the O(n³) dense route.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> from bayeslmm import specify
+    >>> df = pd.DataFrame({"y": [1.0, 2.0, 0.5, 1.5, 3.0, 2.5, 1.0, 0.0], "g": list("aaaabbbb")})
+    >>> mme_preferred(specify("y ~ 1 + (1 | g)", df))
+    True
+    """
+    size = spec.X.shape[1] + sum(t.n_coef * t.n_levels for t in spec.terms)
+    return size < spec.n_obs / 2
+
+
+def _spectral_direct(spec: ModelSpec) -> bool:
+    """One record per level of a kinship, in its order: the cached eigh serves the rotation."""
+    term = spec.terms[0]
+    return (
+        term.kinship is not None
+        and term.is_identity_incidence
+        and bool(np.all(term.design[:, 0] == 1.0))
+    )
+
+
+def _resolve(spec: ModelSpec, method: str) -> str:
+    """Turn ``"auto"``/``"ai-reml"`` into the route that runs."""
+    if method == "auto":
+        if spectral_applicable(spec) and _spectral_direct(spec):
+            return "spectral"
+        if mme_preferred(spec):
+            return "ai-reml-mme"
+        return "spectral" if spectral_applicable(spec) else "ai-reml-dense"
+    if method == "ai-reml":
+        return "ai-reml-mme" if mme_preferred(spec) else "ai-reml-dense"
+    return method
+
+
 def fit_reml(
     spec: ModelSpec,
     method: str = "auto",
@@ -88,8 +134,13 @@ def fit_reml(
     ----------
     spec : ModelSpec
         From :func:`bayeslmm.specify` with ``family="gaussian"``.
-    method : {"auto", "spectral", "ai-reml"}
-        ``"auto"`` uses the spectral route when :func:`spectral_applicable`, else AI-REML.
+    method : {"auto", "spectral", "ai-reml", "ai-reml-mme", "ai-reml-dense"}
+        ``"auto"``: the spectral route for one kinship term with one record per individual
+        (its eigendecomposition is cached); else AI-REML through the mixed-model equations
+        when :func:`mme_preferred` (repeated records); else spectral if
+        :func:`spectral_applicable`; else dense AI-REML. ``"ai-reml"`` picks between
+        ``"ai-reml-mme"`` and ``"ai-reml-dense"`` by :func:`mme_preferred`; those two force
+        a route. ``RemlFit.method`` reports the route that ran.
     max_iter : int
         Maximum AI-REML iterations.
     em_steps : int
@@ -125,8 +176,7 @@ def fit_reml(
             f"REML is defined for Gaussian responses; this model's family is "
             f"{spec.family.name!r}. Use the Bayesian engine (or Laplace ML) for a GLMM."
         )
-    if method == "auto":
-        method = "spectral" if spectral_applicable(spec) else "ai-reml"
+    method = _resolve(spec, method)
     if method == "spectral" and not spectral_applicable(spec):
         raise SpecificationError(
             "method='spectral' needs exactly one random term with one coefficient (e.g. "
@@ -149,6 +199,7 @@ def fit_reml(
             em_steps=em_steps,
             tol_loglik=tol_loglik,
             tol_param=tol_param,
+            route="mme" if method == "ai-reml-mme" else "dense",
         )
     boundary, notes = _boundary(structure, raw.theta)
     messages = list(raw.messages) + notes

@@ -80,6 +80,16 @@ class Structure:
             [p.mask.mean() if p.is_residual and p.mask is not None else 0.0 for p in self.params]
         )
 
+    def mean_diagonal(self, i: int) -> float:
+        """Mean of the diagonal of V_i, without forming V_i (the scale of a start value)."""
+        p = self.params[i]
+        if p.is_residual:
+            return float(p.mask.mean())
+        term = self.terms[p.term]
+        kdiag = np.ones(term.n_levels) if term.kinship is None else np.diag(term.kinship.matrix)
+        d = term.design[:, p.j] * term.design[:, p.k] * kdiag[term.index]
+        return float(np.mean(d)) * (1.0 if p.j == p.k else 2.0)
+
     def matrix(self, i: int) -> np.ndarray:
         """V_i as a dense n × n array (diagonal parameters as a 1-D vector of the diagonal)."""
         p = self.params[i]

@@ -1,7 +1,10 @@
 """Average-information REML over a linear covariance structure V = Σ_i θ_i V_i.
 
-Works with dense n × n matrices (n up to a few thousand), for any number of kinship kernels,
-iid grouping factors, correlated random slopes and residual variances by environment.
+For any number of kinship kernels, iid grouping factors, correlated random slopes and
+residual variances by environment. Two evaluators of ℓ_R, score and AI share the optimiser
+below: :class:`DenseReml` (dense n × n V, O(n³) per iteration) and
+:class:`~bayeslmm.engines.reml.mme.MmeReml` (Henderson's mixed-model equations, O((p + Q)³)
+with Q random effects; chosen when p + Q is well below n).
 
 Per iteration, with P = V⁻¹ − V⁻¹X(XᵀV⁻¹X)⁻¹XᵀV⁻¹:
 
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import math
 import time
+from typing import Protocol
 
 import numpy as np
 import pandas as pd
@@ -33,6 +37,23 @@ from bayeslmm.engines.reml._common import (
     safe_inverse,
 )
 from bayeslmm.engines.reml._structure import COVARIANCE, RESIDUAL, Structure
+from bayeslmm.engines.reml.mme import MmeReml
+
+
+class RemlEvaluator(Protocol):
+    """What the optimiser needs from a route: ℓ_R alone (step halving) and the full state.
+
+    ``evaluate`` returns a dict with at least ``loglik``, ``loglik_ml``, ``score``, ``ai``,
+    ``trace`` (tr(P V_i)), ``quad`` (yᵀP V_i P y), ``beta`` and ``beta_cov``; ``blups`` turns
+    that state into the per-term BLUP/PEV tables. Implemented by :class:`DenseReml` and
+    :class:`~bayeslmm.engines.reml.mme.MmeReml`.
+    """
+
+    def loglik(self, theta: np.ndarray) -> float: ...
+
+    def evaluate(self, theta: np.ndarray) -> dict: ...
+
+    def blups(self, theta: np.ndarray, state: dict) -> dict[str, pd.DataFrame]: ...
 
 
 class DenseReml:
@@ -143,8 +164,12 @@ class DenseReml:
             "quad": A.T @ Py,
         }
 
+    def blups(self, theta: np.ndarray, state: dict) -> dict[str, pd.DataFrame]:
+        """BLUPs and prediction error variances from P (see :func:`dense_blups`)."""
+        return dense_blups(self.structure, theta, state["P"], state["Py"])
 
-def _start(structure: Structure, y: np.ndarray, X: np.ndarray, mats: list) -> np.ndarray:
+
+def _start(structure: Structure, y: np.ndarray, X: np.ndarray) -> np.ndarray:
     """GCTA-like start: OLS residual variance split equally over the variance parameters."""
     beta, *_ = np.linalg.lstsq(X, y, rcond=None)
     resid = y - X @ beta
@@ -155,10 +180,7 @@ def _start(structure: Structure, y: np.ndarray, X: np.ndarray, mats: list) -> np
     for i, p in enumerate(params):
         if p.kind == COVARIANCE:
             continue
-        M = mats[i]
-        scale = float(np.mean(M)) if M.ndim == 1 else float(np.mean(np.diag(M)))
-        if p.kind == RESIDUAL:
-            scale = 1.0
+        scale = 1.0 if p.kind == RESIDUAL else structure.mean_diagonal(i)
         theta[i] = s2 / n_var / max(scale, 1e-12)
     return theta
 
@@ -216,6 +238,7 @@ def fit_ai_reml(
     tol_loglik: float = 1e-8,
     tol_param: float = 1e-6,
     theta0: np.ndarray | None = None,
+    route: str = "dense",
 ) -> RawFit:
     """Maximise the restricted likelihood by AI-REML with an EM-REML warm start.
 
@@ -233,6 +256,10 @@ def fit_ai_reml(
         See :func:`bayeslmm.engines.reml.fit_reml`.
     theta0 : ndarray, optional
         Starting values (default: GCTA-like equal split of the OLS residual variance).
+    route : {"dense", "mme"}
+        Evaluate ℓ_R, score and AI with the dense n × n V (:class:`DenseReml`) or through
+        Henderson's mixed-model equations (:class:`~bayeslmm.engines.reml.mme.MmeReml`).
+        The optimiser is the same; only the cost per iteration differs.
 
     Returns
     -------
@@ -250,11 +277,16 @@ def fit_ai_reml(
     True
     """
     t0 = time.perf_counter()
-    model = DenseReml(structure, y, X)
+    if route == "dense":
+        model: RemlEvaluator = DenseReml(structure, y, X)
+    elif route == "mme":
+        model = MmeReml(structure, y, X)
+    else:
+        raise ValueError(f"route must be 'dense' or 'mme'; got {route!r}")
     t_setup = time.perf_counter() - t0
     s2 = float(np.var(y))
     project = _Projector(structure, floor=1e-10 * s2)
-    theta = _start(structure, model.y, model.X, model.mats) if theta0 is None else theta0.copy()
+    theta = _start(structure, model.y, model.X) if theta0 is None else theta0.copy()
     theta = project(theta)
     ranks = np.array([max(p.rank, 1) for p in structure.params], dtype=float)
     is_cov = np.array([p.kind == COVARIANCE for p in structure.params])
@@ -325,7 +357,7 @@ def fit_ai_reml(
     t_opt = time.perf_counter() - t0 - t_setup
 
     theta_cov = safe_inverse(state["ai"])
-    blups = dense_blups(structure, theta, state["P"], state["Py"])
+    blups = model.blups(theta, state)
     return RawFit(
         theta=theta,
         theta_cov=theta_cov,
@@ -355,7 +387,7 @@ def _singular_blocks(structure: Structure, theta: np.ndarray) -> bool:
 
 
 def _cholesky_polish(
-    model: DenseReml, structure: Structure, project: _Projector, theta: np.ndarray
+    model: RemlEvaluator, structure: Structure, project: _Projector, theta: np.ndarray
 ) -> tuple[np.ndarray, int, bool]:
     """Maximise ℓ_R with each correlated Σ written as L Lᵀ (always PSD, no constraint).
 

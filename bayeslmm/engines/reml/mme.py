@@ -1,0 +1,299 @@
+"""REML likelihood, score and AI matrix through Henderson's mixed-model equations (MME).
+
+Same model and parameters as :class:`~bayeslmm.engines.reml.aireml.DenseReml`, but nothing of
+size n × n is ever formed: the work is on the coefficient matrix of the mixed-model equations,
+of size Q + p with Q = Σ_t m_t q_t random effects (m_t coefficients × q_t levels of term t).
+This is the approach of AIREMLF90, ASReml and GCTA for many records per level.
+
+Write G = Cov(u) = ⊕_t Σ_t ⊗ K_t = Λ Λᵀ with Λ = ⊕_t L_Σt ⊗ L_Kt (any square roots:
+L_Σ from the eigendecomposition of Σ with eigenvalues clipped at 0, L_K = U S^½ from the
+Kinship's cached eigendecomposition, the identity for iid levels), u = Λ v, v ~ N(0, I)
+(lme4's relative covariance factor). With R = ⊕_e θ_e I_{n_e} (residual variance by
+environment) and W = [Z Λ, X], the coefficient matrix in the order [v; β] is
+
+    C = Wᵀ R⁻¹ W + diag(I_Q, 0_p).
+
+Because G need not be inverted, a singular Σ (a variance or correlation at its bound) and a
+singular kinship are handled exactly, which the textbook form with G⁻¹ cannot do. The
+identities used (Woodbury; Schur complement of the v-block):
+
+    log|V| = log|R| + log|C_vv|,   log|XᵀV⁻¹X| = log|C / C_vv|
+    ⇒ log|V| + log|XᵀV⁻¹X| = log|R| + log|C|   (= log|R| + log|G| + log|C_u| for the
+      G⁻¹ form C_u = [ZᵀR⁻¹Z + G⁻¹, ZᵀR⁻¹X; ·, XᵀR⁻¹X] when G is invertible)
+    yᵀPy = yᵀR⁻¹y − rᵀC⁻¹r,   r = WᵀR⁻¹y
+    P    = R⁻¹ − R⁻¹ W C⁻¹ Wᵀ R⁻¹
+
+so the Cholesky factor of C with v first gives both log-determinants. In the u-space
+(W_u = [Z, X], A = W_uᵀR⁻¹W_u, M = Λ̃ C⁻¹ Λ̃ᵀ with Λ̃ = diag(Λ, I_p); M is Henderson's
+inverse coefficient matrix: Cov(β̂) and the prediction error variances of û):
+
+    Zᵀ P Z      = (A − A M A)_uu
+    tr(P V_i)   = tr(ZᵀPZ G_i)                     (G_i = ∂G/∂θ_i = E_jk ⊗ K_t, symmetrised)
+    tr(P D_e)   = n_e/θ_e − tr(M H_e)/θ_e²          (H_e = W_uᵀ D_e W_u, D_e: environment e)
+    yᵀPV_iPy    = aᵀ G_i a,   a = Zᵀ P y,   P y = R⁻¹(y − Xβ̂ − Zû)
+    AI_ij       = ½ f_iᵀ P f_j,   f_i = V_i P y (working variates, n-vectors, sparse Z)
+
+Cost per iteration O((Q + p)³ + n k) with k parameters, instead of O(n³).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import scipy.linalg as sla
+import scipy.sparse as sp
+
+from bayeslmm.engines.reml._common import ml_loglik_reprofiled, reml_loglik
+from bayeslmm.engines.reml._structure import Structure
+
+# a Σ eigenvalue below −(this) × its largest is a point outside the parameter space
+_PSD_SLACK = 1e-10
+
+
+def mme_size(structure: Structure, p: int) -> int:
+    """Order of the mixed-model coefficient matrix: p + Σ_t m_t q_t.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> from bayeslmm import specify
+    >>> from bayeslmm.engines.reml._structure import build_structure
+    >>> df = pd.DataFrame({"y": [1.0, 2.0, 0.5, 1.5, 3.0, 2.5], "g": list("aabbcc")})
+    >>> spec = specify("y ~ 1 + (1 | g)", df)
+    >>> mme_size(build_structure(spec), spec.X.shape[1])
+    4
+    """
+    return p + sum(t.n_coef * t.n_levels for t in structure.terms)
+
+
+class MmeReml:
+    """REML likelihood, score and AI matrix for V = Z G Zᵀ + R via the MME (no n × n)."""
+
+    def __init__(self, structure: Structure, y: np.ndarray, X: np.ndarray) -> None:
+        self.structure = structure
+        self.y = np.asarray(y, dtype=float)
+        self.X = np.asarray(X, dtype=float)
+        self.n, self.p = self.X.shape
+        # random effects ordered term by term, coefficient by coefficient, level by level
+        self.offsets: list[int] = []
+        blocks = []
+        off = 0
+        for term in structure.terms:
+            self.offsets.append(off)
+            blocks.extend(term.z(j) for j in range(term.n_coef))
+            off += term.n_coef * term.n_levels
+        self.Q = off
+        self.Z = sp.hstack(blocks, format="csr") if blocks else sp.csr_matrix((self.n, 0))
+        self.ZT = self.Z.T.tocsr()
+        self.kin = [t.kinship.matrix if t.kinship is not None else None for t in structure.terms]
+        self.kin_root = []
+        for t in structure.terms:
+            if t.kinship is None:
+                self.kin_root.append(None)
+            else:
+                s = np.clip(t.kinship.eigenvalues, 0.0, None)
+                self.kin_root.append(t.kinship.eigenvectors * np.sqrt(s))
+        self.res_index = [i for i, p in enumerate(structure.params) if p.is_residual]
+        # θ-independent cross-products of each environment: H_e, W_uᵀD_e y, yᵀD_e y
+        self.H: list[np.ndarray] = []
+        self.b: list[np.ndarray] = []
+        self.yy: list[float] = []
+        self.n_e: list[int] = []
+        for i in self.res_index:
+            mask = structure.params[i].mask.astype(float)
+            Zm = sp.diags(mask) @ self.Z
+            Xm = self.X * mask[:, None]
+            H = np.empty((self.Q + self.p, self.Q + self.p))
+            H[: self.Q, : self.Q] = (self.ZT @ Zm).toarray()
+            H[: self.Q, self.Q :] = np.asarray(self.ZT @ Xm)
+            H[self.Q :, : self.Q] = H[: self.Q, self.Q :].T
+            H[self.Q :, self.Q :] = self.X.T @ Xm
+            self.H.append(H)
+            self.b.append(np.concatenate([self.ZT @ (mask * self.y), Xm.T @ self.y]))
+            self.yy.append(float(self.y @ (mask * self.y)))
+            self.n_e.append(int(mask.sum()))
+        self._last: tuple[bytes, dict | None] | None = None
+
+    # -- Λ = ⊕ L_Σ ⊗ L_K (identity on β) -----------------------------------------------------
+    def _roots(self, theta: np.ndarray) -> list[np.ndarray] | None:
+        """L_Σt for each term (None if some Σ_t is outside the PSD cone)."""
+        roots = []
+        for t, term in enumerate(self.structure.terms):
+            m = term.n_coef
+            S = np.zeros((m, m))
+            for value, p in zip(theta, self.structure.params, strict=True):
+                if p.term == t:
+                    S[p.j, p.k] = S[p.k, p.j] = value
+            if m == 1 or not term.correlated:
+                d = np.diag(S)
+                if np.any(d < 0):
+                    return None
+                roots.append(np.diag(np.sqrt(d)))
+                continue
+            w, U = np.linalg.eigh(S)
+            if w[0] < -_PSD_SLACK * max(abs(w[-1]), 1e-300):
+                return None
+            roots.append(U * np.sqrt(np.clip(w, 0.0, None)))
+        return roots
+
+    def _times_lambda(self, B: np.ndarray, roots: list[np.ndarray], transpose: bool) -> np.ndarray:
+        """B Λ̃ (or B Λ̃ᵀ) for B with Q + p columns, term by term without forming Λ̃."""
+        out = B.copy()
+        rows = B.shape[0]
+        for t, term in enumerate(self.structure.terms):
+            m, q, off = term.n_coef, term.n_levels, self.offsets[t]
+            blk = B[:, off : off + m * q].reshape(rows, m, q)
+            LK = self.kin_root[t]
+            if LK is not None:
+                blk = blk @ (LK.T if transpose else LK)
+            LS = roots[t].T if transpose else roots[t]
+            out[:, off : off + m * q] = np.einsum("rmq,mn->rnq", blk, LS).reshape(rows, m * q)
+        return out
+
+    # -- factorisation (shared by loglik and evaluate) ----------------------------------------
+    def _factor(self, theta: np.ndarray) -> dict | None:
+        key = theta.tobytes()
+        if self._last is not None and self._last[0] == key:
+            return self._last[1]
+        out = self._factor_uncached(theta)
+        self._last = (key, out)
+        return out
+
+    def _factor_uncached(self, theta: np.ndarray) -> dict | None:
+        res = theta[self.res_index]
+        if np.any(res <= 0):
+            return None
+        roots = self._roots(theta)
+        if roots is None:
+            return None
+        A = sum(H / r for H, r in zip(self.H, res, strict=True))
+        b = sum(bb / r for bb, r in zip(self.b, res, strict=True))
+        y_r_y = float(sum(v / r for v, r in zip(self.yy, res, strict=True)))
+        logdet_r = float(sum(ne * math.log(r) for ne, r in zip(self.n_e, res, strict=True)))
+        A_lam = self._times_lambda(A, roots, transpose=False)  # A Λ̃
+        C = self._times_lambda(A_lam.T, roots, transpose=False)  # Λ̃ᵀ A Λ̃
+        C = 0.5 * (C + C.T)
+        C[np.arange(self.Q), np.arange(self.Q)] += 1.0
+        try:
+            chol = sla.cho_factor(C, lower=True, check_finite=False)
+        except np.linalg.LinAlgError:
+            return None
+        diag = np.diag(chol[0])
+        if not np.all(diag > 0):
+            return None
+        rhs = self._times_lambda(b[None, :], roots, transpose=False)[0]  # Λ̃ᵀ b
+        sol = sla.cho_solve(chol, rhs, check_finite=False)
+        ypy = y_r_y - float(rhs @ sol)
+        return {
+            "roots": roots,
+            "res": res,
+            "A": A,
+            "chol": chol,
+            "sol": sol,
+            "ypy": ypy,
+            "logdet_v": logdet_r + 2.0 * float(np.sum(np.log(diag[: self.Q]))),
+            "logdet_xvx": 2.0 * float(np.sum(np.log(diag[self.Q :]))),
+        }
+
+    # -- the evaluator interface ------------------------------------------------------------
+    def loglik(self, theta: np.ndarray) -> float:
+        """Restricted log-likelihood; −inf outside the parameter space."""
+        f = self._factor(theta)
+        if f is None or f["ypy"] <= 0:
+            return -math.inf
+        return reml_loglik(f["logdet_v"], f["logdet_xvx"], f["ypy"], self.n, self.p)
+
+    def evaluate(self, theta: np.ndarray) -> dict:
+        """ℓ_R, score, AI matrix, β̂, Cov(β̂), BLUP pieces at θ, in O((Q + p)³ + n k)."""
+        f = self._factor(theta)
+        if f is None:
+            raise np.linalg.LinAlgError("the mixed-model equations are singular at this estimate")
+        Q, roots, res, A = self.Q, f["roots"], f["res"], f["A"]
+        cinv, info = sla.lapack.dpotri(f["chol"][0], lower=True)
+        if info != 0:
+            raise np.linalg.LinAlgError("the mixed-model equations are singular at this estimate")
+        cinv = np.tril(cinv) + np.tril(cinv, -1).T
+        # M = Λ̃ C⁻¹ Λ̃ᵀ: Henderson's inverse coefficient matrix in the (u, β) space
+        M = self._times_lambda(self._times_lambda(cinv, roots, transpose=True).T, roots, True)
+        M = 0.5 * (M + M.T)
+        gamma = self._times_lambda(f["sol"][None, :], roots, transpose=True)[0]
+        u_hat, beta = gamma[:Q], gamma[Q:]
+        r_inv = np.zeros(self.n)
+        for i, r in zip(self.res_index, res, strict=True):
+            r_inv[self.structure.params[i].mask] = 1.0 / r
+        Py = r_inv * (self.y - self.X @ beta - self.Z @ u_hat)
+        a = self.ZT @ Py
+        AM = A[:Q, :] @ M
+        ZPZ = A[:Q, :Q] - AM @ A[:, :Q]  # Zᵀ P Z
+        k = len(self.structure.params)
+        trace = np.empty(k)
+        quad = np.empty(k)
+        F = np.empty((self.n, k))
+        e = 0
+        for i, p in enumerate(self.structure.params):
+            if p.is_residual:
+                mask = p.mask
+                trace[i] = self.n_e[e] / res[e] - float(np.sum(M * self.H[e])) / res[e] ** 2
+                F[:, i] = np.where(mask, Py, 0.0)
+                quad[i] = float(F[:, i] @ Py)
+                e += 1
+                continue
+            term = self.structure.terms[p.term]
+            q, off = term.n_levels, self.offsets[p.term]
+            sj = slice(off + p.j * q, off + (p.j + 1) * q)
+            sk = slice(off + p.k * q, off + (p.k + 1) * q)
+            K = self.kin[p.term]
+            block = ZPZ[sj, sk]
+            Ka_k = a[sk] if K is None else K @ a[sk]
+            tr = float(np.trace(block)) if K is None else float(np.sum(block * K))
+            z_j = term.z(p.j)
+            if p.j == p.k:
+                trace[i] = tr
+                quad[i] = float(a[sj] @ Ka_k)
+                F[:, i] = z_j @ Ka_k
+            else:
+                Ka_j = a[sj] if K is None else K @ a[sj]
+                trace[i] = 2.0 * tr
+                quad[i] = 2.0 * float(a[sj] @ Ka_k)
+                F[:, i] = z_j @ Ka_k + term.z(p.k) @ Ka_j
+        RF = r_inv[:, None] * F
+        Y = np.vstack([self.ZT @ RF, self.X.T @ RF])
+        ai = 0.5 * (F.T @ RF - Y.T @ (M @ Y))
+        ai = 0.5 * (ai + ai.T)
+        score = -0.5 * (trace - quad)
+        ypy, logdet_v, logdet_xvx = f["ypy"], f["logdet_v"], f["logdet_xvx"]
+        return {
+            "theta": theta.copy(),
+            "loglik": reml_loglik(logdet_v, logdet_xvx, ypy, self.n, self.p),
+            "loglik_ml": ml_loglik_reprofiled(logdet_v, ypy, self.n),
+            "score": score,
+            "ai": ai,
+            "trace": trace,
+            "quad": quad,
+            "Py": Py,
+            "beta": beta,
+            "beta_cov": M[Q:, Q:].copy(),
+            "u_hat": u_hat,
+            "pev": np.diag(M)[:Q].copy(),
+        }
+
+    def blups(self, theta: np.ndarray, state: dict) -> dict[str, pd.DataFrame]:
+        """BLUPs û = Λ v̂ and PEV = diag of Henderson's C⁻¹ (β̂'s uncertainty included)."""
+        out = {}
+        u_hat, pev = state["u_hat"], state["pev"]
+        for t, (term, label) in enumerate(
+            zip(self.structure.terms, self.structure.term_labels, strict=True)
+        ):
+            q, off = term.n_levels, self.offsets[t]
+            cols: dict[str, np.ndarray] = {}
+            pevs: dict[str, np.ndarray] = {}
+            for j, name in enumerate(term.covariates):
+                label_j = "(Intercept)" if name == "Intercept" else name
+                cols[label_j] = u_hat[off + j * q : off + (j + 1) * q]
+                pevs[f"pev:{label_j}"] = pev[off + j * q : off + (j + 1) * q]
+            out[label] = pd.DataFrame(
+                {**cols, **pevs}, index=pd.Index(term.levels, name=term.group)
+            )
+        return out
