@@ -26,6 +26,7 @@ Usage::
 
 from __future__ import annotations
 
+import os
 import platform
 import sys
 import time
@@ -162,9 +163,12 @@ def main(n: int = 1000, draws: int = 1000) -> None:
         f"off-diagonal entries, smallest eigenvalue {np.linalg.eigvalsh(K.matrix)[0]:.2e}"
     )
     rows = {}
+    load = [os.getloadavg()[0]]
     with threadpool_limits(limits=1):
         rows["bayeslmm"] = run_bayeslmm(df, K, draws, seed=1)
+        load.append(os.getloadavg()[0])
         rows["hand-written"] = run_hand(df, K, draws, seed=1)
+        load.append(os.getloadavg()[0])
     table = pd.DataFrame(rows).T
     table["ess_per_s_var_a1"] = table["ess_var_a1"] / table["sample_s"]
     table["ess_per_s_var_a0"] = table["ess_var_a0"] / table["sample_s"]
@@ -182,6 +186,10 @@ def main(n: int = 1000, draws: int = 1000) -> None:
         f"slope variance incl. compilation {total:.2f}"
     )
     print(f"truth: var_a0 = {SIGMA[0, 0]}, var_a1 = {SIGMA[1, 1]}")
+    print(
+        f"1-min load average before / between / after the two runs: "
+        f"{' / '.join(f'{v:.1f}' for v in load)} ({os.cpu_count()} CPUs)"
+    )
 
 
 if __name__ == "__main__":

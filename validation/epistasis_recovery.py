@@ -143,6 +143,10 @@ def main(n_reml: int = 20, n_nuts: int = 3) -> None:
         f"\nno epistasis in the data: REML sigma2_AA at the boundary (0) in {zero}/{n0} seeds; "
         f"mean estimate {mean0:.3f} (SD of one estimate {sd0:.3f})"
     )
+    print(
+        "(an HDI of a variance cannot contain a true value of exactly 0, so NUTS 'coverage' of "
+        "sigma2_AA = 0 is 0 by construction; read the posterior median instead)"
+    )
     nuts0 = none[none["method"] == "nuts"]
     if len(nuts0):
         medians = ", ".join(f"{v:.3f}" for v in nuts0["median"])
