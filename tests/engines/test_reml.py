@@ -123,7 +123,7 @@ def test_single_kernel_matches_dense_optimisation(kin60: Kinship, reps: int) -> 
         lambda z: math.exp(z[0]) * ZKZ + math.exp(z[1]) * np.eye(len(y)), 2, y, X
     )
     dense_theta = np.exp(z)
-    for method in ("spectral", "ai-reml"):
+    for method in ("spectral", "ai-reml-dense", "ai-reml-mme"):
         fit = fit_reml(spec, method=method)
         est = fit.parameters["estimate"].to_numpy()
         np.testing.assert_allclose(est, dense_theta, rtol=1e-4)
@@ -140,17 +140,24 @@ def test_spectral_and_ai_reml_agree(kin60: Kinship) -> None:
         data = simulate(kin60, h2=h2, seed=reps, reps=reps)
         spec = specify("y ~ x + (1 | id)", data, kinship={"id": kin60})
         assert spectral_applicable(spec)
-        a = fit_reml(spec)
-        b = fit_reml(spec, method="ai-reml")
-        assert (a.method, b.method) == ("spectral", "ai-reml")
-        assert not a.boundary and not b.boundary
-        np.testing.assert_allclose(a.parameters["estimate"], b.parameters["estimate"], rtol=2e-6)
-        np.testing.assert_allclose(a.parameter_cov, b.parameter_cov, rtol=1e-4)
-        np.testing.assert_allclose(a.fixed_effects, b.fixed_effects, rtol=1e-6)
-        assert a.loglik_reml == pytest.approx(b.loglik_reml, abs=1e-8)
-        assert a.loglik_ml == pytest.approx(b.loglik_ml, abs=1e-6)
-        pd.testing.assert_frame_equal(a.heritability(), b.heritability(), rtol=1e-4)
-        pd.testing.assert_frame_equal(a.blups["id"], b.blups["id"], rtol=1e-5, atol=1e-8)
+        a = fit_reml(spec, method="spectral")
+        for route in ("ai-reml-dense", "ai-reml-mme"):
+            b = fit_reml(spec, method=route)
+            assert b.method == route
+            _assert_fits_agree(a, b)
+        # auto: the cached eigh with one record per id, the MME once p + q < n / 2
+        assert fit_reml(spec).method == ("ai-reml-mme" if reps == 3 else "spectral")
+
+
+def _assert_fits_agree(a, b) -> None:
+    assert not a.boundary and not b.boundary
+    np.testing.assert_allclose(a.parameters["estimate"], b.parameters["estimate"], rtol=2e-6)
+    np.testing.assert_allclose(a.parameter_cov, b.parameter_cov, rtol=1e-4)
+    np.testing.assert_allclose(a.fixed_effects, b.fixed_effects, rtol=1e-6)
+    assert a.loglik_reml == pytest.approx(b.loglik_reml, abs=1e-8)
+    assert a.loglik_ml == pytest.approx(b.loglik_ml, abs=1e-6)
+    pd.testing.assert_frame_equal(a.heritability(), b.heritability(), rtol=1e-4)
+    pd.testing.assert_frame_equal(a.blups["id"], b.blups["id"], rtol=1e-5, atol=1e-8)
 
 
 def test_boundary_h2_one_agrees_between_routes(kin60: Kinship) -> None:
@@ -158,14 +165,18 @@ def test_boundary_h2_one_agrees_between_routes(kin60: Kinship) -> None:
     data = simulate(kin60, h2=0.9, seed=1)
     spec = specify("y ~ x + (1 | id)", data, kinship={"id": kin60})
     fits = []
-    for method in ("spectral", "ai-reml"):
+    for method in ("spectral", "ai-reml-dense", "ai-reml-mme"):
         with pytest.warns(BoundaryFitWarning, match="residual variance is estimated at 0"):
             fits.append(fit_reml(spec, method=method))
-    a, b = fits
+    a = fits[0]
     assert a.parameters["estimate"].iloc[1] == 0.0
     assert a.heritability().loc["h2", "estimate"] == 1.0
-    np.testing.assert_allclose(a.parameters["estimate"], b.parameters["estimate"], atol=1e-8)
-    assert a.loglik_reml == pytest.approx(b.loglik_reml, abs=1e-8)
+    # σ_e² → 0 makes the mixed-model equations ill-conditioned: the MME route hands over
+    assert fits[2].method == "ai-reml-dense"
+    assert "finished with the dense route" in fits[2].messages[0]
+    for b in fits[1:]:
+        np.testing.assert_allclose(a.parameters["estimate"], b.parameters["estimate"], atol=1e-8)
+        assert a.loglik_reml == pytest.approx(b.loglik_reml, abs=1e-8)
     # interior points are worse: the maximum is on the boundary
     y, X = spec.y, spec.X
     sg2 = a.parameters["estimate"].iloc[0]
@@ -186,13 +197,14 @@ def test_boundary_h2_zero_is_exact_and_reported(kin60: Kinship) -> None:
     data = _boundary_dataset(kin60)
     spec = specify("y ~ x + (1 | id)", data, kinship={"id": kin60})
     fits = {}
-    for method in ("spectral", "ai-reml"):
+    for method in ("spectral", "ai-reml-dense", "ai-reml-mme"):
         with pytest.warns(BoundaryFitWarning, match="variance of id"):
             fits[method] = fit_reml(spec, method=method)
         fit = fits[method]
         assert fit.boundary and fit.parameters["estimate"].iloc[0] == 0.0
         assert fit.heritability().loc["h2", "estimate"] == 0.0
-    assert fits["spectral"].loglik_reml == pytest.approx(fits["ai-reml"].loglik_reml, abs=1e-9)
+    for route in ("ai-reml-dense", "ai-reml-mme"):
+        assert fits["spectral"].loglik_reml == pytest.approx(fits[route].loglik_reml, abs=1e-9)
     # the likelihood does decrease into the interior: h² = 0 is a true boundary maximum
     y, X = spec.y, spec.X
     se2 = fits["spectral"].parameters["estimate"].iloc[1]
@@ -222,7 +234,7 @@ def test_two_kernels_and_iid_term_match_dense_optimisation(kin60: Kinship) -> No
         "y ~ x + (1 | id) + (1 | id2) + (1 | batch)", data, kinship={"id": kin60, "id2": epi}
     )
     fit = fit_reml(spec)
-    assert fit.method == "ai-reml" and fit.converged and not fit.boundary
+    assert fit.method == "ai-reml-dense" and fit.converged and not fit.boundary
     Z = incidence(data["id"], kin60.ids)
     B = incidence(data["batch"], sorted(set(data["batch"])))
     mats = [Z @ kin60.matrix @ Z.T, Z @ epi.matrix @ Z.T, B @ B.T, np.eye(len(data))]
@@ -318,7 +330,7 @@ def test_residual_by_environment_matches_dense_optimisation(kin60: Kinship) -> N
 # ---------------------------------------------------------------------------------------
 # BLUPs, standard errors, heritability
 # ---------------------------------------------------------------------------------------
-@pytest.mark.parametrize("method", ["spectral", "ai-reml"])
+@pytest.mark.parametrize("method", ["spectral", "ai-reml-dense", "ai-reml-mme"])
 def test_blups_and_pev_match_henderson_equations(kin60: Kinship, method: str) -> None:
     data = simulate(kin60, h2=0.5, seed=17, reps=2).iloc[:100]  # unbalanced: 20 ids once
     spec = specify("y ~ x + (1 | id)", data, kinship={"id": kin60})
@@ -340,7 +352,7 @@ def test_blups_and_pev_match_henderson_equations(kin60: Kinship, method: str) ->
     np.testing.assert_allclose(fit.fixed_cov, C[:p, :p], rtol=1e-7)
 
 
-@pytest.mark.parametrize("method", ["spectral", "ai-reml"])
+@pytest.mark.parametrize("method", ["spectral", "ai-reml-dense", "ai-reml-mme"])
 def test_standard_errors_are_inverse_ai_and_delta_method(kin60: Kinship, method: str) -> None:
     data = simulate(kin60, h2=0.4, seed=23, reps=2)
     spec = specify("y ~ x + (1 | id)", data, kinship={"id": kin60})

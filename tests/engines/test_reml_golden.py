@@ -63,11 +63,17 @@ def _close(a: float, b: float, rtol: float = RTOL, atol: float = 0.0) -> bool:
     return math.isclose(a, b, rel_tol=rtol, abs_tol=atol)
 
 
-CASES = [(k, m) for k, (_, methods) in LME4_CASES.items() for m in methods] + [
+# every AI-REML case runs through both evaluators: dense n × n V and mixed-model equations
+ROUTES = {"spectral": ["spectral"], "ai-reml": ["ai-reml-dense", "ai-reml-mme"]}
+CASES = [
+    (k, route) for k, (_, methods) in LME4_CASES.items() for m in methods for route in ROUTES[m]
+] + [
     ("kinship", "spectral"),
-    ("kinship", "ai-reml"),
+    ("kinship", "ai-reml-dense"),
+    ("kinship", "ai-reml-mme"),
     ("kinship_rep", "spectral"),
-    ("kinship_rep", "ai-reml"),
+    ("kinship_rep", "ai-reml-dense"),
+    ("kinship_rep", "ai-reml-mme"),
 ]
 
 
@@ -125,7 +131,7 @@ def test_blups_match_lme4_conditional_modes(key: str, method: str) -> None:
 
 def test_singular_fit_warns_like_lme4() -> None:
     spec = specify(REF["dyestuff2_singular"]["formula"], _data("Dyestuff2"))
-    for method in ("spectral", "ai-reml"):
+    for method in ("spectral", "ai-reml-dense", "ai-reml-mme"):
         with pytest.warns(BoundaryFitWarning, match="boundary \\(singular\\) fit"):
             fit = fit_reml(spec, method=method)
         assert fit.boundary and fit.to_summary()["diagnostics"]["boundary"] is True

@@ -201,6 +201,7 @@ def fit_reml(
             tol_param=tol_param,
             route="mme" if method == "ai-reml-mme" else "dense",
         )
+        method = f"ai-reml-{raw.route}"
     boundary, notes = _boundary(structure, raw.theta)
     messages = list(raw.messages) + notes
     if warn and boundary:

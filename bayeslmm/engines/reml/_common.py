@@ -26,6 +26,7 @@ class RawFit:
     converged: bool
     messages: list[str] = field(default_factory=list)
     timing: dict[str, float] = field(default_factory=dict)
+    route: str | None = None  # AI-REML evaluator that produced the final state: dense / mme
 
 
 def reml_loglik(logdet_v: float, logdet_xvx: float, ypy: float, n: int, p: int) -> float:

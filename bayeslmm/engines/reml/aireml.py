@@ -39,6 +39,9 @@ from bayeslmm.engines.reml._common import (
 from bayeslmm.engines.reml._structure import COVARIANCE, RESIDUAL, Structure
 from bayeslmm.engines.reml.mme import MmeReml
 
+# largest n for which the MME route may hand a near-zero residual variance to the dense route
+DENSE_FALLBACK_MAX_N = 6000
+
 
 class RemlEvaluator(Protocol):
     """What the optimiser needs from a route: ℓ_R alone (step halving) and the full state.
@@ -355,6 +358,34 @@ def fit_ai_reml(
         if not polished:
             messages.append("the Cholesky-parametrised search at a singular Σ did not converge")
     t_opt = time.perf_counter() - t0 - t_setup
+    if route == "mme" and _residual_near_zero(structure, theta):
+        # With σ_e² → 0 the MME carry R⁻¹ → ∞: yᵀPy and tr(P D_e) become differences of
+        # huge numbers. Finish from here with the dense route, whose V stays well-posed.
+        if structure.n_obs <= DENSE_FALLBACK_MAX_N:
+            raw = fit_ai_reml(
+                structure,
+                y,
+                X,
+                max_iter=max_iter,
+                em_steps=0,
+                tol_loglik=tol_loglik,
+                tol_param=tol_param,
+                theta0=theta,
+                route="dense",
+            )
+            raw.messages.insert(
+                0,
+                "a residual variance is near 0, where the mixed-model equations are "
+                "ill-conditioned: finished with the dense route",
+            )
+            raw.n_iter += n_iter
+            raw.timing["optimize_s"] += t_opt
+            raw.timing["setup_s"] += t_setup
+            return raw
+        messages.append(
+            "a residual variance is near 0, where the mixed-model equations lose precision; "
+            "check with method='ai-reml-dense' if n_obs allows"
+        )
 
     theta_cov = safe_inverse(state["ai"])
     blups = model.blups(theta, state)
@@ -369,11 +400,19 @@ def fit_ai_reml(
         n_iter=n_iter,
         converged=converged,
         messages=messages,
+        route=route,
         timing={
             "setup_s": t_setup,
             "optimize_s": t_opt,
             "blup_s": time.perf_counter() - t0 - t_setup - t_opt,
         },
+    )
+
+
+def _residual_near_zero(structure: Structure, theta: np.ndarray) -> bool:
+    total = sum(v for v, p in zip(theta, structure.params, strict=True) if p.kind != COVARIANCE)
+    return any(
+        v <= 1e-6 * total for v, p in zip(theta, structure.params, strict=True) if p.is_residual
     )
 
 
