@@ -192,6 +192,7 @@ def add_posthoc_draws(
     idata: az.InferenceData,
     seed: int | np.random.SeedSequence | None = None,
     group: str = "posterior",
+    y: np.ndarray | None = None,
 ) -> az.InferenceData:
     """Add the draws of the parameters integrated out of the sampled model (in place).
 
@@ -213,6 +214,10 @@ def add_posthoc_draws(
     seed : int, optional
         Seed of the normal draws.
     group : {"posterior", "prior"}
+    y : ndarray, optional
+        Posterior only: the response (data order) the draws were conditioned on, when it is
+        not ``built.spec.y`` (e.g. data swapped into a compiled model, as in
+        simulation-based calibration).
 
     Returns
     -------
@@ -242,8 +247,10 @@ def add_posthoc_draws(
     n_chain, n_draw = draws.sizes["chain"], draws.sizes["draw"]
     var_g = np.asarray(draws[f"var_{term.group}"]).reshape(-1)
     var_e = np.asarray(draws["var_residual"]).reshape(-1)
-    if group == "posterior":
+    if group == "posterior" and y is None:
         response = marginal.rotated_response
+    elif group == "posterior":
+        response = built.rotation.vectors.T @ np.asarray(y, dtype=float).reshape(-1)
     else:
         predictive = idata["prior_predictive"][built.observed_name]
         response = np.asarray(predictive.transpose("chain", "draw", ...)).reshape(var_g.size, -1)
