@@ -96,22 +96,18 @@ class MmeReml:
                 s = np.clip(t.kinship.eigenvalues, 0.0, None)
                 self.kin_root.append(t.kinship.eigenvectors * np.sqrt(s))
         self.res_index = [i for i, p in enumerate(structure.params) if p.is_residual]
-        # θ-independent cross-products of each environment: H_e, W_uᵀD_e y, yᵀD_e y
-        self.H: list[np.ndarray] = []
+        # θ-independent cross-products of each environment: H_e, W_uᵀD_e y, yᵀD_e y. H_e is
+        # sparse whatever the kinships (they enter through Λ, not through W_u = [Z, X]).
+        self.H: list[sp.csc_matrix] = []
         self.b: list[np.ndarray] = []
         self.yy: list[float] = []
         self.n_e: list[int] = []
+        W = sp.hstack([self.Z, sp.csr_matrix(self.X)], format="csr")
         for i in self.res_index:
             mask = structure.params[i].mask.astype(float)
-            Zm = sp.diags(mask) @ self.Z
-            Xm = self.X * mask[:, None]
-            H = np.empty((self.Q + self.p, self.Q + self.p))
-            H[: self.Q, : self.Q] = (self.ZT @ Zm).toarray()
-            H[: self.Q, self.Q :] = np.asarray(self.ZT @ Xm)
-            H[self.Q :, : self.Q] = H[: self.Q, self.Q :].T
-            H[self.Q :, self.Q :] = self.X.T @ Xm
-            self.H.append(H)
-            self.b.append(np.concatenate([self.ZT @ (mask * self.y), Xm.T @ self.y]))
+            Wm = sp.diags(mask) @ W
+            self.H.append(sp.csc_matrix(W.T @ Wm))
+            self.b.append(np.asarray(Wm.T @ self.y).ravel())
             self.yy.append(float(self.y @ (mask * self.y)))
             self.n_e.append(int(mask.sum()))
         self._last: tuple[bytes, dict | None] | None = None
@@ -168,11 +164,11 @@ class MmeReml:
         roots = self._roots(theta)
         if roots is None:
             return None
-        A = sum(H / r for H, r in zip(self.H, res, strict=True))
+        A = sp.csc_matrix(sum(H / r for H, r in zip(self.H, res, strict=True)))
         b = sum(bb / r for bb, r in zip(self.b, res, strict=True))
         y_r_y = float(sum(v / r for v, r in zip(self.yy, res, strict=True)))
         logdet_r = float(sum(ne * math.log(r) for ne, r in zip(self.n_e, res, strict=True)))
-        A_lam = self._times_lambda(A, roots, transpose=False)  # A Λ̃
+        A_lam = self._times_lambda(A.toarray(), roots, transpose=False)  # A Λ̃
         C = self._times_lambda(A_lam.T, roots, transpose=False)  # Λ̃ᵀ A Λ̃
         C = 0.5 * (C + C.T)
         C[np.arange(self.Q), np.arange(self.Q)] += 1.0
@@ -225,8 +221,9 @@ class MmeReml:
             r_inv[self.structure.params[i].mask] = 1.0 / r
         Py = r_inv * (self.y - self.X @ beta - self.Z @ u_hat)
         a = self.ZT @ Py
-        AM = A[:Q, :] @ M
-        ZPZ = A[:Q, :Q] - AM @ A[:, :Q]  # Zᵀ P Z
+        # Zᵀ P Z = (A − A M A)_uu, only its blocks and traces that the parameters need;
+        # A is sparse, so A M costs nnz(A)·(Q + p) rather than (Q + p)³
+        AM = np.asarray(A[:Q, :] @ M)
         k = len(self.structure.params)
         trace = np.empty(k)
         quad = np.empty(k)
@@ -235,7 +232,8 @@ class MmeReml:
         for i, p in enumerate(self.structure.params):
             if p.is_residual:
                 mask = p.mask
-                trace[i] = self.n_e[e] / res[e] - float(np.sum(M * self.H[e])) / res[e] ** 2
+                tr_mh = float(self.H[e].multiply(M).sum())
+                trace[i] = self.n_e[e] / res[e] - tr_mh / res[e] ** 2
                 F[:, i] = np.where(mask, Py, 0.0)
                 quad[i] = float(F[:, i] @ Py)
                 e += 1
@@ -245,9 +243,13 @@ class MmeReml:
             sj = slice(off + p.j * q, off + (p.j + 1) * q)
             sk = slice(off + p.k * q, off + (p.k + 1) * q)
             K = self.kin[p.term]
-            block = ZPZ[sj, sk]
+            A_k = A[:, sk]  # sparse (Q + p) × q
+            if K is None:  # tr((A − AMA)_jk) = tr(A_jk) − Σ_a (AM)_{j·,a} A_{a,k·}
+                tr = float(A_k[sj].diagonal().sum()) - float(A_k.multiply(AM[sj].T).sum())
+            else:
+                block = A_k[sj].toarray() - np.asarray(A_k.T @ AM[sj].T).T
+                tr = float(np.sum(block * K))
             Ka_k = a[sk] if K is None else K @ a[sk]
-            tr = float(np.trace(block)) if K is None else float(np.sum(block * K))
             z_j = term.z(p.j)
             if p.j == p.k:
                 trace[i] = tr
