@@ -29,7 +29,9 @@ class RemlFit:
     Attributes
     ----------
     method : str
-        ``"spectral"`` (single kernel, rotated 1-D profile) or ``"ai-reml"``.
+        The route that ran: ``"spectral"`` (single kernel, rotated 1-D profile),
+        ``"ai-reml-mme"`` (AI-REML through Henderson's mixed-model equations) or
+        ``"ai-reml-dense"`` (AI-REML with the dense n × n V).
     formula : str
         The model formula, as given to :func:`bayeslmm.specify`.
     n_obs : int
