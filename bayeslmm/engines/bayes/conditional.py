@@ -122,7 +122,7 @@ def conditional_breeding_values(
 def fixed_effects_conditional(
     marginal: MarginalFixedEffects, var_g: np.ndarray, var_e: np.ndarray, response: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and Cholesky factor of the covariance of the sampled β given y and θ, per draw.
+    """Mean and a square root of the covariance of the sampled β given y and θ, per draw.
 
     Parameters
     ----------
