@@ -240,15 +240,15 @@ def reaction_norm(
     genetic_rows = term_rows(group)
     design = np.vstack(genetic_rows)
     v_g = source.cross(group, design)
-    others = [g for g in source.groups if g != group]
-    v_other = source.constant(np.zeros(values.size))
-    for g in others:
-        v_other = v_other + source.average_variance(g, term_rows(g))
-    quantities = {"V_G": v_g, "V_other": v_other}
+    quantities = {"V_G": v_g}
     missing = None
-    try:
+    try:  # V_G and r_G are defined at any x; the rest may need records at x
+        v_other = source.constant(np.zeros(values.size))
+        for g in (g for g in source.groups if g != group):
+            v_other = v_other + source.average_variance(g, term_rows(g))
+        quantities["V_other"] = v_other
         v_e = _residual(source, frame, obs_at, values, environment)
-    except ValueError as exc:  # V_G and r_G stay defined at unobserved x; h² does not
+    except ValueError as exc:
         missing = str(exc)
     else:
         v_p = v_g + v_other + v_e
