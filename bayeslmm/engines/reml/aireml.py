@@ -412,7 +412,7 @@ def fit_ai_reml(
 def _residual_near_zero(structure: Structure, theta: np.ndarray) -> bool:
     total = sum(v for v, p in zip(theta, structure.params, strict=True) if p.kind != COVARIANCE)
     return any(
-        v <= 1e-6 * total for v, p in zip(theta, structure.params, strict=True) if p.is_residual
+        v <= 1e-9 * total for v, p in zip(theta, structure.params, strict=True) if p.is_residual
     )
 
 

@@ -50,6 +50,8 @@ from bayeslmm.engines.reml._structure import Structure
 
 # a Σ eigenvalue below −(this) × its largest is a point outside the parameter space
 _PSD_SLACK = 1e-10
+# smallest eigenvalue of Σ_t, relative to its largest, for the v-space score and AI formulas
+_COND_V_SPACE = 1e-6
 
 
 def mme_size(structure: Structure, p: int) -> int:
@@ -66,6 +68,14 @@ def mme_size(structure: Structure, p: int) -> int:
     4
     """
     return p + sum(t.n_coef * t.n_levels for t in structure.terms)
+
+
+def _inverse_root(L: np.ndarray) -> np.ndarray | None:
+    """L⁻¹ for L = L_Σ when Σ = L Lᵀ is well-conditioned (cond < 10⁶), else None."""
+    sv = np.linalg.svd(L, compute_uv=False)
+    if sv[-1] <= 0 or sv[-1] ** 2 < _COND_V_SPACE * sv[0] ** 2:
+        return None
+    return np.linalg.inv(L)
 
 
 class MmeReml:
@@ -220,26 +230,54 @@ class MmeReml:
         for i, r in zip(self.res_index, res, strict=True):
             r_inv[self.structure.params[i].mask] = 1.0 / r
         Py = r_inv * (self.y - self.X @ beta - self.Z @ u_hat)
-        a = self.ZT @ Py
-        # Zᵀ P Z = (A − A M A)_uu, only its blocks and traces that the parameters need;
-        # A is sparse, so A M costs nnz(A)·(Q + p) rather than (Q + p)³
-        AM = np.asarray(A[:Q, :] @ M)
+        v_hat = f["sol"][:Q]
+        inv_roots = [_inverse_root(L) for L in roots]
         k = len(self.structure.params)
         trace = np.empty(k)
         quad = np.empty(k)
-        F = np.empty((self.n, k))
+        # Parameters of a term with a well-conditioned Σ_t work in the v-space (G_i =
+        # Λ (Ē_i ⊗ I) Λᵀ, Ē_i = L_Σ⁻¹ E_i L_Σ⁻ᵀ): no cancellation however large σ_u²/σ_e².
+        # The others (residuals, terms with a singular Σ_t) use n-space working variates.
+        in_v = [not p.is_residual and inv_roots[p.term] is not None for p in self.structure.params]
+        v_idx = [i for i in range(k) if in_v[i]]
+        n_idx = [i for i in range(k) if not in_v[i]]
+        g_cols = np.zeros((Q, len(v_idx)))
+        F = np.zeros((self.n, len(n_idx)))
+        term_traces: dict[int, np.ndarray] = {}
+        a = AM = None
         e = 0
         for i, p in enumerate(self.structure.params):
             if p.is_residual:
-                mask = p.mask
+                col = n_idx.index(i)
                 tr_mh = float(self.H[e].multiply(M).sum())
                 trace[i] = self.n_e[e] / res[e] - tr_mh / res[e] ** 2
-                F[:, i] = np.where(mask, Py, 0.0)
-                quad[i] = float(F[:, i] @ Py)
+                F[:, col] = np.where(p.mask, Py, 0.0)
+                quad[i] = float(F[:, col] @ Py)
                 e += 1
                 continue
             term = self.structure.terms[p.term]
-            q, off = term.n_levels, self.offsets[p.term]
+            m, q, off = term.n_coef, term.n_levels, self.offsets[p.term]
+            E = np.zeros((m, m))
+            E[p.j, p.k] += 1.0
+            E[p.k, p.j] += 1.0 if p.j != p.k else 0.0
+            if in_v[i]:
+                # tr(P V_i) = tr(Ē_i (q I − T)), T_ab = tr(C⁻¹_vv block ab) (ΛᵀZᵀPZΛ = I − C⁻¹_vv)
+                # yᵀPV_iPy = v̂ᵀ(Ē_i ⊗ I)v̂;  working variate f_i = ZΛ g_i, g_i = (Ē_i ⊗ I) v̂
+                if p.term not in term_traces:
+                    block = cinv[off : off + m * q, off : off + m * q].reshape(m, q, m, q)
+                    term_traces[p.term] = q * np.eye(m) - np.einsum("aibi->ab", block)
+                Li = inv_roots[p.term]
+                E_bar = Li @ E @ Li.T
+                v_t = v_hat[off : off + m * q].reshape(m, q)
+                trace[i] = float(np.sum(E_bar * term_traces[p.term]))
+                quad[i] = float(np.sum(E_bar * (v_t @ v_t.T)))
+                g_cols[off : off + m * q, v_idx.index(i)] = (E_bar @ v_t).ravel()
+                continue
+            if a is None:
+                a = self.ZT @ Py
+                # Zᵀ P Z = (A − A M A)_uu, only the blocks the parameters need; A is sparse,
+                # so A M costs nnz(A)·(Q + p) rather than (Q + p)³
+                AM = np.asarray(A[:Q, :] @ M)
             sj = slice(off + p.j * q, off + (p.j + 1) * q)
             sk = slice(off + p.k * q, off + (p.k + 1) * q)
             K = self.kin[p.term]
@@ -250,19 +288,29 @@ class MmeReml:
                 block = A_k[sj].toarray() - np.asarray(A_k.T @ AM[sj].T).T
                 tr = float(np.sum(block * K))
             Ka_k = a[sk] if K is None else K @ a[sk]
-            z_j = term.z(p.j)
+            col = n_idx.index(i)
             if p.j == p.k:
                 trace[i] = tr
                 quad[i] = float(a[sj] @ Ka_k)
-                F[:, i] = z_j @ Ka_k
+                F[:, col] = term.z(p.j) @ Ka_k
             else:
                 Ka_j = a[sj] if K is None else K @ a[sj]
                 trace[i] = 2.0 * tr
                 quad[i] = 2.0 * float(a[sj] @ Ka_k)
-                F[:, i] = z_j @ Ka_k + term.z(p.k) @ Ka_j
+                F[:, col] = term.z(p.j) @ Ka_k + term.z(p.k) @ Ka_j
+        # AI_ij = ½ f_iᵀ P f_j with P ZΛ = R⁻¹ W C⁻¹[:, v]:
+        #   v, v: g_iᵀ (I − C⁻¹_vv) g_j;  v, n: g_iᵀ C⁻¹[v, :] y_j;  n, n: f_iᵀR⁻¹f_j − y_iᵀC⁻¹y_j
+        # with y_j = Wᵀ R⁻¹ f_j = Λ̃ᵀ W_uᵀ R⁻¹ f_j.
+        ai = np.empty((k, k))
         RF = r_inv[:, None] * F
-        Y = np.vstack([self.ZT @ RF, self.X.T @ RF])
-        ai = 0.5 * (F.T @ RF - Y.T @ (M @ Y))
+        Yu = np.vstack([self.ZT @ RF, self.X.T @ RF])
+        Yv = self._times_lambda(Yu.T, roots, transpose=False).T
+        cg = cinv[:, :Q] @ g_cols
+        ai[np.ix_(v_idx, v_idx)] = g_cols.T @ g_cols - g_cols.T @ cg[:Q]
+        ai[np.ix_(v_idx, n_idx)] = cg.T @ Yv
+        ai[np.ix_(n_idx, v_idx)] = ai[np.ix_(v_idx, n_idx)].T
+        ai[np.ix_(n_idx, n_idx)] = F.T @ RF - Yv.T @ (cinv @ Yv)
+        ai = 0.5 * ai
         ai = 0.5 * (ai + ai.T)
         score = -0.5 * (trace - quad)
         ypy, logdet_v, logdet_xvx = f["ypy"], f["logdet_v"], f["logdet_xvx"]
