@@ -23,12 +23,19 @@ identities used (Woodbury; Schur complement of the v-block):
     yᵀPy = yᵀR⁻¹y − rᵀC⁻¹r,   r = WᵀR⁻¹y
     P    = R⁻¹ − R⁻¹ W C⁻¹ Wᵀ R⁻¹
 
-so the Cholesky factor of C with v first gives both log-determinants. In the u-space
-(W_u = [Z, X], A = W_uᵀR⁻¹W_u, M = Λ̃ C⁻¹ Λ̃ᵀ with Λ̃ = diag(Λ, I_p); M is Henderson's
-inverse coefficient matrix: Cov(β̂) and the prediction error variances of û):
+so the Cholesky factor of C with v first gives both log-determinants. For a term whose Σ_t
+is well-conditioned, G_i = ∂G/∂θ_i = Λ (Ē_i ⊗ I) Λᵀ with Ē_i = L_Σ⁻¹ E_i L_Σ⁻ᵀ, and with
+ΛᵀZᵀPZΛ = I − C⁻¹_vv and PZΛ = R⁻¹ W C⁻¹[:, v] (no cancellation at large σ_u²/σ_e²):
+
+    tr(P V_i)   = tr(Ē_i (q I − T)),  T_ab = tr(block ab of C⁻¹_vv)
+    yᵀPV_iPy    = v̂ᵀ(Ē_i ⊗ I)v̂,    AI_ij = ½ g_iᵀ(I − C⁻¹_vv)g_j,  g_i = (Ē_i ⊗ I)v̂.
+
+Residual variances and terms with a singular Σ_t use the (u, β) space (W_u = [Z, X],
+A = W_uᵀR⁻¹W_u, M = Λ̃ C⁻¹ Λ̃ᵀ with Λ̃ = diag(Λ, I_p); M is Henderson's inverse coefficient
+matrix: Cov(β̂) and the prediction error variances of û):
 
     Zᵀ P Z      = (A − A M A)_uu
-    tr(P V_i)   = tr(ZᵀPZ G_i)                     (G_i = ∂G/∂θ_i = E_jk ⊗ K_t, symmetrised)
+    tr(P V_i)   = tr(ZᵀPZ G_i)                     (G_i = E_jk ⊗ K_t, symmetrised)
     tr(P D_e)   = n_e/θ_e − tr(M H_e)/θ_e²          (H_e = W_uᵀ D_e W_u, D_e: environment e)
     yᵀPV_iPy    = aᵀ G_i a,   a = Zᵀ P y,   P y = R⁻¹(y − Xβ̂ − Zû)
     AI_ij       = ½ f_iᵀ P f_j,   f_i = V_i P y (working variates, n-vectors, sparse Z)
