@@ -58,7 +58,7 @@ from bayeslmm.spec import ModelSpec, RandomTerm
 if TYPE_CHECKING:
     import pymc as pm
 
-STRATEGIES = ("auto", "spectral", "latent")
+STRATEGIES = ("auto", "spectral", "latent", "laplace")
 
 #: How the spectral strategy treats β: integrated out (default) or sampled with θ.
 FIXED_EFFECTS = ("marginal", "joint")
@@ -140,6 +140,8 @@ def choose_strategy(spec: ModelSpec, strategy: str = "auto") -> str:
     """
     if strategy not in STRATEGIES:
         raise SpecificationError(f"Unknown strategy '{strategy}'; choose one of {STRATEGIES}.")
+    if strategy == "laplace":  # opt-in; checked by laplace_marginal.build_laplace
+        return strategy
     reasons = spectral_obstacles(spec)
     if strategy == "auto":
         return "latent" if reasons else "spectral"
@@ -634,6 +636,10 @@ def build(
         raise SpecificationError(f"rank_share must lie in (0, 1]; got {rank_share}.")
     prior_set = resolve_priors(spec, priors)
     coords = _coords(spec)
+    if strategy == "laplace":  # latent field integrated out (Laplace); see laplace_marginal
+        from bayeslmm.engines.bayes.laplace_marginal import build_laplace
+
+        return build_laplace(spec, prior_set, coords)
     rotation = None
     for t in spec.terms:
         if strategy == "latent" and t.kinship is not None:

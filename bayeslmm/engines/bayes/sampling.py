@@ -122,6 +122,11 @@ def sample(
     import pymc as pm
 
     name = resolve_sampler(sampler)
+    if log_likelihood and built.strategy == "laplace":
+        raise SpecificationError(
+            "The laplace strategy has no pointwise log-likelihood (the latent field is "
+            "integrated out); use strategy='latent' for LOO / WAIC."
+        )
     progressbar = default_progressbar() if progressbar is None else bool(progressbar)
     seed = _seed_int(seed)
     timing: dict[str, float] = {"compile_s": 0.0}
@@ -174,7 +179,12 @@ def sample(
     idata = _standard_groups(idata, built)
     start = time.perf_counter()
     # a seed stream of its own, so the NUTS draws are the same with or without this step
-    add_posthoc_draws(built, idata, seed=np.random.SeedSequence([seed, 1]))
+    if built.strategy == "laplace":
+        from bayeslmm.engines.bayes.laplace_marginal import add_laplace_draws
+
+        add_laplace_draws(built, idata, seed=np.random.SeedSequence([seed, 1]))
+    else:
+        add_posthoc_draws(built, idata, seed=np.random.SeedSequence([seed, 1]))
     timing["posthoc_s"] = time.perf_counter() - start
     if log_likelihood and built.marginal_fixed is not None:
         # the model's observed node is the joint density of Uᵀy; store the per-component
