@@ -139,13 +139,15 @@ def test_spectral_marginal_logp_equals_dense_mvn(data, formula):
         assert logp(point) == pytest.approx(want, rel=1e-10, abs=1e-8)
 
 
-def test_spectral_marginal_gradient_matches_dense_finite_differences(data):
+@pytest.mark.parametrize("formula", ["y ~ x + env + (1|id)", "y ~ 1 + (1|id)"])
+def test_spectral_marginal_gradient_matches_dense_finite_differences(data, formula):
     """The gradient of the observed node's log-density (through the p × p Cholesky factor and
-    triangular solve in the graph) equals central differences of the dense marginal one."""
+    triangular solve in the graph; elementwise when p = 1) equals central differences of the
+    dense marginal one."""
     import pytensor.tensor as pt
 
     K, df = data
-    spec = bl.specify("y ~ x + env + (1|id)", df, kinship={"id": K})
+    spec = bl.specify(formula, df, kinship={"id": K})
     built = build(spec)
     model = built.model
     logp_obs = model.logp(vars=[model[built.observed_name]], jacobian=False)

@@ -412,13 +412,23 @@ def marginal_gaussian_logp(value, var_g, var_e, eigenvalues, mean, scaled_design
     d = var_g * eigenvalues + var_e
     resid = value - mean
     weighted = scaled_design / d[:, None]  # D⁻¹ B
+    n = eigenvalues.shape[0]
+    if scaled_design.type.shape[1] == 1:
+        # one coefficient (the usual intercept-only model): C is a scalar, so the same
+        # formulas need only elementwise operations (no linear-algebra Ops, which PyTensor's
+        # C backend runs through Python)
+        b = scaled_design[:, 0]
+        capacitance = 1.0 + pt.sum(b * weighted[:, 0])
+        projected = pt.dot(resid, weighted[:, 0])
+        quad = pt.sum(resid**2 / d, axis=-1) - projected**2 / capacitance
+        logdet = pt.sum(pt.log(d)) + pt.log(capacitance)
+        return -0.5 * (n * np.log(2.0 * np.pi) + logdet + quad)
     p = scaled_design.shape[1]
     capacitance = pt.eye(p) + pt.dot(scaled_design.T, weighted)
     chol = cholesky(capacitance, lower=True)
     projected = solve_triangular(chol, pt.dot(resid, weighted).T, lower=True)
     quad = pt.sum(resid**2 / d, axis=-1) - pt.sum(projected**2, axis=0)
     logdet = pt.sum(pt.log(d)) + 2.0 * pt.sum(pt.log(pt.diagonal(chol)))
-    n = eigenvalues.shape[0]
     return -0.5 * (n * np.log(2.0 * np.pi) + logdet + quad)
 
 
