@@ -179,8 +179,8 @@ def summary_keys(fit: Any, spec: Any = None, hdi_prob: float | None = None) -> d
     cols = identifiers(spec.sigma_formula.split("~", 1)[-1], spec.data.columns)
     if len(cols) != 1 or not spec.terms:
         return {}
-    return {
-        "heritability_by_environment": environment_summary(
-            fit, cols[0], spec=spec, hdi_prob=hdi_prob
-        )
-    }
+    try:
+        by_env = environment_summary(fit, cols[0], spec=spec, hdi_prob=hdi_prob)
+    except ValueError:  # e.g. no single genetic term to call h²: an optional key is omitted
+        return {}
+    return {"heritability_by_environment": by_env}
