@@ -62,8 +62,14 @@ def simulate_gxe(seed: int) -> tuple[pd.DataFrame, bl.Kinship]:
         for env, x in X.items():
             for _ in range(REPS):
                 e = rng.normal(0.0, np.sqrt(RESIDUAL[env]))
-                rows.append({"line": line, "env": env, "x": x,
-                             "y": 10.0 + 0.5 * x + u[i, 0] + x * u[i, 1] + e})
+                rows.append(
+                    {
+                        "line": line,
+                        "env": env,
+                        "x": x,
+                        "y": 10.0 + 0.5 * x + u[i, 0] + x * u[i, 1] + e,
+                    }
+                )
     return pd.DataFrame(rows), K
 
 
@@ -120,18 +126,30 @@ def main(n_seeds: int = 20) -> None:
             reml = model.fit(method="reml")
         t_reml = time.perf_counter() - t0
         t0 = time.perf_counter()
-        nuts = model.fit(draws=1000, tune=1000, chains=2, cores=1, seed=seed, progressbar=False,
-                         verbose=False)
+        nuts = model.fit(
+            draws=1000, tune=1000, chains=2, cores=1, seed=seed, progressbar=False, verbose=False
+        )
         t_nuts = time.perf_counter() - t0
         for method, fit, secs in (("reml", reml, t_reml), ("nuts", nuts, t_nuts)):
             est = estimates(fit, model)
             for name, row in est.iterrows():
-                records.append({"seed": seed, "method": method, "quantity": name,
-                                "truth": true[name], **row.to_dict(), "seconds": secs})
+                records.append(
+                    {
+                        "seed": seed,
+                        "method": method,
+                        "quantity": name,
+                        "truth": true[name],
+                        **row.to_dict(),
+                        "seconds": secs,
+                    }
+                )
         d = nuts.diagnostics
-        print(f"seed {seed:2d}: reml {t_reml:5.1f}s converged={reml.converged}  "
-              f"nuts {t_nuts:5.1f}s divergences={d['divergences']} max_r_hat={d['max_r_hat']:.3f} "
-              f"min_ess_bulk={d['min_ess_bulk']:.0f}", flush=True)
+        print(
+            f"seed {seed:2d}: reml {t_reml:5.1f}s converged={reml.converged}  "
+            f"nuts {t_nuts:5.1f}s divergences={d['divergences']} max_r_hat={d['max_r_hat']:.3f} "
+            f"min_ess_bulk={d['min_ess_bulk']:.0f}",
+            flush=True,
+        )
     res = pd.DataFrame(records)
     res["covered"] = (res["low"] <= res["truth"]) & (res["truth"] <= res["high"])
     table = res.groupby(["quantity", "method"], sort=False).agg(
@@ -147,8 +165,10 @@ def main(n_seeds: int = 20) -> None:
     from scipy import stats
 
     low = stats.binom.ppf(0.005, n_seeds, 0.95) / n_seeds
-    print(f"\n99% binomial acceptance region for a calibrated 95% interval over {n_seeds} seeds: "
-          f"coverage >= {low:.2f}")
+    print(
+        f"\n99% binomial acceptance region for a calibrated 95% interval over {n_seeds} seeds: "
+        f"coverage >= {low:.2f}"
+    )
     bad = table[table["coverage"] < low]
     print("all coverages within it" if bad.empty else f"BELOW:\n{bad}")
 
