@@ -228,7 +228,7 @@ def versus_statsmodels(rng: np.random.Generator) -> list[dict]:
 
         t_sm = _best_time(sm_fit, 3)
         sm = sm_fit()
-        vc = ours.variance_components
+        vc = ours.variance_components()
         ours_cov = vc.loc[vc["grp"] != "Residual", "vcov"].to_numpy()
         theirs = np.asarray(sm.cov_re)
         theirs_cov = np.r_[np.diag(theirs), theirs[np.triu_indices_from(theirs, 1)]]

@@ -51,7 +51,7 @@ def main(out_dir: str = ".") -> None:
         warnings.simplefilter("ignore")
         reml = model.fit(method="reml")
     print("REML variance components (Σ at K_ii = 1; covariance row has var2 set):")
-    print(reml.variance_components.round(3).to_string(index=False))
+    print(reml.variance_components().round(3).to_string(index=False))
 
     nuts = model.fit(draws=500, tune=500, chains=2, cores=1, seed=1, progressbar=False)
 

@@ -94,7 +94,7 @@ def estimates(fit, model) -> pd.DataFrame:
                 r = env.loc[lev, q]
                 rows[name] = (r["mean"], r["hdi_low"], r["hdi_high"])
     else:
-        vc = fit.variance_components
+        vc = fit.variance_components()
         z = 1.959964
 
         def wald(row):

@@ -41,7 +41,7 @@ def main(n_seeds: int) -> None:
             spec = bayeslmm.specify("y ~ 1 + (1 | id)", sim.data, kinship={"id": sim.kinship})
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                vc = fit_reml(spec).variance_components
+                vc = fit_reml(spec).variance_components()
             values = {
                 "V_A": vc.loc[vc["grp"] == "id", ["vcov", "se"]].iloc[0],
                 "V_e": vc.loc[vc["grp"] == "Residual", ["vcov", "se"]].iloc[0],

@@ -503,10 +503,10 @@ class LaplaceFit:
         2 H⁻¹ over (θ, β), H the finite-difference Hessian of the Laplace deviance.
     deviance : float
         The Laplace deviance at the optimum (−2 logLik).
-    variance_components : pandas.DataFrame
+    variance_table : pandas.DataFrame
         lme4's ``as.data.frame(VarCorr(fit))`` layout: ``grp``, ``var1``, ``var2``, ``vcov``,
         ``sdcor`` (and ``se`` of ``vcov``).
-    fixed_effects : pandas.DataFrame
+    fixed_table : pandas.DataFrame
         Index: names (``"(Intercept)"``, …); columns ``estimate``, ``se``, ``z``.
     random_effects : dict of str to pandas.DataFrame
         Conditional modes u = θ R b* per variance parameter, indexed by level.
@@ -520,8 +520,8 @@ class LaplaceFit:
     beta: np.ndarray
     parameter_cov: np.ndarray
     deviance: float
-    variance_components: pd.DataFrame
-    fixed_effects: pd.DataFrame
+    variance_table: pd.DataFrame
+    fixed_table: pd.DataFrame
     random_effects: dict[str, pd.DataFrame]
     converged: bool
     n_iter: int
@@ -529,6 +529,14 @@ class LaplaceFit:
     messages: tuple[str, ...]
     timing: dict[str, float]
     _problem: LaplaceProblem = field(repr=False)
+
+    def variance_components(self) -> pd.DataFrame:
+        """lme4's ``as.data.frame(VarCorr(fit))`` layout (grp, var1, var2, vcov, sdcor, se)."""
+        return self.variance_table.copy()
+
+    def fixed_effects(self) -> pd.DataFrame:
+        """Fixed effects: index lme4's names, columns estimate, se, z."""
+        return self.fixed_table.copy()
 
     @property
     def loglik(self) -> float:
@@ -676,7 +684,7 @@ class LaplaceFit:
             herit[key] = {"estimate": _num(r.estimate), "se": _num(r.se)}
         if len(terms) == 1:
             herit["h2"] = dict(herit["h2_link"])
-        vc = self.variance_components
+        vc = self.variance_table
         return {
             "method": "laplace",
             "n_obs": int(self.n_obs),
@@ -698,7 +706,7 @@ class LaplaceFit:
             ],
             "fixed_effects": {
                 str(name): {"estimate": _num(r.estimate), "se": _num(r.se), "z": _num(r.z)}
-                for name, r in self.fixed_effects.iterrows()
+                for name, r in self.fixed_table.iterrows()
             },
             "diagnostics": {
                 "converged": bool(self.converged),
@@ -716,11 +724,11 @@ class LaplaceFit:
         }
 
     def __repr__(self) -> str:
-        vc = self.variance_components[["grp", "var1", "vcov", "sdcor"]]
+        vc = self.variance_table[["grp", "var1", "vcov", "sdcor"]]
         return (
             f"LaplaceFit({self.formula!r}, family={self.family}({self.link}), "
             f"n_obs={self.n_obs}, logLik={self.loglik:.4f}, converged={self.converged})\n"
-            f"{vc.to_string(index=False)}\n{self.fixed_effects.to_string()}"
+            f"{vc.to_string(index=False)}\n{self.fixed_table.to_string()}"
         )
 
 
@@ -866,8 +874,8 @@ def fit_laplace(
         beta=beta,
         parameter_cov=cov,
         deviance=float(f),
-        variance_components=vc,
-        fixed_effects=fe,
+        variance_table=vc,
+        fixed_table=fe,
         random_effects=ranef,
         converged=converged,
         n_iter=n_iter,

@@ -43,7 +43,7 @@ class RemlFit:
         (fraction of observations behind a residual parameter; 0 for the others).
     parameter_cov : ndarray
         Sampling covariance of θ: the inverse average-information matrix at the estimate.
-    fixed_effects : pandas.DataFrame
+    fixed_table : pandas.DataFrame
         Index: fixed-effect names (lme4's spelling, e.g. ``"(Intercept)"``); columns
         ``estimate``, ``se``, ``t``.
     fixed_cov : ndarray
@@ -75,7 +75,7 @@ class RemlFit:
     n_obs: int
     parameters: pd.DataFrame
     parameter_cov: np.ndarray
-    fixed_effects: pd.DataFrame
+    fixed_table: pd.DataFrame
     fixed_cov: np.ndarray
     blups: dict[str, pd.DataFrame]
     loglik_reml: float
@@ -90,7 +90,7 @@ class RemlFit:
     # -- likelihood-based quantities ------------------------------------------------------
     @property
     def n_fixed(self) -> int:
-        return int(self.fixed_effects.shape[0])
+        return int(self.fixed_table.shape[0])
 
     @property
     def n_parameters(self) -> int:
@@ -116,7 +116,10 @@ class RemlFit:
         return -2.0 * self.loglik_reml + math.log(self.n_obs) * self.n_parameters
 
     # -- tables ---------------------------------------------------------------------------
-    @property
+    def fixed_effects(self) -> pd.DataFrame:
+        """Fixed effects: index lme4's names (``"(Intercept)"``, …), columns estimate, se, t."""
+        return self.fixed_table.copy()
+
     def variance_components(self) -> pd.DataFrame:
         """lme4's ``as.data.frame(VarCorr(fit))`` layout, plus standard errors.
 
@@ -126,7 +129,7 @@ class RemlFit:
 
         Examples
         --------
-        >>> fit.variance_components  # doctest: +SKIP
+        >>> fit.variance_components()  # doctest: +SKIP
                grp         var1  var2        vcov      sdcor ...
         0  Subject  (Intercept)  None  612.089748  24.740448 ...
         """
@@ -234,7 +237,7 @@ class RemlFit:
         >>> json.dumps(fit.to_summary())  # doctest: +SKIP
         """
         h2 = self.heritability()
-        vc = self.variance_components
+        vc = self.variance_components()
         return {
             "method": "reml",
             "n_obs": int(self.n_obs),
@@ -258,7 +261,7 @@ class RemlFit:
             ],
             "fixed_effects": {
                 str(name): {"estimate": _num(r.estimate), "se": _num(r.se), "t": _num(r.t)}
-                for name, r in self.fixed_effects.iterrows()
+                for name, r in self.fixed_table.iterrows()
             },
             "diagnostics": {
                 "converged": bool(self.converged),
@@ -275,12 +278,12 @@ class RemlFit:
         }
 
     def __repr__(self) -> str:
-        vc = self.variance_components[["grp", "var1", "var2", "vcov", "sdcor"]]
+        vc = self.variance_components()[["grp", "var1", "var2", "vcov", "sdcor"]]
         return (
             f"RemlFit({self.formula!r}, method={self.method!r}, n_obs={self.n_obs}, "
             f"REML criterion={self.reml_criterion:.4f}, converged={self.converged}, "
             f"boundary={self.boundary})\n{vc.to_string(index=False)}\n"
-            f"{self.fixed_effects.to_string()}"
+            f"{self.fixed_table.to_string()}"
         )
 
 
@@ -307,10 +310,10 @@ def boundary_lrt(full: RemlFit, reduced: RemlFit) -> dict[str, float]:
     >>> boundary_lrt(fit_with_kinship, fit_without)  # doctest: +SKIP
     {'lrt': 12.3, 'df': 1, 'p_value': 0.00023}
     """
-    if list(full.fixed_effects.index) != list(reduced.fixed_effects.index):
+    if list(full.fixed_table.index) != list(reduced.fixed_table.index):
         raise ValueError(
             "A REML likelihood-ratio test needs the same fixed effects in both fits; got "
-            f"{list(full.fixed_effects.index)} and {list(reduced.fixed_effects.index)}. "
+            f"{list(full.fixed_table.index)} and {list(reduced.fixed_table.index)}. "
             "Compare fixed effects with ML fits instead."
         )
     if full.n_obs != reduced.n_obs:

@@ -252,7 +252,7 @@ def test_character_state_and_random_regression_agree(gxe_data):
     rg_s = reaction_norm(fit_s, "env", spec=states).genetic_correlation()
     rg_r = reaction_norm(fit_r, "x", spec=slopes).genetic_correlation()
     np.testing.assert_allclose(rg_s["estimate"], rg_r["estimate"], rtol=1e-4)
-    vc = fit_s.variance_components
+    vc = fit_s.variance_components()
     corr = vc[vc["var2"].notna()].iloc[0]
     np.testing.assert_allclose(rg_s["estimate"].iat[0], corr["sdcor"], rtol=1e-10)
     np.testing.assert_allclose(rg_s["se"].iat[0], corr["se_sdcor"], rtol=1e-8)

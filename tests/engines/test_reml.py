@@ -153,7 +153,7 @@ def _assert_fits_agree(a, b) -> None:
     assert not a.boundary and not b.boundary
     np.testing.assert_allclose(a.parameters["estimate"], b.parameters["estimate"], rtol=2e-6)
     np.testing.assert_allclose(a.parameter_cov, b.parameter_cov, rtol=1e-4)
-    np.testing.assert_allclose(a.fixed_effects, b.fixed_effects, rtol=1e-6)
+    np.testing.assert_allclose(a.fixed_effects(), b.fixed_effects(), rtol=1e-6)
     assert a.loglik_reml == pytest.approx(b.loglik_reml, abs=1e-8)
     assert a.loglik_ml == pytest.approx(b.loglik_ml, abs=1e-6)
     pd.testing.assert_frame_equal(a.heritability(), b.heritability(), rtol=1e-4)
@@ -247,7 +247,7 @@ def test_two_kernels_and_iid_term_match_dense_optimisation(kin60: Kinship) -> No
     )
     assert fit.reml_criterion <= neg2 + 1e-7
     np.testing.assert_allclose(fit.parameters["estimate"], np.exp(z), rtol=2e-3)
-    assert list(fit.variance_components["grp"]) == ["id", "id2", "batch", "Residual"]
+    assert list(fit.variance_components()["grp"]) == ["id", "id2", "batch", "Residual"]
     h2 = fit.heritability()
     assert "h2" not in h2.index  # two kinship terms: no single narrow-sense h²
     assert h2["estimate"].sum() < 1
@@ -267,7 +267,7 @@ def test_kinship_random_slopes_match_dense_optimisation() -> None:
     data = pd.DataFrame({"id": ids, "env": env, "y": y})
     spec = specify("y ~ env + (1 + env | id)", data, kinship={"id": kin})
     fit = fit_reml(spec)
-    vc = fit.variance_components
+    vc = fit.variance_components()
     assert list(zip(vc["var1"], vc["var2"], strict=True)) == [
         ("(Intercept)", None),
         ("env", None),
@@ -303,7 +303,7 @@ def test_residual_by_environment_matches_dense_optimisation(kin60: Kinship) -> N
     spec = specify("y ~ x + (1 | id)", data, kinship={"id": kin60}, sigma="~ 0 + env")
     assert not spectral_applicable(spec)
     fit = fit_reml(spec)
-    vc = fit.variance_components
+    vc = fit.variance_components()
     assert list(vc["var1"].iloc[1:]) == ["env[dry]", "env[hot]", "env[wet]"]
     Z = incidence(data["id"], kin60.ids)
     G = Z @ kin60.matrix @ Z.T
@@ -346,7 +346,7 @@ def test_blups_and_pev_match_henderson_equations(kin60: Kinship, method: str) ->
     sol = np.linalg.solve(lhs, rhs)
     C = np.linalg.inv(lhs) * se2
     p = X.shape[1]
-    np.testing.assert_allclose(fit.fixed_effects["estimate"], sol[:p], rtol=1e-8)
+    np.testing.assert_allclose(fit.fixed_effects()["estimate"], sol[:p], rtol=1e-8)
     np.testing.assert_allclose(fit.blups["id"]["(Intercept)"], sol[p:], atol=1e-8)
     np.testing.assert_allclose(fit.blups["id"]["pev:(Intercept)"], np.diag(C)[p:], rtol=1e-7)
     np.testing.assert_allclose(fit.fixed_cov, C[:p, :p], rtol=1e-7)

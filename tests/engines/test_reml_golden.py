@@ -81,7 +81,7 @@ CASES = [
 def test_variance_components_match_lme4(key: str, method: str) -> None:
     fit = _fit(key, method)
     assert fit.method == method and fit.converged
-    ours = fit.variance_components
+    ours = fit.variance_components()
     ref = REF[key]["variance_components"]
     assert len(ours) == len(ref)
     table = {(r.grp, r.var1, r.var2): r for r in ours.itertuples(index=False)}
@@ -101,7 +101,7 @@ def test_fixed_effects_and_likelihoods_match_lme4(key: str, method: str) -> None
     fit = _fit(key, method)
     ref = REF[key]
     for row in ref["fixed_effects"]:
-        mine = fit.fixed_effects.loc[row["name"]]
+        mine = fit.fixed_effects().loc[row["name"]]
         assert _close(mine["estimate"], row["estimate"], atol=1e-9), row
         assert _close(mine["se"], row["se"]), row
         assert _close(mine["t"], row["t"]), row
@@ -135,7 +135,7 @@ def test_singular_fit_warns_like_lme4() -> None:
         with pytest.warns(BoundaryFitWarning, match="boundary \\(singular\\) fit"):
             fit = fit_reml(spec, method=method)
         assert fit.boundary and fit.to_summary()["diagnostics"]["boundary"] is True
-        assert fit.variance_components["vcov"].iloc[0] == 0.0
+        assert fit.variance_components()["vcov"].iloc[0] == 0.0
 
 
 def test_residual_variance_by_environment_matches_nlme_varident() -> None:
@@ -143,14 +143,14 @@ def test_residual_variance_by_environment_matches_nlme_varident() -> None:
     data = _data("het_env")
     for sigma in ("~ 0 + env", "~ env"):
         fit = fit_reml(specify(ref["formula"], data, sigma=sigma))
-        vc = fit.variance_components
+        vc = fit.variance_components()
         assert list(vc["var1"].iloc[1:]) == ["env[a]", "env[b]", "env[c]"]
         assert list(vc["grp"].iloc[1:]) == ["Residual"] * 3
         assert _close(vc["vcov"].iloc[0], ref["grp_variance"])
         for level, value in ref["residual_variance"].items():
             assert _close(vc.set_index("var1").loc[f"env[{level}]", "vcov"], value)
         for row in ref["fixed_effects"]:
-            assert _close(fit.fixed_effects.loc[row["name"], "estimate"], row["estimate"])
-            assert _close(fit.fixed_effects.loc[row["name"], "se"], row["se"])
+            assert _close(fit.fixed_effects().loc[row["name"], "estimate"], row["estimate"])
+            assert _close(fit.fixed_effects().loc[row["name"], "se"], row["se"])
         # nlme's REML log-likelihood uses the same constant as lme4's
         assert _close(fit.loglik_reml, ref["loglik_reml"], rtol=1e-8)

@@ -167,7 +167,7 @@ def _assert_same_fit(a, b, tol: float = 1e-6) -> None:
     np.testing.assert_allclose(b.parameter_cov, a.parameter_cov, rtol=10 * tol, atol=1e-12)
     assert b.loglik_reml == pytest.approx(a.loglik_reml, abs=tol)
     assert b.loglik_ml == pytest.approx(a.loglik_ml, abs=tol)
-    np.testing.assert_allclose(b.fixed_effects, a.fixed_effects, rtol=tol)
+    np.testing.assert_allclose(b.fixed_effects(), a.fixed_effects(), rtol=tol)
     cov_scale = float(np.max(np.abs(a.fixed_cov)))
     np.testing.assert_allclose(b.fixed_cov, a.fixed_cov, rtol=tol, atol=1e-12 * cov_scale)
     assert a.blups.keys() == b.blups.keys()

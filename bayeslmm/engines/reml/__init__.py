@@ -165,7 +165,7 @@ def fit_reml(
     >>> df = pd.DataFrame({"g": np.repeat(list("abcdefgh"), 5)})
     >>> df["y"] = np.repeat(rng.normal(size=8), 5) + rng.normal(size=40)
     >>> fit = fit_reml(specify("y ~ 1 + (1 | g)", df))
-    >>> list(fit.variance_components["grp"])
+    >>> list(fit.variance_components()["grp"])
     ['g', 'Residual']
     """
     t0 = time.perf_counter()
@@ -273,7 +273,7 @@ def _assemble(
         n_obs=spec.n_obs,
         parameters=as_frame(structure, raw.theta, raw.theta_cov),
         parameter_cov=raw.theta_cov,
-        fixed_effects=fixed,
+        fixed_table=fixed,
         fixed_cov=raw.beta_cov,
         blups=raw.blups,
         loglik_reml=float(raw.loglik_reml),
