@@ -77,7 +77,7 @@ FIXED_PRIORS = {
 
 #: Negative control: the fitted model's prior differs from the generating one in this entry.
 NEGATIVE_CONTROL = {
-    "default": {"sd_id": ("halfstudentt", 3.0, 0.5)},
+    "default": {"sd_id": ("halfnormal", 0.3)},
     "h2": {"h2": ("beta", 2.0, 4.0)},
 }
 
