@@ -56,7 +56,7 @@ def main(out_dir: str = ".") -> None:
     nuts = model.fit(draws=500, tune=500, chains=2, cores=1, seed=1, progressbar=False)
 
     rn_bayes = reaction_norm(nuts, "x")
-    rn_reml = reaction_norm(reml, "x", spec=model.spec)
+    rn_reml = reaction_norm(reml, "x")
     pd.set_option("display.width", 120)
     cols = ["mean", "hdi_low", "hdi_high", "r_hat"]
     print("\nh²(x), NUTS (posterior mean and 95% HDI):")

@@ -45,6 +45,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--link", default=None, help="logit or probit (binary families)")
     parser.add_argument("--trials", default=None, help="column with binomial trials")
     parser.add_argument("--sigma", default=None, help='model for log residual SD, e.g. "~ env"')
+    parser.add_argument(
+        "--prevalence",
+        type=float,
+        default=None,
+        help="binary traits: population prevalence K, adds h² on the liability scale",
+    )
     parser.add_argument("--out", required=True, metavar="DIR", help="output directory")
     parser.set_defaults(run=run)
     return parser
@@ -52,7 +58,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def add_fit_options(parser: argparse.ArgumentParser) -> None:
     """Sampler options shared by ``fit`` and ``demo``."""
-    parser.add_argument("--method", choices=("nuts", "reml"), default="nuts")
+    parser.add_argument(
+        "--method",
+        choices=("nuts", "reml", "laplace"),
+        default="nuts",
+        help="nuts: posterior; reml: REML point estimates (Gaussian); laplace: Laplace ML "
+        "(GLMMs, as lme4's glmer)",
+    )
     parser.add_argument("--draws", type=int, default=1000, help="kept draws per chain")
     parser.add_argument("--tune", type=int, default=1000, help="warm-up draws per chain")
     parser.add_argument("--chains", type=int, default=4)
@@ -144,10 +156,19 @@ def fit_and_write(model, args: argparse.Namespace, out: Path) -> Any:
     from bayeslmm.results.summary import write_summary
 
     out.mkdir(parents=True, exist_ok=True)
+    prevalence = getattr(args, "prevalence", None)
+    if args.method == "laplace":
+        fit = model.fit(method="laplace")
+        summary = fit.to_summary(prevalence=prevalence)
+        write_summary(summary, out / "summary.json")
+        for name, entry in summary["heritability"].items():
+            if entry.get("estimate") is not None and name.startswith("h2_"):
+                print(f"{name}: {entry['estimate']:.3f} (Laplace ML, SE {entry['se'] or 0:.3f})")
+        print(f"wrote {out / 'summary.json'}")
+        return fit
     if args.method == "reml":
         fit = model.fit(method="reml")
         summary = fit.to_summary()
-        summary.update(summary_keys(fit, model.spec))  # per-environment h² (sigma="~ env")
         write_summary(summary, out / "summary.json")
         h2 = fit.heritability()
         for name, row in h2.iterrows():
@@ -167,7 +188,7 @@ def fit_and_write(model, args: argparse.Namespace, out: Path) -> Any:
         target_accept=args.target_accept,
         hdi_prob=args.hdi_prob,
     )
-    paths = fit.save(out)
+    paths = fit.save(out, prevalence=prevalence)
     pct = int(round(100 * args.hdi_prob))
     if model.spec.terms:
         table = fit.heritability()
@@ -178,6 +199,12 @@ def fit_and_write(model, args: argparse.Namespace, out: Path) -> Any:
                 f"{name}: posterior mean {row['mean']:.3f}, {pct}% HDI "
                 f"[{row['hdi_low']:.3f}, {row['hdi_high']:.3f}] (R-hat {row['r_hat']:.3f}, "
                 f"ESS {row['ess_bulk']:.0f})"
+            )
+    if not model.spec.family.is_gaussian and len(model.spec.kinship_terms) == 1:
+        for name, row in fit.heritability_scales(prevalence=prevalence).iterrows():
+            print(
+                f"{name}: posterior mean {row['mean']:.3f}, {pct}% HDI "
+                f"[{row['hdi_low']:.3f}, {row['hdi_high']:.3f}]"
             )
     _print_by_environment(summary_keys(fit, hdi_prob=args.hdi_prob))
     print(

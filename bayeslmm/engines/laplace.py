@@ -684,16 +684,18 @@ class LaplaceFit:
             herit[key] = {"estimate": _num(r.estimate), "se": _num(r.se)}
         if len(terms) == 1:
             herit["h2"] = dict(herit["h2_link"])
+        from bayeslmm.results.summary import assemble_summary
+
         vc = self.variance_table
-        return {
-            "method": "laplace",
-            "n_obs": int(self.n_obs),
-            "formula": self.formula,
-            "family": self.family,
-            "link": self.link,
-            "strategy": "laplace (nAGQ=1)",
-            "heritability": herit,
-            "variance_components": [
+        return assemble_summary(
+            method="laplace",
+            n_obs=self.n_obs,
+            formula=self.formula,
+            family=self.family,
+            link=self.link,
+            strategy="laplace (nAGQ=1)",
+            heritability=herit,
+            variance_components=[
                 {
                     "grp": r.grp,
                     "var1": r.var1,
@@ -704,24 +706,26 @@ class LaplaceFit:
                 }
                 for r in vc.itertuples(index=False)
             ],
-            "fixed_effects": {
+            fixed_effects={
                 str(name): {"estimate": _num(r.estimate), "se": _num(r.se), "z": _num(r.z)}
                 for name, r in self.fixed_table.iterrows()
             },
-            "diagnostics": {
+            diagnostics={
                 "converged": bool(self.converged),
                 "n_iter": int(self.n_iter),
                 "n_evals": int(self.n_evals),
                 "boundary": self.boundary,
                 "messages": list(self.messages),
             },
-            "loglik": {"ml": _num(self.loglik)},
-            "deviance": _num(self.deviance),
-            "n_parameters": self.n_parameters,
-            "aic": _num(self.aic),
-            "bic": _num(self.bic),
-            "timing": {k: _num(v) for k, v in self.timing.items()},
-        }
+            timing={"total_s": 0.0, **self.timing},
+            extra={
+                "loglik": {"ml": _num(self.loglik)},
+                "deviance": _num(self.deviance),
+                "n_parameters": self.n_parameters,
+                "aic": _num(self.aic),
+                "bic": _num(self.bic),
+            },
+        )
 
     def __repr__(self) -> str:
         vc = self.variance_table[["grp", "var1", "vcov", "sdcor"]]

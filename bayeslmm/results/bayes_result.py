@@ -107,6 +107,50 @@ class BayesFit:
         table.index.name = "term"
         return table
 
+    def variance_component_draws(self) -> dict[tuple, np.ndarray]:
+        """Posterior draws (chain, draw) of each row of :meth:`variance_components`.
+
+        Keys are ``(grp, var1, var2)`` as in lme4's ``as.data.frame(VarCorr(fit))``; values
+        are ``(variance or covariance draws, SD or correlation draws)`` stacked on a leading
+        axis of length 2. ``"Residual"`` (Gaussian; the mean over observations of σ_i² for a
+        heteroscedastic model) comes last; a Poisson model's observation-level effect is
+        ``"olre"``.
+        """
+        post = self.posterior
+        rows: dict[tuple, np.ndarray] = {}
+
+        def draws(name: str, **sel: Any) -> np.ndarray:
+            da = post[name].sel(sel) if sel else post[name]
+            return np.asarray(da.transpose("chain", "draw").values, dtype=float)
+
+        for t in self.spec.terms:
+            g = t.group
+            if t.n_coef == 1:
+                v = draws(f"var_{g}")
+                rows[(g, _lme4_name(t.covariates[0]), None)] = np.stack([v, np.sqrt(v)])
+                continue
+            dim, dim2 = f"{g}_coef", f"{g}_coef_bis"
+            for c in t.covariates:
+                v = draws(f"cov_{g}", **{dim: c, dim2: c})
+                rows[(g, _lme4_name(c), None)] = np.stack([v, np.sqrt(v)])
+            if t.correlated:
+                for j, c1 in enumerate(t.covariates):
+                    for c2 in t.covariates[j + 1 :]:
+                        key = (g, _lme4_name(c1), _lme4_name(c2))
+                        rows[key] = np.stack(
+                            [
+                                draws(f"cov_{g}", **{dim: c1, dim2: c2}),
+                                draws(f"corr_{g}", **{dim: c1, dim2: c2}),
+                            ]
+                        )
+        if "var_olre" in post:
+            v = draws("var_olre")
+            rows[("olre", "(Intercept)", None)] = np.stack([v, np.sqrt(v)])
+        if self.spec.family.is_gaussian:
+            v = draws("var_residual")
+            rows[("Residual", None, None)] = np.stack([v, np.sqrt(v)])
+        return rows
+
     def variance_components(self) -> pd.DataFrame:
         """Posterior means in the layout of lme4's ``as.data.frame(VarCorr(fit))``.
 
@@ -114,71 +158,67 @@ class BayesFit:
         mean of the variance and ``sdcor`` that of the SD; for a covariance row (correlated
         slopes) the posterior means of the covariance and of the correlation. ``"Residual"``
         (Gaussian) comes last; a Poisson model's observation-level effect is ``"olre"``.
+        Draws: :meth:`variance_component_draws`.
         """
-        post = self.posterior
-        rows: list[dict[str, Any]] = []
-
-        def mean(name: str, **sel: Any) -> float:
-            return float(post[name].sel(sel).mean()) if sel else float(post[name].mean())
-
-        for t in self.spec.terms:
-            g = t.group
-            if t.n_coef == 1:
-                rows.append(
-                    {
-                        "grp": g,
-                        "var1": _lme4_name(t.covariates[0]),
-                        "var2": None,
-                        "vcov": mean(f"var_{g}"),
-                        "sdcor": mean(f"sd_{g}"),
-                    }
-                )
-                continue
-            dim, dim2 = f"{g}_coef", f"{g}_coef_bis"
-            for c in t.covariates:
-                rows.append(
-                    {
-                        "grp": g,
-                        "var1": _lme4_name(c),
-                        "var2": None,
-                        "vcov": mean(f"cov_{g}", **{dim: c, dim2: c}),
-                        "sdcor": mean(f"sd_{g}", **{dim: c}),
-                    }
-                )
-            if t.correlated:
-                for j, c1 in enumerate(t.covariates):
-                    for c2 in t.covariates[j + 1 :]:
-                        rows.append(
-                            {
-                                "grp": g,
-                                "var1": _lme4_name(c1),
-                                "var2": _lme4_name(c2),
-                                "vcov": mean(f"cov_{g}", **{dim: c1, dim2: c2}),
-                                "sdcor": mean(f"corr_{g}", **{dim: c1, dim2: c2}),
-                            }
-                        )
-        if "sd_olre" in post:
-            rows.append(
-                {
-                    "grp": "olre",
-                    "var1": "(Intercept)",
-                    "var2": None,
-                    "vcov": mean("var_olre"),
-                    "sdcor": mean("sd_olre"),
-                }
-            )
-        if self.spec.family.is_gaussian:
-            var_e = post["var_residual"]
-            rows.append(
-                {
-                    "grp": "Residual",
-                    "var1": None,
-                    "var2": None,
-                    "vcov": float(var_e.mean()),
-                    "sdcor": float(np.sqrt(var_e).mean()),
-                }
-            )
+        rows = [
+            {
+                "grp": g,
+                "var1": v1,
+                "var2": v2,
+                "vcov": float(d[0].mean()),
+                "sdcor": float(d[1].mean()),
+            }
+            for (g, v1, v2), d in self.variance_component_draws().items()
+        ]
         return pd.DataFrame(rows, columns=["grp", "var1", "var2", "vcov", "sdcor"])
+
+    def _scale_draws(self, prevalence, case_fraction, term):
+        from bayeslmm.results.scales import posterior_heritability_scales
+
+        return posterior_heritability_scales(
+            self.posterior,
+            self.spec,
+            term=term,
+            prevalence=prevalence,
+            case_fraction=case_fraction,
+        )
+
+    def heritability_scales(
+        self,
+        prevalence: float | None = None,
+        case_fraction: float | None = None,
+        term: str | None = None,
+        hdi_prob: float | None = None,
+    ) -> pd.DataFrame:
+        """GLMMs: h² of the genetic term on the latent, link, observed and liability scales.
+
+        Computed per posterior draw by
+        :func:`bayeslmm.results.scales.posterior_heritability_scales` (de Villemereuil et al.
+        2016; Nakagawa & Schielzeth 2010; liability scale with ``prevalence`` as Lee et al.
+        2011); see docs/glmm_scales.md for which scale answers which question.
+
+        Returns
+        -------
+        pandas.DataFrame
+            One row per scale (``h2_latent``, ``h2_link``, ``h2_observed``,
+            ``h2_liability``), columns as :meth:`heritability`.
+
+        Examples
+        --------
+        >>> # LMM("y ~ 1 + (1|id)", df, kinship={"id": K}, family="bernoulli").fit()
+        >>> # fit.heritability_scales(prevalence=0.05)
+        """
+        if self.spec.family.is_gaussian:
+            raise ValueError(
+                "Heritability scales are for GLMMs; a Gaussian model's h² is on the data "
+                "scale already (fit.heritability())."
+            )
+        scales = self._scale_draws(prevalence, case_fraction, term)
+        prob = hdi_prob or self.hdi_prob
+        rows = {name: posterior_summary(scales[name].values, prob) for name in scales.data_vars}
+        table = pd.DataFrame.from_dict(rows, orient="index")[list(TABLE_COLUMNS)]
+        table.index.name = "scale"
+        return table
 
     # -- breeding values ------------------------------------------------------------------
     def breeding_values_draws(
@@ -261,8 +301,23 @@ class BayesFit:
             **kwargs,
         )
 
-    def summary(self, hdi_prob: float | None = None) -> dict[str, Any]:
-        """The summary.json dictionary (see ``docs/summary_json.md``)."""
+    def _scale_entries(self, prob: float, prevalence: float | None) -> dict[str, Any]:
+        """GLMM heritability scales for summary.json (empty for Gaussian models or without a
+        single kinship term)."""
+        kin = [t for t in self.spec.terms if t.kinship is not None]
+        if self.spec.family.is_gaussian or len(kin) != 1:
+            return {}
+        scales = self._scale_draws(prevalence, None, None)
+        return {name: posterior_summary(scales[name].values, prob) for name in scales.data_vars}
+
+    def summary(
+        self, hdi_prob: float | None = None, prevalence: float | None = None
+    ) -> dict[str, Any]:
+        """The summary.json dictionary (see ``docs/summary_json.md``).
+
+        For a GLMM with one kinship term, ``heritability`` also holds ``h2_latent``,
+        ``h2_link``, ``h2_observed`` (and ``h2_liability`` with ``prevalence``).
+        """
         prob = hdi_prob or self.hdi_prob
         shares = self.heritability_draws()
         heritability = {
@@ -276,6 +331,7 @@ class BayesFit:
                 nm: posterior_summary(beta.sel(fixed=nm).values, prob)
                 for nm in self.spec.fixed_names
             }
+        heritability.update(self._scale_entries(prob, prevalence))
         diagnostics = dict(self.diagnostics)
         diagnostics["messages"] = list(self.messages)
         return assemble_summary(
@@ -298,11 +354,14 @@ class BayesFit:
             },
         )
 
-    def save(self, out_dir: str | Path, plot: bool = True) -> dict[str, Path]:
+    def save(
+        self, out_dir: str | Path, plot: bool = True, prevalence: float | None = None
+    ) -> dict[str, Path]:
         """Write ``summary.json``, ``posterior.nc`` and ``h2_posterior.png`` to ``out_dir``."""
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        paths = {"summary": write_summary(self.summary(), out / "summary.json")}
+        summary = self.summary(prevalence=prevalence)
+        paths = {"summary": write_summary(summary, out / "summary.json")}
         paths["posterior"] = out / "posterior.nc"
         self.idata.to_netcdf(str(paths["posterior"]))
         if plot and self.spec.terms:

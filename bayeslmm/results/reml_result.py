@@ -85,6 +85,9 @@ class RemlFit:
     boundary: bool
     timing: dict[str, float] = field(default_factory=dict)
     messages: tuple[str, ...] = ()
+    #: The fitted :class:`~bayeslmm.spec.ModelSpec` (reaction norms and per-environment
+    #: tables read the terms' designs from it).
+    spec: Any = field(default=None, repr=False)
     sigma_formula: str | None = None
 
     # -- likelihood-based quantities ------------------------------------------------------
@@ -236,19 +239,24 @@ class RemlFit:
         >>> import json
         >>> json.dumps(fit.to_summary())  # doctest: +SKIP
         """
+        from bayeslmm.results.environment import summary_keys
+        from bayeslmm.results.summary import assemble_summary
+
         h2 = self.heritability()
         vc = self.variance_components()
-        return {
-            "method": "reml",
-            "n_obs": int(self.n_obs),
-            "formula": self.formula,
-            "sigma_formula": self.sigma_formula,
-            "strategy": self.method,
-            "heritability": {
+        timing = {"total_s": 0.0, **self.timing}
+        return assemble_summary(
+            method="reml",
+            n_obs=self.n_obs,
+            formula=self.formula,
+            strategy=self.method,
+            family="gaussian",
+            link="identity",
+            heritability={
                 str(name): {"estimate": _num(r.estimate), "se": _num(r.se)}
                 for name, r in h2.iterrows()
             },
-            "variance_components": [
+            variance_components=[
                 {
                     "grp": r.grp,
                     "var1": r.var1,
@@ -259,23 +267,28 @@ class RemlFit:
                 }
                 for r in vc.itertuples(index=False)
             ],
-            "fixed_effects": {
+            fixed_effects={
                 str(name): {"estimate": _num(r.estimate), "se": _num(r.se), "t": _num(r.t)}
                 for name, r in self.fixed_table.iterrows()
             },
-            "diagnostics": {
+            diagnostics={
                 "converged": bool(self.converged),
                 "n_iter": int(self.n_iter),
                 "boundary": bool(self.boundary),
                 "messages": list(self.messages),
             },
-            "loglik": {"reml": _num(self.loglik_reml), "ml": _num(self.loglik_ml)},
-            "reml_criterion": _num(self.reml_criterion),
-            "n_parameters": int(self.n_parameters),
-            "aic": _num(self.aic),
-            "bic": _num(self.bic),
-            "timing": {k: _num(v) for k, v in self.timing.items()},
-        }
+            timing=timing,
+            extra={
+                "sigma_formula": self.sigma_formula,
+                "loglik": {"reml": _num(self.loglik_reml), "ml": _num(self.loglik_ml)},
+                "reml_criterion": _num(self.reml_criterion),
+                "n_parameters": int(self.n_parameters),
+                "aic": _num(self.aic),
+                "bic": _num(self.bic),
+                # per-environment h² of a heteroscedastic model (absent otherwise)
+                **summary_keys(self),
+            },
+        )
 
     def __repr__(self) -> str:
         vc = self.variance_components()[["grp", "var1", "var2", "vcov", "sdcor"]]

@@ -126,3 +126,64 @@ def test_parse_prior_args():
         parse_prior_args(["h2:beta"])
     with pytest.raises(SpecificationError, match="numbers"):
         parse_prior_args(["h2=beta(a, 2)"])
+
+
+@pytest.fixture
+def binary_files(tiny_files):
+    """The same kinship with a binary trait (liability threshold model, ~30% cases)."""
+    data = pd.read_csv(tiny_files / "data.csv")
+    data["case"] = (data["y"] > data["y"].quantile(0.7)).astype(int)
+    data.to_csv(tiny_files / "binary.csv", index=False)
+    return tiny_files
+
+
+def test_fit_command_laplace_glmm_with_prevalence(binary_files):
+    out = binary_files / "out_laplace"
+    rc = main(
+        [
+            "fit", str(binary_files / "binary.csv"), "--formula", "case ~ 1 + (1|id)",
+            "--kinship", f"id={binary_files / 'kin.csv'}", "--family", "bernoulli",
+            "--link", "probit", "--method", "laplace", "--prevalence", "0.1",
+            "--out", str(out),
+        ]
+    )  # fmt: skip
+    assert rc == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["method"] == "laplace" and summary["family"] == "bernoulli"
+    assert summary["link"] == "probit" and "bayeslmm_version" in summary
+    h = summary["heritability"]
+    assert {"h2_latent", "h2_link", "h2_observed", "h2_liability", "h2"} <= set(h)
+    # Latent scale has no residual for a Bernoulli model without other effects (QGglmm), the
+    # link scale adds the probit's unit variance, and the observed scale shrinks further.
+    assert h["h2_latent"]["estimate"] == pytest.approx(1.0)
+    assert 0 < h["h2_observed"]["estimate"] < h["h2_link"]["estimate"] < 1
+    assert h["h2"] == h["h2_link"]
+
+
+def test_fit_command_nuts_glmm_writes_scales(binary_files):
+    out = binary_files / "out_nuts"
+    rc = main(
+        [
+            "fit", str(binary_files / "binary.csv"), "--formula", "case ~ 1 + (1|id)",
+            "--kinship", f"id={binary_files / 'kin.csv'}", "--family", "bernoulli",
+            "--prevalence", "0.1", "--draws", "100", "--tune", "100", "--chains", "1",
+            "--cores", "1", "--seed", "2", "--sampler", "pymc", "--out", str(out),
+        ]
+    )  # fmt: skip
+    assert rc == 0
+    summary = json.loads((out / "summary.json").read_text())
+    h = summary["heritability"]
+    assert {"h2_latent", "h2_link", "h2_observed", "h2_liability"} <= set(h)
+    assert 0 <= h["h2_observed"]["mean"] <= h["h2_latent"]["mean"] <= 1
+
+
+def test_reml_method_rejects_glmm_with_advice(binary_files, capsys):
+    rc = main(
+        [
+            "fit", str(binary_files / "binary.csv"), "--formula", "case ~ 1 + (1|id)",
+            "--family", "bernoulli", "--method", "reml", "--out",
+            str(binary_files / "x"),
+        ]
+    )  # fmt: skip
+    assert rc == 2
+    assert "method='laplace'" in capsys.readouterr().err

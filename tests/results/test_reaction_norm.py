@@ -5,6 +5,7 @@ reference: the Monte Carlo variance of simulated genotypic values u₀ + x u₁ 
 quadratic forms, and for REML finite-difference delta-method standard errors.
 """
 
+import dataclasses
 from types import SimpleNamespace
 
 import numpy as np
@@ -162,8 +163,10 @@ def test_reml_reaction_norm_and_delta_method():
     vg = unobserved.summary("V_G").loc[0.5, "estimate"]  # V_G needs no residual
     np.testing.assert_allclose(vg, h2_at(theta, 0.5, "e-1")[0], rtol=1e-10)
     assert set(unobserved.table["quantity"]) == {"V_G", "V_other"}
+    # A RemlFit carries its specification: no spec argument needed.
+    pd.testing.assert_frame_equal(reaction_norm(fit, "x").table, rn.table)
     with pytest.raises(ValueError, match="spec=model.spec"):
-        reaction_norm(fit, "x")
+        reaction_norm(dataclasses.replace(fit, spec=None), "x")
 
 
 def test_plot_and_table_shapes():

@@ -283,5 +283,6 @@ def _assemble(
         boundary=boundary,
         timing=timing,
         messages=tuple(messages),
+        spec=spec,
         sigma_formula=spec.sigma_formula,
     )
