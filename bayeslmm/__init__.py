@@ -17,6 +17,7 @@ from bayeslmm.errors import BayesLMMError, DataError, KinshipError, Specificatio
 from bayeslmm.families import Bernoulli, Binomial, Gaussian, Poisson, get_family
 from bayeslmm.kinship import Kinship, grm, loco_grms, pedigree_relationship
 from bayeslmm.model import LMM
+from bayeslmm.results.compare import compare_fits, plot_comparison
 from bayeslmm.spec import ModelSpec, RandomTerm, specify
 
 __version__ = "0.1.0"
@@ -34,11 +35,13 @@ __all__ = [
     "Poisson",
     "RandomTerm",
     "SpecificationError",
+    "compare_fits",
     "datasets",
     "get_family",
     "grm",
     "io",
     "loco_grms",
     "pedigree_relationship",
+    "plot_comparison",
     "specify",
 ]

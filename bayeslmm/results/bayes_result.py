@@ -170,7 +170,10 @@ class BayesFit:
             }
             for (g, v1, v2), d in self.variance_component_draws().items()
         ]
-        return pd.DataFrame(rows, columns=["grp", "var1", "var2", "vcov", "sdcor"])
+        frame = pd.DataFrame(rows, columns=["grp", "var1", "var2", "vcov", "sdcor"])
+        for col in ("grp", "var1", "var2"):  # keep None (lme4's NA): pandas 3 would make NaN
+            frame[col] = pd.Series([r[col] for r in rows], dtype=object)
+        return frame
 
     def _scale_draws(self, prevalence, case_fraction, term):
         from bayeslmm.results.scales import posterior_heritability_scales
