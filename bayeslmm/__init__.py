@@ -12,7 +12,7 @@ Examples
 >>> fit.heritability()  # doctest: +SKIP
 """
 
-from bayeslmm import datasets, io
+from bayeslmm import datasets, io, results
 from bayeslmm.errors import BayesLMMError, DataError, KinshipError, SpecificationError
 from bayeslmm.families import Bernoulli, Binomial, Gaussian, Poisson, get_family
 from bayeslmm.kinship import Kinship, grm, loco_grms, pedigree_relationship
@@ -43,5 +43,6 @@ __all__ = [
     "loco_grms",
     "pedigree_relationship",
     "plot_comparison",
+    "results",
     "specify",
 ]
