@@ -126,13 +126,6 @@ def _stable_marginal_logp(marginal, var_g: float, var_e: float) -> float:
     return float(-0.5 * (r.size * np.log(2 * np.pi) + logdet + quad))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="marginal_gaussian_logp computes rᵀ(D+BBᵀ)⁻¹r as rᵀD⁻¹r − |L⁻¹BᵀD⁻¹r|², two terms "
-    "of size r₀²/σ_e² that cancel: for small σ_e the log-density gains spurious nats (+90 at "
-    "σ_e = e⁻¹⁵ in the SBC design), a trap where NUTS sticks with every transition divergent. "
-    "Fix: quad = Σ(r − Bγ̂)²/d + |γ̂|² (see docs/validation.md).",
-)
 def test_marginal_spectral_logp_is_accurate_as_sigma_e_vanishes():
     data, kinship = grid_posterior.simulated_case(h2=0.5, seed=11)
     # an intercept prior not centred at mean(y) (as in SBC, or any user prior) makes the

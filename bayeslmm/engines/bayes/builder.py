@@ -401,8 +401,11 @@ def marginal_gaussian_logp(value, var_g, var_e, eigenvalues, mean, scaled_design
     """log N(value; mean, D + B Bᵀ), D = diag(var_g · eigenvalues + var_e), B n × p.
 
     Woodbury and the matrix determinant lemma with C = I_p + Bᵀ D⁻¹ B = L Lᵀ:
-    log|D + B Bᵀ| = Σ log d + 2 Σ log L_kk and
-    rᵀ(D + B Bᵀ)⁻¹ r = rᵀ D⁻¹ r − |L⁻¹ Bᵀ D⁻¹ r|². O(n p²) per evaluation and gradient.
+    log|D + B Bᵀ| = Σ log d + 2 Σ log L_kk and, with γ̂ = C⁻¹ Bᵀ D⁻¹ r,
+    rᵀ(D + B Bᵀ)⁻¹ r = (r − Bγ̂)ᵀ D⁻¹ (r − Bγ̂) + γ̂ᵀγ̂: a sum of two non-negative terms. (The
+    textbook rᵀD⁻¹r − |L⁻¹BᵀD⁻¹r|² subtracts two numbers of size r₀²/σ_e² that cancel as
+    σ_e → 0 and lets NUTS wander into spurious high-density regions.) O(n p²) per
+    evaluation and gradient.
     Works on PyTensor tensors (the model's log-density); ``value`` may have leading batch
     axes when ``var_g`` and ``var_e`` are scalars.
     """
@@ -419,15 +422,18 @@ def marginal_gaussian_logp(value, var_g, var_e, eigenvalues, mean, scaled_design
         # C backend runs through Python)
         b = scaled_design[:, 0]
         capacitance = 1.0 + pt.sum(b * weighted[:, 0])
-        projected = pt.dot(resid, weighted[:, 0])
-        quad = pt.sum(resid**2 / d, axis=-1) - projected**2 / capacitance
+        gamma = pt.dot(resid, weighted[:, 0]) / capacitance
+        fitted = pt.shape_padright(gamma) * b
+        quad = pt.sum((resid - fitted) ** 2 / d, axis=-1) + gamma**2
         logdet = pt.sum(pt.log(d)) + pt.log(capacitance)
         return -0.5 * (n * np.log(2.0 * np.pi) + logdet + quad)
     p = scaled_design.shape[1]
     capacitance = pt.eye(p) + pt.dot(scaled_design.T, weighted)
     chol = cholesky(capacitance, lower=True)
     projected = solve_triangular(chol, pt.dot(resid, weighted).T, lower=True)
-    quad = pt.sum(resid**2 / d, axis=-1) - pt.sum(projected**2, axis=0)
+    gamma = solve_triangular(chol.T, projected, lower=False)  # (p, ...) = C⁻¹ Bᵀ D⁻¹ r
+    fitted = pt.dot(scaled_design, gamma).T
+    quad = pt.sum((resid - fitted) ** 2 / d, axis=-1) + pt.sum(gamma**2, axis=0)
     logdet = pt.sum(pt.log(d)) + 2.0 * pt.sum(pt.log(pt.diagonal(chol)))
     return -0.5 * (n * np.log(2.0 * np.pi) + logdet + quad)
 
