@@ -56,7 +56,10 @@ def resolve_sampler(sampler: str = "auto") -> str:
 
 
 def default_progressbar() -> bool:
-    """Show progress bars only when a person is watching (stderr is a terminal)."""
+    """Show progress bars only when a person is watching: a terminal, an interactive
+    interpreter or a Jupyter kernel (whose stderr is not a terminal); never in a pipeline."""
+    if "ipykernel" in sys.modules or hasattr(sys, "ps1"):
+        return True
     try:
         return bool(sys.stderr.isatty())
     except (AttributeError, ValueError):
