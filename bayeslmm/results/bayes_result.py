@@ -304,6 +304,43 @@ class BayesFit:
             **kwargs,
         )
 
+    def posterior_predictive(self, seed: int | None = None) -> np.ndarray:
+        """Replicated responses, one per posterior draw: array (chain, draw, obs).
+
+        Drawn by :func:`pymc.sample_posterior_predictive` from the sampled model; available
+        for the latent strategy (every GLMM, and Gaussian models fitted with
+        ``strategy="latent"``), whose likelihood is on the observations themselves.
+        """
+        if self.strategy != "latent":
+            raise ValueError(
+                f"Posterior predictive draws need the latent strategy (this fit used "
+                f"'{self.strategy}', whose likelihood is on rotated data); refit with "
+                "fit(strategy='latent')."
+            )
+        import pymc as pm
+
+        name = self.built.observed_name
+        with self.built.model:
+            pp = pm.sample_posterior_predictive(
+                self.idata,
+                var_names=[name],
+                random_seed=seed,
+                progressbar=False,
+                extend_inferencedata=False,
+            )
+        return np.asarray(pp.posterior_predictive[name].transpose("chain", "draw", ...).values)
+
+    def ppc(self, seed: int | None = None, interval: float = 0.9) -> pd.DataFrame:
+        """Posterior predictive check: observed vs replicated statistics (mean, variance, zeros
+        for counts, case fraction for binary traits) with posterior predictive p-values.
+
+        See :func:`bayeslmm.results.ppc.ppc_summary`; plot with
+        ``bl.results.plot_ppc(fit.spec.y, fit.posterior_predictive())``.
+        """
+        from bayeslmm.results.ppc import ppc_summary
+
+        return ppc_summary(self.spec.y, self.posterior_predictive(seed), interval=interval)
+
     def _scale_entries(self, prob: float, prevalence: float | None) -> dict[str, Any]:
         """GLMM heritability scales for summary.json (empty for Gaussian models or without a
         single kinship term)."""
