@@ -608,8 +608,11 @@ def build(
     ----------
     spec : ModelSpec
         From :func:`bayeslmm.specify`.
-    strategy : {"auto", "spectral", "latent"}
-        ``"auto"`` takes the spectral strategy whenever it applies.
+    strategy : {"auto", "spectral", "latent", "laplace"}
+        ``"auto"`` takes the spectral strategy whenever it applies. ``"laplace"``
+        (experimental, opt-in; Poisson / logit-binomial with intercept-only terms) integrates
+        the latent field out by a Laplace approximation and samples only the SDs (see
+        :mod:`bayeslmm.engines.bayes.laplace_marginal`).
     rank_share : float, optional
         Latent strategy: keep the leading eigenvectors of each kinship holding this share of
         its trace (e.g. 0.99); default all with a positive eigenvalue.
