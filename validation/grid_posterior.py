@@ -21,7 +21,7 @@ the effective sample size).
 Nothing here shares code with the builder: the likelihood is the dense covariance (no
 eigenbasis), the priors are evaluated with SciPy from the resolved :class:`PriorSet`.
 
-Run (≈ 1–2 min on one core)::
+Run (≈ 3–8 min on one core, 8 NUTS fits)::
 
     OMP_NUM_THREADS=1 python validation/grid_posterior.py > validation/results/grid_posterior.txt
 """

@@ -30,9 +30,9 @@ Procedure
 6. Uniformity: chi-square test over the 20 bins, per parameter (h², σ_g², σ_e², β); pass
    when p > 0.01. The rank histograms with the 99% band of a uniform histogram are plotted.
 
-Run (≈ 5 min for 1000 spectral data sets on one core)::
+Run (≈ 0.3–2 s per data set on one core, by load; 400 data sets as recorded)::
 
-    OMP_NUM_THREADS=1 python validation/sbc_gaussian.py --n-datasets 1000 \\
+    OMP_NUM_THREADS=1 python validation/sbc_gaussian.py --n-datasets 400 \\
         --plot docs/img/sbc_rank_histogram.png > validation/results/sbc_gaussian.txt
 """
 
