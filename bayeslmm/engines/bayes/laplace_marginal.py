@@ -420,11 +420,11 @@ def laplace_logp_op(marginal: LaplaceMarginal):
     from pytensor.graph.basic import Apply
     from pytensor.graph.op import Op
 
-    local = threading.local()
+    caches: dict[int, dict[str, Any]] = {}  # per thread (a plain dict: the Op must pickle)
 
     def evaluate(v: np.ndarray) -> tuple[float, np.ndarray]:
         key = np.asarray(v, dtype=float).tobytes()
-        cache = local.__dict__
+        cache = caches.setdefault(threading.get_ident(), {})
         if cache.get("key") != key:
             try:
                 value, grad = marginal.logp_and_grad(np.asarray(v, dtype=float))
