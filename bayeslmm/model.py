@@ -229,8 +229,9 @@ class LMM:
         from bayeslmm.results.bayes_result import BayesFit
 
         start = time.perf_counter()
-        sampler = resolve_sampler(opt["sampler"])
         built = self._build(opt["strategy"], opt["rank_share"])
+        # "auto" depends on the strategy (PyMC's NUTS for the spectral one; see resolve_sampler)
+        sampler = resolve_sampler(opt["sampler"], built.strategy)
         idata, sample_timing = sample(
             built,
             draws=opt["draws"],

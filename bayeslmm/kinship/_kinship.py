@@ -6,6 +6,7 @@ reuses it (spectral rotation, eigenbasis parametrisation, REML).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import InitVar, dataclass, field
 from functools import cached_property
@@ -130,7 +131,11 @@ class Kinship:
     # -- spectral -------------------------------------------------------------------------
     @cached_property
     def _eigh(self) -> tuple[np.ndarray, np.ndarray]:
+        start = time.perf_counter()
         s, U = np.linalg.eigh(self.matrix)
+        # its cost is reported by fits that reuse the decomposition (the PSD check in
+        # __post_init__ usually computes it); written to __dict__ as the class is frozen
+        self.__dict__["eigh_seconds"] = time.perf_counter() - start
         return s, U
 
     @property

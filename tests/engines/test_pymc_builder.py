@@ -689,3 +689,58 @@ def test_posthoc_beta_conditions_on_given_response(data):
     original = add_posthoc_draws(build(spec), _fixed_theta_posterior(50, 1.0, 1.0, names), 2)
     np.testing.assert_allclose(swapped.posterior["beta"], fresh.posterior["beta"], rtol=1e-10)
     assert not np.allclose(original.posterior["beta"], fresh.posterior["beta"])
+
+
+def test_spectral_basis_reports_the_kinships_eigh_seconds(data):
+    K, _ = data
+    rng = np.random.default_rng(2)
+    df = pd.DataFrame({"y": rng.normal(size=K.n), "id": list(K.ids)})
+    spec = bl.specify("y ~ 1 + (1|id)", df, kinship={"id": K})
+    basis = spectral_basis(spec.terms[0])
+    # the Kinship's PSD check computed the decomposition; its seconds are reported, not ~0
+    assert K.__dict__["eigh_seconds"] > 0.0
+    assert basis.eigh_s == K.__dict__["eigh_seconds"]
+
+
+def _marginal_model(n, seed, K=None):
+    rng = np.random.default_rng(seed)
+    ids = [f"i{k}" for k in range(n)]
+    if K is None:
+        W = rng.normal(size=(n, 2 * n))
+        K = bl.Kinship(W @ W.T / (2 * n), ids)
+    df = pd.DataFrame({"y": rng.normal(3.0, 2.0, n), "x": rng.normal(size=n), "id": ids})
+    return build(bl.specify("y ~ 1 + x + (1 | id)", df, kinship={"id": K}))
+
+
+def test_spectral_data_are_shared_so_one_compiled_logp_serves_any_data_set():
+    import pytensor
+    from pytensor.graph.basic import Constant
+    from pytensor.graph.traversal import ancestors
+
+    small, large = _marginal_model(12, 1), _marginal_model(17, 2)
+    model = small.model
+    # the likelihood of Uᵀy (the priors' scales follow each data set's sd of y)
+    logp = model.logp(vars=model.observed_RVs)
+    big_constants = [
+        v for v in ancestors([logp]) if isinstance(v, Constant) and np.asarray(v.data).size >= 12
+    ]
+    assert big_constants == []  # data as constants would key the compile cache on their values
+    fn = pytensor.function(model.value_vars, logp)
+    point = {"sd_id_log__": np.log(1.3), "sigma_log__": np.log(0.8)}
+    own = fn(*[point[v.name] for v in model.value_vars])
+    # load the other data set (another n) into the shared variables of the same function
+    shared_small = {
+        v.name: v for v in ancestors([logp]) if isinstance(v, pytensor.compile.SharedVariable)
+    }
+    shared_large = {
+        v.name: v
+        for v in ancestors([large.model.logp(vars=large.model.observed_RVs)])
+        if isinstance(v, pytensor.compile.SharedVariable)
+    }
+    assert set(shared_small) == set(shared_large) and len(shared_small) == 4
+    for name, var in shared_small.items():
+        var.set_value(shared_large[name].get_value())
+    swapped = fn(*[point[v.name] for v in model.value_vars])
+    expected = large.model.compile_logp(vars=large.model.observed_RVs)(point)
+    assert swapped == pytest.approx(expected, rel=1e-12)
+    assert not np.isclose(own, swapped)
