@@ -7,7 +7,7 @@ posterior mean and 10/50/90 % quantiles of both, their difference in units of th
 posterior SD, and the Monte Carlo SE of the difference of means.
 
 Cases: Poisson (log, with the observation-level effect) with 2 records per individual and
-mean count ≈ 2.7; Bernoulli (logit) with 1 record per individual (the hard case for Laplace)
+mean count ≈ 3; Bernoulli (logit) with 1 record per individual (the hard case for Laplace)
 and with 4 records per individual.
 
 Usage::
