@@ -729,6 +729,14 @@ def test_spectral_data_are_shared_so_one_compiled_logp_serves_any_data_set():
         v for v in ancestors([logp]) if isinstance(v, Constant) and np.asarray(v.data).size >= 12
     ]
     assert big_constants == []  # data as constants would key the compile cache on their values
+    # nor the data-scaled prior parameters (HalfStudentT(3, 2.5 sd y)) anywhere in the model
+    scale = small.priors.sigma.params[1]
+    scalars = [
+        float(v.data)
+        for v in ancestors([model.logp()])
+        if isinstance(v, Constant) and np.asarray(v.data).size == 1
+    ]
+    assert not np.isclose(scalars, scale).any()
     fn = pytensor.function(model.value_vars, logp)
     point = {"sd_id_log__": np.log(1.3), "sigma_log__": np.log(0.8)}
     own = fn(*[point[v.name] for v in model.value_vars])
