@@ -871,9 +871,10 @@ def _shared_prior_parameters(model: pm.Model) -> pm.Model:
     from pytensor.graph.basic import Constant
 
     fgraph, _ = fgraph_from_model(model, inlined_views=True)
-    for node in list(fgraph.toposort()):
+    for k, node in enumerate(list(fgraph.toposort())):
         if node.op.__class__.__name__.endswith("RV") or hasattr(node.op, "dist_params"):
-            for inp in node.inputs:
+            rv_name = node.outputs[-1].name or f"node{k}"
+            for i, inp in enumerate(node.inputs):
                 data = getattr(inp, "data", None)
                 if (
                     isinstance(inp, Constant)
@@ -881,7 +882,9 @@ def _shared_prior_parameters(model: pm.Model) -> pm.Model:
                     and data.ndim == 0
                     and data.dtype.kind == "f"
                 ):
-                    fgraph.replace(inp, pytensor.shared(data.copy()), import_missing=True)
+                    # nutpie passes shared variables by (unique) name
+                    param = pytensor.shared(data.copy(), name=f"{rv_name}_prior_param{i}")
+                    fgraph.replace(inp, param, import_missing=True)
     return model_from_fgraph(fgraph, mutate_fgraph=True)
 
 
