@@ -684,7 +684,11 @@ class LaplaceFit:
             herit[key] = {"estimate": _num(r.estimate), "se": _num(r.se)}
         if len(terms) == 1:
             herit["h2"] = dict(herit["h2_link"])
-        from bayeslmm.results.summary import assemble_summary
+        from bayeslmm.results.summary import (
+            assemble_summary,
+            point_entries,
+            point_variance_rows,
+        )
 
         vc = self.variance_table
         return assemble_summary(
@@ -695,21 +699,8 @@ class LaplaceFit:
             link=self.link,
             strategy="laplace (nAGQ=1)",
             heritability=herit,
-            variance_components=[
-                {
-                    "grp": r.grp,
-                    "var1": r.var1,
-                    "var2": r.var2,
-                    "vcov": _num(r.vcov),
-                    "sdcor": _num(r.sdcor),
-                    "se": _num(r.se),
-                }
-                for r in vc.itertuples(index=False)
-            ],
-            fixed_effects={
-                str(name): {"estimate": _num(r.estimate), "se": _num(r.se), "z": _num(r.z)}
-                for name, r in self.fixed_table.iterrows()
-            },
+            variance_components=point_variance_rows(vc),
+            fixed_effects=point_entries(self.fixed_table, ("estimate", "se", "z")),
             diagnostics={
                 "converged": bool(self.converged),
                 "n_iter": int(self.n_iter),

@@ -240,7 +240,11 @@ class RemlFit:
         >>> json.dumps(fit.to_summary())  # doctest: +SKIP
         """
         from bayeslmm.results.environment import summary_keys
-        from bayeslmm.results.summary import assemble_summary
+        from bayeslmm.results.summary import (
+            assemble_summary,
+            point_entries,
+            point_variance_rows,
+        )
 
         h2 = self.heritability()
         vc = self.variance_components()
@@ -252,25 +256,9 @@ class RemlFit:
             strategy=self.method,
             family="gaussian",
             link="identity",
-            heritability={
-                str(name): {"estimate": _num(r.estimate), "se": _num(r.se)}
-                for name, r in h2.iterrows()
-            },
-            variance_components=[
-                {
-                    "grp": r.grp,
-                    "var1": r.var1,
-                    "var2": r.var2,
-                    "vcov": _num(r.vcov),
-                    "sdcor": _num(r.sdcor),
-                    "se": _num(r.se),
-                }
-                for r in vc.itertuples(index=False)
-            ],
-            fixed_effects={
-                str(name): {"estimate": _num(r.estimate), "se": _num(r.se), "t": _num(r.t)}
-                for name, r in self.fixed_table.iterrows()
-            },
+            heritability=point_entries(h2, ("estimate", "se")),
+            variance_components=point_variance_rows(vc),
+            fixed_effects=point_entries(self.fixed_table, ("estimate", "se", "t")),
             diagnostics={
                 "converged": bool(self.converged),
                 "n_iter": int(self.n_iter),

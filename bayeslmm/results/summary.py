@@ -107,6 +107,20 @@ def json_safe(value: Any) -> Any:
     raise TypeError(f"Cannot write {type(value).__name__} to summary.json: {value!r}")
 
 
+def point_variance_rows(table) -> list[dict[str, Any]]:
+    """summary.json ``variance_components`` rows of a point-estimate fit (REML, Laplace).
+
+    ``table`` is the fit's ``variance_components()`` frame: grp, var1, var2, vcov, sdcor, se.
+    """
+    keys = ("grp", "var1", "var2", "vcov", "sdcor", "se")
+    return [{k: getattr(r, k) for k in keys} for r in table.itertuples(index=False)]
+
+
+def point_entries(table, columns: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """summary.json ENTRYs ``{name: {column: value}}`` from a point-estimate table."""
+    return {str(name): {c: row[c] for c in columns} for name, row in table.iterrows()}
+
+
 def assemble_summary(
     *,
     method: str,
