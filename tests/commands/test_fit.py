@@ -74,7 +74,6 @@ def test_fit_command_reports_input_errors(tiny_files, capsys):
 
 
 def test_fit_command_reml(tiny_files, capsys):
-    pytest.importorskip("bayeslmm.engines.reml")
     out = tiny_files / "reml"
     rc = main(
         [
