@@ -101,16 +101,21 @@ def design(seed: int = 2018, n_families: int = 40, family_size: int = 5):
 def swappable_model(model, observed_name: str):
     """The same model with its observed data as a shared variable ``<observed>_data``.
 
-    PyMC stores observed data as a graph constant; nutpie can only swap shared variables
-    (``CompiledModel.with_data``), so the constant is replaced in the model's FunctionGraph.
+    nutpie can only swap shared variables (``CompiledModel.with_data``). The spectral builder
+    already observes a named shared variable (its compiled module is reused across data sets);
+    elsewhere PyMC stores observed data as a graph constant, which is replaced in the model's
+    FunctionGraph.
     """
     import pytensor
     from pymc.model.fgraph import ModelObservedRV, fgraph_from_model, model_from_fgraph
+    from pytensor.compile.sharedvalue import SharedVariable
 
     fgraph, _ = fgraph_from_model(model, inlined_views=True)
     for node in fgraph.toposort():
         if isinstance(node.op, ModelObservedRV) and node.outputs[0].name == observed_name:
             constant = node.inputs[1]
+            if isinstance(constant, SharedVariable) and constant.name:
+                return model, constant
             shared = pytensor.shared(np.asarray(constant.data), name=f"{observed_name}_data")
             fgraph.replace(constant, shared, import_missing=True)
             return model_from_fgraph(fgraph, mutate_fgraph=True), shared
