@@ -211,7 +211,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.sizes, args.large, args.draws, args.tune = [200, 400], 1000, 300, 300
         args.baseline_draws = [200]
-    sampler = resolve_sampler(args.sampler, strategy="spectral")  # what "auto" picks for this model
+    # nutpie for both models (the baseline's best); the extra "bayeslmm (pymc)" row is what
+    # fit(sampler="auto") now picks for this (spectral) model.
+    sampler = resolve_sampler(args.sampler)
     pd.set_option("display.width", 200)
 
     with threadpool_limits(limits=1, user_api="blas"):
