@@ -108,8 +108,9 @@ class LMM:
 
         Parameters
         ----------
-        strategy : {"auto", "spectral", "latent"}
-            See :mod:`bayeslmm.engines.bayes.builder`.
+        strategy : {"auto", "spectral", "latent", "laplace"}
+            See :mod:`bayeslmm.engines.bayes.builder`; ``"laplace"`` (GLMMs, experimental,
+            never chosen by ``"auto"``) is described in docs/bayesian.md.
         rank_share : float, optional
             Latent strategy: truncate each kinship to the leading eigenvectors holding this
             share of its trace.
@@ -157,10 +158,12 @@ class LMM:
         seed : int, optional
             Reproducible draws.
         sampler : {"auto", "pymc", "nutpie", "numpyro", "blackjax"}
-            ``"auto"`` uses nutpie when installed (compiled once per model), else PyMC.
-        strategy : {"auto", "spectral", "latent"}
+            ``"auto"``: PyMC's NUTS for the spectral strategy (its compiled C module is cached
+            across data sets), nutpie (if installed) for the others.
+        strategy : {"auto", "spectral", "latent", "laplace"}
+            As in :meth:`build`.
         progressbar : bool, optional
-            Default: only when stderr is a terminal.
+            Default: on in terminals, notebooks and interactive interpreters; off in pipelines.
         target_accept : float
         hdi_prob : float
             Default HDI mass of the result's tables.
