@@ -60,8 +60,8 @@ class LMM:
     >>> fit = model.fit(draws=200, tune=200, chains=2, cores=1, seed=1,
     ...                 sampler="pymc")  # doctest: +SKIP
     >>> fit.heritability()  # doctest: +SKIP
-    >>> sorted(v.name for v in model.build().free_RVs)
-    ['beta', 'sd_id', 'sigma']
+    >>> sorted(v.name for v in model.build().free_RVs)  # β is integrated out, drawn afterwards
+    ['sd_id', 'sigma']
     """
 
     def __init__(
