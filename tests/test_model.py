@@ -1,6 +1,9 @@
 """Tests of bayeslmm.model.LMM: NUTS posteriors against an exact numerical integration,
 spectral vs latent agreement, seeds, breeding values and the REML hand-off."""
 
+import importlib.util
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -8,53 +11,27 @@ from scipy import stats
 
 import bayeslmm as bl
 from bayeslmm.model import LMM
-from bayeslmm.priors import resolve_priors
 
 FAST = {"chains": 2, "cores": 1, "sampler": "pymc", "progressbar": False}
 
 
-def exact_h2_posterior(spec, n_grid: int = 400) -> dict[str, float]:
-    """Posterior mean and sd of h² by brute-force integration, with the builder's priors.
+def _load_exact_posterior():
+    """The brute-force reference lives with the divergence study in validation/."""
+    path = Path(__file__).resolve().parents[1] / "validation" / "spectral_divergences.py"
+    spec = importlib.util.spec_from_file_location("spectral_divergences", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.exact_posterior
 
-    Model: y = 1 μ + u + e, u ~ N(0, σ_g² K), e ~ N(0, σ_e² I), μ ~ N(m0, s0²),
-    σ_g, σ_e ~ HalfStudentT(3, A) (the default priors, read from resolve_priors).
-    μ is integrated out analytically: y ~ N(1 m0, σ_g² K + σ_e² I + s0² 1 1ᵀ); in K's
-    eigenbasis the first two terms are diagonal and the rank-one term is handled with the
-    matrix determinant lemma and Sherman-Morrison. (σ_g, σ_e) are integrated on a fine grid
-    in log scale (with the Jacobian), wide enough that the truncated mass is negligible.
-    """
-    priors = resolve_priors(spec)
-    m0, s0 = (float(p) for p in priors.intercept.params)
-    nu_g, a_g = (float(np.ravel(p)[0]) for p in priors.sd[spec.terms[0].group].params)
-    nu_e, a_e = (float(p) for p in priors.sigma.params)
-    assert priors.sigma.family == priors.sd[spec.terms[0].group].family == "halfstudentt"
-    term = spec.terms[0]
-    assert term.is_identity_incidence and spec.fixed_names == ("Intercept",)
-    s, U = term.kinship.eigenvalues, term.kinship.eigenvectors
-    r = U.T @ (spec.y - m0)
-    a = U.T @ np.ones(spec.n_obs)
-    sd_y = np.std(spec.y)
-    log_sd = np.linspace(np.log(1e-4 * sd_y), np.log(20 * sd_y), n_grid)
-    lg, le = np.meshgrid(log_sd, log_sd, indexing="ij")
-    vg, ve = np.exp(2 * lg), np.exp(2 * le)
-    D = vg[..., None] * s + ve[..., None]
-    aDa = np.sum(a**2 / D, axis=-1)
-    aDr = np.sum(a * r / D, axis=-1)
-    logdet = np.sum(np.log(D), axis=-1) + np.log1p(s0**2 * aDa)
-    quad = np.sum(r**2 / D, axis=-1) - s0**2 * aDr**2 / (1 + s0**2 * aDa)
-    loglik = -0.5 * (logdet + quad)
-    logprior = (
-        stats.t(nu_g, scale=a_g).logpdf(np.exp(lg))
-        + stats.t(nu_e, scale=a_e).logpdf(np.exp(le))
-        + lg
-        + le  # Jacobian of the log-scale grid
-    )
-    logpost = loglik + logprior
-    w = np.exp(logpost - logpost.max())
-    w /= w.sum()
-    h2 = vg / (vg + ve)
-    mean = float(np.sum(w * h2))
-    return {"mean": mean, "sd": float(np.sqrt(np.sum(w * (h2 - mean) ** 2)))}
+
+_exact_posterior = _load_exact_posterior()
+
+
+def exact_h2_posterior(spec, n_grid: int = 400) -> dict[str, float]:
+    """Posterior mean and sd of h² by brute-force integration of the exact marginal
+    likelihood (β₀ integrated analytically) times the builder's default priors."""
+    exact = _exact_posterior(spec, n_grid)
+    return {"mean": exact["h2"], "sd": exact["h2_sd"]}
 
 
 @pytest.fixture(scope="module")
@@ -157,7 +134,6 @@ def test_seed_reproduces_draws(small):
     loglik = b.idata.log_likelihood["bp_rotated"]
     assert loglik.dims == ("chain", "draw", "eigen") and loglik.shape == (2, 100, 60)
     # rotation is orthogonal: the summed log-density equals the dense one at each draw
-    from scipy import stats
 
     post = b.posterior.isel(chain=0, draw=0)
     V = float(post["var_id"]) * K.matrix + float(post["var_residual"]) * np.eye(60)
