@@ -10,6 +10,7 @@ Example::
 from __future__ import annotations
 
 import argparse
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -152,7 +153,6 @@ def read_data(path: str) -> pd.DataFrame:
 
 def fit_and_write(model, args: argparse.Namespace, out: Path) -> Any:
     """Fit ``model`` with the command-line options, write the outputs, print a summary."""
-    from bayeslmm.results.environment import summary_keys
     from bayeslmm.results.summary import write_summary
 
     out.mkdir(parents=True, exist_ok=True)
@@ -189,24 +189,22 @@ def fit_and_write(model, args: argparse.Namespace, out: Path) -> Any:
         hdi_prob=args.hdi_prob,
     )
     paths = fit.save(out, prevalence=prevalence)
+    # Print from what was written: summary.json already holds every table below.
+    summary = json.loads(paths["summary"].read_text())
     pct = int(round(100 * args.hdi_prob))
-    if model.spec.terms:
-        table = fit.heritability()
-        if "h2" in table.index:  # the sole kinship term's row repeats as "h2"
-            table = table.drop(index=fit.built.h2_term)
-        for name, row in table.iterrows():
-            print(
-                f"{name}: posterior mean {row['mean']:.3f}, {pct}% HDI "
-                f"[{row['hdi_low']:.3f}, {row['hdi_high']:.3f}] (R-hat {row['r_hat']:.3f}, "
-                f"ESS {row['ess_bulk']:.0f})"
-            )
-    if not model.spec.family.is_gaussian and len(model.spec.kinship_terms) == 1:
-        for name, row in fit.heritability_scales(prevalence=prevalence).iterrows():
-            print(
-                f"{name}: posterior mean {row['mean']:.3f}, {pct}% HDI "
-                f"[{row['hdi_low']:.3f}, {row['hdi_high']:.3f}]"
-            )
-    _print_by_environment(summary_keys(fit, hdi_prob=args.hdi_prob))
+    for name, entry in summary["heritability"].items():
+        if name == fit.built.h2_term and "h2" in summary["heritability"]:
+            continue  # the sole kinship term's row repeats as "h2"
+        if entry.get("mean") is None:
+            continue
+        line = (
+            f"{name}: posterior mean {entry['mean']:.3f}, {pct}% HDI "
+            f"[{entry['hdi_low']:.3f}, {entry['hdi_high']:.3f}]"
+        )
+        if entry.get("r_hat") is not None and entry.get("ess_bulk") is not None:
+            line += f" (R-hat {entry['r_hat']:.3f}, ESS {entry['ess_bulk']:.0f})"
+        print(line)
+    _print_by_environment(summary)
     print(
         f"{fit.diagnostics['chains']} chains × {fit.diagnostics['draws']} draws "
         f"({fit.sampler}, {fit.strategy}) in {fit.timing['total_s']:.1f} s; "
