@@ -158,8 +158,10 @@ class LMM:
         seed : int, optional
             Reproducible draws.
         sampler : {"auto", "pymc", "nutpie", "numpyro", "blackjax"}
-            ``"auto"``: PyMC's NUTS for the spectral strategy (its compiled C module is cached
-            across data sets), nutpie (if installed) for the others.
+            ``"auto"``: nutpie (a core dependency). For the spectral strategy it samples the
+            model's closed-form log posterior (nothing to compile per data set; see
+            :mod:`~bayeslmm.engines.bayes.spectral_density`), otherwise the PyMC graph
+            compiled with numba. ``"pymc"`` runs PyMC's own NUTS on the same model.
         strategy : {"auto", "spectral", "latent", "laplace"}
             As in :meth:`build`.
         progressbar : bool, optional
@@ -233,8 +235,7 @@ class LMM:
 
         start = time.perf_counter()
         built = self._build(opt["strategy"], opt["rank_share"])
-        # "auto" depends on the strategy (PyMC's NUTS for the spectral one; see resolve_sampler)
-        sampler = resolve_sampler(opt["sampler"], built.strategy)
+        sampler = resolve_sampler(opt["sampler"])
         idata, sample_timing = sample(
             built,
             draws=opt["draws"],

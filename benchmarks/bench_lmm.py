@@ -211,8 +211,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.sizes, args.large, args.draws, args.tune = [200, 400], 1000, 300, 300
         args.baseline_draws = [200]
-    # nutpie for both models (the baseline's best); the extra "bayeslmm (pymc)" row is what
-    # fit(sampler="auto") now picks for this (spectral) model.
+    # nutpie for both models (the baseline's best; for bayeslmm what fit(sampler="auto")
+    # picks: the spectral model's closed-form density); the extra "bayeslmm (pymc)" row is
+    # the same model on PyMC's own NUTS.
     sampler = resolve_sampler(args.sampler)
     pd.set_option("display.width", 200)
 
@@ -280,8 +281,9 @@ def main(argv: list[str] | None = None) -> int:
         print(
             "\ntotal_s: raw matrix -> posterior. eigh_s: Kinship(K) validation, i.e. its one "
             "eigendecomposition;\nbuild_s: specify + pm.Model (bayeslmm: U'y, U'X), or "
-            "Cholesky + pm.Model (hand-written);\ncompile_s: nutpie compilation (PyMC's NUTS "
-            "compiles inside sample_s); other_s: ArviZ conversion, post-hoc draws of beta | y, "
+            "Cholesky + pm.Model (hand-written);\ncompile_s: nutpie compilation (bayeslmm: the "
+            "closed-form density, loaded from numba's cache; PyMC's NUTS compiles inside "
+            "sample_s); other_s: ArviZ conversion, post-hoc draws of beta | y, "
             "theta, diagnostics.\nspeedup: ESS/s of the row / ESS/s of the hand-written model."
         )
 

@@ -73,10 +73,10 @@ def test_grid_quadrature_is_converged(case):
     assert grid.edge_mass() < 1e-10
 
 
-def _check_against_grid(case, strategy: str, draws: int):
+def _check_against_grid(case, strategy: str, draws: int, sampler: str = "pymc"):
     data, kinship, overrides, _, _, grid = case
     fit = grid_posterior.fit_nuts(
-        data, kinship, overrides, strategy, sampler="pymc", draws=draws, chains=2, seed=3
+        data, kinship, overrides, strategy, sampler=sampler, draws=draws, chains=2, seed=3
     )
     # judged only with enough effective draws (MCSE(h² mean) <= sd / 10), so that the
     # agreement is not an artefact of huge Monte Carlo errors
@@ -86,13 +86,13 @@ def _check_against_grid(case, strategy: str, draws: int):
     return fit
 
 
-def test_spectral_nuts_h2_posterior_matches_grid(case):
-    _check_against_grid(case, "spectral", draws=1000)
+@pytest.mark.parametrize("sampler", ["pymc", "nutpie"])  # nutpie: the closed-form density
+def test_spectral_nuts_h2_posterior_matches_grid(case, sampler):
+    _check_against_grid(case, "spectral", draws=1000, sampler=sampler)
 
 
-@pytest.mark.slow
 def test_spectral_nuts_h2_posterior_matches_grid_with_h2_prior(case_h2_prior):
-    _check_against_grid(case_h2_prior, "spectral", draws=1000)
+    _check_against_grid(case_h2_prior, "spectral", draws=1000, sampler="nutpie")
 
 
 @pytest.mark.slow

@@ -35,23 +35,19 @@ MAX_R_HAT = 1.01
 MIN_ESS_BULK = 400
 
 
-def resolve_sampler(sampler: str = "auto", strategy: str | None = None) -> str:
+def resolve_sampler(sampler: str = "auto") -> str:
     """Pick the NUTS implementation; check that a named one is installed.
 
-    ``"auto"`` → PyMC's NUTS for the spectral strategy, else nutpie when installed (PyMC's
-    NUTS without it). Why: the spectral model has two or three free parameters and its data
-    enter as shared variables, so PyTensor's on-disk C cache (``~/.pytensor``) serves every
-    later fit, of any data set and size, in about a second, and PyMC's sampling of so small
-    a model takes seconds; nutpie compiles the graph with numba afresh in every process
-    (15–70 s), which outweighs its faster sampling. The latent strategy has n + 2 free
-    parameters, where nutpie's sampling speed wins.
+    ``"auto"`` → nutpie when installed (a core dependency), else PyMC's NUTS. For the
+    spectral strategy nutpie samples the model's closed-form log posterior
+    (:mod:`~bayeslmm.engines.bayes.spectral_density`: a numba loop kept in numba's on-disk
+    cache, ~20 µs per gradient at n = 1000), so there is nothing to compile per data set;
+    for the latent strategy it compiles the PyMC graph with numba, whose sampling speed wins
+    for n + 2 free parameters.
 
     Parameters
     ----------
     sampler : {"auto", "pymc", "nutpie", "numpyro", "blackjax"}
-    strategy : str, optional
-        The built model's strategy (``"spectral"``, ``"latent"``, ``"laplace"``); only
-        ``"auto"`` reads it.
 
     Returns
     -------
@@ -62,14 +58,12 @@ def resolve_sampler(sampler: str = "auto", strategy: str | None = None) -> str:
     --------
     >>> resolve_sampler("pymc")
     'pymc'
-    >>> resolve_sampler("auto", strategy="spectral")
-    'pymc'
+    >>> resolve_sampler("auto")
+    'nutpie'
     """
     if sampler not in SAMPLERS:
         raise SpecificationError(f"Unknown sampler '{sampler}'; choose one of {SAMPLERS}.")
     if sampler == "auto":
-        if strategy == "spectral":
-            return "pymc"
         return "nutpie" if importlib.util.find_spec("nutpie") else "pymc"
     if sampler != "pymc" and importlib.util.find_spec(sampler) is None:
         raise SpecificationError(
@@ -148,7 +142,7 @@ def sample(
     """
     import pymc as pm
 
-    name = resolve_sampler(sampler, built.strategy)
+    name = resolve_sampler(sampler)
     if log_likelihood and built.strategy == "laplace":
         raise SpecificationError(
             "The laplace strategy has no pointwise log-likelihood (the latent field is "
@@ -167,9 +161,7 @@ def sample(
         compiled = built.cache.get("nutpie")
         if compiled is None:
             start = time.perf_counter()
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                compiled = nutpie.compile_pymc_model(built.model)
+            compiled = _compile_nutpie(built)
             timing["compile_s"] = time.perf_counter() - start
             built.cache["nutpie"] = compiled
         start = time.perf_counter()
@@ -223,6 +215,24 @@ def sample(
             warnings.simplefilter("ignore")
             pm.compute_log_likelihood(idata, model=built.model, progressbar=False)
     return idata, timing
+
+
+def _compile_nutpie(built: BuiltModel):
+    """nutpie's model: the spectral closed form when it applies, else the PyMC graph
+    compiled with numba."""
+    import nutpie
+
+    from bayeslmm.engines.bayes.spectral_density import (
+        closed_form_applies,
+        nutpie_model,
+        spectral_density,
+    )
+
+    if closed_form_applies(built):
+        return nutpie_model(spectral_density(built))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return nutpie.compile_pymc_model(built.model)
 
 
 @contextlib.contextmanager

@@ -1,0 +1,177 @@
+"""The closed-form spectral log posterior against the PyMC model it stands in for.
+
+PyMC computes the reference: the built model's joint log-density on its own unconstrained
+coordinates (log σ's, logit h²) with its transforms' Jacobians. The closed form samples
+x = (logit h², log σ²_P); the two densities differ by the constant log-Jacobian between the
+coordinate systems (−log 4 for (log σ_g, log σ_e), −log 2 for (logit h², log σ_P), 0 for
+(logit h², log σ²_P)).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import special
+
+import bayeslmm as bl
+from bayeslmm.engines.bayes import build
+from bayeslmm.engines.bayes.spectral_density import (
+    closed_form_applies,
+    marginal_loglik_grad,
+    nutpie_model,
+    positive_log_prior,
+    spectral_density,
+)
+from bayeslmm.priors import Prior
+
+
+@pytest.fixture(scope="module")
+def data():
+    rng = np.random.default_rng(11)
+    n = 25
+    ids = [f"i{k}" for k in range(n)]
+    W = rng.normal(size=(n, 40))
+    K = bl.Kinship(W @ W.T / 40 + 0.05 * np.eye(n), ids)
+    df = pd.DataFrame(
+        {
+            "y": rng.normal(5, 2, 2 * n),
+            "x": rng.normal(size=2 * n),
+            "x2": rng.normal(size=2 * n),
+            "x3": rng.uniform(size=2 * n),
+            "id": np.repeat(ids, 2),
+            "expo": rng.uniform(0.5, 2, 2 * n),
+        }
+    ).sample(frac=1.0, random_state=4)
+    return K, df
+
+
+def _pymc_coordinates(built, x):
+    """PyMC's value variables at the point x = (logit h², log σ²_P); the log-Jacobian of
+    PyMC's coordinates with respect to x."""
+    h = special.expit(x[0])
+    total = np.exp(x[1])
+    group = built.spec.terms[0].group
+    free = {v.name for v in built.model.free_RVs}
+    if f"sd_{group}" in free:
+        point = {
+            f"sd_{group}_log__": 0.5 * np.log(h * total),
+            "sigma_log__": 0.5 * np.log((1 - h) * total),
+        }
+        return point, np.log(0.25)
+    point = {"h2_logodds__": x[0]}
+    if "total_sd" in free:
+        point["total_sd_log__"] = 0.5 * x[1]
+        return point, np.log(0.5)
+    point["total_variance_log__"] = x[1]
+    return point, 0.0
+
+
+PRIORS = [
+    None,
+    {"sd_id": ("halfnormal", 1.5), "sigma": ("exponential", 0.7)},
+    {"sd_id": ("halfcauchy", 2.0), "sigma": ("invgamma", 3.0, 2.0)},
+    {"sd_id": ("scaled_inv_chi2", 4.0, 1.5), "sigma": ("halfstudentt", 5.0, 1.0)},
+    {"h2": ("beta", 2.0, 3.0)},
+    {"h2": ("beta", 0.7, 1.4), "total_sd": ("halfnormal", 4.0)},
+    {"h2": ("beta", 1.0, 1.0), "total_variance": ("scaled_inv_chi2", 3.0, 4.0)},
+    {"h2": ("beta", 3.0, 1.0), "total_variance": ("invgamma", 2.0, 5.0)},
+]
+
+FORMULAS = [
+    "y ~ 1 + (1|id)",
+    "y ~ 0 + (1|id)",
+    "y ~ 1 + x + x2 + x3 + offset(expo) + (1|id)",  # p = 4: the general Cholesky loop
+    "y ~ 1 + x + x2 + x3 + expo + (1|id)",
+]
+
+
+@pytest.mark.parametrize("formula", FORMULAS)
+@pytest.mark.parametrize("priors", PRIORS)
+def test_closed_form_equals_pymc_logp(data, formula, priors):
+    K, df = data
+    built = build(bl.specify(formula, df, kinship={"id": K}, priors=priors))
+    assert closed_form_applies(built)
+    density = spectral_density(built)
+    pymc_logp = built.model.compile_logp()
+    rng = np.random.default_rng(5)
+    for x in rng.normal([0.0, 1.0], [2.0, 1.5], size=(6, 2)):
+        point, log_jac = _pymc_coordinates(built, x)
+        got, _ = density.logp(x)
+        assert got == pytest.approx(float(pymc_logp(point)) + log_jac, rel=1e-10, abs=1e-8)
+
+
+@pytest.mark.parametrize("priors", PRIORS)
+def test_gradient_matches_finite_differences(data, priors):
+    K, df = data
+    built = build(bl.specify("y ~ 1 + x + x2 + (1|id)", df, kinship={"id": K}, priors=priors))
+    density = spectral_density(built)
+    eps = 1e-6
+    for x in np.random.default_rng(2).normal([0.0, 1.0], [2.0, 1.0], size=(4, 2)):
+        _, grad = density.logp(x)
+        for k in range(2):
+            step = np.zeros(2)
+            step[k] = eps
+            numeric = (density.logp(x + step)[0] - density.logp(x - step)[0]) / (2 * eps)
+            assert grad[k] == pytest.approx(numeric, rel=1e-5, abs=1e-6)
+
+
+def test_marginal_likelihood_equals_dense_normal():
+    from scipy import stats
+
+    rng = np.random.default_rng(3)
+    n, p = 40, 3
+    s = rng.gamma(1.0, 1.0, n)
+    s[:3] = 0.0  # zero eigenvalues (a singular kinship) are allowed
+    B = rng.normal(size=(n, p))
+    r = rng.normal(size=n)
+    ll, d_g, d_e = marginal_loglik_grad(0.7, 0.4, s, r, B)
+    V = np.diag(0.7 * s + 0.4) + B @ B.T
+    assert ll == pytest.approx(stats.multivariate_normal(np.zeros(n), V).logpdf(r), rel=1e-12)
+    Vinv = np.linalg.inv(V)
+    alpha = Vinv @ r
+    # ∂ log N / ∂θ = −½ tr(V⁻¹ ∂V) + ½ αᵀ ∂V α
+    assert d_g == pytest.approx(-0.5 * np.sum(np.diag(Vinv) * s) + 0.5 * alpha @ (s * alpha))
+    assert d_e == pytest.approx(-0.5 * np.trace(Vinv) + 0.5 * alpha @ alpha)
+
+
+@pytest.mark.parametrize(
+    "prior", [("halfnormal", 2.0), ("halfstudentt", 3.0, 1.5), ("halfcauchy", 0.5),
+              ("exponential", 1.3), ("invgamma", 2.5, 1.5), ("scaled_inv_chi2", 4.0, 0.8)],
+)  # fmt: skip
+def test_positive_priors_are_pymc_densities(prior):
+    import pymc as pm
+
+    p = Prior.parse(prior, "sd")
+    log_prior = positive_log_prior(p)
+    with pm.Model():
+        dist = p.to_pymc("theta")
+    for theta in (0.05, 0.8, 3.0):
+        want = float(pm.logp(dist, theta).eval())
+        value, slope = log_prior(np.log(theta))
+        assert value == pytest.approx(want, rel=1e-8)  # PyMC's C gammaln: ~1e-9
+        eps = 1e-6
+        numeric = (log_prior(np.log(theta) + eps)[0] - log_prior(np.log(theta) - eps)[0]) / 2e-6
+        assert slope == pytest.approx(numeric, rel=1e-6)
+
+
+def test_expand_names_match_the_pymc_model(data):
+    K, df = data
+    for priors in (None, {"h2": ("beta", 2, 2)}, {"total_variance": ("invgamma", 2, 1)}):
+        built = build(bl.specify("y ~ 1 + x + (1|id)", df, kinship={"id": K}, priors=priors))
+        density = spectral_density(built)
+        names = {v.name for v in built.model.free_RVs + built.model.deterministics}
+        assert set(density.expand(np.array([0.3, 0.1]))) == names
+        values = density.expand(np.array([0.3, 0.1]))
+        assert values["h2"] == pytest.approx(special.expit(0.3))
+        assert values["var_id"] + values["var_residual"] == pytest.approx(np.exp(0.1))
+        assert nutpie_model(density).n_dim == 2
+
+
+def test_joint_fixed_effects_and_latent_models_are_not_closed_form(data):
+    K, df = data
+    spec = bl.specify("y ~ 1 + x + (1|id)", df, kinship={"id": K})
+    assert not closed_form_applies(build(spec, fixed_effects="joint"))
+    assert not closed_form_applies(build(spec, strategy="latent"))
+    with pytest.raises(ValueError, match="spectral"):
+        spectral_density(build(spec, strategy="latent"))
