@@ -247,6 +247,12 @@ def main(argv: list[str] | None = None) -> int:
         default="marginal",
         help="spectral strategy: beta integrated out (default, as fit() does) or sampled",
     )
+    parser.add_argument(
+        "--closed-form",
+        action="store_true",
+        help="spectral, beta integrated out: sample the closed-form density "
+        "(bayeslmm.engines.bayes.spectral_density), as fit(sampler='auto') does",
+    )
     parser.add_argument("--tune", type=int, default=1000)
     parser.add_argument("--thin", type=int, default=20, help="keep every thin-th draw")
     parser.add_argument("--n-ranks", type=int, default=100, help="L + 1 possible ranks")
@@ -332,11 +338,26 @@ def main(argv: list[str] | None = None) -> int:
         raise AssertionError("The data-swapped model differs from the builder's model.")
 
     start = time.perf_counter()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        compiled = nutpie.compile_pymc_model(swapped)
+    if args.closed_form:
+        import dataclasses
+
+        from bayeslmm.engines.bayes.spectral_density import nutpie_model, spectral_density
+
+        density = spectral_density(built)
+        print("sampler: the closed-form density (spectral_density.py), nutpie")
+
+        def model_for(y):
+            resid = observed_vector(built, y) - built.marginal_fixed.prior_mean
+            return nutpie_model(dataclasses.replace(density, resid=resid))
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            compiled = nutpie.compile_pymc_model(swapped)
+
+        def model_for(y):
+            return compiled.with_data(**{shared.name: observed_vector(built, y)})
+
     compile_s = time.perf_counter() - start
-    data_name = shared.name
 
     import arviz as az
 
@@ -347,7 +368,7 @@ def main(argv: list[str] | None = None) -> int:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             idata = nutpie.sample(
-                compiled.with_data(**{data_name: observed_vector(built, y)}),
+                model_for(y),
                 draws=draws,
                 tune=args.tune,
                 chains=1,
