@@ -46,7 +46,17 @@ from bayeslmm.priors import Prior
 LOG_2PI = math.log(2.0 * math.pi)
 
 
-@numba.njit(cache=True)
+def _cached_jit(func: Callable) -> Callable:
+    """numba-compile ``func`` into numba's on-disk cache (``__pycache__`` beside this file, or
+    the user's cache directory); where neither is writable numba refuses to cache, and the
+    function is compiled once per process instead (~1 s)."""
+    try:
+        return numba.njit(cache=True)(func)
+    except RuntimeError:
+        return numba.njit(func)
+
+
+@_cached_jit
 def marginal_loglik_grad(
     var_g: float, var_e: float, eigenvalues: np.ndarray, resid: np.ndarray, design: np.ndarray
 ) -> tuple[float, float, float]:
