@@ -44,6 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_glmm  # noqa: E402
 
 import bayeslmm as bl  # noqa: E402
+from bayeslmm.engines.bayes.spectral_density import positive_log_prior  # noqa: E402
 from bayeslmm.priors import resolve_priors  # noqa: E402
 
 
@@ -59,10 +60,8 @@ def closed_form_model(data, kin, family: str, mode: str, dtype: str):
     y = np.asarray(spec.y, dtype=float)
     n = y.size
     mu0, sd0 = (float(np.ravel(v)[0]) for v in priors.intercept.params)
-    nu, scale = (float(np.ravel(v)[0]) for v in priors.sd["id"].params)
     olre = family == "poisson"
     if olre:
-        nu_o, scale_o = (float(np.ravel(v)[0]) for v in priors.sd_olre.params)
         mean = y.mean()
         total = math.log1p(max(y.var() - mean, 1e-3 * mean) / mean**2)
         info, pilot = mean, 0.5 * total * s + 0.5 * total
@@ -70,9 +69,13 @@ def closed_form_model(data, kin, family: str, mode: str, dtype: str):
         info, pilot = y.mean() * (1 - y.mean()), 1.0 * s
     w = info * pilot / (1 + info * pilot) if mode == "partial" else np.zeros(n)
 
-    def half_t(t, nu, scale):  # log HalfStudentT(e^t) + t (log-transform Jacobian), d/dt
-        u = math.exp(2 * t) / (nu * scale * scale)
-        return -0.5 * (nu + 1) * math.log1p(u) + t, -(nu + 1) * u / (1 + u) + 1
+    # log prior of log σ plus the log-transform's Jacobian (t), and its derivative
+    prior_a = positive_log_prior(priors.sd["id"])
+    prior_o = positive_log_prior(priors.sd_olre) if olre else None
+
+    def log_prior(prior, t):
+        value, slope = prior(t)
+        return value + t, slope + 1.0
 
     k = 3 if olre else 2
 
@@ -99,11 +102,11 @@ def closed_form_model(data, kin, family: str, mode: str, dtype: str):
         grad = np.empty_like(x)
         grad[0] = g.sum() - (b0 - mu0) / sd0**2
         d_log_a = (1 - w) * u * G + w * (v * v * prec_v - 1)
-        pa, dpa = half_t(t_a, nu, scale)
+        pa, dpa = log_prior(prior_a, t_a)
         lp += pa
         grad[1] = float(d_log_a @ (var_a * s / a2)) + dpa
         if olre:
-            po, dpo = half_t(x[2], nu_o, scale_o)
+            po, dpo = log_prior(prior_o, x[2])
             lp += po
             grad[2] = float(d_log_a @ (var_o / a2)) + dpo
         grad[k:] = scale_u * G - v * prec_v

@@ -41,7 +41,7 @@ def resolve_sampler(sampler: str = "auto") -> str:
     ``"auto"`` → nutpie when installed (a core dependency), else PyMC's NUTS. For the
     spectral strategy nutpie samples the model's closed-form log posterior
     (:mod:`~bayeslmm.engines.bayes.spectral_density`: a numba loop kept in numba's on-disk
-    cache, ~20 µs per gradient at n = 1000), so there is nothing to compile per data set;
+    cache, ~20 µs per evaluation at n = 1000), so there is nothing to compile per data set;
     for the latent strategy it compiles the PyMC graph with numba, whose sampling speed wins
     for n + 2 free parameters.
 

@@ -233,6 +233,25 @@ def _log_expit(x: float) -> float:
     return -math.log1p(math.exp(-x)) if x >= 0 else x - math.log1p(math.exp(x))
 
 
+def prior_parametrisation(priors: Any) -> str:
+    """Which parameters carry the priors: ``"sd"`` (σ_g, σ_e), ``"share_sd"`` (h², σ_P) or
+    ``"share_variance"`` (h², σ²_P)."""
+    if not priors.uses_shares:
+        return "sd"
+    return "share_variance" if priors.total_is_variance else "share_sd"
+
+
+def variable_names(group: str, parametrisation: str) -> tuple[str, ...]:
+    """The spectral PyMC model's free and deterministic variables, as :meth:`SpectralDensity.
+    expand` returns them."""
+    names = (f"sd_{group}", "sigma", f"var_{group}", "var_residual", "h2", "variance_share")
+    if parametrisation == "share_sd":
+        return (*names, "total_variance", "total_sd")
+    if parametrisation == "share_variance":
+        return (*names, "total_variance")
+    return names
+
+
 @dataclass(frozen=True)
 class SpectralDensity:
     """The spectral model's log posterior on x = (logit h², log σ²_P), with gradient.
@@ -406,16 +425,15 @@ def spectral_density(built: Any) -> SpectralDensity:
         design = np.zeros((spec.n_obs, 0))
         eigenvalues = np.asarray(built.rotation.values, dtype=float)
     group = spec.terms[0].group
-    if priors.uses_shares:
-        parametrisation = "share_variance" if priors.total_is_variance else "share_sd"
-        prior_a = None
-        prior_b = positive_log_prior(priors.total)
-        beta = tuple(float(np.asarray(v).ravel()[0]) for v in priors.shares.params)
-    else:
-        parametrisation = "sd"
+    parametrisation = prior_parametrisation(priors)
+    if parametrisation == "sd":
         prior_a = positive_log_prior(priors.sd[group])
         prior_b = positive_log_prior(priors.sigma)
         beta = (1.0, 1.0)
+    else:
+        prior_a = None
+        prior_b = positive_log_prior(priors.total)
+        beta = tuple(float(np.asarray(v).ravel()[0]) for v in priors.shares.params)
     return SpectralDensity(
         eigenvalues=np.ascontiguousarray(eigenvalues, dtype=float),
         resid=np.ascontiguousarray(resid, dtype=float),
@@ -441,9 +459,7 @@ def closed_form_applies(built: Any) -> bool:
     model = built.model
     names = {v.name for v in model.free_RVs + model.deterministics}
     group = built.spec.terms[0].group
-    expected = {f"sd_{group}", "sigma", f"var_{group}", "var_residual", "h2", "variance_share"}
-    if built.priors.uses_shares:
-        expected |= {"total_variance"} | (set() if built.priors.total_is_variance else {"total_sd"})
+    expected = set(variable_names(group, prior_parametrisation(built.priors)))
     return names == expected and not model.potentials and len(model.observed_RVs) == 1
 
 
