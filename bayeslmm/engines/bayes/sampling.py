@@ -218,18 +218,17 @@ def sample(
 
 
 def _compile_nutpie(built: BuiltModel):
-    """nutpie's model: the spectral closed form when it applies, else the PyMC graph
-    compiled with numba."""
+    """nutpie's model: a closed form when one applies (spectral LMM, latent kinship GLMM),
+    else the PyMC graph compiled with numba."""
     import nutpie
 
-    from bayeslmm.engines.bayes.spectral_density import (
-        closed_form_applies,
-        nutpie_model,
-        spectral_density,
-    )
+    from bayeslmm.engines.bayes import glmm_density as glmm
+    from bayeslmm.engines.bayes import spectral_density as spectral
 
-    if closed_form_applies(built):
-        return nutpie_model(spectral_density(built))
+    if spectral.closed_form_applies(built):
+        return spectral.nutpie_model(spectral.spectral_density(built))
+    if glmm.glmm_closed_form_applies(built):
+        return glmm.nutpie_model(glmm.glmm_density(built), built.model.coords)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return nutpie.compile_pymc_model(built.model)
