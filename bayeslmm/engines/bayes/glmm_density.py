@@ -55,10 +55,10 @@ import numpy as np
 import pandas as pd
 from scipy import optimize, special
 
+from bayeslmm.engines.bayes.builder import LINK_VARIANCE, fixed_effects_prior
 from bayeslmm.engines.bayes.spectral_density import positive_log_prior
 
 LOG_2PI = math.log(2.0 * math.pi)
-LINK_VARIANCE = {"logit": math.pi**2 / 3.0, "probit": 1.0}
 
 
 @dataclass(eq=False)
@@ -333,8 +333,6 @@ def glmm_density(built: Any, dtype: str = "float32", shear: bool = False) -> GLM
     >>> grad.shape == (density.ndim,)
     True
     """
-    from bayeslmm.engines.bayes.builder import fixed_effects_prior
-
     if not glmm_closed_form_applies(built):
         raise ValueError(
             "The closed-form GLMM density does not cover this model (see "
