@@ -2,9 +2,10 @@
 
 The density is a second implementation of the built model's posterior, so each of its
 reparametrisations is checked against an independent one: the PyMC model's ``logp`` (plus
-the partial non-centring's Jacobian; the shear has none), a dense multivariate normal for
-the merged Poisson effect, finite differences for the gradient, and the posterior of a
-short fit against PyMC's own NUTS on the PyMC graph.
+the Jacobian of the change of variables), a dense multivariate normal for the merged
+Poisson effect, finite differences for the gradient, quadrature against scipy's adaptive
+integration for the expected information, and the posterior of a short fit against PyMC's
+own NUTS on the PyMC graph.
 """
 
 from __future__ import annotations
@@ -14,11 +15,17 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
-from scipy import stats
+from scipy import integrate, stats
 
 import bayeslmm as bl
 from bayeslmm.engines.bayes import build
-from bayeslmm.engines.bayes.glmm_density import glmm_closed_form_applies, glmm_density
+from bayeslmm.engines.bayes.glmm_density import (
+    PartialNonCentring,
+    expected_information,
+    glmm_closed_form_applies,
+    glmm_density,
+    unit_information,
+)
 from bayeslmm.families import Poisson
 
 N = 30
@@ -73,20 +80,27 @@ def _pymc_point(density, x):
     return point
 
 
+def _density(built, parametrisation):
+    """``"weights"``: partial non-centring with weights spread over (0, 1)."""
+    if parametrisation != "weights":
+        return glmm_density(built, dtype="float64", parametrisation=parametrisation)
+    density = glmm_density(built, dtype="float64", parametrisation="partial")
+    density.transform = PartialNonCentring(np.linspace(0.05, 0.95, density.n_basis))
+    return density
+
+
 @pytest.mark.parametrize(("family", "link"), CASES)
-@pytest.mark.parametrize("reparam", ["default", "partial", "shear"])
-def test_logp_equals_pymc_model(kinship, family, link, reparam):
+@pytest.mark.parametrize("parametrisation", ["partial", "weights", "conditional"])
+def test_logp_equals_pymc_model(kinship, family, link, parametrisation):
     built = _built(kinship, family, link)
     assert glmm_closed_form_applies(built)
-    density = glmm_density(built, dtype="float64", shear=reparam == "shear")
-    if reparam == "partial":
-        density.weights = np.linspace(0.05, 0.95, density.n_basis)
+    density = _density(built, parametrisation)
     logp_pymc = built.model.compile_logp()
     rng = np.random.default_rng(2)
     for _ in range(3):
         x = density.initial_point(int(rng.integers(100))) + rng.normal(0, 0.3, density.ndim)
-        _, _, A = density.latent(x)
-        jacobian = -float(density.weights @ (0.5 * np.log(A)))  # log |dz/dv|
+        _, A, log_jacobian = density.latent(x)
+        jacobian = log_jacobian - 0.5 * float(np.log(A).sum())  # log |dz/dv|, z = c/√A
         expected = float(logp_pymc(_pymc_point(density, x))) + jacobian
         # probit: PyMC's invprobit differs from scipy's log_ndtr (which we use) by up to
         # 1.7e-7 per record at η = −3 (log Φ), so 30 binomial records drift ~1e-6
@@ -95,12 +109,11 @@ def test_logp_equals_pymc_model(kinship, family, link, reparam):
 
 
 @pytest.mark.parametrize(("family", "link"), [*CASES, ("poisson-olre", "log")])
-def test_gradient_matches_finite_differences(kinship, family, link):
+@pytest.mark.parametrize("parametrisation", ["weights", "conditional"])
+def test_gradient_matches_finite_differences(kinship, family, link, parametrisation):
     fam = family.split("-")[0]
-    density = glmm_density(
-        _built(kinship, fam, link, olre=family.endswith("olre")), dtype="float64", shear=True
-    )
-    density.weights = np.linspace(0.1, 0.9, density.n_basis)
+    built = _built(kinship, fam, link, olre=family.endswith("olre"))
+    density = _density(built, parametrisation)
     x = density.initial_point(3) + np.random.default_rng(3).normal(0, 0.3, density.ndim)
     _, grad = density.logp(x)
     step = 1e-6
@@ -111,11 +124,63 @@ def test_gradient_matches_finite_differences(kinship, family, link):
     np.testing.assert_allclose(grad, numeric, rtol=1e-5, atol=1e-6)
 
 
+def test_default_parametrisation_by_family(kinship):
+    """Conditional centring for binary traits, partial non-centring for Poisson."""
+    names = {
+        family: type(glmm_density(_built(kinship, family, "logit")).transform).__name__
+        for family in ("bernoulli", "binomial", "poisson")
+    }
+    assert names == {
+        "bernoulli": "ConditionalCentring",
+        "binomial": "ConditionalCentring",
+        "poisson": "PartialNonCentring",
+    }
+    with pytest.raises(ValueError, match="Unknown parametrisation"):
+        glmm_density(_built(kinship, "bernoulli", "logit"), parametrisation="shear")
+
+
+@pytest.mark.parametrize(("family", "link"), [("binomial", "logit"), ("binomial", "probit")])
+def test_expected_information_against_adaptive_quadrature(family, link):
+    """E[I(η)], η ~ N(μ, V), by 20-point Gauss–Hermite against scipy.integrate.quad; its
+    V-derivative against finite differences of itself; I'(η) against finite differences.
+
+    The quadrature only shapes the surrogate (any surrogate keeps the posterior exact), so
+    1e-3 is ample; its derivative must be the quadrature's own, for the gradient's sake."""
+    eta = np.linspace(-4.0, 4.0, 9)
+    info, d_info = unit_information(family, link, eta)
+    step = 1e-6
+    numeric = (
+        unit_information(family, link, eta + step)[0]
+        - unit_information(family, link, eta - step)[0]
+    ) / (2 * step)
+    np.testing.assert_allclose(d_info, numeric, rtol=1e-6, atol=1e-10)
+    mu = np.array([-2.0, 0.0, 1.5])
+    for V in (0.05, 1.0, 4.0):
+        f, df = expected_information(family, link, mu, V)
+
+        def integrand(z, m, V=V):
+            return unit_information(family, link, np.array([m + np.sqrt(V) * z]))[0][0]
+
+        exact = [
+            integrate.quad(lambda z, m=m: integrand(z, m) * stats.norm.pdf(z), -12, 12)[0]
+            for m in mu
+        ]
+        np.testing.assert_allclose(f, exact, rtol=1e-3)
+        numeric = (
+            expected_information(family, link, mu, V + 1e-6)[0]
+            - expected_information(family, link, mu, V - 1e-6)[0]
+        ) / 2e-6
+        np.testing.assert_allclose(df, numeric, rtol=1e-5)
+    f, df = expected_information("poisson", "log", mu, 0.7)
+    np.testing.assert_allclose(f, np.exp(mu + 0.35))  # lognormal mean
+    np.testing.assert_allclose(df, 0.5 * f)
+
+
 def test_merged_poisson_effect_equals_dense_normal(kinship):
     """a + e ~ N(0, σ_a² K + σ_o² I): the merged density against scipy's dense MVN."""
     built = _built(kinship, "poisson", "log", olre=True)
     density = glmm_density(built, dtype="float64")
-    assert density.olre and np.any(density.weights > 0)
+    assert density.olre and np.any(density.transform.weights > 0)
     spec, priors = built.spec, built.priors
     K = kinship.matrix
     y = np.asarray(spec.y, dtype=float)
@@ -131,7 +196,7 @@ def test_merged_poisson_effect_equals_dense_normal(kinship):
         x = density.initial_point(int(rng.integers(100))) + rng.normal(0, 0.3, density.ndim)
         p = density.n_fixed
         beta, t_a, t_o = x[:p], x[p], x[p + 1]
-        _, c, A = density.latent(x)
+        c, A, log_jacobian = density.latent(x)
         effect = density.vectors @ c  # a + e per individual
         eta = density.offset + density.design @ beta + effect[density.index]
         cov = np.exp(2 * t_a) * K + np.exp(2 * t_o) * np.eye(N)
@@ -143,7 +208,7 @@ def test_merged_poisson_effect_equals_dense_normal(kinship):
             + t_a
             + half_t(priors.sd_olre, np.exp(t_o))
             + t_o
-            + float((0.5 * (1.0 - density.weights)) @ np.log(A))  # log |d effect / dv|
+            + log_jacobian  # log |d effect / dv|
         )
         assert density.logp(x)[0] == pytest.approx(expected, abs=1e-8)
 
@@ -153,7 +218,7 @@ def test_merged_poisson_split_keeps_the_linear_predictor(kinship):
     mean and variance are the Gaussian conditional's."""
     density = glmm_density(_built(kinship, "poisson", "log", olre=True), dtype="float64")
     x = density.initial_point(5)
-    _, c, A = density.latent(x)
+    c, A, _ = density.latent(x)
     rng = np.random.default_rng(6)
     draws = [density.expand(x, rng) for _ in range(4000)]
     out = draws[0]
