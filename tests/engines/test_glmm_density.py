@@ -124,17 +124,26 @@ def test_gradient_matches_finite_differences(kinship, family, link, parametrisat
     np.testing.assert_allclose(grad, numeric, rtol=1e-5, atol=1e-6)
 
 
-def test_default_parametrisation_by_family(kinship):
-    """Conditional centring for binary traits, partial non-centring for Poisson."""
-    names = {
-        family: type(glmm_density(_built(kinship, family, "logit")).transform).__name__
-        for family in ("bernoulli", "binomial", "poisson")
-    }
-    assert names == {
-        "bernoulli": "ConditionalCentring",
-        "binomial": "ConditionalCentring",
-        "poisson": "PartialNonCentring",
-    }
+def test_default_parametrisation_and_surrogates(kinship):
+    """Conditional centring for binary traits (centred on the score, information falling
+    with V), partial non-centring for Poisson; Poisson's opt-in surrogate scales by the
+    counts' own information y + ½."""
+    binary = glmm_density(_built(kinship, "bernoulli", "logit"), dtype="float64")
+    assert type(binary.transform).__name__ == "ConditionalCentring"
+    built_counts = _built(kinship, "poisson", "log")
+    assert type(glmm_density(built_counts).transform).__name__ == "PartialNonCentring"
+    counts = glmm_density(built_counts, dtype="float64", parametrisation="conditional")
+    assert np.any(binary.transform.score != 0) and binary.transform.bins.size == 16
+    intercept_only = _built(kinship, "bernoulli", "logit", formula="y ~ 1 + (1|id)")
+    assert glmm_density(intercept_only).transform.bins.size == 1  # one distinct μ̂
+    assert not np.any(counts.transform.score) and counts.transform.bins.size == 0
+    squares = counts.vectors**2
+    np.testing.assert_allclose(counts.transform.information, squares.T @ (counts.y + 0.5))
+    # τ(V) for binary traits: Σ_i U²_ij E[p(1 − p)], falling as V grows
+    c = binary.transform
+    small, large = (c.bin_weights @ expected_information("binomial", "logit", c.bins, V)[0]
+                    for V in (0.1, 4.0))  # fmt: skip
+    assert np.all(large < small)
     with pytest.raises(ValueError, match="Unknown parametrisation"):
         glmm_density(_built(kinship, "bernoulli", "logit"), parametrisation="shear")
 
@@ -176,11 +185,12 @@ def test_expected_information_against_adaptive_quadrature(family, link):
     np.testing.assert_allclose(df, 0.5 * f)
 
 
-def test_merged_poisson_effect_equals_dense_normal(kinship):
+@pytest.mark.parametrize("parametrisation", ["conditional", "partial"])
+def test_merged_poisson_effect_equals_dense_normal(kinship, parametrisation):
     """a + e ~ N(0, σ_a² K + σ_o² I): the merged density against scipy's dense MVN."""
     built = _built(kinship, "poisson", "log", olre=True)
-    density = glmm_density(built, dtype="float64")
-    assert density.olre and np.any(density.transform.weights > 0)
+    density = glmm_density(built, dtype="float64", parametrisation=parametrisation)
+    assert density.olre
     spec, priors = built.spec, built.priors
     K = kinship.matrix
     y = np.asarray(spec.y, dtype=float)

@@ -14,23 +14,29 @@ eigenbasis (c_j ~ N(0, A_j), A_j = σ_a² s_j [+ σ_o²]) and h the hyperparamet
    latent vector instead of two and no funnel between σ_o and e. The split into a and e
    is drawn afterwards from a | a + e (a Gaussian, diagonal in the eigenbasis), so the
    draws of ``z_id``, ``z_olre``, ``u_id`` are those of the PyMC model.
-2. **Partial non-centring per eigen-component** (:class:`PartialNonCentring`;
-   Papaspiliopoulos, Roberts & Sköld 2007): c_j = A_j^((1−w_j)/2) v_j with
-   v_j ~ N(0, A_j^(w_j)); w → 0 is the non-centred form (weak data), w → 1 the centred one.
-   w_j = I A⁰_j / (1 + I A⁰_j), with I the mean Fisher information per individual and A⁰
-   pilot variances from the moments of y. The default for Poisson.
-3. **Conditional centring** (:class:`ConditionalCentring`): c_j = b_j(β) / P_j(h) +
-   P_j(h)^(−1/2) v_j with P_j = 1/A_j + τ_j(h), i.e. each component centred and scaled by
-   its conditional posterior given h under a Gaussian surrogate of the likelihood: the
-   score b at c = 0 (moving linearly with β) and τ(h) the *expected* information of the
-   records when η ~ N(Xβ̂, σ_a² K_ii + σ_o²), which falls as σ_a² grows (binary traits:
-   p(1 − p) shrinks in the tails). Were the likelihood Gaussian with that information,
-   v would be independent of h exactly. The default for binary traits: with 1000
-   individuals the non-centred form pins log σ_a given the field (conditional SD 0.07
-   against a marginal 0.22); this form frees it (ESS of σ_a² 1384 of 2000 draws against
-   171 with the same surrogate but τ fixed, and 222 non-centred). For Poisson it mixed
-   worse than partial non-centring (the expected information exp(μ + V/2) is a poor
-   stand-in for the records' own counts).
+2. **Conditional centring** (:class:`ConditionalCentring`; the default for binary traits):
+   c_j = b_j(β) / P_j(h) + P_j(h)^(−1/2) v_j with P_j = 1/A_j + τ_j(h), i.e. each
+   component centred and scaled by its conditional posterior given h under a Gaussian
+   surrogate of the likelihood with score b and information τ. Were the likelihood
+   that Gaussian, v would be independent of h exactly. The surrogate per family:
+
+   - binomial: b the score at c = 0 (moving linearly with β), τ(h) the *expected*
+     information of the records when η ~ N(Xβ̂, σ_a² K_ii): it falls as σ_a² grows
+     (p(1 − p) shrinks in the tails), and that dependence is what matters. At n = 1000
+     the non-centred form pins log σ_a given the field (conditional SD 0.07 against a
+     marginal 0.22); this form frees it: ESS of σ_a² 1342 of 2000 draws against 165
+     non-centred, and 171 for the same surrogate with τ held fixed.
+   - Poisson (opt-in): no centre shift, τ the records' own information y + ½. Against
+     partial non-centring it was better on one data set, equal on one and worse on two
+     (ESS 895/856/508/162 against 466/847/1023/249) at ~15% more time per gradient, so
+     Poisson keeps partial non-centring.
+
+3. **Partial non-centring per eigen-component** (:class:`PartialNonCentring`;
+   Papaspiliopoulos, Roberts & Sköld 2007; the default for Poisson):
+   c_j = A_j^((1−w_j)/2) v_j with v_j ~ N(0, A_j^(w_j)); w → 0 is the non-centred form
+   (weak data), w → 1 the centred one. w_j = I A⁰_j / (1 + I A⁰_j), with I the mean
+   Fisher information per individual and A⁰ pilot variances from the moments of y
+   (Poisson); w = 0 (non-centred) for binomial families.
 
 Any surrogate leaves the posterior exact (the change of variables and its Jacobian are
 in the density); the surrogate only decides how well a diagonal mass matrix fits.
@@ -67,7 +73,7 @@ LOG_2PI = math.log(2.0 * math.pi)
 # Gauss–Hermite (probabilists') nodes for expectations over η ~ N(μ, V)
 _GH_NODES, _GH_WEIGHTS = np.polynomial.hermite_e.hermegauss(20)
 _GH_WEIGHTS = _GH_WEIGHTS / _GH_WEIGHTS.sum()
-PARAMETRISATIONS = ("auto", "partial", "conditional")
+PARAMETRISATIONS = ("auto", "conditional", "partial")
 
 
 def unit_information(family: str, link: str, eta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -142,16 +148,17 @@ class PartialNonCentring:
 class ConditionalCentring:
     """c_j = b_j(β)/P_j + P_j^(−1/2) v_j, P_j = 1/A_j + τ_j(V), b(β) = b⁰ − B (β − β̂).
 
-    τ(V) = M E[I(η)], the expected information per trial in ``bins`` of the fixed-effect
-    predictions μ̂ = Xβ̂ (+ offset) with η ~ N(μ̂, V), M_jg = Σ_{records i in bin g}
-    trials_i U²_{level(i), j}; V = σ_a² mean(K_ii) (+ σ_o²).
+    τ(V) = τ⁰ + M E[I(η)]: a fixed information τ⁰ plus the expected information per trial
+    in ``bins`` of the fixed-effect predictions μ̂ = Xβ̂ (+ offset) with η ~ N(μ̂, V),
+    M_jg = Σ_{records i in bin g} trials_i U²_{level(i), j}; V = σ_a² mean(K_ii) (+ σ_o²).
     """
 
     family: str
     link: str
-    score: np.ndarray  # b⁰ = Uᵀ Zᵀ ∂loglik/∂η at η = μ̂ (r)
-    score_slope: np.ndarray  # B = Uᵀ Zᵀ W(μ̂) X (r × p)
+    score: np.ndarray  # b⁰ (r)
+    score_slope: np.ndarray  # B (r × p)
     beta_pilot: np.ndarray
+    information: np.ndarray  # τ⁰ (r)
     bins: np.ndarray  # μ̂ per bin (G)
     bin_weights: np.ndarray  # M (r × G)
 
@@ -160,17 +167,14 @@ class ConditionalCentring:
     ) -> tuple[np.ndarray, np.ndarray, float, Pullback]:
         info, d_info = expected_information(self.family, self.link, self.bins, V)
         b = self.score - self.score_slope @ (beta - self.beta_pilot)
-        P = 1.0 / A + self.bin_weights @ info
+        P = 1.0 / A + self.information + self.bin_weights @ info
         scale = P**-0.5
         mean = b / P
 
         def pullback(gc: np.ndarray) -> tuple[np.ndarray, float, np.ndarray]:
             g_P = -(gc * (mean + 0.5 * v * scale) + 0.5) / P  # ∂/∂P of gcᵀc − ½ Σ log P
-            return (
-                -g_P / A**2,
-                float(g_P @ (self.bin_weights @ d_info)),
-                -(gc / P) @ self.score_slope,
-            )
+            g_V = float(g_P @ (self.bin_weights @ d_info))
+            return -g_P / A**2, g_V, -(gc / P) @ self.score_slope
 
         return mean + scale * v, scale, -0.5 * float(np.log(P).sum()), pullback
 
@@ -425,12 +429,12 @@ def glmm_density(built: Any, dtype: str = "float32", parametrisation: str = "aut
         A latent-strategy GLMM that :func:`glmm_closed_form_applies` accepts.
     dtype : {"float32", "float64"}
         Precision of the eigenvectors in the two mat-vecs per gradient.
-    parametrisation : {"auto", "partial", "conditional"}
-        How the latent coordinates are sampled (see the module notes): ``"partial"``
-        non-centring (weights from moment pilots for Poisson; w = 0, the non-centred
-        form, for binomial families), ``"conditional"`` centring on the Gaussian
-        surrogate's conditional posterior, or ``"auto"``: conditional for binomial
-        families, partial for Poisson (what measured best for each).
+    parametrisation : {"auto", "conditional", "partial"}
+        How the latent coordinates are sampled (see the module notes): conditional
+        centring on a Gaussian surrogate of the likelihood, or partial non-centring
+        (weights from moment pilots for Poisson; w = 0, the non-centred form, for
+        binomial families). ``"auto"``: conditional for binomial families, partial for
+        Poisson, what measured best for each (benchmarks/glmm_parametrisations.py).
 
     Returns
     -------
@@ -444,7 +448,7 @@ def glmm_density(built: Any, dtype: str = "float32", parametrisation: str = "aut
     >>> df = pd.DataFrame({"y": [0, 1, 1, 0, 1, 1], "id": list(K.ids)})
     >>> spec = bl.specify("y ~ 1 + (1 | id)", df, kinship={"id": K}, family="bernoulli")
     >>> density = glmm_density(build(spec, strategy="latent"), dtype="float64")
-    >>> type(density.transform).__name__
+    >>> type(density.transform).__name__  # binary traits: conditional centring
     'ConditionalCentring'
     >>> logp, grad = density.logp(density.initial_point(1))
     >>> grad.shape == (density.ndim,)
@@ -509,12 +513,11 @@ def glmm_density(built: Any, dtype: str = "float32", parametrisation: str = "aut
         olre=olre,
         meta=meta,
     )
-    if parametrisation == "auto":
-        parametrisation = "partial" if density.family == "poisson" else "conditional"
     density.pilot = _pilot(density)
     density.transform = (
         _conditional_centring(density)
         if parametrisation == "conditional"
+        or (parametrisation == "auto" and density.family != "poisson")
         else _partial_non_centring(density)
     )
     return density
@@ -568,9 +571,31 @@ def _partial_non_centring(density: GLMMDensity) -> PartialNonCentring:
 
 
 def _conditional_centring(density: GLMMDensity, n_bins: int = 16) -> ConditionalCentring:
-    """The Gaussian surrogate at c = 0, β = β̂: score, its slope in β, information bins."""
-    p = density.n_fixed
+    """The Gaussian surrogate of the likelihood that conditional centring uses.
+
+    Binomial families: the score b⁰ = Uᵀ Zᵀ ∂loglik/∂η and its slope B = Uᵀ Zᵀ W X in β at
+    c = 0, β = β̂, and the expected information at η ~ N(μ̂, V), which falls as V grows
+    (a record's data say little about its own η, so the information follows the spread
+    of η). Poisson: the records' own information, y + ½ (the Poisson information at the
+    saturated fit η = log(y + ½)), fixed, and no centre shift (b = 0): counts pin each η,
+    so the information hardly moves with the variances; centring on the saturated fit's
+    pseudo-data mixed far worse in a trial run (ESS 3 of 2000 draws in one chain pair).
+    (Opt-in for Poisson: it did not beat partial non-centring, see the module notes.)
+    """
+    p, r = density.n_fixed, density.n_basis
     beta = density.pilot[:p]
+    squares = density.vectors.astype(float) ** 2
+    if density.family == "poisson":
+        return ConditionalCentring(
+            family=density.family,
+            link=density.link,
+            score=np.zeros(r),
+            score_slope=np.zeros((r, p)),
+            beta_pilot=beta.copy(),
+            information=squares.T @ density.per_level(density.y + 0.5),
+            bins=np.zeros(0),
+            bin_weights=np.zeros((r, 0)),
+        )
     mu = density.offset + density.design @ beta
     _, g_eta = density.loglik_grad(mu)
     W = density.fisher_weights(mu)
@@ -593,8 +618,9 @@ def _conditional_centring(density: GLMMDensity, n_bins: int = 16) -> Conditional
         score=vectors.T @ density.per_level(g_eta),
         score_slope=vectors.T @ slope,
         beta_pilot=beta.copy(),
+        information=np.zeros(r),
         bins=np.bincount(bin_of, mu) / n_in_bin,
-        bin_weights=(vectors * vectors).T @ trials_by_bin,
+        bin_weights=squares.T @ trials_by_bin,
     )
 
 
