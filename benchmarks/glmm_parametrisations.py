@@ -1,20 +1,23 @@
 """Parametrisations of the closed-form GLMM density, side by side (a script).
 
 Samples ``y ~ 1 + (1 | id)`` with nutpie on ``bayeslmm.engines.bayes.glmm_density`` in
-the forms its docstring describes: conditional centring (the default) against partial
-non-centring (``parametrisation="partial"``: the non-centred form for binary traits, moment
-pilot weights for Poisson; the defaults until session 4), and for binary traits also the
-non-centred form with nutpie's low-rank mass matrix. Data: bench_glmm's simulations —
+the forms its docstring describes: conditional centring (the default for binary traits)
+against partial non-centring (``parametrisation="partial"``: the non-centred form for
+binary traits, the default for them until session 4; moment pilot weights for Poisson, its
+default), and for binary traits also the non-centred form with nutpie's low-rank mass
+matrix. Data: bench_glmm's simulations —
 Bernoulli (logit) at n = 1000 (V_A = 2.19) and an n = 300 data set whose posterior sits
 near V_A = 0; Poisson with an observation-level effect on three n = 1000 data sets and
-one n = 300. Same sampler settings as bench_glmm (2 chains × 1000 tune + 1000 draws,
-target_accept 0.9, one core). Prints ESS_bulk(var_id), seconds and R-hat per row: the
-figures behind docs/bayesian.md's "closed-form latent GLMM".
+one n = 300; ``variants``: binary-trait variants at n = 500 (low prevalence, probit,
+binomial with trials and a covariate, logit with a strong covariate). Same sampler
+settings as bench_glmm (2 chains × 1000 tune + 1000 draws, target_accept 0.9, one core).
+Prints ESS_bulk(var_id), seconds and R-hat per row: the figures behind docs/bayesian.md's
+"closed-form latent GLMM".
 
 Usage::
 
     OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 python benchmarks/glmm_parametrisations.py \
-        [--families bernoulli poisson]
+        [--families bernoulli poisson variants]
 """
 
 from __future__ import annotations
@@ -26,7 +29,9 @@ import warnings
 from pathlib import Path
 
 import arviz as az
+import numpy as np
 import nutpie
+import pandas as pd
 from threadpoolctl import threadpool_limits
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -47,23 +52,69 @@ FORMS = {
         ("non-centred + low-rank mass matrix", "partial", True),
     ],
     "poisson": [
+        ("conditional centring", "conditional", False),
+        ("partial non-centring (default)", "partial", False),
+    ],
+    "variants": [
         ("conditional centring (default)", "conditional", False),
-        ("partial non-centring", "partial", False),
+        ("non-centred", "partial", False),
     ],
 }
 
 
+def binary_variants(n: int = 500, seed: int = 7):
+    """(label, built model, true V_A) for four binary-trait variants on one GRM."""
+    from scipy.stats import norm
+
+    rng = np.random.default_rng(seed)
+    K = bench_glmm.grm(n, 2 * n, rng)
+    ids = [f"i{k:05d}" for k in range(n)]
+    kin = bl.Kinship(K, ids)
+    L = np.linalg.cholesky(K)
+    x = rng.normal(size=n)
+    trials = rng.integers(1, 6, n)
+    variants = [  # label, family, link, formula, SD of the genetic effect, η without it
+        ("logit, prevalence ~10%", "bernoulli", "logit", "y ~ 1 + (1|id)", 1.2, -2.5 + 0 * x),
+        ("probit", "bernoulli", "probit", "y ~ 1 + (1|id)", 0.8, 0.3 + 0 * x),
+        ("binomial 1-5 trials + covariate", "binomial", "logit", "y ~ 1 + x + (1|id)", 1.0,
+         -0.5 + 0.8 * x),
+        ("logit + strong covariate", "bernoulli", "logit", "y ~ 1 + x + (1|id)", 1.5,
+         0.2 + 1.5 * x),
+    ]  # fmt: skip
+    for label, family, link, formula, sd, eta_fixed in variants:
+        eta = eta_fixed + sd * (L @ rng.normal(size=n))
+        p = norm.cdf(eta) if link == "probit" else 1 / (1 + np.exp(-eta))
+        kw = {"family": family, "link": link}
+        if family == "binomial":
+            y, kw["trials"] = rng.binomial(trials, p), "t"
+        else:
+            y = rng.binomial(1, p)
+        data = pd.DataFrame({"id": ids, "x": x, "y": y, "t": trials})
+        spec = bl.specify(formula, data, kinship={"id": kin}, **kw)
+        yield label, build(spec, strategy="latent"), sd**2
+
+
+def data_sets(family: str):
+    """(label, built model, true V_A) for each data set of a row group."""
+    if family == "variants":
+        yield from binary_variants()
+        return
+    for n, seed in DATA[family]:
+        data, kin, va = bench_glmm.simulate(n, family, seed=seed)
+        spec = bl.specify("y ~ 1 + (1|id)", data, kinship={"id": kin}, family=family)
+        yield f"n={n:4d} data seed {seed:4d}", build(spec, strategy="latent"), va
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--families", nargs="+", default=["bernoulli", "poisson"])
+    parser.add_argument(
+        "--families", nargs="+", default=["bernoulli", "poisson", "variants"], choices=list(FORMS)
+    )
     args = parser.parse_args()
     warnings.simplefilter("ignore")
     print("2 chains x 1000 tune + 1000 draws, nutpie, target_accept 0.9, cores=1, BLAS 1 thread")
     for family in args.families:
-        for n, seed in DATA[family]:
-            data, kin, va = bench_glmm.simulate(n, family, seed=seed)
-            spec = bl.specify("y ~ 1 + (1|id)", data, kinship={"id": kin}, family=family)
-            built = build(spec, strategy="latent")
+        for data_label, built, va in data_sets(family):
             for label, parametrisation, low_rank in FORMS[family]:
                 with threadpool_limits(1):
                     start = time.perf_counter()
@@ -78,7 +129,7 @@ def main() -> int:
                 ess = float(az.ess(post.to_dataset())["var_id"])
                 rhat = float(az.rhat(post.to_dataset())["var_id"])
                 print(
-                    f"{family:9s} n={n:4d} data seed {seed:4d} true V_A={va:.2f} {label:35s} "
+                    f"{family:9s} {data_label:32s} true V_A={va:.2f} {label:35s} "
                     f"ESS {ess:6.0f}  {seconds:5.1f} s  ESS/s {ess / seconds:6.1f}  "
                     f"R-hat {rhat:.3f}  median {float(post.median()):.3f}"
                 )
