@@ -307,6 +307,9 @@ def diagnose(idata, var_names: list[str] | None = None) -> tuple[dict[str, Any],
     post = idata.posterior
     if var_names is None:
         var_names = [v for v in post.data_vars if not str(v).startswith(("z_", "u_", "chol_"))]
+    # constants (a binary trait's latent residual variance π²/3) have no ESS to speak of;
+    # ArviZ reports the number of draws, which would mask the real minimum
+    var_names = [v for v in var_names if float(np.ptp(np.asarray(post[v]))) > 0.0]
     n_chains, n_draws = int(post.sizes["chain"]), int(post.sizes["draw"])
     divergences = 0
     stats = idata.get("sample_stats")
