@@ -300,3 +300,25 @@ def test_posterior_agrees_with_pymc_nuts(kinship, family):
         )
         z = np.abs(a.mean(("chain", "draw")) - b.mean(("chain", "draw"))) / se
         assert float(z.max()) < 4.5, (name, float(z.max()))
+
+
+@pytest.mark.parametrize(
+    ("family", "olre"), [("poisson", True), ("poisson", False), ("bernoulli", False)]
+)
+def test_expanded_deterministics_equal_the_pymc_model(kinship, family, olre):
+    """var_residual, variance_share and h2 from ``expand`` are the PyMC model's own
+    deterministics at the same point (one latent-residual formula serves both)."""
+    built = _built(kinship, family, "logit", olre=olre)
+    density = glmm_density(built, dtype="float64")
+    model = built.model
+    names = ["var_residual", "variance_share", "h2"]
+    outputs = model.replace_rvs_by_values([model[name] for name in names])
+    evaluate = model.compile_fn(outputs, inputs=model.value_vars, on_unused_input="ignore")
+    x = density.initial_point(4) + np.random.default_rng(5).normal(0, 0.3, density.ndim)
+    out = density.expand(x, np.random.default_rng(6))
+    point = _pymc_point(density, x)
+    if olre:
+        point["sd_olre_log__"] = np.log(out["sd_olre"])
+        point["z_olre"] = out["z_olre"]
+    for name, value in zip(names, evaluate(point), strict=True):
+        np.testing.assert_allclose(out[name], value, rtol=1e-10, err_msg=name)

@@ -634,20 +634,25 @@ def family_likelihood(
     return pm.Binomial(name, n=trials, observed=y.astype("int64"), dims=dims, **prob)
 
 
-def _nongaussian_residual_variance(spec: ModelSpec, eta_fixed, var_random, var_olre):
+def latent_residual_variance(
+    family: str, link: str, eta_fixed: Any, var_random: Any, var_olre: Any, xp: Any = np
+) -> Any:
     """Latent-scale residual variance of a GLMM (Nakagawa, Johnson & Schielzeth 2017).
 
     Binomial families: π²/3 (logit) or 1 (probit). Poisson (log link, lognormal
-    approximation): ln(1 + 1/λ̄) + σ²_olre, with λ̄ = mean(exp(η_fixed)) · exp(σ²_random/2).
-    """
-    import pytensor.tensor as pt
+    approximation): ln(1 + 1/λ̄) + σ²_olre, with
+    λ̄ = mean(exp(η_fixed)) · exp((σ²_random + σ²_olre)/2). ``xp`` is the array module: numpy for draws,
+    ``pytensor.tensor`` inside the PyMC model, so both use this one formula.
 
-    fam = spec.family
-    if fam.name == "poisson":
-        lam = pt.mean(pt.exp(eta_fixed)) * pt.exp(0.5 * (var_random + var_olre))
-        out = pt.log1p(1.0 / lam)
-        return out + var_olre
-    return pt.as_tensor(LINK_VARIANCE[fam.link])
+    Examples
+    --------
+    >>> round(float(latent_residual_variance("poisson", "log", [0.0], 0.0, 0.0)), 4)
+    0.6931
+    """
+    if family == "poisson":
+        lam = xp.mean(xp.exp(eta_fixed)) * xp.exp(0.5 * (var_random + var_olre))
+        return xp.log1p(1.0 / lam) + var_olre
+    return LINK_VARIANCE[link]
 
 
 def build(
@@ -830,7 +835,11 @@ def build(
                     eta = eta + sd_olre * z_olre
                     var_olre = pm.Deterministic("var_olre", sd_olre**2)
                 var_random = sum(term_vars) if term_vars else pt.as_tensor(0.0)
-                var_residual = _nongaussian_residual_variance(spec, eta_fixed, var_random, var_olre)
+                var_residual = pt.as_tensor(
+                    latent_residual_variance(
+                        spec.family.name, spec.family.link, eta_fixed, var_random, var_olre, pt
+                    )
+                )
             family_likelihood(spec, obs_name, eta, sigma)
             var_residual = pm.Deterministic("var_residual", var_residual)
 

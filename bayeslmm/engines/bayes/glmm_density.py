@@ -76,7 +76,7 @@ import numpy as np
 import pandas as pd
 from scipy import special
 
-from bayeslmm.engines.bayes.builder import LINK_VARIANCE, fixed_effects_prior
+from bayeslmm.engines.bayes.builder import fixed_effects_prior, latent_residual_variance
 from bayeslmm.engines.bayes.spectral_density import positive_log_prior
 
 LOG_2PI = math.log(2.0 * math.pi)
@@ -392,12 +392,8 @@ class GLMMDensity:
         out[f"var_{g}"] = var_a
         out[f"z_{g}"] = (a / np.sqrt(var_a * s))[:, None]
         out[f"u_{g}"] = self._levels(a)[:, None]
-        if self.family == "poisson":
-            eta_fixed = self.offset + self.design @ beta_s
-            lam = float(np.mean(np.exp(eta_fixed))) * math.exp(0.5 * (var_a + var_o))
-            var_residual = math.log1p(1.0 / lam) + var_o
-        else:
-            var_residual = LINK_VARIANCE[self.link]
+        eta_fixed = self.offset + self.design @ beta_s
+        var_residual = latent_residual_variance(self.family, self.link, eta_fixed, var_a, var_o)
         out["var_residual"] = var_residual
         shares = np.array([var_a, var_residual]) / (var_a + var_residual)
         out["variance_share"] = shares
