@@ -641,8 +641,8 @@ def latent_residual_variance(
 
     Binomial families: π²/3 (logit) or 1 (probit). Poisson (log link, lognormal
     approximation): ln(1 + 1/λ̄) + σ²_olre, with
-    λ̄ = mean(exp(η_fixed)) · exp((σ²_random + σ²_olre)/2). ``xp`` is the array module: numpy for draws,
-    ``pytensor.tensor`` inside the PyMC model, so both use this one formula.
+    λ̄ = mean(exp(η_fixed)) · exp((σ²_random + σ²_olre)/2). ``xp`` is the array module:
+    numpy for draws, ``pytensor.tensor`` inside the PyMC model, so both use this formula.
 
     Examples
     --------

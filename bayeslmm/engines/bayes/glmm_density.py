@@ -232,6 +232,8 @@ class GLMMDensity:
             self.transform = PartialNonCentring(np.zeros(self.n_basis))
         if self.pilot.size == 0:
             self.pilot = np.zeros(self.n_hyper)
+        # records in level order, one each (the usual case): Z = I, no gathering needed
+        self.one_record_per_level = np.array_equal(self.index, np.arange(self.n_levels))
         # mean K_ii over levels in the basis used: the scale of σ_a² in V
         vec = self.vectors.astype(float)
         self.mean_diagonal = float(np.mean((vec * vec) @ self.eigenvalues))
@@ -275,7 +277,13 @@ class GLMMDensity:
 
     def per_level(self, values: np.ndarray) -> np.ndarray:
         """Sum of per-record values by level (Zᵀ values)."""
+        if self.one_record_per_level:
+            return values
         return np.bincount(self.index, values, minlength=self.n_levels)
+
+    def per_record(self, level_values: np.ndarray) -> np.ndarray:
+        """Each record's level value (Z values)."""
+        return level_values if self.one_record_per_level else level_values[self.index]
 
     def loglik_grad(self, eta: np.ndarray) -> tuple[float, np.ndarray]:
         """Log-likelihood (normalising constants left out) and its gradient in η."""
@@ -284,8 +292,9 @@ class GLMMDensity:
             mu = np.exp(eta)
             return float(y @ eta - mu.sum()), y - mu
         if self.link == "logit":
-            value = float(y @ eta - n @ np.logaddexp(0.0, eta))
-            return value, y - n * special.expit(eta)
+            # log(1 + e^η) = max(η, 0) + log1p(e^−|η|): one exp, no overflow
+            softplus = np.maximum(eta, 0.0) + np.log1p(np.exp(-np.abs(eta)))
+            return float(y @ eta - n @ softplus), y - n * special.expit(eta)
         log_p, log_q = special.log_ndtr(eta), special.log_ndtr(-eta)
         log_phi = -0.5 * eta * eta - 0.5 * LOG_2PI
         value = float(y @ log_p + (n - y) @ log_q)
@@ -326,7 +335,7 @@ class GLMMDensity:
         g = self._attenuation_factor(V)
         beta = h[:p] * g
         c, scale, log_jacobian, pullback = self.transform.latent(v, A, V, beta)
-        eta = self.offset + self.design @ beta + self._levels(c)[self.index]
+        eta = self.offset + self.design @ beta + self.per_record(self._levels(c))
         loglik, g_eta = self.loglik_grad(eta)
         r = c / A
         gc = self._to_basis(self.per_level(g_eta)) - r  # ∂(loglik + log N(c; 0, A))/∂c
@@ -382,7 +391,7 @@ class GLMMDensity:
             rng = rng if rng is not None else np.random.default_rng()
             share = var_a * s / A
             a = share * c + np.sqrt(share * var_o) * rng.standard_normal(s.size)
-            e_obs = self._levels(c - a)[self.index]
+            e_obs = self.per_record(self._levels(c - a))
             out["sd_olre"] = math.sqrt(var_o)
             out["z_olre"] = e_obs / math.sqrt(var_o)
             out["var_olre"] = var_o
