@@ -22,10 +22,10 @@ eigenbasis (c_j ~ N(0, A_j), A_j = σ_a² s_j [+ σ_o²]) and h the hyperparamet
 
    - binomial: b the score at c = 0 (moving linearly with β), τ(h) the *expected*
      information of the records when η ~ N(Xβ̂, σ_a² K_ii): it falls as σ_a² grows
-     (p(1 − p) shrinks in the tails), and that dependence is what matters. At n = 1000
-     the non-centred form pins log σ_a given the field (conditional SD 0.07 against a
-     marginal 0.22); this form frees it: ESS of σ_a² 1342 of 2000 draws against 165
-     non-centred, and 171 for the same surrogate with τ held fixed.
+     (p(1 − p) shrinks in the tails), and that dependence is what matters: the
+     non-centred form pins log σ_a given the field, this form frees it. At n = 1000,
+     ESS of σ_a² 1229 of 2000 draws against 177 non-centred, and 261 with τ held at its
+     pilot value (benchmarks/glmm_parametrisations.py).
    - Poisson (opt-in): no centre shift, τ the records' own information y + ½. Against
      partial non-centring it was better on one data set, equal on one and worse on two
      (ESS 895/856/508/162 against 466/847/1023/249) at ~15% more time per gradient, so
@@ -42,8 +42,8 @@ eigenbasis (c_j ~ N(0, A_j), A_j = σ_a² s_j [+ σ_o²]) and h the hyperparamet
    β = β* √(1 + kV), V = σ_a² mean(K_ii), k = 1 (probit, exact) or (16√3/15π)² (logit;
    Zeger, Liang & Albert 1988). The data pin the population-averaged β*, not β: without
    this, the intercept of a rare trait and the slope of a strong covariate ride up and
-   down with σ_a² (ESS of σ_a² 69 → 436 at 10% prevalence, 163 → 273 with a strong
-   covariate, n = 500; benchmarks/glmm_parametrisations.py).
+   down with σ_a² (ESS of σ_a² 656 against 246 without it at 10% prevalence, 325
+   against 137 with a strong covariate, n = 500; benchmarks/glmm_parametrisations.py).
 
 Any surrogate leaves the posterior exact (the change of variables and its Jacobian are
 in the density); the surrogate only decides how well a diagonal mass matrix fits.
@@ -196,12 +196,14 @@ class ConditionalCentring:
 class GLMMDensity:
     """Log posterior and gradient of y ~ X + (1 | g) with a kinship effect, for nutpie.
 
-    Coordinates x = (β* (p), log σ_a, [log σ_o], v (r)): β* = β / √(1 + kV) with β as the
-    builder samples it (``beta_centered`` with the centred design when there is an
-    intercept and covariates; k = ``attenuation``, 0 unless binary with conditional
-    centring),
-    σ_a the kinship SD, σ_o the observation-level SD (Poisson, merged), v the latent
-    coordinates of the effect in the eigenbasis (r basis vectors) under ``transform``.
+    Coordinates x = (β* (p), log σ_a, [log σ_o], v (r)):
+
+    - β* = β / √(1 + kV), β as the builder samples it (``beta_centered`` with the centred
+      design when there is an intercept and covariates), k = ``attenuation`` (0 unless
+      binary with conditional centring);
+    - σ_a the kinship SD, σ_o the observation-level SD (Poisson, merged);
+    - v the latent coordinates of the effect in the eigenbasis (r basis vectors) under
+      ``transform``.
     Build it with :func:`glmm_density`.
     """
 
@@ -234,9 +236,9 @@ class GLMMDensity:
             self.pilot = np.zeros(self.n_hyper)
         # records in level order, one each (the usual case): Z = I, no gathering needed
         self.one_record_per_level = np.array_equal(self.index, np.arange(self.n_levels))
-        # mean K_ii over levels in the basis used: the scale of σ_a² in V
-        vec = self.vectors.astype(float)
-        self.mean_diagonal = float(np.mean((vec * vec) @ self.eigenvalues))
+        # mean K_ii over levels in the basis used (the scale of σ_a² in V): trace / n, as
+        # the eigenvectors have unit norm
+        self.mean_diagonal = float(self.eigenvalues.sum()) / self.n_levels
 
     # -- sizes ---------------------------------------------------------------------------
     @property
@@ -627,7 +629,8 @@ def _conditional_centring(density: GLMMDensity, n_bins: int = 16) -> Conditional
     """
     p, r = density.n_fixed, density.n_basis
     beta = density.pilot[:p]
-    squares = density.vectors.astype(float) ** 2
+    vectors = density.vectors.astype(float)
+    squares = vectors * vectors
     if density.family == "poisson":
         return ConditionalCentring(
             family=density.family,
@@ -642,7 +645,6 @@ def _conditional_centring(density: GLMMDensity, n_bins: int = 16) -> Conditional
     mu = density.offset + density.design @ beta
     _, g_eta = density.loglik_grad(mu)
     W = density.fisher_weights(mu)
-    vectors = density.vectors.astype(float)
     slope = np.zeros((density.n_levels, p))  # Zᵀ W X
     for j in range(p):
         slope[:, j] = density.per_level(W * density.design[:, j])
