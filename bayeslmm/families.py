@@ -53,6 +53,20 @@ class Family:
         return False
 
     @property
+    def has_observation_level_effect(self) -> bool:
+        """Whether the model adds an observation-level random effect (``olre``)."""
+        return False
+
+    def latent_residual_variance(self, eta_fixed, var_random, var_olre, xp=np):
+        """Latent-scale residual variance of a GLMM (Nakagawa, Johnson & Schielzeth 2017).
+
+        The distribution-specific variance on the link scale plus the observation-level
+        variance. ``xp`` is the array module (numpy for draws, ``pytensor.tensor`` inside a
+        PyMC model) so that every engine uses one formula.
+        """
+        raise NotImplementedError(f"The {self.name} family has no latent residual variance.")
+
+    @property
     def qg_model(self) -> str:
         """QGglmm's name for this family and link, e.g. ``"binom1.logit"``."""
         return self.name
@@ -155,6 +169,22 @@ class Poisson(Family):
     def fisher_weight(self, eta, trials=None):
         return np.exp(np.asarray(eta, dtype=float))
 
+    @property
+    def has_observation_level_effect(self) -> bool:
+        return self.overdispersion
+
+    def latent_residual_variance(self, eta_fixed, var_random, var_olre, xp=np):
+        """ln(1 + 1/λ̄) + σ²_olre with λ̄ = mean(exp(η_fixed)) · exp((σ²_random + σ²_olre)/2)
+        (the lognormal approximation).
+
+        Examples
+        --------
+        >>> round(float(Poisson().latent_residual_variance(np.zeros(1), 0.0, 0.0)), 4)
+        0.6931
+        """
+        lam = xp.mean(xp.exp(eta_fixed), axis=-1) * xp.exp(0.5 * (var_random + var_olre))
+        return xp.log1p(1.0 / lam) + var_olre
+
     def link_variance(self, mean=None, method="lognormal"):
         if mean is None:
             raise ValueError(
@@ -208,6 +238,10 @@ class Bernoulli(Family):
     def link_variance(self, mean=None, method="lognormal"):
         return _binary_link_variance(self.link)
 
+    def latent_residual_variance(self, eta_fixed, var_random, var_olre, xp=np):
+        """π²/3 (logit) or 1 (probit)."""
+        return _binary_link_variance(self.link)
+
 
 @dataclass(frozen=True)
 class Binomial(Family):
@@ -249,6 +283,10 @@ class Binomial(Family):
         return _binomial_weight(self.link, eta, _require_trials(trials))
 
     def link_variance(self, mean=None, method="lognormal"):
+        return _binary_link_variance(self.link)
+
+    def latent_residual_variance(self, eta_fixed, var_random, var_olre, xp=np):
+        """π²/3 (logit) or 1 (probit)."""
         return _binary_link_variance(self.link)
 
 
