@@ -15,7 +15,7 @@ from bayeslmm.results.heritability import (
     heritability_table,
     summarise_draws,
 )
-from bayeslmm.results.summary import assemble_summary, posterior_summary, write_summary
+from bayeslmm.results.summary import assemble_summary, posterior_summary
 
 if TYPE_CHECKING:
     import xarray as xr
@@ -397,25 +397,19 @@ class BayesFit:
     def save(
         self, out_dir: str | Path, plot: bool = True, prevalence: float | None = None
     ) -> dict[str, Path]:
-        """Write ``summary.json``, ``posterior.nc`` and ``h2_posterior.png`` to ``out_dir``."""
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        summary = self.summary(prevalence=prevalence)
-        paths = {"summary": write_summary(summary, out / "summary.json")}
-        paths["posterior"] = out / "posterior.nc"
-        self.idata.to_netcdf(str(paths["posterior"]))
-        if plot and self.spec.terms:
-            import matplotlib
+        """Write ``summary.json``, ``posterior.nc`` and ``h2_posterior.png`` to ``out_dir``.
 
-            matplotlib.use("Agg", force=False)
-            import matplotlib.pyplot as plt
+        All or nothing: the files are written beside the folder and swapped in at once, so
+        the folder holds either this fit's complete set or what it held before (see
+        :mod:`bayeslmm.results.output`); result files of an older run that this one does
+        not write are removed, other files in the folder are kept. The plot is drawn
+        without pyplot: the user's matplotlib backend is left alone.
+        """
+        from bayeslmm.results.output import result_directory, write_bayes_files
 
-            ax = self.plot_heritability()
-            ax.figure.tight_layout()
-            paths["plot"] = out / "h2_posterior.png"
-            ax.figure.savefig(paths["plot"], dpi=120)
-            plt.close(ax.figure)
-        return paths
+        with result_directory(out_dir) as stage:
+            staged = write_bayes_files(self, stage, plot=plot, prevalence=prevalence)
+        return {key: Path(out_dir) / path.name for key, path in staged.items()}
 
     def __repr__(self) -> str:
         h = self.heritability() if self.spec.terms else None

@@ -7,6 +7,23 @@ from typing import Any
 import numpy as np
 
 
+def figure_axes(figsize: tuple[float, float] = (5.5, 3.5)) -> Any:
+    """Axes on a stand-alone :class:`~matplotlib.figure.Figure`, outside pyplot.
+
+    Files written by bayeslmm are drawn here: pyplot is not imported, so the user's backend,
+    open figures and interactive state stay as they were, and nothing needs closing.
+
+    Examples
+    --------
+    >>> ax = figure_axes()
+    >>> type(ax.figure).__name__
+    'Figure'
+    """
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=figsize).add_subplot()
+
+
 def plot_posterior_density(
     draws: Any,
     *,
