@@ -10,6 +10,7 @@ import pytest
 from bayeslmm import Kinship
 from bayeslmm.errors import DataError, KinshipError
 from bayeslmm.io import (
+    read_data_table,
     read_dosage_csv,
     read_gcta_grm,
     read_kinship,
@@ -176,9 +177,13 @@ def test_dosage_csv_errors(tmp_path):
     (tmp_path / "b.csv").write_text("id,s1\na,0\na,1\n")
     with pytest.raises(DataError, match=r"ids \['a'\] appear on more than one row"):
         read_dosage_csv(tmp_path / "b.csv")
+    # A semicolon-separated file is recognised (it used to fail as "no SNP columns").
     (tmp_path / "c.csv").write_text("id;s1\na;0\n")
+    with pytest.warns(UserWarning, match="semicolon-separated"):
+        assert read_dosage_csv(tmp_path / "c.csv").shape == (1, 1)
+    (tmp_path / "d.csv").write_text("id\na\n")
     with pytest.raises(DataError, match="no SNP columns"):
-        read_dosage_csv(tmp_path / "c.csv")
+        read_dosage_csv(tmp_path / "d.csv")
 
 
 def test_kinship_from_file_is_validated(tmp_path):
@@ -224,3 +229,92 @@ def _written(K, N, suffix):
     with tempfile.TemporaryDirectory() as tmp:
         write_gcta_grm(K, Path(tmp) / "x", n_snps=N)
         return (Path(tmp) / f"x.{suffix}").read_bytes()
+
+
+# -- data tables: types decided, not guessed -------------------------------------------------
+def test_data_table_ids_stay_text_and_covariates_numeric(tmp_path):
+    rows = "\n".join(f"{k:03d},{k / 10},{k % 3},{'AB'[k % 2]}" for k in range(100))
+    (tmp_path / "d.csv").write_text("id,y,x,grp\n" + rows + "\n")
+    df = read_data_table(tmp_path / "d.csv", text_columns=["id"], numeric_columns=["y"])
+    assert df["id"].tolist()[:3] == ["000", "001", "002"]  # would be 0, 1, 2 by inference
+    assert df["x"].dtype.kind in "if" and df["y"].dtype.kind == "f"
+    assert df["grp"].tolist()[:2] == ["A", "B"]
+
+
+@pytest.mark.parametrize(
+    ("cells", "line", "value"),
+    [
+        ([1, 2, ".", 4], 4, "'.'"),  # stray token: always refused
+        ([1, 2, 3, "-"], 5, "'-'"),
+        ([1, "missing", 3, 4], 3, "'missing'"),
+        ([*range(1, 12), "1..5"], 13, "'1..5'"),  # one typo in ten numbers
+    ],
+)
+def test_data_table_stray_cell_in_numeric_column(tmp_path, cells, line, value):
+    body = "".join(f"a{k},{k},{c}\n" for k, c in enumerate(cells))
+    (tmp_path / "d.csv").write_text("id,y,x\n" + body)
+    with pytest.raises(DataError, match=rf"line {line}, column 'x': {value} is not a number"):
+        read_data_table(tmp_path / "d.csv", text_columns=["id"], numeric_columns=["y"])
+    # Not used by the model: left as text, no error.
+    df = read_data_table(tmp_path / "d.csv", text_columns=["id"], checked_columns=["y"])
+    assert not pd.api.types.is_numeric_dtype(df["x"])
+
+
+def test_data_table_response_must_be_numeric_and_c_marks_factors(tmp_path):
+    (tmp_path / "d.csv").write_text("id,y,dose\na,1,0\nb,oops,10\nc,3,ctrl\n")
+    with pytest.raises(DataError, match=r"line 3, column 'y': 'oops' is not a number"):
+        read_data_table(tmp_path / "d.csv", numeric_columns=["y"], factor_columns=["dose"])
+    (tmp_path / "e.csv").write_text("id,y,dose\na,1,0\nb,2,10\nc,3,ctrl\n")
+    df = read_data_table(tmp_path / "e.csv", numeric_columns=["y"], factor_columns=["dose"])
+    assert df["dose"].tolist() == ["0", "10", "ctrl"]
+
+
+def test_data_table_missing_values_blank_lines_and_booleans(tmp_path):
+    (tmp_path / "d.csv").write_text("id,y,x,flag\na,1,,TRUE\n\nb,NA,2,false\n")
+    df = read_data_table(tmp_path / "d.csv", numeric_columns=["y"])
+    assert df.shape == (2, 4)  # the blank line is not a record
+    assert np.isnan(df["y"][1]) and np.isnan(df["x"][0])
+    assert df["flag"].tolist() == [True, False]
+
+
+def test_data_table_separators(tmp_path):
+    (tmp_path / "semi.csv").write_text("id;y;x\na;1,5;2\nb;2,5;3\n")
+    with pytest.warns(UserWarning, match="semicolon-separated"):
+        df = read_data_table(tmp_path / "semi.csv", numeric_columns=["y"])
+    assert df["y"].tolist() == [1.5, 2.5]  # decimal commas in a semicolon file
+    (tmp_path / "tab.csv").write_text("id\ty\na\t1\nb\t2\n")
+    with pytest.warns(UserWarning, match="tab-separated"):
+        assert read_data_table(tmp_path / "tab.csv").shape == (2, 2)
+    (tmp_path / "quoted.csv").write_text('id,x\na,"1,5"\nb,2\nc,3\n')
+    with pytest.raises(DataError, match="decimal comma"):
+        read_data_table(tmp_path / "quoted.csv", checked_columns=["x"])
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"", "is empty"),
+        (b"\n\n", "is empty"),
+        (b"id,y\n", "no data rows"),
+        (b"PK\x03\x04\x14\x00\x06\x00", "Excel workbook"),
+        (b"\x00\x01\x02binary", "binary, not text"),
+        (b"id,y\ncaf\xe9,1\n", "not UTF-8 text"),
+        (b"id,y,id\na,1,b\n", "column name 'id' twice"),
+        (b"id,y\na,1\nb,2,3,4\n", "not a regular table"),
+    ],
+)
+def test_data_table_file_errors(tmp_path, content, message):
+    (tmp_path / "d.csv").write_bytes(content)
+    with pytest.raises(DataError, match=message):
+        read_data_table(tmp_path / "d.csv")
+    with pytest.raises(DataError, match="does not exist"):
+        read_data_table(tmp_path / "nope.csv")
+
+
+def test_kinship_table_with_duplicated_id_or_binary_content(tmp_path):
+    (tmp_path / "k.csv").write_text("id,a,a\na,1,0\nb,0,1\n")
+    with pytest.raises(KinshipError, match="column name 'a' twice"):
+        read_matrix_csv(tmp_path / "k.csv")
+    (tmp_path / "b.csv").write_bytes(b"\x1f\x8b\x08\x00data")
+    with pytest.raises(KinshipError, match="gzip-compressed"):
+        read_kinship(tmp_path / "b.csv")
