@@ -23,6 +23,10 @@ SYMMETRY_RTOL = 1e-8
 PSD_RTOL = 1e-6
 
 
+class KinshipScaleWarning(UserWarning):
+    """A kinship's mean diagonal is far from 1, so its variance component is at an odd scale."""
+
+
 @dataclass(frozen=True, eq=False)
 class Kinship:
     """A symmetric positive semi-definite relationship matrix with its ids.
@@ -99,6 +103,20 @@ class Kinship:
                 "Check the file's row/column order."
             )
         K = 0.5 * (K + K.T)
+        if K.shape[0] > 1 and float(np.ptp(K)) <= 1e-12 * scale:
+            # a constant matrix c·11ᵀ gives every individual the same effect: the intercept's
+            # job; zero gives no effect at all. Either way the variance has no meaning.
+            if not K.any():
+                what = "all zero: it gives no individual any effect, so its variance is arbitrary"
+            else:
+                what = (
+                    f"constant ({K[0, 0]:.6g}): it relates every individual equally, so its "
+                    "effect cannot be told apart from the intercept"
+                )
+            raise KinshipError(
+                f"Kinship '{self.name}' is {what} ({K.shape[0]} ids). Check that the right "
+                "matrix and ids were given, e.g. a GRM from bayeslmm.grm(dosages)."
+            )
         K.setflags(write=False)
         object.__setattr__(self, "matrix", K)
         object.__setattr__(self, "ids", ids)

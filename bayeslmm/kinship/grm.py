@@ -12,8 +12,11 @@ Two scalings are offered, both from the centred dosage matrix Z = X - 2p (X the 
   diagonal uses the same formula as the off-diagonal.
 
 Missing genotypes (NaN) are replaced by the SNP's mean dosage 2p (mean imputation), i.e. they
-contribute 0 to Z. SNPs that are monomorphic (p = 0 or 1) or have no called genotype are
-dropped (with a warning): they carry no information about relatedness. The crossproduct is
+contribute 0 to Z. SNPs that are monomorphic (p = 0 or 1), whose called genotypes are all the
+same (zero genotype variance, e.g. every individual heterozygous: p = 0.5, yet Z = 0) or that
+have no called genotype are dropped (with a warning that counts them): they carry no
+information about relatedness, and the ones with p ≠ 0 would inflate VanRaden's divisor
+2 Σ p(1 - p) and so shrink every relationship. The crossproduct is
 accumulated over blocks of SNPs, so memory is O(n² + n·block_size) however many SNPs there are.
 A Dask array is computed with Dask (on its cluster, if one is attached) instead.
 """
@@ -117,6 +120,7 @@ class _SnpSelection:
     keep: np.ndarray  # indices of the SNPs used
     n_all_missing: int
     n_monomorphic: int
+    n_constant: int  # not monomorphic, yet every called genotype equal (e.g. all 1)
     n_low_maf: int
     any_missing: bool
 
@@ -131,31 +135,35 @@ def _check_range(lo: float, hi: float) -> None:
 
 def _block_starts(m: int, block_size: int) -> range:
     if block_size < 1:
-        raise ValueError(f"block_size must be a positive integer; got {block_size}.")
+        raise DataError(f"block_size must be a positive integer; got {block_size}.")
     return range(0, m, block_size)
 
 
 def _select_snps(dos: _Dosages, maf: float, block_size: int) -> _SnpSelection:
     if not 0.0 <= maf < 0.5:
-        raise ValueError(f"maf must lie in [0, 0.5); got {maf}.")
+        raise DataError(f"maf must lie in [0, 0.5); got {maf}.")
     if dos.lazy:
         import dask
         import dask.array as da
 
         X = dos.values.astype(float)
-        sums, called, lo, hi = dask.compute(
+        observed = ~da.isnan(X)
+        sums, called, col_lo, col_hi = dask.compute(
             da.nansum(X, axis=0),
-            (~da.isnan(X)).sum(axis=0),
-            da.nanmin(X),
-            da.nanmax(X),
+            observed.sum(axis=0),
+            da.where(observed, X, np.inf).min(axis=0),
+            da.where(observed, X, -np.inf).max(axis=0),
         )
-        if np.isinf(lo) or np.isinf(hi):
+        finite = np.isfinite(col_lo)
+        if (col_lo == -np.inf).any() or (col_hi == np.inf).any():
             raise DataError("Dosages hold infinite values; use NaN for missing genotypes.")
-        if np.isfinite(lo):
-            _check_range(float(lo), float(hi))
+        if finite.any():
+            _check_range(float(col_lo[finite].min()), float(col_hi[finite].max()))
     else:
         sums = np.zeros(dos.m)
         called = np.zeros(dos.m)
+        col_lo = np.full(dos.m, np.inf)
+        col_hi = np.full(dos.m, -np.inf)
         for start in _block_starts(dos.m, block_size):
             cols = np.arange(start, min(start + block_size, dos.m))
             B = dos.block(cols)
@@ -166,21 +174,27 @@ def _select_snps(dos: _Dosages, maf: float, block_size: int) -> _SnpSelection:
                 _check_range(float(np.nanmin(B)), float(np.nanmax(B)))
             sums[cols] = np.where(observed, B, 0.0).sum(axis=0)
             called[cols] = observed.sum(axis=0)
+            col_lo[cols] = np.where(observed, B, np.inf).min(axis=0)
+            col_hi[cols] = np.where(observed, B, -np.inf).max(axis=0)
     sums = np.asarray(sums, dtype=float)
     called = np.asarray(called, dtype=float)
     with np.errstate(invalid="ignore", divide="ignore"):
         freq = np.where(called > 0, sums / (2.0 * np.maximum(called, 1)), np.nan)
     all_missing = called == 0
     monomorphic = ~all_missing & (freq * (1.0 - freq) <= 0.0)
+    # zero genotype variance among the called genotypes (e.g. every one heterozygous): the
+    # centred column is 0, but 2p(1 - p) > 0 would still enter VanRaden's divisor
+    constant = ~all_missing & ~monomorphic & (np.asarray(col_hi) - np.asarray(col_lo) <= 1e-12)
     minor = np.minimum(freq, 1.0 - freq)
-    low_maf = ~all_missing & ~monomorphic & (minor < maf)
-    keep = np.flatnonzero(~(all_missing | monomorphic | low_maf))
+    low_maf = ~all_missing & ~monomorphic & ~constant & (minor < maf)
+    keep = np.flatnonzero(~(all_missing | monomorphic | constant | low_maf))
     return _SnpSelection(
         freq=freq,
         called=called,
         keep=keep,
         n_all_missing=int(all_missing.sum()),
         n_monomorphic=int(monomorphic.sum()),
+        n_constant=int(constant.sum()),
         n_low_maf=int(low_maf.sum()),
         any_missing=bool((called < dos.n).any()),
     )
@@ -190,6 +204,11 @@ def _report_dropped(sel: _SnpSelection, maf: float) -> None:
     parts = []
     if sel.n_monomorphic:
         parts.append(f"{sel.n_monomorphic} monomorphic SNP(s)")
+    if sel.n_constant:
+        parts.append(
+            f"{sel.n_constant} SNP(s) with zero genotype variance (every called genotype the "
+            "same, e.g. all heterozygous)"
+        )
     if sel.n_all_missing:
         parts.append(f"{sel.n_all_missing} SNP(s) with no called genotype")
     if parts:
@@ -201,9 +220,9 @@ def _report_dropped(sel: _SnpSelection, maf: float) -> None:
     if sel.keep.size == 0:
         raise KinshipError(
             "No SNP is left to build a GRM: "
-            f"{sel.n_all_missing} have no called genotype, {sel.n_monomorphic} are monomorphic "
-            f"and {sel.n_low_maf} have minor allele frequency below maf={maf}. Lower `maf` or "
-            "check the genotype coding."
+            f"{sel.n_all_missing} have no called genotype, {sel.n_monomorphic} are monomorphic, "
+            f"{sel.n_constant} have zero genotype variance and {sel.n_low_maf} have minor "
+            f"allele frequency below maf={maf}. Lower `maf` or check the genotype coding."
         )
 
 
@@ -293,7 +312,8 @@ def grm(
         DataFrame.
     maf : float
         Drop SNPs whose minor allele frequency is below this (PLINK's ``--maf``; kept when
-        MAF >= maf). Monomorphic and all-missing SNPs are always dropped, with a warning.
+        MAF >= maf). Monomorphic, zero-variance (e.g. all heterozygous) and all-missing SNPs
+        are always dropped, with a warning that counts them.
     standardize : bool
         False (default): VanRaden (2008) method 1, K = Z Zᵀ / (2 Σ p(1 - p)) with Z = X - 2p.
         True: every SNP scaled to unit variance, K = Σⱼ zⱼzⱼᵀ / m with
@@ -356,7 +376,7 @@ def grm_with_counts(
     --------
     >>> import numpy as np
     >>> from bayeslmm.kinship.grm import grm_with_counts
-    >>> X = np.array([[0, 1, 2], [1, np.nan, 2], [2, 1, 0]])
+    >>> X = np.array([[0, 1, 2], [1, np.nan, 2], [2, 2, 0]])
     >>> K, N, m = grm_with_counts(X)
     >>> m, float(N[0, 1]), float(N[0, 2])
     (3, 2.0, 3.0)

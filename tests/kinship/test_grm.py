@@ -128,6 +128,31 @@ def test_monomorphic_and_all_missing_snps_are_dropped_with_warning():
         grm(np.zeros((5, 3)))
 
 
+def test_zero_variance_snps_are_dropped_and_counted():
+    """All-heterozygous markers (p = 0.5, Z = 0) would add 0.5 each to VanRaden's divisor."""
+    X = polymorphic(make_dosages(n=20, m=60, missing=0.05, seed=12))
+    het = np.ones((20, 400))
+    het[::3, :5] = np.nan  # missing calls do not make a marker informative
+    with pytest.warns(UserWarning, match=r"400 SNP\(s\) with zero genotype variance"):
+        K = grm(np.column_stack([X, het]))
+    np.testing.assert_allclose(K.matrix, grm(X).matrix, atol=1e-12)
+    np.testing.assert_allclose(K.matrix, dense_grm(X), atol=1e-10)
+    with pytest.warns(UserWarning, match="zero genotype variance"):
+        W, _ = snp_factor(np.column_stack([X, het]), standardize=True)
+    assert W.shape[1] == X.shape[1]
+    with pytest.warns(UserWarning), pytest.raises(KinshipError, match="400 have zero genotype"):
+        grm(het)
+
+
+def test_zero_variance_snps_are_dropped_from_dask_input():
+    da = pytest.importorskip("dask.array")
+    X = polymorphic(make_dosages(n=20, m=40, seed=13))
+    Xd = da.from_array(np.column_stack([X, np.ones((20, 7))]), chunks=(7, 11))
+    with pytest.warns(UserWarning, match=r"7 SNP\(s\) with zero genotype variance"):
+        K = grm(Xd)
+    np.testing.assert_allclose(K.matrix, dense_grm(X), atol=1e-10)
+
+
 def test_no_warning_when_nothing_dropped():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
