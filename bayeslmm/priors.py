@@ -61,7 +61,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy import special, stats
 
 from bayeslmm.errors import SpecificationError
 from bayeslmm.spec import ModelSpec, RandomTerm
@@ -78,6 +77,20 @@ PRIOR_FAMILIES: dict[str, int | None] = {
     "scaled_inv_chi2": 2,
     "dirichlet": None,
     "lkj": 1,
+}
+
+#: Names of each family's parameters, for messages.
+PRIOR_PARAMETER_NAMES: dict[str, tuple[str, ...]] = {
+    "normal": ("mean", "scale (sigma)"),
+    "halfnormal": ("scale (sigma)",),
+    "halfstudentt": ("degrees of freedom (nu)", "scale (sigma)"),
+    "halfcauchy": ("scale (beta)",),
+    "exponential": ("rate (lam)",),
+    "beta": ("shape a", "shape b"),
+    "invgamma": ("shape (alpha)", "scale (beta)"),
+    "scaled_inv_chi2": ("degrees of freedom (nu)", "scale (s2)"),
+    "dirichlet": ("concentrations",),
+    "lkj": ("concentration (eta)",),
 }
 
 #: Families with positive support (usable for SDs and variances).
@@ -120,6 +133,34 @@ class Prior:
                 f"{self.params}."
             )
         object.__setattr__(self, "family", family)
+        self._check_values()
+
+    def _check_values(self) -> None:
+        """Numeric, finite parameters; scales, shapes and rates strictly positive."""
+        values = []
+        for k, p in enumerate(self.params):
+            try:
+                arr = np.asarray(p, dtype=float)
+            except (TypeError, ValueError):
+                raise SpecificationError(
+                    f"Parameter {k + 1} of the '{self.family}' prior must be a number; got {p!r}."
+                ) from None
+            if arr.size == 0 or not np.all(np.isfinite(arr)):
+                raise SpecificationError(
+                    f"Parameter {k + 1} of the '{self.family}' prior must be finite; got {p!r}."
+                )
+            values.append(arr)
+        # every parameter must be > 0 except a normal's mean
+        positive = values[1:] if self.family == "normal" else values
+        names = PRIOR_PARAMETER_NAMES.get(self.family, ())
+        for k, arr in enumerate(positive):
+            if np.any(arr <= 0):
+                pos = k + 1 if self.family == "normal" else k
+                name = names[pos] if pos < len(names) else f"parameter {pos + 1}"
+                raise SpecificationError(
+                    f"The {name} of a '{self.family}' prior must be positive; got "
+                    f"{self.params[pos]!r}. E.g. ('halfnormal', 10.0) or ('normal', 0, 2.5)."
+                )
 
     @classmethod
     def parse(cls, value: Any, key: str) -> Prior:
@@ -223,17 +264,7 @@ def link_location(spec: ModelSpec) -> float:
     >>> round(link_location(bl.specify("y ~ (1|g)", df, family="bernoulli")), 3)
     1.099
     """
-    y = spec.y
-    fam = spec.family
-    if fam.is_gaussian:
-        off = 0.0 if spec.offset is None else float(np.mean(spec.offset))
-        return float(np.mean(y)) - off
-    if fam.name == "poisson":
-        off = 0.0 if spec.offset is None else float(np.mean(spec.offset))
-        return float(np.log(max(np.mean(y), 0.1))) - off
-    trials = spec.trials if spec.trials is not None else np.ones_like(y)
-    p = float(np.clip(np.sum(y) / np.sum(trials), 0.02, 0.98))
-    return float(special.logit(p) if fam.link == "logit" else stats.norm.ppf(p))
+    return spec.family.link_location(spec.y, spec.trials, spec.offset)
 
 
 @dataclass(frozen=True)
@@ -385,7 +416,7 @@ def resolve_priors(spec: ModelSpec, overrides: Mapping[str, Any] | None = None) 
                 default = Prior("normal", (0.0, 1.0 / _sd(spec.sigma_X[:, j])))
                 sigma_slopes[nm] = given.get(f"sigma_b_{nm}", given.get("sigma_b", default))
     sd_olre = None
-    if spec.family.name == "poisson" and getattr(spec.family, "overdispersion", False):
+    if spec.family.has_observation_level_effect:
         sd_olre = given.get("sd_olre", Prior("halfstudentt", (3.0, 1.0)))
 
     shares = total = None

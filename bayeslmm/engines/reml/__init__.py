@@ -17,6 +17,7 @@ See ``docs/reml.md`` for the formulas and how to read the output.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 import warnings
@@ -186,8 +187,15 @@ def fit_reml(
             + ". Use method='ai-reml'."
         )
     structure = build_structure(spec)
-    y = response(spec)
+    # Both engines see a well-conditioned problem: y divided by a power of two near its
+    # spread (exact in floating point; y × 1e±150 would overflow or underflow the variance
+    # and likelihood otherwise), covariates centred on an intercept (a huge mean makes X*ᵀX*
+    # numerically singular). Both are undone exactly below.
+    y, y_scale = _scaled_response(response(spec))
     X = np.asarray(spec.X, dtype=float)
+    A = _centring(X)
+    if A is not None:
+        X = X @ A
     if method == "spectral":
         raw = fit_spectral(structure, y, X, n_grid=n_grid)
     else:
@@ -202,6 +210,7 @@ def fit_reml(
             route="mme" if method == "ai-reml-mme" else "dense",
         )
         method = f"ai-reml-{raw.route}"
+    raw = _unscale(raw, y_scale, A, spec.n_obs, X.shape[1])
     boundary, notes = _boundary(structure, raw.theta)
     messages = list(raw.messages) + notes
     if warn and boundary:
@@ -222,6 +231,60 @@ def fit_reml(
     timing = dict(raw.timing)
     timing["total_s"] = time.perf_counter() - t0
     return _assemble(spec, structure, raw, method, boundary, messages, timing)
+
+
+def _scaled_response(y: np.ndarray) -> tuple[np.ndarray, float]:
+    """y / s with s the power of two nearest to sd(y) (division by it is exact)."""
+    top = float(np.max(np.abs(y)))
+    if not np.isfinite(top) or top == 0.0:
+        return y, 1.0
+    sd = top * float(np.std(y / top))  # no overflow of y² for |y| near 1e300
+    if not sd > 0.0:
+        return y, 1.0
+    s = math.ldexp(1.0, round(math.log2(sd)))
+    return y / s, s
+
+
+def _centring(X: np.ndarray) -> np.ndarray | None:
+    """A with X A = X centred on its constant column (unit triangular: |A| = 1), or None.
+
+    β = A β̃ recovers the coefficients of the original columns from those of X A; the REML
+    likelihood is unchanged because log|Xᵀ V⁻¹ X| changes by 2 log|A| = 0.
+    """
+    if X.shape[0] < 2 or X.shape[1] < 2:
+        return None
+    constant = np.flatnonzero(np.all(X == X[0], axis=0) & (X[0] != 0))
+    if constant.size == 0:
+        return None
+    c = int(constant[0])
+    A = np.eye(X.shape[1])
+    A[c] = -X.mean(axis=0) / X[0, c]
+    A[c, c] = 1.0
+    return A
+
+
+def _unscale(raw: RawFit, s: float, A: np.ndarray | None, n: int, p: int) -> RawFit:
+    """Undo :func:`_scaled_response` and :func:`_centring` on an engine's result."""
+    beta, beta_cov = raw.beta, raw.beta_cov
+    if A is not None:
+        beta, beta_cov = A @ beta, A @ beta_cov @ A.T
+    if s == 1.0 and A is None:
+        return raw
+    log_s = math.log(s)
+    blups = {
+        label: frame.apply(lambda col: col * (s * s if str(col.name).startswith("pev:") else s))
+        for label, frame in raw.blups.items()
+    }
+    return dataclasses.replace(
+        raw,
+        theta=raw.theta * s**2,
+        theta_cov=raw.theta_cov * s**4,
+        beta=beta * s,
+        beta_cov=0.5 * (beta_cov + beta_cov.T) * s**2,
+        loglik_reml=raw.loglik_reml - (n - p) * log_s,
+        loglik_ml=raw.loglik_ml - n * log_s,
+        blups=blups,
+    )
 
 
 def _boundary(structure: Structure, theta: np.ndarray) -> tuple[bool, list[str]]:
