@@ -19,6 +19,7 @@ Grammar
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import warnings
 from collections.abc import Mapping
@@ -32,7 +33,10 @@ import scipy.sparse as sp
 
 from bayeslmm.errors import DataError, SpecificationError, preview
 from bayeslmm.families import Family, get_family
-from bayeslmm.kinship import Kinship
+from bayeslmm.kinship import Kinship, KinshipScaleWarning
+
+#: Mean diagonals of a kinship (on the data's ids) accepted without a warning.
+KINSHIP_SCALE_RANGE = (0.625, 1.6)
 
 
 @dataclass(frozen=True, eq=False)
@@ -166,6 +170,11 @@ def split_formula(formula: str) -> tuple[str, str, list[_Block]]:
     >>> split_formula("y ~ x + (1 + e || g)")
     ('y', 'x', [_Block(lhs='1 + e', group='g', correlated=False)])
     """
+    if not isinstance(formula, str):
+        raise SpecificationError(
+            f"The formula must be a string such as 'y ~ x + (1 | id)'; got "
+            f"{type(formula).__name__} {formula!r}."
+        )
     if formula.count("~") != 1:
         raise SpecificationError(
             f"A formula needs exactly one '~' between response and predictors; got {formula!r}."
@@ -173,6 +182,11 @@ def split_formula(formula: str) -> tuple[str, str, list[_Block]]:
     lhs, rhs = (s.strip() for s in formula.split("~"))
     if not lhs:
         raise SpecificationError(f"The formula {formula!r} has no response on the left of '~'.")
+    if not rhs:
+        raise SpecificationError(
+            f"The formula {formula!r} has nothing on the right of '~'; write '{lhs} ~ 1' for a "
+            "model with an intercept only."
+        )
     blocks: list[_Block] = []
     fixed_parts: list[str] = []
     depth, start, buf = 0, None, []
@@ -198,6 +212,12 @@ def split_formula(formula: str) -> tuple[str, str, list[_Block]]:
     if depth != 0:
         raise SpecificationError(f"Unbalanced '(' in formula {formula!r}.")
     fixed = "".join(buf)
+    if "|" in fixed:
+        # formulae would read '1|g' as a Boolean "or" and drop it without a word
+        raise SpecificationError(
+            f"The formula {formula!r} has a '|' outside parentheses; write each random term "
+            "in parentheses, e.g. 'y ~ x + (1 | g)'."
+        )
     fixed_parts = [p.strip() for p in fixed.split("+")]
     fixed = " + ".join(p for p in fixed_parts if p and p != "\0")
     return lhs, (fixed or "1"), blocks
@@ -241,7 +261,13 @@ def _design(rhs: str, data: pd.DataFrame, where: str) -> tuple[np.ndarray, list[
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             dm = formulae.design_matrices(rhs, data, na_action="error")
-    except Exception as exc:  # formulae raises KeyError/ParseError/ValueError
+    except KeyError as exc:
+        raise SpecificationError(
+            f"Cannot build the {where} '{rhs}': {exc} is neither a column of the data nor a "
+            f"function that formulae knows (use np.log, np.sqrt, C(...), scale(...), ...). "
+            f"Available columns: {preview(data.columns, 12)}."
+        ) from exc
+    except Exception as exc:  # formulae raises ParseError/ValueError/...
         raise SpecificationError(
             f"Cannot build the {where} '{rhs}': {type(exc).__name__}: {exc}. "
             f"Available columns: {preview(data.columns, 12)}."
@@ -263,6 +289,83 @@ def _identifiers(formula: str) -> set[str]:
     return set(re.findall(r"[A-Za-z_.][A-Za-z0-9_.]*", formula))
 
 
+def _variables(text: str) -> set[str]:
+    """Identifiers of ``text`` that are not function names (``C`` in ``C(g)`` is not)."""
+    out = set()
+    for match in re.finditer(r"[A-Za-z_.][A-Za-z0-9_.]*", text):
+        if not text[match.end() :].lstrip().startswith("("):
+            out.add(match.group())
+    return out
+
+
+def _check_response_not_predictor(
+    response: str, fixed: str, blocks: list[_Block], formula: str
+) -> None:
+    """A response on the right-hand side explains itself perfectly: refuse it."""
+    places = []
+    if response in _variables(fixed):
+        places.append("the fixed effects")
+    for b in blocks:
+        if response in _variables(b.lhs) or response in _variables(b.group):
+            places.append(f"the random term ({b.lhs} | {b.group})")
+    if places:
+        raise SpecificationError(
+            f"The response '{response}' also appears on the right-hand side of {formula!r} "
+            f"(in {' and '.join(places)}); a variable cannot explain itself. Remove it from the "
+            "predictors."
+        )
+
+
+#: Gaussian responses must have a spread within these bounds: their variances (sd²) and the
+#: covariance of the variance estimates (sd⁴) must stay within double precision.
+RESPONSE_SD_RANGE = (1e-60, 1e60)
+
+
+def _check_response_scale(y: np.ndarray, response: str) -> None:
+    top = float(np.max(np.abs(y)))
+    sd = top * float(np.std(y / top))  # y / top first: y² would overflow for |y| near 1e300
+    lo, hi = RESPONSE_SD_RANGE
+    if not lo <= sd <= hi:
+        power = f"1e{int(np.floor(np.log10(sd)))}"
+        raise DataError(
+            f"The response '{response}' has a spread (sd = {sd:.3g}) beyond what double "
+            f"precision holds for its variances (sd² = {sd * sd:.3g}) and their standard "
+            f"errors. Rescale it, e.g. data['{response}'] / {power}, and scale the estimates "
+            "back (variances by the square of that factor)."
+        )
+
+
+def _check_fixed_values(X: np.ndarray, names: list[str], data: pd.DataFrame) -> None:
+    """Every entry of the fixed design (offsets included) must be finite."""
+    bad = ~np.isfinite(X)
+    for j in np.flatnonzero(bad.any(axis=0)):
+        rows = data.index[bad[:, j]].tolist()
+        values = sorted({str(v) for v in X[bad[:, j], j]})
+        what = "offset" if names[j].startswith("offset(") else "fixed-effect column"
+        raise DataError(
+            f"The {what} '{names[j]}' is {' / '.join(values)} in {len(rows)} row(s) "
+            f"{preview(rows)} (e.g. log(0) or log of a negative number). Fix or drop those rows, "
+            "or transform the variable differently."
+        )
+
+
+def _check_single_level_factors(fixed: str, data: pd.DataFrame) -> None:
+    """A categorical fixed effect with one level would silently vanish into the intercept."""
+    for col in data.columns:
+        if str(col) not in _variables(fixed):
+            continue
+        values = data[col]
+        if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
+            continue
+        levels = pd.unique(values)
+        if len(levels) == 1:
+            raise DataError(
+                f"The fixed effect '{col}' has a single level ({levels[0]!r}) in the data, so it "
+                "has no effect to estimate. Drop it from the formula (or check that the data "
+                "were not filtered to one group by mistake)."
+            )
+
+
 def _check_columns(formula: str, data: pd.DataFrame, extra: list[str]) -> list[str]:
     """Columns the formula uses; raise for NaN / inf in them."""
     tokens = _identifiers(formula)
@@ -282,10 +385,38 @@ def _check_columns(formula: str, data: pd.DataFrame, extra: list[str]) -> list[s
     return used
 
 
+def centred_design(X: np.ndarray) -> np.ndarray:
+    """X with every non-constant column centred, when X has a constant (intercept) column.
+
+    Centring subtracts a multiple of the constant column, so the column space, and every
+    fitted value and likelihood, are unchanged (the transformation has determinant 1); only
+    the coefficients of the constant column change. It removes the ill-conditioning of a
+    covariate whose mean is huge relative to its spread (e.g. a year, or positions in base
+    pairs). Without a constant column X is returned as is.
+
+    Examples
+    --------
+    >>> X = np.column_stack([np.ones(3), [1e9, 1e9 + 1, 1e9 + 2]])
+    >>> centred_design(X).tolist()
+    [[1.0, -1.0], [1.0, 0.0], [1.0, 1.0]]
+    """
+    X = np.asarray(X, dtype=float)
+    if X.shape[0] < 2 or X.shape[1] < 2:
+        return X
+    constant = np.flatnonzero(np.all(X == X[0], axis=0) & (X[0] != 0))
+    if constant.size == 0:
+        return X
+    c = int(constant[0])
+    out = X - np.outer(np.ones(X.shape[0]), X.mean(axis=0))
+    out[:, c] = X[:, c]
+    return out
+
+
 def _collinear_columns(X: np.ndarray, names: list[str]) -> str | None:
     """Describe the first column that is a linear combination of earlier ones, if any."""
     if X.shape[1] == 0:
         return None
+    X = centred_design(X)  # a covariate with a huge mean is not collinear with the intercept
     scale = np.linalg.norm(X, axis=0)
     scale[scale == 0] = 1.0
     Xs = X / scale
@@ -362,6 +493,151 @@ def _random_term(
     )
 
 
+def _kernel_matches(a: RandomTerm, b: RandomTerm) -> bool:
+    """Whether two terms with the same partition of the rows have proportional kernels.
+
+    Level l of ``a`` is level ``map_ab[l]`` of ``b``; an iid term's kernel is the identity.
+    The off-diagonal parts are compared through products with two random vectors, so no
+    q × q copy is made.
+    """
+    q = a.n_levels
+    map_ab = np.empty(q, dtype=int)
+    map_ab[a.index] = b.index
+    da = np.ones(q) if a.kinship is None else np.diag(a.kinship.matrix)
+    db = np.ones(q) if b.kinship is None else np.diag(b.kinship.matrix)[map_ab]
+    c = float(np.mean(db) / np.mean(da))
+    if not np.allclose(db, c * da, rtol=1e-8, atol=0.0):
+        return False
+    v = np.random.default_rng(0).normal(size=(q, 2))
+    ka = v if a.kinship is None else a.kinship.matrix @ v
+    if b.kinship is None:
+        kb = v
+    else:
+        w = np.zeros((b.n_levels, 2))
+        w[map_ab] = v
+        kb = (b.kinship.matrix @ w)[map_ab]
+    return bool(np.allclose(kb, c * ka, rtol=1e-8, atol=1e-10 * float(np.abs(kb).max())))
+
+
+def _check_duplicate_terms(terms: tuple[RandomTerm, ...]) -> None:
+    """Refuse one random effect written twice: its two variances cannot be separated."""
+    partitions = [pd.factorize(t.index)[0] for t in terms]
+    for a in range(len(terms)):
+        for b in range(a + 1, len(terms)):
+            ta, tb = terms[a], terms[b]
+            if ta.n_levels != tb.n_levels or not np.array_equal(partitions[a], partitions[b]):
+                continue
+            for j, k in ((j, k) for j in range(ta.n_coef) for k in range(tb.n_coef)):
+                dj, dk = ta.design[:, j], tb.design[:, k]
+                ratio = float(dj @ dk) / max(float(dj @ dj), 1e-300)
+                if ratio == 0 or not np.allclose(dk, ratio * dj, rtol=1e-10, atol=0.0):
+                    continue
+                if not _kernel_matches(ta, tb):
+                    continue
+                same = "kinship" if ta.kinship is not None else "iid levels"
+                raise SpecificationError(
+                    f"The random terms ({ta.label}) and ({tb.label}) are the same effect twice "
+                    f"(the same grouping of the rows, the same covariate "
+                    f"'{ta.covariates[j]}', {same} proportional to each other): their variances "
+                    "cannot be told apart. Remove one of them (for an epistatic kernel give a "
+                    "different matrix, e.g. K.hadamard())."
+                )
+
+
+def _is_observation_level(term: RandomTerm, n: int) -> bool:
+    """One level per row, a constant design and an identity kernel: a per-row iid effect."""
+    if term.n_levels != n or term.n_coef != 1:
+        return False
+    d = term.design[:, 0]
+    if d[0] == 0 or not np.all(d == d[0]):
+        return False
+    if term.kinship is None:
+        return True
+    K = term.kinship.matrix
+    diag = np.diag(K)
+    if not np.allclose(diag, diag[0], rtol=1e-10, atol=0.0):
+        return False  # a GRM never has an exactly constant diagonal: no n × n work below
+    return bool(np.abs(K).sum() - np.abs(diag).sum() <= 1e-10 * n * abs(diag[0]))
+
+
+def _observation_level_effect(
+    terms: tuple[RandomTerm, ...], fam: Family, trials: np.ndarray | None, n: int
+) -> Family:
+    """A factor with one level per row is the observation-level effect.
+
+    Gaussian and binary responses cannot separate it from the residual (refused); for
+    Poisson counts it *is* the observation-level effect, so none is added on top.
+    """
+    obs = [t for t in terms if _is_observation_level(t, n)]
+    if not obs:
+        return fam
+    label = f"({obs[0].label})"
+    if fam.is_gaussian:
+        raise SpecificationError(
+            f"The random term {label} has one level per row of the data and independent levels, "
+            "so it cannot be told apart from the residual: the two variances are not "
+            "identifiable (lme4 refuses this model too). Drop the term: the residual already is "
+            "the observation-level effect of a Gaussian model."
+        )
+    binary = fam.name == "bernoulli" or (
+        fam.needs_trials and trials is not None and bool(np.all(trials <= 1))
+    )
+    if binary:
+        raise SpecificationError(
+            f"The random term {label} has one level per row of a 0/1 response: an "
+            "observation-level variance is not identifiable from binary data (it only rescales "
+            "the fixed effects). Drop the term."
+        )
+    if fam.has_observation_level_effect:
+        # the user's factor is the observation-level effect (glmer's grouseticks model):
+        # adding a second one would make the model singular
+        return dataclasses.replace(fam, overdispersion=False)
+    return fam
+
+
+def _check_enough_rows(
+    terms: tuple[RandomTerm, ...], fam: Family, p: int, sigma_X: np.ndarray | None, n: int
+) -> None:
+    """n − p must at least match the number of variance parameters."""
+    n_var = sum(t.n_coef * (t.n_coef + 1) // 2 if t.correlated else t.n_coef for t in terms)
+    if fam.is_gaussian:
+        n_var += 1 if sigma_X is None else sigma_X.shape[1]
+    elif fam.has_observation_level_effect:
+        n_var += 1
+    if n - p < n_var:
+        raise DataError(
+            f"The model has {n} rows, {p} fixed effect(s) and {n_var} variance parameter(s); "
+            f"the {n - p} row(s) left after the fixed effects cannot determine "
+            f"{n_var} variances. Use more data or a simpler model (fewer random terms, no "
+            "random slopes)."
+        )
+
+
+def _warn_kinship_scale(terms: tuple[RandomTerm, ...]) -> None:
+    """Warn when a kinship's mean diagonal (on the data's ids) is far from 1."""
+    lo, hi = KINSHIP_SCALE_RANGE
+    for t in terms:
+        if t.kinship is None:
+            continue
+        md = t.kinship.mean_diagonal
+        if lo <= md <= hi:
+            continue
+        hint = (
+            " Kinship coefficients (diagonal 0.5) are half the relationships: use 2·K."
+            if 0.4 <= md <= 0.6
+            else ""
+        )
+        warnings.warn(
+            f"Kinship '{t.kinship.name}' has mean diagonal {md:.4g} on the data's "
+            f"{t.n_levels} '{t.group}' ids, far from 1. Its variance σ²_{t.group} is then the "
+            "variance at this matrix's scale, not that of a non-inbred individual (the "
+            f"heritability is the share at the sample's own scale).{hint} Use "
+            "K.normalized() to put it at mean diagonal 1, or check how K was computed.",
+            KinshipScaleWarning,
+            stacklevel=4,
+        )
+
+
 def specify(
     formula: str,
     data: pd.DataFrame,
@@ -410,8 +686,20 @@ def specify(
         raise DataError(f"data must be a pandas DataFrame; got {type(data).__name__}.")
     if data.shape[0] == 0:
         raise DataError("The data frame has no rows.")
+    dupes = data.columns[data.columns.duplicated()].unique().tolist()
+    if dupes:
+        raise DataError(
+            f"The data frame has duplicate column names {preview(dupes)}; a formula cannot tell "
+            "them apart. Rename or drop the repeated columns."
+        )
+    if kinship is not None and not isinstance(kinship, Mapping):
+        raise SpecificationError(
+            "kinship must be a dict mapping a grouping factor to its matrix, e.g. "
+            f"kinship={{'id': K}}; got {type(kinship).__name__}."
+        )
     fam = get_family(family, link)
     response, fixed, blocks = split_formula(formula)
+    _check_response_not_predictor(response, fixed, blocks, formula)
     data = data.reset_index(drop=True)
     if response not in data.columns:
         raise SpecificationError(
@@ -420,6 +708,11 @@ def specify(
         )
     if trials is not None and trials not in data.columns:
         raise SpecificationError(f"The trials column '{trials}' is not in the data.")
+    if trials is not None and not fam.needs_trials:
+        raise SpecificationError(
+            f"trials='{trials}' is given but the {fam.name} family has no number of trials; "
+            "use family='binomial' for successes out of trials, or drop trials=."
+        )
     _check_columns(formula + (sigma or ""), data, [response, trials])
 
     y = pd.to_numeric(data[response], errors="coerce").to_numpy(dtype=float)
@@ -431,12 +724,23 @@ def specify(
         raise DataError(
             f"The response '{response}' is constant ({y[0]:g}); there is no variation to model."
         )
+    if fam.is_gaussian:
+        _check_response_scale(y, response)
 
+    _check_single_level_factors(fixed, data)
     X, names = _design(fixed, data, "fixed effects")
+    _check_fixed_values(X, names, data)
     offset_cols = [k for k, nm in enumerate(names) if nm.startswith("offset(")]
     offset = X[:, offset_cols].sum(axis=1) if offset_cols else None
     keep = [k for k in range(len(names)) if k not in offset_cols]
     X, names = X[:, keep], [names[k] for k in keep]
+    if X.shape[1] >= data.shape[0]:
+        raise DataError(
+            f"The model has {X.shape[1]} fixed-effect columns but only {data.shape[0]} rows; "
+            "the fixed effects need fewer columns than rows (and the variance components some "
+            "rows to spare). Use fewer covariates or factor levels, or more data "
+            "(a factor with many levels may belong in a random term, e.g. (1 | g))."
+        )
     problem = _collinear_columns(X, names)
     if problem:
         raise DataError(
@@ -454,6 +758,8 @@ def specify(
             )
     kin = {g: _as_kinship(k, g) for g, k in kinship.items()}
     terms = tuple(_random_term(b, data, kin.get(b.group), formula) for b in blocks)
+    _check_duplicate_terms(terms)
+    fam = _observation_level_effect(terms, fam, n_trials, data.shape[0])
 
     sigma_X, sigma_names, sigma_formula = None, (), None
     if sigma is not None:
@@ -466,6 +772,8 @@ def specify(
         problem = _collinear_columns(sigma_X, sn)
         if problem:
             raise DataError(f"The sigma formula's design is collinear: {problem}.")
+    _check_enough_rows(terms, fam, X.shape[1], sigma_X, data.shape[0])
+    _warn_kinship_scale(terms)
 
     for arr in (y, X, offset, n_trials, sigma_X):
         if arr is not None:
