@@ -6,6 +6,7 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pandas as pd
 
 from bayeslmm.errors import SpecificationError
@@ -17,6 +18,58 @@ if TYPE_CHECKING:
     import pymc as pm
 
 METHODS = ("nuts", "reml", "laplace")
+
+
+def _integer(value: Any, name: str) -> int:
+    """``value`` as an int; integral floats (``1e3``) are accepted, fractions and bools not."""
+    ok = isinstance(value, int | np.integer) and not isinstance(value, bool | np.bool_)
+    if not ok and isinstance(value, float | np.floating) and float(value).is_integer():
+        ok = True
+    if not ok:
+        raise SpecificationError(
+            f"{name} must be a whole number; got {type(value).__name__} {value!r}."
+        )
+    return int(value)
+
+
+def _positive_int(value: Any, name: str) -> int:
+    out = _integer(value, name)
+    if out < 1:
+        raise SpecificationError(
+            f"{name} must be a positive integer; got {value!r}. "
+            + {
+                "draws": "Use e.g. draws=1000 kept draws per chain.",
+                "tune": "Use e.g. tune=1000 warm-up draws per chain (NUTS adapts its step size "
+                "there).",
+                "chains": "Use e.g. chains=4 (at least 2 for R-hat).",
+                "cores": "Use cores=None (one per chain, up to the CPU count) or cores=1.",
+            }.get(name, "")
+        )
+    return out
+
+
+def _seed(value: Any) -> int | None:
+    if value is None:
+        return None
+    out = _integer(value, "seed")
+    if out < 0:
+        raise SpecificationError(f"seed must be a non-negative integer; got {value!r}.")
+    return out
+
+
+def _probability(value: Any, name: str) -> None:
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        x = float("nan")
+    if not 0.0 < x < 1.0:
+        hint = {
+            "target_accept": "e.g. 0.9, or 0.95 / 0.99 against divergences",
+            "hdi_prob": "e.g. 0.95",
+        }
+        raise SpecificationError(
+            f"{name} must lie strictly between 0 and 1; got {value!r} ({hint.get(name, '')})."
+        )
 
 
 class LMM:
@@ -156,7 +209,8 @@ class LMM:
         draws, tune, chains, cores : int
             NUTS settings (kept draws and warm-up per chain, chains, parallel processes).
         seed : int, optional
-            Reproducible draws.
+            Reproducible draws. Without one, a seed is drawn, used and recorded (``fit.seed``
+            and ``summary.json``), so every run can be repeated.
         sampler : {"auto", "pymc", "nutpie", "numpyro", "blackjax"}
             ``"auto"``: nutpie (a core dependency). For the spectral strategy it samples the
             model's closed-form log posterior (nothing to compile per data set; see
@@ -167,8 +221,9 @@ class LMM:
         progressbar : bool, optional
             Default: on in terminals, notebooks and interactive interpreters; off in pipelines.
         target_accept : float
+            NUTS target acceptance rate, in (0, 1).
         hdi_prob : float
-            Default HDI mass of the result's tables.
+            Default HDI mass of the result's tables, in (0, 1).
         breeding_values : bool
             Spectral strategy: also draw u | y, θ for each posterior draw (``u_<group>`` in
             the posterior). The latent strategy always samples u.
@@ -191,6 +246,21 @@ class LMM:
         """
         if method not in METHODS:
             raise SpecificationError(f"Unknown method '{method}'; choose one of {METHODS}.")
+        if method == "nuts":
+            # checked before anything is built or sampled: a bad value must not cost a run
+            # (cores=0 deadlocks the sampler, hdi_prob was only read after sampling)
+            draws, tune, chains = (
+                _positive_int(draws, "draws"),
+                _positive_int(tune, "tune"),
+                _positive_int(chains, "chains"),
+            )
+            cores = None if cores is None else _positive_int(cores, "cores")
+            seed = _seed(seed)
+            if seed is None:
+                # drawn here, used, and recorded in the fit: every run can be repeated
+                seed = int(np.random.default_rng().integers(2**31 - 1))
+            _probability(target_accept, "target_accept")
+            _probability(hdi_prob, "hdi_prob")
         if method == "reml":
             if not self.spec.family.is_gaussian:
                 raise SpecificationError(

@@ -173,3 +173,44 @@ def test_laplace_method_dispatches(small):
         model.fit(method="reml")
     fit = model.fit(method="laplace")
     assert fit.converged and np.isfinite(fit.loglik)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"cores": 0}, "cores must be a positive integer"),
+        ({"draws": 0}, "draws must be a positive integer"),
+        ({"draws": -5}, "draws must be a positive integer"),
+        ({"tune": -1}, "tune must be a positive integer"),
+        ({"chains": 0}, "chains must be a positive integer"),
+        ({"draws": 10.5}, "draws must be a whole number"),
+        ({"chains": True}, "chains must be a whole number"),
+        ({"seed": 1.5}, "seed must be a whole number"),
+        ({"seed": -1}, "seed must be a non-negative integer"),
+        ({"target_accept": 1.5}, "target_accept must lie strictly between 0 and 1"),
+        ({"target_accept": 0}, "target_accept must lie strictly between 0 and 1"),
+        ({"hdi_prob": 1.5}, "hdi_prob must lie strictly between 0 and 1"),
+        ({"hdi_prob": "high"}, "hdi_prob must lie strictly between 0 and 1"),
+    ],
+)
+def test_sampler_arguments_are_checked_before_anything_runs(small, kwargs, message, monkeypatch):
+    K, df = small
+    model = LMM("bp ~ 1 + (1|id)", data=df, kinship={"id": K})
+
+    def no_build(*args, **kw):  # the check must come before the model is built or sampled
+        raise AssertionError("built before the arguments were checked")
+
+    monkeypatch.setattr(model, "_build", no_build)
+    with pytest.raises(bl.SpecificationError, match=message):
+        model.fit(**(FAST | kwargs))
+
+
+def test_integral_float_draws_are_accepted_and_a_missing_seed_is_drawn_and_recorded(small):
+    K, df = small
+    model = LMM("bp ~ 1 + (1|id)", data=df, kinship={"id": K})
+    quick = {"chains": 2, "cores": 1, "progressbar": False, "verbose": False}  # nutpie
+    fit = model.fit(draws=100.0, tune=100, seed=None, **quick)
+    assert isinstance(fit.seed, int) and fit.seed >= 0
+    assert fit.summary()["seed"] == fit.seed
+    again = model.fit(draws=100, tune=100, seed=fit.seed, **quick)
+    np.testing.assert_array_equal(fit.posterior["h2"].values, again.posterior["h2"].values)
