@@ -10,9 +10,8 @@ from __future__ import annotations
 import argparse
 import time
 import warnings
-from pathlib import Path
 
-from bayeslmm.commands.fit import add_fit_options, fit_and_write
+from bayeslmm.commands.fit import add_fit_options, fit_model, report, write_results
 
 FORMULA = "bp ~ 1 + (1 | id)"
 
@@ -28,7 +27,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         ),
     )
     add_fit_options(parser)
-    parser.add_argument("--out", default="bayeslmm-demo", metavar="DIR", help="output dir")
+    parser.add_argument(
+        "--out",
+        default="bayeslmm-demo",
+        metavar="DIR",
+        help="output directory (default bayeslmm-demo; created if missing)",
+    )
     parser.set_defaults(run=run, seed=1, chains=2)
     return parser
 
@@ -55,16 +59,19 @@ def hyper_model(priors: dict | None = None):
 
 
 def run(args: argparse.Namespace) -> int:
-    """Fit the demo model and write its outputs."""
+    """Fit the demo model and write its outputs (all at once: see results.output)."""
     start = time.perf_counter()
     from bayeslmm.commands.fit import parse_prior_args
+    from bayeslmm.results.output import check_output_dir
 
-    model, notes = hyper_model(parse_prior_args(args.prior) or None)
+    priors = parse_prior_args(args.prior) or None
+    out = check_output_dir(args.out)
+    model, notes = hyper_model(priors)
     print(f"hyper mouse backcross: {model.spec.n_obs} mice, model {FORMULA}")
     for note in notes:
         print(f"note: {note}")
-    out = Path(args.out)
-    fit = fit_and_write(model, args, out)
+    fit = fit_model(model, args)
+    reml_line, reference = None, None
     if args.method == "nuts":
         try:
             reml = model.fit(method="reml")
@@ -72,21 +79,12 @@ def run(args: argparse.Namespace) -> int:
             reml = None
         if reml is not None:
             row = reml.heritability().loc["h2"]
-            print(f"h2 (REML): {row['estimate']:.3f} (SE {row['se']:.3f})")
-            _mark_reml_on_plot(fit, float(row["estimate"]), out)
+            reference = float(row["estimate"])
+            reml_line = f"h2 (REML): {row['estimate']:.3f} (SE {row['se']:.3f})"
+    title = "hyper: h² of blood pressure" if args.method == "nuts" else None
+    paths = write_results(fit, args, out, reference=reference, title=title)
+    report(fit, args, paths)
+    if reml_line:
+        print(reml_line)
     print(f"demo finished in {time.perf_counter() - start:.1f} s")
     return 0
-
-
-def _mark_reml_on_plot(fit, h2_reml: float, out: Path) -> None:
-    """Redraw h2_posterior.png with the REML estimate marked."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    ax = fit.plot_heritability(reference=h2_reml, reference_label="REML")
-    ax.set_title("hyper: h² of blood pressure")
-    ax.figure.tight_layout()
-    ax.figure.savefig(out / "h2_posterior.png", dpi=120)
-    plt.close(ax.figure)

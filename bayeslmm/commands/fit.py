@@ -17,7 +17,80 @@ from typing import Any
 
 import pandas as pd
 
-from bayeslmm.errors import DataError, SpecificationError
+from bayeslmm.errors import SpecificationError
+from bayeslmm.families import FAMILIES
+from bayeslmm.spec import KINSHIP_SCALE_RANGE
+
+#: A kinship whose mean diagonal lies outside this band gets a note: h² is the variance share
+#: at the kinship's scale, so a mean self-relationship far from 1 changes what h² means. The
+#: model warns with the same band.
+MEAN_DIAGONAL_BAND = KINSHIP_SCALE_RANGE
+
+
+# -- argument types: checked by argparse before anything is read or fitted --------------------
+def _number(text: str, kind: type, what: str) -> Any:
+    try:
+        return kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be {what}; got {text!r}") from None
+
+
+def positive_int(text: str) -> int:
+    """argparse type: a whole number >= 1.
+
+    Examples
+    --------
+    >>> positive_int("4")
+    4
+    """
+    value = _number(text, int, "a whole number >= 1")
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1; got {text!r}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: a whole number >= 0.
+
+    Examples
+    --------
+    >>> non_negative_int("0")
+    0
+    """
+    value = _number(text, int, "a whole number >= 0")
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 0; got {text!r}")
+    return value
+
+
+def seed_int(text: str) -> int:
+    """argparse type: a random seed, a whole number in [0, 2**32 - 1].
+
+    Examples
+    --------
+    >>> seed_int("2024")
+    2024
+    """
+    value = _number(text, int, "a whole number between 0 and 4294967295")
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(
+            f"must be a whole number between 0 and 4294967295; got {text!r}"
+        )
+    return value
+
+
+def open_probability(text: str) -> float:
+    """argparse type: a number strictly between 0 and 1.
+
+    Examples
+    --------
+    >>> open_probability("0.95")
+    0.95
+    """
+    value = _number(text, float, "a number strictly between 0 and 1")
+    if not 0.0 < value < 1.0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"must lie strictly between 0 and 1; got {text!r}")
+    return value
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -42,17 +115,33 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "header and first column (repeatable)",
     )
     add_fit_options(parser)
-    parser.add_argument("--family", default="gaussian", help="gaussian, poisson, bernoulli, ...")
+    parser.add_argument(
+        "--family",
+        default="gaussian",
+        type=str.lower,
+        choices=sorted(FAMILIES),
+        help="response distribution (default gaussian)",
+    )
     parser.add_argument("--link", default=None, help="logit or probit (binary families)")
     parser.add_argument("--trials", default=None, help="column with binomial trials")
+    parser.add_argument(
+        "--no-overdispersion",
+        action="store_true",
+        help="poisson: leave out the observation-level random effect (on by default)",
+    )
     parser.add_argument("--sigma", default=None, help='model for log residual SD, e.g. "~ env"')
     parser.add_argument(
         "--prevalence",
-        type=float,
+        type=open_probability,
         default=None,
-        help="binary traits: population prevalence K, adds h² on the liability scale",
+        help="binary traits: population prevalence K in (0, 1), adds h² on the liability scale",
     )
-    parser.add_argument("--out", required=True, metavar="DIR", help="output directory")
+    parser.add_argument(
+        "--out",
+        required=True,
+        metavar="DIR",
+        help="output directory (created if missing; its parent must exist)",
+    )
     parser.set_defaults(run=run)
     return parser
 
@@ -66,11 +155,18 @@ def add_fit_options(parser: argparse.ArgumentParser) -> None:
         help="nuts: posterior; reml: REML point estimates (Gaussian); laplace: Laplace ML "
         "(GLMMs, as lme4's glmer)",
     )
-    parser.add_argument("--draws", type=int, default=1000, help="kept draws per chain")
-    parser.add_argument("--tune", type=int, default=1000, help="warm-up draws per chain")
-    parser.add_argument("--chains", type=int, default=4)
-    parser.add_argument("--cores", type=int, default=None, help="parallel chains")
-    parser.add_argument("--seed", type=int, default=None, help="random seed (reproducible)")
+    parser.add_argument("--draws", type=positive_int, default=1000, help="kept draws per chain")
+    parser.add_argument(
+        "--tune", type=non_negative_int, default=1000, help="warm-up draws per chain"
+    )
+    parser.add_argument("--chains", type=positive_int, default=4)
+    parser.add_argument("--cores", type=positive_int, default=None, help="parallel chains")
+    parser.add_argument(
+        "--seed",
+        type=seed_int,
+        default=None,
+        help="random seed (reproducible); when omitted one is drawn and printed",
+    )
     parser.add_argument(
         "--sampler",
         default="auto",
@@ -78,8 +174,8 @@ def add_fit_options(parser: argparse.ArgumentParser) -> None:
         help="NUTS implementation (auto: nutpie if installed)",
     )
     parser.add_argument("--strategy", default="auto", choices=("auto", "spectral", "latent"))
-    parser.add_argument("--target-accept", type=float, default=0.9)
-    parser.add_argument("--hdi-prob", type=float, default=0.95)
+    parser.add_argument("--target-accept", type=open_probability, default=0.9)
+    parser.add_argument("--hdi-prob", type=open_probability, default=0.95)
     parser.add_argument(
         "--prior",
         action="append",
@@ -88,6 +184,30 @@ def add_fit_options(parser: argparse.ArgumentParser) -> None:
         help='prior override, e.g. --prior "h2=beta(2, 2)" --prior "sd_id=halfnormal(10)" '
         "(keys: docs/bayesian.md)",
     )
+
+
+def kinship_sources(items: list[str]) -> dict[str, str]:
+    """``["id=path", ...]`` → ``{"id": "path"}``, checking the syntax only.
+
+    Examples
+    --------
+    >>> kinship_sources(["id = grm/geno"])
+    {'id': 'grm/geno'}
+    """
+    out: dict[str, str] = {}
+    for item in items:
+        group, sep, path = (part.strip() for part in item.partition("="))
+        if not sep or not group or not path:
+            raise SpecificationError(
+                f"--kinship takes GROUP=PATH (e.g. --kinship id=grm); got {item!r}."
+            )
+        if group in out:
+            raise SpecificationError(
+                f"--kinship names the grouping factor '{group}' twice ({out[group]!r} and "
+                f"{path!r}); give one matrix per grouping factor."
+            )
+        out[group] = path
+    return out
 
 
 def parse_kinship_args(items: list[str]) -> dict[str, Any]:
@@ -101,13 +221,10 @@ def parse_kinship_args(items: list[str]) -> dict[str, Any]:
     from bayeslmm.io import read_kinship
 
     out: dict[str, Any] = {}
-    for item in items:
-        group, sep, path = item.partition("=")
-        if not sep or not group or not path:
-            raise SpecificationError(
-                f"--kinship takes GROUP=PATH (e.g. --kinship id=grm); got {item!r}."
-            )
-        out[group.strip()] = read_kinship(path.strip(), name=group.strip())
+    for group, path in kinship_sources(items).items():
+        # A mean diagonal far from 1 is warned about by the model (on the data's ids); the
+        # command line adds its own remedy to that warning (bayeslmm.cli).
+        out[group] = read_kinship(path, name=group)
     return out
 
 
@@ -142,41 +259,73 @@ def parse_prior_args(items: list[str]) -> dict[str, tuple]:
     return out
 
 
-def read_data(path: str) -> pd.DataFrame:
-    """Read the observations table (CSV, or TSV by extension)."""
-    p = Path(path)
-    if not p.is_file():
-        raise DataError(f"No data file at {path!r}.")
-    sep = "\t" if p.suffix.lower() in (".tsv", ".txt") else ","
-    return pd.read_csv(p, sep=sep)
+def column_roles(
+    formula: str, sigma: str | None = None, trials: str | None = None
+) -> dict[str, set[str]]:
+    """How each column a model uses must be read (arguments of
+    :func:`bayeslmm.io.read_data_table`).
+
+    Grouping factors are ids (text); the response and the trials column must be numbers;
+    ``C(x)`` marks a factor; every other name in the formulas is checked (numbers, or a
+    categorical column).
+
+    Examples
+    --------
+    >>> roles = column_roles("y ~ x + C(dose) + (1 + env | line:site)", trials="n")
+    >>> sorted(roles["text_columns"]), sorted(roles["numeric_columns"])
+    (['line', 'site'], ['n', 'y'])
+    >>> sorted(roles["factor_columns"]), sorted(roles["checked_columns"])
+    (['dose'], ['env', 'x'])
+    """
+    from bayeslmm.spec import split_formula
+
+    response, _, blocks = split_formula(formula)
+    text = {part.strip() for b in blocks for part in re.split(r"[:/]", b.group) if part.strip()}
+    everything = formula + " " + (sigma or "")
+    factors = set(re.findall(r"\bC\(\s*([A-Za-z_.][A-Za-z0-9_.]*)", everything)) - text
+    numeric = {response.strip()} | ({trials} if trials else set())
+    names = {
+        m.group()
+        for m in re.finditer(r"[A-Za-z_.][A-Za-z0-9_.]*", everything)
+        if not everything[m.end() :].lstrip().startswith("(")  # C(, log(, offset(: functions
+    }
+    return {
+        "text_columns": text,
+        "numeric_columns": numeric - text,
+        "factor_columns": factors,
+        "checked_columns": names - text - factors - numeric,
+    }
 
 
-def fit_and_write(model, args: argparse.Namespace, out: Path) -> Any:
-    """Fit ``model`` with the command-line options, write the outputs, print a summary."""
-    from bayeslmm.results.summary import write_summary
+def read_data(
+    path: str, formula: str | None = None, sigma: str | None = None, trials: str | None = None
+) -> pd.DataFrame:
+    """Read the observations table with the column types the model needs.
 
-    out.mkdir(parents=True, exist_ok=True)
-    prevalence = getattr(args, "prevalence", None)
-    if args.method == "laplace":
-        fit = model.fit(method="laplace")
-        summary = fit.to_summary(prevalence=prevalence)
-        write_summary(summary, out / "summary.json")
-        for name, entry in summary["heritability"].items():
-            if entry.get("estimate") is not None and name.startswith("h2_"):
-                print(f"{name}: {entry['estimate']:.3f} (Laplace ML, SE {entry['se'] or 0:.3f})")
-        print(f"wrote {out / 'summary.json'}")
-        return fit
-    if args.method == "reml":
-        fit = model.fit(method="reml")
-        summary = fit.to_summary()
-        write_summary(summary, out / "summary.json")
-        h2 = fit.heritability()
-        for name, row in h2.iterrows():
-            print(f"{name}: {row['estimate']:.3f} (REML, SE {row['se']:.3f})")
-        _print_by_environment(summary)
-        print(f"wrote {out / 'summary.json'}")
-        return fit
-    fit = model.fit(
+    Ids (grouping factors) are text; the response and trials must be numbers; a covariate
+    column of numbers with a stray cell is an error naming the line, column and value (see
+    :func:`bayeslmm.io.read_data_table`). Without a formula, no column is checked.
+
+    Examples
+    --------
+    >>> import tempfile, os
+    >>> path = os.path.join(tempfile.mkdtemp(), "d.csv")
+    >>> _ = open(path, "w").write("id,y\\n007,1.5\\n010,2\\n")
+    >>> read_data(path, "y ~ (1|id)")["id"].tolist()
+    ['007', '010']
+    """
+    from bayeslmm.io import read_data_table
+
+    if formula is None:
+        return read_data_table(path, checked_columns=())
+    return read_data_table(path, **column_roles(formula, sigma, trials))
+
+
+def fit_model(model, args: argparse.Namespace) -> Any:
+    """Fit ``model`` with the method and sampler options of the command line."""
+    if args.method in ("laplace", "reml"):
+        return model.fit(method=args.method)
+    return model.fit(
         method="nuts",
         draws=args.draws,
         tune=args.tune,
@@ -188,29 +337,79 @@ def fit_and_write(model, args: argparse.Namespace, out: Path) -> Any:
         target_accept=args.target_accept,
         hdi_prob=args.hdi_prob,
     )
-    paths = fit.save(out, prevalence=prevalence)
-    # Print from what was written: summary.json already holds every table below.
-    summary = json.loads(paths["summary"].read_text())
-    pct = int(round(100 * args.hdi_prob))
-    for name, entry in summary["heritability"].items():
-        if name == fit.built.h2_term and "h2" in summary["heritability"]:
-            continue  # the sole kinship term's row repeats as "h2"
-        if entry.get("mean") is None:
-            continue
-        line = (
-            f"{name}: posterior mean {entry['mean']:.3f}, {pct}% HDI "
-            f"[{entry['hdi_low']:.3f}, {entry['hdi_high']:.3f}]"
+
+
+def write_results(
+    fit: Any,
+    args: argparse.Namespace,
+    out: Path,
+    reference: float | None = None,
+    title: str | None = None,
+) -> dict[str, Path]:
+    """Write the fit's files into ``out``, all or nothing (:mod:`bayeslmm.results.output`).
+
+    A REML or Laplace run writes summary.json only; the posterior and plot of an older NUTS
+    run in the same folder are removed with the old set, so no file outlives its run.
+    """
+    from bayeslmm.results.output import result_directory, write_bayes_files
+    from bayeslmm.results.summary import write_summary
+
+    prevalence = getattr(args, "prevalence", None)
+    with result_directory(out) as stage:
+        if args.method == "nuts":
+            staged = write_bayes_files(
+                fit, stage, prevalence=prevalence, reference=reference, title=title
+            )
+        else:
+            summary = (
+                fit.to_summary(prevalence=prevalence)
+                if args.method == "laplace"
+                else fit.to_summary()
+            )
+            staged = {"summary": write_summary(summary, stage / "summary.json")}
+    return {key: out / path.name for key, path in staged.items()}
+
+
+def report(fit: Any, args: argparse.Namespace, paths: dict[str, Path]) -> None:
+    """Print the heritability lines (from the summary.json just written) and the files."""
+    summary = json.loads(paths["summary"].read_text(encoding="utf-8"))
+    if args.method == "laplace":
+        for name, entry in summary["heritability"].items():
+            if entry.get("estimate") is not None and name.startswith("h2_"):
+                print(f"{name}: {entry['estimate']:.3f} (Laplace ML, SE {entry['se'] or 0:.3f})")
+    elif args.method == "reml":
+        for name, row in fit.heritability().iterrows():
+            print(f"{name}: {row['estimate']:.3f} (REML, SE {row['se']:.3f})")
+        _print_by_environment(summary)
+    else:
+        pct = int(round(100 * args.hdi_prob))
+        for name, entry in summary["heritability"].items():
+            if name == fit.built.h2_term and "h2" in summary["heritability"]:
+                continue  # the sole kinship term's row repeats as "h2"
+            if entry.get("mean") is None:
+                continue
+            line = (
+                f"{name}: posterior mean {entry['mean']:.3f}, {pct}% HDI "
+                f"[{entry['hdi_low']:.3f}, {entry['hdi_high']:.3f}]"
+            )
+            if entry.get("r_hat") is not None and entry.get("ess_bulk") is not None:
+                line += f" (R-hat {entry['r_hat']:.3f}, ESS {entry['ess_bulk']:.0f})"
+            print(line)
+        _print_by_environment(summary)
+        seed = summary.get("seed", getattr(fit, "seed", None))
+        print(
+            f"{fit.diagnostics['chains']} chains × {fit.diagnostics['draws']} draws "
+            f"({fit.sampler}, {fit.strategy}) in {fit.timing['total_s']:.1f} s; "
+            f"{fit.diagnostics['divergences']} divergences"
+            + (f"; seed {seed} (--seed {seed} repeats this run)" if seed is not None else "")
         )
-        if entry.get("r_hat") is not None and entry.get("ess_bulk") is not None:
-            line += f" (R-hat {entry['r_hat']:.3f}, ESS {entry['ess_bulk']:.0f})"
-        print(line)
-    _print_by_environment(summary)
-    print(
-        f"{fit.diagnostics['chains']} chains × {fit.diagnostics['draws']} draws "
-        f"({fit.sampler}, {fit.strategy}) in {fit.timing['total_s']:.1f} s; "
-        f"{fit.diagnostics['divergences']} divergences"
-    )
     print("wrote " + ", ".join(str(p) for p in paths.values()))
+
+
+def fit_and_write(model, args: argparse.Namespace, out: Path) -> Any:
+    """Fit ``model`` with the command-line options, write the outputs, print a summary."""
+    fit = fit_model(model, args)
+    report(fit, args, write_results(fit, args, out))
     return fit
 
 
@@ -227,21 +426,57 @@ def _print_by_environment(summary: dict[str, Any]) -> None:
             print(f"h2 in {level}: {h2['estimate']:.3f} (REML, SE {h2['se']:.3f})")
 
 
+def check_family_args(args: argparse.Namespace) -> Any:
+    """The family of the command line (``--family``, ``--link``, ``--no-overdispersion``),
+    with the options that do not fit it refused before any file is read.
+
+    Examples
+    --------
+    >>> ns = argparse.Namespace(family="poisson", link=None, no_overdispersion=True,
+    ...                         prevalence=None, trials=None)
+    >>> check_family_args(ns)
+    Poisson(link='log', overdispersion=False)
+    """
+    from bayeslmm.families import Poisson, get_family
+
+    family = get_family(args.family, args.link)
+    if args.no_overdispersion:
+        if not isinstance(family, Poisson):
+            raise SpecificationError(
+                f"--no-overdispersion applies to --family poisson (the observation-level "
+                f"effect of counts); this run's family is '{family.name}'."
+            )
+        family = Poisson(link=family.link, overdispersion=False)
+    if args.prevalence is not None and family.name != "bernoulli":
+        raise SpecificationError(
+            f"--prevalence gives h² on the liability scale of a binary 0/1 trait (--family "
+            f"bernoulli); this run's family is '{family.name}'. Drop --prevalence."
+        )
+    return family
+
+
 def run(args: argparse.Namespace) -> int:
     """Read data and kinships, fit, write OUT/summary.json etc."""
     from bayeslmm.model import LMM
+    from bayeslmm.results.output import check_output_dir
 
-    data = read_data(args.data)
+    # Everything that can be checked without reading a file is checked first, then the output
+    # folder, so that a mistake never costs a fit.
+    family = check_family_args(args)
+    kinship_sources(args.kinship)
+    priors = parse_prior_args(args.prior) or None
+    column_roles(args.formula, args.sigma, args.trials)
+    out = check_output_dir(args.out)
+    data = read_data(args.data, args.formula, sigma=args.sigma, trials=args.trials)
     kinship = parse_kinship_args(args.kinship)
     model = LMM(
         args.formula,
         data=data,
         kinship=kinship or None,
-        family=args.family,
-        link=args.link,
+        family=family,
         trials=args.trials,
         sigma=args.sigma,
-        priors=parse_prior_args(args.prior) or None,
+        priors=priors,
     )
-    fit_and_write(model, args, Path(args.out))
+    fit_and_write(model, args, out)
     return 0

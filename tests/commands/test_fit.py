@@ -180,6 +180,7 @@ def test_reml_method_rejects_glmm_with_advice(binary_files, capsys):
     rc = main(
         [
             "fit", str(binary_files / "binary.csv"), "--formula", "case ~ 1 + (1|id)",
+            "--kinship", f"id={binary_files / 'kin.csv'}",
             "--family", "bernoulli", "--method", "reml", "--out",
             str(binary_files / "x"),
         ]
