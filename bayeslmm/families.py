@@ -32,6 +32,7 @@ names of QGglmm's models (de Villemereuil et al. 2016, Genetics 204:1281) are gi
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -106,6 +107,17 @@ class Family:
         PyMC model) so that every engine uses one formula.
         """
         raise NotImplementedError(f"The {self.name} family has no latent residual variance.")
+
+    def without_observation_level_effect(self) -> Family:
+        """The same family without its observation-level effect (itself if it has none)."""
+        return self
+
+    def binary_response(self, trials: np.ndarray | None = None) -> bool:
+        """Whether every record is a single 0/1 trial (at most one trial per row), so that no
+        observation-level variance is identifiable."""
+        if not self.binary_trials:
+            return False
+        return trials is None or bool(np.all(np.asarray(trials) <= 1))
 
     @property
     def canonical_link(self) -> bool:
@@ -398,6 +410,9 @@ class Poisson(Family):
     @property
     def has_observation_level_effect(self) -> bool:
         return self.overdispersion
+
+    def without_observation_level_effect(self) -> Poisson:
+        return dataclasses.replace(self, overdispersion=False)
 
     def latent_residual_variance(self, eta_fixed, var_random, var_olre, xp=np):
         """ln(1 + 1/λ̄) + σ²_olre with λ̄ = mean(exp(η_fixed)) · exp((σ²_random + σ²_olre)/2)

@@ -21,12 +21,19 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from bayeslmm.families import FAMILIES, Family, get_family
 from bayeslmm.kinship import Kinship, grm
 
-#: Variance of the standard logistic distribution (the logit link's latent residual).
-LOGISTIC_VARIANCE = np.pi**2 / 3
 
-_DEFAULT_INTERCEPT = {"gaussian": 0.0, "poisson": 1.0, "bernoulli": 0.0}
+def simulated_families() -> list[str]:
+    """Names of the registered families the simulator covers (a default intercept set).
+
+    Examples
+    --------
+    >>> simulated_families()
+    ['bernoulli', 'gaussian', 'poisson']
+    """
+    return sorted(name for name, cls in FAMILIES.items() if cls.simulation_intercept is not None)
 
 
 @dataclass(frozen=True)
@@ -61,7 +68,7 @@ def simulate(
     family_size: int = 10,
     n_snps: int = 1000,
     h2: float = 0.5,
-    family: str = "gaussian",
+    family: str | Family = "gaussian",
     repeats: int = 1,
     seed: int | None = None,
     intercept: float | None = None,
@@ -81,11 +88,13 @@ def simulate(
     h2 : float
         Latent-scale heritability. ``gaussian``: V_A/(V_A + V_e) with V_A + V_e =
         ``total_variance``. ``poisson`` (log link, observation-level random effect e): the same
-        split of the latent variance, excluding Poisson noise. ``bernoulli`` (logit link, no
-        residual effect, which binary data cannot identify): V_A/(V_A + π²/3), i.e.
-        V_A = h2/(1 - h2)·π²/3, and ``total_variance`` is ignored.
-    family : {"gaussian", "poisson", "bernoulli"}
-        Response distribution.
+        split of the latent variance, excluding Poisson noise. ``bernoulli`` (no residual
+        effect, which binary data cannot identify): V_A/(V_A + V_d) with V_d the link's
+        latent variance (π²/3 logit, the default; 1 probit), i.e. V_A = h2/(1 - h2)·V_d,
+        and ``total_variance`` is ignored.
+    family : {"gaussian", "poisson", "bernoulli"} or Family
+        Response distribution (a name, or a family object such as
+        ``bl.Bernoulli(link="probit")``); see :func:`simulated_families`.
     repeats : int
         Records per individual; each gets its own residual (or Poisson/Bernoulli draw), the
         breeding value is shared.
@@ -110,8 +119,12 @@ def simulate(
     >>> sim.data.shape, sim.kinship.n, round(sim.truth["V_A"], 2)
     ((20, 6), 20, 0.4)
     """
-    if family not in _DEFAULT_INTERCEPT:
-        raise ValueError(f"family must be one of {sorted(_DEFAULT_INTERCEPT)}; got {family!r}.")
+    covered = simulated_families()
+    if isinstance(family, str) and family not in covered:
+        raise ValueError(f"family must be one of {covered}; got {family!r}.")
+    fam = get_family(family)
+    if fam.simulation_intercept is None:
+        raise ValueError(f"family must be one of {covered}; got {fam!r}.")
     for label, value, low in (
         ("n_families", n_families, 1),
         ("family_size", family_size, 1),
@@ -122,11 +135,12 @@ def simulate(
             raise ValueError(f"{label} must be an integer >= {low}; got {value!r}.")
     if n_families * family_size < 2:
         raise ValueError("Simulate at least two offspring.")
-    upper_ok = h2 < 1 if family == "bernoulli" else h2 <= 1
+    # no residual effect (binary traits): h² = 1 would need an infinite V_A
+    upper_ok = h2 < 1 if fam.fixed_latent_residual else h2 <= 1
     if not (0 <= h2 and upper_ok):
         raise ValueError(
-            f"h2 must lie in [0, 1{')' if family == 'bernoulli' else ']'} for family "
-            f"{family!r}; got {h2}."
+            f"h2 must lie in [0, 1{')' if fam.fixed_latent_residual else ']'} for family "
+            f"{fam.name!r}; got {h2}."
         )
     if total_variance <= 0:
         raise ValueError(f"total_variance must be positive; got {total_variance}.")
@@ -160,23 +174,15 @@ def simulate(
         warnings.simplefilter("ignore", UserWarning)
         kinship = grm(genotypes, name="GRM")
 
-    if family == "bernoulli":
-        V_A, V_e = h2 / (1.0 - h2) * LOGISTIC_VARIANCE, 0.0
-    else:
-        V_A, V_e = h2 * total_variance, (1.0 - h2) * total_variance
-    mu = _DEFAULT_INTERCEPT[family] if intercept is None else float(intercept)
+    V_A, V_e = fam.simulation_variances(h2, total_variance)
+    mu = fam.simulation_intercept if intercept is None else float(intercept)
     # u = √V_A · U √S z has covariance V_A · U S Uᵀ = V_A · K exactly (K is PSD, often singular).
     U, S = kinship.eigenvectors, kinship.eigenvalues
     u = np.sqrt(V_A) * (U * np.sqrt(S)) @ rng.standard_normal(kinship.n)
 
     n = kinship.n
     eta = mu + np.repeat(u, repeats)
-    if family == "gaussian":
-        y = eta + rng.normal(0.0, np.sqrt(V_e), size=n * repeats)
-    elif family == "poisson":
-        y = rng.poisson(np.exp(eta + rng.normal(0.0, np.sqrt(V_e), size=n * repeats)))
-    else:
-        y = (rng.random(n * repeats) < 1.0 / (1.0 + np.exp(-eta))).astype(int)
+    y = fam.sample_response(eta, V_e, rng)
 
     data = pd.DataFrame(
         {
@@ -197,7 +203,7 @@ def simulate(
         }
     )
     truth = {
-        "family": family,
+        "family": fam.name,
         "intercept": mu,
         "V_A": V_A,
         "V_e": V_e,

@@ -40,7 +40,7 @@ from collections.abc import Sequence
 
 import numpy as np
 from numpy.typing import ArrayLike
-from scipy import special, stats
+from scipy import stats
 
 from bayeslmm.families import Family, get_family
 
@@ -108,25 +108,10 @@ def _out(x: np.ndarray, scalar: bool) -> np.ndarray | float:
 # ---------------------------------------------------------------------------------------
 # observed scale (QGglmm)
 # ---------------------------------------------------------------------------------------
-def _moments_closed_poisson(eta: np.ndarray, vp: np.ndarray) -> dict[str, np.ndarray]:
-    """E over l ~ N(0, V) of h, h², v and h' for the Poisson log model (lognormal moments)."""
-    mean = np.exp(eta + vp / 2.0)
-    return {"h": mean, "h2": np.exp(2.0 * eta + 2.0 * vp), "v": mean, "dh": mean}
-
-
-def _moments_closed_probit(eta: np.ndarray, vp: np.ndarray) -> dict[str, np.ndarray]:
-    """Probit: E Φ(η + l) = Φ(η/√(1+V)), E φ(η + l) = φ(η/√(1+V))/√(1+V).
-
-    E Φ² is the bivariate normal orthant probability P(Z₁ < c, Z₂ < c) with correlation
-    ρ = V/(1+V), c = η/√(1+V); it is only needed for binomial with more than one trial and
-    is then taken by quadrature (as QGglmm's ``qg.binomN.probit`` does).
-    """
-    s = np.sqrt(1.0 + vp)
-    mean = special.ndtr(eta / s)
-    dh = stats.norm.pdf(eta / s) / s
-    return {"h": mean, "dh": dh}
-
-
+# The closed forms (Poisson log: lognormal moments; probit: E Φ(η + l) = Φ(η/√(1+V)) and
+# E φ(η + l) = φ(η/√(1+V))/√(1+V)) are the family's (Family.closed_form_moments). E Φ² is a
+# bivariate normal orthant probability, only needed for binomial with more than one trial,
+# and is then taken by quadrature (as QGglmm's ``qg.binomN.probit`` does).
 def _moments_quadrature(
     family: Family, eta: np.ndarray, vp: np.ndarray, n_nodes: int, need: Sequence[str]
 ) -> dict[str, np.ndarray]:
@@ -215,28 +200,23 @@ def observed_scale_parameters(
         if trials is None
         else np.broadcast_to(np.asarray(trials, dtype=float), (eta.shape[1],))
     )
-    if fam.name == "poisson":
-        m = _moments_closed_poisson(eta, vp2)
-    elif fam.name in ("bernoulli", "binomial"):
-        binary = fam.name == "bernoulli" or bool(np.all(n_i == 1))
-        if fam.link == "probit":
-            m = _moments_closed_probit(eta, vp2)
-            if not binary:
-                m.update(_moments_quadrature(fam, eta, vp_d, n_nodes, ("h2",)))
-        else:
-            need = ("h", "dh") if binary else ("h", "h2", "dh")
-            m = _moments_quadrature(fam, eta, vp_d, n_nodes, need)
-        if binary:
-            m["h2"] = None
-    elif fam.is_gaussian:
-        m = {"h": eta, "h2": eta**2 + vp2, "v": np.zeros_like(eta), "dh": np.ones_like(eta)}
-    else:  # pragma: no cover - every family of bayeslmm is handled above
-        raise ValueError(f"No observed scale for the {fam.name} family.")
+    # one trial each: Var(y) = p̄(1 − p̄), E h² is not needed
+    binary = fam.binary_trials and (not fam.needs_trials or bool(np.all(n_i == 1)))
+    if binary:
+        need = ("h", "dh")
+    elif fam.binary_trials:  # E v = E h − E h² per trial
+        need = ("h", "h2", "dh")
+    else:
+        need = ("h", "h2", "v", "dh")
+    m = {k: v for k, v in fam.closed_form_moments(eta, vp2).items() if k in need}
+    missing = tuple(k for k in need if k not in m)
+    if missing:
+        m.update(_moments_quadrature(fam, eta, vp_d, n_nodes, missing))
 
     mean_obs = (m["h"] * n_i).mean(axis=1)
     psi = (m["dh"] * n_i).mean(axis=1)
-    if fam.name in ("bernoulli", "binomial"):
-        if m["h2"] is None:  # one trial: Var(y) = p̄(1 − p̄)
+    if fam.binary_trials:
+        if binary:
             var_obs = mean_obs * (1.0 - mean_obs)
         else:  # E v = E h − E h² per trial
             var_obs = (
@@ -407,7 +387,7 @@ def heritability_scales(
     out["observed"] = obs["h2_obs"]
     if prevalence is not None:
         one_trial = trials is None or bool(np.all(np.asarray(trials) == 1))
-        if fam.name not in ("bernoulli", "binomial") or not one_trial:
+        if not fam.binary_trials or not one_trial:
             raise ValueError(
                 "The liability scale (prevalence=...) is for binary 0/1 traits only "
                 "(family='bernoulli'); drop prevalence for counts and proportions."

@@ -63,9 +63,6 @@ STRATEGIES = ("auto", "spectral", "latent", "laplace")
 #: How the spectral strategy treats β: integrated out (default) or sampled with θ.
 FIXED_EFFECTS = ("marginal", "joint")
 
-#: Latent-scale variance of the logistic / probit distribution (Nakagawa & Schielzeth 2010).
-LINK_VARIANCE = {"logit": np.pi**2 / 3, "probit": 1.0}
-
 # Eigendecompositions of Z K Zᵀ, one per RandomTerm object (RandomTerm is frozen, eq=False,
 # so it hashes by identity); recomputed never while the term lives.
 _ROTATION_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -609,52 +606,6 @@ def _share_variances(spec: ModelSpec, priors: PriorSet):
     return [shares[i] * var_total for i in range(k)], shares[k] * var_total
 
 
-def family_likelihood(
-    spec: ModelSpec, name: str, eta: Any, sigma: Any = None, dims: str = "obs"
-) -> Any:
-    """The observed node for the family: Normal / Poisson / Bernoulli / Binomial.
-
-    ``eta`` is the linear predictor; ``sigma`` the Gaussian residual SD (scalar or per
-    observation). Bernoulli and binomial use the logit or probit link of ``spec.family``.
-    """
-    import pymc as pm
-
-    fam, y = spec.family, np.asarray(spec.y)
-    if fam.is_gaussian:
-        return pm.Normal(name, mu=eta, sigma=sigma, observed=y, dims=dims)
-    if fam.name == "poisson":
-        return pm.Poisson(name, mu=pm.math.exp(eta), observed=y.astype("int64"), dims=dims)
-    if fam.link == "logit":
-        prob = {"logit_p": eta}
-    else:
-        prob = {"p": pm.math.invprobit(eta)}
-    if fam.name == "bernoulli":
-        return pm.Bernoulli(name, observed=y.astype("int64"), dims=dims, **prob)
-    trials = np.asarray(spec.trials).astype("int64")
-    return pm.Binomial(name, n=trials, observed=y.astype("int64"), dims=dims, **prob)
-
-
-def latent_residual_variance(
-    family: str, link: str, eta_fixed: Any, var_random: Any, var_olre: Any, xp: Any = np
-) -> Any:
-    """Latent-scale residual variance of a GLMM (Nakagawa, Johnson & Schielzeth 2017).
-
-    Binomial families: π²/3 (logit) or 1 (probit). Poisson (log link, lognormal
-    approximation): ln(1 + 1/λ̄) + σ²_olre, with
-    λ̄ = mean(exp(η_fixed)) · exp((σ²_random + σ²_olre)/2). ``xp`` is the array module:
-    numpy for draws, ``pytensor.tensor`` inside the PyMC model, so both use this formula.
-
-    Examples
-    --------
-    >>> round(float(latent_residual_variance("poisson", "log", [0.0], 0.0, 0.0)), 4)
-    0.6931
-    """
-    if family == "poisson":
-        lam = xp.mean(xp.exp(eta_fixed)) * xp.exp(0.5 * (var_random + var_olre))
-        return xp.log1p(1.0 / lam) + var_olre
-    return LINK_VARIANCE[link]
-
-
 def build(
     spec: ModelSpec,
     strategy: str = "auto",
@@ -835,12 +786,11 @@ def build(
                     eta = eta + sd_olre * z_olre
                     var_olre = pm.Deterministic("var_olre", sd_olre**2)
                 var_random = sum(term_vars) if term_vars else pt.as_tensor(0.0)
+                # one formula (the family's) serves this model and the draws of other routes
                 var_residual = pt.as_tensor(
-                    latent_residual_variance(
-                        spec.family.name, spec.family.link, eta_fixed, var_random, var_olre, pt
-                    )
+                    spec.family.latent_residual_variance(eta_fixed, var_random, var_olre, xp=pt)
                 )
-            family_likelihood(spec, obs_name, eta, sigma)
+            spec.family.pymc_likelihood(obs_name, eta, spec.y, spec.trials, sigma=sigma)
             var_residual = pm.Deterministic("var_residual", var_residual)
 
         total = var_residual + (sum(term_vars) if term_vars else 0.0)

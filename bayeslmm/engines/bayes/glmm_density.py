@@ -45,6 +45,13 @@ eigenbasis (c_j ~ N(0, A_j), A_j = σ_a² s_j [+ σ_o²]) and h the hyperparamet
    down with σ_a² (ESS of σ_a² 656 against 246 without it at 10% prevalence, 325
    against 137 with a strong covariate, n = 500; benchmarks/glmm_parametrisations.py).
 
+Everything that depends on the family comes from its :class:`~bayeslmm.families.Family`
+object, bound once when the density is built: the log-likelihood kernel and its gradient
+(:meth:`~bayeslmm.families.Family.loglik_kernel`, the hot path), the information per trial
+and its expectation, the moment pilot, the attenuation k, and the default parametrisation
+(:attr:`~bayeslmm.families.Family.glmm_density_parametrisation`, None for a family the
+density does not cover).
+
 Any surrogate leaves the posterior exact (the change of variables and its Jacobian are
 in the density); the surrogate only decides how well a diagonal mass matrix fits.
 
@@ -74,51 +81,49 @@ from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
-from scipy import special
 
-from bayeslmm.engines.bayes.builder import fixed_effects_prior, latent_residual_variance
+from bayeslmm.engines.bayes.builder import fixed_effects_prior
 from bayeslmm.engines.bayes.spectral_density import positive_log_prior
+from bayeslmm.families import Family, get_family
 
 LOG_2PI = math.log(2.0 * math.pi)
-# Gauss–Hermite (probabilists') nodes for expectations over η ~ N(μ, V)
-_GH_NODES, _GH_WEIGHTS = np.polynomial.hermite_e.hermegauss(20)
-_GH_WEIGHTS = _GH_WEIGHTS / _GH_WEIGHTS.sum()
 PARAMETRISATIONS = ("auto", "conditional", "partial")
-# k in P(y = 1) ≈ F(η / √(1 + kV)) when η ~ N(Xβ, V): exact for probit, Zeger, Liang &
-# Albert's (1988) (16√3 / 15π)² for logit. β* = β / √(1 + kV) is what the data pin.
-ATTENUATION = {"probit": 1.0, "logit": (16.0 * math.sqrt(3.0) / (15.0 * math.pi)) ** 2}
 
 
-def unit_information(family: str, link: str, eta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Fisher information of one trial at η, −E ∂²log p/∂η², and its derivative in η."""
-    if family == "poisson":
-        mu = np.exp(eta)
-        return mu, mu
-    if link == "logit":
-        p = special.expit(eta)
-        w = p * (1.0 - p)
-        return w, w * (1.0 - 2.0 * p)
-    log_phi = -0.5 * eta * eta - 0.5 * LOG_2PI
-    log_p, log_q = special.log_ndtr(eta), special.log_ndtr(-eta)
-    w = np.exp(2.0 * log_phi - log_p - log_q)
-    # d log w / dη = −2η − φ/Φ + φ/(1 − Φ)
-    return w, w * (-2.0 * eta - np.exp(log_phi - log_p) + np.exp(log_phi - log_q))
+def unit_information(
+    family: str | Family, link: str | None, eta: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Fisher information of one trial at η, −E ∂²log p/∂η², and its derivative in η.
+
+    ``family`` is a :class:`~bayeslmm.families.Family` or its name (with ``link``); the
+    maths is :meth:`~bayeslmm.families.Family.information`.
+
+    Examples
+    --------
+    >>> w, dw = unit_information("bernoulli", "logit", np.zeros(1))
+    >>> float(w[0]), float(dw[0])  # p(1 − p) and its slope at p = ½
+    (0.25, 0.0)
+    """
+    w, slope = get_family(family, link).information(eta)
+    return w, w * slope
 
 
 def expected_information(
-    family: str, link: str, mu: np.ndarray, V: float
+    family: str | Family, link: str | None, mu: np.ndarray, V: float
 ) -> tuple[np.ndarray, np.ndarray]:
     """E[I(η)] over η ~ N(μ, V) per entry of μ, and its derivative in V.
 
     Poisson: exp(μ + V/2) exactly; binomial: 20-point Gauss–Hermite, differentiated as
-    the quadrature it is so that the density's gradient is exact.
+    the quadrature it is so that the density's gradient is exact
+    (:meth:`~bayeslmm.families.Family.expected_information`).
+
+    Examples
+    --------
+    >>> f, df = expected_information("poisson", "log", np.zeros(1), 0.5)
+    >>> round(float(f[0]), 4)  # exp(0.25), the lognormal mean
+    1.284
     """
-    if family == "poisson":
-        f = np.exp(mu + 0.5 * V)
-        return f, 0.5 * f
-    root = math.sqrt(V)
-    w, dw = unit_information(family, link, mu[:, None] + root * _GH_NODES[None, :])
-    return w @ _GH_WEIGHTS, (dw @ (_GH_WEIGHTS * _GH_NODES)) / (2.0 * root)
+    return get_family(family, link).expected_information(mu, V)
 
 
 Pullback = Callable[[np.ndarray], tuple[np.ndarray, float, np.ndarray]]
@@ -166,8 +171,7 @@ class ConditionalCentring:
     M_jg = Σ_{records i in bin g} trials_i U²_{level(i), j}; V = σ_a² mean(K_ii) (+ σ_o²).
     """
 
-    family: str
-    link: str
+    family: Family
     score: np.ndarray  # b⁰ (r)
     score_slope: np.ndarray  # B (r × p)
     beta_pilot: np.ndarray
@@ -175,10 +179,14 @@ class ConditionalCentring:
     bins: np.ndarray  # μ̂ per bin (G)
     bin_weights: np.ndarray  # M (r × G)
 
+    @property
+    def link(self) -> str:
+        return self.family.link
+
     def latent(
         self, v: np.ndarray, A: np.ndarray, V: float, beta: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, float, Pullback]:
-        info, d_info = expected_information(self.family, self.link, self.bins, V)
+        info, d_info = self.family.expected_information(self.bins, V)
         b = self.score - self.score_slope @ (beta - self.beta_pilot)
         P = 1.0 / A + self.information + self.bin_weights @ info
         scale = P**-0.5
@@ -204,11 +212,10 @@ class GLMMDensity:
     - σ_a the kinship SD, σ_o the observation-level SD (Poisson, merged);
     - v the latent coordinates of the effect in the eigenbasis (r basis vectors) under
       ``transform``.
-    Build it with :func:`glmm_density`.
+    Build it with :func:`glmm_density`. ``trials`` holds ones for families without trials.
     """
 
-    family: str
-    link: str
+    family: Family
     y: np.ndarray
     trials: np.ndarray
     offset: np.ndarray
@@ -226,9 +233,13 @@ class GLMMDensity:
     transform: LatentTransform | None = None
     attenuation: float = 0.0
     pilot: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    #: whether the pilot variances come from the moments of y (else the fixed σ_a² = 1)
+    pilot_from_moments: bool = False
     meta: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        # the family's likelihood kernel, bound once: no dispatch on the family per gradient
+        self._loglik_kernel = self.family.loglik_kernel
         self.vectors_t = np.ascontiguousarray(self.vectors.T)
         if self.transform is None:
             self.transform = PartialNonCentring(np.zeros(self.n_basis))
@@ -241,6 +252,10 @@ class GLMMDensity:
         self.mean_diagonal = float(self.eigenvalues.sum()) / self.n_levels
 
     # -- sizes ---------------------------------------------------------------------------
+    @property
+    def link(self) -> str:
+        return self.family.link
+
     @property
     def n_fixed(self) -> int:
         return self.design.shape[1]
@@ -289,22 +304,11 @@ class GLMMDensity:
 
     def loglik_grad(self, eta: np.ndarray) -> tuple[float, np.ndarray]:
         """Log-likelihood (normalising constants left out) and its gradient in η."""
-        y, n = self.y, self.trials
-        if self.family == "poisson":
-            mu = np.exp(eta)
-            return float(y @ eta - mu.sum()), y - mu
-        if self.link == "logit":
-            # log(1 + e^η) = max(η, 0) + log1p(e^−|η|): one exp, no overflow
-            softplus = np.maximum(eta, 0.0) + np.log1p(np.exp(-np.abs(eta)))
-            return float(y @ eta - n @ softplus), y - n * special.expit(eta)
-        log_p, log_q = special.log_ndtr(eta), special.log_ndtr(-eta)
-        log_phi = -0.5 * eta * eta - 0.5 * LOG_2PI
-        value = float(y @ log_p + (n - y) @ log_q)
-        return value, y * np.exp(log_phi - log_p) - (n - y) * np.exp(log_phi - log_q)
+        return self._loglik_kernel(self.y, eta, self.trials)
 
     def fisher_weights(self, eta: np.ndarray) -> np.ndarray:
         """Expected information per observation, −E ∂²log p/∂η² (used for pilots only)."""
-        return self.trials * unit_information(self.family, self.link, eta)[0]
+        return self.trials * self.family.information(eta)[0]
 
     def _attenuation_factor(self, V: float) -> float:
         """g = √(1 + kV): β = g β* (β* sampled), the marginal-scale fixed effects."""
@@ -404,7 +408,7 @@ class GLMMDensity:
         out[f"z_{g}"] = (a / np.sqrt(var_a * s))[:, None]
         out[f"u_{g}"] = self._levels(a)[:, None]
         eta_fixed = self.offset + self.design @ beta_s
-        var_residual = latent_residual_variance(self.family, self.link, eta_fixed, var_a, var_o)
+        var_residual = self.family.latent_residual_variance(eta_fixed, var_a, var_o)
         out["var_residual"] = var_residual
         shares = np.array([var_a, var_residual]) / (var_a + var_residual)
         out["variance_share"] = shares
@@ -431,7 +435,8 @@ def glmm_closed_form_applies(built: Any) -> bool:
     eigenbasis (no ``rank_share`` truncation); otherwise the PyMC graph is sampled.
     """
     spec = built.spec
-    if built.strategy != "latent" or spec.family.is_gaussian or len(spec.terms) != 1:
+    covered = spec.family.glmm_density_parametrisation is not None
+    if built.strategy != "latent" or not covered or len(spec.terms) != 1:
         return False
     term = spec.terms[0]
     if term.kinship is None or term.n_coef != 1 or np.any(np.asarray(term.design) != 1.0):
@@ -526,19 +531,9 @@ def glmm_density(built: Any, dtype: str = "float32", parametrisation: str = "aut
     olre = priors.sd_olre is not None
     # the normalising constants the PyMC model's logp carries
     const = -0.5 * (r + mu.size) * LOG_2PI - float(np.log(sd).sum())
-    if fam.name == "poisson":
-        const -= float(special.gammaln(y + 1.0).sum())
-    elif fam.name == "binomial":
-        const += float(
-            (
-                special.gammaln(trials + 1)
-                - special.gammaln(y + 1)
-                - special.gammaln(trials - y + 1)
-            ).sum()
-        )
+    const += float(fam.log_constant(y, trials).sum())
     density = GLMMDensity(
-        family=fam.name if fam.name == "poisson" else "binomial",
-        link=fam.link,
+        family=fam,
         y=y,
         trials=trials,
         offset=offset,
@@ -555,25 +550,28 @@ def glmm_density(built: Any, dtype: str = "float32", parametrisation: str = "aut
         olre=olre,
         meta=meta,
     )
-    density.pilot = _pilot(density)
-    conditional = parametrisation == "conditional" or (
-        parametrisation == "auto" and density.family != "poisson"
-    )
-    if conditional:
+    density.pilot, density.pilot_from_moments = _pilot(density)
+    if parametrisation == "auto":
+        parametrisation = fam.glmm_density_parametrisation
+    if parametrisation == "conditional":
         density.transform = _conditional_centring(density)
-        if density.family == "binomial":
-            density.attenuation = ATTENUATION[density.link]
+        # β* = β / √(1 + kV) is what the data pin (binary traits; None: β sampled as is)
+        k = fam.marginal_attenuation
+        if k is not None:
+            density.attenuation = k
     else:
         density.transform = _partial_non_centring(density)
     return density
 
 
-def _pilot(density: GLMMDensity) -> np.ndarray:
-    """(β̂, log σ_a⁰, [log σ_o⁰]): the GLM's MAP β and pilot variances.
+def _pilot(density: GLMMDensity) -> tuple[np.ndarray, bool]:
+    """(β̂, log σ_a⁰, [log σ_o⁰]): the GLM's MAP β and pilot variances; and whether these
+    came from the moments of y.
 
-    Pilot variances: from the moments of y on the log scale (Poisson; split equally
-    between σ_a² and σ_o² when both are present), 1 for binomial families (no moment
-    estimate without relatives).
+    Pilot variances: from the moments of y (the family's
+    :meth:`~bayeslmm.families.Family.moment_latent_variance`: Poisson, on the log scale;
+    split equally between σ_a² and σ_o² when both are present), else 1 (binomial
+    families: no moment estimate without relatives).
     """
     p = density.n_fixed
     beta = density.beta_mu.copy()
@@ -591,22 +589,22 @@ def _pilot(density: GLMMDensity) -> np.ndarray:
         if np.max(np.abs(step)) < 1e-8:
             break
     var_a, var_o = 1.0, 0.0
-    if density.family == "poisson":
-        mean = float(np.mean(np.exp(density.offset + X @ beta)))
-        y = density.y
-        total = math.log1p(max(float(np.var(y)) - float(y.mean()), 1e-3 * y.mean()) / mean**2)
+    mean = float(np.mean(density.family.inverse_link(density.offset + X @ beta)))
+    total = density.family.moment_latent_variance(density.y, mean)
+    if total is not None:
         var_a = var_o = 0.5 * total if density.olre else total
     logs = [0.5 * math.log(var_a)] + ([0.5 * math.log(var_o)] if density.olre else [])
-    return np.concatenate([beta, logs])
+    return np.concatenate([beta, logs]), total is not None
 
 
 def _partial_non_centring(density: GLMMDensity) -> PartialNonCentring:
     """w_j = I A⁰_j / (1 + I A⁰_j), I the mean Fisher information per level at the pilot.
 
-    Binomial families get w = 0 (non-centred): partial non-centring from the fixed pilot
-    σ_a² = 1 mixed 10x worse than it when the posterior sits near σ_a² = 0.
+    Families without a moment pilot (binomial) get w = 0 (non-centred): partial
+    non-centring from the fixed pilot σ_a² = 1 mixed 10x worse than it when the posterior
+    sits near σ_a² = 0.
     """
-    if density.family != "poisson":
+    if not density.pilot_from_moments:
         return PartialNonCentring(np.zeros(density.n_basis))
     p = density.n_fixed
     _, _, A0, _ = density._variances(density.pilot)
@@ -631,14 +629,14 @@ def _conditional_centring(density: GLMMDensity, n_bins: int = 16) -> Conditional
     beta = density.pilot[:p]
     vectors = density.vectors.astype(float)
     squares = vectors * vectors
-    if density.family == "poisson":
+    saturated = density.family.saturated_information(density.y, density.trials)
+    if saturated is not None:  # counts: the records' own information, no centre shift
         return ConditionalCentring(
             family=density.family,
-            link=density.link,
             score=np.zeros(r),
             score_slope=np.zeros((r, p)),
             beta_pilot=beta.copy(),
-            information=squares.T @ density.per_level(density.y + 0.5),
+            information=squares.T @ density.per_level(saturated),
             bins=np.zeros(0),
             bin_weights=np.zeros((r, 0)),
         )
@@ -659,7 +657,6 @@ def _conditional_centring(density: GLMMDensity, n_bins: int = 16) -> Conditional
     np.add.at(trials_by_bin, (density.index, bin_of), density.trials)
     return ConditionalCentring(
         family=density.family,
-        link=density.link,
         score=vectors.T @ density.per_level(g_eta),
         score_slope=vectors.T @ slope,
         beta_pilot=beta.copy(),

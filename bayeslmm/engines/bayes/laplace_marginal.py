@@ -1,6 +1,7 @@
 """The ``"laplace"`` strategy: NUTS on the variances, the latent field integrated out.
 
-For a Poisson (log) or binomial / Bernoulli (logit) GLMM whose random terms are all
+For a GLMM with a canonical link (Poisson log, binomial / Bernoulli logit: a family whose
+:attr:`~bayeslmm.families.Family.canonical_link` is true) whose random terms are all
 intercept-only (kinship or iid), the linear predictor minus its offset,
 
     f = X β + Σ_j Z_j u_j (+ e, the observation-level effect),
@@ -49,9 +50,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import scipy.linalg as sla
-from scipy.special import expit, gammaln
 
 from bayeslmm.errors import SpecificationError
+from bayeslmm.families import Family
 from bayeslmm.spec import ModelSpec
 
 if TYPE_CHECKING:
@@ -81,12 +82,9 @@ def laplace_obstacles(spec: ModelSpec, priors: PriorSet | None = None) -> list[s
     fam = spec.family
     if fam.is_gaussian:
         reasons.append("family is gaussian (use the spectral or latent strategy)")
-    elif fam.name == "poisson" and fam.link != "log":
-        reasons.append(f"Poisson link is {fam.link} (only log)")
-    elif fam.name in ("bernoulli", "binomial") and fam.link != "logit":
-        reasons.append(f"{fam.name} link is {fam.link} (only logit)")
-    elif fam.name not in ("poisson", "bernoulli", "binomial"):
-        reasons.append(f"family is {fam.name}")
+    elif not fam.canonical_link:
+        # W = −∇² log p must be the (positive) Fisher weight: canonical links only
+        reasons.append(f"the {fam.name} family's {fam.link} link is not its canonical link")
     if not spec.terms:
         reasons.append("no random term")
     for t in spec.terms:
@@ -103,34 +101,30 @@ def laplace_obstacles(spec: ModelSpec, priors: PriorSet | None = None) -> list[s
 
 @dataclass(frozen=True)
 class _Likelihood:
-    """log p(y | f) and its first three derivatives (per observation)."""
+    """log p(y | f) and its first three derivatives (per observation), from the family.
 
+    With a canonical link the observed information is the Fisher information n w(f) and
+    ∇³ log p = −n dw/df, so ∇³ log p / W = −d log w / df (:meth:`Family.information`).
+    """
+
+    family: Family
     y: np.ndarray
-    trials: np.ndarray | None  # None: Poisson
+    trials: np.ndarray  # ones for families without trials
     const: float
 
     @classmethod
     def make(cls, spec: ModelSpec) -> _Likelihood:
         y = np.asarray(spec.y, dtype=float)
-        if spec.family.name == "poisson":
-            return cls(y, None, float(-gammaln(y + 1.0).sum()))
         N = np.ones_like(y) if spec.trials is None else np.asarray(spec.trials, dtype=float)
-        const = float((gammaln(N + 1.0) - gammaln(y + 1.0) - gammaln(N - y + 1.0)).sum())
-        return cls(y, N, const)
+        return cls(spec.family, y, N, float(spec.family.log_constant(y, N).sum()))
 
     def value(self, f: np.ndarray) -> float:
-        if self.trials is None:
-            return float(self.y @ f - np.exp(f).sum()) + self.const
-        return float(self.y @ f - self.trials @ np.logaddexp(0.0, f)) + self.const
+        return self.family.loglik_kernel(self.y, f, self.trials)[0] + self.const
 
     def derivatives(self, f: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(∇ log p, W = −∇² log p, ∇³ log p / W)."""
-        if self.trials is None:
-            mu = np.exp(f)
-            return self.y - mu, mu, -np.ones_like(f)
-        p = expit(f)
-        W = self.trials * p * (1.0 - p)
-        return self.y - self.trials * p, W, -(1.0 - 2.0 * p)
+        w, log_slope = self.family.information(f)
+        return self.family.score(self.y, f, self.trials), self.trials * w, -log_slope
 
 
 @dataclass
@@ -546,8 +540,6 @@ def add_laplace_draws(
     """
     import xarray as xr
 
-    from bayeslmm.engines.bayes.builder import LINK_VARIANCE
-
     spec = built.spec
     marginal: LaplaceMarginal = built.cache["laplace"]
     fe = built.cache["laplace_fixed"]
@@ -624,13 +616,10 @@ def add_laplace_draws(
         )
     var_terms = V[:, : len(spec.terms)]
     var_olre = V[:, -1] if olre else np.zeros(V.shape[0])
-    if spec.family.name == "poisson":
-        offset = np.zeros(spec.n_obs) if spec.offset is None else np.asarray(spec.offset)
-        eta_fixed = offset[None, :] + beta_out @ X.T
-        lam = np.exp(eta_fixed).mean(axis=1) * np.exp(0.5 * (var_terms.sum(axis=1) + var_olre))
-        var_res = np.log1p(1.0 / lam) + var_olre
-    else:
-        var_res = np.full(V.shape[0], LINK_VARIANCE[spec.family.link])
+    offset = np.zeros(spec.n_obs) if spec.offset is None else np.asarray(spec.offset)
+    eta_fixed = offset[None, :] + beta_out @ X.T
+    var_res = spec.family.latent_residual_variance(eta_fixed, var_terms.sum(axis=1), var_olre)
+    var_res = np.broadcast_to(np.asarray(var_res, dtype=float), (V.shape[0],)).copy()
     put("var_residual", var_res, ())
     comps = np.column_stack([var_terms, var_res])
     shares = comps / comps.sum(axis=1, keepdims=True)
