@@ -233,7 +233,7 @@ class LaplaceProblem:
                 )
                 columns.append(A)
                 start += width
-        if getattr(fam, "overdispersion", False):
+        if fam.has_observation_level_effect:
             blocks.append(
                 _Block(
                     OLRE,
