@@ -113,11 +113,20 @@ class Family:
         return self
 
     def binary_response(self, trials: np.ndarray | None = None) -> bool:
-        """Whether every record is a single 0/1 trial (at most one trial per row), so that no
-        observation-level variance is identifiable."""
+        """Whether every record is a single 0/1 trial (Bernoulli, or binomial with at most
+        one trial per row): no observation-level variance is identifiable and the liability
+        scale applies.
+
+        Examples
+        --------
+        >>> Bernoulli().binary_response(), Binomial().binary_response(np.array([1, 3]))
+        (True, False)
+        """
         if not self.binary_trials:
             return False
-        return trials is None or bool(np.all(np.asarray(trials) <= 1))
+        if not self.needs_trials:
+            return True
+        return trials is not None and bool(np.all(np.asarray(trials) <= 1))
 
     @property
     def canonical_link(self) -> bool:

@@ -579,10 +579,7 @@ def _observation_level_effect(
             "identifiable (lme4 refuses this model too). Drop the term: the residual already is "
             "the observation-level effect of a Gaussian model."
         )
-    binary = fam.name == "bernoulli" or (
-        fam.needs_trials and trials is not None and bool(np.all(trials <= 1))
-    )
-    if binary:
+    if fam.binary_response(trials):
         raise SpecificationError(
             f"The random term {label} has one level per row of a 0/1 response: an "
             "observation-level variance is not identifiable from binary data (it only rescales "

@@ -447,7 +447,7 @@ def check_family_args(args: argparse.Namespace) -> Any:
                 f"effect of counts); this run's family is '{family.name}'."
             )
         family = Poisson(link=family.link, overdispersion=False)
-    if args.prevalence is not None and family.name != "bernoulli":
+    if args.prevalence is not None and not family.binary_response():
         raise SpecificationError(
             f"--prevalence gives h² on the liability scale of a binary 0/1 trait (--family "
             f"bernoulli); this run's family is '{family.name}'. Drop --prevalence."
