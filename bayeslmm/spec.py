@@ -19,7 +19,6 @@ Grammar
 
 from __future__ import annotations
 
-import dataclasses
 import re
 import warnings
 from collections.abc import Mapping
@@ -588,7 +587,7 @@ def _observation_level_effect(
     if fam.has_observation_level_effect:
         # the user's factor is the observation-level effect (glmer's grouseticks model):
         # adding a second one would make the model singular
-        return dataclasses.replace(fam, overdispersion=False)
+        return fam.without_observation_level_effect()
     return fam
 
 

@@ -2,6 +2,7 @@
 spectral vs latent agreement, seeds, breeding values and the REML hand-off."""
 
 import importlib.util
+import json
 from pathlib import Path
 
 import numpy as np
@@ -214,3 +215,31 @@ def test_integral_float_draws_are_accepted_and_a_missing_seed_is_drawn_and_recor
     assert fit.summary()["seed"] == fit.seed
     again = model.fit(draws=100, tune=100, seed=fit.seed, **quick)
     np.testing.assert_array_equal(fit.posterior["h2"].values, again.posterior["h2"].values)
+
+
+@pytest.mark.r_golden
+def test_poisson_factor_with_one_level_per_row_is_the_observation_level_effect():
+    """glmer's grouseticks model written as in lme4, with the default Poisson family: INDEX
+    (one level per row) is the observation-level effect, none is added on top, and the
+    Laplace fit equals glmer's."""
+    golden = Path(__file__).resolve().parent / "golden" / "glmer"
+    ref = json.loads((golden / "grouseticks.json").read_text())
+    df = pd.read_csv(
+        golden / "grouseticks.csv",
+        dtype={"INDEX": str, "BROOD": str, "LOCATION": str, "YEAR": str},
+    )
+    # HEIGHT_s is R's scale(HEIGHT) (sample SD), precomputed by glmer.R
+    model = LMM(
+        "TICKS ~ YEAR + HEIGHT_s + (1|BROOD) + (1|INDEX) + (1|LOCATION)", df, family="poisson"
+    )
+    assert not model.spec.family.has_observation_level_effect
+    fit = model.fit(method="laplace")
+    # lme4 orders the terms INDEX, BROOD, LOCATION (decreasing number of levels)
+    np.testing.assert_allclose(fit.theta, np.array(ref["theta"])[[1, 0, 2]], rtol=1e-4)
+    np.testing.assert_allclose(fit.beta, list(ref["fixef"].values()), rtol=1e-4)
+    np.testing.assert_allclose(fit.fixed_effects()["se"], list(ref["se"].values()), rtol=1e-3)
+    assert fit.loglik == pytest.approx(ref["logLik"], rel=1e-6)
+    assert fit.converged
+    vc = fit.variance_components().set_index("grp")["vcov"]
+    for row in ref["varcorr"]:
+        assert vc[row["grp"]] == pytest.approx(row["vcov"], rel=1e-4)

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,7 +51,7 @@ import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 from scipy import optimize
 
-from bayeslmm.errors import SpecificationError
+from bayeslmm.errors import DataError, SpecificationError, preview
 from bayeslmm.families import Family
 from bayeslmm.results.scales import heritability_scales
 from bayeslmm.spec import ModelSpec
@@ -279,6 +280,53 @@ class LaplaceProblem:
         self._b = np.zeros(self.q)
         self._beta_b = np.zeros(self.p + self.q)
         self.n_evals = 0
+
+    def check_separation(self) -> None:
+        """Refuse fixed effects that separate the outcomes: their ML estimates are infinite.
+
+        Separation (complete or quasi-complete; Albert & Anderson 1984) is a direction β ≠ 0
+        with Xβ ≤ 0 wherever y is 0, Xβ ≥ 0 wherever y is at its maximum (every trial a
+        success) and Xβ = 0 elsewhere, not 0 everywhere: moving along it never lowers the
+        likelihood, so the optimiser runs off to ±∞ and reports huge estimates and SEs. The
+        linear programme of Konis (2007) finds such a direction; penalised random effects
+        cannot absorb it.
+        """
+        if self.p == 0:
+            return
+        lower = self.y == 0
+        upper = np.zeros(self.n, dtype=bool)
+        if self.family.binary_trials:
+            upper = self.y == (1.0 if self.trials is None else self.trials)
+        if not (lower.any() or upper.any()):
+            return
+        scale = np.abs(self.X).max(axis=0)
+        Xs = self.X / np.where(scale > 0, scale, 1.0)
+        interior = ~(lower | upper)
+        res = optimize.linprog(
+            c=Xs[lower].sum(axis=0) - Xs[upper].sum(axis=0),
+            A_ub=np.vstack([Xs[lower], -Xs[upper]]),
+            b_ub=np.zeros(int(lower.sum() + upper.sum())),
+            A_eq=Xs[interior] if interior.any() else None,
+            b_eq=np.zeros(int(interior.sum())) if interior.any() else None,
+            bounds=[(-1.0, 1.0)] * self.p,
+            method="highs",
+        )
+        if res.status != 0 or -res.fun <= 1e-7 * self.n:
+            return
+        direction = np.asarray(res.x)
+        names = [
+            nm for nm, b in zip(self.spec.fixed_names, direction, strict=True) if abs(b) > 1e-6
+        ]
+        which = "only failures or only successes" if upper.any() else "zero counts"
+        rows = np.flatnonzero((lower | upper) & (np.abs(Xs @ direction) > 1e-9))
+        raise DataError(
+            f"The fixed effects {names} separate the outcomes: the records with {which} "
+            f"(rows {preview(rows.tolist())}) can be fitted exactly by moving "
+            "these coefficients towards ±infinity, so their maximum-likelihood estimates do not "
+            "exist (perfect or quasi-complete separation). Remove or merge those columns (e.g. "
+            "a factor level with no events), or use method='nuts', whose priors keep the "
+            "estimates finite."
+        )
 
     # -- linear algebra helpers ---------------------------------------------------------
     def _col_theta(self, theta: np.ndarray) -> np.ndarray:
@@ -781,6 +829,7 @@ def fit_laplace(
     """
     t0 = time.perf_counter()
     problem = LaplaceProblem(spec)
+    problem.check_separation()
     nt, p = problem.n_theta, problem.p
     messages: list[str] = []
     n_iter = 0
@@ -841,6 +890,23 @@ def fit_laplace(
         cov = np.full_like(H, np.nan)
         messages.append("the Hessian of the deviance is not positive definite: no SEs")
     theta, beta = x[:nt], x[nt:]
+    at_zero = np.flatnonzero(theta < 1e-6)
+    if at_zero.size:
+        # A variance at its boundary 0 is not a regular estimate: say so, as REML and lme4
+        # do, rather than let a standard error of 0 (2θ·SE) stand for it. The deviance is even
+        # in θ_k, so H has no θ_k–β cross terms there and the other parameters' SEs are those
+        # of the model without the term.
+        from bayeslmm.engines.reml import BoundaryFitWarning
+
+        notes = [f"variance of {_name(problem.blocks, k)} is estimated at 0" for k in at_zero]
+        messages.extend(notes)
+        warnings.warn(
+            "boundary (singular) fit: " + "; ".join(notes) + " (a variance on the boundary "
+            "has no standard error; the other estimates' are those of the model without it). "
+            "Consider dropping the term (see lme4's ?isSingular).",
+            BoundaryFitWarning,
+            stacklevel=2,
+        )
     # conditional modes at the optimum
     b, _ = problem.mode(theta, beta)
     f = problem.deviance(theta, beta)
