@@ -277,3 +277,13 @@ def test_register_family_refuses_a_clash(geometric):
         register_family(Other)
     with pytest.raises(TypeError, match="Family subclass"):
         register_family(int)
+
+
+def test_the_architecture_page_shows_this_class():
+    """docs/architecture.md's "Adding a family" is the class fitted above, verbatim."""
+    import inspect
+
+    page = Path(__file__).resolve().parents[1] / "docs" / "architecture.md"
+    if not page.exists():
+        pytest.skip("docs/ is not next to the tests (installed package)")
+    assert inspect.getsource(Geometric) in page.read_text(encoding="utf-8")
