@@ -96,9 +96,9 @@ def main(argv: list[str] | None = None) -> int:
         except Exception as exc:
             return _fail(
                 prog,
-                f"unexpected error: {type(exc).__name__}: {exc}\n"
-                "This looks like a bug in bayeslmm. Run the same command with --debug to see "
-                "the traceback, and report it with the command line you used.",
+                f"unexpected error: {type(exc).__name__}: {exc}. This looks like a bug in "
+                "bayeslmm: run the same command with --debug to see the traceback, and report "
+                "it with the command line you used.",
                 EXIT_BUG,
                 debug,
             )

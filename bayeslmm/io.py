@@ -405,11 +405,11 @@ def read_kinship(path_or_prefix: PathLike, name: str | None = None) -> Kinship:
     plain = text.lower()
     for suffix in (".gz", ".bz2", ".xz", ".zip"):
         plain = plain.removesuffix(suffix)
-    if plain.endswith(_TABLE_SUFFIXES) and os.path.isfile(text):
-        return read_matrix_csv(text, name=name)
     base = _gcta_prefix(text)
     if os.path.isfile(base + ".grm.bin") and os.path.isfile(base + ".grm.id"):
         return read_gcta_grm(base, name=name)
+    if plain.endswith(_TABLE_SUFFIXES):  # a table, or a clear "does not exist" for one
+        return read_matrix_csv(text, name=name)
     raise KinshipError(
         f"No kinship found at {text!r}: expected a .csv/.tsv/.txt file or a GCTA GRM "
         f"({base}.grm.bin with {base}.grm.id)."
