@@ -437,16 +437,16 @@ def check_family_args(args: argparse.Namespace) -> Any:
     >>> check_family_args(ns)
     Poisson(link='log', overdispersion=False)
     """
-    from bayeslmm.families import Poisson, get_family
+    from bayeslmm.families import get_family
 
     family = get_family(args.family, args.link)
     if args.no_overdispersion:
-        if not isinstance(family, Poisson):
+        if not family.has_observation_level_effect:
             raise SpecificationError(
-                f"--no-overdispersion applies to --family poisson (the observation-level "
-                f"effect of counts); this run's family is '{family.name}'."
+                "--no-overdispersion leaves out the observation-level effect of a count "
+                f"family (--family poisson); the family '{family.name}' has none to leave out."
             )
-        family = Poisson(link=family.link, overdispersion=False)
+        family = family.without_observation_level_effect()
     if args.prevalence is not None and not family.binary_response():
         raise SpecificationError(
             f"--prevalence gives h² on the liability scale of a binary 0/1 trait (--family "

@@ -103,7 +103,7 @@ CASES = [
          f"--method laplace {OUT}", 2,
          "non-negative integers", "2.5 in a Poisson response"),
     Case("cli-no-overdispersion-not-poisson", f"{FIT} --no-overdispersion {OUT}", 2,
-         "--no-overdispersion applies to --family poisson", "--no-overdispersion, Gaussian"),
+         "the family 'gaussian' has none to leave out", "--no-overdispersion, Gaussian"),
     Case("cli-method-unknown", f"{FIT} --method foo {OUT}", 2,
          "invalid choice: 'foo'", "--method foo"),
     Case("cli-laplace-gaussian", f"{FIT.replace('reml', 'laplace')} {OUT}", 2,

@@ -38,6 +38,7 @@ def test_fit_command_writes_contract(tiny_files, capsys):
     assert rc == 0
     text = capsys.readouterr().out
     assert "h2: posterior mean" in text and "95% HDI" in text
+    assert "seed 4 (--seed 4 repeats this run)" in text
     summary = json.loads((out / "summary.json").read_text())
     assert summary["method"] == "nuts" and summary["n_obs"] == 40
     assert summary["strategy"] == "spectral"
@@ -187,3 +188,83 @@ def test_reml_method_rejects_glmm_with_advice(binary_files, capsys):
     )  # fmt: skip
     assert rc == 2
     assert "method='laplace'" in capsys.readouterr().err
+
+
+def test_poisson_no_overdispersion_flag(tiny_files):
+    data = pd.read_csv(tiny_files / "data.csv")
+    data["n"] = np.random.default_rng(5).poisson(np.exp(1 + 0.3 * data["x"]))
+    data.to_csv(tiny_files / "counts.csv", index=False)
+    groups = {}
+    for flag in ([], ["--no-overdispersion"]):
+        out = tiny_files / f"poisson{len(flag)}"
+        rc = main(
+            [
+                "fit", str(tiny_files / "counts.csv"), "--formula", "n ~ x + (1|id)",
+                "--kinship", f"id={tiny_files / 'kin.csv'}", "--family", "poisson",
+                "--method", "laplace", *flag, "--out", str(out),
+            ]
+        )  # fmt: skip
+        assert rc == 0
+        summary = json.loads((out / "summary.json").read_text())
+        groups[bool(flag)] = [row["grp"] for row in summary["variance_components"]]
+    assert groups[False] == ["id", "olre"]  # the observation-level effect by default
+    assert groups[True] == ["id"]
+
+
+def test_reml_run_replaces_an_older_nuts_result(tiny_files, capsys):
+    """A REML summary never sits beside the posterior of an older NUTS run; the user's own
+    files in the folder stay."""
+    out = tiny_files / "results"
+    out.mkdir()
+    for name in ("summary.json", "posterior.nc", "h2_posterior.png"):
+        (out / name).write_text("from an older NUTS run")
+    (out / "my_notes.txt").write_text("keep me")
+    rc = main(
+        [
+            "fit", str(tiny_files / "data.csv"), "--formula", "y ~ x + (1|id)",
+            "--kinship", f"id={tiny_files / 'kin.csv'}", "--method", "reml", "--out", str(out),
+        ]
+    )  # fmt: skip
+    assert rc == 0
+    assert sorted(p.name for p in out.iterdir()) == ["my_notes.txt", "summary.json"]
+    assert json.loads((out / "summary.json").read_text())["method"] == "reml"
+    assert (out / "my_notes.txt").read_text() == "keep me"
+    assert f"wrote {out / 'summary.json'}" in capsys.readouterr().out
+    assert not [p for p in tiny_files.iterdir() if "bayeslmm" in p.name]  # no scratch left
+
+
+def test_failed_fit_leaves_the_folder_alone(tiny_files):
+    out = tiny_files / "results"
+    out.mkdir()
+    (out / "summary.json").write_text('{"method": "nuts"}')
+    rc = main(
+        [
+            "fit", str(tiny_files / "data.csv"), "--formula", "y ~ nosuch + (1|id)",
+            "--kinship", f"id={tiny_files / 'kin.csv'}", "--method", "reml", "--out", str(out),
+        ]
+    )  # fmt: skip
+    assert rc == 2
+    assert [p.name for p in out.iterdir()] == ["summary.json"]
+    assert (out / "summary.json").read_text() == '{"method": "nuts"}'
+
+
+def test_ids_are_text_on_both_sides(tiny_files):
+    """Ids 000-039 (leading zeros) in the data and in a GCTA kinship match as text."""
+    from bayeslmm import Kinship
+    from bayeslmm.io import write_gcta_grm
+
+    data = pd.read_csv(tiny_files / "data.csv")
+    K = pd.read_csv(tiny_files / "kin.csv", index_col=0).to_numpy()
+    ids = [f"{k:03d}" for k in range(len(data))]
+    data["id"] = ids
+    data.to_csv(tiny_files / "zeros.csv", index=False)
+    write_gcta_grm(Kinship(K, ids=ids), tiny_files / "zeros")
+    out = tiny_files / "zeros_out"
+    rc = main(
+        [
+            "fit", str(tiny_files / "zeros.csv"), "--formula", "y ~ x + (1|id)",
+            "--kinship", f"id={tiny_files / 'zeros'}", "--method", "reml", "--out", str(out),
+        ]
+    )  # fmt: skip
+    assert rc == 0
+    assert json.loads((out / "summary.json").read_text())["n_obs"] == 40

@@ -85,3 +85,36 @@ def test_source_is_required(capsys):
     with pytest.raises(SystemExit):
         main(["grm", "--out", "x"])
     assert "one of the arguments --bfile --dosage is required" in capsys.readouterr().err
+
+
+def test_normalize_and_the_mean_diagonal_note(tmp_path, capsys):
+    rng = np.random.default_rng(2)
+    inbred = 2.0 * rng.binomial(1, 0.5, size=(12, 60))  # homozygous lines: K_ii near 2
+    pd.DataFrame(inbred, index=pd.Index([f"L{k}" for k in range(12)], name="id")).add_prefix(
+        "snp"
+    ).to_csv(tmp_path / "lines.csv")
+    common = ["grm", "--dosage", str(tmp_path / "lines.csv"), "--format", "csv"]
+    assert main([*common, "--out", str(tmp_path / "raw")]) == 0
+    out, err = capsys.readouterr()
+    assert "far from 1" in err and "--normalize" in err
+    raw = read_matrix_csv(tmp_path / "raw.csv")
+    assert raw.mean_diagonal > 1.6
+    assert main([*common, "--normalize", "--out", str(tmp_path / "norm")]) == 0
+    out, err = capsys.readouterr()
+    assert "far from 1" not in err and "rescaled from mean diagonal" in out
+    norm = read_matrix_csv(tmp_path / "norm.csv")
+    assert norm.mean_diagonal == pytest.approx(1.0)
+    np.testing.assert_allclose(norm.matrix * raw.mean_diagonal, raw.matrix, rtol=1e-12)
+
+
+def test_grm_files_replaced_together(tmp_path, genotypes):
+    """A second run replaces the whole set; nothing else in the directory is touched."""
+    X, ids = genotypes
+    pd.DataFrame(X, index=pd.Index(ids, name="id")).add_prefix("snp").to_csv(tmp_path / "g.csv")
+    (tmp_path / "other.txt").write_text("mine")
+    for maf in ("0", "0.2"):
+        assert main(["grm", "--dosage", str(tmp_path / "g.csv"), "--maf", maf,
+                     "--out", str(tmp_path / "k.grm")]) == 0  # fmt: skip
+        assert read_gcta_grm(tmp_path / "k").ids == tuple(ids)
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["g.csv", "k.grm.N.bin", "k.grm.bin", "k.grm.id", "other.txt"]
