@@ -187,15 +187,20 @@ def fit_reml(
             + ". Use method='ai-reml'."
         )
     structure = build_structure(spec)
-    # Both engines see a well-conditioned problem: y divided by a power of two near its
-    # spread (exact in floating point; y × 1e±150 would overflow or underflow the variance
-    # and likelihood otherwise), covariates centred on an intercept (a huge mean makes X*ᵀX*
-    # numerically singular). Both are undone exactly below.
-    y, y_scale = _scaled_response(response(spec))
+    # Both engines see a well-conditioned problem: covariates and y centred on an intercept
+    # (a huge mean makes X*ᵀX* numerically singular, and the estimates would depend on
+    # where y's zero lies), y divided by a power of two near its spread (exact in floating
+    # point; y × 1e±150 would overflow or underflow the variances otherwise). REML is
+    # unchanged by all three; they are undone exactly below.
     X = np.asarray(spec.X, dtype=float)
-    A = _centring(X)
+    y = response(spec)
+    A, const = _centring(X)
+    shift = np.zeros(X.shape[1])
     if A is not None:
+        shift[const] = float(np.mean(y)) / X[0, const]
+        y = y - shift[const] * X[:, const]
         X = X @ A
+    y, y_scale = _scaled_response(y)
     if method == "spectral":
         raw = fit_spectral(structure, y, X, n_grid=n_grid)
     else:
@@ -210,7 +215,7 @@ def fit_reml(
             route="mme" if method == "ai-reml-mme" else "dense",
         )
         method = f"ai-reml-{raw.route}"
-    raw = _unscale(raw, y_scale, A, spec.n_obs, X.shape[1])
+    raw = _unscale(raw, y_scale, A, shift, spec.n_obs)
     boundary, notes = _boundary(structure, raw.theta)
     messages = list(raw.messages) + notes
     if warn and boundary:
@@ -245,31 +250,34 @@ def _scaled_response(y: np.ndarray) -> tuple[np.ndarray, float]:
     return y / s, s
 
 
-def _centring(X: np.ndarray) -> np.ndarray | None:
-    """A with X A = X centred on its constant column (unit triangular: |A| = 1), or None.
+def _centring(X: np.ndarray) -> tuple[np.ndarray | None, int | None]:
+    """A with X A = X centred on its constant column (unit triangular: |A| = 1), and the
+    index of that column; (None, None) without one.
 
     β = A β̃ recovers the coefficients of the original columns from those of X A; the REML
-    likelihood is unchanged because log|Xᵀ V⁻¹ X| changes by 2 log|A| = 0.
+    likelihood is unchanged because log|Xᵀ V⁻¹ X| changes by 2 log|A| = 0. Column ``c`` of
+    X A is column ``c`` of X, so y may also be shifted along it.
     """
-    if X.shape[0] < 2 or X.shape[1] < 2:
-        return None
+    if X.shape[0] < 2 or X.shape[1] < 1:
+        return None, None
     constant = np.flatnonzero(np.all(X == X[0], axis=0) & (X[0] != 0))
     if constant.size == 0:
-        return None
+        return None, None
     c = int(constant[0])
     A = np.eye(X.shape[1])
     A[c] = -X.mean(axis=0) / X[0, c]
     A[c, c] = 1.0
-    return A
+    return A, c
 
 
-def _unscale(raw: RawFit, s: float, A: np.ndarray | None, n: int, p: int) -> RawFit:
-    """Undo :func:`_scaled_response` and :func:`_centring` on an engine's result."""
-    beta, beta_cov = raw.beta, raw.beta_cov
-    if A is not None:
-        beta, beta_cov = A @ beta, A @ beta_cov @ A.T
+def _unscale(raw: RawFit, s: float, A: np.ndarray | None, shift: np.ndarray, n: int) -> RawFit:
+    """Undo :func:`_scaled_response`, the shift of y and :func:`_centring` on a result."""
     if s == 1.0 and A is None:
         return raw
+    beta, beta_cov = raw.beta * s + shift, raw.beta_cov * s**2
+    if A is not None:
+        beta, beta_cov = A @ beta, A @ beta_cov @ A.T
+    p = beta.size
     log_s = math.log(s)
     blups = {
         label: frame.apply(lambda col: col * (s * s if str(col.name).startswith("pev:") else s))
@@ -279,8 +287,8 @@ def _unscale(raw: RawFit, s: float, A: np.ndarray | None, n: int, p: int) -> Raw
         raw,
         theta=raw.theta * s**2,
         theta_cov=raw.theta_cov * s**4,
-        beta=beta * s,
-        beta_cov=0.5 * (beta_cov + beta_cov.T) * s**2,
+        beta=beta,
+        beta_cov=0.5 * (beta_cov + beta_cov.T),
         loglik_reml=raw.loglik_reml - (n - p) * log_s,
         loglik_ml=raw.loglik_ml - n * log_s,
         blups=blups,
