@@ -1,5 +1,7 @@
 """Tests of bayeslmm.spec: formula parsing, alignment and every validation error."""
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -145,3 +147,83 @@ def test_validation_errors(kin_data, change, kwargs, error, message):
     with pytest.raises(error) as info:
         bl.specify(data=change(df), **kwargs)
     assert message in str(info.value)
+
+
+def test_different_effects_of_one_grouping_factor_are_kept(kin_data):
+    K, df = kin_data
+    spec = bl.specify("y ~ x + (1|id) + (0 + env|id)", df, kinship={"id": K})
+    assert [t.covariates for t in spec.terms] == [("Intercept",), ("env",)]
+    epistatic = bl.specify(
+        "y ~ x + (1|id) + (1|id2)", df.assign(id2=df.id), kinship={"id": K, "id2": K.hadamard()}
+    )
+    assert len(epistatic.terms) == 2
+
+
+@pytest.mark.parametrize(
+    ("formula", "change", "kinship"),
+    [
+        ("y ~ x + (1|site) + (1|site2)", lambda d: d.assign(site2=d.site.map(str.upper)), {}),
+        ("y ~ x + (1|site) + (1 + x||site)", lambda d: d, {}),
+        ("y ~ (1|id) + (1|id2)", lambda d: d.assign(id2=d.id), "scaled"),
+    ],
+    ids=["relabelled-copy", "intercept-in-both", "kinship-times-two"],
+)
+def test_the_same_effect_twice_is_refused(kin_data, formula, change, kinship):
+    K, df = kin_data
+    if kinship == "scaled":
+        kinship = {"id": K, "id2": bl.Kinship(2 * K.matrix, K.ids)}
+    with pytest.raises(bl.SpecificationError, match="the same effect twice"):
+        bl.specify(formula, change(df), kinship=kinship)
+
+
+def test_response_check_ignores_function_names():
+    df = pd.DataFrame({"C": [1.0, 2.0, 0.5, 1.5, 2.5, 0.0], "g": list("aabbcc")})
+    assert bl.specify("C ~ 1 + (1|g)", df).response == "C"
+    df = df.assign(h=list("xyxyxy"))
+    assert bl.specify("C ~ C(h) + (1|g)", df).fixed_names == ("Intercept", "C(h)[y]")
+
+
+def test_poisson_factor_with_one_level_per_row_replaces_the_observation_level_effect():
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame(
+        {"n": rng.poisson(3.0, 24), "g": np.repeat(list("abcd"), 6), "obs": np.arange(24)}
+    )
+    spec = bl.specify("n ~ 1 + (1|g) + (1|obs)", df, family="poisson")
+    assert not spec.family.has_observation_level_effect
+    assert bl.specify("n ~ 1 + (1|g)", df, family="poisson").family.has_observation_level_effect
+    # binomial with several trials per row: an observation-level effect is identifiable
+    binomial = bl.specify("n ~ 1 + (1|g) + (1|obs)", df.assign(t=10), family="binomial", trials="t")
+    assert [t.group for t in binomial.terms] == ["g", "obs"]
+    with pytest.raises(bl.SpecificationError, match="not identifiable from binary data"):
+        bl.specify("b ~ 1 + (1|obs)", df.assign(b=df.n % 2, t=1), family="binomial", trials="t")
+
+
+def test_identity_kinship_with_one_level_per_row_is_the_residual(kin_data):
+    K, df = kin_data
+    one = df.drop_duplicates("id")
+    eye = bl.Kinship(np.eye(K.n), K.ids)
+    with pytest.raises(bl.SpecificationError, match="cannot be told apart from the residual"):
+        bl.specify("y ~ x + (1|id)", one, kinship={"id": eye})
+    assert len(bl.specify("y ~ x + (1|id)", one, kinship={"id": K}).terms) == 1
+
+
+def test_covariate_with_a_huge_mean_is_not_collinear_with_the_intercept(kin_data):
+    K, df = kin_data
+    spec = bl.specify("y ~ pos + (1|id)", df.assign(pos=1e12 + df.x), kinship={"id": K})
+    assert spec.fixed_names == ("Intercept", "pos")
+
+
+def test_single_level_boolean_fixed_effect_is_refused(kin_data):
+    K, df = kin_data
+    with pytest.raises(bl.DataError, match="'male' has a single level"):
+        bl.specify("y ~ male + (1|id)", df.assign(male=True), kinship={"id": K})
+
+
+def test_kinship_scale_warning(kin_data):
+    K, df = kin_data
+    unit = K.normalized()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        bl.specify("y ~ x + (1|id)", df, kinship={"id": unit})
+    with pytest.warns(bl.kinship.KinshipScaleWarning, match="mean diagonal 2.5 .* far from 1"):
+        bl.specify("y ~ x + (1|id)", df, kinship={"id": bl.Kinship(2.5 * unit.matrix, K.ids)})

@@ -148,3 +148,24 @@ def test_hadamard_is_elementwise_square_and_psd():
     np.testing.assert_allclose(G.hadamard(reordered).matrix, G.matrix * other.matrix)
     with pytest.raises(KinshipError, match="missing from kinship 'E'"):
         G.hadamard(other.subset(["i0", "i1"]))
+
+
+@pytest.mark.parametrize(
+    ("matrix", "message"),
+    [
+        (np.zeros((6, 6)), "is all zero"),
+        (np.full((6, 6), 0.3), r"is constant \(0.3\).*intercept"),
+    ],
+)
+def test_zero_or_constant_kinship_is_refused(matrix, message):
+    with pytest.raises(KinshipError, match=message):
+        Kinship(matrix, IDS)
+    # a single individual is trivially constant, and allowed (it is refused later, with a
+    # message about the number of levels)
+    assert Kinship(np.ones((1, 1)), ["a"]).n == 1
+
+
+def test_constant_submatrix_is_refused_when_subset():
+    K = Kinship(np.array([[1.0, 1.0, 0.0], [1.0, 1.0, 0.0], [0.0, 0.0, 1.0]]), ["a", "b", "c"])
+    with pytest.raises(KinshipError, match="constant"):
+        K.subset(["a", "b"])
