@@ -47,6 +47,7 @@ import shutil
 import signal
 import sys
 import tempfile
+import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -205,9 +206,9 @@ def result_directory(out: str | os.PathLike, owned: Iterable[str] = RESULT_NAMES
     """
     target = Path(os.path.realpath(check_output_dir(out)))
     owned = frozenset(owned)
-    recover(target.parent)
+    _recover_with_notes(target.parent)
     if target.is_dir():
-        recover(target)
+        _recover_with_notes(target)
     exchange = _exchange_possible(target)
     parent = target.parent if exchange else target
     prefix = f".{target.name}{_SWAP}" if exchange else _STAGE
@@ -223,7 +224,7 @@ def result_directory(out: str | os.PathLike, owned: Iterable[str] = RESULT_NAMES
             return
         _commit_journal(target, stage, names, owned, stage_is_inside=not exchange)
     except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
+        _discard(stage, target)
         raise
 
 
@@ -256,7 +257,7 @@ def result_files(targets: Sequence[str | os.PathLike]) -> Iterator[list[Path]]:
     if len(directories) != 1:
         raise ValueError(f"result_files writes into one directory; got {sorted(directories)}.")
     directory = Path(os.path.realpath(directories.pop()))
-    recover(directory)
+    _recover_with_notes(directory)
     stage = Path(_mkdtemp(directory, f"{_STAGE}{os.getpid()}-"))
     try:
         yield [stage / p.name for p in paths]
@@ -268,8 +269,19 @@ def result_files(targets: Sequence[str | os.PathLike]) -> Iterator[list[Path]]:
         _checkpoint("staged")
         _commit_journal(directory, stage, names, frozenset(names), stage_is_inside=True)
     except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
+        _discard(stage, directory)
         raise
+
+
+def _discard(stage: Path, directory: Path) -> None:
+    """Drop a failed run's staging folder, unless its journal exists: from then on the
+    commit must be completed (by :func:`recover`), not abandoned half-way."""
+    if not _journal_path(directory, stage).exists():
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def _journal_path(directory: Path, stage: Path) -> Path:
+    return directory / f"{_JOURNAL}{stage.name.removeprefix(_STAGE)}.json"
 
 
 def recover(directory: str | os.PathLike) -> list[str]:
@@ -313,7 +325,7 @@ def recover(directory: str | os.PathLike) -> list[str]:
         with contextlib.suppress(OSError):
             os.unlink(entry.path)
         busy.discard(plan["stage"])
-        done.append(f"completed an interrupted write of {', '.join(plan['files'])}")
+        done.append(f"completed the interrupted writing of {', '.join(plan['files'])}")
     for entry in entries:
         if not entry.is_dir(follow_symlinks=False) or entry.name in busy:
             continue
@@ -324,8 +336,13 @@ def recover(directory: str | os.PathLike) -> list[str]:
             target = directory / entry.name[1 : entry.name.index(_SWAP)]
             _return_user_entries(Path(entry.path), target)
         shutil.rmtree(entry.path, ignore_errors=True)
-        done.append(f"removed the leftovers of an interrupted write ({entry.name})")
+        done.append(f"removed the leftovers of an interrupted run ({entry.name})")
     return done
+
+
+def _recover_with_notes(directory: Path) -> None:
+    for action in recover(directory):
+        warnings.warn(f"{directory}: {action}.", UserWarning, stacklevel=4)
 
 
 # -- exchange mode ---------------------------------------------------------------------------
@@ -450,10 +467,9 @@ def _commit_journal(
         shutil.rmtree(stage, ignore_errors=True)
         stage = inner
     remove = sorted(n for n in owned if n not in names and (directory / n).exists())
-    token = stage.name.removeprefix(_STAGE)
-    journal = directory / f"{_JOURNAL}{token}.json"
+    journal = _journal_path(directory, stage)
     plan = {"stage": stage.name, "files": list(names), "remove": remove}
-    scratch = directory / f"{_JOURNAL}{token}.tmp"
+    scratch = journal.with_suffix(".tmp")
     scratch.write_text(json.dumps(plan), encoding="utf-8")
     _fsync_files(directory, [scratch.name])
     os.replace(scratch, journal)
@@ -541,11 +557,13 @@ def _is_ours(name: str) -> bool:
 
 
 def _owner_alive(name: str) -> bool:
-    """Whether the process that made a staging directory (pid in its name) still runs."""
-    tail = name.rsplit(_STAGE if name.startswith(_STAGE) else _SWAP, 1)[-1]
+    """Whether the process that made a staging directory or journal (pid in its name) runs."""
+    marker = next((m for m in (_STAGE, _JOURNAL, _SWAP) if m in name), None)
     try:
-        pid = int(tail.split("-", 1)[0])
+        pid = int(name.split(marker, 1)[1].split("-", 1)[0]) if marker else None
     except ValueError:
+        pid = None
+    if pid is None:
         return False
     if pid == os.getpid():
         return True

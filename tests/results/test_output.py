@@ -27,6 +27,7 @@ from bayeslmm.results.output import (
 
 pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
 
+IS_ROOT = getattr(os, "geteuid", lambda: -1)() == 0
 PACKAGE = Path(bayeslmm.__file__).parent
 
 # The child imports bayeslmm.results.output alone: empty stand-ins for the packages skip their
@@ -216,7 +217,7 @@ def test_output_locations_checked_up_front(tmp_path):
 
 
 def test_unwritable_directory(tmp_path):
-    if os.geteuid() == 0:  # root writes anywhere a mode allows nothing: use a read-only mount
+    if IS_ROOT:  # root writes anywhere a mode allows nothing: use a read-only mount
         if not Path("/sys").is_dir():
             pytest.skip("no read-only location for root")
         target = Path("/sys/bayeslmm-results")
@@ -293,3 +294,24 @@ def test_cli_killed_while_writing(tmp_path):
         summary = json.loads((out / "summary.json").read_text())
         assert summary["method"] == ("reml" if new else "nuts"), step
         assert (out / "posterior.nc").exists() is (not new), step
+
+
+def test_recover_leaves_a_live_commit_alone_and_completes_a_dead_one(tmp_path):
+    for pid, completed in [(os.getpid(), False), (2**22 + 12345, True)]:  # the 2nd runs nowhere
+        stage = tmp_path / f".bayeslmm-stage-{pid}-abc"
+        stage.mkdir()
+        (stage / "summary.json").write_text(f"new {pid}")
+        (tmp_path / "summary.json").write_text("old")
+        plan = {"stage": stage.name, "files": ["summary.json"], "remove": []}
+        (tmp_path / f".bayeslmm-commit-{pid}-abc.json").write_text(json.dumps(plan))
+        actions = recover(tmp_path)
+        assert (tmp_path / "summary.json").read_text() == (f"new {pid}" if completed else "old")
+        assert bool(actions) is completed
+        if completed:
+            assert not [
+                p for p in tmp_path.iterdir() if p.name.startswith(f".bayeslmm-commit-{pid}")
+            ]
+    with pytest.warns(UserWarning, match="removed the leftovers"):  # the note a user sees
+        (tmp_path / ".bayeslmm-stage-4199999-x").mkdir()
+        with result_directory(tmp_path / "out") as stage:
+            (stage / "summary.json").write_text("{}")
