@@ -57,6 +57,15 @@ class Family:
     Subclasses set the class attributes and override the methods their routes need; a
     method left undefined raises ``NotImplementedError`` naming the family, and an
     attribute left at its default tells a route the family is not covered.
+
+    Examples
+    --------
+    >>> fam = Bernoulli(link="probit")
+    >>> fam.canonical_link, fam.marginal_attenuation, fam.glmm_density_parametrisation
+    (False, 1.0, 'conditional')
+    >>> value, score = fam.loglik_kernel(np.array([0.0, 1.0]), np.zeros(2))
+    >>> round(value, 4), score.round(4).tolist()  # 2 log Φ(0); ∓φ(0)/Φ(0)
+    (-1.3863, [-0.7979, 0.7979])
     """
 
     name: ClassVar[str] = "family"
