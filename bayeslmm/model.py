@@ -299,6 +299,7 @@ class LMM:
 
     def _fit_nuts(self, **opt: Any):
         import sys
+        from functools import partial
 
         from bayeslmm.engines.bayes.sampling import diagnose, resolve_sampler, sample
         from bayeslmm.results.bayes_result import BayesFit
@@ -328,6 +329,9 @@ class LMM:
             hdi_prob=opt["hdi_prob"],
             sampler=sampler,
             seed=opt["seed"],
+            breeding_value_sampler=(
+                partial(_draw_breeding_values, built) if built.strategy == "spectral" else None
+            ),
         )
         if opt["breeding_values"] and built.strategy == "spectral":
             fit.breeding_values_draws()
@@ -348,3 +352,10 @@ class LMM:
             f"LMM({s.formula!r}, n_obs={s.n_obs}, family={s.family.name}, "
             f"terms={[t.label for t in s.terms]})"
         )
+
+
+def _draw_breeding_values(built: Any, posterior: Any, seed: int | None) -> Any:
+    """u | y, θ for every posterior draw of a spectral fit (the engine's exact conditional)."""
+    from bayeslmm.engines.bayes.conditional import conditional_breeding_values
+
+    return conditional_breeding_values(built, posterior, seed=seed)

@@ -106,10 +106,85 @@ class RandomTerm:
 
     @property
     def is_identity_incidence(self) -> bool:
-        """True when each level has exactly one observation, in level order (Z = I)."""
+        """True when each level has exactly one observation, in level order (Z = I).
+
+        Examples
+        --------
+        >>> RandomTerm("g", ("a", "b"), np.array([0, 1]), ("Intercept",),
+        ...            np.ones((2, 1))).is_identity_incidence
+        True
+        """
         return self.index.size == self.n_levels and bool(
             np.array_equal(self.index, np.arange(self.n_levels))
         )
+
+    def kinship_scale(self) -> float:
+        """c = mean_i K_ii − mean_ii' K_ii' over the observations (1 for iid levels).
+
+        The variance of the genetic values d u_l of the sample's records for a covariate
+        vector d shared by all is c · d Σ dᵀ (Legarra 2016), so reaction norms and
+        per-environment tables report variances at this scale.
+
+        Examples
+        --------
+        >>> K = Kinship(np.array([[2.0, 1.0], [1.0, 2.0]]), ["a", "b"])
+        >>> RandomTerm("g", ("a", "b"), np.array([0, 1]), ("Intercept",), np.ones((2, 1)),
+        ...            kinship=K).kinship_scale()
+        0.5
+        """
+        if self.kinship is None:
+            return 1.0
+        K = np.asarray(self.kinship.matrix, dtype=float)
+        counts = np.bincount(self.index, minlength=self.n_levels).astype(float)
+        n = float(self.index.size)
+        return float(np.diag(K)[self.index].mean() - counts @ K @ counts / n**2)
+
+    def variance_weights(self, scale: str = "sample", rows: np.ndarray | None = None) -> np.ndarray:
+        """The m × m matrix W with ``variance = Σ_jk Σ_jk W_jk`` for this term's Σ.
+
+        ``scale="sample"`` (the default of every h² table): the expected variance of the
+        term's contributions g_i = d_iᵀ u_{l(i)} *across the sample's observations*,
+        E[(1/n) Σ_i (g_i − ḡ)²] = Σ_jk Σ_jk W_jk with
+
+            W = (D ∘ k)ᵀ D / n − Dᵀ Z K Zᵀ D / n²,    k_i = K_{l(i) l(i)},
+
+        (Legarra 2016, Theor. Popul. Biol. 107:26: σ_g² (mean diag K − mean K) for an
+        intercept). It is unchanged by K → cK after σ_g² → σ_g²/c, equals σ_g² for a GRM of
+        centred markers normalised to mean diagonal 1, and is what a heritability "of this
+        sample" means. iid terms keep lme4's convention W = DᵀD/n (Johnson 2014): the
+        between-level variance without the 1/q finite-sample correction.
+
+        ``scale="diagonal"``: (D ∘ k)ᵀ D / n, the mean marginal variance of g_i (what a
+        latent-scale mean such as a Poisson λ̄ integrates over). ``scale="unit"``: DᵀD/n,
+        GCTA's convention (σ_g² at K_ii = 1). ``rows`` restricts the sample to those
+        observations (e.g. one environment).
+
+        Examples
+        --------
+        >>> K = Kinship(np.array([[2.0, 1.0], [1.0, 2.0]]), ["a", "b"])
+        >>> t = RandomTerm("g", ("a", "b"), np.array([0, 1]), ("Intercept",),
+        ...                np.ones((2, 1)), kinship=K)
+        >>> t.variance_weights("sample").tolist(), t.variance_weights("unit").tolist()
+        ([[0.5]], [[1.0]])
+        """
+        if scale not in ("sample", "diagonal", "unit"):
+            raise ValueError(f"scale must be 'sample', 'diagonal' or 'unit'; got {scale!r}.")
+        D = np.asarray(self.design, dtype=float)
+        index = np.asarray(self.index)
+        if rows is not None:
+            D, index = D[np.asarray(rows)], index[np.asarray(rows)]
+        n = D.shape[0]
+        if scale == "unit" or self.kinship is None:
+            return D.T @ D / n
+        K = np.asarray(self.kinship.matrix, dtype=float)
+        k = np.diag(K)[index]
+        diagonal = (D * k[:, None]).T @ D / n
+        if scale == "diagonal":
+            return diagonal
+        # Wᵀ K W with W (q × m) the column sums of D per level: Dᵀ Z K Zᵀ D in O(q² m)
+        W = np.zeros((self.n_levels, D.shape[1]))
+        np.add.at(W, index, D)
+        return diagonal - W.T @ K @ W / n**2
 
 
 @dataclass(frozen=True, eq=False)
@@ -149,6 +224,66 @@ class ModelSpec:
     @property
     def has_heteroscedastic_residual(self) -> bool:
         return self.sigma_X is not None
+
+    def coefficient_groups(self) -> list[list[str]]:
+        """lme4's ``grp`` label of each coefficient of each term (``g``, ``g.1``, …).
+
+        A grouping factor used again is named ``g.1``, ``g.2``, …; lme4 expands
+        ``(a + b || g)`` into one term per coefficient, so those coefficients are numbered
+        the same way. Every engine labels its variance components with these.
+
+        Examples
+        --------
+        >>> df = pd.DataFrame({"y": [1.0, 2.0, 0.5, 1.5], "x": [0.0, 1.0, 0.0, 1.0],
+        ...                    "g": ["a", "a", "b", "b"]})
+        >>> specify("y ~ (1 | g) + (0 + x | g)", df).coefficient_groups()
+        [['g'], ['g.1']]
+        """
+        seen: dict[str, int] = {}
+        out = []
+        for term in self.terms:
+            width = 1 if term.correlated else term.n_coef
+            labels = []
+            for _ in range(width):
+                n = seen.get(term.group, 0)
+                labels.append(term.group if n == 0 else f"{term.group}.{n}")
+                seen[term.group] = n + 1
+            out.append(labels if width == term.n_coef else labels * term.n_coef)
+        return out
+
+    def residual_groups(self) -> tuple[tuple[str, ...], np.ndarray] | None:
+        """The environments of a categorical residual-variance formula, or None.
+
+        Returns ``(labels, group)``: one label per distinct row of ``sigma_X`` (e.g.
+        ``"env[dry]"``), sorted, and the group of each observation. None for a homoscedastic
+        model or when ``sigma_X`` is not one indicator per level (a continuous covariate).
+
+        Examples
+        --------
+        >>> df = pd.DataFrame({"y": [1.0, 2.0, 0.5, 1.5], "env": ["w", "d", "w", "d"]})
+        >>> labels, group = specify("y ~ 1", df, sigma="~ 0 + env").residual_groups()
+        >>> labels, group.tolist()
+        (('env[d]', 'env[w]'), [1, 0, 1, 0])
+        """
+        if self.sigma_X is None:
+            return None
+        S = np.asarray(self.sigma_X, dtype=float)
+        patterns, group = np.unique(np.round(S, 12), axis=0, return_inverse=True)
+        group = group.ravel()
+        if patterns.shape[0] != S.shape[1]:
+            return None
+        rhs = (self.sigma_formula or "").split("~", 1)[-1]
+        tokens = set(re.findall(r"[A-Za-z_.][A-Za-z0-9_.]*", rhs))
+        columns = [c for c in self.data.columns if str(c) in tokens]
+        first = [int(np.flatnonzero(group == g)[0]) for g in range(patterns.shape[0])]
+        labels = [
+            ":".join(f"{c}[{self.data[c].iat[i]}]" for c in columns) or f"sigma[{g}]"
+            for g, i in enumerate(first)
+        ]
+        order = sorted(range(len(labels)), key=lambda g: labels[g])
+        rank = np.empty(len(order), dtype=int)
+        rank[order] = np.arange(len(order))
+        return tuple(labels[g] for g in order), rank[group]
 
 
 # ---------------------------------------------------------------------------------------

@@ -106,6 +106,7 @@ def test_fit_result_tables(spectral_fit):
     h = fit.heritability()
     assert h.index.tolist() == ["id", "h2"]
     assert h.columns.tolist() == [
+        "estimate", "se", "ci_low", "ci_high",  # every engine's columns, then the posterior's
         "mean", "sd", "hdi_low", "hdi_high", "ess_bulk", "ess_tail", "r_hat",
     ]  # fmt: skip
     assert 0 <= h.loc["h2", "hdi_low"] < h.loc["h2", "mean"] < h.loc["h2", "hdi_high"] <= 1

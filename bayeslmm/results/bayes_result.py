@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import pandas as pd
 
-from bayeslmm.results.heritability import (
-    TABLE_COLUMNS,
-    heritability_draws,
-    heritability_table,
-    summarise_draws,
-)
-from bayeslmm.results.summary import assemble_summary, posterior_summary
+from bayeslmm.results import tables
+from bayeslmm.results.estimate import PosteriorEstimate
+from bayeslmm.results.fit import FitTables
+from bayeslmm.results.heritability import summarise_draws
+from bayeslmm.results.summary import assemble_summary
 
 if TYPE_CHECKING:
     import xarray as xr
@@ -35,7 +34,7 @@ def _lme4_name(name: str) -> str:
 
 
 @dataclass(eq=False)
-class BayesFit:
+class BayesFit(FitTables):
     """Result of :meth:`bayeslmm.LMM.fit` with ``method="nuts"``.
 
     Attributes
@@ -57,7 +56,14 @@ class BayesFit:
         Default HDI mass of the tables.
     sampler : str
         The NUTS implementation that ran.
+    seed : int or None
+        The seed the sampler ran with.
+    breeding_value_sampler : callable, optional
+        ``(posterior, seed) -> DataArray`` drawing u | y, θ for a strategy that integrates
+        the random effects out (supplied by the engine that made the fit).
     """
+
+    engine: ClassVar[str] = "nuts"
 
     idata: Any
     built: Any
@@ -67,6 +73,7 @@ class BayesFit:
     hdi_prob: float = 0.95
     sampler: str = "pymc"
     seed: int | None = None
+    breeding_value_sampler: Callable[..., Any] | None = field(default=None, repr=False)
 
     @property
     def spec(self) -> ModelSpec:
@@ -81,31 +88,25 @@ class BayesFit:
     def posterior(self) -> xr.Dataset:
         return self.idata.posterior
 
+    def estimate(self) -> PosteriorEstimate:
+        """The posterior draws under the estimate protocol (:mod:`bayeslmm.results.estimate`)."""
+        return PosteriorEstimate(self.posterior, self.spec)
+
     # -- tables ---------------------------------------------------------------------------
-    def heritability(self, hdi_prob: float | None = None) -> pd.DataFrame:
-        """Posterior of the variance shares: one row per random term (by group) and a row
-        ``"h2"`` repeating the sole kinship term's share; columns mean, sd, hdi_low,
-        hdi_high, ess_bulk, ess_tail, r_hat.
-
-        See :mod:`bayeslmm.results.heritability` for the definition.
-
-        Examples
-        --------
-        >>> # fit.heritability().loc["h2", ["mean", "hdi_low", "hdi_high"]]
-        """
-        return heritability_table(self.posterior, hdi_prob or self.hdi_prob)
-
     def heritability_draws(self, include_residual: bool = False) -> xr.DataArray:
-        """Draws of the variance shares as an ``xarray.DataArray`` (chain, draw, component)."""
-        return heritability_draws(self.posterior, include_residual)
+        """Draws of the variance shares (the rows of :meth:`heritability`, plus
+        ``"residual"`` when asked) as an ``xarray.DataArray`` (chain, draw, component)."""
+        import xarray as xr
 
-    def fixed_effects(self, hdi_prob: float | None = None) -> pd.DataFrame:
-        """Posterior summary of β, one row per fixed effect (uncentred parametrisation)."""
-        if not self.spec.fixed_names:
-            return pd.DataFrame(columns=list(TABLE_COLUMNS))
-        table = summarise_draws(self.posterior["beta"], hdi_prob or self.hdi_prob)
-        table.index.name = "term"
-        return table
+        index, q = tables.share_quantity(self.estimate(), include_residual)
+        post = self.posterior
+        return xr.DataArray(
+            q.values,
+            dims=("chain", "draw", "component"),
+            coords={"chain": post["chain"].values, "draw": post["draw"].values,
+                    "component": index},
+            name="variance_share",
+        )
 
     def variance_component_draws(self) -> dict[tuple, np.ndarray]:
         """Posterior draws (chain, draw) of each row of :meth:`variance_components`.
@@ -151,78 +152,6 @@ class BayesFit:
             rows[("Residual", None, None)] = np.stack([v, np.sqrt(v)])
         return rows
 
-    def variance_components(self) -> pd.DataFrame:
-        """Posterior means in the layout of lme4's ``as.data.frame(VarCorr(fit))``.
-
-        Columns grp, var1, var2, vcov, sdcor: for a variance row ``vcov`` is the posterior
-        mean of the variance and ``sdcor`` that of the SD; for a covariance row (correlated
-        slopes) the posterior means of the covariance and of the correlation. ``"Residual"``
-        (Gaussian) comes last; a Poisson model's observation-level effect is ``"olre"``.
-        Draws: :meth:`variance_component_draws`.
-        """
-        rows = [
-            {
-                "grp": g,
-                "var1": v1,
-                "var2": v2,
-                "vcov": float(d[0].mean()),
-                "sdcor": float(d[1].mean()),
-            }
-            for (g, v1, v2), d in self.variance_component_draws().items()
-        ]
-        frame = pd.DataFrame(rows, columns=["grp", "var1", "var2", "vcov", "sdcor"])
-        for col in ("grp", "var1", "var2"):  # keep None (lme4's NA): pandas 3 would make NaN
-            frame[col] = pd.Series([r[col] for r in rows], dtype=object)
-        return frame
-
-    def _scale_draws(self, prevalence, case_fraction, term):
-        from bayeslmm.results.scales import posterior_heritability_scales
-
-        return posterior_heritability_scales(
-            self.posterior,
-            self.spec,
-            term=term,
-            prevalence=prevalence,
-            case_fraction=case_fraction,
-        )
-
-    def heritability_scales(
-        self,
-        prevalence: float | None = None,
-        case_fraction: float | None = None,
-        term: str | None = None,
-        hdi_prob: float | None = None,
-    ) -> pd.DataFrame:
-        """GLMMs: h² of the genetic term on the latent, link, observed and liability scales.
-
-        Computed per posterior draw by
-        :func:`bayeslmm.results.scales.posterior_heritability_scales` (de Villemereuil et al.
-        2016; Nakagawa & Schielzeth 2010; liability scale with ``prevalence`` as Lee et al.
-        2011); see docs/glmm_scales.md for which scale answers which question.
-
-        Returns
-        -------
-        pandas.DataFrame
-            One row per scale (``h2_latent``, ``h2_link``, ``h2_observed``,
-            ``h2_liability``), columns as :meth:`heritability`.
-
-        Examples
-        --------
-        >>> # LMM("y ~ 1 + (1|id)", df, kinship={"id": K}, family="bernoulli").fit()
-        >>> # fit.heritability_scales(prevalence=0.05)
-        """
-        if self.spec.family.is_gaussian:
-            raise ValueError(
-                "Heritability scales are for GLMMs; a Gaussian model's h² is on the data "
-                "scale already (fit.heritability())."
-            )
-        scales = self._scale_draws(prevalence, case_fraction, term)
-        prob = hdi_prob or self.hdi_prob
-        rows = {name: posterior_summary(scales[name].values, prob) for name in scales.data_vars}
-        table = pd.DataFrame.from_dict(rows, orient="index")[list(TABLE_COLUMNS)]
-        table.index.name = "scale"
-        return table
-
     # -- breeding values ------------------------------------------------------------------
     def breeding_values_draws(
         self, group: str | None = None, seed: int | None = None
@@ -236,10 +165,13 @@ class BayesFit:
         term = self._term(group)
         name = f"u_{term.group}"
         if name not in self.posterior:
-            from bayeslmm.engines.bayes.conditional import conditional_breeding_values
-
-            draws = conditional_breeding_values(
-                self.built, self.posterior, seed=self.seed if seed is None else seed
+            if self.breeding_value_sampler is None:
+                raise ValueError(
+                    f"This fit has no draws of {name} and no way to draw them; refit with "
+                    "LMM(...).fit(breeding_values=True)."
+                )
+            draws = self.breeding_value_sampler(
+                self.posterior, self.seed if seed is None else seed
             )
             self.idata.posterior[name] = draws
         return self.posterior[name]
@@ -341,15 +273,6 @@ class BayesFit:
 
         return ppc_summary(self.spec.y, self.posterior_predictive(seed), interval=interval)
 
-    def _scale_entries(self, prob: float, prevalence: float | None) -> dict[str, Any]:
-        """GLMM heritability scales for summary.json (empty for Gaussian models or without a
-        single kinship term)."""
-        kin = [t for t in self.spec.terms if t.kinship is not None]
-        if self.spec.family.is_gaussian or len(kin) != 1:
-            return {}
-        scales = self._scale_draws(prevalence, None, None)
-        return {name: posterior_summary(scales[name].values, prob) for name in scales.data_vars}
-
     def summary(
         self, hdi_prob: float | None = None, prevalence: float | None = None
     ) -> dict[str, Any]:
@@ -358,30 +281,15 @@ class BayesFit:
         For a GLMM with one kinship term, ``heritability`` also holds ``h2_latent``,
         ``h2_link``, ``h2_observed`` (and ``h2_liability`` with ``prevalence``).
         """
-        prob = hdi_prob or self.hdi_prob
-        shares = self.heritability_draws()
-        heritability = {
-            str(c): posterior_summary(shares.sel(component=c).values, prob)
-            for c in shares["component"].values
-        }
-        fixed = {}
-        if self.spec.fixed_names:
-            beta = self.posterior["beta"]
-            fixed = {
-                nm: posterior_summary(beta.sel(fixed=nm).values, prob)
-                for nm in self.spec.fixed_names
-            }
-        heritability.update(self._scale_entries(prob, prevalence))
+        prob = self._prob(hdi_prob)
         diagnostics = dict(self.diagnostics)
         diagnostics["messages"] = list(self.messages)
         return assemble_summary(
-            method="nuts",
+            method=self.engine,
             n_obs=self.spec.n_obs,
             formula=self.spec.formula,
             strategy=self.strategy,
-            heritability=heritability,
-            variance_components=self.variance_components().to_dict(orient="records"),
-            fixed_effects=fixed,
+            **self._summary_sections(prob, prevalence),
             diagnostics=diagnostics,
             timing=self.timing,
             family=self.spec.family.name,

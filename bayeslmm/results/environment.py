@@ -68,6 +68,7 @@ def environment_quantities(
     indices = [np.flatnonzero(codes == k) for k in range(len(levels))]
     counts = np.array([idx.size for idx in indices])
     v_e = source.observation_residual(indices)
+    # variances at the records of each environment, at the sample's kinship scale
     v_g = source.average_variance(group, [source.term(group).design[idx] for idx in indices])
     v_other = source.constant(np.zeros(len(levels)))
     for g in source.groups:

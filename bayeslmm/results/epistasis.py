@@ -91,16 +91,16 @@ def epistasis_quantities(
     source = VarianceSource(fit, spec)
     additive, epistatic = _roles(source, additive, epistatic)
     n = source.spec.n_obs
-    one = [np.ones((1, 1))]
+    # every variance at the sample's kinship scale, as heritability() (Legarra 2016): the
+    # additive and epistatic variances of *these* individuals, whatever the kernels' scale
 
     def var(g: str):
-        term = source.term(g)
-        return source.average_variance(g, [term.design])
+        return source.average_variance(g, [source.term(g).design])
 
-    v_a = source.average_variance(additive, one)
+    v_a = var(additive)
     v_aa = source.constant(np.zeros(1))
     for g in epistatic:
-        v_aa = v_aa + source.average_variance(g, one)
+        v_aa = v_aa + var(g)
     v_other = source.constant(np.zeros(1))
     for g in source.groups:
         if g != additive and g not in epistatic:

@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
-from scipy import stats
+from scipy import linalg, stats
+
+from bayeslmm.results import tables
+from bayeslmm.results.estimate import ParameterLayout, PointEstimate
+from bayeslmm.results.fit import FitTables
 
 __all__ = ["RemlFit", "boundary_lrt"]
 
@@ -23,7 +27,7 @@ VARIANCE, COVARIANCE, RESIDUAL = "variance", "covariance", "residual"
 
 
 @dataclass(frozen=True, eq=False)
-class RemlFit:
+class RemlFit(FitTables):
     """A restricted-maximum-likelihood fit of a Gaussian linear mixed model.
 
     Attributes
@@ -90,6 +94,22 @@ class RemlFit:
     spec: Any = field(default=None, repr=False)
     sigma_formula: str | None = None
 
+    engine: ClassVar[str] = "reml"
+
+    def estimate(self) -> PointEstimate:
+        """(θ̂, β̂) with Cov = blockdiag(AI⁻¹, (XᵀV̂⁻¹X)⁻¹), under the estimate protocol."""
+        if self.spec is None:
+            raise ValueError(
+                "This REML result does not carry its model specification; fit it with "
+                "LMM(...).fit(method='reml') or bayeslmm.engines.reml.fit_reml(spec)."
+            )
+        return PointEstimate(
+            x=np.r_[self.parameters["estimate"].to_numpy(dtype=float),
+                    self.fixed_table["estimate"].to_numpy(dtype=float)],
+            cov=linalg.block_diag(self.parameter_cov, self.fixed_cov),
+            layout=reml_layout(self.spec, self.parameters),
+            spec=self.spec,
+        )
     # -- likelihood-based quantities ------------------------------------------------------
     @property
     def n_fixed(self) -> int:
@@ -119,107 +139,14 @@ class RemlFit:
         return -2.0 * self.loglik_reml + math.log(self.n_obs) * self.n_parameters
 
     # -- tables ---------------------------------------------------------------------------
-    def fixed_effects(self) -> pd.DataFrame:
-        """Fixed effects: index lme4's names (``"(Intercept)"``, …), columns estimate, se, t."""
-        return self.fixed_table.copy()
-
-    def variance_components(self) -> pd.DataFrame:
-        """lme4's ``as.data.frame(VarCorr(fit))`` layout, plus standard errors.
-
-        Columns ``grp``, ``var1``, ``var2``, ``vcov``, ``sdcor``, ``se`` (of ``vcov``) and
-        ``se_sdcor`` (delta method). Variances first within a term, then covariances
-        (``vcov`` = covariance, ``sdcor`` = correlation); residual row(s) last.
-
-        Examples
-        --------
-        >>> fit.variance_components()  # doctest: +SKIP
-               grp         var1  var2        vcov      sdcor ...
-        0  Subject  (Intercept)  None  612.089748  24.740448 ...
-        """
-        par = self.parameters
-        est = par["estimate"].to_numpy(dtype=float)
-        cov = self.parameter_cov
-        rows = []
-        lookup = {
-            (g, v): i
-            for i, (g, v, k) in enumerate(zip(par["grp"], par["var1"], par["kind"], strict=True))
-            if k != COVARIANCE
-        }
-        for i, row in enumerate(par.itertuples(index=False)):
-            if row.kind == COVARIANCE:
-                a, b = lookup[(row.grp, row.var1)], lookup[(row.grp, row.var2)]
-                denom = math.sqrt(max(est[a], 0.0) * max(est[b], 0.0))
-                corr = est[i] / denom if denom > 0 else float("nan")
-                grad = np.zeros(est.size)
-                if denom > 0:
-                    grad[i] = 1.0 / denom
-                    grad[a] = -0.5 * corr / est[a]
-                    grad[b] = -0.5 * corr / est[b]
-                sd_se = _delta_se(grad, cov) if denom > 0 else float("nan")
-                rows.append((row.grp, row.var1, row.var2, est[i], corr, row.se, sd_se))
-            else:
-                sd = math.sqrt(max(est[i], 0.0))
-                sd_se = row.se / (2.0 * sd) if sd > 0 else float("nan")
-                rows.append((row.grp, row.var1, None, est[i], sd, row.se, sd_se))
-        columns = ["grp", "var1", "var2", "vcov", "sdcor", "se", "se_sdcor"]
-        frame = pd.DataFrame(rows, columns=columns)
-        for col in ("grp", "var1", "var2"):  # keep None (lme4's NA) rather than NaN
-            frame[col] = pd.Series([r[columns.index(col)] for r in rows], dtype=object)
-        return frame
-
-    def heritability(self) -> pd.DataFrame:
-        """Share of the phenotypic variance explained by each variance parameter.
-
-        V_p = Σ (variance parameters of the random terms) + residual variance (with residual
-        variances by environment: their average over observations). Each variance parameter's
-        share is θ_i / V_p, with a delta-method standard error from the inverse AI matrix
-        (GCTA's formula: Var(h²) = (∂h²/∂θ)ᵀ AI⁻¹ (∂h²/∂θ)). Rows are named by ``grp`` for
-        single-coefficient terms and ``grp:var1`` otherwise; when the model has exactly one
-        kinship term with a single coefficient, a row ``"h2"`` repeats its share (the
-        narrow-sense heritability at the scale of K as given).
-
-        Returns
-        -------
-        pandas.DataFrame
-            Index: component names; columns ``estimate``, ``se``.
-
-        Examples
-        --------
-        >>> fit.heritability().loc["h2", "estimate"]  # doctest: +SKIP
-        0.708
-        """
-        par = self.parameters
-        est = par["estimate"].to_numpy(dtype=float)
-        kinds = par["kind"].to_numpy()
-        weights = np.zeros(est.size)
-        weights[kinds == VARIANCE] = 1.0
-        residual = np.flatnonzero(kinds == RESIDUAL)
-        shares = par["residual_share"].to_numpy(dtype=float)
-        weights[residual] = shares[residual]
-        vp = float(weights @ est)
-        counts = par[kinds == VARIANCE].groupby("grp", sort=False).size()
-        rows, names = [], []
-        for i in np.flatnonzero(kinds == VARIANCE):
-            grp = par["grp"].iat[i]
-            name = grp if counts[grp] == 1 else f"{grp}:{par['var1'].iat[i]}"
-            grad = -est[i] * weights / vp**2
-            grad[i] += 1.0 / vp
-            rows.append((est[i] / vp, _delta_se(grad, self.parameter_cov)))
-            names.append(name)
-        # h² only when the kinship enters through exactly one variance parameter (covariances
-        # of a kinship random slope would make "the genetic share" ambiguous)
-        kinship_rows = [
-            k
-            for k, i in enumerate(np.flatnonzero(kinds == VARIANCE))
-            if par["kinship"].iat[i] is not None
-        ]
-        kinship_covariances = ((kinds == COVARIANCE) & par["kinship"].notna().to_numpy()).any()
-        if len(kinship_rows) == 1 and not kinship_covariances:
-            rows.append(rows[kinship_rows[0]])
-            names.append("h2")
-        return pd.DataFrame(
-            rows, index=pd.Index(names, name="component"), columns=["estimate", "se"]
+    def fixed_effects(self, hdi_prob: float | None = None) -> pd.DataFrame:
+        """Fixed effects: index lme4's names (``"(Intercept)"``, …), columns ``estimate, se,
+        ci_low, ci_high`` (Wald) and ``t``."""
+        table = tables.fixed_effects(
+            self.estimate(), self._prob(hdi_prob), names=list(self.fixed_table.index)
         )
+        table["t"] = self.fixed_table["t"].to_numpy()
+        return table
 
     def lrt(self, reduced: RemlFit) -> dict[str, float]:
         """Likelihood-ratio test of this fit against a fit without one variance component.
@@ -240,25 +167,17 @@ class RemlFit:
         >>> json.dumps(fit.to_summary())  # doctest: +SKIP
         """
         from bayeslmm.results.environment import summary_keys
-        from bayeslmm.results.summary import (
-            assemble_summary,
-            point_entries,
-            point_variance_rows,
-        )
+        from bayeslmm.results.summary import assemble_summary
 
-        h2 = self.heritability()
-        vc = self.variance_components()
         timing = {"total_s": 0.0, **self.timing}
         return assemble_summary(
-            method="reml",
+            method=self.engine,
             n_obs=self.n_obs,
             formula=self.formula,
             strategy=self.method,
             family="gaussian",
             link="identity",
-            heritability=point_entries(h2, ("estimate", "se")),
-            variance_components=point_variance_rows(vc),
-            fixed_effects=point_entries(self.fixed_table, ("estimate", "se", "t")),
+            **self._summary_sections(),
             diagnostics={
                 "converged": bool(self.converged),
                 "n_iter": int(self.n_iter),
@@ -341,3 +260,31 @@ def _num(value: Any) -> float | None:
         return None
     value = float(value)
     return value if math.isfinite(value) else None
+
+
+def reml_layout(spec: Any, parameters: pd.DataFrame) -> ParameterLayout:
+    """Where each row of a REML ``parameters`` table lives in the model's Σ's / residual."""
+    position: dict[tuple, tuple[int, int, int]] = {}
+    for t, (term, groups) in enumerate(zip(spec.terms, spec.coefficient_groups(), strict=True)):
+        names = [tables.lme4_name(c) for c in term.covariates]
+        for j, (grp, name) in enumerate(zip(groups, names, strict=True)):
+            position[(grp, name, None)] = (t, j, j)
+            for k in range(j + 1, len(names)):
+                position[(groups[0], name, names[k])] = (t, j, k)
+    entries, residual = [], []
+    for i, row in enumerate(parameters.itertuples(index=False)):
+        if row.kind == RESIDUAL:
+            residual.append(i)
+            continue
+        var2 = None if row.var2 is None or pd.isna(row.var2) else row.var2
+        entries.append(position[(row.grp, row.var1, var2)])
+    env = spec.residual_groups()
+    rows = np.full(spec.n_obs, residual[0]) if env is None else np.asarray(residual)[env[1]]
+    n_theta = parameters.shape[0]
+    return ParameterLayout(
+        sigma_entries=tuple(entries),
+        sd_entries=False,
+        residual_rows=rows,
+        olre=None,
+        beta=slice(n_theta, None),
+    )

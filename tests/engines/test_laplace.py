@@ -266,12 +266,18 @@ def test_summary_layout_and_heritability(kin_data):
         "site",
         "residual",
         "h2",
+        "h2_gcta",  # this kinship's mean diagonal - mean is not 1
         "h2_latent",
         "h2_link",
         "h2_observed",
         "h2_liability",
     }
-    va, vs = fit.theta**2
+    # the genetic variance at the sample's scale: σ_a² (mean diag K - mean K), Legarra 2016
+    c = float(np.mean(np.diag(K.matrix)) - np.mean(K.matrix))
+    va, vs = fit.theta**2 * [c, 1.0]
+    assert herit["h2_gcta"]["estimate"] == pytest.approx(
+        fit.theta[0] ** 2 / (fit.theta[0] ** 2 + vs + np.pi**2 / 3)
+    )
     assert herit["h2_latent"]["estimate"] == pytest.approx(va / (va + vs))
     assert herit["h2_link"]["estimate"] == pytest.approx(va / (va + vs + np.pi**2 / 3))
     assert herit["h2"] == herit["h2_link"]
@@ -283,8 +289,8 @@ def test_summary_layout_and_heritability(kin_data):
     assert herit["h2_link"]["se"] > 0
     rows = summary["variance_components"]
     assert [r["grp"] for r in rows] == ["id", "site"]
-    assert set(rows[0]) == {"grp", "var1", "var2", "vcov", "sdcor", "se"}
-    assert set(summary["fixed_effects"]) == {"(Intercept)", "x"}
+    assert {"grp", "var1", "var2", "vcov", "sdcor", "se"} <= set(rows[0])
+    assert set(summary["fixed_effects"]) == {"Intercept", "x"}
     assert summary["loglik"]["ml"] == pytest.approx(fit.loglik)
     assert summary["timing"]["total_s"] > 0
     # random effects: breeding values on the level scale, u = θ R b
@@ -301,13 +307,14 @@ def test_heritability_delta_se_matches_simulation_of_estimates(kin_data):
             "ycount ~ x + (1|id)", df, kinship={"id": K}, family=bl.Poisson(overdispersion=False)
         )
     )
-    h = fit.heritability().set_index("scale")
+    h = fit.heritability_scales()
     rng = np.random.default_rng(5)
     x = rng.multivariate_normal(np.r_[fit.theta, fit.beta], fit.parameter_cov, 4000)
+    c = fit.spec.terms[0].variance_weights()[0, 0]
     va = x[:, 0] ** 2
-    lam = np.mean(np.exp(fit._problem.X @ x[:, 1:].T + va / 2), axis=0)
-    link = va / (va + np.log1p(1 / lam))
-    assert h.loc["link", "se"] == pytest.approx(np.std(link), rel=0.1)
+    lam = np.mean(np.exp(np.asarray(fit.spec.X) @ x[:, 1:].T + va / 2), axis=0)
+    link = c * va / (c * va + np.log1p(1 / lam))
+    assert h.loc["h2_link", "se"] == pytest.approx(np.std(link), rel=0.1)
 
 
 def test_rejects_gaussian_and_correlated_slopes(kin_data):

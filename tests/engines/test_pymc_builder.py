@@ -218,7 +218,9 @@ def test_h2_prior_parametrisation_logp(data):
     h2, total_sd = 0.3, 2.0
     point = {"h2_logodds__": special.logit(h2), "total_sd_log__": np.log(total_sd)}
     got = _logp_fn(marginal.model, marginal.observed_name)(point)
-    want = _dense_marginal_logpdf(spec, h2 * total_sd**2, (1 - h2) * total_sd**2)
+    # h² is at the sample's kinship scale: σ_g² = h² σ²_P / c, c = mean diag K - mean K
+    c = spec.terms[0].variance_weights()[0, 0]
+    want = _dense_marginal_logpdf(spec, h2 * total_sd**2 / c, (1 - h2) * total_sd**2)
     assert got == pytest.approx(want, rel=1e-10)
     built = build(spec, fixed_effects="joint")
     free = sorted(v.name for v in built.model.free_RVs)
@@ -227,7 +229,7 @@ def test_h2_prior_parametrisation_logp(data):
     point = {"beta": np.array([9.5]), "h2_logodds__": special.logit(h2), "total_sd_log__": 0.0}
     point["total_sd_log__"] = np.log(total_sd)
     got = _logp_fn(built.model, built.observed_name)(point)
-    want = _dense_logpdf(spec, np.array([9.5]), h2 * total_sd**2, (1 - h2) * total_sd**2)
+    want = _dense_logpdf(spec, np.array([9.5]), h2 * total_sd**2 / c, (1 - h2) * total_sd**2)
     assert got == pytest.approx(want, rel=1e-9)
     # the Beta prior's density enters the joint log-density unchanged
     prior = built.model.compile_logp(vars=[built.model["h2"]], jacobian=False)(point)
@@ -483,7 +485,9 @@ def test_dirichlet_share_parametrisation(data):
     point["shares_simplex__"] = model.rvs_to_transforms[model["shares"]].forward(shares).eval()
     point["total_variance_log__"] = np.log(4.0)
     values = {n: float(_value_fn(model, n)(point)) for n in ("var_id", "var_fam", "var_residual")}
-    assert values["var_id"] == pytest.approx(0.2 * 4.0)
+    # shares are at the sample's kinship scale: c σ²_id with c = mean diag K - mean K
+    c = spec.terms[0].variance_weights()[0, 0]
+    assert values["var_id"] == pytest.approx(0.2 * 4.0 / c)
     assert values["var_fam"] == pytest.approx(0.3 * 4.0)
     assert values["var_residual"] == pytest.approx(0.5 * 4.0)
     share_fn = _value_fn(model, "variance_share")

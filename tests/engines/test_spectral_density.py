@@ -163,8 +163,16 @@ def test_expand_names_match_the_pymc_model(data):
         names = {v.name for v in built.model.free_RVs + built.model.deterministics}
         assert set(density.expand(np.array([0.3, 0.1]))) == names
         values = density.expand(np.array([0.3, 0.1]))
-        assert values["h2"] == pytest.approx(special.expit(0.3))
-        assert values["var_id"] + values["var_residual"] == pytest.approx(np.exp(0.1))
+        # h² at the sample's kinship scale c σ_g² / (c σ_g² + σ_e²), c = mean diag K - mean K
+        c = built.spec.terms[0].variance_weights()[0, 0]
+        var_g, var_e = values["var_id"], values["var_residual"]
+        assert values["h2"] == pytest.approx(c * var_g / (c * var_g + var_e))
+        if priors is None:  # the sampler's coordinates: logit of σ_g²/σ²_P and log σ²_P
+            assert var_g / (var_g + var_e) == pytest.approx(special.expit(0.3))
+            assert var_g + var_e == pytest.approx(np.exp(0.1))
+        else:  # share priors: h² (sample scale) and σ²_P = c σ_g² + σ_e² are the coordinates
+            assert values["h2"] == pytest.approx(special.expit(0.3))
+            assert c * var_g + var_e == pytest.approx(np.exp(0.1))
         assert nutpie_model(density).n_dim == 2
 
 

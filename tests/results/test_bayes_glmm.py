@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 import bayeslmm as bl
+from bayeslmm.results import tables
 from bayeslmm.results.scales import heritability_scales
 
 
@@ -23,7 +24,8 @@ def test_scales_table_matches_the_draw_by_draw_formula(poisson_fit):
     post = fit.posterior
     # Recompute the posterior mean of the observed-scale h² from the variance draws with the
     # point formula, independently of posterior_heritability_scales' vectorisation.
-    va = post["var_id"].values.ravel()
+    # the genetic variance at the sample's kinship scale (Legarra 2016), as the tables use
+    va = post["var_id"].values.ravel() * fit.spec.terms[0].variance_weights()[0, 0]
     olre = post["var_olre"].values.ravel()
     beta = post["beta"].values.reshape(va.size, -1)
     eta = beta @ fit.spec.X.T
@@ -31,7 +33,8 @@ def test_scales_table_matches_the_draw_by_draw_formula(poisson_fit):
         heritability_scales(va[k], olre[k], eta[k], family="poisson")["observed"]
         for k in range(0, va.size, 25)
     ]
-    sub = fit._scale_draws(None, None, None)["h2_observed"].values.ravel()[::25]
+    names, draws = tables.scale_quantity(fit.estimate())
+    sub = draws.values[..., names.index("h2_observed")].ravel()[::25]
     np.testing.assert_allclose(sub, np.asarray(obs, dtype=float).ravel(), rtol=1e-8)
     assert 0 < table.loc["h2_observed", "mean"] < table.loc["h2_latent", "mean"] < 1
     summary = fit.summary()

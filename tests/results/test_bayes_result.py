@@ -83,7 +83,7 @@ def test_summary_is_json_safe_and_complete(slope_fit, tmp_path):
 
     s = slope_fit.summary()
     text = json.dumps(s, allow_nan=False)
-    assert set(s["heritability"]) == {"id", "pen"}
+    assert set(s["heritability"]) == {"id", "pen", "residual"}
     assert set(s["fixed_effects"]) == {"Intercept", "env"}
     assert s["priors"]["cor_id"] == "LKJ(2)"
     assert "messages" in s["diagnostics"]

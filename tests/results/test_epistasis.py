@@ -56,9 +56,13 @@ def test_reml_table_is_the_delta_method_of_the_variance_components(reml_fits):
     iaa = par.index[par["grp"] == "id_epi"][0]
     ie = par.index[par["kind"] == "residual"][0]
 
+    # variances at the sample's kinship scale: σ² (mean diag K - mean K) (Legarra 2016)
+    ca, caa = (t.variance_weights()[0, 0] for t in spec.terms)
+
     def quantities(th):
-        vp = th[ia] + th[iaa] + th[ie]
-        return {"h2": th[ia] / vp, "H2": (th[ia] + th[iaa]) / vp, "epistatic_share": th[iaa] / vp}
+        va, vaa = ca * th[ia], caa * th[iaa]
+        vp = va + vaa + th[ie]
+        return {"h2": va / vp, "H2": (va + vaa) / vp, "epistatic_share": vaa / vp}
 
     est = quantities(theta)
     for name, value in est.items():
@@ -71,8 +75,8 @@ def test_reml_table_is_the_delta_method_of_the_variance_components(reml_fits):
             ]
         )
         np.testing.assert_allclose(table.loc[name, "se"], np.sqrt(grad @ C @ grad), rtol=1e-5)
-    np.testing.assert_allclose(table.loc["var_additive", "estimate"], theta[ia])
-    np.testing.assert_allclose(table.loc["var_epistatic", "se"], par.loc[iaa, "se"])
+    np.testing.assert_allclose(table.loc["var_additive", "estimate"], ca * theta[ia])
+    np.testing.assert_allclose(table.loc["var_epistatic", "se"], caa * par.loc[iaa, "se"])
     # the engine's own h2 table agrees on the additive share
     h2 = fit.heritability()
     np.testing.assert_allclose(table.loc["h2", "estimate"], h2.loc["id", "estimate"], rtol=1e-10)
@@ -113,11 +117,14 @@ def test_bayes_draws_give_h2_and_H2_per_draw():
     )
     fit = SimpleNamespace(spec=spec, idata=object(), posterior=post, hdi_prob=0.9)
     table = epistasis_table(fit)
-    vp = sd_a**2 + sd_aa**2 + sd_b**2 + ve
-    np.testing.assert_allclose(table.loc["h2", "mean"], np.mean(sd_a**2 / vp))
-    np.testing.assert_allclose(table.loc["H2", "mean"], np.mean((sd_a**2 + sd_aa**2) / vp))
+    # kinship variances at the sample's scale (Legarra 2016); the iid block's as they are
+    ca, caa = (t.variance_weights()[0, 0] for t in spec.terms[:2])
+    va, vaa = ca * sd_a**2, caa * sd_aa**2
+    vp = va + vaa + sd_b**2 + ve
+    np.testing.assert_allclose(table.loc["h2", "mean"], np.mean(va / vp))
+    np.testing.assert_allclose(table.loc["H2", "mean"], np.mean((va + vaa) / vp))
     np.testing.assert_allclose(table.loc["var_other", "mean"], np.mean(sd_b**2))
-    np.testing.assert_allclose(table.loc["H2", "median"], np.median((sd_a**2 + sd_aa**2) / vp))
+    np.testing.assert_allclose(table.loc["H2", "median"], np.median((va + vaa) / vp))
     assert table.loc["h2", "hdi_prob"] == 0.9
     assert (table.loc["H2", "hdi_low"] >= 0) and (table.loc["H2", "hdi_high"] <= 1)
 

@@ -520,7 +520,10 @@ def _term_cholesky(term: RandomTerm, priors: PriorSet, var_given=None):
 
     g, m = term.group, term.n_coef
     if var_given is not None:  # share parametrisation: intercept-only, variance given
-        sd = pm.Deterministic(f"sd_{g}", pt.sqrt(var_given))
+        # the shares are at the sample's kinship scale (c σ² with c = mean diag K − mean K),
+        # as every results table reports them, so the prior is on the h² users read
+        c = float(term.variance_weights("sample")[0, 0])
+        sd = pm.Deterministic(f"sd_{g}", pt.sqrt(var_given if c == 1.0 else var_given / c))
         return "scalar", sd
     prior = _sd_prior_for(priors.sd[g], m)
     if m == 1:
@@ -543,17 +546,18 @@ def _term_cholesky(term: RandomTerm, priors: PriorSet, var_given=None):
     return "chol", chol
 
 
-def _term_variance(term: RandomTerm, kind: str, value):
-    """Average variance the term adds to an observation: mean_i d_iᵀ Σ d_i (Σ at K_ii = 1)."""
+def _term_variance(term: RandomTerm, kind: str, value, scale: str = "unit"):
+    """Variance the term adds, Σ_jk Σ_jk W_jk with W = ``term.variance_weights(scale)``:
+    ``"unit"``, the mean over observations of d_iᵀ Σ d_i at K_ii = 1; ``"sample"``, across
+    the sample's observations at the kinship's own scale (the variance shares)."""
     import pytensor.tensor as pt
 
+    W = term.variance_weights(scale)
     if kind == "scalar":
-        return value**2
-    D = np.asarray(term.design, dtype=float)
+        return value**2 if W[0, 0] == 1.0 else value**2 * float(W[0, 0])
     if kind == "diag":
-        return pt.dot(pt.as_tensor(np.mean(D**2, axis=0)), value**2)
-    second_moment = D.T @ D / D.shape[0]  # mean_i d_i d_iᵀ
-    return pt.sum(pt.as_tensor(second_moment) * (value @ value.T))
+        return pt.dot(pt.as_tensor(np.diag(W)), value**2)
+    return pt.sum(pt.as_tensor(W) * (value @ value.T))
 
 
 def _latent_effect(term: RandomTerm, kind: str, value, rank_share: float | None):
@@ -706,12 +710,13 @@ def build(
         else:
             given_vars, var_residual = [None] * len(spec.terms), None
 
-        term_vars = []
+        term_vars, share_vars = [], []
         if strategy == "spectral":
             term = spec.terms[0]
             kind, sd_g = _term_cholesky(term, prior_set, given_vars[0])
             var_g = pm.Deterministic(f"var_{term.group}", sd_g**2)
             term_vars.append(var_g)
+            share_vars.append(_term_variance(term, kind, sd_g, "sample"))
             if var_residual is None:
                 sigma = prior_set.sigma.to_pymc("sigma")
                 var_residual = sigma**2
@@ -758,6 +763,7 @@ def build(
                 kind, value = _term_cholesky(term, prior_set, given)
                 var_t = pm.Deterministic(f"var_{term.group}", _term_variance(term, kind, value))
                 term_vars.append(var_t)
+                share_vars.append(_term_variance(term, kind, value, "sample"))
                 u = _latent_effect(term, kind, value, rank_share)
                 eta = eta + _term_contribution(term, u)
             sigma = None
@@ -793,8 +799,9 @@ def build(
             spec.family.pymc_likelihood(obs_name, eta, spec.y, spec.trials, sigma=sigma)
             var_residual = pm.Deterministic("var_residual", var_residual)
 
-        total = var_residual + (sum(term_vars) if term_vars else 0.0)
-        shares = pt.stack([*term_vars, var_residual]) / total
+        # shares at the sample's kinship scale, as every results table reports them
+        total = var_residual + (sum(share_vars) if share_vars else 0.0)
+        shares = pt.stack([*share_vars, var_residual]) / total
         pm.Deterministic("variance_share", shares, dims="component")
         h2_group = h2_term(spec)
         if h2_group is not None and "h2" not in model.named_vars:

@@ -410,7 +410,9 @@ class GLMMDensity:
         eta_fixed = self.offset + self.design @ beta_s
         var_residual = self.family.latent_residual_variance(eta_fixed, var_a, var_o)
         out["var_residual"] = var_residual
-        shares = np.array([var_a, var_residual]) / (var_a + var_residual)
+        # shares at the sample's kinship scale (mean diag K − mean K), as the results tables
+        share_a = meta.get("share_weight", 1.0) * var_a
+        shares = np.array([share_a, var_residual]) / (share_a + var_residual)
         out["variance_share"] = shares
         if meta.get("h2"):
             out["h2"] = shares[0]
@@ -522,7 +524,11 @@ def glmm_density(built: Any, dtype: str = "float32", parametrisation: str = "aut
     trials = np.asarray(spec.trials, dtype=float) if spec.trials is not None else np.ones(n)
     offset = np.zeros(n) if spec.offset is None else np.asarray(spec.offset, dtype=float)
     fe = fixed_effects_prior(spec, priors)
-    meta: dict[str, Any] = {"h2": built.h2_term is not None, "components": tuple(built.components)}
+    meta: dict[str, Any] = {
+        "h2": built.h2_term is not None,
+        "components": tuple(built.components),
+        "share_weight": float(built.spec.terms[0].variance_weights("sample")[0, 0]),
+    }
     if fe is None:
         design, mu, sd = np.zeros((n, 0)), np.zeros(0), np.ones(0)
     else:

@@ -621,7 +621,9 @@ def add_laplace_draws(
     var_res = spec.family.latent_residual_variance(eta_fixed, var_terms.sum(axis=1), var_olre)
     var_res = np.broadcast_to(np.asarray(var_res, dtype=float), (V.shape[0],)).copy()
     put("var_residual", var_res, ())
-    comps = np.column_stack([var_terms, var_res])
+    # shares at the sample's kinship scale, as the results tables
+    weights = [t.variance_weights("sample")[0, 0] for t in spec.terms]
+    comps = np.column_stack([var_terms * np.asarray(weights), var_res])
     shares = comps / comps.sum(axis=1, keepdims=True)
     put("variance_share", shares, ("component",), {"component": list(built.components)})
     if built.h2_term is not None:

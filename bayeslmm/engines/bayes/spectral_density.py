@@ -274,6 +274,10 @@ class SpectralDensity:
         The kinship term's group (names ``sd_<group>``, ``var_<group>``).
     components : tuple of str
         Labels of ``variance_share``.
+    share_weight : float
+        The kinship's weight at the sample's scale (mean diag K − mean K; see
+        :meth:`~bayeslmm.spec.RandomTerm.variance_weights`): ``variance_share`` and (in the
+        SD parametrisation) ``h2`` are c σ_g² / (c σ_g² + σ_e²), as the results tables.
     """
 
     eigenvalues: np.ndarray
@@ -285,6 +289,7 @@ class SpectralDensity:
     beta: tuple[float, float]
     group: str
     components: tuple[str, ...]
+    share_weight: float = 1.0
 
     def logp(self, x: np.ndarray) -> tuple[float, np.ndarray]:
         """Log posterior (up to the evidence) at x and its gradient.
@@ -366,8 +371,18 @@ class SpectralDensity:
             out["total_variance"] = total
         if self.parametrisation == "share_sd":
             out["total_sd"] = math.sqrt(total)
+        c = self.share_weight
+        if self.parametrisation == "sd":
+            share = c * var_g / (c * var_g + var_e)
+            out["h2"] = share
+        else:
+            # share parametrisations sample h² at the sample's scale: the eigenvalues were
+            # divided by c, so the kinship variance itself is h σ²_P / c
+            share = h
+            out[f"var_{self.group}"] = var_g / c
+            out[f"sd_{self.group}"] = math.sqrt(var_g / c)
         values = {k: np.asarray(v, dtype=float) for k, v in out.items()}
-        values["variance_share"] = np.array([h, 1.0 - h])
+        values["variance_share"] = np.array([share, 1.0 - share])
         return values
 
     def initial_point(self, seed: int) -> np.ndarray:
@@ -434,6 +449,11 @@ def spectral_density(built: Any) -> SpectralDensity:
         prior_a = None
         prior_b = positive_log_prior(priors.total)
         beta = tuple(float(np.asarray(v).ravel()[0]) for v in priors.shares.params)
+    share_weight = float(spec.terms[0].variance_weights("sample")[0, 0])
+    if parametrisation != "sd":
+        # h² ~ Beta at the sample's kinship scale: V = (h σ²_P / c) K_obs + …, i.e. the
+        # same density as h σ²_P (K_obs / c) + …
+        eigenvalues = eigenvalues / share_weight
     return SpectralDensity(
         eigenvalues=np.ascontiguousarray(eigenvalues, dtype=float),
         resid=np.ascontiguousarray(resid, dtype=float),
@@ -444,6 +464,7 @@ def spectral_density(built: Any) -> SpectralDensity:
         beta=beta,  # type: ignore[arg-type]
         group=group,
         components=tuple(built.components),
+        share_weight=share_weight,
     )
 
 

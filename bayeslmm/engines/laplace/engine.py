@@ -38,11 +38,9 @@ Kinship terms are handled by the Cholesky-substitution idea of lme4qtl / pedigre
 
 from __future__ import annotations
 
-import math
 import time
 import warnings
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -53,7 +51,8 @@ from scipy import optimize
 
 from bayeslmm.errors import DataError, SpecificationError, preview
 from bayeslmm.families import Family
-from bayeslmm.results.scales import heritability_scales
+from bayeslmm.results.estimate import ParameterLayout
+from bayeslmm.results.laplace_result import LaplaceFit
 from bayeslmm.spec import ModelSpec
 
 __all__ = ["LaplaceFit", "LaplaceProblem", "fit_laplace"]
@@ -531,266 +530,10 @@ def _glm_start(problem: LaplaceProblem) -> np.ndarray:
     return beta
 
 
-# ---------------------------------------------------------------------------------------
-# the fit
-# ---------------------------------------------------------------------------------------
-@dataclass(frozen=True, eq=False)
-class LaplaceFit:
-    """A Laplace-approximation ML fit of a GLMM (lme4's ``glmer`` with nAGQ = 1).
-
-    Attributes
-    ----------
-    formula, family, link : str
-    n_obs : int
-    theta : ndarray
-        Standard deviations of the random effects, one per variance parameter (lme4's θ:
-        ``getME(fit, "theta")``).
-    beta : ndarray
-        Fixed effects.
-    parameter_cov : ndarray
-        2 H⁻¹ over (θ, β), H the finite-difference Hessian of the Laplace deviance.
-    deviance : float
-        The Laplace deviance at the optimum (−2 logLik).
-    variance_table : pandas.DataFrame
-        lme4's ``as.data.frame(VarCorr(fit))`` layout: ``grp``, ``var1``, ``var2``, ``vcov``,
-        ``sdcor`` (and ``se`` of ``vcov``).
-    fixed_table : pandas.DataFrame
-        Index: names (``"(Intercept)"``, …); columns ``estimate``, ``se``, ``z``.
-    random_effects : dict of str to pandas.DataFrame
-        Conditional modes u = θ R b* per variance parameter, indexed by level.
-    """
-
-    formula: str
-    family: str
-    link: str
-    n_obs: int
-    theta: np.ndarray
-    beta: np.ndarray
-    parameter_cov: np.ndarray
-    deviance: float
-    variance_table: pd.DataFrame
-    fixed_table: pd.DataFrame
-    random_effects: dict[str, pd.DataFrame]
-    converged: bool
-    n_iter: int
-    n_evals: int
-    messages: tuple[str, ...]
-    timing: dict[str, float]
-    _problem: LaplaceProblem = field(repr=False)
-
-    def variance_components(self) -> pd.DataFrame:
-        """lme4's ``as.data.frame(VarCorr(fit))`` layout (grp, var1, var2, vcov, sdcor, se)."""
-        return self.variance_table.copy()
-
-    def fixed_effects(self) -> pd.DataFrame:
-        """Fixed effects: index lme4's names, columns estimate, se, z."""
-        return self.fixed_table.copy()
-
-    @property
-    def loglik(self) -> float:
-        """Laplace approximation of the marginal log-likelihood (lme4's ``logLik``)."""
-        return -0.5 * self.deviance
-
-    @property
-    def n_parameters(self) -> int:
-        return int(self.theta.size + self.beta.size)
-
-    @property
-    def aic(self) -> float:
-        return self.deviance + 2.0 * self.n_parameters
-
-    @property
-    def bic(self) -> float:
-        return self.deviance + math.log(self.n_obs) * self.n_parameters
-
-    @property
-    def boundary(self) -> bool:
-        return bool(np.any(self.theta < 1e-6))
-
-    @property
-    def eta_fixed(self) -> np.ndarray:
-        """Fixed-effect linear predictor Xβ̂ + offset per observation."""
-        pr = self._problem
-        return pr.X @ self.beta + pr.offset
-
-    # -- heritability ------------------------------------------------------------------------
-    def _scales_at(
-        self, x: np.ndarray, prevalence: float | None, case_fraction: float | None
-    ) -> dict[str, dict[str, float]]:
-        pr = self._problem
-        nt = pr.n_theta
-        theta, beta = x[:nt], x[nt:]
-        var = theta**2
-        eta = pr.X @ beta + pr.offset
-        # link-scale shares, as the Bayesian engine's ``variance_share``: the residual is the
-        # distribution-specific variance (Poisson: ln(1 + 1/λ̄), λ̄ = mean_i exp(η_i + V/2))
-        # plus the observation-level variance
-        olre = np.array([b.grp == OLRE for b in pr.blocks])
-        lam = float(np.mean(np.exp(eta + var.sum() / 2.0)))
-        residual = float(pr.family.link_variance(lam)) + float(var[olre].sum())
-        total = float(var[~olre].sum()) + residual
-        shares = {_name(pr.blocks, k): var[k] / total for k in range(nt) if not olre[k]}
-        shares["residual"] = residual / total
-        out: dict[str, dict[str, float]] = {"shares": shares}
-        kin = [k for k, b in enumerate(pr.blocks) if b.kinship is not None]
-        for k in kin:
-            others = [var[j] for j in range(nt) if j != k]
-            h = heritability_scales(
-                var[k],
-                others,
-                eta,
-                pr.family,
-                trials=pr.trials,
-                prevalence=prevalence,
-                case_fraction=case_fraction,
-            )
-            out[_name(pr.blocks, k)] = {key: float(v) for key, v in h.items()}
-        return out
-
-    def heritability(
-        self, prevalence: float | None = None, case_fraction: float | None = None
-    ) -> pd.DataFrame:
-        """Heritability of each kinship term on every scale, with delta-method SEs.
-
-        Scales (see :mod:`bayeslmm.results.scales`): ``latent``, ``link``, ``observed`` and,
-        for a binary trait with a population ``prevalence``, ``liability`` (sample case
-        fraction: the observed proportion of cases unless ``case_fraction`` is given).
-        Standard errors propagate the (θ, β) covariance 2 H⁻¹ through the formulas.
-
-        Returns
-        -------
-        pandas.DataFrame
-            Columns ``term``, ``scale``, ``estimate``, ``se``.
-
-        Examples
-        --------
-        >>> fit.heritability(prevalence=0.05)  # doctest: +SKIP
-        """
-        if prevalence is not None and case_fraction is None:
-            case_fraction = float(np.mean(self._problem.y))
-        x = np.r_[self.theta, self.beta]
-        base = self._scales_at(x, prevalence, case_fraction)
-        rows = []
-        terms = [t for t in base if t != "shares"]
-        cov_ok = np.all(np.isfinite(self.parameter_cov))
-        for term in terms:
-            for scale, est in base[term].items():
-
-                def fun(z, term=term, scale=scale):
-                    return self._scales_at(z, prevalence, case_fraction)[term][scale]
-
-                se = float("nan")
-                if cov_ok:
-                    g = _gradient(fun, x, rel=1e-6)
-                    se = _delta_se(g, self.parameter_cov)
-                rows.append((term, scale, est, se))
-        return pd.DataFrame(rows, columns=["term", "scale", "estimate", "se"])
-
-    def variance_shares(self) -> pd.DataFrame:
-        """Link-scale variance shares with delta-method SEs (the Bayesian engine's
-        ``variance_share``): σ_k² / (Σ σ_k² + V_d + σ²_olre), and ``"residual"`` for
-        V_d + σ²_olre, V_d the distribution-specific variance (π²/3 logit, 1 probit,
-        ln(1 + 1/λ̄) Poisson)."""
-        x = np.r_[self.theta, self.beta]
-        base = self._scales_at(x, None, None)["shares"]
-        rows = []
-        for name, est in base.items():
-
-            def fun(z, name=name):
-                return self._scales_at(z, None, None)["shares"][name]
-
-            g = _gradient(fun, x, rel=1e-6)
-            rows.append((name, est, _delta_se(g, self.parameter_cov)))
-        return pd.DataFrame(rows, columns=["component", "estimate", "se"]).set_index("component")
-
-    # -- export ------------------------------------------------------------------------------
-    def to_summary(
-        self, prevalence: float | None = None, case_fraction: float | None = None
-    ) -> dict[str, Any]:
-        """A JSON-serialisable dict in the project's ``summary.json`` layout.
-
-        ``heritability`` holds each random term's link-scale share and ``"residual"``
-        (:meth:`variance_shares`, ``{grp: {"estimate", "se"}}``, as the Bayesian engine's
-        ``variance_share``) and, for each kinship term, ``h2_latent``, ``h2_link``,
-        ``h2_observed`` (and ``h2_liability`` with ``prevalence``). With a single kinship
-        term these are keyed without the term name and ``"h2"`` repeats ``h2_link`` (the
-        Bayesian engine's ``h2``); with several, the keys are ``"h2_<scale>:<grp>"``.
-
-        Examples
-        --------
-        >>> import json
-        >>> json.dumps(fit.to_summary(prevalence=0.1))  # doctest: +SKIP
-        """
-        shares = self.variance_shares()
-        herit: dict[str, Any] = {
-            str(k): {"estimate": _num(r.estimate), "se": _num(r.se)} for k, r in shares.iterrows()
-        }
-        h = self.heritability(prevalence, case_fraction)
-        terms = list(dict.fromkeys(h["term"]))
-        for r in h.itertuples(index=False):
-            key = f"h2_{r.scale}" if len(terms) == 1 else f"h2_{r.scale}:{r.term}"
-            herit[key] = {"estimate": _num(r.estimate), "se": _num(r.se)}
-        if len(terms) == 1:
-            herit["h2"] = dict(herit["h2_link"])
-        from bayeslmm.results.summary import (
-            assemble_summary,
-            point_entries,
-            point_variance_rows,
-        )
-
-        vc = self.variance_table
-        return assemble_summary(
-            method="laplace",
-            n_obs=self.n_obs,
-            formula=self.formula,
-            family=self.family,
-            link=self.link,
-            strategy="laplace (nAGQ=1)",
-            heritability=herit,
-            variance_components=point_variance_rows(vc),
-            fixed_effects=point_entries(self.fixed_table, ("estimate", "se", "z")),
-            diagnostics={
-                "converged": bool(self.converged),
-                "n_iter": int(self.n_iter),
-                "n_evals": int(self.n_evals),
-                "boundary": self.boundary,
-                "messages": list(self.messages),
-            },
-            timing={"total_s": 0.0, **self.timing},
-            extra={
-                "loglik": {"ml": _num(self.loglik)},
-                "deviance": _num(self.deviance),
-                "n_parameters": self.n_parameters,
-                "aic": _num(self.aic),
-                "bic": _num(self.bic),
-            },
-        )
-
-    def __repr__(self) -> str:
-        vc = self.variance_table[["grp", "var1", "vcov", "sdcor"]]
-        return (
-            f"LaplaceFit({self.formula!r}, family={self.family}({self.link}), "
-            f"n_obs={self.n_obs}, logLik={self.loglik:.4f}, converged={self.converged})\n"
-            f"{vc.to_string(index=False)}\n{self.fixed_table.to_string()}"
-        )
-
-
 def _name(blocks: tuple[_Block, ...], k: int) -> str:
     grp = blocks[k].grp
     same = sum(b.grp == grp for b in blocks)
     return grp if same == 1 else f"{grp}:{blocks[k].var1}"
-
-
-def _delta_se(grad: np.ndarray, cov: np.ndarray) -> float:
-    v = float(grad @ cov @ grad)
-    return math.sqrt(v) if v >= 0 else float("nan")
-
-
-def _num(x: Any) -> float | None:
-    if x is None:
-        return None
-    x = float(x)
-    return x if math.isfinite(x) else None
 
 
 def fit_laplace(
@@ -911,12 +654,6 @@ def fit_laplace(
     b, _ = problem.mode(theta, beta)
     f = problem.deviance(theta, beta)
 
-    theta_se = np.sqrt(np.clip(np.diag(cov)[:nt], 0.0, None))
-    vc_rows = [
-        (blk.grp, blk.var1, None, theta[k] ** 2, theta[k], 2.0 * theta[k] * theta_se[k])
-        for k, blk in enumerate(problem.blocks)
-    ]
-    vc = pd.DataFrame(vc_rows, columns=["grp", "var1", "var2", "vcov", "sdcor", "se"])
     names = ["(Intercept)" if nm == "Intercept" else nm for nm in spec.fixed_names]
     beta_se = np.sqrt(np.diag(cov)[nt:])
     fe = pd.DataFrame({"estimate": beta, "se": beta_se, "z": beta / beta_se}, index=pd.Index(names))
@@ -935,7 +672,6 @@ def fit_laplace(
         beta=beta,
         parameter_cov=cov,
         deviance=float(f),
-        variance_table=vc,
         fixed_table=fe,
         random_effects=ranef,
         converged=converged,
@@ -943,5 +679,19 @@ def fit_laplace(
         n_evals=problem.n_evals,
         messages=tuple(messages),
         timing={"total_s": time.perf_counter() - t0},
-        _problem=problem,
+        spec=spec,
+        layout=_layout(spec, problem),
+    )
+
+
+def _layout(spec: ModelSpec, problem: LaplaceProblem) -> ParameterLayout:
+    """(θ, β): one SD per coefficient of each term in order, then the observation-level SD."""
+    entries = tuple((t, j, j) for t, term in enumerate(spec.terms) for j in range(term.n_coef))
+    olre = len(entries) if len(problem.blocks) > len(entries) else None
+    return ParameterLayout(
+        sigma_entries=entries,
+        sd_entries=True,
+        residual_rows=None,
+        olre=olre,
+        beta=slice(problem.n_theta, None),
     )

@@ -1,0 +1,140 @@
+"""The calls every fit answers, whatever the engine that made it.
+
+:class:`FitTables` is the base of :class:`~bayeslmm.results.bayes_result.BayesFit`,
+:class:`~bayeslmm.results.reml_result.RemlFit` and
+:class:`~bayeslmm.results.laplace_result.LaplaceFit`. A fit supplies :meth:`FitTables.
+estimate` (its parameters as posterior draws or as a point estimate with covariance, see
+:mod:`bayeslmm.results.estimate`); the tables and the summary.json sections are then written
+once (:mod:`bayeslmm.results.tables`), so that their rows and leading columns are the same
+for every engine. Engine-specific columns come after the common ones, never instead of them.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import pandas as pd
+
+from bayeslmm.results import tables
+from bayeslmm.results.estimate import COMMON_COLUMNS, POSTERIOR_COLUMNS, Estimate
+
+
+class FitTables:
+    """Mixin: heritability, variance components, fixed effects and GLMM scales.
+
+    Subclasses set :attr:`engine` and implement :meth:`estimate`; ``spec`` is the fitted
+    :class:`~bayeslmm.spec.ModelSpec`.
+    """
+
+    #: ``"nuts"``, ``"reml"`` or ``"laplace"`` (summary.json's ``method``).
+    engine: ClassVar[str] = ""
+    #: Default interval mass of the tables (NUTS fits carry their own ``hdi_prob``).
+    default_prob: ClassVar[float] = 0.95
+
+    def estimate(self) -> Estimate:
+        """The fitted parameters under the estimate protocol."""
+        raise NotImplementedError
+
+    def _prob(self, prob: float | None) -> float:
+        prob = getattr(self, "hdi_prob", self.default_prob) if prob is None else prob
+        if not 0.0 < float(prob) < 1.0:
+            raise ValueError(f"The interval probability must lie in (0, 1); got {prob}.")
+        return float(prob)
+
+    # -- tables -----------------------------------------------------------------------------
+    def heritability(self, hdi_prob: float | None = None) -> pd.DataFrame:
+        """Share of the phenotypic variance of each random term; ``h2`` for a sole kinship
+        term with one coefficient (``h2_gcta`` too where GCTA's K_ii = 1 convention differs).
+
+        Columns ``estimate, se, ci_low, ci_high`` for every engine (a posterior's mean, SD
+        and HDI; a point estimate, its delta-method SE and Wald interval), then a posterior's
+        ``mean, sd, hdi_low, hdi_high, ess_bulk, ess_tail, r_hat``. Definitions:
+        :mod:`bayeslmm.results.tables`.
+
+        Examples
+        --------
+        >>> # fit.heritability().loc["h2", ["estimate", "ci_low", "ci_high"]]
+        """
+        return tables.heritability(self.estimate(), self._prob(hdi_prob))
+
+    def variance_components(self, hdi_prob: float | None = None) -> pd.DataFrame:
+        """lme4's ``as.data.frame(VarCorr(fit))`` layout (grp, var1, var2, vcov, sdcor) with
+        ``se``, ``se_sdcor``, ``ci_low``, ``ci_high``; see
+        :func:`bayeslmm.results.tables.variance_components`."""
+        return tables.variance_components(self.estimate(), self._prob(hdi_prob))
+
+    def fixed_effects(self, hdi_prob: float | None = None) -> pd.DataFrame:
+        """One row per fixed effect: ``estimate, se, ci_low, ci_high`` (+ engine columns)."""
+        return tables.fixed_effects(self.estimate(), self._prob(hdi_prob))
+
+    def heritability_scales(
+        self,
+        prevalence: float | None = None,
+        case_fraction: float | None = None,
+        term: str | None = None,
+        hdi_prob: float | None = None,
+    ) -> pd.DataFrame:
+        """GLMMs: h² of the genetic term on the latent, link, observed (and, with a
+        ``prevalence``, liability) scales; rows ``h2_latent``, ``h2_link``, ``h2_observed``,
+        ``h2_liability``. See docs/glmm_scales.md for which scale answers which question.
+
+        Examples
+        --------
+        >>> # fit.heritability_scales(prevalence=0.05).loc["h2_liability", "estimate"]
+        """
+        if prevalence is not None and not 0.0 < float(prevalence) < 1.0:
+            raise ValueError(f"prevalence must lie in (0, 1); got {prevalence}.")
+        return tables.heritability_scales(
+            self.estimate(), prevalence, case_fraction, term, self._prob(hdi_prob)
+        )
+
+    # -- summary.json -------------------------------------------------------------------------
+    def _summary_sections(
+        self,
+        prob: float | None = None,
+        prevalence: float | None = None,
+        case_fraction: float | None = None,
+    ) -> dict[str, Any]:
+        """``heritability``, ``variance_components`` and ``fixed_effects`` of summary.json.
+
+        ``heritability`` holds the rows of :meth:`heritability`, the residual's share
+        (``"residual"``) and, for a GLMM with one kinship term, :meth:`heritability_scales`.
+        Every ENTRY holds ``estimate, se, ci_low, ci_high, ci_prob``; a posterior's entries
+        add ``mean, sd, hdi_low, hdi_high, hdi_prob, ess_bulk, ess_tail, r_hat``.
+        """
+        prob = self._prob(prob)
+        spec = self.spec
+        herit: dict[str, Any] = {}
+        if spec.terms:
+            index, q = tables.share_quantity(self.estimate(), include_residual=True)
+            herit = entries(tables.table(q, index, prob, "component"), prob)
+        if not spec.family.is_gaussian and len(spec.kinship_terms) == 1:
+            scales = self.heritability_scales(prevalence, case_fraction, hdi_prob=prob)
+            herit.update(entries(scales, prob))
+        fixed = self.fixed_effects(prob)
+        fixed.index = list(spec.fixed_names)  # one spelling for every engine ("Intercept")
+        vc = self.variance_components(prob)
+        return {
+            "heritability": herit,
+            "variance_components": vc.to_dict(orient="records"),
+            "fixed_effects": entries(fixed, prob),
+        }
+
+
+def entries(frame: pd.DataFrame, prob: float) -> dict[str, dict[str, Any]]:
+    """summary.json ENTRYs ``{row: {column: value}}``: the common keys (and ``ci_prob``),
+    then a posterior's keys (with ``hdi_prob``), then other numeric columns (``t``, ``z``)."""
+    out = {}
+    posterior = "mean" in frame.columns
+    for name, row in frame.iterrows():
+        entry: dict[str, Any] = {c: row[c] for c in COMMON_COLUMNS}
+        entry["ci_prob"] = prob
+        if posterior:
+            entry.update({c: row[c] for c in POSTERIOR_COLUMNS[:4]})
+            entry["hdi_prob"] = prob
+            entry.update({c: row[c] for c in POSTERIOR_COLUMNS[4:]})
+        for c in frame.columns:
+            if c not in entry:
+                entry[c] = row[c]
+        out[str(name)] = entry
+    return out
