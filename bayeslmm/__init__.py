@@ -13,14 +13,13 @@ Examples
 """
 
 from bayeslmm import datasets, io, results
+from bayeslmm._version import __version__ as __version__  # re-exported: bl.__version__
 from bayeslmm.errors import BayesLMMError, DataError, KinshipError, SpecificationError
 from bayeslmm.families import Bernoulli, Binomial, Gaussian, Poisson, get_family
 from bayeslmm.kinship import Kinship, grm, loco_grms, pedigree_relationship
 from bayeslmm.model import LMM
 from bayeslmm.results.compare import compare_fits, plot_comparison
 from bayeslmm.spec import ModelSpec, RandomTerm, specify
-
-__version__ = "0.1.0"
 
 __all__ = [
     "LMM",

@@ -175,7 +175,7 @@ def assemble_summary(
     """
     if "total_s" not in timing:
         raise ValueError("timing must include 'total_s'.")
-    from bayeslmm import __version__
+    from bayeslmm._version import __version__
 
     out: dict[str, Any] = {
         "bayeslmm_version": __version__,
