@@ -1,8 +1,10 @@
 """Properties every fit must have, checked on generated data (hypothesis).
 
 A model's answer may not depend on how the data are presented: the order of the rows, the
-spelling of the ids, the units of the response (y → a + c·y) or a kinship given for more
-individuals than the data hold. REML estimates must agree to optimiser precision; NUTS
+spelling of the ids, the units of the response (y → a + c·y), the scale of the kinship
+(K → cK: h² is the genetic variance at the sample's own kinship scale, σ_g² (mean diag K −
+mean K) (Legarra 2016), over the phenotypic variance) or a kinship given for more individuals
+than the data hold. REML estimates must agree to optimiser precision; NUTS
 posteriors either draw identically with the same seed (when the model's arrays are
 identical) or agree within Monte-Carlo error.
 """
@@ -134,6 +136,26 @@ def test_reml_is_equivariant_under_affine_response(seed, n, formula, shift, c):
 @REML_SETTINGS
 @given(
     seed=st.integers(0, 2**16),
+    n=st.integers(24, 60),
+    formula=st.sampled_from(FORMULAS),
+    c=st.floats(0.01, 100.0),
+)
+def test_reml_h2_is_unchanged_by_the_scale_of_the_kinship(seed, n, formula, c):
+    """K → cK divides σ_g² by c and leaves h² (and the fit) unchanged."""
+    K, df = make_data(seed, n)
+    a = reml(formula, df, K)
+    b = reml(formula, df, bl.Kinship(c * K.matrix, K.ids, name="K"))
+    ha, hb = (f.heritability().loc["h2"] for f in (a, b))
+    assert hb["estimate"] == pytest.approx(ha["estimate"], abs=1e-6)
+    assert hb["se"] == pytest.approx(ha["se"], rel=1e-3, abs=1e-6)
+    va, vb = components(a), components(b)
+    assert vb["id"] == pytest.approx(va["id"] / c, rel=1e-5, abs=1e-7 * va.sum())
+    assert b.loglik_reml == pytest.approx(a.loglik_reml, abs=1e-6)
+
+
+@REML_SETTINGS
+@given(
+    seed=st.integers(0, 2**16),
     n=st.integers(24, 50),
     extra=st.integers(1, 20),
     formula=st.sampled_from(FORMULAS),
@@ -208,3 +230,17 @@ def test_nuts_draws_are_identical_with_a_kinship_for_a_superset_of_ids(seed, n, 
     own = bl.Kinship(K.matrix[:n, :n], K.ids[:n], name="K")
     a, b = nuts(df, own), nuts(df, K)
     np.testing.assert_array_equal(a.posterior["h2"].values, b.posterior["h2"].values)
+
+
+@NUTS_SETTINGS
+@given(seed=st.integers(0, 2**16), n=st.integers(20, 30), c=st.floats(0.5, 2.0))
+def test_nuts_h2_is_unchanged_by_the_scale_of_the_kinship(seed, n, c):
+    """Within Monte-Carlo error: the SD prior is not scaled by K, so the two posteriors are
+    not identical (c stays within a factor 2)."""
+    K, df = make_data(seed, n)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", bl.kinship.KinshipScaleWarning)
+        a = nuts(df, K).heritability().loc["h2"]
+        b = nuts(df, bl.Kinship(c * K.matrix, K.ids, name="K")).heritability().loc["h2"]
+    mcse = np.hypot(a["sd"] / np.sqrt(a["ess_bulk"]), b["sd"] / np.sqrt(b["ess_bulk"]))
+    assert abs(a["mean"] - b["mean"]) <= 4.5 * mcse, (a["mean"], b["mean"])
