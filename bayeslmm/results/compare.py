@@ -1,10 +1,11 @@
-"""REML beside the posterior: one table and one plot per model.
+"""Two fits of one model side by side: REML beside the posterior, Laplace ML beside NUTS, …
 
-Reviewers ask for REML; Bayesian users want the posterior. :func:`compare_fits` lines the two
-up parameter by parameter (variance components in lme4's ``VarCorr`` layout, variance shares
-such as h², fixed effects) and :func:`plot_comparison` draws the posterior densities with the
-REML estimate and its ±1.96 SE interval marked. Rows are matched by name, so both fits must
-come from the same formula and data.
+Reviewers ask for REML; Bayesian users want the posterior. :func:`compare_fits` lines up any
+two fits of the same model and data, parameter by parameter (variance components in lme4's
+``VarCorr`` layout, variance shares such as h², fixed effects): every engine's tables share
+their rows and leading columns (:mod:`bayeslmm.results.tables`), so the comparison is a join.
+:func:`plot_comparison` draws the posterior densities of a Bayesian fit with a point fit's
+estimate and its ±1.96 SE interval marked.
 """
 
 from __future__ import annotations
@@ -14,12 +15,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bayeslmm.results.summary import posterior_summary
+from bayeslmm.errors import SpecificationError
+from bayeslmm.results.fit import FitTables
 
-#: Columns of the comparison table.
-COMPARE_COLUMNS = (
-    "kind",
-    "parameter",
+#: Leading columns of the comparison table; then, per fit, ``<label>_estimate``,
+#: ``<label>_se``, ``<label>_ci_low``, ``<label>_ci_high`` (label: the engine's name).
+KEY_COLUMNS = ("kind", "parameter")
+
+#: The columns a REML-beside-posterior comparison has always had (kept for that pair).
+LEGACY_COLUMNS = (
     "reml_estimate",
     "reml_se",
     "post_mean",
@@ -39,87 +43,162 @@ def _vc_label(grp: Any, var1: Any, var2: Any) -> str:
     return f"{grp}:{var1},{var2}"
 
 
-def _reml_rows(reml) -> dict[tuple[str, str], tuple[float, float]]:
-    rows: dict[tuple[str, str], tuple[float, float]] = {}
-    for r in reml.variance_components().itertuples(index=False):
-        rows[("variance component", _vc_label(r.grp, r.var1, r.var2))] = (r.vcov, r.se)
-    for name, r in reml.heritability().iterrows():
-        rows[("variance share", str(name))] = (r["estimate"], r["se"])
-    for name, r in reml.fixed_effects().iterrows():
-        rows[("fixed effect", _fixed_name(str(name)))] = (r["estimate"], r["se"])
-    return rows
+def _check_same_model(a: Any, b: Any) -> None:
+    for fit in (a, b):
+        if not isinstance(fit, FitTables):
+            raise SpecificationError(
+                f"compare_fits takes two fits made by bayeslmm (LMM(...).fit(...)); got a "
+                f"{type(fit).__name__}."
+            )
+    sa, sb = a.spec, b.spec
+    problems = []
+    if sa.formula.replace(" ", "") != sb.formula.replace(" ", ""):
+        problems.append(f"formulas {sa.formula!r} and {sb.formula!r}")
+    if sa.family != sb.family:
+        problems.append(f"families {sa.family!r} and {sb.family!r}")
+    if sa.n_obs != sb.n_obs:
+        problems.append(f"{sa.n_obs} and {sb.n_obs} observations")
+    elif not np.array_equal(np.asarray(sa.y, float), np.asarray(sb.y, float)):
+        problems.append("the same number of rows but different responses (other data or order)")
+    if problems:
+        raise SpecificationError(
+            "compare_fits lines up two fits of ONE model and data set; these differ in "
+            + "; ".join(problems)
+            + ". Fit both engines from the same LMM object (model.fit(method='reml') and "
+            "model.fit()); to choose between different models use likelihood-ratio tests "
+            "(RemlFit.lrt) or information criteria."
+        )
 
 
-def _fixed_name(name: str) -> str:
-    return "Intercept" if name == "(Intercept)" else name
+def _rows(fit: FitTables, prob: float) -> pd.DataFrame:
+    """The fit's common table rows (kind, parameter) with its estimate, se and interval."""
+    parts = []
+    vc = fit.variance_components(prob)
+    parts.append(
+        pd.DataFrame(
+            {
+                "kind": "variance component",
+                "parameter": [
+                    _vc_label(g, v1, v2)
+                    for g, v1, v2 in zip(vc["grp"], vc["var1"], vc["var2"], strict=True)
+                ],
+                "estimate": vc["vcov"],
+                "se": vc["se"],
+                "ci_low": vc["ci_low"],
+                "ci_high": vc["ci_high"],
+            }
+        )
+    )
+    for kind, table in (
+        ("variance share", fit.heritability(prob)),
+        ("fixed effect", _spec_names(fit, fit.fixed_effects(prob))),
+    ):
+        parts.append(
+            pd.DataFrame(
+                {
+                    "kind": kind,
+                    "parameter": [str(i) for i in table.index],
+                    **{c: table[c].to_numpy() for c in ("estimate", "se", "ci_low", "ci_high")},
+                }
+            )
+        )
+    return pd.concat(parts, ignore_index=True)
 
 
-def _bayes_draws(bayes) -> dict[tuple[str, str], np.ndarray]:
-    """Posterior draws (chain, draw) of every parameter the REML table can hold."""
-    draws: dict[tuple[str, str], np.ndarray] = {}
-    for (grp, var1, var2), values in bayes.variance_component_draws().items():
-        draws[("variance component", _vc_label(grp, var1, var2))] = values[0]
-    shares = bayes.heritability_draws()
-    for comp in shares["component"].values:
-        draws[("variance share", str(comp))] = shares.sel(component=comp).values
-    if "beta" in bayes.posterior:
-        beta = bayes.posterior["beta"].transpose("chain", "draw", ...)
-        for name in beta[beta.dims[-1]].values:
-            draws[("fixed effect", _fixed_name(str(name)))] = beta.sel({beta.dims[-1]: name}).values
-    return draws
+def _spec_names(fit: FitTables, table: pd.DataFrame) -> pd.DataFrame:
+    table = table.copy()
+    table.index = list(fit.spec.fixed_names)
+    return table
 
 
-def compare_fits(reml, bayes, hdi_prob: float | None = None) -> pd.DataFrame:
-    """Side-by-side table of a REML fit and a Bayesian fit of the same model.
+def _label(fit: FitTables) -> str:
+    return "nuts" if fit.engine == "nuts" else fit.engine
+
+
+def compare_fits(fit_a: Any, fit_b: Any, hdi_prob: float | None = None) -> pd.DataFrame:
+    """Side-by-side table of two fits of the same model (any engines).
 
     Parameters
     ----------
-    reml : RemlFit
-        From ``LMM(...).fit(method="reml")``.
-    bayes : BayesFit
-        From ``LMM(...).fit(method="nuts")``.
+    fit_a, fit_b : BayesFit, RemlFit or LaplaceFit
+        Two fits of one model and data set (e.g. ``model.fit(method="reml")`` and
+        ``model.fit()``). Fits of different formulas, families or data are refused with a
+        message.
     hdi_prob : float, optional
-        Mass of the highest-density interval (default: the Bayesian fit's).
+        Interval mass (default: a Bayesian fit's own, else 0.95).
 
     Returns
     -------
     pandas.DataFrame
         One row per parameter (variance components, variance shares such as ``h2``, fixed
-        effects) with columns ``kind``, ``parameter``, ``reml_estimate``, ``reml_se``,
-        ``post_mean``, ``post_median``, ``hdi_low``, ``hdi_high`` and ``reml_in_hdi``.
-        Parameters that only one engine reports have NaN on the other side.
+        effects) with ``kind``, ``parameter`` and, per fit, ``<label>_estimate``,
+        ``<label>_se``, ``<label>_ci_low``, ``<label>_ci_high`` (label ``reml``, ``nuts`` or
+        ``laplace``; ``_a``/``_b`` appended when both fits come from one engine), then
+        ``agree``: whether each estimate lies in the other's interval. A REML fit beside a
+        posterior also has the columns ``reml_estimate, reml_se, post_mean, post_median,
+        hdi_low, hdi_high, reml_in_hdi``.
 
     Examples
     --------
     >>> model = LMM("bp ~ 1 + (1|id)", data=df, kinship={"id": K})  # doctest: +SKIP
     >>> compare_fits(model.fit(method="reml"), model.fit())  # doctest: +SKIP
     """
-    hdi_prob = hdi_prob or getattr(bayes, "hdi_prob", 0.95)
-    point = _reml_rows(reml)
-    draws = _bayes_draws(bayes)
-    keys = list(point) + [k for k in draws if k not in point]
-    rows = []
-    for key in keys:
-        est, se = point.get(key, (np.nan, np.nan))
-        if key in draws:
-            values = np.asarray(draws[key], dtype=float)
-            s = posterior_summary(values, hdi_prob)
-            mean, median = s["mean"], float(np.median(values))
-            low, high = s["hdi_low"], s["hdi_high"]
-        else:
-            mean = median = low = high = np.nan
-        inside = bool(low <= est <= high) if np.isfinite(est) and np.isfinite(low) else None
-        rows.append((key[0], key[1], est, se, mean, median, low, high, inside))
-    return pd.DataFrame(rows, columns=list(COMPARE_COLUMNS))
+    _check_same_model(fit_a, fit_b)
+    if hdi_prob is None:
+        hdi_prob = next((f.hdi_prob for f in (fit_a, fit_b) if hasattr(f, "hdi_prob")), 0.95)
+    la, lb = _label(fit_a), _label(fit_b)
+    if la == lb:
+        la, lb = f"{la}_a", f"{lb}_b"
+    ra, rb = _rows(fit_a, hdi_prob), _rows(fit_b, hdi_prob)
+    merged = pd.merge(
+        ra.add_prefix(f"{la}_").rename(
+            columns={f"{la}_kind": "kind", f"{la}_parameter": "parameter"}
+        ),
+        rb.add_prefix(f"{lb}_").rename(
+            columns={f"{lb}_kind": "kind", f"{lb}_parameter": "parameter"}
+        ),
+        on=list(KEY_COLUMNS),
+        how="outer",
+        sort=False,
+    )
+
+    def inside(est: str, lo: str, hi: str) -> pd.Series:
+        ok = merged[[est, lo, hi]].notna().all(axis=1)
+        return (merged[est] >= merged[lo]) & (merged[est] <= merged[hi]) | ~ok
+
+    merged["agree"] = inside(f"{la}_estimate", f"{lb}_ci_low", f"{lb}_ci_high") & inside(
+        f"{lb}_estimate", f"{la}_ci_low", f"{la}_ci_high"
+    )
+    engines = {fit_a.engine, fit_b.engine}
+    if engines == {"reml", "nuts"}:
+        r, p = ("reml", "nuts")
+        merged["reml_estimate"] = merged[f"{r}_estimate"]
+        merged["reml_se"] = merged[f"{r}_se"]
+        merged["post_mean"] = merged[f"{p}_estimate"]
+        bayes = fit_a if fit_a.engine == "nuts" else fit_b
+        medians = {k: float(np.median(v)) for k, v in _posterior_draws(bayes).items()}
+        merged["post_median"] = [
+            medians.get((k, par), np.nan)
+            for k, par in zip(merged["kind"], merged["parameter"], strict=True)
+        ]
+        merged["hdi_low"] = merged[f"{p}_ci_low"]
+        merged["hdi_high"] = merged[f"{p}_ci_high"]
+        merged["reml_in_hdi"] = [
+            bool(lo <= est <= hi) if np.isfinite([est, lo, hi]).all() else None
+            for est, lo, hi in zip(
+                merged["reml_estimate"], merged["hdi_low"], merged["hdi_high"], strict=True
+            )
+        ]
+    return merged
 
 
-def plot_comparison(reml, bayes, kinds: tuple[str, ...] = ("variance share",), axes=None):
-    """Posterior densities with the REML estimate and its ±1.96 SE interval marked.
+def plot_comparison(fit_a, fit_b, kinds: tuple[str, ...] = ("variance share",), axes=None):
+    """Posterior densities of the Bayesian fit with the point fit's estimate and ±1.96 SE.
 
     Parameters
     ----------
-    reml, bayes
-        The two fits of one model (see :func:`compare_fits`).
+    fit_a, fit_b
+        A point fit (REML or Laplace) and a Bayesian fit of one model, in either order.
     kinds : tuple of str
         Which rows to draw: any of ``"variance share"``, ``"variance component"``,
         ``"fixed effect"``.
@@ -135,36 +214,58 @@ def plot_comparison(reml, bayes, kinds: tuple[str, ...] = ("variance share",), a
     >>> fig = plot_comparison(reml_fit, bayes_fit)  # doctest: +SKIP
     >>> fig.savefig("reml_vs_posterior.png")  # doctest: +SKIP
     """
-    import matplotlib.pyplot as plt
     from scipy.stats import gaussian_kde
 
-    point = _reml_rows(reml)
-    draws = _bayes_draws(bayes)
+    _check_same_model(fit_a, fit_b)
+    bayes = [f for f in (fit_a, fit_b) if f.engine == "nuts"]
+    point = [f for f in (fit_a, fit_b) if f.engine != "nuts"]
+    if len(bayes) != 1 or len(point) != 1:
+        raise SpecificationError(
+            "plot_comparison draws a posterior with a point estimate: give one Bayesian fit "
+            "and one REML or Laplace fit (compare_fits tabulates any two fits)."
+        )
+    bayes, point = bayes[0], point[0]
+    draws = _posterior_draws(bayes)
+    estimates = _rows(point, 0.95).set_index(["kind", "parameter"])
     keys = [k for k in draws if k[0] in kinds]
     if not keys:
         raise ValueError(f"No parameters of kinds {kinds} to plot.")
     if axes is None:
-        fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3), squeeze=False)
-        axes = axes[0]
+        from matplotlib.figure import Figure
+
+        fig = Figure(figsize=(4 * len(keys), 3))
+        axes = fig.subplots(1, len(keys), squeeze=False)[0]
     fig = axes[0].figure
     for ax, key in zip(axes, keys, strict=False):
         values = np.asarray(draws[key], dtype=float).ravel()
         grid = np.linspace(values.min(), values.max(), 200)
         if np.ptp(values) > 0:
             ax.plot(grid, gaussian_kde(values)(grid), color="C0", label="posterior")
-        est, se = point.get(key, (np.nan, np.nan))
-        if np.isfinite(est):
-            ax.axvline(est, color="C3", label="REML")
-            if np.isfinite(se):
-                ax.axvspan(
-                    est - 1.96 * se,
-                    est + 1.96 * se,
-                    color="C3",
-                    alpha=0.15,
-                    label="REML ± 1.96 SE",
-                )
+        if key in estimates.index:
+            est, se = estimates.loc[key, ["estimate", "se"]]
+            if np.isfinite(est):
+                ax.axvline(est, color="C3", label=point.engine.upper())
+                if np.isfinite(se):
+                    ax.axvspan(
+                        est - 1.96 * se, est + 1.96 * se, color="C3", alpha=0.15, label="± 1.96 SE"
+                    )
         ax.set_title(key[1])
         ax.set_yticks([])
     axes[0].legend(fontsize="small")
     fig.tight_layout()
     return fig
+
+
+def _posterior_draws(bayes) -> dict[tuple[str, str], np.ndarray]:
+    """Posterior draws (chain, draw) of the variance shares, components and fixed effects."""
+    draws: dict[tuple[str, str], np.ndarray] = {}
+    for (grp, var1, var2), values in bayes.variance_component_draws().items():
+        draws[("variance component", _vc_label(grp, var1, var2))] = values[0]
+    shares = bayes.heritability_draws()
+    for comp in shares["component"].values:
+        draws[("variance share", str(comp))] = shares.sel(component=comp).values
+    if "beta" in bayes.posterior:
+        beta = bayes.posterior["beta"].transpose("chain", "draw", ...)
+        for name in beta[beta.dims[-1]].values:
+            draws[("fixed effect", str(name))] = beta.sel({beta.dims[-1]: name}).values
+    return draws

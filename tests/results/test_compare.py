@@ -32,8 +32,11 @@ def test_table_lines_up_every_parameter(both_fits):
     reml, bayes = both_fits
     table = bl.compare_fits(reml, bayes)
     assert list(table.columns) == [
-        "kind", "parameter", "reml_estimate", "reml_se", "post_mean", "post_median",
-        "hdi_low", "hdi_high", "reml_in_hdi",
+        "kind", "parameter",
+        "reml_estimate", "reml_se", "reml_ci_low", "reml_ci_high",
+        "nuts_estimate", "nuts_se", "nuts_ci_low", "nuts_ci_high", "agree",
+        # the REML-beside-posterior names this table has always had
+        "post_mean", "post_median", "hdi_low", "hdi_high", "reml_in_hdi",
     ]  # fmt: skip
     rows = table.set_index("parameter")
     assert {"id:(Intercept)", "Residual", "h2", "id", "Intercept", "x"} <= set(rows.index)
