@@ -224,6 +224,10 @@ CASES = [
     Case("api-kinship-non-square-dataframe", "a 30 × 5 kinship DataFrame",
          lambda: spec(kinship={"id": kin_frame(K.matrix[:, :5], cols=IDS[:5])}), KinshipError,
          "row ids and column ids differ"),
+    Case("api-kinship-non-numeric-entries", "a kinship DataFrame holding 'x'",
+         lambda: spec(kinship={"id": kin_frame(K.matrix).astype(object).where(
+             ~np.eye(N, k=1, dtype=bool) & ~np.eye(N, k=-1, dtype=bool), "x")}),
+         KinshipError, "non-numeric entries, e.g. 'x' at row 'i00', column 'i01'"),
     Case("api-kinship-non-square-array", "Kinship(3 × 2 array)",
          lambda: bl.Kinship(np.ones((3, 2)), ["a", "b", "c"]), KinshipError,
          "must be a square matrix"),
@@ -377,6 +381,17 @@ def correct_covariate_with_huge_mean() -> None:
     assert b.iloc[0] == pytest.approx(b0.iloc[0] - 1e9 * b0.iloc[1], rel=1e-6)
 
 
+def correct_laplace_covariate_with_huge_mean() -> None:
+    """Laplace ML with x + 1e9: the same fit, only the intercept moves."""
+    family = bl.Poisson(overdispersion=False)
+    base = model("c ~ x + (1|g)", family=family).fit(method="laplace")
+    far = model("c ~ x + (1|g)", DF.assign(x=DF.x + 1e9), family=family).fit(method="laplace")
+    assert far.loglik == pytest.approx(base.loglik, abs=1e-6)
+    b, b0 = far.fixed_effects(), base.fixed_effects()
+    assert b["estimate"].iloc[1] == pytest.approx(b0["estimate"].iloc[1], rel=1e-4)
+    assert b["se"].iloc[1] == pytest.approx(b0["se"].iloc[1], rel=1e-3)
+
+
 def correct_response_times_1e_minus_55() -> None:
     """y × 1e-55: variances × 1e-110, the same h²."""
     base = model().fit(method="reml")
@@ -415,6 +430,11 @@ LEGAL = {
         "x + 1e9, fit(method='reml')",
         "(correct result)",
         correct_covariate_with_huge_mean,
+    ),
+    "api-laplace-covariate-with-huge-mean": (
+        "x + 1e9, fit(method='laplace')",
+        "(correct result)",
+        correct_laplace_covariate_with_huge_mean,
     ),
     "api-response-times-1e-55": (
         "y × 1e-55, fit(method='reml')",

@@ -140,7 +140,16 @@ class Kinship:
             frame = frame.copy()
             frame.columns = cols
             frame = frame.reindex(columns=idx)
-        return cls(frame.to_numpy(dtype=float), ids=idx, name=name)
+        values = frame.apply(pd.to_numeric, errors="coerce")
+        bad = values.isna() & frame.notna()
+        if bad.to_numpy().any():
+            r, c = np.argwhere(bad.to_numpy())[0]
+            raise KinshipError(
+                f"Kinship '{name}' holds {int(bad.to_numpy().sum())} non-numeric entries, e.g. "
+                f"{frame.iat[r, c]!r} at row {idx[r]!r}, column {idx[c]!r}; a kinship table "
+                "holds numbers only (ids in the header row and first column)."
+            )
+        return cls(values.to_numpy(dtype=float), ids=idx, name=name)
 
     def to_dataframe(self) -> pd.DataFrame:
         """The matrix as a DataFrame labelled by id on both axes."""

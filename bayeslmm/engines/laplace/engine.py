@@ -38,6 +38,7 @@ Kinship terms are handled by the Cholesky-substitution idea of lme4qtl / pedigre
 
 from __future__ import annotations
 
+import copy
 import time
 import warnings
 from dataclasses import dataclass
@@ -279,6 +280,30 @@ class LaplaceProblem:
         self._b = np.zeros(self.q)
         self._beta_b = np.zeros(self.p + self.q)
         self.n_evals = 0
+
+    def centred(self) -> tuple[LaplaceProblem, np.ndarray | None]:
+        """A copy whose covariates are centred on the intercept, and A with X_centred = X A.
+
+        The copy's deviance at (θ, β̃) is this problem's at (θ, A β̃), A unit triangular; a
+        covariate with a huge mean relative to its spread (a year, a position in base pairs)
+        otherwise makes the Newton matrices numerically singular. Without a constant column
+        (or with nothing to centre) the problem itself and None.
+        """
+        X = self.X
+        if self.n < 2 or self.p < 2:
+            return self, None
+        constant = np.flatnonzero(np.all(X == X[0], axis=0) & (X[0] != 0))
+        if constant.size == 0:
+            return self, None
+        c = int(constant[0])
+        A = np.eye(self.p)
+        A[c] = -X.mean(axis=0) / X[0, c]
+        A[c, c] = 1.0
+        if np.array_equal(A, np.eye(self.p)):
+            return self, None
+        other = copy.copy(self)
+        other.X = X @ A
+        return other, A
 
     def check_separation(self) -> None:
         """Refuse fixed effects that separate the outcomes: their ML estimates are infinite.
@@ -573,6 +598,8 @@ def fit_laplace(
     t0 = time.perf_counter()
     problem = LaplaceProblem(spec)
     problem.check_separation()
+    # optimise over the coefficients of centred covariates; β = A β̃ at the end
+    problem, A = problem.centred()
     nt, p = problem.n_theta, problem.p
     messages: list[str] = []
     n_iter = 0
@@ -590,6 +617,8 @@ def fit_laplace(
     else:
         theta0 = np.asarray(start["theta"], dtype=float)
         beta0 = np.asarray(start["beta"], dtype=float)
+        if A is not None:
+            beta0 = np.linalg.solve(A, beta0)
     # stage 2: (θ, β) jointly with b* inside
     x0 = np.r_[theta0, beta0]
     res2, it2 = _minimize_restart_edge(problem.objective, x0, nt, maxiter)
@@ -653,6 +682,9 @@ def fit_laplace(
     # conditional modes at the optimum
     b, _ = problem.mode(theta, beta)
     f = problem.deviance(theta, beta)
+    if A is not None:
+        J = la.block_diag(np.eye(nt), A)
+        beta, cov = A @ beta, J @ cov @ J.T
 
     names = ["(Intercept)" if nm == "Intercept" else nm for nm in spec.fixed_names]
     beta_se = np.sqrt(np.diag(cov)[nt:])
