@@ -217,7 +217,9 @@ class Kinship:
 
     @property
     def mean_diagonal(self) -> float:
-        """Mean of the diagonal (the scale that h² refers to)."""
+        """Mean of the diagonal: σ²_g of u ~ N(0, σ²_g K) is the variance at K_ii = 1
+        (GCTA's convention); reported h² uses the sample's own scale instead (see
+        :meth:`bayeslmm.spec.RandomTerm.variance_weights`)."""
         return float(np.mean(np.diag(self.matrix)))
 
     def subset(self, ids: Sequence[str], name: str | None = None) -> Kinship:

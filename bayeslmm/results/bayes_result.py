@@ -298,6 +298,7 @@ class BayesFit(FitTables):
                 "sampler": self.sampler,
                 "seed": self.seed,
                 "priors": self.built.priors.table(),
+                "kinship": self._kinship_summary(),
                 **_environment_keys(self, prob),
             },
         )

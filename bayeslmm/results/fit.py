@@ -120,6 +120,19 @@ class FitTables:
             "fixed_effects": entries(fixed, prob),
         }
 
+    def _kinship_summary(self) -> dict[str, Any]:
+        """summary.json ``kinship``: each kinship term's matrix name and scale."""
+        out = {}
+        for term in self.spec.kinship_terms:
+            K = term.kinship
+            out[term.group] = {
+                "name": K.name,
+                "n_levels": int(term.n_levels),
+                "mean_diagonal": float(K.mean_diagonal),
+                "sample_scale": term.kinship_scale(),
+            }
+        return out
+
 
 def entries(frame: pd.DataFrame, prob: float) -> dict[str, dict[str, Any]]:
     """summary.json ENTRYs ``{row: {column: value}}``: the common keys (and ``ci_prob``),

@@ -1,27 +1,20 @@
 """Heritability and variance proportions.
 
-Definition (both engines)
+Definition (every engine)
 -------------------------
-For random terms k = 1..K with variances σ_k² and residual variance σ_e²,
+For random terms k = 1..K adding variances v_k across the sample's observations and a
+residual variance σ_e²,
 
-    share_k = σ_k² / (σ_1² + ... + σ_K² + σ_e²),
+    share_k = v_k / (v_1 + ... + v_K + σ_e²).
 
-the share of the phenotypic variance σ²_P = Σ σ_k² + σ_e². Each term is labelled by its group
-(e.g. the share of an iid ``family`` term is c²); when the model has exactly one kinship
-term and it has a single coefficient, its share is repeated under the label ``h2``
-(narrow-sense heritability when K is an additive relationship matrix), as the REML engine
-does.
-
-- A kinship term's σ_k² is used as is, i.e. the genetic variance *at a kinship diagonal of
-  1* (GCTA's convention). For a VanRaden GRM the mean diagonal is ≈ 1 + F and this is the
-  base-population additive variance; use ``Kinship.normalized()`` to rescale a matrix whose
-  mean diagonal is far from 1 (e.g. K∘K) if you want the share at the sample's mean diagonal.
-- A term with random slopes contributes its average variance over the observations,
-  mean_i d_iᵀ Σ d_i (Johnson 2014), d_i the observation's covariate values.
-- A heteroscedastic residual (``sigma="~ env"``) contributes mean_i σ_i².
-- GLMMs (latent / link scale, Nakagawa, Johnson & Schielzeth 2017): the residual is the
-  distribution-specific variance, π²/3 (logit) or 1 (probit); for Poisson ln(1 + 1/λ̄) plus
-  the observation-level variance.
+Each term is labelled by its group (e.g. the share of an iid ``family`` term is c²); when
+the model has exactly one kinship term and it has a single coefficient, its share is
+repeated under the label ``h2``. The v_k are those of :func:`bayeslmm.results.tables.
+heritability`: a kinship term's σ_k² (mean diag K − mean K) (Legarra 2016: h² at the
+sample's own scale, unchanged by K → cK; ``h2_gcta`` keeps GCTA's σ_k² at K_ii = 1 where it
+differs), a slope term's variance across observations, an iid term's σ_k²; GLMMs use the
+latent-scale residual (π²/3 logit, 1 probit, ln(1 + 1/λ̄) + σ²_olre Poisson; Nakagawa,
+Johnson & Schielzeth 2017).
 
 For NUTS the shares are deterministics of the model (``variance_share``, dims
 ``component``), so every posterior draw carries its own h².

@@ -190,6 +190,7 @@ class LaplaceFit(FitTables):
             },
             timing={"total_s": 0.0, **self.timing},
             extra={
+                "kinship": self._kinship_summary(),
                 "loglik": {"ml": _num(self.loglik)},
                 "deviance": _num(self.deviance),
                 "n_parameters": self.n_parameters,

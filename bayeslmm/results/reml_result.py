@@ -187,6 +187,7 @@ class RemlFit(FitTables):
             timing=timing,
             extra={
                 "sigma_formula": self.sigma_formula,
+                "kinship": self._kinship_summary(),
                 "loglik": {"reml": _num(self.loglik_reml), "ml": _num(self.loglik_ml)},
                 "reml_criterion": _num(self.reml_criterion),
                 "n_parameters": int(self.n_parameters),
