@@ -52,8 +52,8 @@ def hyper_model(priors: dict | None = None):
     notes = [str(w.message) for w in caught]
     notes.append(
         f"GRM from {hyper.genotypes.shape[1]} markers (missing genotypes mean-imputed), "
-        f"rescaled from mean diagonal {raw_diag:.3f} to 1, so h² is the share of variance at "
-        "the average self-relationship."
+        f"rescaled from mean diagonal {raw_diag:.3f} to 1 (GCTA's scale for σ²_g; h² is the "
+        "genetic share at the sample's own scale whatever the matrix's scale)."
     )
     return LMM(FORMULA, data=hyper.pheno, kinship={"id": K}, priors=priors), notes
 

@@ -384,8 +384,10 @@ def report(fit: Any, args: argparse.Namespace, paths: dict[str, Path]) -> None:
     else:
         pct = int(round(100 * args.hdi_prob))
         for name, entry in summary["heritability"].items():
-            if name == fit.built.h2_term and "h2" in summary["heritability"]:
-                continue  # the sole kinship term's row repeats as "h2"
+            if name == "residual" or (
+                name == fit.built.h2_term and "h2" in summary["heritability"]
+            ):
+                continue  # the residual's share; the sole kinship term's row repeats as "h2"
             if entry.get("mean") is None:
                 continue
             line = (
