@@ -10,7 +10,8 @@ from bayeslmm.results.epistasis import epistasis_table
 from bayeslmm.results.heritability import heritability_draws, heritability_table
 from bayeslmm.results.ppc import plot_ppc, ppc_summary
 from bayeslmm.results.reaction_norm import ReactionNorm, plot_reaction_norm, reaction_norm
-from bayeslmm.results.scales import heritability_scales, posterior_heritability_scales
+from bayeslmm.results.scales import heritability_scales
+from bayeslmm.results.tables import posterior_heritability_scales
 
 __all__ = [
     "ReactionNorm",

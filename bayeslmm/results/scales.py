@@ -47,7 +47,6 @@ from bayeslmm.families import Family, get_family
 __all__ = [
     "SCALES",
     "heritability_scales",
-    "posterior_heritability_scales",
     "liability_from_observed",
     "link_scale_variance",
     "observed_scale_parameters",
@@ -403,86 +402,3 @@ def heritability_scales(
 # ---------------------------------------------------------------------------------------
 # posterior draws of a bayeslmm model
 # ---------------------------------------------------------------------------------------
-def posterior_heritability_scales(
-    posterior,
-    spec,
-    term: str | None = None,
-    prevalence: float | None = None,
-    case_fraction: float | None = None,
-    link_variance_method: str = "lognormal",
-    include_fixed_variance: bool = False,
-):
-    """Heritability on every scale for each posterior draw of a bayeslmm GLMM.
-
-    Reads the builder's deterministics: ``var_<group>`` of each random term, ``var_olre``
-    (Poisson observation-level effect, when present) and ``beta`` (fixed effects on the
-    design of ``spec``), and applies :func:`heritability_scales` draw by draw.
-
-    Parameters
-    ----------
-    posterior : xarray.Dataset
-        ``idata.posterior`` (dims chain, draw).
-    spec : ModelSpec
-        The specification the model was built from.
-    term : str, optional
-        Group of the focal (genetic) term; default: the sole kinship term.
-    prevalence, case_fraction, link_variance_method, include_fixed_variance
-        As :func:`heritability_scales`; ``case_fraction`` defaults to the observed
-        proportion of cases.
-
-    Returns
-    -------
-    xarray.Dataset
-        ``h2_latent``, ``h2_link``, ``h2_observed`` (and ``h2_liability``), dims
-        (chain, draw): ready for ``az.summary`` or ``az.hdi``.
-
-    Examples
-    --------
-    >>> h = posterior_heritability_scales(fit.posterior, fit.spec)  # doctest: +SKIP
-    >>> float(h["h2_observed"].mean())  # doctest: +SKIP
-    """
-    import xarray as xr
-
-    groups = [t.group for t in spec.terms]
-    if term is None:
-        kin = [t.group for t in spec.terms if t.kinship is not None]
-        if len(kin) != 1:
-            raise ValueError(
-                f"Name the genetic term: term='GROUP' (random terms: {groups}); the default "
-                "needs exactly one kinship term."
-            )
-        term = kin[0]
-    if term not in groups:
-        raise ValueError(f"term='{term}' is not a random term of the model ({groups}).")
-    chains, draws = posterior.sizes["chain"], posterior.sizes["draw"]
-
-    def flat(name: str) -> np.ndarray:
-        return np.asarray(posterior[name].values, dtype=float).reshape(chains * draws, -1)
-
-    va = flat(f"var_{term}")[:, 0]
-    others = [flat(f"var_{g}")[:, 0] for g in groups if g != term]
-    if "var_olre" in posterior:
-        others.append(flat("var_olre")[:, 0])
-    eta = flat("beta") @ np.asarray(spec.X, dtype=float).T
-    if spec.offset is not None:
-        eta = eta + np.asarray(spec.offset, dtype=float)
-    if prevalence is not None and case_fraction is None:
-        case_fraction = float(np.mean(spec.y))
-    h = heritability_scales(
-        va,
-        others,
-        eta,
-        spec.family,
-        trials=spec.trials,
-        prevalence=prevalence,
-        case_fraction=case_fraction,
-        link_variance_method=link_variance_method,
-        include_fixed_variance=include_fixed_variance,
-    )
-    return xr.Dataset(
-        {
-            f"h2_{k}": (("chain", "draw"), np.asarray(v).reshape(chains, draws))
-            for k, v in h.items()
-        },
-        coords={"chain": posterior["chain"].values, "draw": posterior["draw"].values},
-    )

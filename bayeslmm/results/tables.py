@@ -34,6 +34,7 @@ from bayeslmm.results.estimate import (
     Draws,
     Estimate,
     Params,
+    PosteriorEstimate,
     Quantity,
 )
 
@@ -268,6 +269,8 @@ def scale_quantity(
     prevalence: float | None = None,
     case_fraction: float | None = None,
     term: str | None = None,
+    link_variance_method: str = "lognormal",
+    include_fixed_variance: bool = False,
 ) -> tuple[list[str], Quantity]:
     """The GLMM heritability scales as one quantity with their labels (``h2_latent``, …);
     see :func:`heritability_scales`."""
@@ -312,6 +315,8 @@ def scale_quantity(
             trials=spec.trials,
             prevalence=prevalence,
             case_fraction=case_fraction,
+            link_variance_method=link_variance_method,
+            include_fixed_variance=include_fixed_variance,
         )
         names[:] = [f"h2_{k}" for k in h]
         return np.stack([np.reshape(v, lead) for v in h.values()], axis=-1)
@@ -335,3 +340,57 @@ def heritability_scales(
     """
     names, q = scale_quantity(estimate, prevalence, case_fraction, term)
     return table(q, names, prob, "scale")
+
+
+def posterior_heritability_scales(
+    posterior,
+    spec,
+    term: str | None = None,
+    prevalence: float | None = None,
+    case_fraction: float | None = None,
+    link_variance_method: str = "lognormal",
+    include_fixed_variance: bool = False,
+):
+    """Heritability on every scale for each posterior draw of a bayeslmm GLMM.
+
+    Reads the model's variances (``var_<group>`` / ``cov_<group>``, ``var_olre``) and ``beta``
+    and applies :func:`bayeslmm.results.scales.heritability_scales` draw by draw, the genetic
+    variance at the sample's kinship scale (as :func:`heritability_scales`).
+
+    Parameters
+    ----------
+    posterior : xarray.Dataset
+        ``idata.posterior`` (dims chain, draw).
+    spec : ModelSpec
+        The specification the model was built from.
+    term : str, optional
+        Group of the focal (genetic) term; default: the sole kinship term.
+    prevalence, case_fraction, link_variance_method, include_fixed_variance
+        As :func:`bayeslmm.results.scales.heritability_scales`; ``case_fraction`` defaults to
+        the observed proportion of cases.
+
+    Returns
+    -------
+    xarray.Dataset
+        ``h2_latent``, ``h2_link``, ``h2_observed`` (and ``h2_liability``), dims
+        (chain, draw).
+
+    Examples
+    --------
+    >>> h = posterior_heritability_scales(fit.posterior, fit.spec)  # doctest: +SKIP
+    >>> float(h["h2_observed"].mean())  # doctest: +SKIP
+    """
+    import xarray as xr
+
+    names, q = scale_quantity(
+        PosteriorEstimate(posterior, spec),
+        prevalence,
+        case_fraction,
+        term,
+        link_variance_method,
+        include_fixed_variance,
+    )
+    return xr.Dataset(
+        {name: (("chain", "draw"), q.values[..., i]) for i, name in enumerate(names)},
+        coords={"chain": posterior["chain"].values, "draw": posterior["draw"].values},
+    )

@@ -200,7 +200,7 @@ def test_posterior_heritability_scales_reads_builder_names():
     import xarray as xr
 
     import bayeslmm as bl
-    from bayeslmm.results.scales import posterior_heritability_scales
+    from bayeslmm.results.tables import posterior_heritability_scales
 
     rng = np.random.default_rng(4)
     n = 12
@@ -229,7 +229,8 @@ def test_posterior_heritability_scales_reads_builder_names():
     h = posterior_heritability_scales(post, spec)
     assert set(h.data_vars) == {"h2_latent", "h2_link", "h2_observed"}
     c, d = 1, 3
-    va = float(post["var_id"][c, d])
+    # the genetic variance at the sample's kinship scale, c σ² (c = mean diag K − mean K)
+    va = float(post["var_id"][c, d]) * spec.terms[0].variance_weights()[0, 0]
     others = [float(post["var_site"][c, d]), float(post["var_olre"][c, d])]
     eta = spec.X @ post["beta"].values[c, d]
     ref = heritability_scales(va, others, eta, "poisson")
