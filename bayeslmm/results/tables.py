@@ -229,6 +229,15 @@ def variance_components(estimate: Estimate, prob: float = 0.95) -> pd.DataFrame:
     q = estimate.evaluate(vcov_sdcor)
     k = len(keys)
     rows = q.summary(prob)
+    if not isinstance(q, Draws):
+        # a variance estimated on its bound (0) has no standard error or Wald interval: the
+        # likelihood is not locally quadratic there (lme4 and GCTA print none either)
+        variances = [i for i, key in enumerate(keys) if key[2] is None]
+        scale = max((abs(rows[i]["estimate"]) for i in variances), default=0.0)
+        for i in variances:
+            if rows[i]["estimate"] <= 1e-10 * scale:
+                for r in (rows[i], rows[k + i]):
+                    r.update(se=float("nan"), ci_low=float("nan"), ci_high=float("nan"))
     frame = pd.DataFrame(
         {
             "grp": pd.Series([key[0] for key in keys], dtype=object),
