@@ -36,14 +36,12 @@ def exact_h2_posterior(spec, n_grid: int = 400) -> dict[str, float]:
 
 
 @pytest.fixture(scope="module")
-def small():
+def small(snp_kinship):
     """n = 60 individuals, one record each, true h² = 0.5 on a GRM-like kernel."""
     rng = np.random.default_rng(2024)
     n = 60
     ids = [f"m{k:02d}" for k in range(n)]
-    snps = rng.binomial(2, 0.4, size=(n, 300)).astype(float)
-    Zs = (snps - snps.mean(0)) / snps.std(0)
-    K = bl.Kinship(Zs @ Zs.T / 300, ids)
+    K = snp_kinship(rng, n, 300, ids="m{k:02d}")
     g = np.linalg.cholesky(K.matrix + 1e-9 * np.eye(n)) @ rng.normal(size=n)
     df = pd.DataFrame({"bp": 100 + 4 * g + 4 * rng.normal(size=n), "id": ids})
     return K, df

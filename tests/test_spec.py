@@ -11,12 +11,11 @@ from bayeslmm.spec import split_formula
 
 
 @pytest.fixture
-def kin_data():
+def kin_data(random_kinship):
     rng = np.random.default_rng(1)
     n = 20
     ids = [f"i{k}" for k in range(n)]
-    W = rng.normal(size=(n, 40))
-    K = bl.Kinship(W @ W.T / 40, ids)
+    K = random_kinship(rng, n, 40)
     df = pd.DataFrame(
         {
             "y": rng.normal(size=2 * n),

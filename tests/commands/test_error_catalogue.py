@@ -247,15 +247,13 @@ FAULTS = {
 
 
 @pytest.fixture(scope="module")
-def files(tmp_path_factory):
+def files(tmp_path_factory, random_kinship):
     """The good files and every bad one the catalogue names."""
     d = tmp_path_factory.mktemp("catalogue")
     rng = np.random.default_rng(3)
     n = 30
     ids = [f"{k:03d}" for k in range(n)]
-    W = rng.normal(size=(n, 60))
-    K = W @ W.T / 60
-    K /= np.mean(np.diag(K))
+    K = random_kinship(rng, n, 60).normalized().matrix
     data = pd.DataFrame(
         {
             "id": ids,

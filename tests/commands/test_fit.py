@@ -1,4 +1,7 @@
-"""Tests of ``bayeslmm fit`` and ``bayeslmm demo`` (command line, end to end)."""
+"""Tests of ``bayeslmm fit`` and ``bayeslmm demo`` (command line, end to end).
+
+``tiny_files`` (data.csv and kin.csv of 40 individuals) comes from tests/conftest.py.
+"""
 
 import json
 
@@ -7,22 +10,6 @@ import pandas as pd
 import pytest
 
 from bayeslmm.cli import main
-
-
-@pytest.fixture
-def tiny_files(tmp_path):
-    rng = np.random.default_rng(3)
-    n = 40
-    ids = [f"a{k}" for k in range(n)]
-    W = rng.normal(size=(n, 80))
-    K = W @ W.T / 80
-    g = np.linalg.cholesky(K + 1e-9 * np.eye(n)) @ rng.normal(size=n)
-    x = rng.normal(size=n)
-    pd.DataFrame({"id": ids, "y": 5 + 0.5 * x + g + rng.normal(size=n), "x": x}).to_csv(
-        tmp_path / "data.csv", index=False
-    )
-    pd.DataFrame(K, index=ids, columns=ids).to_csv(tmp_path / "kin.csv")
-    return tmp_path
 
 
 def test_fit_command_writes_contract(tiny_files, capsys):

@@ -19,12 +19,11 @@ from bayeslmm.priors import resolve_priors
 
 
 @pytest.fixture(scope="module")
-def data():
+def data(random_kinship):
     rng = np.random.default_rng(7)
     n = 30
     ids = [f"i{k}" for k in range(n)]
-    W = rng.normal(size=(n, 50))
-    K = bl.Kinship(W @ W.T / 50 + 0.05 * np.eye(n), ids)
+    K = random_kinship(rng, n, 50, ridge=0.05)
     # two records per individual, shuffled, so that Z is not the identity
     df = pd.DataFrame(
         {

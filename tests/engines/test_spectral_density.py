@@ -27,12 +27,11 @@ from bayeslmm.priors import Prior
 
 
 @pytest.fixture(scope="module")
-def data():
+def data(random_kinship):
     rng = np.random.default_rng(11)
     n = 25
     ids = [f"i{k}" for k in range(n)]
-    W = rng.normal(size=(n, 40))
-    K = bl.Kinship(W @ W.T / 40 + 0.05 * np.eye(n), ids)
+    K = random_kinship(rng, n, 40, ridge=0.05)
     df = pd.DataFrame(
         {
             "y": rng.normal(5, 2, 2 * n),

@@ -12,14 +12,13 @@ from bayeslmm.results.bayes_result import BayesFit
 
 
 @pytest.fixture(scope="module")
-def slope_fit():
+def slope_fit(random_kinship):
     import pymc as pm
 
     rng = np.random.default_rng(5)
     n = 20
     ids = [f"i{k}" for k in range(n)]
-    W = rng.normal(size=(n, 40))
-    K = bl.Kinship(W @ W.T / 40 + 0.1 * np.eye(n), ids)
+    K = random_kinship(rng, n, 40, ridge=0.1)
     df = pd.DataFrame(
         {
             "y": rng.normal(size=3 * n),

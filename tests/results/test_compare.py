@@ -12,13 +12,11 @@ import bayeslmm as bl
 
 
 @pytest.fixture(scope="module")
-def both_fits():
+def both_fits(snp_kinship):
     rng = np.random.default_rng(11)
     n = 150
     ids = [f"i{k}" for k in range(n)]
-    snps = rng.binomial(2, 0.4, size=(n, 400)).astype(float)
-    Zs = (snps - snps.mean(0)) / snps.std(0)
-    K = bl.Kinship(Zs @ Zs.T / 400, ids)
+    K = snp_kinship(rng, n, 400)
     s, U = np.linalg.eigh(K.matrix)
     g = U @ (np.sqrt(np.clip(s, 0, None)) * rng.normal(size=n))
     x = rng.normal(size=n)
