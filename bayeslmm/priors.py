@@ -52,56 +52,445 @@ A tuple ``(name, *parameters)``:
 
 Example: ``priors={"sd_id": ("halfnormal", 10.0), "sigma": ("exponential", 0.1),
 "b_sex[male]": ("normal", 0, 5)}``.
+
+Prior families
+--------------
+Each family is one :class:`PriorFamily` subclass in the table :data:`PRIORS`: its name,
+parameter names, support, readable name, the PyMC variable it creates and, for positive
+families, the closed-form log density the spectral sampler evaluates. A new family is one
+more class passed to :func:`register_prior`; :class:`Prior`, the PyMC builder and the
+closed-form densities read everything from the table.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import math
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 
 from bayeslmm.errors import SpecificationError
 from bayeslmm.spec import ModelSpec, RandomTerm
 
-#: Parameter count of each supported prior family (None: a vector).
-PRIOR_FAMILIES: dict[str, int | None] = {
-    "normal": 2,
-    "halfnormal": 1,
-    "halfstudentt": 2,
-    "halfcauchy": 1,
-    "exponential": 1,
-    "beta": 2,
-    "invgamma": 2,
-    "scaled_inv_chi2": 2,
-    "dirichlet": None,
-    "lkj": 1,
-}
+#: log(2π), for the normalising constants of the closed-form densities.
+_LOG_2PI = math.log(2.0 * math.pi)
 
-#: Names of each family's parameters, for messages.
-PRIOR_PARAMETER_NAMES: dict[str, tuple[str, ...]] = {
-    "normal": ("mean", "scale (sigma)"),
-    "halfnormal": ("scale (sigma)",),
-    "halfstudentt": ("degrees of freedom (nu)", "scale (sigma)"),
-    "halfcauchy": ("scale (beta)",),
-    "exponential": ("rate (lam)",),
-    "beta": ("shape a", "shape b"),
-    "invgamma": ("shape (alpha)", "scale (beta)"),
-    "scaled_inv_chi2": ("degrees of freedom (nu)", "scale (s2)"),
-    "dirichlet": ("concentrations",),
-    "lkj": ("concentration (eta)",),
-}
+#: The supports a prior family can declare (what kind of parameter it may be put on).
+SUPPORTS = ("real", "positive", "unit", "simplex", "correlation")
 
-#: Families with positive support (usable for SDs and variances).
-POSITIVE = (
-    "halfnormal",
-    "halfstudentt",
-    "halfcauchy",
-    "exponential",
-    "invgamma",
-    "scaled_inv_chi2",
-)
+#: A function of t = log θ returning (log f(e^t), d/dt of it): see
+#: :meth:`PriorFamily.log_density_of_log`.
+LogDensityOfLog = Callable[[float], tuple[float, float]]
+
+
+class PriorFamily:
+    """One prior family: what ``("name", *parameters)`` means, declared in one place.
+
+    Subclass it, set the class attributes, implement the methods that apply and pass the
+    class to :func:`register_prior`; :class:`Prior`, the PyMC builder and the closed-form
+    spectral densities then accept the family by its name.
+
+    Attributes
+    ----------
+    name : str
+        Lower-case key in ``priors={...: (name, *parameters)}``.
+    parameter_names : tuple of str
+        Readable names of the parameters, in order (messages use them).
+    vector : bool
+        True when the family takes one vector parameter of any length (Dirichlet).
+    support : str
+        One of :data:`SUPPORTS`: ``"positive"`` families can be put on SDs and variances.
+    readable : str
+        The name in reports, e.g. ``HalfStudentT`` (default: ``name`` capitalised).
+    real_parameters : tuple of int
+        Indices of the parameters that may be zero or negative (a normal's mean); every other
+        parameter must be strictly positive.
+
+    Examples
+    --------
+    >>> PRIORS["halfnormal"].support, PRIORS["halfnormal"].parameter_names
+    ('positive', ('scale (sigma)',))
+    >>> value, slope = PRIORS["exponential"].log_density_of_log([2.0])(0.0)
+    >>> round(value, 6), slope   # log 2 − 2 at θ = 1, and d/dt = −λθ
+    (-1.306853, -2.0)
+    """
+
+    name: ClassVar[str] = ""
+    parameter_names: ClassVar[tuple[str, ...]] = ()
+    vector: ClassVar[bool] = False
+    support: ClassVar[str] = "real"
+    readable: ClassVar[str] = ""
+    real_parameters: ClassVar[tuple[int, ...]] = ()
+
+    @property
+    def n_params(self) -> int | None:
+        """Number of parameters; None for one vector parameter of any length."""
+        return None if self.vector else len(self.parameter_names)
+
+    @property
+    def display_name(self) -> str:
+        """The name in reports (``readable``, or ``name`` capitalised)."""
+        return self.readable or self.name.capitalize()
+
+    def pymc(self, name: str, params: Sequence[np.ndarray], dims: Any = None, **kwargs: Any) -> Any:
+        """The PyMC random variable ``name`` in the current model context.
+
+        ``params`` are the prior's parameters as float arrays; ``dims`` and ``kwargs`` go to
+        the PyMC distribution.
+        """
+        raise SpecificationError(f"A '{self.name}' prior cannot be used for parameter '{name}'.")
+
+    def pymc_dist(self, params: Sequence[np.ndarray], shape: int) -> Any:
+        """An unnamed PyMC distribution of ``shape`` values (the SDs of ``LKJCholeskyCov``).
+
+        ``params`` are already broadcast to ``(shape,)`` (fresh, writeable arrays).
+        """
+        usable = [f.name for f in PRIORS.values() if f.has("pymc_dist")]
+        raise SpecificationError(
+            f"A '{self.name}' prior cannot be used for the SDs of correlated random effects; "
+            f"use {', '.join(usable[:-1])} or {usable[-1]}."
+        )
+
+    def log_density_of_log(self, params: Sequence[float]) -> LogDensityOfLog:
+        """log f(θ) of a positive-support prior as a function of t = log θ, with d/dt.
+
+        Returns a function mapping t to (log f(e^t), θ f'(θ)/f(θ)); ``params`` are floats and
+        constants are computed once, outside the returned function. The density is PyMC's
+        (normalised), without the log transform's Jacobian, so the closed-form spectral
+        posterior equals the PyMC model's ``logp``.
+        """
+        raise ValueError(f"No closed-form density for a '{self.name}' prior on a positive scale.")
+
+    def has(self, method: str) -> bool:
+        """Whether this family implements ``method`` (``pymc``, ``pymc_dist`` or
+        ``log_density_of_log``) rather than inheriting the refusal."""
+        return getattr(type(self), method) is not getattr(PriorFamily, method)
+
+
+_F = TypeVar("_F", bound=type[PriorFamily])
+
+#: The prior families by name, in registration order: the one table every consumer reads.
+PRIORS: dict[str, PriorFamily] = {}
+
+
+def register_prior(cls: _F) -> _F:
+    """Add a :class:`PriorFamily` subclass to :data:`PRIORS` under ``cls.name``.
+
+    Usable as a class decorator. Afterwards ``("name", *parameters)`` is accepted wherever a
+    prior is (``priors={...}`` of :func:`bayeslmm.specify`, :class:`bayeslmm.LMM`).
+
+    Examples
+    --------
+    >>> import pymc as pm
+    >>> @register_prior
+    ... class Flat(PriorFamily):
+    ...     name = "flat"
+    ...     def pymc(self, name, params, dims=None, **kwargs):
+    ...         return pm.Flat(name, dims=dims, **kwargs)
+    >>> Prior("flat", ()).describe()
+    'Flat()'
+    >>> del PRIORS["flat"]
+    """
+    if not (isinstance(cls, type) and issubclass(cls, PriorFamily)):
+        raise TypeError(f"register_prior takes a PriorFamily subclass; got {cls!r}.")
+    name = cls.name
+    if not name or name != name.lower():
+        raise SpecificationError(
+            f"The prior family class {cls.__name__} needs a lower-case name (got {name!r}); "
+            "set name = 'gamma', for example."
+        )
+    if cls.support not in SUPPORTS:
+        raise SpecificationError(
+            f"The prior family '{name}' declares support {cls.support!r}; use one of {SUPPORTS}."
+        )
+    known = PRIORS.get(name)
+    if known is not None and type(known) is not cls:
+        raise SpecificationError(
+            f"A prior family named '{name}' is already registered ({type(known).__name__}); "
+            f"give {cls.__name__} another name, or delete PRIORS['{name}'] first."
+        )
+    PRIORS[name] = cls()
+    return cls
+
+
+class _FamilyView(Mapping[str, Any]):
+    """A read-only view of one attribute of every family in :data:`PRIORS` (kept for the
+    names this module exported before the table existed)."""
+
+    def __init__(self, attribute: str) -> None:
+        self._attribute = attribute
+
+    def __getitem__(self, key: str) -> Any:
+        return getattr(PRIORS[key], self._attribute)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(PRIORS)
+
+    def __len__(self) -> int:
+        return len(PRIORS)
+
+    def __repr__(self) -> str:
+        return repr(dict(self))
+
+
+class _SupportView(Sequence[str]):
+    """The names of the families with one support, in table order (read-only, live)."""
+
+    def __init__(self, support: str) -> None:
+        self._support = support
+
+    def _names(self) -> list[str]:
+        return [k for k, f in PRIORS.items() if f.support == self._support]
+
+    def __getitem__(self, index: Any) -> Any:
+        return self._names()[index]
+
+    def __len__(self) -> int:
+        return len(self._names())
+
+    def __contains__(self, name: object) -> bool:
+        family = PRIORS.get(name) if isinstance(name, str) else None
+        return family is not None and family.support == self._support
+
+    def __repr__(self) -> str:
+        return repr(tuple(self._names()))
+
+
+#: Parameter count of each prior family (None: a vector), a view of :data:`PRIORS`.
+PRIOR_FAMILIES: Mapping[str, int | None] = _FamilyView("n_params")
+
+#: Names of each family's parameters, for messages (a view of :data:`PRIORS`).
+PRIOR_PARAMETER_NAMES: Mapping[str, tuple[str, ...]] = _FamilyView("parameter_names")
+
+#: Families with positive support (usable for SDs and variances), a view of :data:`PRIORS`.
+POSITIVE: Sequence[str] = _SupportView("positive")
+
+
+# -- the built-in families ----------------------------------------------------------------
+
+
+@register_prior
+class Normal(PriorFamily):
+    """Normal(mean, sigma): fixed effects and the log-σ regression."""
+
+    name = "normal"
+    parameter_names = ("mean", "scale (sigma)")
+    real_parameters = (0,)
+
+    def pymc(self, name: str, params: Sequence[np.ndarray], dims: Any = None, **kwargs: Any) -> Any:
+        import pymc as pm
+
+        return pm.Normal(name, mu=params[0], sigma=params[1], dims=dims, **kwargs)
+
+
+@register_prior
+class HalfNormal(PriorFamily):
+    """HalfNormal(sigma) on a positive parameter."""
+
+    name = "halfnormal"
+    parameter_names = ("scale (sigma)",)
+    support = "positive"
+    readable = "HalfNormal"
+
+    def pymc(self, name: str, params: Sequence[np.ndarray], dims: Any = None, **kwargs: Any) -> Any:
+        import pymc as pm
+
+        return pm.HalfNormal(name, sigma=params[0], dims=dims, **kwargs)
+
+    def pymc_dist(self, params: Sequence[np.ndarray], shape: int) -> Any:
+        import pymc as pm
+
+        return pm.HalfNormal.dist(sigma=params[0], shape=shape)
+
+    def log_density_of_log(self, params: Sequence[float]) -> LogDensityOfLog:
+        (sd,) = params
+        const = math.log(2.0) - 0.5 * _LOG_2PI - math.log(sd)
+
+        def halfnormal(t: float) -> tuple[float, float]:
+            z2 = math.exp(2.0 * t) / sd**2
+            return const - 0.5 * z2, -z2
+
+        return halfnormal
+
+
+@register_prior
+class HalfStudentT(PriorFamily):
+    """HalfStudentT(nu, sigma): the default prior of every SD (brms' ``student_t(3, 0, s)``)."""
+
+    name = "halfstudentt"
+    parameter_names = ("degrees of freedom (nu)", "scale (sigma)")
+    support = "positive"
+    readable = "HalfStudentT"
+
+    def pymc(self, name: str, params: Sequence[np.ndarray], dims: Any = None, **kwargs: Any) -> Any:
+        import pymc as pm
+
+        return pm.HalfStudentT(name, nu=params[0], sigma=params[1], dims=dims, **kwargs)
+
+    def pymc_dist(self, params: Sequence[np.ndarray], shape: int) -> Any:
+        import pymc as pm
+
+        return pm.HalfStudentT.dist(nu=params[0], sigma=params[1], shape=shape)
+
+    def log_density_of_log(self, params: Sequence[float]) -> LogDensityOfLog:
+        nu, sd = params
+        const = (
+            math.log(2.0)
+            + math.lgamma((nu + 1.0) / 2.0)
+            - math.lgamma(nu / 2.0)
+            - 0.5 * math.log(nu * math.pi * sd**2)
+        )
+
+        def halfstudentt(t: float) -> tuple[float, float]:
+            u = math.exp(2.0 * t) / (nu * sd**2)
+            return const - 0.5 * (nu + 1.0) * math.log1p(u), -(nu + 1.0) * u / (1.0 + u)
+
+        return halfstudentt
+
+
+@register_prior
+class HalfCauchy(PriorFamily):
+    """HalfCauchy(beta) on a positive parameter."""
+
+    name = "halfcauchy"
+    parameter_names = ("scale (beta)",)
+    support = "positive"
+    readable = "HalfCauchy"
+
+    def pymc(self, name: str, params: Sequence[np.ndarray], dims: Any = None, **kwargs: Any) -> Any:
+        import pymc as pm
+
+        return pm.HalfCauchy(name, beta=params[0], dims=dims, **kwargs)
+
+    def pymc_dist(self, params: Sequence[np.ndarray], shape: int) -> Any:
+        import pymc as pm
+
+        return pm.HalfCauchy.dist(beta=params[0], shape=shape)
+
+    def log_density_of_log(self, params: Sequence[float]) -> LogDensityOfLog:
+        (beta,) = params
+        const = math.log(2.0) - math.log(math.pi) - math.log(beta)
+
+        def halfcauchy(t: float) -> tuple[float, float]:
+            u = math.exp(2.0 * t) / beta**2
+            return const - math.log1p(u), -2.0 * u / (1.0 + u)
+
+        return halfcauchy
+
+
+@register_prior
+class Exponential(PriorFamily):
+    """Exponential(lam), rate parametrisation."""
+
+    name = "exponential"
+    parameter_names = ("rate (lam)",)
+    support = "positive"
+
+    def pymc(self, name: str, params: Sequence[np.ndarray], dims: Any = None, **kwargs: Any) -> Any:
+        import pymc as pm
+
+        return pm.Exponential(name, lam=params[0], dims=dims, **kwargs)
+
+    def pymc_dist(self, params: Sequence[np.ndarray], shape: int) -> Any:
+        import pymc as pm
+
+        return pm.Exponential.dist(lam=params[0], shape=shape)
+
+    def log_density_of_log(self, params: Sequence[float]) -> LogDensityOfLog:
+        (lam,) = params
+        const = math.log(lam)
+
+        def exponential(t: float) -> tuple[float, float]:
+            value = lam * math.exp(t)
+            return const - value, -value
+
+        return exponential
+
+
+@register_prior
+class Beta(PriorFamily):
+    """Beta(a, b) on a share: h² in the variance-share parametrisation."""
+
+    name = "beta"
+    parameter_names = ("shape a", "shape b")
+    support = "unit"
+
+    def pymc(self, name: str, params: Sequence[np.ndarray], dims: Any = None, **kwargs: Any) -> Any:
+        import pymc as pm
+
+        return pm.Beta(name, alpha=params[0], beta=params[1], dims=dims, **kwargs)
+
+
+@register_prior
+class InverseGamma(PriorFamily):
+    """InverseGamma(alpha, beta) on a positive parameter (a variance, typically)."""
+
+    name = "invgamma"
+    parameter_names = ("shape (alpha)", "scale (beta)")
+    support = "positive"
+    readable = "InverseGamma"
+
+    def shape_scale(self, params: Sequence[Any]) -> tuple[Any, Any]:
+        """(alpha, beta) of the inverse gamma from this family's parameters."""
+        return params[0], params[1]
+
+    def pymc(self, name: str, params: Sequence[np.ndarray], dims: Any = None, **kwargs: Any) -> Any:
+        import pymc as pm
+
+        alpha, beta = self.shape_scale(params)
+        return pm.InverseGamma(name, alpha=alpha, beta=beta, dims=dims, **kwargs)
+
+    def log_density_of_log(self, params: Sequence[float]) -> LogDensityOfLog:
+        a, b = self.shape_scale(params)
+        const = a * math.log(b) - math.lgamma(a)
+
+        def invgamma(t: float) -> tuple[float, float]:
+            value = b * math.exp(-t)
+            return const - (a + 1.0) * t - value, -(a + 1.0) + value
+
+        return invgamma
+
+
+@register_prior
+class ScaledInvChi2(InverseGamma):
+    """Scaled-inverse-χ²(nu, s2) = InverseGamma(ν/2, ν s²/2)."""
+
+    name = "scaled_inv_chi2"
+    parameter_names = ("degrees of freedom (nu)", "scale (s2)")
+    readable = "ScaledInvChi2"
+
+    def shape_scale(self, params: Sequence[Any]) -> tuple[Any, Any]:
+        nu, s2 = params
+        return nu / 2.0, nu * s2 / 2.0
+
+
+@register_prior
+class Dirichlet(PriorFamily):
+    """Dirichlet([a_1, ..., a_k]) on the variance shares of several terms and the residual."""
+
+    name = "dirichlet"
+    parameter_names = ("concentrations",)
+    vector = True
+    support = "simplex"
+
+    def pymc(self, name: str, params: Sequence[np.ndarray], dims: Any = None, **kwargs: Any) -> Any:
+        import pymc as pm
+
+        return pm.Dirichlet(name, a=np.atleast_1d(params[0]), dims=dims, **kwargs)
+
+
+@register_prior
+class LKJ(PriorFamily):
+    """LKJ(eta) on the correlation of correlated random slopes; the builder passes eta to
+    ``pm.LKJCholeskyCov`` with the SDs' own prior, so it makes no variable of its own."""
+
+    name = "lkj"
+    parameter_names = ("concentration (eta)",)
+    support = "correlation"
+    readable = "LKJ"
+
 
 #: Override keys that switch Gaussian models to the variance-share parametrisation.
 SHARE_KEYS = ("h2", "shares", "total_sd", "total_variance")
@@ -122,11 +511,11 @@ class Prior:
 
     def __post_init__(self) -> None:
         family = str(self.family).lower()
-        if family not in PRIOR_FAMILIES:
+        if family not in PRIORS:
             raise SpecificationError(
-                f"Unknown prior family '{self.family}'; choose one of {sorted(PRIOR_FAMILIES)}."
+                f"Unknown prior family '{self.family}'; choose one of {sorted(PRIORS)}."
             )
-        want = PRIOR_FAMILIES[family]
+        want = PRIORS[family].n_params
         if want is not None and len(self.params) != want:
             raise SpecificationError(
                 f"A '{family}' prior takes {want} parameter(s); got {len(self.params)}: "
@@ -150,12 +539,13 @@ class Prior:
                     f"Parameter {k + 1} of the '{self.family}' prior must be finite; got {p!r}."
                 )
             values.append(arr)
-        # every parameter must be > 0 except a normal's mean
-        positive = values[1:] if self.family == "normal" else values
-        names = PRIOR_PARAMETER_NAMES.get(self.family, ())
-        for k, arr in enumerate(positive):
+        # every parameter must be > 0 except those the family declares real (a normal's mean)
+        family = self.distribution
+        names = family.parameter_names
+        for pos, arr in enumerate(values):
+            if pos in family.real_parameters:
+                continue
             if np.any(arr <= 0):
-                pos = k + 1 if self.family == "normal" else k
                 name = names[pos] if pos < len(names) else f"parameter {pos + 1}"
                 raise SpecificationError(
                     f"The {name} of a '{self.family}' prior must be positive; got "
@@ -174,19 +564,22 @@ class Prior:
         )
 
     @property
+    def distribution(self) -> PriorFamily:
+        """This prior's family in the table :data:`PRIORS`."""
+        return PRIORS[self.family]
+
+    @property
     def is_positive(self) -> bool:
-        return self.family in POSITIVE
+        """Positive support: usable for SDs and variances."""
+        return self.distribution.support == "positive"
+
+    @property
+    def has_closed_form(self) -> bool:
+        """Whether :meth:`log_density_of_log` exists (the closed-form spectral samplers)."""
+        return self.distribution.has("log_density_of_log")
 
     def describe(self) -> str:
         """Readable form, e.g. ``Normal(0, 2.5)``."""
-        names = {
-            "halfstudentt": "HalfStudentT",
-            "halfnormal": "HalfNormal",
-            "halfcauchy": "HalfCauchy",
-            "invgamma": "InverseGamma",
-            "scaled_inv_chi2": "ScaledInvChi2",
-            "lkj": "LKJ",
-        }
 
         def fmt(p: Any) -> str:
             arr = np.asarray(p, dtype=float)
@@ -196,57 +589,34 @@ class Prior:
                 return f"{float(arr):.4g}"
             return "[" + ", ".join(f"{v:.4g}" for v in arr.ravel()) + "]"
 
-        name = names.get(self.family, self.family.capitalize())
+        name = self.distribution.display_name
         return f"{name}({', '.join(fmt(p) for p in self.params)})"
 
     def to_pymc(self, name: str, dims: Any = None, **kwargs: Any) -> Any:
         """Create the PyMC random variable ``name`` inside the current model context."""
-        import pymc as pm
-
         p = [np.asarray(v, dtype=float) for v in self.params]
-        fam = self.family
-        if fam == "normal":
-            return pm.Normal(name, mu=p[0], sigma=p[1], dims=dims, **kwargs)
-        if fam == "halfnormal":
-            return pm.HalfNormal(name, sigma=p[0], dims=dims, **kwargs)
-        if fam == "halfstudentt":
-            return pm.HalfStudentT(name, nu=p[0], sigma=p[1], dims=dims, **kwargs)
-        if fam == "halfcauchy":
-            return pm.HalfCauchy(name, beta=p[0], dims=dims, **kwargs)
-        if fam == "exponential":
-            return pm.Exponential(name, lam=p[0], dims=dims, **kwargs)
-        if fam == "beta":
-            return pm.Beta(name, alpha=p[0], beta=p[1], dims=dims, **kwargs)
-        if fam == "invgamma":
-            return pm.InverseGamma(name, alpha=p[0], beta=p[1], dims=dims, **kwargs)
-        if fam == "scaled_inv_chi2":
-            nu, s2 = p
-            return pm.InverseGamma(name, alpha=nu / 2, beta=nu * s2 / 2, dims=dims, **kwargs)
-        if fam == "dirichlet":
-            return pm.Dirichlet(name, a=np.atleast_1d(p[0]), dims=dims, **kwargs)
-        raise SpecificationError(f"A '{fam}' prior cannot be used for parameter '{name}'.")
+        return self.distribution.pymc(name, p, dims=dims, **kwargs)
 
     def to_dist(self, shape: int) -> Any:
         """An unnamed PyMC distribution (``.dist``) of the given shape (for LKJCholeskyCov)."""
-        import pymc as pm
-
         # Parameters broadcast to the full shape (fresh, writeable arrays): with a scalar ν
         # and a vector σ, nutpie's initial-point draw of HalfStudentT fails inside
         # LKJCholeskyCov ("cannot set WRITEABLE flag"), so no parameter is left to broadcast.
         p = [np.broadcast_to(np.asarray(v, dtype=float), (shape,)).copy() for v in self.params]
-        fam = self.family
-        if fam == "halfstudentt":
-            return pm.HalfStudentT.dist(nu=p[0], sigma=p[1], shape=shape)
-        if fam == "halfnormal":
-            return pm.HalfNormal.dist(sigma=p[0], shape=shape)
-        if fam == "halfcauchy":
-            return pm.HalfCauchy.dist(beta=p[0], shape=shape)
-        if fam == "exponential":
-            return pm.Exponential.dist(lam=p[0], shape=shape)
-        raise SpecificationError(
-            f"A '{fam}' prior cannot be used for the SDs of correlated random effects; use "
-            "halfstudentt, halfnormal, halfcauchy or exponential."
-        )
+        return self.distribution.pymc_dist(p, shape)
+
+    def log_density_of_log(self) -> LogDensityOfLog:
+        """log f(θ) as a function of t = log θ, with d/dt (see
+        :meth:`PriorFamily.log_density_of_log`); vector parameters use their first entry.
+
+        Examples
+        --------
+        >>> f = Prior("halfnormal", (2.0,)).log_density_of_log()
+        >>> [round(v, 6) for v in f(0.0)]   # θ = 1: log(2 / (2√(2π))) − 1/8, and −1/4
+        [-1.043939, -0.25]
+        """
+        p = [float(np.asarray(v, dtype=float).ravel()[0]) for v in self.params]
+        return self.distribution.log_density_of_log(p)
 
 
 def _sd(x: np.ndarray) -> float:
