@@ -1,7 +1,9 @@
 """The :class:`Kinship` object: a validated, labelled relationship matrix.
 
 The eigendecomposition K = U S Uᵀ is computed once (at validation) and cached; every engine
-reuses it (spectral rotation, eigenbasis parametrisation, REML).
+reuses it (spectral rotation, eigenbasis parametrisation, REML). Square roots R = U √S with
+R Rᵀ = K (the latent effects u = σ R z, the Laplace engine's and the mixed-model equations'
+relative covariance factors) all come from :meth:`Kinship.root`, with one truncation rule.
 """
 
 from __future__ import annotations
@@ -21,6 +23,50 @@ SYMMETRY_RTOL = 1e-8
 #: Relative tolerance for positive semi-definiteness: min eigenvalue >= -PSD_RTOL * max eigenvalue.
 #: GRMs computed in float32 (GCTA files) carry rounding of about 1e-7 relative.
 PSD_RTOL = 1e-6
+
+
+def root_tolerance(n: int) -> float:
+    """Eigenvalues at or below this fraction of the largest are dropped from a kinship's root.
+
+    n · ε, the rank tolerance of :func:`numpy.linalg.matrix_rank`: an eigenvalue that small
+    is the eigensolver's rounding of a zero one (a centred GRM's, a repeated individual's).
+
+    Examples
+    --------
+    >>> f"{root_tolerance(1000):.3g}"   # 1000 ε
+    '2.22e-13'
+    """
+    return max(int(n), 1) * float(np.finfo(float).eps)
+
+
+@dataclass(frozen=True, eq=False)
+class KinshipRoot:
+    """The truncated eigendecomposition of a kinship and its square root R = U √S.
+
+    Made by :meth:`Kinship.root` (and cached there); the arrays are read-only.
+
+    Attributes
+    ----------
+    values : ndarray, shape (r,)
+        The eigenvalues kept, largest first.
+    vectors : ndarray, shape (n, r)
+        Their orthonormal eigenvectors (columns).
+    factor : ndarray, shape (n, r)
+        ``vectors * sqrt(values)``: ``factor @ factor.T`` is K, less the dropped part.
+    discarded : float
+        The share of the trace of K that the dropped eigenvalues held (rounding of 0 when
+        only eigenvalues below the tolerance were dropped).
+    """
+
+    values: np.ndarray
+    vectors: np.ndarray
+    factor: np.ndarray
+    discarded: float
+
+    @property
+    def rank(self) -> int:
+        """Number of eigenpairs kept (columns of :attr:`factor`)."""
+        return int(self.values.size)
 
 
 class KinshipScaleWarning(UserWarning):
@@ -192,22 +238,68 @@ class Kinship:
                 "bend it (Kinship.bent(matrix, ids)) if it was estimated."
             )
 
-    def low_rank(self, share: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
-        """Leading eigenpairs holding at least ``share`` of the trace.
+    def root(self, share: float | None = None) -> KinshipRoot:
+        """The square root R = U √S of K (R Rᵀ = K), truncated by one rule, cached.
 
-        Returns ``(values, vectors)`` in descending eigenvalue order; zero eigenvalues are
-        always dropped (they carry no variance).
+        The rule: eigenvalues at or below :func:`root_tolerance` (n · ε) times the largest
+        are dropped (they are rounding of zero and carry no variance); with ``share``, only
+        the leading eigenpairs holding that share of the trace are kept as well. Eigenpairs
+        come largest first. Each ``share`` is computed once per Kinship and reused.
+
+        Parameters
+        ----------
+        share : float in (0, 1], optional
+            Keep the fewest leading eigenpairs whose eigenvalues hold at least this share of
+            the trace. None or 1 keeps every eigenvalue above the tolerance.
+
+        Returns
+        -------
+        KinshipRoot
+
+        Examples
+        --------
+        >>> K = Kinship(np.array([[1.0, 1.0, 0.0], [1.0, 1.0, 0.0], [0.0, 0.0, 1.0]]),
+        ...             ids=["a", "b", "c"])
+        >>> R = K.root()
+        >>> R.values.round(6).tolist(), round(R.discarded, 12)  # the zero eigenvalue dropped
+        ([2.0, 1.0], 0.0)
+        >>> bool(np.allclose(R.factor @ R.factor.T, K.matrix))
+        True
+        >>> K.root(0.6).rank, round(K.root(0.6).discarded, 6)
+        (1, 0.333333)
         """
-        if not 0.0 < share <= 1.0:
-            raise ValueError(f"share must lie in (0, 1]; got {share}.")
+        if share is not None and not 0.0 < share <= 1.0:
+            raise ValueError(
+                f"share must lie in (0, 1]; got {share}. Give e.g. 0.99 to keep the leading "
+                "eigenvectors holding 99% of the trace, or None to keep them all."
+            )
+        key = None if share is None or share == 1.0 else float(share)
+        cache = self.__dict__.setdefault("_roots", {})  # frozen class: write to __dict__
+        if key in cache:
+            return cache[key]
         s = self.eigenvalues[::-1]
         U = self.eigenvectors[:, ::-1]
-        tol = s[0] * self.n * np.finfo(float).eps
-        keep_pos = s > tol
-        cum = np.cumsum(s) / s.sum()
-        k = int(np.searchsorted(cum, share - 1e-12) + 1)
-        k = min(k, int(keep_pos.sum()))
-        return s[:k], U[:, :k]
+        total = float(s.sum())
+        k = int(np.count_nonzero(s > root_tolerance(self.n) * s[0]))
+        if key is not None:
+            # 1e-12 of slack: a share met exactly (0.5 of two equal eigenvalues) keeps no more
+            cum = np.cumsum(s) / total
+            k = min(k, int(np.searchsorted(cum, key - 1e-12) + 1))
+        values = np.ascontiguousarray(s[:k])
+        vectors = np.ascontiguousarray(U[:, :k])
+        factor = vectors * np.sqrt(values)
+        for arr in (values, vectors, factor):
+            arr.setflags(write=False)
+        discarded = float(s[k:].sum()) / total if total > 0.0 else 0.0
+        out = KinshipRoot(values=values, vectors=vectors, factor=factor, discarded=discarded)
+        cache[key] = out
+        return out
+
+    def low_rank(self, share: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+        """Leading eigenpairs holding at least ``share`` of the trace: ``(values, vectors)``
+        of :meth:`root` (largest first; eigenvalues that are rounding of zero dropped)."""
+        r = self.root(share)
+        return r.values, r.vectors
 
     # -- derived kernels ------------------------------------------------------------------
     @property

@@ -6,6 +6,7 @@ import pytest
 
 from bayeslmm.errors import KinshipError
 from bayeslmm.kinship import Kinship, grm
+from bayeslmm.kinship._kinship import root_tolerance
 
 
 def psd(n=6, rank=None, seed=0):
@@ -102,6 +103,49 @@ def test_low_rank_share():
         assert v.sum() / s.sum() >= share
     with pytest.raises(ValueError, match=r"share must lie in \(0, 1\]"):
         kin.low_rank(0.0)
+
+
+def test_root_is_a_square_root_with_one_truncation_rule():
+    # a centred GRM-like kernel: rank 4 of 8, its four zero eigenvalues come out of eigh as
+    # rounding (about 1e-16 of the largest), below the n·ε tolerance
+    kin = Kinship(psd(8, rank=4, seed=1), [str(k) for k in range(8)])
+    root = kin.root()
+    assert root.rank == 4 and root.factor.shape == (8, 4)
+    assert np.all(np.diff(root.values) <= 0)  # largest first
+    np.testing.assert_allclose(root.factor @ root.factor.T, kin.matrix, atol=1e-12)
+    np.testing.assert_allclose(root.factor, root.vectors * np.sqrt(root.values))
+    assert root.discarded < 1e-14
+    top = kin.eigenvalues[-1]
+    dropped = np.sort(kin.eigenvalues)[:4]
+    assert np.all(dropped <= root_tolerance(8) * top)
+    # a share keeps the fewest leading eigenpairs reaching it; discarded is the rest's share
+    s = np.sort(np.linalg.eigvalsh(kin.matrix))[::-1]
+    part = kin.root(0.6)
+    k = int(np.argmax(np.cumsum(s) / s.sum() >= 0.6)) + 1
+    assert part.rank == k < 4
+    assert part.discarded == pytest.approx(s[k:].sum() / s.sum())
+    assert 1.0 - part.discarded >= 0.6 > 1.0 - part.discarded - s[k - 1] / s.sum()
+
+
+def test_root_is_cached_per_share_and_read_only():
+    kin = Kinship(psd(), IDS)
+    assert kin.root() is kin.root() is kin.root(1.0)
+    assert kin.root(0.5) is kin.root(0.5) and kin.root(0.5) is not kin.root()
+    assert kin.root().rank == 6  # positive definite: nothing dropped
+    with pytest.raises(ValueError, match="read-only"):
+        kin.root().factor[0, 0] = 1.0
+    values, vectors = kin.low_rank(0.5)  # the older name reads the same cache
+    assert values is kin.root(0.5).values and vectors is kin.root(0.5).vectors
+    with pytest.raises(ValueError, match=r"share must lie in \(0, 1\]; got 1.5"):
+        kin.root(1.5)
+
+
+def test_root_drops_the_eigenvalue_of_a_repeated_individual():
+    # two ids with identical rows (a clone): one exact zero eigenvalue, dropped
+    K = np.array([[1.0, 1.0, 0.2], [1.0, 1.0, 0.2], [0.2, 0.2, 1.0]])
+    root = Kinship(K, ["a", "a2", "b"]).root()
+    assert root.rank == 2
+    np.testing.assert_allclose(root.factor @ root.factor.T, K, atol=1e-12)
 
 
 def test_normalized_has_unit_mean_diagonal():
