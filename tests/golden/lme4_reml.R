@@ -1,4 +1,4 @@
-# Reference REML fits for bayeslmm's REML engine (tests/engines/test_reml_golden.py).
+# Reference REML fits for bayeslmm's REML engine (tests/engines/reml/test_reml_golden.py).
 #
 # Run from the repository root:   Rscript tests/golden/lme4_reml.R
 # Writes, next to this script:

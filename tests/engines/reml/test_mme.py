@@ -25,7 +25,7 @@ from bayeslmm.engines.reml._structure import build_structure, response
 from bayeslmm.engines.reml.aireml import DenseReml
 from bayeslmm.engines.reml.mme import MmeReml, mme_size
 
-GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "data"
+GOLDEN = Path(__file__).resolve().parents[2] / "golden" / "data"
 
 
 def _kinship(n: int, seed: int, rank: int | None = None) -> Kinship:

@@ -21,7 +21,7 @@ from bayeslmm.engines.reml import BoundaryFitWarning, fit_reml
 
 pytestmark = pytest.mark.r_golden
 
-GOLDEN = Path(__file__).resolve().parents[1] / "golden"
+GOLDEN = Path(__file__).resolve().parents[2] / "golden"
 REF = json.loads((GOLDEN / "lme4_reml.json").read_text())
 RTOL = 1e-5
 

@@ -11,7 +11,7 @@ from scipy import special
 import bayeslmm as bl
 from bayeslmm.engines.laplace import LaplaceProblem, fit_laplace
 
-GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "glmer"
+GOLDEN = Path(__file__).resolve().parents[2] / "golden" / "glmer"
 
 
 def golden(name):
