@@ -61,9 +61,6 @@ __all__ = ["LaplaceFit", "LaplaceProblem", "fit_laplace"]
 #: Group label of the observation-level random effect added for ``Poisson(overdispersion=True)``.
 OLRE = "olre"
 
-#: Eigenvalues of K below this fraction of the largest are dropped from its square root.
-_EIG_RTOL = 1e-12
-
 
 @dataclass(frozen=True)
 class _Block:
@@ -215,9 +212,8 @@ class LaplaceProblem:
                 Z = term.z(j)
                 root = None
                 if term.kinship is not None:
-                    s = term.kinship.eigenvalues
-                    keep = s > _EIG_RTOL * s[-1]
-                    root = term.kinship.eigenvectors[:, keep] * np.sqrt(s[keep])
+                    # R Rᵀ = K without the eigenvalues that are rounding of zero (Kinship.root)
+                    root = term.kinship.root().factor
                     A = np.asarray(Z @ root)
                 else:
                     A = Z.tocsc()
