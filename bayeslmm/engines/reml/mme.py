@@ -110,8 +110,12 @@ class MmeReml:
             if t.kinship is None:
                 self.kin_root.append(None)
             else:
-                s = np.clip(t.kinship.eigenvalues, 0.0, None)
-                self.kin_root.append(t.kinship.eigenvectors * np.sqrt(s))
+                # Λ is square here (one spherical effect per level): the root of Kinship.root
+                # with zero columns for the eigenvalues it drops (rounding of zero)
+                factor = t.kinship.root().factor
+                square = np.zeros((factor.shape[0],) * 2)
+                square[:, : factor.shape[1]] = factor
+                self.kin_root.append(square)
         self.res_index = [i for i, p in enumerate(structure.params) if p.is_residual]
         # θ-independent cross-products of each environment: H_e, W_uᵀD_e y, yᵀD_e y. H_e is
         # sparse whatever the kinships (they enter through Λ, not through W_u = [Z, X]).
