@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import numpy as np
 import pandas as pd
@@ -17,7 +17,13 @@ from bayeslmm.spec import ModelSpec, specify
 if TYPE_CHECKING:
     import pymc as pm
 
-METHODS = ("nuts", "reml", "laplace")
+    from bayeslmm.engines.bayes.options import SamplerName, StrategyName
+
+#: How :meth:`LMM.fit` fits: NUTS (the posterior), REML (Gaussian point estimates) or
+#: Laplace maximum likelihood (GLMM point estimates, lme4's glmer). Not to be confused with
+#: the NUTS strategy ``"laplace-marginal"``.
+Method = Literal["nuts", "reml", "laplace"]
+METHODS: tuple[str, ...] = get_args(Method)
 
 
 def _integer(value: Any, name: str) -> int:
@@ -148,22 +154,27 @@ class LMM:
         obj._built = {}
         return obj
 
-    def _build(self, strategy: str = "auto", rank_share: float | None = None):
-        from bayeslmm.engines.bayes.builder import build, choose_strategy
+    def _build(self, strategy: StrategyName | str = "auto", rank_share: float | None = None):
+        from bayeslmm.engines.bayes.builder import build
+        from bayeslmm.engines.bayes.strategies import choose
 
-        key = (choose_strategy(self.spec, strategy), rank_share)
+        # one choice (and one deprecation warning for a former name), one build per strategy
+        key = (choose(self.spec, strategy).name, rank_share)
         if key not in self._built:
             self._built[key] = build(self.spec, strategy=key[0], rank_share=rank_share)
         return self._built[key]
 
-    def build(self, strategy: str = "auto", rank_share: float | None = None) -> pm.Model:
+    def build(
+        self, strategy: StrategyName | str = "auto", rank_share: float | None = None
+    ) -> pm.Model:
         """The :class:`pymc.Model`, to inspect, extend or sample yourself.
 
         Parameters
         ----------
-        strategy : {"auto", "spectral", "latent", "laplace"}
-            See :mod:`bayeslmm.engines.bayes.builder`; ``"laplace"`` (GLMMs, experimental,
-            never chosen by ``"auto"``) is described in docs/bayesian.md.
+        strategy : {"auto", "spectral", "latent", "laplace-marginal"}
+            See :mod:`bayeslmm.engines.bayes.strategies`; ``"laplace-marginal"`` (GLMMs,
+            experimental, never chosen by ``"auto"``; formerly ``"laplace"``, which still
+            works with a DeprecationWarning) is described in docs/bayesian.md.
         rank_share : float, optional
             Latent strategy: truncate each kinship to the leading eigenvectors holding this
             share of its trace.
@@ -180,14 +191,14 @@ class LMM:
 
     def fit(
         self,
-        method: str = "nuts",
+        method: Method = "nuts",
         draws: int = 1000,
         tune: int = 1000,
         chains: int = 4,
         cores: int | None = None,
         seed: int | None = None,
-        sampler: str = "auto",
-        strategy: str = "auto",
+        sampler: SamplerName = "auto",
+        strategy: StrategyName = "auto",
         progressbar: bool | None = None,
         target_accept: float = 0.9,
         hdi_prob: float = 0.95,
@@ -205,7 +216,8 @@ class LMM:
             BayesFit`); ``"reml"``: REML point estimates of a Gaussian model (returns
             :class:`~bayeslmm.results.reml_result.RemlFit`); ``"laplace"``: Laplace
             maximum likelihood of a GLMM, as lme4's ``glmer`` (returns
-            :class:`~bayeslmm.engines.laplace.LaplaceFit`).
+            :class:`~bayeslmm.engines.laplace.LaplaceFit`). Not the NUTS strategy
+            ``"laplace-marginal"``.
         draws, tune, chains, cores : int
             NUTS settings (kept draws and warm-up per chain, chains, parallel processes).
         seed : int, optional
@@ -216,7 +228,7 @@ class LMM:
             model's closed-form log posterior (nothing to compile per data set; see
             :mod:`~bayeslmm.engines.bayes.spectral_density`), otherwise the PyMC graph
             compiled with numba. ``"pymc"`` runs PyMC's own NUTS on the same model.
-        strategy : {"auto", "spectral", "latent", "laplace"}
+        strategy : {"auto", "spectral", "latent", "laplace-marginal"}
             As in :meth:`build`.
         progressbar : bool, optional
             Default: on in terminals, notebooks and interactive interpreters; off in pipelines.
@@ -297,27 +309,45 @@ class LMM:
             verbose=verbose,
         )
 
-    def _fit_nuts(self, **opt: Any):
+    def _fit_nuts(
+        self,
+        *,
+        draws: int,
+        tune: int,
+        chains: int,
+        cores: int | None,
+        seed: int,
+        sampler: SamplerName | str,
+        strategy: StrategyName | str,
+        progressbar: bool | None,
+        target_accept: float,
+        hdi_prob: float,
+        breeding_values: bool,
+        log_likelihood: bool,
+        rank_share: float | None,
+        verbose: bool,
+    ) -> Any:
+        """NUTS with checked arguments (see :meth:`fit`): build, sample, diagnose, wrap."""
         import sys
-        from functools import partial
 
         from bayeslmm.engines.bayes.sampling import diagnose, resolve_sampler, sample
+        from bayeslmm.engines.bayes.strategies import strategy_of
         from bayeslmm.results.bayes_result import BayesFit
 
         start = time.perf_counter()
-        built = self._build(opt["strategy"], opt["rank_share"])
-        sampler = resolve_sampler(opt["sampler"])
+        built = self._build(strategy, rank_share)
+        sampler = resolve_sampler(sampler)
         idata, sample_timing = sample(
             built,
-            draws=opt["draws"],
-            tune=opt["tune"],
-            chains=opt["chains"],
-            cores=opt["cores"],
-            seed=opt["seed"],
+            draws=draws,
+            tune=tune,
+            chains=chains,
+            cores=cores,
+            seed=seed,
             sampler=sampler,
-            progressbar=opt["progressbar"],
-            target_accept=opt["target_accept"],
-            log_likelihood=opt["log_likelihood"],
+            progressbar=progressbar,
+            target_accept=target_accept,
+            log_likelihood=log_likelihood,
         )
         diagnostics, messages = diagnose(idata)
         fit = BayesFit(
@@ -326,14 +356,13 @@ class LMM:
             timing={},
             diagnostics=diagnostics,
             messages=messages,
-            hdi_prob=opt["hdi_prob"],
+            hdi_prob=hdi_prob,
             sampler=sampler,
-            seed=opt["seed"],
-            breeding_value_sampler=(
-                partial(_draw_breeding_values, built) if built.strategy == "spectral" else None
-            ),
+            seed=seed,
+            # the strategy knows how to draw the random effects it did not sample
+            breeding_value_sampler=strategy_of(built).breeding_value_sampler(built),
         )
-        if opt["breeding_values"] and built.strategy == "spectral":
+        if breeding_values and fit.breeding_value_sampler is not None:
             fit.breeding_values_draws()
         fit.timing = {
             "eigh_s": built.timing["eigh_s"],
@@ -341,7 +370,7 @@ class LMM:
             **sample_timing,
             "total_s": time.perf_counter() - start,
         }
-        if opt["verbose"]:
+        if verbose:
             for message in messages:
                 print(f"bayeslmm: {message}", file=sys.stderr)
         return fit
@@ -352,10 +381,3 @@ class LMM:
             f"LMM({s.formula!r}, n_obs={s.n_obs}, family={s.family.name}, "
             f"terms={[t.label for t in s.terms]})"
         )
-
-
-def _draw_breeding_values(built: Any, posterior: Any, seed: int | None) -> Any:
-    """u | y, θ for every posterior draw of a spectral fit (the engine's exact conditional)."""
-    from bayeslmm.engines.bayes.conditional import conditional_breeding_values
-
-    return conditional_breeding_values(built, posterior, seed=seed)

@@ -35,7 +35,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from bayeslmm.engines.bayes.builder import BuiltModel, MarginalFixedEffects
+from bayeslmm.engines.bayes.built import BuiltModel
+from bayeslmm.engines.bayes.marginal import MarginalFixedEffects
 
 if TYPE_CHECKING:
     import arviz as az

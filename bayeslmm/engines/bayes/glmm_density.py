@@ -82,7 +82,7 @@ from typing import Any, Protocol
 import numpy as np
 import pandas as pd
 
-from bayeslmm.engines.bayes.builder import fixed_effects_prior
+from bayeslmm.engines.bayes.fixed_effects import fixed_effects_prior
 from bayeslmm.engines.bayes.spectral_density import positive_log_prior
 from bayeslmm.families import Family, get_family
 

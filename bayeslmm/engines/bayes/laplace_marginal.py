@@ -1,4 +1,7 @@
-"""The ``"laplace"`` strategy: NUTS on the variances, the latent field integrated out.
+"""The ``"laplace-marginal"`` strategy: NUTS on the variances, the latent field integrated out.
+
+(Formerly ``strategy="laplace"``; not to be confused with ``fit(method="laplace")``, Laplace
+maximum likelihood, :mod:`bayeslmm.engines.laplace`.)
 
 For a GLMM with a canonical link (Poisson log, binomial / Bernoulli logit: a family whose
 :attr:`~bayeslmm.families.Family.canonical_link` is true) whose random terms are all
@@ -45,21 +48,23 @@ n ≥ 500 (benchmarks/results/bench_glmm_laplace.txt): experimental and opt-in; 
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import scipy.linalg as sla
 
+from bayeslmm.engines.bayes.built import BuiltModel, component_labels, h2_term, model_coords
+from bayeslmm.engines.bayes.fixed_effects import fixed_effects_prior
+from bayeslmm.engines.bayes.terms import sd_prior_for
 from bayeslmm.errors import SpecificationError
 from bayeslmm.families import Family
+from bayeslmm.priors import PriorSet
 from bayeslmm.spec import ModelSpec
 
 if TYPE_CHECKING:
     import arviz as az
-
-    from bayeslmm.engines.bayes.builder import BuiltModel
-    from bayeslmm.priors import PriorSet
 
 #: Newton stops when the largest change of the mode is below this (the value is then
 #: accurate to about its square).
@@ -69,7 +74,7 @@ MAX_NEWTON = 60
 
 
 def laplace_obstacles(spec: ModelSpec, priors: PriorSet | None = None) -> list[str]:
-    """Why the laplace strategy does not apply to ``spec`` (empty when it does).
+    """Why the laplace-marginal strategy does not apply to ``spec`` (empty when it does).
 
     Examples
     --------
@@ -203,7 +208,8 @@ class LaplaceMarginal:
         intercept-only model."""
         if laplace_obstacles(spec):
             raise SpecificationError(
-                "The laplace strategy does not apply: " + "; ".join(laplace_obstacles(spec))
+                "The laplace-marginal strategy does not apply: "
+                + "; ".join(laplace_obstacles(spec))
             )
         comps: list[np.ndarray | None] = []
         for t in spec.terms:
@@ -455,9 +461,28 @@ def laplace_logp_op(marginal: LaplaceMarginal):
 # -- the model and the draws after sampling ---------------------------------------------
 
 
-def build_laplace(spec: ModelSpec, prior_set: PriorSet, coords: dict[str, Any]) -> BuiltModel:
-    """The PyMC model of the laplace strategy: the SDs with their priors and one Potential,
-    log p̂(y | v). Called by :func:`bayeslmm.engines.bayes.builder.build`.
+#: What the laplace-marginal strategy needs, in words (the start of its error message).
+REQUIREMENT = (
+    "The laplace-marginal strategy needs a Poisson (log) or binomial (logit) model whose "
+    "random terms are all intercept-only, with SD priors"
+)
+
+
+def build_laplace_marginal(spec: ModelSpec, priors: PriorSet) -> BuiltModel:
+    """The PyMC model of the laplace-marginal strategy: the SDs with their priors and one
+    Potential, log p̂(y | v).
+
+    Parameters
+    ----------
+    spec : ModelSpec
+    priors : PriorSet
+        Resolved priors (:func:`bayeslmm.priors.resolve_priors`).
+
+    Returns
+    -------
+    BuiltModel
+        Its ``cache`` holds the :class:`LaplaceMarginal` (``"laplace"``) and the fixed
+        effects' prior (``"laplace_fixed"``) that :func:`add_laplace_draws` uses.
 
     Examples
     --------
@@ -466,33 +491,21 @@ def build_laplace(spec: ModelSpec, prior_set: PriorSet, coords: dict[str, Any]) 
     >>> K = bl.Kinship(np.eye(6) * 0.5 + 0.5, [f"i{k}" for k in range(6)])
     >>> df = pd.DataFrame({"y": [0, 1, 3, 0, 2, 5], "id": list(K.ids)})
     >>> spec = bl.specify("y ~ 1 + (1 | id)", df, kinship={"id": K}, family="poisson")
-    >>> built = build(spec, strategy="laplace")
+    >>> built = build(spec, strategy="laplace-marginal")
     >>> sorted(v.name for v in built.model.free_RVs)
     ['sd_id', 'sd_olre']
     """
-    import time
-
     import pymc as pm
     import pytensor.tensor as pt
 
-    from bayeslmm.engines.bayes.builder import (
-        BuiltModel,
-        _sd_prior_for,
-        component_labels,
-        fixed_effects_prior,
-        h2_term,
-    )
-
     start = time.perf_counter()
-    reasons = laplace_obstacles(spec, prior_set)
+    reasons = laplace_obstacles(spec, priors)
     if reasons:
         raise SpecificationError(
-            "The laplace strategy needs a Poisson (log) or binomial (logit) model whose random "
-            f"terms are all intercept-only, with SD priors; here: {'; '.join(reasons)}. "
-            "Use strategy='latent'."
+            f"{REQUIREMENT}; here: {'; '.join(reasons)}. Use strategy='latent'."
         )
-    fe = fixed_effects_prior(spec, prior_set)
-    olre = prior_set.sd_olre is not None
+    fe = fixed_effects_prior(spec, priors)
+    olre = priors.sd_olre is not None
     marginal = LaplaceMarginal.from_spec(
         spec,
         olre=olre,
@@ -501,20 +514,20 @@ def build_laplace(spec: ModelSpec, prior_set: PriorSet, coords: dict[str, Any]) 
         design=None if fe is None else fe.design,
     )
     op = laplace_logp_op(marginal)
-    with pm.Model(coords=coords) as model:
+    with pm.Model(coords=model_coords(spec)) as model:
         variances = []
         for t in spec.terms:
-            sd = _sd_prior_for(prior_set.sd[t.group], 1).to_pymc(f"sd_{t.group}")
+            sd = sd_prior_for(priors.sd[t.group], 1).to_pymc(f"sd_{t.group}")
             variances.append(pm.Deterministic(f"var_{t.group}", sd**2))
         if olre:
-            sd_olre = prior_set.sd_olre.to_pymc("sd_olre")
+            sd_olre = priors.sd_olre.to_pymc("sd_olre")
             variances.append(pm.Deterministic("var_olre", sd_olre**2))
         pm.Potential("laplace_loglik", op(pt.stack(variances)))
     built = BuiltModel(
         model=model,
         spec=spec,
-        strategy="laplace",
-        priors=prior_set,
+        strategy="laplace-marginal",
+        priors=priors,
         rotation=None,
         components=component_labels(spec),
         h2_term=h2_term(spec),
@@ -524,6 +537,20 @@ def build_laplace(spec: ModelSpec, prior_set: PriorSet, coords: dict[str, Any]) 
     built.cache["laplace"] = marginal
     built.cache["laplace_fixed"] = fe
     return built
+
+
+def build_laplace(
+    spec: ModelSpec, prior_set: PriorSet, coords: dict[str, Any] | None = None
+) -> BuiltModel:
+    """Former name of :func:`build_laplace_marginal` (``coords`` is ignored: the model's
+    coordinates follow from ``spec``).
+
+    Examples
+    --------
+    >>> build_laplace is not build_laplace_marginal
+    True
+    """
+    return build_laplace_marginal(spec, prior_set)
 
 
 def add_laplace_draws(

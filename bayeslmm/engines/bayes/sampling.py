@@ -2,10 +2,11 @@
 
 :func:`sample` is the one entry point: it dispatches to PyMC's own NUTS, nutpie (compiled
 once per built model and reused), numpyro or blackjax, always returns an
-:class:`arviz.InferenceData` with the same groups, and times each stage. Parameters
-integrated out of the sampled model (β in the spectral strategy) are drawn afterwards from
-their exact conditionals (:func:`~bayeslmm.engines.bayes.conditional.add_posthoc_draws`),
-so the posterior always holds ``beta``.
+:class:`arviz.InferenceData` with the same groups, and times each stage. The strategy that
+built the model (:func:`~bayeslmm.engines.bayes.strategies.strategy_of`) says what nutpie
+samples (its closed form, when it has one) and what is drawn afterwards: parameters
+integrated out of the sampled model (β in the spectral strategy, β and u in the
+laplace-marginal one) come from their conditionals, so the posterior always holds ``beta``.
 :func:`diagnose` turns divergences, R-hat and ESS into sentences that say what to try.
 """
 
@@ -21,21 +22,22 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from bayeslmm.engines.bayes.builder import BuiltModel
-from bayeslmm.engines.bayes.conditional import add_posthoc_draws, rotated_log_likelihood
+from bayeslmm.engines.bayes.built import BuiltModel
+from bayeslmm.engines.bayes.options import SAMPLERS, SamplerName, check_sampler
+from bayeslmm.engines.bayes.strategies import strategy_of
 from bayeslmm.errors import SpecificationError
 
 if TYPE_CHECKING:
     import arviz as az
 
-SAMPLERS = ("auto", "pymc", "nutpie", "numpyro", "blackjax")
+__all__ = ["SAMPLERS", "diagnose", "resolve_sampler", "sample"]
 
 #: Thresholds of the post-sampling checks (Vehtari et al. 2021).
 MAX_R_HAT = 1.01
 MIN_ESS_BULK = 400
 
 
-def resolve_sampler(sampler: str = "auto") -> str:
+def resolve_sampler(sampler: SamplerName | str = "auto") -> str:
     """Pick the NUTS implementation; check that a named one is installed.
 
     ``"auto"`` → nutpie when installed (a core dependency), else PyMC's NUTS. For the
@@ -61,8 +63,7 @@ def resolve_sampler(sampler: str = "auto") -> str:
     >>> resolve_sampler("auto")
     'nutpie'
     """
-    if sampler not in SAMPLERS:
-        raise SpecificationError(f"Unknown sampler '{sampler}'; choose one of {SAMPLERS}.")
+    check_sampler(sampler)
     if sampler == "auto":
         return "nutpie" if importlib.util.find_spec("nutpie") else "pymc"
     if sampler != "pymc" and importlib.util.find_spec(sampler) is None:
@@ -98,7 +99,7 @@ def sample(
     chains: int = 4,
     cores: int | None = None,
     seed: int | None = None,
-    sampler: str = "auto",
+    sampler: SamplerName | str = "auto",
     progressbar: bool | None = None,
     target_accept: float = 0.9,
     log_likelihood: bool = False,
@@ -122,7 +123,8 @@ def sample(
         NUTS target acceptance rate; raise it (0.95, 0.99) when there are divergences.
     log_likelihood : bool
         Add the pointwise log-likelihood group (for LOO / WAIC). Spectral strategy: one
-        value per rotated component given (β, θ).
+        value per rotated component given (β, θ). Refused up front by a strategy that has
+        none (laplace-marginal).
 
     Returns
     -------
@@ -143,11 +145,9 @@ def sample(
     import pymc as pm
 
     name = resolve_sampler(sampler)
-    if log_likelihood and built.strategy == "laplace":
-        raise SpecificationError(
-            "The laplace strategy has no pointwise log-likelihood (the latent field is "
-            "integrated out); use strategy='latent' for LOO / WAIC."
-        )
+    strategy = strategy_of(built)
+    if log_likelihood:
+        strategy.check_log_likelihood()
     progressbar = default_progressbar() if progressbar is None else bool(progressbar)
     seed = _seed_int(seed)
     timing: dict[str, float] = {"compile_s": 0.0}
@@ -161,7 +161,7 @@ def sample(
         compiled = built.cache.get("nutpie")
         if compiled is None:
             start = time.perf_counter()
-            compiled = _compile_nutpie(built)
+            compiled = strategy.nutpie_model(built)
             timing["compile_s"] = time.perf_counter() - start
             built.cache["nutpie"] = compiled
         start = time.perf_counter()
@@ -198,40 +198,11 @@ def sample(
     idata = _standard_groups(idata, built)
     start = time.perf_counter()
     # a seed stream of its own, so the NUTS draws are the same with or without this step
-    if built.strategy == "laplace":
-        from bayeslmm.engines.bayes.laplace_marginal import add_laplace_draws
-
-        add_laplace_draws(built, idata, seed=np.random.SeedSequence([seed, 1]))
-    else:
-        add_posthoc_draws(built, idata, seed=np.random.SeedSequence([seed, 1]))
+    strategy.posthoc(built, idata, seed=np.random.SeedSequence([seed, 1]))
     timing["posthoc_s"] = time.perf_counter() - start
-    if log_likelihood and built.marginal_fixed is not None:
-        # the model's observed node is the joint density of Uᵀy; store the per-component
-        # log-likelihood given the drawn β instead (same layout as when β is sampled)
-        loglik = rotated_log_likelihood(built, idata.posterior)
-        idata.add_groups(log_likelihood=loglik.to_dataset())
-    elif log_likelihood:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            pm.compute_log_likelihood(idata, model=built.model, progressbar=False)
+    if log_likelihood:
+        strategy.add_log_likelihood(built, idata)
     return idata, timing
-
-
-def _compile_nutpie(built: BuiltModel):
-    """nutpie's model: a closed form when one applies (spectral LMM, latent kinship GLMM),
-    else the PyMC graph compiled with numba."""
-    import nutpie
-
-    from bayeslmm.engines.bayes import glmm_density as glmm
-    from bayeslmm.engines.bayes import spectral_density as spectral
-
-    if spectral.closed_form_applies(built):
-        return spectral.nutpie_model(spectral.spectral_density(built))
-    if glmm.glmm_closed_form_applies(built):
-        return glmm.nutpie_model(glmm.glmm_density(built), built.model.coords)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return nutpie.compile_pymc_model(built.model)
 
 
 @contextlib.contextmanager

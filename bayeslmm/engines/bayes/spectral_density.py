@@ -2,14 +2,14 @@
 
 The spectral strategy's sampled model has two free parameters (σ_g², σ_e²; β is integrated
 out), and its log-density is a sum over the n rotated observations. PyMC can sample the
-:class:`pymc.Model` built by :mod:`~bayeslmm.engines.bayes.builder` directly, but every way of
+:class:`pymc.Model` built by :mod:`~bayeslmm.engines.bayes.spectral` directly, but every way of
 compiling that graph costs more than sampling it: PyMC's NUTS loop runs in Python (~4 s at
 n = 1000), nutpie's numba backend recompiles the graph in every process (7–70 s), and a
 PyTensor C function spends ~2 s on graph rewrites before its first call and ~60 µs per
 gradient. This module writes the *same* posterior density out by hand:
 
 * the marginal likelihood of Uᵀy given (σ_g², σ_e²) with β integrated out (Woodbury, as
-  :func:`~bayeslmm.engines.bayes.builder.marginal_gaussian_logp`) and its exact gradient,
+  :func:`~bayeslmm.engines.bayes.marginal.marginal_gaussian_logp`) and its exact gradient,
   in one numba loop over the observations that is compiled once and kept in numba's on-disk
   cache (``cache=True``), so later processes load it in a fraction of a second;
 * the priors of :mod:`bayeslmm.priors` (any positive family on σ_g, σ_e, σ_P or σ²_P, Beta on

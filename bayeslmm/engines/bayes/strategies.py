@@ -1,0 +1,403 @@
+"""The NUTS strategies, each one object behind one interface, chosen in one place.
+
+A :class:`Strategy` answers four questions about a model:
+
+``applies(spec)``
+    Why it does not apply (an empty list when it does).
+``build(spec, priors, ...)``
+    The :class:`~bayeslmm.engines.bayes.built.BuiltModel` (the :class:`pymc.Model` and what
+    is needed to read its draws).
+``closed_form(built)``
+    The hand-written log posterior that nutpie samples instead of compiling the PyMC graph,
+    or None when there is none for this model.
+``posthoc(built, idata)``
+    The draws added after sampling: what the sampled model integrated out.
+
+:func:`choose` turns a requested name (``"auto"`` or a strategy's name) into a strategy;
+:func:`strategy_of` gives back the strategy that built a model. The strategies:
+
+=====================  ====================================================================
+``"spectral"``          Gaussian, one intercept-only kinship term, one residual variance:
+                        the data rotated by the eigenvectors of Z K Zᵀ, β integrated out,
+                        β (and on request u) drawn afterwards from their exact conditionals.
+``"latent"``            everything else: every random effect sampled, non-centred.
+``"laplace-marginal"``  opt-in (never chosen by ``"auto"``), GLMMs with intercept-only terms:
+                        the latent field integrated out by a Laplace approximation, β and u
+                        drawn afterwards from that Gaussian approximation.
+=====================  ====================================================================
+
+Examples
+--------
+>>> import pandas as pd, bayeslmm as bl
+>>> df = pd.DataFrame({"y": [1.0, 2.0, 0.5, 1.5], "g": ["a", "a", "b", "b"]})
+>>> spec = bl.specify("y ~ 1 + (1 | g)", df)
+>>> choose(spec).name
+'latent'
+>>> get_strategy("spectral").applies(spec)
+['term (1|g) has no kinship']
+"""
+
+from __future__ import annotations
+
+import warnings
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from functools import partial
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from bayeslmm.engines.bayes.built import BuiltModel
+from bayeslmm.engines.bayes.conditional import (
+    add_posthoc_draws,
+    conditional_breeding_values,
+    rotated_log_likelihood,
+)
+from bayeslmm.engines.bayes.glmm_density import (
+    GLMMDensity,
+    glmm_closed_form_applies,
+    glmm_density,
+)
+from bayeslmm.engines.bayes.glmm_density import nutpie_model as glmm_nutpie_model
+from bayeslmm.engines.bayes.laplace_marginal import (
+    REQUIREMENT as LAPLACE_MARGINAL_REQUIREMENT,
+)
+from bayeslmm.engines.bayes.laplace_marginal import (
+    add_laplace_draws,
+    build_laplace_marginal,
+    laplace_obstacles,
+)
+from bayeslmm.engines.bayes.latent import build_latent
+from bayeslmm.engines.bayes.options import FixedEffectsMode, StrategyName, strategy_name
+from bayeslmm.engines.bayes.spectral import build_spectral, spectral_obstacles
+from bayeslmm.engines.bayes.spectral_density import (
+    SpectralDensity,
+    closed_form_applies,
+    spectral_density,
+)
+from bayeslmm.engines.bayes.spectral_density import nutpie_model as spectral_nutpie_model
+from bayeslmm.errors import SpecificationError
+from bayeslmm.priors import PriorSet
+from bayeslmm.spec import ModelSpec
+
+if TYPE_CHECKING:
+    import arviz as az
+
+
+class Strategy(ABC):
+    """One way of writing and sampling a model with NUTS.
+
+    Attributes
+    ----------
+    name : str
+        The name users pass as ``strategy=`` and ``BuiltModel.strategy`` records.
+    requirement : str
+        What the strategy needs, in words (the start of the error when it does not apply).
+    automatic : bool
+        Whether ``strategy="auto"`` may choose it.
+    """
+
+    name: ClassVar[str]
+    requirement: ClassVar[str]
+    automatic: ClassVar[bool] = True
+
+    @abstractmethod
+    def applies(self, spec: ModelSpec, priors: PriorSet | None = None) -> list[str]:
+        """Why the strategy does not apply to ``spec`` (and ``priors``, when given); empty
+        when it does."""
+
+    def check(self, spec: ModelSpec, priors: PriorSet | None = None) -> None:
+        """Raise :class:`~bayeslmm.errors.SpecificationError` naming every obstacle, with
+        what to use instead.
+
+        Examples
+        --------
+        >>> import pandas as pd, bayeslmm as bl
+        >>> df = pd.DataFrame({"y": [1.0, 2.0, 0.5, 1.5], "g": ["a", "a", "b", "b"]})
+        >>> get_strategy("latent").check(bl.specify("y ~ 1 + (1 | g)", df)) is None
+        True
+        """
+        reasons = self.applies(spec, priors)
+        if reasons:
+            raise SpecificationError(
+                f"{self.requirement}; here: {'; '.join(reasons)}. Use strategy='latent'."
+            )
+
+    @abstractmethod
+    def build(
+        self,
+        spec: ModelSpec,
+        priors: PriorSet,
+        *,
+        rank_share: float | None = None,
+        fixed_effects: FixedEffectsMode = "marginal",
+    ) -> BuiltModel:
+        """The model of ``spec`` with resolved ``priors`` (options checked by the caller,
+        :func:`bayeslmm.engines.bayes.build`)."""
+
+    def closed_form(self, built: BuiltModel) -> Any | None:
+        """The closed-form log posterior nutpie samples for ``built``, or None (then nutpie
+        compiles the PyMC graph). A model changed after building has none."""
+        return None
+
+    def nutpie_model(self, built: BuiltModel) -> Any:
+        """What ``nutpie.sample`` runs: the closed form when there is one, else the PyMC
+        graph compiled with numba."""
+        import nutpie
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return nutpie.compile_pymc_model(built.model)
+
+    def posthoc(
+        self, built: BuiltModel, idata: az.InferenceData, seed: Any = None
+    ) -> az.InferenceData:
+        """Add to ``idata.posterior`` (in place) the draws of what the sampled model
+        integrated out; nothing by default."""
+        return idata
+
+    def check_log_likelihood(self) -> None:
+        """Raise :class:`~bayeslmm.errors.SpecificationError` when a fit cannot store the
+        pointwise log-likelihood (asked before sampling, so that no run is wasted); every
+        strategy that writes the likelihood on the data has one."""
+        return None
+
+    def add_log_likelihood(self, built: BuiltModel, idata: az.InferenceData) -> None:
+        """Add the ``log_likelihood`` group (per observation) to ``idata``."""
+        import pymc as pm
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            pm.compute_log_likelihood(idata, model=built.model, progressbar=False)
+
+    def breeding_value_sampler(self, built: BuiltModel) -> Callable[..., Any] | None:
+        """``(posterior, seed) -> DataArray`` drawing the random effects a fit of ``built``
+        did not sample, or None when they are in the posterior already."""
+        return None
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+class SpectralStrategy(Strategy):
+    """Rotate by the eigenvectors of Z K Zᵀ; sample only the variances
+    (:mod:`bayeslmm.engines.bayes.spectral`).
+
+    Examples
+    --------
+    >>> SpectralStrategy().name
+    'spectral'
+    """
+
+    name = "spectral"
+    requirement = (
+        "The spectral strategy needs a Gaussian model with exactly one random term, with a "
+        "kinship, intercept-only, and one residual variance"
+    )
+
+    def applies(self, spec: ModelSpec, priors: PriorSet | None = None) -> list[str]:
+        return spectral_obstacles(spec)
+
+    def build(
+        self,
+        spec: ModelSpec,
+        priors: PriorSet,
+        *,
+        rank_share: float | None = None,
+        fixed_effects: FixedEffectsMode = "marginal",
+    ) -> BuiltModel:
+        return build_spectral(spec, priors, fixed_effects)
+
+    def closed_form(self, built: BuiltModel) -> SpectralDensity | None:
+        if not closed_form_applies(built):
+            return None
+        return spectral_density(built)
+
+    def nutpie_model(self, built: BuiltModel) -> Any:
+        density = self.closed_form(built)
+        if density is None:
+            return super().nutpie_model(built)
+        return spectral_nutpie_model(density)
+
+    def posthoc(
+        self, built: BuiltModel, idata: az.InferenceData, seed: Any = None
+    ) -> az.InferenceData:
+        """β drawn from β | y, θ for every draw (when it was integrated out)."""
+        return add_posthoc_draws(built, idata, seed=seed)
+
+    def add_log_likelihood(self, built: BuiltModel, idata: az.InferenceData) -> None:
+        if built.marginal_fixed is None:
+            super().add_log_likelihood(built, idata)
+            return
+        # the model's observed node is the joint density of Uᵀy; store the per-component
+        # log-likelihood given the drawn β instead (same layout as when β is sampled)
+        loglik = rotated_log_likelihood(built, idata.posterior)
+        idata.add_groups(log_likelihood=loglik.to_dataset())
+
+    def breeding_value_sampler(self, built: BuiltModel) -> Callable[..., Any] | None:
+        """u | y, θ for every posterior draw (the exact conditional)."""
+        return partial(conditional_breeding_values, built)
+
+
+class LatentStrategy(Strategy):
+    """Sample every random effect, non-centred (:mod:`bayeslmm.engines.bayes.latent`).
+
+    Examples
+    --------
+    >>> LatentStrategy().automatic
+    True
+    """
+
+    name = "latent"
+    requirement = "The latent strategy applies to every model"
+
+    def applies(self, spec: ModelSpec, priors: PriorSet | None = None) -> list[str]:
+        return []
+
+    def build(
+        self,
+        spec: ModelSpec,
+        priors: PriorSet,
+        *,
+        rank_share: float | None = None,
+        fixed_effects: FixedEffectsMode = "marginal",
+    ) -> BuiltModel:
+        return build_latent(spec, priors, rank_share)
+
+    def closed_form(self, built: BuiltModel) -> GLMMDensity | None:
+        if not glmm_closed_form_applies(built):
+            return None
+        return glmm_density(built)
+
+    def nutpie_model(self, built: BuiltModel) -> Any:
+        density = self.closed_form(built)
+        if density is None:
+            return super().nutpie_model(built)
+        return glmm_nutpie_model(density, built.model.coords)
+
+
+class LaplaceMarginalStrategy(Strategy):
+    """GLMMs: the latent field integrated out by a Laplace approximation, NUTS on the
+    variances (:mod:`bayeslmm.engines.bayes.laplace_marginal`). Opt-in.
+
+    Examples
+    --------
+    >>> LaplaceMarginalStrategy().automatic
+    False
+    """
+
+    name = "laplace-marginal"
+    requirement = LAPLACE_MARGINAL_REQUIREMENT
+    automatic = False
+
+    def applies(self, spec: ModelSpec, priors: PriorSet | None = None) -> list[str]:
+        return laplace_obstacles(spec, priors)
+
+    def build(
+        self,
+        spec: ModelSpec,
+        priors: PriorSet,
+        *,
+        rank_share: float | None = None,
+        fixed_effects: FixedEffectsMode = "marginal",
+    ) -> BuiltModel:
+        return build_laplace_marginal(spec, priors)
+
+    def posthoc(
+        self, built: BuiltModel, idata: az.InferenceData, seed: Any = None
+    ) -> az.InferenceData:
+        """β and u drawn from the Laplace approximation of p(β, u | y, v) for every draw."""
+        return add_laplace_draws(built, idata, seed=seed)
+
+    def check_log_likelihood(self) -> None:
+        raise SpecificationError(
+            "The laplace-marginal strategy has no pointwise log-likelihood (the latent field "
+            "is integrated out); use strategy='latent' for LOO / WAIC."
+        )
+
+    def add_log_likelihood(self, built: BuiltModel, idata: az.InferenceData) -> None:
+        self.check_log_likelihood()
+
+
+#: Every strategy, by name, in the order ``"auto"`` tries them.
+STRATEGY_REGISTRY: dict[str, Strategy] = {
+    s.name: s for s in (SpectralStrategy(), LatentStrategy(), LaplaceMarginalStrategy())
+}
+
+
+def get_strategy(name: StrategyName | str) -> Strategy:
+    """The strategy called ``name`` (a former name warns and is translated).
+
+    Examples
+    --------
+    >>> get_strategy("latent")
+    LatentStrategy()
+    """
+    current = strategy_name(name)
+    if current == "auto":
+        raise SpecificationError(
+            "'auto' is a choice, not a strategy; call choose(spec, 'auto') to resolve it."
+        )
+    return STRATEGY_REGISTRY[current]
+
+
+def choose(
+    spec: ModelSpec, requested: StrategyName | str = "auto", priors: PriorSet | None = None
+) -> Strategy:
+    """The strategy that fits ``spec``: the first automatic one that applies for
+    ``"auto"``, else the one named, checked against ``spec`` (and ``priors``, when given).
+
+    Parameters
+    ----------
+    spec : ModelSpec
+    requested : {"auto", "spectral", "latent", "laplace-marginal"}
+        ``"laplace"``, the former name of ``"laplace-marginal"``, is accepted with a
+        :class:`DeprecationWarning`.
+    priors : PriorSet, optional
+        Checked too where a strategy depends on them (laplace-marginal refuses the share
+        parametrisation); otherwise checked when the model is built.
+
+    Returns
+    -------
+    Strategy
+
+    Raises
+    ------
+    SpecificationError
+        For an unknown name, or a named strategy that does not apply (every reason named).
+
+    Examples
+    --------
+    >>> import numpy as np, pandas as pd, bayeslmm as bl
+    >>> K = bl.Kinship(np.eye(4) * 0.5 + 0.5, ["a", "b", "c", "d"])
+    >>> df = pd.DataFrame({"y": [1.0, 2.0, 0.5, 1.5], "id": ["a", "b", "c", "d"]})
+    >>> choose(bl.specify("y ~ 1 + (1 | id)", df, kinship={"id": K})).name
+    'spectral'
+    """
+    name = strategy_name(requested)
+    if name == "auto":
+        # the latent strategy applies to every model, so one is always found
+        return next(
+            s for s in STRATEGY_REGISTRY.values() if s.automatic and not s.applies(spec, priors)
+        )
+    strategy = STRATEGY_REGISTRY[name]
+    strategy.check(spec, priors)
+    return strategy
+
+
+def strategy_of(built: BuiltModel) -> Strategy:
+    """The strategy that built ``built``.
+
+    Examples
+    --------
+    >>> import pandas as pd, bayeslmm as bl
+    >>> from bayeslmm.engines.bayes import build
+    >>> df = pd.DataFrame({"y": [1.0, 2.0, 0.5, 1.5], "g": ["a", "a", "b", "b"]})
+    >>> strategy_of(build(bl.specify("y ~ 1 + (1 | g)", df))).name
+    'latent'
+    """
+    try:
+        return STRATEGY_REGISTRY[built.strategy]
+    except KeyError:
+        raise SpecificationError(
+            f"Unknown strategy '{built.strategy}' on the built model; build it with "
+            f"bayeslmm.engines.bayes.build (strategies: {tuple(STRATEGY_REGISTRY)})."
+        ) from None
