@@ -1,4 +1,5 @@
-"""strategy="laplace": the Laplace marginal likelihood, its adjoint gradient and its posterior.
+"""strategy="laplace-marginal": the Laplace marginal likelihood, its adjoint gradient and its
+posterior.
 
 The references are independent of the code under test: a brute-force Laplace approximation
 in the full latent space (β, u, e) with dense matrices and Newton's method written here, its
@@ -142,7 +143,7 @@ def test_posthoc_draws_follow_the_laplace_gaussian():
     from bayeslmm.engines.bayes.laplace_marginal import add_laplace_draws
 
     spec = _case("poisson", n=25)
-    built = build(spec, strategy="laplace")
+    built = build(spec, strategy="laplace-marginal")
     fe = built.cache["laplace_fixed"]
     v = np.array([0.5, 0.3])
     n_draws = 6000
@@ -194,8 +195,8 @@ def test_rejects_models_it_does_not_cover():
     spec = _case("poisson")
     df = pd.DataFrame({"y": [1.0, 2.0, 0.5, 1.5], "g": ["a", "a", "b", "b"]})
     with pytest.raises(SpecificationError, match="laplace"):
-        build(bl.specify("y ~ 1 + (1 | g)", df), strategy="laplace")
-    built = build(spec, strategy="laplace")
+        build(bl.specify("y ~ 1 + (1 | g)", df), strategy="laplace-marginal")
+    built = build(spec, strategy="laplace-marginal")
     assert sorted(v.name for v in built.model.free_RVs) == ["sd_id", "sd_olre"]
 
 
@@ -221,7 +222,7 @@ def test_posterior_of_va_matches_the_exact_latent_posterior():
     y = rng.poisson(np.exp(np.repeat(eta, 2)))
     df = pd.DataFrame({"y": y, "id": np.repeat(ids, 2)})
     fits = {}
-    for strategy in ("laplace", "latent"):
+    for strategy in ("laplace-marginal", "latent"):
         model = LMM("y ~ 1 + (1|id)", df, kinship={"id": bl.Kinship(K, ids)}, family="poisson")
         fits[strategy] = model.fit(
             draws=400,
@@ -237,11 +238,13 @@ def test_posterior_of_va_matches_the_exact_latent_posterior():
     ess = {s: float(az.ess(f.idata, var_names=["var_id"])["var_id"]) for s, f in fits.items()}
     sd = np.std(va["latent"])
     mc_se = np.sqrt(sum(np.var(va[s]) / ess[s] for s in va))
-    assert abs(va["laplace"].mean() - va["latent"].mean()) < 4 * mc_se + 0.25 * sd
+    assert abs(va["laplace-marginal"].mean() - va["latent"].mean()) < 4 * mc_se + 0.25 * sd
     for q in (0.1, 0.5, 0.9):
-        assert abs(np.quantile(va["laplace"], q) - np.quantile(va["latent"], q)) < (
+        assert abs(np.quantile(va["laplace-marginal"], q) - np.quantile(va["latent"], q)) < (
             4 * mc_se + 0.3 * sd
         )
     u = {s: f.posterior["u_id"].values[..., 0].reshape(-1, n).mean(0) for s, f in fits.items()}
-    assert np.corrcoef(u["laplace"], u["latent"])[0, 1] > 0.97
-    assert "h2" in fits["laplace"].posterior and "beta" in fits["laplace"].posterior
+    assert np.corrcoef(u["laplace-marginal"], u["latent"])[0, 1] > 0.97
+    assert (
+        "h2" in fits["laplace-marginal"].posterior and "beta" in fits["laplace-marginal"].posterior
+    )
