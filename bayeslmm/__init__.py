@@ -19,6 +19,7 @@ from bayeslmm.families import Bernoulli, Binomial, Gaussian, Poisson, get_family
 from bayeslmm.kinship import Kinship, grm, loco_grms, pedigree_relationship
 from bayeslmm.model import LMM
 from bayeslmm.results.compare import compare_fits, plot_comparison
+from bayeslmm.scan import scan
 from bayeslmm.spec import ModelSpec, RandomTerm, specify
 
 __all__ = [
@@ -43,5 +44,6 @@ __all__ = [
     "pedigree_relationship",
     "plot_comparison",
     "results",
+    "scan",
     "specify",
 ]

@@ -1,0 +1,607 @@
+"""The mixed-model association scan, chromosome by chromosome.
+
+For every chromosome c:
+
+1. its kinship: with ``loco=True`` the GRM of the markers on all *other* chromosomes (the
+   tested marker and its LD neighbours are not in the kernel, which would absorb their
+   effect: proximal contamination), built as (T − C_c) / (D − D_c) from the total
+   crossproduct T = Σ Z Zᵀ, the chromosome's own C_c and the divisors; equal to
+   :func:`bayeslmm.loco_grms`;
+2. its eigendecomposition K = U S Uᵀ, cached on the :class:`~bayeslmm.Kinship`;
+3. the null model by REML on that kinship (the spectral engine, covariates as fixed effects);
+4. every marker of the chromosome as a fixed effect with the null's variance components:
+   the markers are rotated a block at a time (Uᵀ G, one BLAS-3 product), then each costs
+   O(n p) (see :mod:`bayeslmm.scan.stats`);
+5. the markers listed in ``exact`` refitted with their own variance components.
+
+Memory: T, one chromosome's kinship and its eigenvectors (O(n²)), and one block of markers
+(O(n × block_size)); the genotypes are read block by block, never whole.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import time
+import warnings
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from bayeslmm.engines.reml import fit_reml
+from bayeslmm.errors import DataError, KinshipError, SpecificationError, preview
+from bayeslmm.kinship._kinship import Kinship
+from bayeslmm.kinship.grm import _centred_blocks, _Dosages, _scale, _select_snps, _SnpSelection
+from bayeslmm.kinship.loco import _chromosome_label
+from bayeslmm.results.scan_result import SCAN_COLUMNS, ScanResult
+from bayeslmm.scan.genotypes import GenotypeSource, open_genotypes
+from bayeslmm.scan.stats import RotatedNull, exact_marker, ml_profile_minimum
+from bayeslmm.spec import ModelSpec, specify, split_formula
+
+TESTS = ("wald", "lrt")
+
+#: Keep every chromosome's crossproduct from the first pass when they fit in this many bytes
+#: together (each is n × n); above it they are recomputed when their chromosome comes, so
+#: that memory stays O(n²) whatever the number of chromosomes.
+CROSSPRODUCT_CACHE_BYTES = 1 << 30
+
+
+def scan(
+    formula: str,
+    data: pd.DataFrame,
+    genotypes: Any,
+    snp_map: pd.DataFrame | None = None,
+    *,
+    ids: Sequence[Any] | None = None,
+    loco: bool = True,
+    kinship: Kinship | Mapping[Any, Kinship] | None = None,
+    exact: Sequence[str] | None = None,
+    test: str = "wald",
+    maf: float = 0.0,
+    standardize: bool = False,
+    block_size: int = 1000,
+    progressbar: bool | None = None,
+) -> ScanResult:
+    """Mixed-model association scan of a Gaussian trait, with leave-one-chromosome-out kinships.
+
+    Parameters
+    ----------
+    formula : str
+        The null model, ``"y ~ covariates + (1 | id)"``: one random term ``(1 | id)`` whose
+        column holds the genotype ids (a PLINK IID, a dosage row id). Its kinship is built
+        from the genotypes (or taken from ``kinship``); covariates (sex, PCs) are fixed
+        effects of every test.
+    data : pandas.DataFrame
+        One row per individual. Rows with a missing response, and individuals without
+        genotypes, are left out (with a warning that counts them).
+    genotypes : str, path, pandas.DataFrame, numpy or Dask array
+        A PLINK ``.bed/.bim/.fam`` prefix (read in blocks with bed-reader), or dosages
+        counting the A1 allele (individuals × markers, NaN missing): a DataFrame indexed by
+        id, or an array with ``ids``. A Dask array is computed one block at a time.
+    snp_map : pandas.DataFrame, optional
+        For dosages: ``chr`` (or ``chrom``) and ``bp`` per marker; optionally ``snp``
+        (matched to the DataFrame's columns, or naming an array's columns), ``a1``, ``a2``.
+    ids : sequence, optional
+        Row ids of a dosage array.
+    loco : bool
+        Kinship of each chromosome from the markers on the other chromosomes (default); False
+        uses one kinship from all markers (proximal contamination: the tested marker is also
+        in the kernel, which deflates its test).
+    kinship : Kinship or dict, optional
+        Kinships to use instead of GRMs from ``genotypes``: a dict from chromosome to its LOCO
+        kinship (``loco=True``, e.g. :func:`bayeslmm.loco_grms`), or one Kinship
+        (``loco=False``). Each must cover the analysed individuals.
+    exact : sequence of str, optional
+        Markers (SNP names) refitted with their own variance components (GEMMA's exact test):
+        h² re-estimated by REML with the marker in the model (Wald), or by ML under both
+        models (LRT). Every other marker is tested with the null's variance components.
+    test : {"wald", "lrt"}
+        ``"wald"``: b̂²/SE², variance components at the null (GCTA ``--mlma``). ``"lrt"``:
+        likelihood ratio with h² at the null value and the residual scale re-estimated by
+        ML (for ``exact`` markers: h² re-estimated under both models, GEMMA ``-lmm 2``).
+        ``beta`` and ``se`` are the Wald fit's in both cases.
+    maf : float
+        Markers with a minor allele frequency below ``maf`` are neither tested nor in the
+        kinship; monomorphic markers never are.
+    standardize : bool
+        GRMs of standardised markers (GCTA) instead of VanRaden's; markers are always tested
+        as allele counts (``beta`` per A1 allele).
+    block_size : int
+        Markers read and rotated at once: memory O(n × block_size).
+    progressbar : bool, optional
+        One step per chromosome; by default only when a person is watching (a terminal or a
+        notebook).
+
+    Returns
+    -------
+    ScanResult
+        ``.table`` (SNP, chr, bp, A1, A2, freq, n, beta, se, chi2, p, exact),
+        ``.null_models`` (one REML fit per chromosome), ``.manhattan()``, ``.qq()``,
+        ``.lambda_gc()``, ``.to_tsv(path)``.
+
+    Examples
+    --------
+    >>> import numpy as np, pandas as pd
+    >>> import bayeslmm as bl
+    >>> rng = np.random.default_rng(4)
+    >>> G = pd.DataFrame(rng.binomial(2, 0.4, size=(50, 60)).astype(float),
+    ...                  index=[f"i{k}" for k in range(50)])
+    >>> snps = pd.DataFrame({"chr": np.repeat([1, 2, 3], 20), "bp": np.tile(np.arange(20), 3)})
+    >>> pheno = pd.DataFrame({"id": G.index, "y": G[5] + rng.normal(size=50)})
+    >>> res = bl.scan("y ~ 1 + (1 | id)", pheno, G, snps, progressbar=False)
+    >>> res.table.shape[0], res.top(1)["SNP"].item()
+    (60, '5')
+    """
+    t_start = time.perf_counter()
+    test = _check_options(test, maf, block_size)
+    response, fixed, group = _scan_formula(formula)
+    source = open_genotypes(genotypes, snp_map, ids)
+    try:
+        notes: list[str] = []
+        frame, rows = _align(data, response, group, source, notes)
+        # the covariates, validated before any heavy work (the kinship comes per chromosome)
+        spec = specify(f"{response} ~ {fixed}", frame)
+        if not spec.family.is_gaussian:  # pragma: no cover - specify's default is Gaussian
+            raise SpecificationError("The scan handles Gaussian traits.")
+        dos = source.dosages(rows)
+        t0 = time.perf_counter()
+        sel = _select_snps(dos, maf, block_size)
+        timing = {"select_s": time.perf_counter() - t0}
+        _note_dropped(sel, maf, notes)
+        chrom = source.snp_map["chr"].to_numpy(dtype=object)
+        order = list(dict.fromkeys(chrom[sel.keep]))
+        exact_pos = _exact_positions(exact, source.snp_map, sel)
+        kinships = _KinshipProvider(
+            dos, sel, chrom, order, loco, kinship, standardize, block_size, frame[group]
+        )
+        stats = _run(
+            formula,
+            spec, frame, group, dos, sel, chrom, order, kinships, exact_pos, test,
+            block_size, progressbar, notes,
+        )  # fmt: skip
+        timing.update(kinships.timing)
+        timing.update(stats.pop("_timing"))
+    finally:
+        source.close()
+    table = _table(source.snp_map, sel, stats["arrays"], exact_pos)
+    timing["total_s"] = time.perf_counter() - t_start
+    if notes:
+        warnings.warn("; ".join(notes), UserWarning, stacklevel=2)
+    return ScanResult(
+        table=table,
+        null_models=pd.DataFrame(stats["null_rows"]),
+        formula=formula,
+        test=test,
+        loco=bool(loco),
+        n_obs=int(frame.shape[0]),
+        timing=timing,
+        notes=notes,
+    )
+
+
+# -- checks ----------------------------------------------------------------------------------
+def _check_options(test: str, maf: float, block_size: int) -> str:
+    if not isinstance(test, str) or test.lower() not in TESTS:
+        raise SpecificationError(f"test must be one of {TESTS}; got {test!r}.")
+    if not isinstance(maf, int | float) or not 0.0 <= maf < 0.5:
+        raise DataError(f"maf must lie in [0, 0.5); got {maf!r}.")
+    if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
+        raise DataError(f"block_size must be a whole number >= 1; got {block_size!r}.")
+    return test.lower()
+
+
+def _scan_formula(formula: str) -> tuple[str, str, str]:
+    """The response, the fixed part and the id column of ``y ~ covariates + (1 | id)``."""
+    if not isinstance(formula, str):
+        raise SpecificationError(f"formula must be a string; got {type(formula).__name__}.")
+    response, fixed, blocks = split_formula(formula)
+    if len(blocks) != 1 or blocks[0].lhs.strip() != "1" or ":" in blocks[0].group:
+        found = [f"({b.lhs} | {b.group})" for b in blocks] or "none"
+        raise SpecificationError(
+            f"The scan's formula takes exactly one random term (1 | id), the column of "
+            f"genotype ids, e.g. 'y ~ sex + (1 | id)'; {formula!r} has {found}. The kinship is "
+            "built from the genotypes (or given with kinship=)."
+        )
+    return response.strip(), fixed, blocks[0].group.strip()
+
+
+def _align(
+    data: pd.DataFrame, response: str, group: str, source: GenotypeSource, notes: list[str]
+) -> tuple[pd.DataFrame, np.ndarray]:
+    """Phenotyped and genotyped individuals, one row each: the data rows and genotype rows."""
+    if not isinstance(data, pd.DataFrame):
+        raise DataError(f"data must be a pandas DataFrame; got {type(data).__name__}.")
+    for column in (response, group):
+        if column not in data.columns:
+            raise SpecificationError(
+                f"'{column}' is not a column of the data; available columns: "
+                f"{preview(data.columns, 12)}."
+            )
+    frame = data.reset_index(drop=True)
+    ids = frame[group].astype(str)
+    y = pd.to_numeric(frame[response], errors="coerce")
+    missing_y = y.isna().to_numpy()
+    if missing_y.any():
+        notes.append(
+            f"{int(missing_y.sum())} individuals without a value of '{response}' are left out "
+            f"(e.g. {preview(ids[missing_y].tolist(), 3)})"
+        )
+    position = {i: k for k, i in enumerate(source.ids)}
+    genotyped = ids.map(position).notna().to_numpy()
+    lost = ~genotyped & ~missing_y
+    if lost.any():
+        notes.append(
+            f"{int(lost.sum())} phenotyped individuals have no genotypes and are left out "
+            f"(e.g. {preview(ids[lost].tolist(), 3)}; ids are matched as text)"
+        )
+    keep = genotyped & ~missing_y
+    if keep.sum() < 3:
+        raise DataError(
+            f"Only {int(keep.sum())} individuals have both a value of '{response}' and "
+            f"genotypes; check that the '{group}' column holds the genotype ids (e.g. "
+            f"{preview(source.ids[:3])})."
+        )
+    frame = frame.loc[keep].reset_index(drop=True)
+    frame[group] = frame[group].astype(str)
+    dupes = frame[group][frame[group].duplicated()].unique().tolist()
+    if dupes:
+        raise DataError(
+            f"Individuals {preview(dupes)} have more than one row; the scan takes one record "
+            "per individual (average repeated measurements first)."
+        )
+    return frame, np.array([position[i] for i in frame[group]], dtype=int)
+
+
+def _note_dropped(sel: _SnpSelection, maf: float, notes: list[str]) -> None:
+    parts = []
+    if sel.n_monomorphic:
+        parts.append(f"{sel.n_monomorphic} monomorphic")
+    if sel.n_constant:
+        parts.append(f"{sel.n_constant} with one genotype in everyone called")
+    if sel.n_all_missing:
+        parts.append(f"{sel.n_all_missing} with no called genotype")
+    if sel.n_low_maf:
+        parts.append(f"{sel.n_low_maf} with minor allele frequency below {maf:g}")
+    if sel.keep.size == 0:
+        raise DataError(
+            "No marker can be tested among the analysed individuals: "
+            + ", ".join(parts)
+            + ". Lower maf or check the genotype coding."
+        )
+    if parts:
+        notes.append(
+            "markers neither tested nor in the kinship: " + ", ".join(parts) + " (not in the table)"
+        )
+
+
+def _exact_positions(
+    exact: Sequence[str] | None, snp_map: pd.DataFrame, sel: _SnpSelection
+) -> np.ndarray:
+    if exact is None:
+        return np.zeros(0, dtype=int)
+    if isinstance(exact, str):
+        exact = [exact]
+    names = [str(e) for e in exact]
+    where = {s: k for k, s in enumerate(snp_map["SNP"])}
+    unknown = [e for e in names if e not in where]
+    if unknown:
+        raise DataError(
+            f"exact= names markers that are not in the genotypes: {preview(unknown)}; use the "
+            "SNP names of the map (the .bim's second column, or the dosage columns)."
+        )
+    kept = np.zeros(snp_map.shape[0], dtype=bool)
+    kept[sel.keep] = True
+    untested = [e for e in names if not kept[where[e]]]
+    if untested:
+        raise DataError(
+            f"exact= names markers that are not tested (monomorphic, no calls or below maf): "
+            f"{preview(untested)}."
+        )
+    return np.unique([where[e] for e in names])
+
+
+# -- kinships --------------------------------------------------------------------------------
+class _KinshipProvider:
+    """The kinship of each chromosome: LOCO or whole-genome, built or given."""
+
+    def __init__(
+        self,
+        dos: _Dosages,
+        sel: _SnpSelection,
+        chrom: np.ndarray,
+        order: list[str],
+        loco: bool,
+        given: Kinship | Mapping[Any, Kinship] | None,
+        standardize: bool,
+        block_size: int,
+        ids: pd.Series,
+    ) -> None:
+        self.dos, self.sel, self.order = dos, sel, order
+        self.loco, self.given = bool(loco), given
+        self.standardize, self.block_size = standardize, block_size
+        self.ids = [str(i) for i in ids]
+        self.codes = np.array([order.index(c) for c in chrom[sel.keep]]) if order else None
+        self.timing = {"grm_s": 0.0}
+        self._whole: Kinship | None = None
+        self._cache: dict[int, np.ndarray] = {}
+        self._check_given()
+        if given is None:
+            self._first_pass()
+
+    def subset(self, c: int) -> _SnpSelection:
+        """The tested markers of chromosome ``c`` (index into ``order``)."""
+        return dataclasses.replace(self.sel, keep=self.sel.keep[self.codes == c])
+
+    def _check_given(self) -> None:
+        given = self.given
+        if given is None:
+            if self.loco and len(self.order) < 2:
+                raise DataError(
+                    f"LOCO needs markers on at least two chromosomes; all tested markers are on "
+                    f"{self.order!r}. Use loco=False."
+                )
+            return
+        if self.loco:
+            if not isinstance(given, Mapping):
+                raise SpecificationError(
+                    "With loco=True, kinship= takes one kinship per chromosome (a dict, e.g. "
+                    "bayeslmm.loco_grms(...)); one Kinship for all chromosomes is loco=False."
+                )
+            keys = {_chromosome_label(k): v for k, v in given.items()}
+            missing = [c for c in self.order if c not in keys]
+            if missing:
+                raise SpecificationError(
+                    f"kinship= has no kinship for chromosomes {preview(missing)}; it needs one "
+                    f"per tested chromosome ({preview(self.order)})."
+                )
+            self.given = keys
+        elif not isinstance(given, Kinship):
+            raise SpecificationError(
+                "With loco=False, kinship= takes one bayeslmm.Kinship; a dict of kinships per "
+                "chromosome is loco=True."
+            )
+
+    def _crossproduct(self, c: int) -> np.ndarray:
+        C = np.zeros((self.dos.n, self.dos.n))
+        for _, Z, _ in _centred_blocks(self.dos, self.subset(c), self.standardize, self.block_size):
+            C += Z @ Z.T
+        return C
+
+    def _divisor(self, c: int | None) -> float:
+        sub = self.sel if c is None else self.subset(c)
+        return _scale(sub, self.standardize)[1] if sub.keep.size else 0.0
+
+    def _first_pass(self) -> None:
+        """T = Σ_c C_c, chromosome by chromosome (the order of :func:`loco_grms`)."""
+        t0 = time.perf_counter()
+        n = self.dos.n
+        keep_all = n * n * 8 * len(self.order) <= CROSSPRODUCT_CACHE_BYTES
+        total = None
+        for c in range(len(self.order)):
+            C = self._crossproduct(c)
+            total = C.copy() if total is None else total + C
+            if keep_all and self.loco:
+                self._cache[c] = C
+        self.total = total
+        self.total_divisor = float(sum(self._divisor(c) for c in range(len(self.order))))
+        self.timing["grm_s"] += time.perf_counter() - t0
+
+    def kinship(self, c: int) -> Kinship:
+        """The kinship of chromosome ``c``, rows in the data's order."""
+        label = self.order[c]
+        if self.given is not None:
+            if self.loco:
+                return _subset(self.given[label], self.ids, label)
+            if self._whole is None:
+                self._whole = _subset(self.given, self.ids, "all")
+            return self._whole
+        if not self.loco:
+            if self._whole is None:
+                t0 = time.perf_counter()
+                K = self.total / self.total_divisor
+                self._whole = Kinship(K, ids=self.ids, name="GRM", check_psd=False)
+                self.total = None  # the Kinship holds its own copy
+                self.timing["grm_s"] += time.perf_counter() - t0
+            return self._whole
+        t0 = time.perf_counter()
+        rest = self.total_divisor - self._divisor(c)
+        if rest <= 0:
+            raise KinshipError(
+                f"Leaving out chromosome {label!r} leaves no marker for its LOCO kinship; every "
+                "tested marker is on it. Check the chromosome labels or use loco=False."
+            )
+        K = self._cache.pop(c) if c in self._cache else self._crossproduct(c)
+        K *= -1.0  # in place: (T − C_c) / (D − D_c) without another n × n buffer
+        K += self.total
+        K /= rest
+        kin = Kinship(K, ids=self.ids, name=f"GRM-loco{label}", check_psd=False)
+        del K
+        self.timing["grm_s"] += time.perf_counter() - t0
+        return kin
+
+
+def _subset(K: Kinship, ids: list[str], label: str) -> Kinship:
+    if not isinstance(K, Kinship):
+        raise SpecificationError(
+            f"kinship for chromosome {label!r} must be a bayeslmm.Kinship; got {type(K).__name__}."
+        )
+    return K.subset(ids)
+
+
+# -- the scan --------------------------------------------------------------------------------
+def _ones_in_span(X: np.ndarray) -> bool:
+    """Whether the covariates contain a constant (an intercept, or a full set of dummies)."""
+    ones = np.ones(X.shape[0])
+    coef = np.linalg.lstsq(X, ones, rcond=None)[0]
+    return bool(np.linalg.norm(ones - X @ coef) <= 1e-8 * np.sqrt(X.shape[0]))
+
+
+def _show_progress(progressbar: bool | None) -> bool:
+    """A progress bar only when a person is watching (a terminal or a notebook)."""
+    if progressbar is not None:
+        return bool(progressbar)
+    if "ipykernel" in sys.modules or hasattr(sys, "ps1"):
+        return True
+    try:
+        return bool(sys.stderr.isatty())
+    except (AttributeError, ValueError):
+        return False
+
+
+@dataclasses.dataclass
+class _Null:
+    """One kinship's eigendecomposition, its null REML fit and the rotated null model."""
+
+    s: np.ndarray
+    U: np.ndarray
+    Uy: np.ndarray
+    UX: np.ndarray
+    model: RotatedNull
+    one: np.ndarray | None  # Uᵀ1 when the covariates hold no constant
+    summary: dict[str, Any]
+    ml: float | None = None  # −2ℓ_ML of the null, for exact likelihood-ratio tests
+
+
+def _null_model(
+    K: Kinship,
+    formula: str,
+    spec: ModelSpec,
+    frame: pd.DataFrame,
+    group: str,
+    centred: bool,
+    times: dict,
+) -> _Null:
+    t0 = time.perf_counter()
+    s, U = K.eigenvalues, K.eigenvectors  # computed once, cached on the Kinship
+    times["eigh_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    fit = fit_reml(specify(formula, frame, kinship={group: K}), method="spectral", warn=False)
+    theta = fit.parameters["estimate"].to_numpy(dtype=float)
+    h2 = fit.heritability().loc["h2"]
+    y, X = np.asarray(spec.y, dtype=float), np.asarray(spec.X, dtype=float)
+    Uy, UX = U.T @ y, U.T @ X
+    null = _Null(
+        s=s,
+        U=U,
+        Uy=Uy,
+        UX=UX,
+        model=RotatedNull(s, Uy, UX, theta[0], theta[1]),
+        one=None if centred else U.T @ np.ones(y.size),
+        summary={
+            "h2": float(h2["estimate"]),
+            "h2_se": float(h2["se"]),
+            "sigma_g2": float(theta[0]),
+            "sigma_e2": float(theta[1]),
+            "loglik_reml": float(fit.loglik_reml),
+            "boundary": bool(fit.boundary),
+        },
+    )
+    times["null_s"] = time.perf_counter() - t0
+    return null
+
+
+def _run(
+    formula: str,
+    spec: ModelSpec,
+    frame: pd.DataFrame,
+    group: str,
+    dos: _Dosages,
+    sel: _SnpSelection,
+    chrom: np.ndarray,
+    order: list[str],
+    kinships: _KinshipProvider,
+    exact_pos: np.ndarray,
+    test: str,
+    block_size: int,
+    progressbar: bool | None,
+    notes: list[str],
+) -> dict[str, Any]:
+    arrays = {k: np.full(chrom.size, np.nan) for k in ("beta", "se", "chi2", "p")}
+    centred = _ones_in_span(np.asarray(spec.X, dtype=float))
+    stages = ("grm_s", "eigh_s", "null_s", "markers_s", "exact_s")
+    timing = dict.fromkeys(stages[1:], 0.0)
+    null_rows: list[dict[str, Any]] = []
+    boundary: list[str] = []
+    null: _Null | None = None
+    with tqdm(
+        total=len(order), desc="scan", unit="chr", leave=False,
+        disable=not _show_progress(progressbar),
+    ) as bar:  # fmt: skip
+        for c, label in enumerate(order):
+            bar.set_postfix_str(f"chr {label}")
+            times = dict.fromkeys(stages, 0.0)
+            if null is None or kinships.loco:
+                null = None  # free the previous chromosome's n × n matrices first
+                before = kinships.timing["grm_s"]
+                K = kinships.kinship(c)
+                times["grm_s"] = kinships.timing["grm_s"] - before
+                null = _null_model(K, formula, spec, frame, group, centred, times)
+                del K
+                if null.summary["boundary"]:
+                    boundary.append(label)
+            sub = kinships.subset(c)
+            t0 = time.perf_counter()
+            for pos, Z, _ in _centred_blocks(dos, sub, False, block_size):
+                cols = sub.keep[pos]
+                G = null.U.T @ Z  # the rotation: one BLAS-3 product per block
+                if null.one is not None:  # no constant: test the dosage, not its deviation
+                    G += np.outer(null.one, 2.0 * sel.freq[cols])
+                out = null.model.marker_stats(G, test)
+                for name in arrays:
+                    arrays[name][cols] = getattr(out, name)
+            times["markers_s"] = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            for j in exact_pos[np.isin(exact_pos, sub.keep)]:
+                single = dataclasses.replace(sel, keep=np.array([j]))
+                _, Z, _ = next(_centred_blocks(dos, single, False, 1))
+                g = null.U.T @ Z[:, 0]
+                if null.one is not None:
+                    g += null.one * 2.0 * sel.freq[j]
+                if test == "lrt" and null.ml is None:
+                    null.ml = ml_profile_minimum(null.s, null.Uy, null.UX)
+                fit = exact_marker(null.s, null.Uy, null.UX, g, test=test, null_ml=null.ml)
+                for name in arrays:
+                    arrays[name][j] = getattr(fit, name)
+            times["exact_s"] = time.perf_counter() - t0
+            for name in stages[1:]:
+                timing[name] += times[name]
+            null_rows.append(
+                {"chr": label, "n_markers": int(sub.keep.size), **null.summary, **times}
+            )
+            bar.update(1)
+    if boundary:
+        notes.append(
+            f"the null model's h² is on the boundary (0 or 1) for chromosomes "
+            f"{preview(boundary)}: the tests there are those of a linear model"
+        )
+    untestable = int(np.isnan(arrays["p"][sel.keep]).sum())
+    if untestable:
+        notes.append(
+            f"{untestable} markers are collinear with the covariates and have no test (NaN)"
+        )
+    return {"arrays": arrays, "null_rows": null_rows, "_timing": timing}
+
+
+def _table(
+    snp_map: pd.DataFrame, sel: _SnpSelection, arrays: dict[str, np.ndarray], exact: np.ndarray
+) -> pd.DataFrame:
+    keep = sel.keep
+    part = snp_map.iloc[keep].reset_index(drop=True)
+    flags = np.zeros(snp_map.shape[0], dtype=bool)
+    flags[exact] = True
+    table = pd.DataFrame(
+        {
+            "SNP": part["SNP"],
+            "chr": part["chr"],
+            "bp": part["bp"],
+            **{a: part[a] for a in ("A1", "A2") if a in part.columns},
+            "freq": sel.freq[keep],
+            "n": sel.called[keep].astype(np.int64),
+            **{name: arrays[name][keep] for name in ("beta", "se", "chi2", "p")},
+            "exact": flags[keep],
+        }
+    )
+    return table[[c for c in SCAN_COLUMNS if c in table.columns]]
