@@ -71,7 +71,9 @@ def random_kinship() -> Callable[..., bl.Kinship]:
 
     Examples
     --------
-    >>> # rng = np.random.default_rng(7); K = random_kinship(rng, 30, 50, ridge=0.05)
+    >>> K = _random_kinship(np.random.default_rng(7), 30, 50, ridge=0.05)  # what it returns
+    >>> K.n, K.ids[:2], bool(np.linalg.eigvalsh(K.matrix).min() > 0.05)
+    (30, ('i0', 'i1'), True)
     """
     return _random_kinship
 
@@ -86,7 +88,10 @@ def snp_kinship() -> Callable[..., bl.Kinship]:
 
     Examples
     --------
-    >>> # K = snp_kinship(np.random.default_rng(2024), 60, 300, ids="m{k:02d}")
+    >>> K = _snp_kinship(np.random.default_rng(2024), 60, 300, ids="m{k:02d}")
+    >>> centred = bool(abs(K.matrix.sum(1)).max() < 1e-9)
+    >>> K.ids[:2], round(float(np.mean(np.diag(K.matrix))), 6), centred
+    (('m00', 'm01'), 1.0, True)
     """
     return _snp_kinship
 
