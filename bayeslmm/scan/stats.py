@@ -33,6 +33,12 @@ from scipy import linalg, stats
 from bayeslmm.engines.reml._common import LOG_2PI
 from bayeslmm.engines.reml.spectral import RotatedReml, optimise_h2
 
+#: Largest h² of the ML fits (δ = σ_e²/σ_g² ≥ 1e-5, GEMMA's λ ≤ 1e5): a GRM of centred markers
+#: has K 1 = 0, so with an intercept the ML likelihood grows without bound as h² → 1 (the
+#: residual along 1 is fitted exactly while its variance (1 − h²)σ² vanishes). REML has no
+#: such ridge (log|XᵀV⁻¹X| cancels it).
+ML_H2_MAX = 1.0 / (1.0 + 1e-5)
+
 #: A marker whose xᵀPx is below this share of xᵀWx lies (numerically) in the span of the
 #: covariates: its effect is not identifiable, and it gets NaN statistics.
 COLLINEAR_RTOL = 1e-10
@@ -131,14 +137,15 @@ class RotatedNull:
 
 class _RotatedMl(RotatedReml):
     """The ML profile over h² (σ² profiled out) on :class:`RotatedReml`'s rotated pieces, so
-    that :func:`optimise_h2`'s grid and Brent search serve both likelihoods."""
+    that :func:`optimise_h2`'s grid and Brent search serve both likelihoods. Above
+    :data:`ML_H2_MAX` the profile is flat at its value there."""
 
     def profile(self, h2: float) -> float:
-        """−2ℓ_ML at h² with σ̂² = rᵀD⁻¹r / n (+inf where undefined)."""
+        """−2ℓ_ML at min(h², ML_H2_MAX) with σ̂² = rᵀD⁻¹r / n (+inf where undefined)."""
         return float(self.profile_many(np.array([h2]))[0])
 
     def profile_many(self, h2: np.ndarray) -> np.ndarray:
-        h2 = np.asarray(h2, dtype=float)
+        h2 = np.minimum(np.asarray(h2, dtype=float), ML_H2_MAX)
         self.n_eval += h2.size
         d = h2[:, None] * self.s[None, :] + (1.0 - h2)[:, None]
         out = np.full(h2.size, math.inf)
@@ -215,7 +222,7 @@ def reml_rotated(
 
 
 def ml_profile_minimum(s: np.ndarray, Uy: np.ndarray, UX: np.ndarray) -> float:
-    """min over h² ∈ [0, 1] of −2ℓ_ML (σ² and β profiled out).
+    """min over h² ∈ [0, ML_H2_MAX] of −2ℓ_ML (σ² and β profiled out).
 
     Examples
     --------
