@@ -434,7 +434,8 @@ def glmm_closed_form_applies(built: Any) -> bool:
     binomial (logit, probit); fixed effects with normal priors; one intercept-only random
     term with a kinship matrix and an SD prior (not the share parametrisation). The
     observation-level effect is merged only with one record per individual and the full
-    eigenbasis (no ``rank_share`` truncation); otherwise the PyMC graph is sampled.
+    eigenbasis (no ``rank_share`` truncation); the SD priors need closed-form densities
+    (every built-in positive family has one); otherwise the PyMC graph is sampled.
     """
     spec = built.spec
     covered = spec.family.glmm_density_parametrisation is not None
@@ -448,6 +449,9 @@ def glmm_closed_form_applies(built: Any) -> bool:
     expected = set(_variable_names(built))
     if names != expected or model.potentials or len(model.observed_RVs) != 1:
         return False
+    sd_priors = (built.priors.sd[g], built.priors.sd_olre)
+    if not all(p.has_closed_form for p in sd_priors if p is not None):
+        return False  # a prior family without a closed-form density: the PyMC graph
     if built.priors.sd_olre is not None:
         full = len(model.coords[f"{g}_basis"]) == term.n_levels == spec.n_obs
         one_each = np.array_equal(np.sort(np.asarray(term.index)), np.arange(term.n_levels))
@@ -516,8 +520,8 @@ def glmm_density(built: Any, dtype: str = "float32", parametrisation: str = "aut
     term = spec.terms[0]
     g = term.group
     r = len(built.model.coords[f"{g}_basis"])
-    values, vectors = term.kinship.low_rank(1.0)
-    values, vectors = np.asarray(values[:r], dtype=float), vectors[:, :r]
+    root = term.kinship.root()  # the latent basis's r leading eigenpairs (rank_share)
+    values, vectors = np.asarray(root.values[:r], dtype=float), root.vectors[:, :r]
     y = np.asarray(spec.y, dtype=float)
     n = y.size
     fam = spec.family

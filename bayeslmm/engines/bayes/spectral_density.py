@@ -163,7 +163,8 @@ def positive_log_prior(prior: Prior) -> Callable[[float], tuple[float, float]]:
 
     The returned function maps t to (log f(e^t), θ f'(θ)/f(θ)); constants are computed once.
     The formulas are PyMC's (normalised densities), so the result equals the PyMC model's
-    ``logp`` without the log-transform's Jacobian.
+    ``logp`` without the log-transform's Jacobian. Each prior family declares its own
+    (:meth:`bayeslmm.priors.PriorFamily.log_density_of_log`).
 
     Examples
     --------
@@ -171,61 +172,7 @@ def positive_log_prior(prior: Prior) -> Callable[[float], tuple[float, float]]:
     >>> [round(v, 6) for v in f(0.0)]   # log 2 − 2, −2
     [-1.306853, -2.0]
     """
-    fam = prior.family
-    p = [float(np.asarray(v, dtype=float).ravel()[0]) for v in prior.params]
-    if fam == "scaled_inv_chi2":
-        fam, p = "invgamma", [p[0] / 2.0, p[0] * p[1] / 2.0]
-    if fam == "halfnormal":
-        (sd,) = p
-        const = math.log(2.0) - 0.5 * LOG_2PI - math.log(sd)
-
-        def halfnormal(t: float) -> tuple[float, float]:
-            z2 = math.exp(2.0 * t) / sd**2
-            return const - 0.5 * z2, -z2
-
-        return halfnormal
-    if fam == "halfstudentt":
-        nu, sd = p
-        const = (
-            math.log(2.0)
-            + math.lgamma((nu + 1.0) / 2.0)
-            - math.lgamma(nu / 2.0)
-            - 0.5 * math.log(nu * math.pi * sd**2)
-        )
-
-        def halfstudentt(t: float) -> tuple[float, float]:
-            u = math.exp(2.0 * t) / (nu * sd**2)
-            return const - 0.5 * (nu + 1.0) * math.log1p(u), -(nu + 1.0) * u / (1.0 + u)
-
-        return halfstudentt
-    if fam == "halfcauchy":
-        (beta,) = p
-        const = math.log(2.0) - math.log(math.pi) - math.log(beta)
-
-        def halfcauchy(t: float) -> tuple[float, float]:
-            u = math.exp(2.0 * t) / beta**2
-            return const - math.log1p(u), -2.0 * u / (1.0 + u)
-
-        return halfcauchy
-    if fam == "exponential":
-        (lam,) = p
-        const = math.log(lam)
-
-        def exponential(t: float) -> tuple[float, float]:
-            value = lam * math.exp(t)
-            return const - value, -value
-
-        return exponential
-    if fam == "invgamma":
-        a, b = p
-        const = a * math.log(b) - math.lgamma(a)
-
-        def invgamma(t: float) -> tuple[float, float]:
-            value = b * math.exp(-t)
-            return const - (a + 1.0) * t - value, -(a + 1.0) + value
-
-        return invgamma
-    raise ValueError(f"No closed-form density for a '{prior.family}' prior on a positive scale.")
+    return prior.log_density_of_log()
 
 
 def _log_expit(x: float) -> float:
@@ -470,7 +417,7 @@ def spectral_density(built: Any) -> SpectralDensity:
 
 def closed_form_applies(built: Any) -> bool:
     """True for a spectral model with only the variances free (β integrated out or absent),
-    left as the builder made it.
+    left as the builder made it, whose variance priors have closed-form densities.
 
     A model changed after building (a variable, prior or potential added through
     ``model.build()``) is no longer the closed form's, so it is sampled as a PyMC model.
@@ -480,8 +427,18 @@ def closed_form_applies(built: Any) -> bool:
     model = built.model
     names = {v.name for v in model.free_RVs + model.deterministics}
     group = built.spec.terms[0].group
-    expected = set(variable_names(group, prior_parametrisation(built.priors)))
-    return names == expected and not model.potentials and len(model.observed_RVs) == 1
+    parametrisation = prior_parametrisation(built.priors)
+    expected = set(variable_names(group, parametrisation))
+    # a prior family without a closed-form density (a user's registered one) is sampled
+    # as a PyMC model
+    priors = built.priors
+    used = (priors.sd[group], priors.sigma) if parametrisation == "sd" else (priors.total,)
+    return (
+        names == expected
+        and not model.potentials
+        and len(model.observed_RVs) == 1
+        and all(p.has_closed_form for p in used)
+    )
 
 
 def nutpie_model(density: SpectralDensity) -> Any:
