@@ -52,8 +52,7 @@ def _basis(built: BuiltModel) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     if cached is not None:
         return cached
     term = built.spec.terms[0]
-    values, vectors = term.kinship.low_rank(1.0)
-    B = vectors * np.sqrt(values)
+    B = term.kinship.root().factor
     M = np.asarray(term.incidence() @ B)
     P, d, Qt = np.linalg.svd(M, full_matrices=False)
     out = (P, d, B @ Qt.T)

@@ -583,8 +583,7 @@ def add_laplace_draws(
     roots = []
     for t in spec.terms:
         if t.kinship is not None:
-            vals, vecs = t.kinship.eigenvalues, t.kinship.eigenvectors
-            roots.append(vecs * np.sqrt(np.clip(vals, 0.0, None)))
+            roots.append(t.kinship.root().factor)
         else:
             roots.append(None)
     incid = [t.incidence() for t in spec.terms]
@@ -599,6 +598,11 @@ def add_laplace_draws(
             us = []
             for j, t in enumerate(spec.terms):
                 z = rng.standard_normal(t.n_levels)
+                if roots[j] is not None:
+                    # one normal per level, the last paired with the largest eigenvalue (the
+                    # root's first column): a seed's draws do not depend on how many
+                    # eigenvalues the root drops
+                    z = z[::-1][: roots[j].shape[1]]
                 u0 = np.sqrt(v[j]) * (roots[j] @ z if roots[j] is not None else z)
                 us.append(u0)
                 f0 = f0 + incid[j] @ u0

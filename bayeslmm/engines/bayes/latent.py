@@ -63,7 +63,7 @@ def build_latent(spec: ModelSpec, priors: PriorSet, rank_share: float | None = N
     coords = model_coords(spec)
     for t in spec.terms:
         if t.kinship is not None:
-            coords[f"{t.group}_basis"] = np.arange(t.kinship.low_rank(rank_share or 1.0)[0].size)
+            coords[f"{t.group}_basis"] = np.arange(t.kinship.root(rank_share).rank)
     components = tuple(coords["component"])
     with pm.Model(coords=coords) as model:
         # the order in which variables are created is the order of the sampler's coordinates:

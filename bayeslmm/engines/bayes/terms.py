@@ -125,8 +125,7 @@ def latent_effect(term: RandomTerm, kind: str, value: Any, rank_share: float | N
 
     g = term.group
     if term.kinship is not None:
-        values, vectors = term.kinship.low_rank(rank_share or 1.0)
-        basis = vectors * np.sqrt(values)  # q × r, basis basisᵀ = K (truncated)
+        basis = term.kinship.root(rank_share).factor  # q × r, basis basisᵀ = K (truncated)
         z = pm.Normal(f"z_{g}", 0.0, 1.0, dims=(f"{g}_basis", f"{g}_coef"))
         scaled = pt.dot(pt.as_tensor(basis), z)
     else:
