@@ -176,9 +176,10 @@ def simulate(
 
     V_A, V_e = fam.simulation_variances(h2, total_variance)
     mu = fam.simulation_intercept if intercept is None else float(intercept)
-    # u = √V_A · U √S z has covariance V_A · U S Uᵀ = V_A · K exactly (K is PSD, often singular).
-    U, S = kinship.eigenvectors, kinship.eigenvalues
-    u = np.sqrt(V_A) * (U * np.sqrt(S)) @ rng.standard_normal(kinship.n)
+    # u = √V_A · U √S z has covariance V_A · U S Uᵀ = V_A · K exactly (K is PSD, often singular);
+    # one normal per individual, the last paired with the root's first (largest) eigenvalue
+    root = kinship.root()
+    u = np.sqrt(V_A) * root.factor @ rng.standard_normal(kinship.n)[::-1][: root.rank]
 
     n = kinship.n
     eta = mu + np.repeat(u, repeats)
