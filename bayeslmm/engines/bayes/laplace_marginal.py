@@ -26,7 +26,7 @@ enters through the third derivatives of the log-likelihood):
     R = W^½ B⁻¹ W^½,   s₂ = ½ diag(Σ − Σ R Σ) ∘ ∇³ log p(y | f̂)
 
 (the sign of s₂ is that of the derivative of −½ log det B; R&W's algorithm 5.1 prints it
-with the opposite sign, the finite-difference test in tests/engines/test_laplace_marginal.py
+with the opposite sign, the finite-difference test in tests/engines/bayes/test_laplace_marginal.py
 pins it).
 
 Each evaluation costs a few dense n × n Cholesky factorisations of B (Newton, warm-started
