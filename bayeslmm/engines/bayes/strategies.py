@@ -51,12 +51,6 @@ from bayeslmm.engines.bayes.conditional import (
     conditional_breeding_values,
     rotated_log_likelihood,
 )
-from bayeslmm.engines.bayes.glmm_density import (
-    GLMMDensity,
-    glmm_closed_form_applies,
-    glmm_density,
-)
-from bayeslmm.engines.bayes.glmm_density import nutpie_model as glmm_nutpie_model
 from bayeslmm.engines.bayes.laplace_marginal import (
     REQUIREMENT as LAPLACE_MARGINAL_REQUIREMENT,
 )
@@ -68,18 +62,15 @@ from bayeslmm.engines.bayes.laplace_marginal import (
 from bayeslmm.engines.bayes.latent import build_latent
 from bayeslmm.engines.bayes.options import FixedEffectsMode, StrategyName, strategy_name
 from bayeslmm.engines.bayes.spectral import build_spectral, spectral_obstacles
-from bayeslmm.engines.bayes.spectral_density import (
-    SpectralDensity,
-    closed_form_applies,
-    spectral_density,
-)
-from bayeslmm.engines.bayes.spectral_density import nutpie_model as spectral_nutpie_model
 from bayeslmm.errors import SpecificationError
 from bayeslmm.priors import PriorSet
 from bayeslmm.spec import ModelSpec
 
 if TYPE_CHECKING:
     import arviz as az
+
+    from bayeslmm.engines.bayes.glmm_density import GLMMDensity
+    from bayeslmm.engines.bayes.spectral_density import SpectralDensity
 
 
 class Strategy(ABC):
@@ -207,15 +198,20 @@ class SpectralStrategy(Strategy):
         return build_spectral(spec, priors, fixed_effects)
 
     def closed_form(self, built: BuiltModel) -> SpectralDensity | None:
+        # imported here: the closed forms load numba, which building a model does not need
+        from bayeslmm.engines.bayes.spectral_density import closed_form_applies, spectral_density
+
         if not closed_form_applies(built):
             return None
         return spectral_density(built)
 
     def nutpie_model(self, built: BuiltModel) -> Any:
+        from bayeslmm.engines.bayes.spectral_density import nutpie_model
+
         density = self.closed_form(built)
         if density is None:
             return super().nutpie_model(built)
-        return spectral_nutpie_model(density)
+        return nutpie_model(density)
 
     def posthoc(
         self, built: BuiltModel, idata: az.InferenceData, seed: Any = None
@@ -263,15 +259,20 @@ class LatentStrategy(Strategy):
         return build_latent(spec, priors, rank_share)
 
     def closed_form(self, built: BuiltModel) -> GLMMDensity | None:
+        # imported here: the closed forms load numba, which building a model does not need
+        from bayeslmm.engines.bayes.glmm_density import glmm_closed_form_applies, glmm_density
+
         if not glmm_closed_form_applies(built):
             return None
         return glmm_density(built)
 
     def nutpie_model(self, built: BuiltModel) -> Any:
+        from bayeslmm.engines.bayes.glmm_density import nutpie_model
+
         density = self.closed_form(built)
         if density is None:
             return super().nutpie_model(built)
-        return glmm_nutpie_model(density, built.model.coords)
+        return nutpie_model(density, built.model.coords)
 
 
 class LaplaceMarginalStrategy(Strategy):
