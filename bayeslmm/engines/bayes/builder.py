@@ -180,7 +180,13 @@ def build(
     return built
 
 
-def build_model(spec: ModelSpec, **kwargs: Any) -> pm.Model:
+def build_model(
+    spec: ModelSpec,
+    strategy: StrategyName | str = "auto",
+    rank_share: float | None = None,
+    priors: dict[str, Any] | None = None,
+    fixed_effects: FixedEffectsMode = "marginal",
+) -> pm.Model:
     """Build and return only the :class:`pymc.Model` (see :func:`build` for the options).
 
     Examples
@@ -191,4 +197,6 @@ def build_model(spec: ModelSpec, **kwargs: Any) -> pm.Model:
     >>> model.named_vars_to_dims["u_g"]
     ('g_level', 'g_coef')
     """
-    return build(spec, **kwargs).model
+    return build(
+        spec, strategy=strategy, rank_share=rank_share, priors=priors, fixed_effects=fixed_effects
+    ).model
