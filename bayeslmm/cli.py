@@ -31,7 +31,7 @@ file was changed); 1 unexpected error, a bug (run again with --debug for the tra
 """
 
 #: Subcommand name -> module in bayeslmm.commands.
-COMMANDS = {"grm": "grm", "fit": "fit", "demo": "demo"}
+COMMANDS = {"grm": "grm", "fit": "fit", "scan": "scan", "demo": "demo"}
 
 
 def build_parser() -> argparse.ArgumentParser:

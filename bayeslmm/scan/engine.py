@@ -289,16 +289,17 @@ def _exact_positions(
     unknown = [e for e in names if e not in where]
     if unknown:
         raise DataError(
-            f"exact= names markers that are not in the genotypes: {preview(unknown)}; use the "
-            "SNP names of the map (the .bim's second column, or the dosage columns)."
+            f"The markers to refit exactly (exact=, --exact) include names that are not in the "
+            f"genotypes: {preview(unknown)}; use the SNP names of the map (the .bim's second "
+            "column, or the dosage columns)."
         )
     kept = np.zeros(snp_map.shape[0], dtype=bool)
     kept[sel.keep] = True
     untested = [e for e in names if not kept[where[e]]]
     if untested:
         raise DataError(
-            f"exact= names markers that are not tested (monomorphic, no calls or below maf): "
-            f"{preview(untested)}."
+            f"The markers to refit exactly (exact=, --exact) include markers that are not "
+            f"tested (monomorphic, no calls or below maf): {preview(untested)}."
         )
     return np.unique([where[e] for e in names])
 
@@ -541,7 +542,7 @@ def _run(
                 null = _null_model(K, formula, spec, frame, group, centred, times)
                 del K
                 if null.summary["boundary"]:
-                    boundary.append(label)
+                    boundary.append(f"{label} (h² = {null.summary['h2']:.3g})")
             sub = kinships.subset(c)
             t0 = time.perf_counter()
             for pos, Z, _ in _centred_blocks(dos, sub, False, block_size):
@@ -574,8 +575,9 @@ def _run(
             bar.update(1)
     if boundary:
         notes.append(
-            f"the null model's h² is on the boundary (0 or 1) for chromosomes "
-            f"{preview(boundary)}: the tests there are those of a linear model"
+            "the null model's h² is estimated on the boundary for chromosomes "
+            + ", ".join(boundary)
+            + " (at h² = 0 the tests there are those of a linear regression)"
         )
     untestable = int(np.isnan(arrays["p"][sel.keep]).sum())
     if untestable:

@@ -291,7 +291,7 @@ def test_result_plots_on_figures_lambda_and_tsv(data, tmp_path):
         ({"formula": "y ~ x"}, SpecificationError, "exactly one random term"),
         ({"formula": "y ~ x + (1 | id) + (1 | x)"}, SpecificationError, "exactly one random"),
         ({"formula": "y ~ (x | id)"}, SpecificationError, r"\(1 \| id\)"),
-        ({"exact": ["nope"]}, DataError, "not in the genotypes"),
+        ({"exact": ["nope"]}, DataError, "names that are not in the genotypes"),
         ({"test": "score"}, SpecificationError, "test must be one of"),
         ({"maf": 0.7}, DataError, "maf must lie"),
         ({"kinship": "K"}, SpecificationError, "one kinship per chromosome"),
