@@ -20,7 +20,7 @@ with a clear error, and gives vectorised functions of the linear predictor η:
   ``pytensor.tensor``);
 - :meth:`Family.pymc_likelihood`: the observed node of the PyMC model (PyMC imported there);
 - what a route needs to know, as attributes it checks: :attr:`Family.canonical_link` (the
-  laplace strategy), :attr:`Family.glmm_density_parametrisation` (the closed-form density),
+  laplace-marginal strategy), :attr:`Family.glmm_density_parametrisation` (the closed-form density),
   :attr:`Family.binary_trials` (observed and liability scales),
   :attr:`Family.simulation_intercept` (the simulator).
 
@@ -140,7 +140,7 @@ class Family:
     @property
     def canonical_link(self) -> bool:
         """Whether the link is the canonical one, so that the observed information equals
-        :meth:`fisher_weight` and is positive (what the laplace strategy needs)."""
+        :meth:`fisher_weight` and is positive (what the laplace-marginal strategy needs)."""
         return False
 
     @property
@@ -268,7 +268,7 @@ class Family:
         """Fisher information of one trial at η, w = −E ∂²log p/∂η², and d log w/dη.
 
         With the canonical link, n w is also the observed information and −d log w/dη the
-        third derivative of log p over the second (the laplace strategy's gradient).
+        third derivative of log p over the second (the laplace-marginal strategy's gradient).
         """
         raise NotImplementedError(f"The {self.name} family has no information function.")
 

@@ -25,7 +25,7 @@ Each seed is a new data set and sampler seed; the file ends with the ratio per s
 their mean (a single ESS varies up to threefold between sampler seeds, see
 docs/bayesian.md).
 
-With ``--laplace`` the script also fits ``strategy="laplace"`` (the latent field integrated
+With ``--laplace`` the script also fits ``strategy="laplace-marginal"`` (the latent field integrated
 out by a Laplace approximation, NUTS (nutpie) on the SDs only; its log-density is a Python
 Op that nutpie calls in object mode).
 """
@@ -149,7 +149,7 @@ def run(n: int, family: str, seed: int, args) -> list[dict]:
             chains=2,
             cores=1,
             seed=seed,
-            strategy="laplace",
+            strategy="laplace-marginal",
             progressbar=False,
             verbose=False,
         )

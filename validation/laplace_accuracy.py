@@ -1,7 +1,7 @@
-"""How close is strategy="laplace" to the exact posterior? (a script; output beside it).
+"""How close is strategy="laplace-marginal" to the exact posterior? (a script; output beside it).
 
 For simulated kinship GLMMs, fit the same model twice with NUTS: ``strategy="latent"``
-(every latent value sampled: the exact posterior) and ``strategy="laplace"`` (the latent
+(every latent value sampled: the exact posterior) and ``strategy="laplace-marginal"`` (the latent
 field integrated out by a Laplace approximation). Report, for V_A (``var_id``) and h², the
 posterior mean and 10/50/90 % quantiles of both, their difference in units of the exact
 posterior SD, and the Monte Carlo SE of the difference of means.

@@ -21,6 +21,7 @@ import dataclasses
 import math
 import time
 import warnings
+from typing import Literal, get_args
 
 import numpy as np
 import pandas as pd
@@ -51,7 +52,9 @@ __all__ = [
     "spectral_applicable",
 ]
 
-METHODS = ("auto", "spectral", "ai-reml", "ai-reml-mme", "ai-reml-dense")
+#: The REML routes (``RemlFit.method`` reports the one that ran).
+RemlRoute = Literal["auto", "spectral", "ai-reml", "ai-reml-mme", "ai-reml-dense"]
+METHODS: tuple[str, ...] = get_args(RemlRoute)
 
 
 class BoundaryFitWarning(UserWarning):
@@ -120,7 +123,7 @@ def _resolve(spec: ModelSpec, method: str) -> str:
 
 def fit_reml(
     spec: ModelSpec,
-    method: str = "auto",
+    method: RemlRoute = "auto",
     *,
     max_iter: int = 200,
     em_steps: int = 3,
