@@ -103,8 +103,7 @@ class BayesFit(FitTables):
         return xr.DataArray(
             q.values,
             dims=("chain", "draw", "component"),
-            coords={"chain": post["chain"].values, "draw": post["draw"].values,
-                    "component": index},
+            coords={"chain": post["chain"].values, "draw": post["draw"].values, "component": index},
             name="variance_share",
         )
 
@@ -170,9 +169,7 @@ class BayesFit(FitTables):
                     f"This fit has no draws of {name} and no way to draw them; refit with "
                     "LMM(...).fit(breeding_values=True)."
                 )
-            draws = self.breeding_value_sampler(
-                self.posterior, self.seed if seed is None else seed
-            )
+            draws = self.breeding_value_sampler(self.posterior, self.seed if seed is None else seed)
             self.idata.posterior[name] = draws
         return self.posterior[name]
 

@@ -104,12 +104,15 @@ class RemlFit(FitTables):
                 "LMM(...).fit(method='reml') or bayeslmm.engines.reml.fit_reml(spec)."
             )
         return PointEstimate(
-            x=np.r_[self.parameters["estimate"].to_numpy(dtype=float),
-                    self.fixed_table["estimate"].to_numpy(dtype=float)],
+            x=np.r_[
+                self.parameters["estimate"].to_numpy(dtype=float),
+                self.fixed_table["estimate"].to_numpy(dtype=float),
+            ],
             cov=linalg.block_diag(self.parameter_cov, self.fixed_cov),
             layout=reml_layout(self.spec, self.parameters),
             spec=self.spec,
         )
+
     # -- likelihood-based quantities ------------------------------------------------------
     @property
     def n_fixed(self) -> int:

@@ -1,6 +1,7 @@
 """Simulation with known truth: REML h² is close to unbiased and its SE is calibrated.
 
-Slow (600 fits, about a minute): ``python -m pytest -m slow tests/engines/reml/test_reml_simulation.py``.
+Slow (600 fits, about a minute):
+``python -m pytest -m slow tests/engines/reml/test_reml_simulation.py``.
 """
 
 from __future__ import annotations
