@@ -43,9 +43,9 @@ from bayeslmm.spec import ModelSpec, specify, split_formula
 
 TESTS = ("wald", "lrt")
 
-#: Keep every chromosome's crossproduct from the first pass when they fit in this many bytes
-#: together (each is n × n); above it they are recomputed when their chromosome comes, so
-#: that memory stays O(n²) whatever the number of chromosomes.
+#: The first pass keeps the crossproducts (n × n each) of as many leading chromosomes as fit
+#: in this many bytes; the others are recomputed when their chromosome comes, so that memory
+#: stays O(n²) whatever the number of chromosomes.
 CROSSPRODUCT_CACHE_BYTES = 1 << 30
 
 
@@ -379,12 +379,15 @@ class _KinshipProvider:
         """T = Σ_c C_c, chromosome by chromosome (the order of :func:`loco_grms`)."""
         t0 = time.perf_counter()
         n = self.dos.n
-        keep_all = n * n * 8 * len(self.order) <= CROSSPRODUCT_CACHE_BYTES
+        n_cached = CROSSPRODUCT_CACHE_BYTES // max(n * n * 8, 1) if self.loco else 0
         total = None
         for c in range(len(self.order)):
             C = self._crossproduct(c)
-            total = C.copy() if total is None else total + C
-            if keep_all and self.loco:
+            if total is None:
+                total = C.copy()
+            else:
+                total += C
+            if c < n_cached:  # used first, freed first
                 self._cache[c] = C
         self.total = total
         self.total_divisor = float(sum(self._divisor(c) for c in range(len(self.order))))

@@ -181,9 +181,30 @@ def test_exact_lrt_maximises_h2_under_both_models(data):
 
 
 # -- kinships ------------------------------------------------------------------------------
-def test_built_loco_kinships_equal_loco_grms_and_block_size_does_not_matter(data):
+@pytest.mark.parametrize("cached", [0, 1, len(CHROMS)])
+def test_built_loco_kinships_equal_loco_grms_and_block_size_does_not_matter(
+    data, monkeypatch, cached
+):
+    """Crossproducts kept from the first pass for ``cached`` chromosomes, recomputed for the
+    others: the same kinships either way."""
+    from bayeslmm.scan.engine import scan
+
+    names = scan.__globals__  # the module the function runs in
+    monkeypatch.setitem(names, "CROSSPRODUCT_CACHE_BYTES", cached * N * N * 8)
+    provider = names["_KinshipProvider"]
+    calls = []
+    original = provider._crossproduct
+
+    def counted(self, c):
+        calls.append(c)
+        return original(self, c)
+
+    monkeypatch.setattr(provider, "_crossproduct", counted)
     dos, snps, pheno = data
-    built = quiet_scan("y ~ x + (1 | id)", pheno, dos, snps, block_size=7)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        built = scan("y ~ x + (1 | id)", pheno, dos, snps, block_size=7, progressbar=False)
+    assert len(calls) == 2 * len(CHROMS) - cached  # first pass, then the ones not kept
     given = quiet_scan(
         "y ~ x + (1 | id)", pheno, dos, snps, kinship=bl.loco_grms(dos, snps["chrom"]),
         block_size=1000,

@@ -1,0 +1,232 @@
+"""Speed and memory of the LOCO association scan, beside FaST-LMM's ``single_snp``.
+
+A simulated PLINK fileset (n individuals, m markers on 10 chromosomes, 1% missing, a sex
+covariate, a polygenic trait) is written once to a work folder; then each program scans it in
+a fresh child process (so that each peak memory is its own, not the simulation's), with BLAS
+pinned by threadpoolctl:
+
+- bayeslmm: ``bl.scan("y ~ sex + (1 | id)", pheno, PREFIX)``: per chromosome the LOCO GRM
+  (streamed from the .bed), its eigendecomposition, the null REML fit and the markers rotated
+  a block at a time. Reported: the whole time, peak resident memory (``ru_maxrss``) and the
+  seconds in each stage (GRM crossproducts, eigendecompositions, null fits, marker rotation
+  and tests), with their shares;
+- FaST-LMM: ``single_snp(Bed(PREFIX), pheno, covar=sex, leave_out_one_chrom=True)``, its own
+  LOCO kernels from the same .bed; skipped (with a note) when FaST-LMM is not installed.
+
+The two programs' kernels differ (VanRaden here, standardised markers in FaST-LMM), so the run
+prints the correlation of their −log10 p rather than an agreement to rounding (for that, see
+``validation/scan_vs_fastlmm.py``).
+
+Usage::
+
+    OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 python benchmarks/bench_scan.py \
+        > benchmarks/results/bench_scan.txt
+
+Options: ``--n 5000``, ``--markers 100000``, ``--threads 1`` (BLAS threads in the scans),
+``--workdir DIR`` (default: a temporary folder; an existing fileset of the same size is
+reused), ``--no-fastlmm``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+N_CHROM = 10
+
+
+def simulate(workdir: Path, n: int, m: int, seed: int = 1) -> Path:
+    """Write PREFIX.bed/.bim/.fam and pheno.csv (unless a fileset of this size is there)."""
+    from bed_reader import open_bed, to_bed
+
+    prefix = workdir / f"sim_{n}_{m}"
+    if (prefix.with_suffix(".bed")).exists():
+        with open_bed(prefix.with_suffix(".bed")) as bed:
+            if bed.iid_count == n and bed.sid_count == m:
+                return prefix
+    rng = np.random.default_rng(seed)
+    freq = rng.uniform(0.05, 0.95, m)
+    G = np.empty((n, m), dtype=np.int8)
+    for start in range(0, m, 10_000):  # in slices: no n × m float64 matrix
+        stop = min(start + 10_000, m)
+        G[:, start:stop] = rng.binomial(2, freq[start:stop], size=(n, stop - start))
+    missing = rng.random((n, m), dtype=np.float32) < 0.01
+    causal = rng.choice(m, 1000, replace=False)
+    Zc = G[:, causal].astype(float)
+    Zc = (Zc - Zc.mean(0)) / Zc.std(0)
+    g = Zc @ rng.normal(size=causal.size)
+    g *= np.sqrt(0.5) / g.std()
+    sex = rng.integers(0, 2, n)
+    G[missing] = -127
+    ids = [f"ind{k:05d}" for k in range(n)]
+    to_bed(
+        prefix.with_suffix(".bed"),
+        G,
+        properties={
+            "iid": ids,
+            "sid": [f"rs{j}" for j in range(m)],
+            "chromosome": np.repeat(np.arange(1, N_CHROM + 1), m // N_CHROM).astype(str),
+            "bp_position": np.tile(100 * np.arange(1, m // N_CHROM + 1), N_CHROM),
+        },
+    )
+    y = 0.2 * sex + g + rng.normal(0.0, np.sqrt(0.5), n)
+    pd.DataFrame({"id": ids, "sex": sex, "y": y}).to_csv(workdir / "pheno.csv", index=False)
+    return prefix
+
+
+def peak_gib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
+
+
+def child_bayeslmm(prefix: str, pheno_path: str, threads: int) -> dict:
+    from threadpoolctl import threadpool_limits
+
+    import bayeslmm as bl
+
+    pheno = pd.read_csv(pheno_path, dtype={"id": str})
+    before = peak_gib()
+    with threadpool_limits(threads):
+        t0 = time.perf_counter()
+        res = bl.scan("y ~ sex + (1 | id)", pheno, prefix, progressbar=False)
+        seconds = time.perf_counter() - t0
+    res.table[["SNP", "p"]].to_csv(Path(pheno_path).parent / "bayeslmm_p.csv", index=False)
+    return {
+        "seconds": seconds,
+        "peak_gib": peak_gib(),
+        "peak_before_gib": before,
+        "timing": res.timing,
+        "lambda_gc": res.lambda_gc(),
+        "h2": res.null_models["h2"].round(4).tolist(),
+    }
+
+
+def child_fastlmm(prefix: str, pheno_path: str, threads: int) -> dict:
+    import logging
+
+    from fastlmm.association import single_snp
+    from pysnptools.snpreader import Bed, SnpData
+    from threadpoolctl import threadpool_limits
+
+    logging.disable(logging.INFO)
+    pheno = pd.read_csv(pheno_path, dtype={"id": str})
+    bed = Bed(str(prefix), count_A1=True)
+    fid = dict(zip(bed.iid[:, 1], bed.iid[:, 0], strict=True))  # the .fam's FID of each IID
+    iid = np.array([[fid[i], i] for i in pheno["id"]], dtype=str)
+    y = SnpData(iid=iid, sid=np.array(["y"]), val=pheno[["y"]].to_numpy(dtype=float))
+    covar = SnpData(iid=iid, sid=np.array(["sex"]), val=pheno[["sex"]].to_numpy(dtype=float))
+    bed = bed[bed.iid_to_index(iid), :]
+    with threadpool_limits(threads):
+        t0 = time.perf_counter()
+        out = single_snp(bed, y, covar=covar, leave_out_one_chrom=True, count_A1=True)
+        seconds = time.perf_counter() - t0
+    out[["SNP", "PValue"]].to_csv(Path(pheno_path).parent / "fastlmm_p.csv", index=False)
+    return {"seconds": seconds, "peak_gib": peak_gib()}
+
+
+def run_child(which: str, prefix: Path, pheno: Path, threads: int) -> dict:
+    """Run one program in a fresh interpreter; return its JSON report."""
+    cmd = [sys.executable, __file__, "--child", which, "--prefix", str(prefix),
+           "--pheno", str(pheno), "--threads", str(threads)]  # fmt: skip
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads))
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+    if done.returncode != 0:
+        return {"error": done.stderr.strip().splitlines()[-1] if done.stderr else "failed"}
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=5000)
+    parser.add_argument("--markers", type=int, default=100_000)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--workdir", default=None)
+    parser.add_argument("--no-fastlmm", action="store_true")
+    parser.add_argument("--child", choices=("bayeslmm", "fastlmm"), help=argparse.SUPPRESS)
+    parser.add_argument("--prefix", help=argparse.SUPPRESS)
+    parser.add_argument("--pheno", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        fn = child_bayeslmm if args.child == "bayeslmm" else child_fastlmm
+        print(json.dumps(fn(args.prefix, args.pheno, args.threads)))
+        return
+
+    from threadpoolctl import threadpool_info
+
+    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="bench_scan_"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    print(f"# command: {' '.join(['python', *sys.argv])}")
+    print(
+        f"# machine: {os.cpu_count()}-core {platform.machine()}, load average at start "
+        f"{' '.join(f'{v:.2f}' for v in os.getloadavg())}; python {platform.python_version()}, "
+        f"numpy {np.__version__}"
+    )
+    blas = sorted({f"{i['internal_api']} {i.get('version')}" for i in threadpool_info()
+                   if i.get("user_api") == "blas"})  # fmt: skip
+    print(f"# BLAS {blas}, pinned to {args.threads} thread(s) with threadpoolctl in each run")
+    t0 = time.perf_counter()
+    prefix = simulate(workdir, args.n, args.markers)
+    size_mib = prefix.with_suffix(".bed").stat().st_size / 2**20
+    print(
+        f"\ndata: n = {args.n}, {args.markers} markers on {N_CHROM} chromosomes "
+        f"({args.markers // N_CHROM} each), 1% missing, covariate sex, h² = 0.5 from 1000 "
+        f"markers; PLINK fileset {prefix}.bed ({size_mib:.0f} MiB), simulated or reused in "
+        f"{time.perf_counter() - t0:.0f} s"
+    )
+    pheno = workdir / "pheno.csv"
+    ours = run_child("bayeslmm", prefix, pheno, args.threads)
+    if "error" in ours:
+        print(f"bayeslmm failed: {ours['error']}")
+        return
+    t = ours["timing"]
+    total = ours["seconds"]
+    peak = ours["peak_gib"]
+    print(f"\n== bayeslmm bl.scan, LOCO, Wald: {total:.1f} s, peak memory {peak:.2f} GiB ==")
+    stages = [
+        ("allele frequencies (one pass over the .bed)", "select_s"),
+        ("GRM crossproducts (T, then each chromosome's)", "grm_s"),
+        ("eigendecompositions (10 LOCO kinships)", "eigh_s"),
+        ("null REML fits", "null_s"),
+        ("marker rotation Uᵀ G and tests", "markers_s"),
+    ]
+    for label, key in stages:
+        print(f"  {label:<48} {t.get(key, 0.0):8.1f} s  {100 * t.get(key, 0.0) / total:5.1f}%")
+    rest = total - sum(t.get(k, 0.0) for _, k in stages)
+    label = "other (reading phenotypes, table, checks)"
+    print(f"  {label:<48} {rest:8.1f} s  {100 * rest / total:5.1f}%")
+    print(f"  lambda_gc {ours['lambda_gc']:.4f}; null h² per chromosome {ours['h2']}")
+
+    if args.no_fastlmm:
+        print("\nFaST-LMM: skipped (--no-fastlmm)")
+        return
+    try:
+        import fastlmm  # noqa: F401
+    except ImportError:
+        print("\nFaST-LMM: not installed (pip install fastlmm); no comparison in this run")
+        return
+    theirs = run_child("fastlmm", prefix, pheno, args.threads)
+    if "error" in theirs:
+        print(f"\nFaST-LMM single_snp failed: {theirs['error']}")
+        return
+    print(f"\n== FaST-LMM single_snp, LOCO: {theirs['seconds']:.1f} s, peak memory "
+          f"{theirs['peak_gib']:.2f} GiB ==")  # fmt: skip
+    print(f"  bayeslmm / FaST-LMM time: {total / theirs['seconds']:.2f}; "
+          f"peak memory: {ours['peak_gib'] / theirs['peak_gib']:.2f}")  # fmt: skip
+    a = pd.read_csv(workdir / "bayeslmm_p.csv").set_index("SNP")["p"]
+    b = pd.read_csv(workdir / "fastlmm_p.csv").set_index("SNP")["PValue"].loc[a.index]
+    r = np.corrcoef(-np.log10(a.to_numpy()), -np.log10(b.to_numpy()))[0, 1]
+    print(f"  correlation of −log10 p (different kernels: VanRaden vs standardised): {r:.4f}")
+
+
+if __name__ == "__main__":
+    main()
