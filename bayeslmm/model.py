@@ -381,3 +381,9 @@ class LMM:
             f"LMM({s.formula!r}, n_obs={s.n_obs}, family={s.family.name}, "
             f"terms={[t.label for t in s.terms]})"
         )
+
+    def _repr_html_(self) -> str:
+        """What a notebook shows: formula, family, data size, random terms, priors."""
+        from bayeslmm.results.display import model_html
+
+        return model_html(self.spec)

@@ -381,3 +381,33 @@ class Kinship:
 
     def __repr__(self) -> str:
         return f"Kinship(name={self.name!r}, n={self.n}, mean_diagonal={self.mean_diagonal:.4g})"
+
+    def _repr_html_(self) -> str:
+        """What a notebook shows: size, scale, off-diagonal range and the top-left corner."""
+        import html
+
+        K, n = self.matrix, self.n
+        lo, hi = np.inf, -np.inf
+        for start in range(0, n, 1024):  # row blocks: no n × n temporary for a large matrix
+            block = K[start : start + 1024].copy()
+            block[np.arange(len(block)), np.arange(start, start + len(block))] = np.nan
+            if block.size > len(block):  # off-diagonal entries exist
+                lo, hi = min(lo, np.nanmin(block)), max(hi, np.nanmax(block))
+        off_mean = (K.sum() - np.trace(K)) / max(n * (n - 1), 1)
+        rows = [
+            ("individuals", f"{n}"),
+            ("mean diagonal", f"{self.mean_diagonal:.4g}"),
+            ("sample scale (mean diag − mean)", f"{self.mean_diagonal - float(K.mean()):.4g}"),
+        ]
+        if n > 1:
+            rows.append(("off-diagonal min / mean / max", f"{lo:.3g} / {off_mean:.3g} / {hi:.3g}"))
+        if "_eigh" in self.__dict__:  # only when already computed: a display never costs an eigh
+            rows.append(("smallest eigenvalue", f"{self.min_eigenvalue:.3g}"))
+        left = "style='text-align:left'"
+        head = "".join(f"<tr><td {left}><b>{a}</b></td><td {left}>{b}</td></tr>" for a, b in rows)
+        m = min(n, 5)
+        corner = pd.DataFrame(K[:m, :m], index=self.ids[:m], columns=self.ids[:m]).round(3)
+        return (
+            f"<div><b>Kinship {html.escape(self.name)}</b> ({n} × {n})<table>{head}</table>"
+            f"<small>top-left {m} × {m}:</small>{corner.to_html()}</div>"
+        )

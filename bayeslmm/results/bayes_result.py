@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from bayeslmm.results import tables
+from bayeslmm.results.display import FitDisplay
 from bayeslmm.results.estimate import PosteriorEstimate
 from bayeslmm.results.fit import FitTables
 from bayeslmm.results.heritability import summarise_draws
@@ -34,7 +35,7 @@ def _lme4_name(name: str) -> str:
 
 
 @dataclass(eq=False)
-class BayesFit(FitTables):
+class BayesFit(FitTables, FitDisplay):
     """Result of :meth:`bayeslmm.LMM.fit` with ``method="nuts"``.
 
     Attributes

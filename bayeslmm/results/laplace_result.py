@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from bayeslmm.results import tables
+from bayeslmm.results.display import FitDisplay
 from bayeslmm.results.estimate import ParameterLayout, PointEstimate
 from bayeslmm.results.fit import FitTables
 
@@ -25,7 +26,7 @@ __all__ = ["LaplaceFit"]
 
 
 @dataclass(frozen=True, eq=False)
-class LaplaceFit(FitTables):
+class LaplaceFit(FitTables, FitDisplay):
     """A Laplace-approximation ML fit of a GLMM (lme4's ``glmer`` with nAGQ = 1).
 
     Attributes
@@ -128,6 +129,18 @@ class LaplaceFit(FitTables):
         variance plus σ²_olre), columns ``estimate, se, ci_low, ci_high``."""
         index, q = tables.share_quantity(self.estimate(), include_residual=True)
         return tables.table(q, index, self._prob(None), "component")
+
+    def conditional_modes(self) -> np.ndarray:
+        """The random effects' conditional modes û as one vector: term by term,
+        coefficient by coefficient, level by level (the observation-level effect left out).
+
+        Examples
+        --------
+        >>> # u = fit.conditional_modes()   # fit.random_effects, concatenated
+        """
+        frames = list(self.random_effects.values())
+        n_blocks = sum(t.n_coef for t in self.spec.terms)
+        return np.concatenate([f.iloc[:, 0].to_numpy(dtype=float) for f in frames[:n_blocks]])
 
     @property
     def loglik(self) -> float:

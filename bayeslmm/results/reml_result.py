@@ -17,6 +17,7 @@ import pandas as pd
 from scipy import linalg, stats
 
 from bayeslmm.results import tables
+from bayeslmm.results.display import FitDisplay
 from bayeslmm.results.estimate import ParameterLayout, PointEstimate
 from bayeslmm.results.fit import FitTables
 
@@ -27,7 +28,7 @@ VARIANCE, COVARIANCE, RESIDUAL = "variance", "covariance", "residual"
 
 
 @dataclass(frozen=True, eq=False)
-class RemlFit(FitTables):
+class RemlFit(FitTables, FitDisplay):
     """A restricted-maximum-likelihood fit of a Gaussian linear mixed model.
 
     Attributes
