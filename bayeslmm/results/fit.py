@@ -11,6 +11,7 @@ for every engine. Engine-specific columns come after the common ones, never inst
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import pandas as pd
@@ -87,6 +88,61 @@ class FitTables:
         return tables.heritability_scales(
             self.estimate(), prevalence, case_fraction, term, self._prob(hdi_prob)
         )
+
+    # -- predictions ---------------------------------------------------------------------------
+    def predict(
+        self,
+        newdata: pd.DataFrame | None = None,
+        kind: str = "conditional",
+        hdi_prob: float | None = None,
+        draws: bool = False,
+        kinship: Mapping[str, Any] | None = None,
+        seed: int | None = None,
+    ) -> pd.DataFrame | Any:
+        """Predicted mean response, conditional on the individuals or marginal over them.
+
+        Parameters
+        ----------
+        newdata : pandas.DataFrame, optional
+            Rows to predict, with the columns of the formula (not the response); the fitted
+            observations when None. Individuals without records are welcome: with
+            ``kind="conditional"`` they need a kinship that relates them to the fitted ones.
+        kind : {"conditional", "marginal"}
+            ``"conditional"``: h(Xβ + Zu) for these individuals (their breeding values
+            included: BLUP through the kinship for individuals without records).
+            ``"marginal"``: the population average with these covariates, the random effects
+            integrated out (Gaussian: Xβ; GLMMs: population-averaged probabilities or
+            counts by Gauss–Hermite). See docs/questions.md.
+        hdi_prob : float, optional
+            Interval mass (default: the fit's).
+        draws : bool
+            NUTS: return the posterior draws (an ``xarray.DataArray`` with dims chain, draw,
+            row) instead of the table.
+        kinship : dict, optional
+            Grouping factor → :class:`~bayeslmm.Kinship` covering the individuals of
+            ``newdata`` that have no records (it may be the full kinship the model was
+            given).
+        seed : int, optional
+            NUTS: seed of the draws of what relatives do not predict of a new individual's
+            effect (the fit's seed by default).
+
+        Returns
+        -------
+        pandas.DataFrame
+            One row per prediction (index of ``newdata``, or the observation number):
+            ``estimate, se, ci_low, ci_high`` (a posterior's mean, SD and HDI, then its
+            ``mean, sd, hdi_low, hdi_high, ess_bulk, ess_tail, r_hat``; a point fit's
+            prediction, its standard error and Wald interval), on the response scale.
+            ``frame.attrs["kind"]`` says which question it answers.
+
+        Examples
+        --------
+        >>> # fit.predict(pd.DataFrame({"id": ["new1"]}), kinship={"id": K_all})
+        >>> # fit.predict(pd.DataFrame({"sex": ["F", "M"]}), kind="marginal")
+        """
+        from bayeslmm.results.predict import predict
+
+        return predict(self, newdata, kind, hdi_prob, draws, kinship, seed)
 
     # -- summary.json -------------------------------------------------------------------------
     def _summary_sections(
