@@ -137,6 +137,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help="binary traits: population prevalence K in (0, 1), adds h² on the liability scale",
     )
     parser.add_argument(
+        "--loo",
+        action="store_true",
+        help="NUTS: add leave-one-out cross-validation to summary.json (marginal for Gaussian "
+        "models, conditional for GLMMs; docs/questions.md)",
+    )
+    parser.add_argument(
         "--out",
         required=True,
         metavar="DIR",
@@ -360,6 +366,8 @@ def write_results(
             staged = write_bayes_files(
                 fit, stage, prevalence=prevalence, reference=reference, title=title
             )
+            if getattr(args, "loo", False):
+                add_loo(fit, staged["summary"])
         else:
             summary = (
                 fit.to_summary(prevalence=prevalence)
@@ -368,6 +376,17 @@ def write_results(
             )
             staged = {"summary": write_summary(summary, stage / "summary.json")}
     return {key: out / path.name for key, path in staged.items()}
+
+
+def add_loo(fit: Any, path: Path) -> None:
+    """Add ``loo`` (elpd, se, p_loo, kind, worst Pareto k; docs/summary_json.md) to the
+    summary.json at ``path``, written before it is swapped into the output folder."""
+    from bayeslmm.results.loo import loo_summary
+    from bayeslmm.results.summary import write_summary
+
+    summary = json.loads(path.read_text(encoding="utf-8"))
+    summary["loo"] = loo_summary(fit.loo())
+    write_summary(summary, path)
 
 
 def report(fit: Any, args: argparse.Namespace, paths: dict[str, Path]) -> None:
@@ -405,6 +424,12 @@ def report(fit: Any, args: argparse.Namespace, paths: dict[str, Path]) -> None:
             f"{fit.diagnostics['divergences']} divergences"
             + (f"; seed {seed} (--seed {seed} repeats this run)" if seed is not None else "")
         )
+        if "loo" in summary:
+            loo = summary["loo"]
+            print(
+                f"LOO ({loo['kind']}): elpd {loo['elpd']:.1f} (SE {loo['se']:.1f}), p_loo "
+                f"{loo['p_loo']:.1f}, worst Pareto k {loo['pareto_k_max']:.2f}"
+            )
     print("wrote " + ", ".join(str(p) for p in paths.values()))
 
 
@@ -465,6 +490,12 @@ def run(args: argparse.Namespace) -> int:
     # Everything that can be checked without reading a file is checked first, then the output
     # folder, so that a mistake never costs a fit.
     family = check_family_args(args)
+    if getattr(args, "loo", False) and args.method != "nuts":
+        raise SpecificationError(
+            f"--loo is leave-one-out cross-validation of the posterior (--method nuts); a "
+            f"--method {args.method} summary.json already has aic and bic. Drop --loo or "
+            "use --method nuts."
+        )
     kinship_sources(args.kinship)
     priors = parse_prior_args(args.prior) or None
     column_roles(args.formula, args.sigma, args.trials)

@@ -144,6 +144,59 @@ class FitTables:
 
         return predict(self, newdata, kind, hdi_prob, draws, kinship, seed)
 
+    # -- model comparison ----------------------------------------------------------------------
+    def loo(self, kind: str | None = None, pointwise: bool = True) -> Any:
+        """PSIS leave-one-out cross-validation (ArviZ's ``ELPDData``), marginal or conditional.
+
+        Parameters
+        ----------
+        kind : {"marginal", "conditional"}, optional
+            ``"marginal"`` (default for Gaussian models): log p(y_i | y_−i, θ, β), the random
+            effects integrated out, exact without refitting — how well the model predicts a
+            new record from the others (choosing a kinship, or kinship vs none).
+            ``"conditional"`` (default for GLMMs): log p(y_i | u, θ, β) — this individual's
+            next record given its fitted effect. See :mod:`bayeslmm.results.loo` and
+            docs/questions.md.
+        pointwise : bool
+            Keep ``loo_i`` and ``pareto_k`` per observation.
+
+        Returns
+        -------
+        arviz.ELPDData
+            ``elpd_loo``, ``se``, ``p_loo``, ``pareto_k``, …, and ``kind``. Pass several to
+            :func:`bayeslmm.compare` (or ``az.compare``) to rank models of the same data.
+
+        Examples
+        --------
+        >>> # fit.loo()["elpd_loo"], fit.loo()["kind"]
+        """
+        from bayeslmm.results.loo import loo
+
+        return loo(self, kind, pointwise)
+
+    def waic(self, kind: str | None = None, pointwise: bool = True) -> Any:
+        """WAIC (ArviZ's ``ELPDData``) from the pointwise log-likelihood of :meth:`loo`.
+
+        Examples
+        --------
+        >>> # fit.waic("marginal")["elpd_waic"]
+        """
+        from bayeslmm.results.loo import waic
+
+        return waic(self, kind, pointwise)
+
+    def log_likelihood(self, kind: str | None = None) -> Any:
+        """The posterior with a per-observation ``log_likelihood`` group of ``kind``
+        (``attrs["kind"]`` records it), ready for ``az.loo``, ``az.waic``, ``az.compare``.
+
+        Examples
+        --------
+        >>> # az.loo(fit.log_likelihood("marginal"))
+        """
+        from bayeslmm.results.loo import log_likelihood_data
+
+        return log_likelihood_data(self, kind)
+
     # -- summary.json -------------------------------------------------------------------------
     def _summary_sections(
         self,

@@ -461,7 +461,7 @@ def _effects_arrays(spec: ModelSpec, u: np.ndarray) -> list[np.ndarray]:
 # ---------------------------------------------------------------------------------------
 # predictions per engine
 # ---------------------------------------------------------------------------------------
-def _posterior_effects(fit: Any) -> list[np.ndarray]:
+def posterior_effects(fit: Any) -> list[np.ndarray]:
     """u draws per term, (N, q, m), from the posterior (sampled or drawn from u | y, θ)."""
     out = []
     for term in fit.spec.terms:
@@ -486,7 +486,7 @@ def predict_draws(fit: Any, rows: PredictionRows, kind: str, seed: int | None = 
     flat = parameter_values(fit)
     eta = flat.beta @ rows.X.T + rows.offset
     if kind == "conditional":
-        effects = _posterior_effects(fit)
+        effects = posterior_effects(fit)
         rng = np.random.default_rng(fit.seed if seed is None else seed)
         eta = eta + _random_part(rows, effects, flat.sigmas, rng)
         out = mean_response(spec.family, eta, flat.olre[:, None])

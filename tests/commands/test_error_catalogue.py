@@ -117,6 +117,8 @@ CASES = [
          "argument --prevalence: must lie strictly between 0 and 1", "--prevalence 0"),
     Case("cli-prevalence-not-binary", f"{FIT} --prevalence 0.1 {OUT}", 2,
          "--prevalence gives h² on the liability scale", "--prevalence, Gaussian trait"),
+    Case("cli-loo-not-nuts", f"{FIT} --loo {OUT}", 2,
+         "--loo is leave-one-out cross-validation of the posterior", "--loo with --method reml"),
     # -- kinship ----------------------------------------------------------------------------
     Case("cli-kinship-missing", f"{FIT.replace('kin.csv', 'nokin.csv')} {OUT}", 2,
          "No kinship table at 'nokin.csv': the file does not exist",
