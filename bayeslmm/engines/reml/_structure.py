@@ -16,7 +16,6 @@ the diagonal indicator of its observations.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -109,7 +108,7 @@ class Structure:
 
 def build_structure(spec: ModelSpec) -> Structure:
     """Enumerate the covariance parameters of a Gaussian model specification."""
-    labels = _term_labels(spec.terms)
+    labels = spec.coefficient_groups()  # lme4's grp of each coefficient (g, g.1, …)
     params: list[CovParameter] = []
     for t, (term, coef_labels) in enumerate(zip(spec.terms, labels, strict=True)):
         names = [lme4_name(c) for c in term.covariates]
@@ -127,57 +126,30 @@ def build_structure(spec: ModelSpec) -> Structure:
     return Structure(tuple(params), tuple(c[0] for c in labels), spec.terms, spec.n_obs)
 
 
-def _term_labels(terms: tuple[RandomTerm, ...]) -> list[list[str]]:
-    """lme4's ``grp`` of each coefficient of each term.
-
-    A grouping factor used again is named ``g.1``, ``g.2``, …; lme4 expands ``(a + b || g)``
-    into one term per coefficient, so those coefficients are numbered the same way.
-    """
-    seen: dict[str, int] = {}
-    out = []
-    for term in terms:
-        width = 1 if term.correlated else term.n_coef
-        labels = []
-        for _ in range(width):
-            n = seen.get(term.group, 0)
-            labels.append(term.group if n == 0 else f"{term.group}.{n}")
-            seen[term.group] = n + 1
-        out.append(labels if width == term.n_coef else labels * term.n_coef)
-    return out
-
-
 def _residual_parameters(spec: ModelSpec) -> list[CovParameter]:
     n = spec.n_obs
     if spec.sigma_X is None:
         return [
             CovParameter(RESIDUAL, "Residual", None, None, -1, 0, 0, mask=np.ones(n, bool), rank=n)
         ]
-    S = np.asarray(spec.sigma_X, dtype=float)
-    patterns, group = np.unique(np.round(S, 12), axis=0, return_inverse=True)
-    group = group.ravel()
-    if patterns.shape[0] != S.shape[1]:
+    environments = spec.residual_groups()
+    if environments is None:
+        S = np.asarray(spec.sigma_X, dtype=float)
+        distinct = np.unique(np.round(S, 12), axis=0).shape[0]
         raise SpecificationError(
             f"The REML engine models residual variances by the levels of categorical factors: "
             f"the sigma formula {spec.sigma_formula!r} has {S.shape[1]} columns but its rows "
-            f"take {patterns.shape[0]} distinct values, so it is not one variance per level. "
+            f"take {distinct} distinct values, so it is not one variance per level. "
             "Use a factor, e.g. sigma='~ 0 + env' or '~ env' (a continuous covariate in the "
             "variance model needs the Bayesian engine)."
         )
-    rhs = (spec.sigma_formula or "").split("~", 1)[-1]
-    tokens = set(re.findall(r"[A-Za-z_.][A-Za-z0-9_.]*", rhs))
-    columns = [c for c in spec.data.columns if str(c) in tokens]
-    first = [int(np.flatnonzero(group == g)[0]) for g in range(patterns.shape[0])]
-    labels = [
-        ":".join(f"{c}[{spec.data[c].iat[i]}]" for c in columns) or f"sigma[{g}]"
-        for g, i in enumerate(first)
-    ]
-    order = sorted(range(len(labels)), key=lambda g: labels[g])
+    labels, group = environments
     out = []
-    for g in order:
+    for g, label in enumerate(labels):
         mask = group == g
         out.append(
             CovParameter(
-                RESIDUAL, "Residual", labels[g], None, -1, 0, 0, mask=mask, rank=int(mask.sum())
+                RESIDUAL, "Residual", label, None, -1, 0, 0, mask=mask, rank=int(mask.sum())
             )
         )
     return out
