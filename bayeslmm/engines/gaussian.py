@@ -53,6 +53,12 @@ _CHUNK = 256
 
 # (U∘U) of a term's spectral basis, for diag V⁻¹ = (U∘U) (1/d); one per RandomTerm
 _SQUARED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+# Uᵀ(y − offset) and UᵀX of a spectral model; one per ModelSpec
+_ROTATED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+#: Above this many draws the spectral V⁻¹ pieces are interpolated in δ = σ_e²/σ_g²
+#: (:class:`_SpectralDraws`); below, two matrix products per block of draws cost less.
+_INTERPOLATE_FROM = 300
 
 
 # ---------------------------------------------------------------------------------------
@@ -391,12 +397,156 @@ def _draw_residuals(spec: ModelSpec, beta: np.ndarray) -> np.ndarray:
     return y[None, :] - beta @ X.T
 
 
-def _spectral_draws(spec: ModelSpec, sigmas: np.ndarray, residual: np.ndarray) -> bool:
-    return spectral_applies(spec) and bool(np.all(residual == residual[:, :1]))
+def _spectral_draws(spec: ModelSpec, sigmas: list[np.ndarray], residual: np.ndarray) -> bool:
+    return (
+        spectral_applies(spec)
+        and bool(np.all(residual == residual[:, :1]))
+        and bool(np.all(np.asarray(sigmas[0]) > 0.0))
+        and bool(np.all(residual[:, 0] > 0.0))
+    )
+
+
+def _rotated(spec: ModelSpec) -> tuple[np.ndarray, np.ndarray]:
+    """Uᵀ(y − offset) and UᵀX in the term's spectral basis, computed once per spec."""
+    cached = _ROTATED.get(spec)
+    if cached is None:
+        U = spectral_basis(spec.terms[0]).vectors
+        cached = (U.T @ response(spec), U.T @ np.asarray(spec.X, dtype=float))
+        _ROTATED[spec] = cached
+    return cached
+
+
+@dataclass(frozen=True)
+class _SpectralDraws:
+    """V⁻¹ pieces of a spectral model at many draws of (σ_g², σ_e², β).
+
+    With δ = σ_e²/σ_g², V⁻¹ = σ_g⁻² U diag(1/(s + δ)) Uᵀ, so
+
+        g = V⁻¹(y − Xβ) = σ_g⁻² (a(δ) − B(δ) β),   a = U D_δ Uᵀ y,  B = U D_δ Uᵀ X,
+        c̄ = diag V⁻¹ = σ_g⁻² c(δ),                 c = (U∘U) diag(D_δ),
+
+    functions of the one number δ. ``exact``: two (draws × n) · (n × n) products per block
+    of draws. ``interpolate``: a, B and c at m + 1 Chebyshev nodes in log δ over the draws'
+    range, then the barycentric interpolant at each draw's δ: O(m n²) once and O(m n p) per
+    draw instead of O(n²). The functions are analytic in log δ in the strip |Im log δ| < π
+    (their poles sit at δ = −s_k ≤ 0), so the interpolant converges geometrically; m doubles
+    (16 → 256) until it agrees with the exact values at the m points between the nodes to
+    1e-11 relative, else the draws are done exactly.
+    """
+
+    spec: Any
+    var_g: np.ndarray
+    var_e: np.ndarray
+    beta: np.ndarray
+
+    def terms(self, method: str = "auto", want_diag: bool = True) -> tuple:
+        N = self.var_g.size
+        if method == "interpolate" or (method == "auto" and N > _INTERPOLATE_FROM):
+            out = self._interpolated(want_diag)
+            if out is not None:
+                return out
+        return self._exact(want_diag)
+
+    def _exact(self, want_diag: bool) -> tuple:
+        term = self.spec.terms[0]
+        basis = spectral_basis(term)
+        U, s = basis.vectors, basis.values
+        Uy, UX = _rotated(self.spec)
+        N, n = self.var_g.size, self.spec.n_obs
+        g = np.empty((N, n))
+        cbar = np.empty((N, n)) if want_diag else None
+        UU = _squared_vectors(term) if want_diag else None
+        for lo in range(0, N, _CHUNK):
+            hi = min(lo + _CHUNK, N)
+            d = self.var_g[lo:hi, None] * s[None, :] + self.var_e[lo:hi, None]
+            rotated = Uy[None, :] - self.beta[lo:hi] @ UX.T
+            g[lo:hi] = (rotated / d) @ U.T
+            if want_diag:
+                cbar[lo:hi] = (1.0 / d) @ UU.T
+        return g, cbar
+
+    def _at(self, delta: np.ndarray, want_diag: bool) -> tuple[np.ndarray, np.ndarray]:
+        """a, B (stacked: n × (1 + p) × k) and c (n × k) at the values ``delta`` (k,)."""
+        term = self.spec.terms[0]
+        basis = spectral_basis(term)
+        U, s = basis.vectors, basis.values
+        Uy, UX = _rotated(self.spec)
+        H = 1.0 / (s[:, None] + delta[None, :])  # n × k
+        R = np.column_stack([Uy, UX])  # n × (1 + p)
+        AB = (U @ (R[:, :, None] * H[:, None, :]).reshape(U.shape[0], -1)).reshape(
+            U.shape[0], R.shape[1], delta.size
+        )
+        c = _squared_vectors(term) @ H if want_diag else None
+        return AB, c
+
+    def _interpolated(self, want_diag: bool) -> tuple | None:
+        t = np.log(self.var_e / self.var_g)
+        lo, hi = float(t.min()), float(t.max())
+        if hi - lo < 1e-12:
+            lo, hi = lo - 1e-3, hi + 1e-3
+        for m in (16, 32, 64, 128, 256):
+            nodes = np.cos(np.pi * np.arange(m + 1) / m)  # Chebyshev points, 2nd kind
+            tests = np.cos(np.pi * (np.arange(m) + 0.5) / m)
+            weights = np.where(np.arange(m + 1) % 2 == 0, 1.0, -1.0)
+            weights[[0, -1]] *= 0.5
+            x = np.r_[nodes, tests]
+            AB, c = self._at(np.exp(lo + (x + 1.0) * 0.5 * (hi - lo)), want_diag)
+            basis = _barycentric(nodes, weights, tests)  # m × (m + 1)
+            ok = _agrees(np.einsum("jk,nak->naj", basis, AB[..., : m + 1]), AB[..., m + 1 :])
+            if want_diag:
+                ok = ok and _agrees(c[:, : m + 1] @ basis.T, c[:, m + 1 :])
+            if ok:
+                break
+        else:
+            return None
+        xs = 2.0 * (t - lo) / (hi - lo) - 1.0
+        N, n = self.var_g.size, self.spec.n_obs
+        g = np.empty((N, n))
+        cbar = np.empty((N, n)) if want_diag else None
+        k = AB.shape[1]
+        # (m + 1) × ((1 + p) n) and (m + 1) × n: one matrix product per block of draws
+        AB_nodes = np.ascontiguousarray(np.moveaxis(AB[..., : m + 1], -1, 0)).reshape(m + 1, -1)
+        c_nodes = None if c is None else np.ascontiguousarray(c[:, : m + 1].T)
+        for start in range(0, N, _CHUNK):
+            stop = min(start + _CHUNK, N)
+            W = _barycentric(nodes, weights, xs[start:stop])  # chunk × (m + 1)
+            scale = 1.0 / self.var_g[start:stop, None]
+            ab = (W @ AB_nodes).reshape(stop - start, n, k)  # a, B at each draw's δ
+            coef = np.column_stack([np.ones(stop - start), -self.beta[start:stop]])
+            g[start:stop] = scale * np.einsum("dnk,dk->dn", ab, coef)
+            if want_diag:
+                cbar[start:stop] = scale * (W @ c_nodes)
+        return g, cbar
+
+
+def _barycentric(nodes: np.ndarray, weights: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Rows of the barycentric interpolation matrix at ``x`` (exact at the nodes)."""
+    diff = x[:, None] - nodes[None, :]
+    exact = diff == 0.0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        W = weights[None, :] / diff
+        W = W / W.sum(axis=1, keepdims=True)
+    hit = exact.any(axis=1)
+    W[hit] = exact[hit].astype(float)
+    return W
+
+
+def _agrees(approx: np.ndarray, exact: np.ndarray, rtol: float = 1e-11) -> bool:
+    scale = np.max(np.abs(exact), axis=-1, keepdims=True)
+    return bool(np.all(np.abs(approx - exact) <= rtol * np.maximum(scale, 1e-300)))
+
+
+def _draw_arrays(sigmas: list[np.ndarray], residual: np.ndarray) -> tuple:
+    N = residual.shape[0]
+    return np.asarray(sigmas[0], float).reshape(N), np.asarray(residual[:, 0], float)
 
 
 def marginal_loo_terms(
-    spec: ModelSpec, sigmas: list[np.ndarray], residual: np.ndarray, beta: np.ndarray
+    spec: ModelSpec,
+    sigmas: list[np.ndarray],
+    residual: np.ndarray,
+    beta: np.ndarray,
+    method: str = "auto",
 ) -> tuple[np.ndarray, np.ndarray]:
     """g = V⁻¹(y − Xβ) and c̄ = diag V⁻¹ for every draw: arrays (N, n).
 
@@ -407,12 +557,15 @@ def marginal_loo_terms(
     residual : ndarray (N, n)
         Residual variance of each observation per draw.
     beta : ndarray (N, p)
+    method : {"auto", "exact", "interpolate"}
+        Spectral models only (see :class:`_SpectralDraws`): ``"auto"`` interpolates in
+        δ = σ_e²/σ_g² above a few hundred draws.
 
     Notes
     -----
-    Spectral models (:func:`spectral_applies`): with the rotated residual r̃ = Uᵀ(y − Xβ) and
-    d = σ_g² s + σ_e², g = U (r̃/d) and c̄ = (U∘U)(1/d), two matrix products per block of
-    draws and no factorisation. Otherwise one Cholesky factor of V per draw (O(n³) each).
+    Spectral models (:func:`spectral_applies`): V⁻¹ = σ_g⁻² U diag(1/(s + δ)) Uᵀ, no
+    factorisation (:class:`_SpectralDraws`). Otherwise one Cholesky factor of V per draw
+    (O(n³) each).
 
     Examples
     --------
@@ -427,23 +580,13 @@ def marginal_loo_terms(
     """
     beta = np.asarray(beta, float)
     residual = np.asarray(residual, float)
+    if _spectral_draws(spec, sigmas, residual):
+        var_g, var_e = _draw_arrays(sigmas, residual)
+        return _SpectralDraws(spec, var_g, var_e, beta).terms(method)
     N = residual.shape[0]
     r = _draw_residuals(spec, beta)
     g = np.empty((N, spec.n_obs))
     cbar = np.empty((N, spec.n_obs))
-    if _spectral_draws(spec, sigmas, residual):
-        term = spec.terms[0]
-        basis = spectral_basis(term)
-        U, s = basis.vectors, basis.values
-        UU = _squared_vectors(term)
-        var_g = np.asarray(sigmas[0], float).reshape(N)
-        for lo in range(0, N, _CHUNK):
-            hi = min(lo + _CHUNK, N)
-            d = var_g[lo:hi, None] * s[None, :] + residual[lo:hi, :1]
-            rotated = r[lo:hi] @ U
-            g[lo:hi] = (rotated / d) @ U.T
-            cbar[lo:hi] = (1.0 / d) @ UU.T
-        return g, cbar
     for i in range(N):
         solver = v_solver(spec, [np.asarray(S[i]) for S in sigmas], residual[i])
         g[i] = solver.solve(r[i])
@@ -452,7 +595,11 @@ def marginal_loo_terms(
 
 
 def marginal_loo_loglik(
-    spec: ModelSpec, sigmas: list[np.ndarray], residual: np.ndarray, beta: np.ndarray
+    spec: ModelSpec,
+    sigmas: list[np.ndarray],
+    residual: np.ndarray,
+    beta: np.ndarray,
+    method: str = "auto",
 ) -> np.ndarray:
     """log p(y_i | y_−i, β, θ) for every draw and observation: array (N, n).
 
@@ -471,12 +618,16 @@ def marginal_loo_loglik(
     >>> round(float(ll[0, 0]), 6)   # y_a | y_b, y_c ~ N(5/9, 16/9)
     -1.262176
     """
-    g, cbar = marginal_loo_terms(spec, sigmas, residual, beta)
+    g, cbar = marginal_loo_terms(spec, sigmas, residual, beta, method)
     return -0.5 * LOG_2PI + 0.5 * np.log(cbar) - 0.5 * g * g / cbar
 
 
 def vinv_residuals(
-    spec: ModelSpec, sigmas: list[np.ndarray], residual: np.ndarray, beta: np.ndarray
+    spec: ModelSpec,
+    sigmas: list[np.ndarray],
+    residual: np.ndarray,
+    beta: np.ndarray,
+    method: str = "auto",
 ) -> np.ndarray:
     """V⁻¹(y − offset − Xβ) for every draw: array (N, n) (inputs as
     :func:`marginal_loo_terms`).
@@ -494,18 +645,12 @@ def vinv_residuals(
     """
     beta = np.asarray(beta, float)
     residual = np.asarray(residual, float)
+    if _spectral_draws(spec, sigmas, residual):
+        var_g, var_e = _draw_arrays(sigmas, residual)
+        return _SpectralDraws(spec, var_g, var_e, beta).terms(method, want_diag=False)[0]
     N = residual.shape[0]
     r = _draw_residuals(spec, beta)
     out = np.empty((N, spec.n_obs))
-    if _spectral_draws(spec, sigmas, residual):
-        basis = spectral_basis(spec.terms[0])
-        U, s = basis.vectors, basis.values
-        var_g = np.asarray(sigmas[0], float).reshape(N)
-        for lo in range(0, N, _CHUNK):
-            hi = min(lo + _CHUNK, N)
-            d = var_g[lo:hi, None] * s[None, :] + residual[lo:hi, :1]
-            out[lo:hi] = ((r[lo:hi] @ U) / d) @ U.T
-        return out
     for i in range(N):
         out[i] = v_solver(spec, [np.asarray(S[i]) for S in sigmas], residual[i]).solve(r[i])
     return out

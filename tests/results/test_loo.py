@@ -220,3 +220,32 @@ def test_loo_refuses_what_it_cannot_answer(kinship_data):
         reml.loo()
     with pytest.raises(SpecificationError, match="kind must be"):
         reml.loo("exact")
+
+
+def test_interpolation_in_delta_equals_the_exact_spectral_terms(kinship_data):
+    """fit.loo() on many draws interpolates a, B, c in log δ (δ = σ_e²/σ_g² spanning four
+    orders of magnitude here); it must agree with the exact products and brute force."""
+    from bayeslmm.engines import gaussian
+
+    K, df = kinship_data
+    spec = bl.specify("y ~ x + (1|id)", df, kinship={"id": K})
+    rng = np.random.default_rng(6)
+    N = 500
+    var_g = np.exp(rng.uniform(-4.0, 2.0, N))
+    var_e = np.exp(rng.uniform(-3.0, 1.0, N))
+    beta = rng.normal([2.0, 1.0], 0.2, (N, 2))
+    sigmas, residual = [var_g.reshape(N, 1, 1)], np.repeat(var_e[:, None], len(df), 1)
+    inter = gaussian.marginal_loo_loglik(spec, sigmas, residual, beta, method="interpolate")
+    exact = gaussian.marginal_loo_loglik(spec, sigmas, residual, beta, method="exact")
+    np.testing.assert_allclose(inter, exact, rtol=0, atol=1e-9)
+    X = np.c_[np.ones(len(df)), df["x"]]
+    for i in (0, 250, 499):
+        V = var_g[i] * K.matrix + var_e[i] * np.eye(len(df))
+        expected = _brute_force_loo(V, df["y"].to_numpy(), X @ beta[i])
+        np.testing.assert_allclose(inter[i], expected, rtol=0, atol=1e-8)
+    g = gaussian.vinv_residuals(spec, sigmas, residual, beta, method="interpolate")
+    i = 123
+    V = var_g[i] * K.matrix + var_e[i] * np.eye(len(df))
+    np.testing.assert_allclose(
+        g[i], np.linalg.solve(V, df["y"].to_numpy() - X @ beta[i]), rtol=1e-9, atol=1e-9
+    )
