@@ -58,10 +58,11 @@ def simulate(workdir: Path, n: int, m: int, seed: int = 1) -> Path:
     rng = np.random.default_rng(seed)
     freq = rng.uniform(0.05, 0.95, m)
     G = np.empty((n, m), dtype=np.int8)
+    missing = np.empty((n, m), dtype=bool)
     for start in range(0, m, 10_000):  # in slices: no n × m float64 matrix
         stop = min(start + 10_000, m)
         G[:, start:stop] = rng.binomial(2, freq[start:stop], size=(n, stop - start))
-    missing = rng.random((n, m), dtype=np.float32) < 0.01
+        missing[:, start:stop] = rng.random((n, stop - start), dtype=np.float32) < 0.01
     causal = rng.choice(m, 1000, replace=False)
     Zc = G[:, causal].astype(float)
     Zc = (Zc - Zc.mean(0)) / Zc.std(0)

@@ -14,12 +14,16 @@ from __future__ import annotations
 import argparse
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from bayeslmm.commands.fit import positive_int
 from bayeslmm.commands.grm import maf_threshold
 from bayeslmm.errors import DataError, SpecificationError
+
+if TYPE_CHECKING:  # the parser is built without importing the results layer
+    from bayeslmm.results.scan_result import ScanResult
 
 #: Files ``bayeslmm scan`` writes into its output folder (older copies are replaced).
 SCAN_FILES = ("scan.tsv", "scan_null.tsv", "manhattan.png", "qq.png")
@@ -157,7 +161,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def report(result, out: Path) -> None:
+def report(result: ScanResult, out: Path) -> None:
     """One paragraph: what was scanned, λ_GC, the best marker, the files."""
     table = result.table
     kind = "LOCO" if result.loco else "all-marker kinship"
