@@ -169,6 +169,16 @@ class RandomTerm:
         """
         if scale not in ("sample", "diagonal", "unit"):
             raise ValueError(f"scale must be 'sample', 'diagonal' or 'unit'; got {scale!r}.")
+        if rows is None:
+            # every table asks again (a point estimate's Jacobian many times): O(q²) once
+            cache = self.__dict__.setdefault("_weights_cache", {})
+            if scale not in cache:
+                cache[scale] = self._variance_weights(scale, None)
+                cache[scale].flags.writeable = False
+            return cache[scale]
+        return self._variance_weights(scale, rows)
+
+    def _variance_weights(self, scale: str, rows: np.ndarray | None) -> np.ndarray:
         D = np.asarray(self.design, dtype=float)
         index = np.asarray(self.index)
         if rows is not None:
