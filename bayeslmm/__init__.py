@@ -19,6 +19,7 @@ from bayeslmm.families import Bernoulli, Binomial, Gaussian, Poisson, get_family
 from bayeslmm.kinship import Kinship, grm, loco_grms, pedigree_relationship
 from bayeslmm.model import LMM
 from bayeslmm.results.compare import compare_fits, plot_comparison
+from bayeslmm.results.criteria import compare
 from bayeslmm.scan import scan
 from bayeslmm.spec import ModelSpec, RandomTerm, specify
 
@@ -35,6 +36,7 @@ __all__ = [
     "Poisson",
     "RandomTerm",
     "SpecificationError",
+    "compare",
     "compare_fits",
     "datasets",
     "get_family",

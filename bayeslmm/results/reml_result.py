@@ -152,6 +152,23 @@ class RemlFit(FitTables, FitDisplay):
         table["t"] = self.fixed_table["t"].to_numpy()
         return table
 
+    def caic(self, cAIC4: bool = False) -> Any:
+        """The conditional AIC of Greven & Kneib (2010): fields ``caic`` and ``df``.
+
+        −2 Σ log N(y_i; ŷ_i, σ̂²) + 2 df with ŷ = Xβ̂ + Zû and df = tr(∂ŷ/∂y) + 1, the
+        variance estimates' dependence on y included. It ranks models by how well they
+        predict new records of the *same* individuals; ``aic`` by how well they describe the
+        population (docs/questions.md). See :mod:`bayeslmm.results.caic`; ``cAIC4=True``
+        reproduces R's cAIC4 arithmetic.
+
+        Examples
+        --------
+        >>> # fit.caic().caic, fit.caic().df
+        """
+        from bayeslmm.results.caic import conditional_aic
+
+        return conditional_aic(self, cAIC4=cAIC4)
+
     def lrt(self, reduced: RemlFit) -> dict[str, float]:
         """Likelihood-ratio test of this fit against a fit without one variance component.
 
