@@ -144,6 +144,45 @@ class FitTables:
 
         return predict(self, newdata, kind, hdi_prob, draws, kinship, seed)
 
+    def snp_effects(
+        self,
+        genotypes: pd.DataFrame | Any,
+        scale: float | None = None,
+        hdi_prob: float | None = None,
+        draws: bool = False,
+    ) -> pd.DataFrame | Any:
+        """Per-marker effects of the SNP form of the model: b̂ = σ_β² Wᵀ Zᵀ V⁻¹ (y − Xβ̂).
+
+        With K = W Wᵀ / c the genetic effect is u = W b, b ~ N(0, σ_β² I), σ_β² = σ_g²/c:
+        b̂ is ridge regression on the markers with λ = σ_e²/σ_β² (rrBLUP), and W b̂ = û, the
+        genomic breeding values. See :mod:`bayeslmm.results.snp`.
+
+        Parameters
+        ----------
+        genotypes : pandas.DataFrame or ndarray
+            Individuals × markers, the matrix the kinship was built from (raw dosages are
+            centred per marker to match it): a table indexed by id, or an array with one row
+            per level of the kinship term in the fit's order.
+        scale : float, optional
+            c in K = W Wᵀ / c; by default tr(W Wᵀ)/tr(K). Either way K = W Wᵀ / c is checked.
+        hdi_prob : float, optional
+        draws : bool
+            NUTS: return the draws of E[b | y, θ, β] (dims chain, draw, marker).
+
+        Returns
+        -------
+        pandas.DataFrame
+            One row per marker: ``estimate, se, ci_low, ci_high`` (REML: b̂ with its
+            prediction error SD; NUTS: posterior summaries of E[b | y, θ, β]).
+
+        Examples
+        --------
+        >>> # fit.snp_effects(dosages).sort_values("estimate").tail()
+        """
+        from bayeslmm.results.snp import snp_effects
+
+        return snp_effects(self, genotypes, scale, hdi_prob, draws)
+
     # -- model comparison ----------------------------------------------------------------------
     def loo(self, kind: str | None = None, pointwise: bool = True) -> Any:
         """PSIS leave-one-out cross-validation (ArviZ's ``ELPDData``), marginal or conditional.

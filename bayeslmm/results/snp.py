@@ -1,0 +1,173 @@
+"""Marker effects of a kinship model: the SNP form of the LMM (ridge regression on markers).
+
+A kinship built from markers, K = W Wᵀ / c (W: the n × m centred or standardised genotypes,
+c: the scale, e.g. VanRaden's 2 Σ p(1 − p)), makes the genetic effect u = W b with
+b ~ N(0, σ_β² I), σ_β² = σ_g² / c: the LMM and ridge regression on the markers are one model
+(rrBLUP; Meuwissen, Hayes & Goddard 2001). Each marker's effect is
+
+    b̂ = σ_β² Wᵀ Zᵀ V⁻¹ (y − Xβ̂),
+
+the ridge solution with λ = σ_e² / σ_β², and W b̂ = û are the genomic breeding values. Unlike
+ordinary least squares on each marker (or all at once, impossible when m > n), every marker
+is shrunk towards 0 by the same prior variance: effects are small, many, and add up to the
+breeding values.
+
+Uncertainty: REML gives each effect's prediction error SD, sqrt(σ_β² − σ_β⁴ [WᵀZᵀPZW]_jj)
+with P = V⁻¹ − V⁻¹X(XᵀV⁻¹X)⁻¹XᵀV⁻¹, at θ̂. NUTS gives, per posterior draw of (θ, β), the
+effects E[b | y, θ, β]: their mean is the posterior mean of b; their spread is the part of
+its uncertainty that comes from θ and β (the markers' own conditional variance, mostly the
+prior's when m ≫ n, is not drawn).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from bayeslmm.errors import DataError, SpecificationError, preview
+from bayeslmm.results.algebra import gaussian_algebra
+from bayeslmm.results.estimate import COMMON_COLUMNS, Draws, PosteriorEstimate
+from bayeslmm.results.predict import parameter_values
+
+#: Largest relative difference between K and W Wᵀ / c accepted as "the same kinship".
+MATCH_RTOL = 1e-6
+#: Markers handled at once for the REML prediction error variances.
+_BLOCK = 2048
+
+
+def _term(spec: Any) -> Any:
+    kin = spec.kinship_terms
+    if not spec.family.is_gaussian or len(spec.terms) != 1 or len(kin) != 1:
+        raise SpecificationError(
+            "SNP effects are the ridge-regression form of a Gaussian model with one kinship "
+            "term and no other random term (y ~ ... + (1|id), K = W Wᵀ / c); this model has "
+            f"terms {[t.label for t in spec.terms]} and family {spec.family.name}."
+        )
+    term = kin[0]
+    if not term.is_intercept_only:
+        raise SpecificationError(
+            f"SNP effects need an intercept-only kinship term; ({term.label}) has slopes."
+        )
+    return term
+
+
+def marker_matrix(
+    term: Any, genotypes: pd.DataFrame | np.ndarray, scale: float | None
+) -> tuple[np.ndarray, float, list[str], bool]:
+    """W over the term's levels (rows in level order), its scale c (K = W Wᵀ/c), the marker
+    names, and whether the columns were centred here to match K."""
+    levels = list(term.levels)
+    if isinstance(genotypes, pd.DataFrame):
+        index = [str(i) for i in genotypes.index]
+        missing = [i for i in levels if i not in set(index)]
+        if missing:
+            raise DataError(
+                f"{len(missing)} individuals of the model have no row in genotypes: "
+                f"{preview(missing)}. Index the genotype table by the ids of "
+                f"'{term.group}'."
+            )
+        pos = {i: k for k, i in enumerate(index)}
+        W = genotypes.to_numpy(dtype=float)[[pos[i] for i in levels]]
+        names = [str(c) for c in genotypes.columns]
+    else:
+        W = np.asarray(genotypes, dtype=float)
+        if W.ndim != 2 or W.shape[0] != len(levels):
+            raise DataError(
+                f"genotypes must be an n × m array with one row per level of '{term.group}' "
+                f"({len(levels)}, in the fit's level order), or a table indexed by id; got "
+                f"shape {W.shape}."
+            )
+        names = [f"m{j}" for j in range(W.shape[1])]
+    if not np.all(np.isfinite(W)):
+        raise DataError(
+            "genotypes hold missing or infinite values; impute them as the kinship was built "
+            "(e.g. the marker mean) before asking for marker effects."
+        )
+    K = np.asarray(term.kinship.matrix, dtype=float)
+    # as given, then centred per marker over the fitted individuals (what bl.grm does)
+    for centre, attempt in ((False, W), (True, W - W.mean(axis=0))):
+        WWt = attempt @ attempt.T
+        c = float(np.trace(WWt) / np.trace(K)) if scale is None else float(scale)
+        if c > 0 and np.abs(WWt / c - K).max() <= MATCH_RTOL * np.abs(K).max():
+            return attempt, c, names, centre
+    hint = "" if scale is None else f" with scale={scale}"
+    raise DataError(
+        f"The kinship of '{term.group}' is not W Wᵀ / c for these genotypes{hint}, as given "
+        "or centred: SNP effects need the marker matrix the kinship was built from (e.g. the "
+        "dosages given to bl.grm, which centres them; for bl.grm(..., standardize=True) the "
+        "standardised markers), on the same individuals."
+    )
+
+
+def snp_effects(
+    fit: Any,
+    genotypes: pd.DataFrame | np.ndarray,
+    scale: float | None = None,
+    hdi_prob: float | None = None,
+    draws: bool = False,
+) -> pd.DataFrame | Any:
+    """Marker effects b̂ = σ_β² Wᵀ Zᵀ V⁻¹ (y − Xβ̂); see :meth:`FitTables.snp_effects
+    <bayeslmm.results.fit.FitTables.snp_effects>`."""
+    spec = fit.spec
+    term = _term(spec)
+    W, c, names, _ = marker_matrix(term, genotypes, scale)
+    ZW = np.asarray(term.incidence() @ W)  # n × m: each record's markers
+    values = parameter_values(fit)
+    algebra = gaussian_algebra()
+    prob = fit._prob(hdi_prob)
+    if isinstance(fit.estimate(), PosteriorEstimate):
+        g = algebra.vinv_residuals(spec, values.sigmas, values.residual, values.beta)
+        var_beta = values.sigmas[0].reshape(-1) / c
+        effects = var_beta[:, None] * (g @ ZW)  # draws × m
+        post = fit.posterior
+        shape = (post.sizes["chain"], post.sizes["draw"], len(names))
+        if draws:
+            import xarray as xr
+
+            return xr.DataArray(
+                effects.reshape(shape),
+                dims=("chain", "draw", "marker"),
+                coords={
+                    "chain": post["chain"].values,
+                    "draw": post["draw"].values,
+                    "marker": names,
+                },
+                name="snp_effect",
+            )
+        from bayeslmm.results.tables import table
+
+        frame = table(Draws(effects.reshape(shape)), names, prob, "marker")
+    else:
+        if draws:
+            raise SpecificationError(
+                f"draws=True returns posterior draws; this {fit.engine} fit is a point "
+                "estimate. Leave draws=False for estimates with standard errors."
+            )
+        from scipy import stats
+
+        h = algebra.henderson(spec, values.sigmas, values.residual)
+        var_beta = float(values.sigmas[0].reshape(-1)[0]) / c
+        y = np.asarray(spec.y, float) - (0.0 if spec.offset is None else np.asarray(spec.offset))
+        g = h.solver.solve(y - np.asarray(spec.X, float) @ h.beta)
+        estimate = var_beta * (ZW.T @ g)
+        pev = np.empty(len(names))
+        for lo in range(0, len(names), _BLOCK):
+            block = ZW[:, lo : lo + _BLOCK]
+            vinv = h.solver.solve(block)
+            quad = np.einsum("ij,ij->j", block, vinv)
+            if h.vinv_x.shape[1]:
+                xb = h.vinv_x.T @ block  # p × k: XᵀV⁻¹ZW
+                quad -= np.einsum("ij,ik,kj->j", xb, h.cov_beta, xb)
+            pev[lo : lo + _BLOCK] = var_beta - var_beta**2 * quad
+        se = np.sqrt(np.clip(pev, 0.0, None))
+        z = float(stats.norm.ppf(0.5 + prob / 2))
+        frame = pd.DataFrame(
+            {"estimate": estimate, "se": se, "ci_low": estimate - z * se,
+             "ci_high": estimate + z * se},
+            index=pd.Index(names, name="marker"),
+            columns=list(COMMON_COLUMNS),
+        )  # fmt: skip
+    frame.attrs.update({"scale": c, "ci_prob": prob})
+    return frame
