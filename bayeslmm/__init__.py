@@ -20,6 +20,7 @@ from bayeslmm.kinship import Kinship, grm, loco_grms, pedigree_relationship
 from bayeslmm.model import LMM
 from bayeslmm.results.compare import compare_fits, plot_comparison
 from bayeslmm.results.criteria import compare
+from bayeslmm.saved import load_fit
 from bayeslmm.scan import scan
 from bayeslmm.spec import ModelSpec, RandomTerm, specify
 
@@ -42,6 +43,7 @@ __all__ = [
     "get_family",
     "grm",
     "io",
+    "load_fit",
     "loco_grms",
     "pedigree_relationship",
     "plot_comparison",

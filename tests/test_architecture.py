@@ -169,7 +169,7 @@ def import_graph() -> list[Edge]:
 
 EDGES = import_graph()
 
-_INTERFACES = {"model", "cli", "commands", "__init__"}
+_INTERFACES = {"model", "saved", "cli", "commands", "__init__"}
 _ENGINES = {"engines", "scan"}  # the association scan is an engine of its own (DESIGN.md)
 #: The parts of the package each part must not import (the front door
 #: ``bayeslmm/__init__.py`` is spelt ``"__init__"``: it imports every layer).

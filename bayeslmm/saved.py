@@ -1,0 +1,184 @@
+"""Reading a saved fit back: ``bl.load_fit(directory, data, kinship=...)``.
+
+``fit.save(out)`` and ``bayeslmm fit ... --out out`` write ``summary.json`` (the model's
+formula, family, link, strategy, sampler, seed and the estimates) and, for NUTS,
+``posterior.nc`` (the draws). The data and the kinship matrices are not copied into the
+folder (they are the user's, and often large), so :func:`load_fit` takes them again and
+checks that they are the ones the fit saw: the same response, row by row, and (for point
+fits, which are refitted: REML and Laplace ML are deterministic) the same estimates. The
+fit that comes back answers every call of a fresh one: tables, ``predict``, ``loo``,
+``caic``, ``snp_effects``, ``bl.compare``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from bayeslmm.errors import DataError, SpecificationError
+from bayeslmm.kinship import Kinship
+
+#: Relative agreement asked of a refitted point estimate with the saved one.
+REFIT_RTOL = 1e-6
+
+
+def _summary(directory: Path) -> dict[str, Any]:
+    path = directory / "summary.json"
+    if not path.is_file():
+        raise DataError(
+            f"No saved fit in '{directory}': summary.json is missing. Give the folder that "
+            "fit.save(...) or `bayeslmm fit --out` wrote."
+        )
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise DataError(f"'{path}' is not valid JSON ({exc}); the saved fit is damaged.") from exc
+
+
+def _model(summary: dict[str, Any], data: pd.DataFrame, kinship: Any, options: dict) -> Any:
+    from bayeslmm.model import LMM
+
+    sigma = options.pop("sigma", summary.get("sigma_formula"))
+    return LMM(
+        summary["formula"],
+        data,
+        kinship=kinship,
+        family=options.pop("family", summary.get("family", "gaussian")),
+        link=options.pop("link", summary.get("link")),
+        sigma=sigma,
+        **options,
+    )
+
+
+def _hdi_prob(summary: dict[str, Any]) -> float:
+    for section in ("heritability", "fixed_effects"):
+        for entry in summary.get(section, {}).values():
+            if isinstance(entry, Mapping) and entry.get("hdi_prob"):
+                return float(entry["hdi_prob"])
+    return 0.95
+
+
+def load_fit(
+    directory: str | os.PathLike,
+    data: pd.DataFrame,
+    kinship: Mapping[str, Kinship | pd.DataFrame] | None = None,
+    **options: Any,
+) -> Any:
+    """Read back a fit saved by ``fit.save(directory)`` or ``bayeslmm fit --out directory``.
+
+    Parameters
+    ----------
+    directory : path
+        The folder with ``summary.json`` (and ``posterior.nc`` for NUTS).
+    data : pandas.DataFrame
+        The data the fit was made from (checked: the response must match row by row).
+    kinship : dict, optional
+        Grouping factor → kinship, as given to :class:`bayeslmm.LMM`.
+    **options
+        Further :class:`~bayeslmm.LMM` arguments the fit used that summary.json does not
+        record (``trials=``, ``priors=``); ``family``, ``link`` and ``sigma`` are read from
+        summary.json.
+
+    Returns
+    -------
+    BayesFit, RemlFit or LaplaceFit
+
+    Examples
+    --------
+    >>> # fit.save("results"); fit2 = bl.load_fit("results", df, kinship={"id": K})
+    >>> # fit2.loo(), fit2.predict(new, kinship={"id": K})
+    """
+    directory = Path(directory)
+    summary = _summary(directory)
+    method = summary.get("method")
+    if method not in ("nuts", "reml", "laplace"):
+        raise DataError(
+            f"'{directory / 'summary.json'}' has method {method!r}; bayeslmm writes 'nuts', "
+            "'reml' or 'laplace'."
+        )
+    model = _model(summary, data, kinship, dict(options))
+    spec = model.spec
+    if int(summary.get("n_obs", spec.n_obs)) != spec.n_obs:
+        raise DataError(
+            f"The saved fit has {summary['n_obs']} observations and the data given "
+            f"{spec.n_obs}: give load_fit the data the fit was made from."
+        )
+    if method == "nuts":
+        return _load_posterior(directory, summary, model)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the boundary notes were given when it was fitted
+        fit = model.fit(method=method)
+    _check_refit(summary, fit, directory)
+    return fit
+
+
+def _load_posterior(directory: Path, summary: dict[str, Any], model: Any) -> Any:
+    import arviz as az
+
+    from bayeslmm.engines.bayes import build
+    from bayeslmm.engines.bayes.strategies import strategy_of
+    from bayeslmm.results.bayes_result import BayesFit
+
+    path = directory / "posterior.nc"
+    if not path.is_file():
+        raise DataError(
+            f"'{directory}' holds a NUTS summary.json but no posterior.nc: the draws are "
+            "needed to read the fit back."
+        )
+    idata = az.from_netcdf(str(path))
+    spec = model.spec
+    saved = np.asarray(idata.observed_data[spec.response].values, dtype=float)
+    bad = np.flatnonzero(saved != np.asarray(spec.y, dtype=float))
+    if saved.size != spec.n_obs or bad.size:
+        where = f"row {int(bad[0])}" if bad.size else "the number of rows"
+        raise DataError(
+            f"The data given differ from the data of the saved fit ({where} of "
+            f"'{spec.response}'): give load_fit the data the fit was made from, in the same "
+            "row order."
+        )
+    strategy = summary.get("strategy", "auto")
+    try:
+        built = build(spec, strategy=strategy)
+    except SpecificationError as exc:
+        raise SpecificationError(
+            f"The saved fit used the {strategy} strategy, which this model (as rebuilt from "
+            f"the data and options given) does not allow: {exc}"
+        ) from exc
+    diagnostics = dict(summary.get("diagnostics", {}))
+    messages = list(diagnostics.pop("messages", []))
+    return BayesFit(
+        idata=idata,
+        built=built,
+        timing=dict(summary.get("timing", {})),
+        diagnostics=diagnostics,
+        messages=messages,
+        hdi_prob=_hdi_prob(summary),
+        sampler=summary.get("sampler", "pymc"),
+        seed=summary.get("seed"),
+        breeding_value_sampler=strategy_of(built).breeding_value_sampler(built),
+    )
+
+
+def _check_refit(summary: dict[str, Any], fit: Any, directory: Path) -> None:
+    saved = [row.get("vcov") for row in summary.get("variance_components", [])]
+    now = fit.variance_components()["vcov"].tolist()
+    fixed = {k: v.get("estimate") for k, v in summary.get("fixed_effects", {}).items()}
+    now_fixed = dict(zip(fit.spec.fixed_names, fit.fixed_effects()["estimate"], strict=True))
+    pairs = list(zip(saved, now, strict=False)) + [(fixed.get(k), v) for k, v in now_fixed.items()]
+    ok = len(saved) == len(now) and all(
+        a is not None and np.isclose(a, b, rtol=REFIT_RTOL, atol=1e-12 * max(1.0, abs(b)))
+        for a, b in pairs
+    )
+    if not ok:
+        raise DataError(
+            f"Refitting the model of '{directory}' to the data given does not reproduce the "
+            "saved estimates: the data, kinship or options differ from the fit's. Give "
+            "load_fit the same data, kinship and options (trials=, priors=)."
+        )
