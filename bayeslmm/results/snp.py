@@ -69,25 +69,30 @@ def marker_matrix(
                 f"'{term.group}'."
             )
         pos = {i: k for k, i in enumerate(index)}
-        W = genotypes.to_numpy(dtype=float)[[pos[i] for i in levels]]
+        rows = [pos[i] for i in levels]
+        table = genotypes.to_numpy(dtype=float)
         names = [str(c) for c in genotypes.columns]
     else:
-        W = np.asarray(genotypes, dtype=float)
-        if W.ndim != 2 or W.shape[0] != len(levels):
+        table = np.asarray(genotypes, dtype=float)
+        if table.ndim != 2 or table.shape[0] != len(levels):
             raise DataError(
                 f"genotypes must be an n × m array with one row per level of '{term.group}' "
                 f"({len(levels)}, in the fit's level order), or a table indexed by id; got "
-                f"shape {W.shape}."
+                f"shape {table.shape}."
             )
-        names = [f"m{j}" for j in range(W.shape[1])]
-    if not np.all(np.isfinite(W)):
+        rows = list(range(len(levels)))
+        names = [f"m{j}" for j in range(table.shape[1])]
+    if not np.all(np.isfinite(table)):
         raise DataError(
             "genotypes hold missing or infinite values; impute them as the kinship was built "
             "(e.g. the marker mean) before asking for marker effects."
         )
     K = np.asarray(term.kinship.matrix, dtype=float)
-    # as given, then centred per marker over the fitted individuals (what bl.grm does)
-    for centre, attempt in ((False, W), (True, W - W.mean(axis=0))):
+    # as given, then centred per marker over every individual given (what bl.grm does with
+    # the genotypes it is given: a kinship of more individuals than have records is centred
+    # over all of them, so pass the same table)
+    centred = table - table.mean(axis=0)
+    for centre, attempt in ((False, table[rows]), (True, centred[rows])):
         WWt = attempt @ attempt.T
         c = float(np.trace(WWt) / np.trace(K)) if scale is None else float(scale)
         if c > 0 and np.abs(WWt / c - K).max() <= MATCH_RTOL * np.abs(K).max():
@@ -95,9 +100,9 @@ def marker_matrix(
     hint = "" if scale is None else f" with scale={scale}"
     raise DataError(
         f"The kinship of '{term.group}' is not W Wᵀ / c for these genotypes{hint}, as given "
-        "or centred: SNP effects need the marker matrix the kinship was built from (e.g. the "
-        "dosages given to bl.grm, which centres them; for bl.grm(..., standardize=True) the "
-        "standardised markers), on the same individuals."
+        "or centred: SNP effects need the marker matrix the kinship was built from, for the "
+        "individuals it was built on (e.g. the dosage table given to bl.grm, which centres "
+        "it; for bl.grm(..., standardize=True) the standardised markers)."
     )
 
 
