@@ -115,3 +115,18 @@ def test_snp_effects_check_the_genotypes(markers):
         fit2 = bl.LMM("y ~ x + (1|id) + (1|pen)", two, kinship={"id": K}).fit(method="reml")
     with pytest.raises(SpecificationError, match="one kinship term and no other"):
         fit2.snp_effects(geno)
+
+
+def test_kinship_of_more_individuals_than_records(markers):
+    """K built on all 60 (centred over 60), 45 with a record: the full table matches it."""
+    geno, K, df, W = markers
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fit = bl.LMM("y ~ x + (1|id)", df.iloc[:45], kinship={"id": K}).fit(method="reml")
+    effects = fit.snp_effects(geno)
+    levels = list(fit.spec.terms[0].levels)
+    rows = [list(geno.index).index(i) for i in levels]
+    u = W[rows] @ effects["estimate"].to_numpy()
+    np.testing.assert_allclose(u, fit.blups["id"]["(Intercept)"].to_numpy(), atol=1e-7)
+    with pytest.raises(DataError, match="is not W Wᵀ / c"):
+        fit.snp_effects(geno.loc[levels])  # centred over 45, not the kinship's 60
