@@ -322,7 +322,9 @@ def _likelihood_line(summary: Mapping[str, Any]) -> str:
     loglik = summary.get("loglik") or {}
     if _finite(summary.get("reml_criterion")) is not None:
         parts.append(f"REML criterion {summary['reml_criterion']:.2f}")
-    if _finite(loglik.get("ml")) is not None:
+    if _finite(loglik.get("reml")) is not None:  # lme4's logLik() of a REML fit
+        parts.append(f"logLik (REML) {loglik['reml']:.2f}")
+    elif _finite(loglik.get("ml")) is not None:
         parts.append(f"logLik {loglik['ml']:.2f}")
     if _finite(summary.get("deviance")) is not None:
         parts.append(f"deviance {summary['deviance']:.2f}")
@@ -503,7 +505,7 @@ def summary_html(summary: Mapping[str, Any], title: str | None = None, style: bo
     summary : mapping
         A summary.json dictionary (see :func:`summary_text`).
     title : str, optional
-        Heading; default e.g. ``"bayeslmm · NUTS fit"``.
+        Heading; default e.g. ``"bayeslmm · NUTS fit"``; ``""`` for none.
     style : bool
         Include the scoped ``<style>`` block.
 
@@ -520,8 +522,10 @@ def summary_html(summary: Mapping[str, Any], title: str | None = None, style: bo
     (True, True)
     """
     method = _ENGINES.get(summary.get("method", ""), "")
-    title = title or f"bayeslmm · {method} fit"
-    parts = [STYLE if style else "", '<div class="bayeslmm">', f"<h3>{_esc(title)}</h3>"]
+    title = f"bayeslmm · {method} fit" if title is None else title
+    parts = [STYLE if style else "", '<div class="bayeslmm">']
+    if title:
+        parts.append(f"<h3>{_esc(title)}</h3>")
     parts.append(_header_html(_header(summary)))
     messages = _messages(summary)
     if messages:
@@ -682,16 +686,19 @@ class FitDisplay:
     """
 
     def _display_summary(self, prevalence: float | None = None) -> dict[str, Any]:
-        if prevalence is not None and not self.spec.family.binary_response():
+        spec = getattr(self, "spec", None)
+        if prevalence is not None and spec is not None and not spec.family.binary_response():
             raise ValueError(
                 f"prevalence gives h² on the liability scale of a binary trait; this fit's "
-                f"family is '{self.spec.family.name}'. Leave prevalence out."
+                f"family is '{spec.family.name}'. Leave prevalence out."
             )
         kwargs = {} if prevalence is None else {"prevalence": prevalence}
         to_summary = getattr(self, "to_summary", None)
-        if callable(to_summary):
-            return to_summary(**kwargs)
-        return self.summary(**kwargs)
+        summary = to_summary(**kwargs) if callable(to_summary) else self.summary(**kwargs)
+        # summary.json of a NUTS fit has no sigma_formula key; the header shows it for all
+        if summary.get("sigma_formula") is None and getattr(spec, "sigma_formula", None):
+            summary["sigma_formula"] = spec.sigma_formula
+        return summary
 
     def summary_text(self, prevalence: float | None = None) -> str:
         """The fit's summary as brms prints it: header, diagnostics, h², variance
