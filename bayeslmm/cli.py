@@ -20,6 +20,7 @@ import sys
 import traceback
 import warnings
 
+from bayeslmm._version import __version__
 from bayeslmm.errors import BayesLMMError
 
 EXIT_OK, EXIT_BUG, EXIT_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -31,7 +32,7 @@ file was changed); 1 unexpected error, a bug (run again with --debug for the tra
 """
 
 #: Subcommand name -> module in bayeslmm.commands.
-COMMANDS = {"grm": "grm", "fit": "fit", "scan": "scan", "demo": "demo"}
+COMMANDS = {"grm": "grm", "fit": "fit", "scan": "scan", "report": "report", "demo": "demo"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--debug", action="store_true", help=_DEBUG_HELP)
+    parser.add_argument("--version", action="version", version=f"bayeslmm {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     for module in COMMANDS.values():
         try:
