@@ -596,8 +596,8 @@ def predict(
             {"estimate": est, "se": se, "ci_low": est - z * se, "ci_high": est + z * se},
             columns=list(COMMON_COLUMNS),
         )
-        frame.index = pd.Index([str(i) for i in rows.index], name="row")
-    frame.index = rows.index if newdata is not None else frame.index
+    # the rows of newdata keep their labels; the fitted observations are numbered 0 … n − 1
+    frame.index = rows.index
     frame.attrs.update({"kind": kind, "ci_prob": prob, "scale": "response"})
     return frame
 

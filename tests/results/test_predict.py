@@ -66,6 +66,7 @@ def test_reml_conditional_equals_dense_mme_blup_for_unphenotyped(kinship_data):
     np.testing.assert_allclose(pred["ci_high"] - pred["estimate"], z * pred["se"], rtol=1e-12)
     # the fitted individuals: Xβ̂ + û, and û is the engine's own BLUP
     fitted = fit.predict()
+    assert list(fitted.index) == list(range(n)) and fitted.index.name == "row"
     np.testing.assert_allclose(fitted["estimate"], X @ sol[:2] + sol[2 : 2 + n], atol=1e-8)
     np.testing.assert_allclose(
         fitted["estimate"] - X @ fit.fixed_table["estimate"].to_numpy(),
@@ -106,6 +107,27 @@ def test_reml_conditional_two_terms_new_levels_of_both(random_kinship):
     b, ua, up = sol[0], sol[1 : 1 + n_all], sol[1 + n_all :]
     expected = [b + ua[31] + up[pen_levels.index("p1")], b + ua[3], b + ua[32]]
     np.testing.assert_allclose(pred["estimate"], expected, atol=1e-8)
+
+
+def test_reml_conditional_correlated_slopes_and_a_new_subject():
+    """lme4's sleepstudy with (Days | Subject): Xβ̂ + û₀ + û₁ Days for the fitted rows; a
+    new subject (an iid level) gets E[u] = 0, with Σ's variance in its standard error."""
+    from pathlib import Path
+
+    golden = Path(__file__).resolve().parents[1] / "golden" / "data" / "sleepstudy.csv"
+    df = pd.read_csv(golden, dtype={"Subject": str})
+    fit = bl.LMM("Reaction ~ Days + (Days|Subject)", df).fit(method="reml")
+    b = fit.fixed_table["estimate"].to_numpy()
+    blup = fit.blups["Subject"].to_numpy()[fit.spec.terms[0].index]
+    expected = b[0] + b[1] * df["Days"] + blup[:, 0] + blup[:, 1] * df["Days"]
+    np.testing.assert_allclose(fit.predict()["estimate"], expected, atol=1e-8)
+    new = fit.predict(pd.DataFrame({"Days": [3.0], "Subject": ["new"]}))
+    marginal = fit.predict(pd.DataFrame({"Days": [3.0]}), kind="marginal")
+    assert new["estimate"].iloc[0] == pytest.approx(marginal["estimate"].iloc[0], rel=1e-12)
+    vc = fit.variance_components()
+    d = np.array([1.0, 3.0])
+    S = np.array([[vc["vcov"][0], vc["vcov"][2]], [vc["vcov"][2], vc["vcov"][1]]])
+    assert new["se"].iloc[0] ** 2 == pytest.approx(marginal["se"].iloc[0] ** 2 + d @ S @ d)
 
 
 def test_reml_marginal_is_x_beta_with_its_standard_error(kinship_data):
