@@ -76,6 +76,11 @@ class ScanResult:
         Whether each chromosome's kinship left that chromosome out.
     n_obs : int
         Individuals analysed.
+    exact_fits : pandas.DataFrame
+        One row per marker of ``exact=``: ``SNP``, ``chr``, ``beta``, ``se``, ``chi2``, ``p``
+        (as in :attr:`table`) and the variance components refitted with it (``h2`` at the
+        sample's kinship scale, as :attr:`null_models` and every fit report it;
+        ``sigma_g2``, ``sigma_e2``).
     timing : dict of str to float
         Seconds per stage and ``total_s``.
     notes : list of str
@@ -98,6 +103,7 @@ class ScanResult:
     test: str
     loco: bool
     n_obs: int
+    exact_fits: pd.DataFrame = field(default_factory=pd.DataFrame)
     timing: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 

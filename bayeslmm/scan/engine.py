@@ -43,6 +43,8 @@ from bayeslmm.scan.stats import RotatedNull, exact_marker, ml_profile_minimum
 from bayeslmm.spec import ModelSpec, specify, split_formula
 
 TESTS = ("wald", "lrt")
+#: Columns of ``ScanResult.exact_fits`` after SNP and chr (the fields of ``ExactFit``).
+EXACT_COLUMNS = ("beta", "se", "chi2", "p", "h2", "sigma_g2", "sigma_e2")
 
 #: The first pass keeps the crossproducts (n × n each) of as many leading chromosomes as fit
 #: in this many bytes; the others are recomputed when their chromosome comes, so that memory
@@ -168,6 +170,8 @@ def scan(
     finally:
         source.close()
     table = _table(source.snp_map, sel, stats["arrays"], exact_pos)
+    exact_fits = pd.DataFrame(stats["exact_rows"], columns=["j", "chr", *EXACT_COLUMNS])
+    exact_fits.insert(0, "SNP", source.snp_map["SNP"].to_numpy()[exact_fits.pop("j").to_numpy(int)])
     timing["total_s"] = time.perf_counter() - t_start
     if notes:
         warnings.warn("; ".join(notes), UserWarning, stacklevel=2)
@@ -178,6 +182,7 @@ def scan(
         test=test,
         loco=bool(loco),
         n_obs=int(frame.shape[0]),
+        exact_fits=exact_fits,
         timing=timing,
         notes=notes,
     )
@@ -487,6 +492,7 @@ class _Null:
     model: RotatedNull
     one: np.ndarray | None  # Uᵀ1 when the covariates hold no constant
     summary: dict[str, Any]
+    scale: float  # c = mean diag K − mean K: h² at the sample's kinship scale (as fits report)
     ml: float | None = None  # −2ℓ_ML of the null, for exact likelihood-ratio tests
 
 
@@ -515,6 +521,7 @@ def _null_model(
         UX=UX,
         model=RotatedNull(s, Uy, UX, theta[0], theta[1]),
         one=None if centred else U.T @ np.ones(y.size),
+        scale=float(np.mean(np.diag(K.matrix)) - np.mean(K.matrix)),
         summary={
             "h2": float(h2["estimate"]),
             "h2_se": float(h2["se"]),
@@ -549,6 +556,7 @@ def _run(
     stages = ("grm_s", "eigh_s", "null_s", "markers_s", "exact_s")
     timing = dict.fromkeys(stages[1:], 0.0)
     null_rows: list[dict[str, Any]] = []
+    exact_rows: list[dict[str, Any]] = []
     boundary: list[str] = []
     null: _Null | None = None
     with tqdm(
@@ -590,6 +598,9 @@ def _run(
                 fit = exact_marker(null.s, null.Uy, null.UX, g, test=test, null_ml=null.ml)
                 for name in arrays:
                     arrays[name][j] = getattr(fit, name)
+                genetic = null.scale * fit.sigma_g2
+                fit = dataclasses.replace(fit, h2=genetic / (genetic + fit.sigma_e2))
+                exact_rows.append({"j": int(j), "chr": label, **dataclasses.asdict(fit)})
             times["exact_s"] = time.perf_counter() - t0
             for name in stages[1:]:
                 timing[name] += times[name]
@@ -608,7 +619,7 @@ def _run(
         notes.append(
             f"{untestable} markers are collinear with the covariates and have no test (NaN)"
         )
-    return {"arrays": arrays, "null_rows": null_rows, "_timing": timing}
+    return {"arrays": arrays, "null_rows": null_rows, "exact_rows": exact_rows, "_timing": timing}
 
 
 def _table(

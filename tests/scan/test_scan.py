@@ -160,6 +160,11 @@ def test_exact_wald_equals_a_full_reml_refit(data):
         assert got.beta == pytest.approx(ref["estimate"], rel=1e-6)
         assert got.se == pytest.approx(ref["se"], rel=1e-6)
         assert got.chi2 == pytest.approx((ref["estimate"] / ref["se"]) ** 2, rel=1e-6)
+        refit = res.exact_fits.set_index("SNP").loc[snp]
+        assert refit.chr == chrom and refit.beta == got.beta
+        theta = fit.parameters["estimate"].to_numpy()
+        np.testing.assert_allclose([refit.sigma_g2, refit.sigma_e2], theta, rtol=1e-6)
+        assert refit.h2 == pytest.approx(fit.heritability().loc["h2", "estimate"], rel=1e-6)
     # the refit moved the variance components, so exact and fixed-V answers differ
     fixed = quiet_scan("y ~ x + (1 | id)", pheno, dos, snps).table.set_index("SNP")
     assert table.loc["rs3", "se"] != pytest.approx(fixed.loc["rs3", "se"], rel=1e-6)
