@@ -729,6 +729,8 @@ class FitDisplay:
         print(self.summary_text(prevalence))
 
     def __str__(self) -> str:
+        if getattr(self, "spec", None) is None:  # a bare result without its model: no tables
+            return repr(self)
         return self.summary_text()
 
     def _repr_html_(self) -> str:
