@@ -48,6 +48,8 @@ from typing import Any
 
 import pandas as pd
 
+from bayeslmm.families import get_family
+
 __all__ = [
     "FitDisplay",
     "model_html",
@@ -669,7 +671,8 @@ def plot_variance_partition(summary: Mapping[str, Any], ax: Any = None) -> Any:
     ax.set_yticks(ypos, labels)
     ax.set_xlim(0, 1.1)
     interval = _interval(summary)
-    scale = "phenotypic" if summary.get("family", "gaussian") == "gaussian" else "link-scale"
+    family = get_family(summary.get("family", "gaussian"), summary.get("link") or None)
+    scale = "phenotypic" if family.is_gaussian else "link-scale"
     ax.set_xlabel(f"share of {scale} variance (bars: estimate; whiskers: {interval})")
     ax.set_title("Variance partition")
     ax.spines[["top", "right"]].set_visible(False)
