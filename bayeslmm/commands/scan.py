@@ -81,6 +81,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "--maf",
         type=maf_threshold,
         default=0.0,
+        metavar="X",
         help="neither test nor use in the kinship markers with minor allele frequency below X",
     )
     parser.add_argument(
