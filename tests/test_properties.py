@@ -25,11 +25,21 @@ import bayeslmm as bl
 FORMULAS = ("y ~ x + (1|id)", "y ~ x + (1|id) + (1|g)")  # spectral REML and AI-REML
 NUTS = {"draws": 200, "tune": 200, "chains": 2, "cores": 1, "progressbar": False}
 # no example database: a run leaves nothing behind in the working tree
+# derandomize: the same examples on every run, so that CI never meets a new one by chance
+# (run with --hypothesis-seed=random or a larger max_examples to explore)
 REML_SETTINGS = settings(
-    max_examples=8, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
+    max_examples=8,
+    deadline=None,
+    database=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow],
 )
 NUTS_SETTINGS = settings(
-    max_examples=2, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
+    max_examples=2,
+    deadline=None,
+    database=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow],
 )
 
 
@@ -128,9 +138,13 @@ def test_reml_is_equivariant_under_affine_response(seed, n, formula, shift, c):
     fa, fb = a.fixed_effects()["estimate"], b.fixed_effects()["estimate"]
     assert fb["x"] == pytest.approx(c * fa["x"], rel=1e-5, abs=1e-6 * abs(c))
     assert fb["(Intercept)"] == pytest.approx(shift + c * fa["(Intercept)"], rel=1e-6, abs=1e-5)
-    # y → a + c·y multiplies the REML density by |c|^-(n - p)
+    # y → a + c·y multiplies the REML density by |c|^-(n - p); the shifted data carry rounding
+    # of ε·|a| against a spread |c|·sd(y), which moves each residual's square by that much
     p = len(fa)
-    assert b.loglik_reml == pytest.approx(a.loglik_reml - (n - p) * np.log(abs(c)), abs=1e-6)
+    rounding = len(df) * np.finfo(float).eps * abs(shift) / (abs(c) * df["y"].std())
+    assert b.loglik_reml == pytest.approx(
+        a.loglik_reml - (n - p) * np.log(abs(c)), abs=1e-6 + 10 * rounding
+    )
 
 
 @REML_SETTINGS
