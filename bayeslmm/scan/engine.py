@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 
 from bayeslmm.engines.reml import fit_reml
 from bayeslmm.errors import DataError, KinshipError, SpecificationError, preview
-from bayeslmm.kinship._kinship import Kinship
+from bayeslmm.kinship._kinship import Kinship, KinshipScaleWarning
 from bayeslmm.kinship.grm import _centred_blocks, _Dosages, _scale, _select_snps, _SnpSelection
 from bayeslmm.kinship.loco import _chromosome_label
 from bayeslmm.results.scan_result import SCAN_COLUMNS, ScanResult
@@ -559,10 +559,11 @@ def _run(
     exact_rows: list[dict[str, Any]] = []
     boundary: list[str] = []
     null: _Null | None = None
-    with tqdm(
+    with warnings.catch_warnings(record=True) as caught, tqdm(
         total=len(order), desc="scan", unit="chr", leave=False,
         disable=not _show_progress(progressbar),
     ) as bar:  # fmt: skip
+        warnings.simplefilter("always")  # collected, then each said once (_say_once)
         for c, label in enumerate(order):
             bar.set_postfix_str(f"chr {label}")
             times = dict.fromkeys(stages, 0.0)
@@ -608,6 +609,7 @@ def _run(
                 {"chr": label, "n_markers": int(sub.keep.size), **null.summary, **times}
             )
             bar.update(1)
+    _say_once(caught, len(order), built=kinships.given is None)
     if boundary:
         notes.append(
             "the null model's h² is estimated on the boundary for chromosomes "
@@ -620,6 +622,26 @@ def _run(
             f"{untestable} markers are collinear with the covariates and have no test (NaN)"
         )
     return {"arrays": arrays, "null_rows": null_rows, "exact_rows": exact_rows, "_timing": timing}
+
+
+def _say_once(caught: list[warnings.WarningMessage], n_kinships: int, built: bool) -> None:
+    """Warn once per message, and once in all for the kinship-scale note that every
+    chromosome's kinship would repeat (it differs only in the kinship's name and number).
+    That note is dropped for the GRMs the scan builds: their scale changes no test, h² is
+    reported at the sample's own scale, and its remedy (normalising K) is not the user's."""
+    seen: set = set()
+    for w in caught:
+        scale = issubclass(w.category, KinshipScaleWarning)
+        if scale and built:
+            continue
+        key = w.category if scale else (w.category, str(w.message))
+        if key in seen:
+            continue
+        seen.add(key)
+        text = str(w.message)
+        if scale and n_kinships > 1:
+            text += " (the other chromosomes' kinships are at a similar scale)"
+        warnings.warn(text, w.category, stacklevel=4)  # the caller of scan()
 
 
 def _table(

@@ -346,3 +346,19 @@ def test_bad_genotype_input(data):
         bl.scan("y ~ x + (1 | id)", pheno.assign(id="x" + pheno["id"]), dos, snps)
     with pytest.raises(BayesLMMError, match="does not exist"):
         bl.scan("y ~ x + (1 | id)", pheno, "/nonexistent/prefix")
+
+
+def test_a_kinship_scale_note_is_given_once_not_per_chromosome(data):
+    from bayeslmm.kinship._kinship import KinshipScaleWarning
+
+    dos, snps, pheno = data
+    small = {
+        c: bl.Kinship(0.2 * K.matrix, K.ids, name=f"small{c}")
+        for c, K in bl.loco_grms(dos, snps["chrom"]).items()
+    }
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        bl.scan("y ~ x + (1 | id)", pheno, dos, snps, kinship=small, progressbar=False)
+    scale = [w for w in caught if issubclass(w.category, KinshipScaleWarning)]
+    assert len(scale) == 1 and "other chromosomes' kinships" in str(scale[0].message)
+    assert scale[0].filename == __file__  # points at the caller
