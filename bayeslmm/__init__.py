@@ -14,6 +14,7 @@ Examples
 
 from bayeslmm import datasets, io, results
 from bayeslmm._version import __version__ as __version__  # re-exported: bl.__version__
+from bayeslmm.association import scan
 from bayeslmm.errors import BayesLMMError, DataError, KinshipError, SpecificationError
 from bayeslmm.families import Bernoulli, Binomial, Gaussian, Poisson, get_family
 from bayeslmm.kinship import Kinship, grm, loco_grms, pedigree_relationship
@@ -21,7 +22,6 @@ from bayeslmm.model import LMM
 from bayeslmm.results.compare import compare_fits, plot_comparison
 from bayeslmm.results.criteria import compare
 from bayeslmm.saved import load_fit
-from bayeslmm.scan import scan
 from bayeslmm.spec import ModelSpec, RandomTerm, specify
 
 __all__ = [

@@ -31,7 +31,7 @@ Layers (DESIGN.md): data (``kinship``, ``io``, ``datasets``), specification (``s
 (``bayeslmm/results/estimate.py``), while results know no engine. ``datasets`` may use
 ``families`` (the simulator draws from a family), which imports nothing but ``errors``.
 ``errors`` and ``_version`` are used by every layer and import nothing of the package. The
-association scan (``scan``) is an engine: results do not import it either.
+association scan (``association``) is an engine: results do not import it either.
 """
 
 from __future__ import annotations
@@ -170,7 +170,7 @@ def import_graph() -> list[Edge]:
 EDGES = import_graph()
 
 _INTERFACES = {"model", "saved", "cli", "commands", "__init__"}
-_ENGINES = {"engines", "scan"}  # the association scan is an engine of its own (DESIGN.md)
+_ENGINES = {"engines", "association"}  # the association scan is an engine of its own (DESIGN.md)
 #: The parts of the package each part must not import (the front door
 #: ``bayeslmm/__init__.py`` is spelt ``"__init__"``: it imports every layer).
 FORBIDDEN = {
@@ -236,7 +236,7 @@ def test_the_checks_flag_what_they_must() -> None:
         e("results.summary", ""),  # ``from bayeslmm import __version__`` when __init__ held it
         e("engines.laplace.engine", "model"),
         e("errors", "kinship._kinship"),
-        e("results.scan_result", "scan.stats"),
+        e("results.scan_result", "association.stats"),
     ]
     allowed = [
         e("engines.reml", "results.reml_result"),
@@ -245,7 +245,7 @@ def test_the_checks_flag_what_they_must() -> None:
         e("results.tables", "spec"),
         e("commands.fit", "engines.reml"),
         e("results.summary", "_version"),
-        e("scan.stats", "engines.reml.spectral"),
+        e("association.stats", "engines.reml.spectral"),
     ]
     assert layer_violations(forbidden + allowed) == forbidden
     assert engine_imports_of_results(forbidden + allowed) == forbidden[:1]

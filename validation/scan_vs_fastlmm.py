@@ -171,7 +171,7 @@ def main() -> None:
               f"fastlmm single_snp {t_theirs:.2f} (both given the same kinships)")  # fmt: skip
 
         # yᵀPy = n − p at the REML estimate: the conversion's premise, checked directly
-        from bayeslmm.scan.stats import RotatedNull
+        from bayeslmm.association.stats import RotatedNull
 
         worst_q0 = 0.0
         for c, K in loco.items():

@@ -121,10 +121,10 @@ def read_map(path: str) -> pd.DataFrame:
 
 def run(args: argparse.Namespace) -> int:
     """Read genotypes and phenotypes, scan, write OUT/scan.tsv and the plots."""
+    from bayeslmm.association.engine import _scan_formula, scan
     from bayeslmm.commands.fit import read_data
     from bayeslmm.io import read_dosage_csv
     from bayeslmm.results.output import check_output_dir, result_directory
-    from bayeslmm.scan.engine import _scan_formula, scan
 
     # Everything checkable without reading a file comes first, then the output folder.
     _scan_formula(args.formula)
