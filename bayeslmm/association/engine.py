@@ -11,7 +11,7 @@ For every chromosome c:
 3. the null model by REML on that kinship (the spectral engine, covariates as fixed effects);
 4. every marker of the chromosome as a fixed effect with the null's variance components:
    the markers are rotated a block at a time (Uᵀ G, one BLAS-3 product), then each costs
-   O(n p) (see :mod:`bayeslmm.scan.stats`);
+   O(n p) (see :mod:`bayeslmm.association.stats`);
 5. the markers listed in ``exact`` refitted with their own variance components.
 
 Memory: T, one chromosome's kinship and its eigenvectors (O(n²)), and one block of markers
@@ -32,14 +32,14 @@ import pandas as pd
 from scipy.linalg import blas
 from tqdm.auto import tqdm
 
+from bayeslmm.association.genotypes import GenotypeSource, open_genotypes
+from bayeslmm.association.stats import RotatedNull, exact_marker, ml_profile_minimum
 from bayeslmm.engines.reml import fit_reml
 from bayeslmm.errors import DataError, KinshipError, SpecificationError, preview
 from bayeslmm.kinship._kinship import Kinship, KinshipScaleWarning
 from bayeslmm.kinship.grm import _centred_blocks, _Dosages, _scale, _select_snps, _SnpSelection
 from bayeslmm.kinship.loco import _chromosome_label
 from bayeslmm.results.scan_result import SCAN_COLUMNS, ScanResult
-from bayeslmm.scan.genotypes import GenotypeSource, open_genotypes
-from bayeslmm.scan.stats import RotatedNull, exact_marker, ml_profile_minimum
 from bayeslmm.spec import ModelSpec, specify, split_formula
 
 TESTS = ("wald", "lrt")

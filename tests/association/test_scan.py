@@ -192,7 +192,7 @@ def test_built_loco_kinships_equal_loco_grms_and_block_size_does_not_matter(
 ):
     """Crossproducts kept from the first pass for ``cached`` chromosomes, recomputed for the
     others: the same kinships either way."""
-    from bayeslmm.scan.engine import scan
+    from bayeslmm.association.engine import scan
 
     names = scan.__globals__  # the module the function runs in
     monkeypatch.setitem(names, "CROSSPRODUCT_CACHE_BYTES", cached * N * N * 8)
