@@ -31,7 +31,7 @@ import numpy as np
 from scipy import linalg, stats
 
 from bayeslmm.engines.reml._common import LOG_2PI
-from bayeslmm.engines.reml.spectral import RotatedReml, optimise_h2
+from bayeslmm.engines.reml.spectral import RotatedReml, maximise_rotated, optimise_h2
 
 #: Largest h² of the ML fits (δ = σ_e²/σ_g² ≥ 1e-5, GEMMA's λ ≤ 1e5): a GRM of centred markers
 #: has K 1 = 0, so with an intercept the ML likelihood grows without bound as h² → 1 (the
@@ -197,27 +197,7 @@ def reml_rotated(
     >>> theta.shape, sorted(state)[:2]
     ((2,), ['Py', 'Xw'])
     """
-    model = RotatedReml(s, Uy, UX)
-    h2 = optimise_h2(model)
-    sigma2 = model.scale_at(h2)
-    theta = np.array([h2 * sigma2, (1.0 - h2) * sigma2])
-    state = model.evaluate(*theta)
-    if 0.0 < h2 < 1.0:
-        for _ in range(max_polish):
-            step = np.linalg.lstsq(state["ai"], state["score"], rcond=None)[0]
-            cand = theta + step
-            if np.any(cand <= 0):
-                break
-            try:
-                new = model.evaluate(*cand)
-            except np.linalg.LinAlgError:
-                break
-            if new["loglik"] < state["loglik"] - 1e-12 * abs(state["loglik"]):
-                break
-            rel = float(np.max(np.abs(step) / np.abs(cand)))
-            theta, state = cand, new
-            if rel < 1e-12:
-                break
+    _, theta, state, _ = maximise_rotated(RotatedReml(s, Uy, UX), max_polish=max_polish)
     return theta, state
 
 

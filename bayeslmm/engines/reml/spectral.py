@@ -185,6 +185,50 @@ def optimise_h2(model: RotatedReml, n_grid: int = 100, log_delta_range: float = 
     return best_h2
 
 
+def maximise_rotated(
+    model: RotatedReml, n_grid: int = 100, max_polish: int = 20
+) -> tuple[float, np.ndarray, dict, int]:
+    """The REML estimate of a rotated model: h² by :func:`optimise_h2` (grid, Brent, exact
+    boundaries), then Newton/AI steps in θ = (σ_g², σ_e²) from the interior.
+
+    Returns ``(h2, theta, state, n_polish)``: h² of the 1-D search, θ̂, the
+    :meth:`RotatedReml.evaluate` state at θ̂ and the number of polishing steps taken.
+    Shared by :func:`fit_spectral` and the association scan's null and exact fits.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(1)
+    >>> s = rng.uniform(0, 2, 50)
+    >>> Uy = rng.normal(size=50) * np.sqrt(0.5 * s + 0.5)
+    >>> h2, theta, state, _ = maximise_rotated(RotatedReml(s, Uy, np.ones((50, 1))))
+    >>> theta.shape, bool(np.isclose(theta[0] / theta.sum(), h2, atol=1e-3))
+    ((2,), True)
+    """
+    h2 = optimise_h2(model, n_grid=n_grid)
+    sigma2 = model.scale_at(h2)
+    theta = np.array([h2 * sigma2, (1.0 - h2) * sigma2])
+    state = model.evaluate(*theta)
+    n_polish = 0
+    if 0.0 < h2 < 1.0:
+        for _ in range(max_polish):
+            step = np.linalg.lstsq(state["ai"], state["score"], rcond=None)[0]
+            cand = theta + step
+            if np.any(cand <= 0):
+                break
+            try:
+                new = model.evaluate(*cand)
+            except np.linalg.LinAlgError:
+                break
+            n_polish += 1
+            if new["loglik"] < state["loglik"] - 1e-12 * abs(state["loglik"]):
+                break
+            rel = float(np.max(np.abs(step) / np.abs(cand)))
+            theta, state = cand, new
+            if rel < 1e-12:
+                break
+    return h2, theta, state, n_polish
+
+
 def fit_spectral(
     structure: Structure,
     y: np.ndarray,
@@ -238,30 +282,9 @@ def fit_spectral(
     UX = U.T @ X
     t_rot = time.perf_counter() - t0 - t_eigh
     model = RotatedReml(s, Uy, UX)
-    h2 = optimise_h2(model, n_grid=n_grid)
-    sigma2 = model.scale_at(h2)
-    theta = np.array([h2 * sigma2, (1.0 - h2) * sigma2])
+    h2, theta, state, n_polish = maximise_rotated(model, n_grid=n_grid, max_polish=max_polish)
     messages: list[str] = []
-    state = model.evaluate(*theta)
     interior = 0.0 < h2 < 1.0
-    n_polish = 0
-    if interior:
-        for _ in range(max_polish):
-            step = np.linalg.lstsq(state["ai"], state["score"], rcond=None)[0]
-            cand = theta + step
-            if np.any(cand <= 0):
-                break
-            try:
-                new = model.evaluate(*cand)
-            except np.linalg.LinAlgError:
-                break
-            n_polish += 1
-            if new["loglik"] < state["loglik"] - 1e-12 * abs(state["loglik"]):
-                break
-            rel = float(np.max(np.abs(step) / np.abs(cand)))
-            theta, state = cand, new
-            if rel < 1e-12:
-                break
     theta_cov = safe_inverse(state["ai"])
     t_opt = time.perf_counter() - t0 - t_eigh - t_rot
 
