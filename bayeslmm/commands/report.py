@@ -10,9 +10,10 @@ response's own summary and the trace and rank plots of the variance parameters;
 alone and opens without a network or a script.
 
 The page is written to ``DIR/report.html`` (or ``--out FILE``) in one step: a temporary file
-beside it, then renamed, so a reader never sees half a page. The page is a snapshot: a later
-``bayeslmm fit`` into the same folder keeps it as one of the user's files, so run
-``bayeslmm report`` again after a new fit (the page names the version and time it was made).
+beside it, then renamed, so a reader never sees half a page. The page belongs to the fit's
+result set: a later ``bayeslmm fit`` into the same folder removes it with the older results
+(a page describing another fit never stays beside a new summary), so run ``bayeslmm report``
+again after a new fit. A page written elsewhere with ``--out`` is the user's file.
 """
 
 from __future__ import annotations

@@ -55,6 +55,7 @@ from typing import Any
 from bayeslmm.errors import BayesLMMError
 
 __all__ = [
+    "FIT_FILES",
     "RESULT_NAMES",
     "OutputError",
     "check_output_dir",
@@ -65,9 +66,14 @@ __all__ = [
     "write_bayes_files",
 ]
 
-#: Files a bayeslmm run writes into a results folder; an older run's copies are replaced or
-#: removed, everything else in the folder is the user's and is kept.
-RESULT_NAMES = frozenset({"summary.json", "posterior.nc", "h2_posterior.png"})
+#: Files a fit writes into a results folder (a NUTS fit all three, a point fit the summary).
+FIT_FILES = frozenset({"summary.json", "posterior.nc", "h2_posterior.png"})
+
+#: Files that belong to a run's result set: an older run's copies are replaced or removed,
+#: everything else in the folder is the user's and is kept. ``report.html`` (written by
+#: ``bayeslmm report`` from the set) is one of them: a page made from an older fit must not
+#: stay beside a new fit's summary.
+RESULT_NAMES = FIT_FILES | {"report.html"}
 
 #: Environment variable naming a commit step at which the process kills itself with SIGKILL.
 #: It exists so that tests can check what a crash at exactly that step leaves behind.

@@ -139,6 +139,24 @@ def test_reml_report_and_out_option(reml_folder, tmp_path, capsys):
     assert not (folder / "report.html").exists()
 
 
+def test_a_new_fit_removes_the_report_of_the_old_one(data, tmp_path, capsys):
+    # A page describing an older fit must not stay beside a newer fit's summary.json.
+    from bayeslmm.results.output import result_directory
+    from bayeslmm.results.summary import write_summary
+
+    df, K = data
+    folder = tmp_path / "results"
+    fit = bl.LMM("y ~ 1 + (1 | id)", df, kinship={"id": K}).fit(method="reml")
+    with result_directory(folder) as stage:
+        write_summary(fit.to_summary(), stage / "summary.json")
+    (folder / "notes.txt").write_text("mine")
+    report(folder, capsys)
+    assert (folder / "report.html").exists()
+    with result_directory(folder) as stage:  # the next run writes its own set
+        write_summary(fit.to_summary(), stage / "summary.json")
+    assert sorted(p.name for p in folder.iterdir()) == ["notes.txt", "summary.json"]
+
+
 # -- the page in a browser ---------------------------------------------------------------------
 def browser() -> str | None:
     return next((path for b in BROWSERS if (path := shutil.which(b))), None)

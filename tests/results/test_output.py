@@ -81,7 +81,7 @@ def result_state(out: Path) -> int | None:
     if run % 2:
         assert names == {"summary.json"}, f"REML-like run {run} beside stale files {names}"
     else:
-        assert names == output.RESULT_NAMES, f"NUTS-like run {run} incomplete: {names}"
+        assert names == output.FIT_FILES, f"NUTS-like run {run} incomplete: {names}"
         posterior = (out / "posterior.nc").read_bytes()
         assert posterior == bytes([run % 256]) * 65536 * summary["chunks"], "mixed posterior"
         assert (out / "h2_posterior.png").read_bytes() == b"png" + bytes([run % 256])
@@ -126,7 +126,7 @@ def test_new_set_replaces_old_and_keeps_user_files(tmp_path, results):
     # Nothing of the machinery is left beside or inside the folder.
     assert sorted(p.name for p in tmp_path.iterdir()) == ["child.py", "results"]
     assert sorted(p.name for p in results.iterdir()) == sorted(
-        [*output.RESULT_NAMES, "notes.txt", "mine"]
+        [*output.FIT_FILES, "notes.txt", "mine"]
     )
 
 
