@@ -192,8 +192,19 @@ def compare_fits(fit_a: Any, fit_b: Any, hdi_prob: float | None = None) -> pd.Da
     return merged
 
 
-def plot_comparison(fit_a, fit_b, kinds: tuple[str, ...] = ("variance share",), axes=None):
+def plot_comparison(
+    fit_a,
+    fit_b,
+    kinds: tuple[str, ...] = ("variance share",),
+    axes=None,
+    columns: int = 3,
+):
     """Posterior densities of the Bayesian fit with the point fit's estimate and ±1.96 SE.
+
+    One panel per quantity (a variance share that repeats another, such as the share of the
+    only kinship term beside ``h2``, is drawn once), titled with what it is and with the
+    x axis in the quantity's units: a proportion for variance shares, the response's units
+    squared for variance components, the response's units for fixed effects.
 
     Parameters
     ----------
@@ -204,6 +215,8 @@ def plot_comparison(fit_a, fit_b, kinds: tuple[str, ...] = ("variance share",), 
         ``"fixed effect"``.
     axes : sequence of matplotlib Axes, optional
         One per parameter drawn; created when omitted.
+    columns : int
+        Panels per row when the axes are created (rows are added as needed).
 
     Returns
     -------
@@ -227,33 +240,87 @@ def plot_comparison(fit_a, fit_b, kinds: tuple[str, ...] = ("variance share",), 
     bayes, point = bayes[0], point[0]
     draws = _posterior_draws(bayes)
     estimates = _rows(point, 0.95).set_index(["kind", "parameter"])
-    keys = [k for k in draws if k[0] in kinds]
+    order = ("variance share", "variance component", "fixed effect")  # the headline first
+    keys = sorted(
+        (k for k in _distinct(draws) if k[0] in kinds),
+        key=lambda k: order.index(k[0]) if k[0] in order else len(order),
+    )
     if not keys:
         raise ValueError(f"No parameters of kinds {kinds} to plot.")
     if axes is None:
         from matplotlib.figure import Figure
 
-        fig = Figure(figsize=(4 * len(keys), 3))
-        axes = fig.subplots(1, len(keys), squeeze=False)[0]
+        ncol = max(1, min(columns, len(keys)))
+        nrow = -(-len(keys) // ncol)
+        fig = Figure(figsize=(3.8 * ncol, 3.0 * nrow + 0.6), layout="constrained")
+        grid = fig.subplots(nrow, ncol, squeeze=False).ravel()
+        for extra in grid[len(keys) :]:
+            extra.set_visible(False)
+        axes = grid[: len(keys)]
+    axes = list(axes)
+    if len(axes) < len(keys):
+        raise ValueError(f"plot_comparison draws {len(keys)} panels; {len(axes)} axes given.")
     fig = axes[0].figure
+    response = bayes.spec.response
     for ax, key in zip(axes, keys, strict=False):
         values = np.asarray(draws[key], dtype=float).ravel()
         grid = np.linspace(values.min(), values.max(), 200)
         if np.ptp(values) > 0:
-            ax.plot(grid, gaussian_kde(values)(grid), color="C0", label="posterior")
+            ax.plot(grid, gaussian_kde(values)(grid), color="C0", label="posterior (NUTS)")
         if key in estimates.index:
             est, se = estimates.loc[key, ["estimate", "se"]]
             if np.isfinite(est):
-                ax.axvline(est, color="C3", label=point.engine.upper())
+                ax.axvline(est, color="C3", label=f"{point.engine.upper()} estimate")
                 if np.isfinite(se):
                     ax.axvspan(
-                        est - 1.96 * se, est + 1.96 * se, color="C3", alpha=0.15, label="± 1.96 SE"
+                        est - 1.96 * se,
+                        est + 1.96 * se,
+                        color="C3",
+                        alpha=0.15,
+                        label=f"{point.engine.upper()} ± 1.96 SE",
                     )
-        ax.set_title(key[1])
+        title, xlabel = _panel_labels(key, response)
+        ax.set_title(title, fontsize="medium")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("posterior density")
         ax.set_yticks([])
-    axes[0].legend(fontsize="small")
-    fig.tight_layout()
+        ax.set_ylim(bottom=0)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(
+        handles, labels, loc="outside lower center", ncols=len(labels), frameon=False,
+        fontsize="small",
+    )  # fmt: skip
     return fig
+
+
+def _distinct(draws: dict[tuple[str, str], np.ndarray]) -> list[tuple[str, str]]:
+    """Keys in order, without a variance share whose draws repeat an earlier one's.
+
+    ``h2`` and the share of the only kinship term are the same quantity: one panel.
+    """
+    seen: list[np.ndarray] = []
+    keys = []
+    for key, values in draws.items():
+        if key[0] == "variance share":
+            if any(v.shape == values.shape and np.array_equal(v, values) for v in seen):
+                continue
+            seen.append(values)
+        keys.append(key)
+    return keys
+
+
+def _panel_labels(key: tuple[str, str], response: str) -> tuple[str, str]:
+    """A panel's title and x-axis label (with units) for a (kind, parameter) key."""
+    kind, name = key
+    if kind == "variance share":
+        title = "heritability h²" if name == "h2" else f"variance share of {name}"
+        return title, "proportion of phenotypic variance"
+    if kind == "variance component":
+        title = "residual variance" if name == "Residual" else f"variance of {name}"
+        if "," in name:
+            title = f"covariance {name}"
+        return title, f"variance ({response} units²)"
+    return f"fixed effect {name}", f"effect ({response} units)"
 
 
 def _posterior_draws(bayes) -> dict[tuple[str, str], np.ndarray]:
@@ -262,7 +329,8 @@ def _posterior_draws(bayes) -> dict[tuple[str, str], np.ndarray]:
     for (grp, var1, var2), values in bayes.variance_component_draws().items():
         draws[("variance component", _vc_label(grp, var1, var2))] = values[0]
     shares = bayes.heritability_draws()
-    for comp in shares["component"].values:
+    components = [str(c) for c in shares["component"].values]
+    for comp in sorted(components, key=lambda c: c != "h2"):  # h2 first: the headline
         draws[("variance share", str(comp))] = shares.sel(component=comp).values
     if "beta" in bayes.posterior:
         beta = bayes.posterior["beta"].transpose("chain", "draw", ...)

@@ -154,6 +154,7 @@ def plot_ppc(
     ax=None,
     interval: float = 0.9,
     max_count: int | None = None,
+    name: str | None = None,
 ):
     """Plot observed data against replicated draws.
 
@@ -171,6 +172,8 @@ def plot_ppc(
     max_count : int, optional
         Largest count shown separately (default: the 99th percentile of y and y_rep, at
         least max(y) when that is ≤ 30).
+    name : str, optional
+        The response's name, for the axis label and title (a fit's ``spec.response``).
 
     Returns
     -------
@@ -191,7 +194,7 @@ def plot_ppc(
     draws = _as_draws(y_rep, y.size)
     kind = kind or response_kind(y)
     if ax is None:
-        _, ax = plt.subplots(figsize=(6.0, 3.8))
+        _, ax = plt.subplots(figsize=(6.0, 3.8), layout="constrained")
     lo, hi = (1.0 - interval) / 2.0, 1.0 - (1.0 - interval) / 2.0
     label = f"replicated median and {int(round(100 * interval))}% interval"
     if kind == "count":
@@ -214,12 +217,16 @@ def plot_ppc(
             capsize=3,
             label=label,
         )
-        ax.set_xlabel("count")
+        ax.set_xlabel(f"{name} (count)" if name else "count")
         ax.set_ylabel("number of observations")
-        ax.set_xticks(edges)
-        ticks = [str(k) for k in edges]
-        ticks[-1] = f"≥{max_count}" if draws.max() > max_count or y.max() > max_count else ticks[-1]
-        ax.set_xticklabels(ticks)
+        # At most ~12 labelled ticks: a label per count crowds the axis beyond that.
+        step = max(1, int(np.ceil(edges.size / 12)))
+        shown = [k for k in edges if k % step == 0 and k <= max_count - step / 2] + [max_count]
+        pooled = draws.max() > max_count or y.max() > max_count
+        ax.set_xticks(shown)
+        ax.set_xticklabels(
+            [str(k) for k in shown[:-1]] + [f"≥{max_count}" if pooled else str(max_count)]
+        )
     elif kind == "binary":
         frac = draws.mean(axis=1)
         ax.hist(
@@ -230,7 +237,7 @@ def plot_ppc(
             label="replicated case fraction",
         )
         ax.axvline(y.mean(), color="k", lw=2, label=f"observed ({y.mean():.3f})")
-        ax.set_xlabel("case fraction")
+        ax.set_xlabel(f"fraction of {name} = 1" if name else "case fraction")
         ax.set_ylabel("draws")
     else:
         bins = np.histogram_bin_edges(np.r_[y, draws.ravel()], bins=30)
@@ -241,8 +248,8 @@ def plot_ppc(
         ax.fill_between(
             centres, np.quantile(dens, lo, 0), np.quantile(dens, hi, 0), color="C3", alpha=0.25
         )
-        ax.set_xlabel("y")
+        ax.set_xlabel(name or "y")
         ax.set_ylabel("density")
     ax.legend(frameon=False, fontsize="small")
-    ax.set_title("Posterior predictive check")
+    ax.set_title(f"Posterior predictive check of {name}" if name else "Posterior predictive check")
     return ax

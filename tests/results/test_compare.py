@@ -56,9 +56,14 @@ def test_table_lines_up_every_parameter(both_fits):
 def test_plot_marks_reml_on_the_posterior(both_fits):
     reml, bayes = both_fits
     fig = bl.plot_comparison(reml, bayes, kinds=("variance share", "variance component"))
-    titles = [ax.get_title() for ax in fig.axes]
-    assert "h2" in titles and "Residual" in titles
-    ax = fig.axes[titles.index("h2")]
+    shown = [ax for ax in fig.axes if ax.get_visible()]
+    titles = [ax.get_title() for ax in shown]
+    # one panel per quantity: the share of the only kinship term is h² and is drawn once
+    assert titles[0] == "heritability h²" and "residual variance" in titles
+    assert len(titles) == len(set(titles)) == 1 + len(reml.variance_components())
+    ax = shown[0]
+    assert ax.get_xlabel() == "proportion of phenotypic variance"
+    assert shown[titles.index("residual variance")].get_xlabel() == "variance (y units²)"
     est = reml.heritability().loc["h2", "estimate"]
     assert any(np.allclose(line.get_xdata(), est) for line in ax.get_lines())
     with pytest.raises(ValueError, match="No parameters"):

@@ -100,3 +100,21 @@ def test_plots(tmp_path, kind):
     if kind == "binary":
         assert ax.lines[0].get_xdata()[0] == pytest.approx(y.mean())
     assert isinstance(ppc_summary(y, y_rep), pd.DataFrame)
+
+
+def test_plot_names_the_response_and_keeps_count_ticks_readable():
+    rng = np.random.default_rng(4)
+    y, y_rep = rng.poisson(30, 200), rng.poisson(30, (100, 200))
+    ax = plot_ppc(y, y_rep, name="eggs")
+    assert ax.get_xlabel() == "eggs (count)" and "eggs" in ax.get_title()
+    labels = [t.get_text() for t in ax.get_xticklabels()]
+    # ~45 bars, at most a dozen labels; the last one pools the tail
+    assert len(ax.patches) > 30 and 5 <= len(labels) <= 13
+    assert labels[0] == "0" and labels[-1].startswith("≥")
+    ticks = ax.get_xticks()
+    assert np.all(np.diff(ticks) >= 2)  # no two labels crowd each other
+    for kind, (yy, rep) in {
+        "binary": (rng.binomial(1, 0.3, 50), rng.binomial(1, 0.3, (50, 50))),
+        "continuous": (rng.normal(size=50), rng.normal(size=(50, 50))),
+    }.items():
+        assert "bp" in plot_ppc(yy, rep, kind=kind, name="bp").get_xlabel()
