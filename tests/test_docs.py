@@ -95,3 +95,39 @@ def test_python_blocks_run(path, tmp_path):
         timeout=900,
     )
     assert done.returncode == 0, f"{path.name}: a Python block failed:\n{done.stderr[-3000:]}"
+
+
+def _roles_hook():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "sphinx_roles", ROOT / "docs/hooks/sphinx_roles.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_roles_become_optional_references():
+    hook = _roles_hook()
+    html = (
+        "see :func:<code>bayeslmm.specify</code>, :class:<code>~bayeslmm.kinship.Kinship</code>"
+        " and :meth:<code>fit()</code>."
+    )
+    out = hook.on_page_content(html)
+    assert ":func:" not in out and ":class:" not in out and ":meth:" not in out
+    assert '<autoref optional identifier="bayeslmm.specify"><code>bayeslmm.specify</code>' in out
+    assert '<autoref optional identifier="bayeslmm.kinship.Kinship"><code>Kinship</code>' in out
+    assert 'identifier="fit"' in out
+
+
+@pytest.mark.docs
+def test_site_builds_without_raw_roles(tmp_path):
+    env = {**os.environ, "NO_MKDOCS_2_WARNING": "1"}
+    cmd = [sys.executable, "-m", "mkdocs", "build", "--strict", "--quiet", "--site-dir"]
+    done = subprocess.run([*cmd, str(tmp_path)], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    api = (tmp_path / "api" / "index.html").read_text(encoding="utf-8")
+    raw = re.findall(r":(?:func|class|meth|mod|attr|data):<code>[^<]*", api)
+    assert not raw, f"Sphinx roles shown raw on the API page: {raw[:5]}"
+    assert api.count("autorefs-internal") > 10  # the roles link to the objects' entries
