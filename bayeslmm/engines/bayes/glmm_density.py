@@ -235,6 +235,9 @@ class GLMMDensity:
     pilot: np.ndarray = field(default_factory=lambda: np.zeros(0))
     #: whether the pilot variances come from the moments of y (else the fixed σ_a² = 1)
     pilot_from_moments: bool = False
+    #: leading basis vectors spanning K's column space (the PyMC model's ``z_<group>``); the
+    #: rest (merged Poisson effect with a singular K) span its null space. -1: all of them
+    kinship_rank: int = -1
     meta: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -405,7 +408,8 @@ class GLMMDensity:
             a = c
         out[f"sd_{g}"] = math.sqrt(var_a)
         out[f"var_{g}"] = var_a
-        out[f"z_{g}"] = (a / np.sqrt(var_a * s))[:, None]
+        r = s.size if self.kinship_rank < 0 else self.kinship_rank
+        out[f"z_{g}"] = (a[:r] / np.sqrt(var_a * s[:r]))[:, None]  # a = 0 in K's null space
         out[f"u_{g}"] = self._levels(a)[:, None]
         eta_fixed = self.offset + self.design @ beta_s
         var_residual = self.family.latent_residual_variance(eta_fixed, var_a, var_o)
@@ -433,9 +437,11 @@ def glmm_closed_form_applies(built: Any) -> bool:
     Covered: Poisson (log) with or without the observation-level effect, Bernoulli and
     binomial (logit, probit); fixed effects with normal priors; one intercept-only random
     term with a kinship matrix and an SD prior (not the share parametrisation). The
-    observation-level effect is merged only with one record per individual and the full
-    eigenbasis (no ``rank_share`` truncation); the SD priors need closed-form densities
-    (every built-in positive family has one); otherwise the PyMC graph is sampled.
+    observation-level effect is merged only with one record per individual and every
+    eigenpair of K (no ``rank_share`` truncation; a singular K, e.g. a centred GRM, is
+    completed by its null space, where the merged effect is the observation-level one); the
+    SD priors need closed-form densities (every built-in positive family has one); otherwise
+    the PyMC graph is sampled.
     """
     spec = built.spec
     covered = spec.family.glmm_density_parametrisation is not None
@@ -453,9 +459,10 @@ def glmm_closed_form_applies(built: Any) -> bool:
     if not all(p.has_closed_form for p in sd_priors if p is not None):
         return False  # a prior family without a closed-form density: the PyMC graph
     if built.priors.sd_olre is not None:
-        full = len(model.coords[f"{g}_basis"]) == term.n_levels == spec.n_obs
+        # every eigenpair of K kept (a singular K's null space is added back by the density)
+        whole = len(model.coords[f"{g}_basis"]) == term.kinship.root().rank
         one_each = np.array_equal(np.sort(np.asarray(term.index)), np.arange(term.n_levels))
-        return full and one_each
+        return whole and term.n_levels == spec.n_obs and one_each
     return True
 
 
@@ -522,6 +529,12 @@ def glmm_density(built: Any, dtype: str = "float32", parametrisation: str = "aut
     r = len(built.model.coords[f"{g}_basis"])
     root = term.kinship.root()  # the latent basis's r leading eigenpairs (rank_share)
     values, vectors = np.asarray(root.values[:r], dtype=float), root.vectors[:, :r]
+    if priors.sd_olre is not None and r < term.n_levels:
+        # a + e ~ N(0, U diag(σ_a² s + σ_o²) Uᵀ) needs all n directions: in K's null space
+        # (s = 0; a centred GRM has one) the merged effect is e alone
+        null = term.kinship.eigenvectors[:, ::-1][:, r:]
+        values = np.concatenate([values, np.zeros(null.shape[1])])
+        vectors = np.hstack([vectors, null])
     y = np.asarray(spec.y, dtype=float)
     n = y.size
     fam = spec.family
@@ -540,7 +553,7 @@ def glmm_density(built: Any, dtype: str = "float32", parametrisation: str = "aut
         meta.update(beta_name=fe.sampled_name, intercept=fe.intercept, means=fe.means)
     olre = priors.sd_olre is not None
     # the normalising constants the PyMC model's logp carries
-    const = -0.5 * (r + mu.size) * LOG_2PI - float(np.log(sd).sum())
+    const = -0.5 * (values.size + mu.size) * LOG_2PI - float(np.log(sd).sum())
     const += float(fam.log_constant(y, trials).sum())
     density = GLMMDensity(
         family=fam,
@@ -558,6 +571,7 @@ def glmm_density(built: Any, dtype: str = "float32", parametrisation: str = "aut
         log_normaliser=const,
         group=g,
         olre=olre,
+        kinship_rank=r,
         meta=meta,
     )
     density.pilot, density.pilot_from_moments = _pilot(density)

@@ -322,3 +322,57 @@ def test_expanded_deterministics_equal_the_pymc_model(kinship, family, olre):
         point["z_olre"] = out["z_olre"]
     for name, value in zip(names, evaluate(point), strict=True):
         np.testing.assert_allclose(out[name], value, rtol=1e-10, err_msg=name)
+
+
+@pytest.fixture(scope="module")
+def centred_grm() -> bl.Kinship:
+    """A GRM of centred markers: singular (1ᵀK = 0), as every centred GRM is."""
+    rng = np.random.default_rng(7)
+    G = rng.binomial(2, 0.3, (N, 200)).astype(float)
+    G -= G.mean(0)
+    K = G @ G.T / 200
+    return bl.Kinship(K / np.mean(np.diag(K)), [f"i{k}" for k in range(N)])
+
+
+def test_merged_poisson_effect_with_a_singular_kinship(centred_grm):
+    """A centred GRM loses one eigenpair: the merged density adds K's null space back, where
+    a + e is e alone, and stays the dense N(0, σ_a² K + σ_o² I); the split puts nothing of the
+    kinship effect in the null space and gives the PyMC model's z_id its own length."""
+    built = _built(centred_grm, "poisson", "log", olre=True)
+    r = centred_grm.root().rank
+    assert r == N - 1 and len(built.model.coords["id_basis"]) == r
+    assert glmm_closed_form_applies(built)
+    density = glmm_density(built, dtype="float64")
+    assert density.n_basis == N and density.kinship_rank == r
+    y = np.asarray(built.spec.y, dtype=float)
+    rng = np.random.default_rng(8)
+    p = density.n_fixed
+    x = density.initial_point(3) + rng.normal(0, 0.3, density.ndim)
+    beta, t_a, t_o = x[:p], x[p], x[p + 1]
+    c, _, log_jacobian = density.latent(x)
+    effect = density.vectors @ c
+    eta = density.offset + density.design @ beta + effect[density.index]
+    cov = np.exp(2 * t_a) * centred_grm.matrix + np.exp(2 * t_o) * np.eye(N)
+    priors = built.priors
+
+    def half_t(prior, log_sd):  # log density of σ = e^t, with the Jacobian of t = log σ
+        nu, scale = (float(np.ravel(v)[0]) for v in prior.params)
+        return np.log(2.0) + stats.t.logpdf(np.exp(log_sd), nu, scale=scale) + log_sd
+
+    assert priors.sd["id"].family == "halfstudentt" == priors.sd_olre.family
+    prior = half_t(priors.sd["id"], t_a) + half_t(priors.sd_olre, t_o)
+    expected = (
+        stats.poisson.logpmf(y, np.exp(eta)).sum()
+        + stats.multivariate_normal.logpdf(effect, np.zeros(N), cov)
+        + stats.norm.logpdf(beta, density.beta_mu, density.beta_sd).sum()
+        + prior
+        + log_jacobian
+    )
+    assert density.logp(x)[0] == pytest.approx(expected, abs=1e-8)
+    out = density.expand(x, np.random.default_rng(9))
+    assert out["z_id"].shape == (r, 1)
+    u = out["u_id"][:, 0]
+    np.testing.assert_allclose(np.ones(N) @ u, 0.0, atol=1e-10)  # in K's column space
+    np.testing.assert_allclose(
+        u[density.index] + out["sd_olre"] * out["z_olre"], effect[density.index], atol=1e-10
+    )
