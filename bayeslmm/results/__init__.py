@@ -9,7 +9,12 @@ from bayeslmm.results.environment import environment_summary, environment_table
 from bayeslmm.results.epistasis import epistasis_table
 from bayeslmm.results.heritability import heritability_draws, heritability_table
 from bayeslmm.results.ppc import plot_ppc, ppc_summary
-from bayeslmm.results.reaction_norm import ReactionNorm, plot_reaction_norm, reaction_norm
+from bayeslmm.results.reaction_norm import (
+    ReactionNorm,
+    plot_genotype_norms,
+    plot_reaction_norm,
+    reaction_norm,
+)
 from bayeslmm.results.scales import heritability_scales
 from bayeslmm.results.tables import posterior_heritability_scales
 
@@ -24,6 +29,7 @@ __all__ = [
     "heritability_table",
     "plot_comparison",
     "plot_ppc",
+    "plot_genotype_norms",
     "plot_reaction_norm",
     "posterior_heritability_scales",
     "ppc_summary",

@@ -379,3 +379,109 @@ def plot_reaction_norm(
         ax.set_ylim(0, 1)
     ax.legend(frameon=False, fontsize="small")
     return ax
+
+
+def plot_genotype_norms(
+    fit: Any,
+    environment: str,
+    *,
+    group: str | None = None,
+    ax: Any = None,
+    highlight: int = 3,
+    max_lines: int = 500,
+) -> Any:
+    """Each genotype's predicted reaction norm, drawn over the environment's observed range.
+
+    The genotypic value of level j at x is φ(x)ᵀ a_j, with φ(x) the genetic term's design at
+    x (``(1, x)`` for ``(1 + x | line)``; any functions of x) and a_j the level's random
+    effects: REML BLUPs for a REML fit, posterior means for a Bayesian fit. The lines with
+    the most extreme slopes of genotypic value (steepest rise and fall) are highlighted:
+    the genotypes whose ranking changes most across environments.
+
+    Parameters
+    ----------
+    fit : BayesFit or RemlFit
+        A random-regression fit, e.g. of ``y ~ x + (1 + x | line)``.
+    environment : str
+        The numeric data column the slopes are functions of.
+    group : str, optional
+        The genetic term (default: the sole kinship term, or the only slope term).
+    ax : matplotlib Axes, optional
+        Where to draw (default: a new figure outside pyplot).
+    highlight : int
+        How many genotypes at each end of the change across the range to highlight and label.
+    max_lines : int
+        At most this many genotypes are drawn (an even subset when there are more, the
+        highlighted ones always included).
+
+    Returns
+    -------
+    matplotlib.axes.Axes
+
+    Examples
+    --------
+    >>> # ax = plot_genotype_norms(reml, "x")    # REML BLUPs
+    >>> # ax = plot_genotype_norms(fit, "x")     # posterior means
+    """
+    from bayeslmm.results.plots import figure_axes
+
+    spec = fit.spec
+    if environment not in spec.data.columns:
+        raise ValueError(
+            f"'{environment}' is not a column of the data; columns: {list(spec.data.columns)}."
+        )
+    observed = spec.data[environment]
+    if not pd.api.types.is_numeric_dtype(observed):
+        raise ValueError(
+            f"'{environment}' is not numeric: reaction norms are drawn along a numeric "
+            "environment (use plot_reaction_norm for environments given as levels)."
+        )
+    source = VarianceSource(fit, None)
+    group = source.genetic_group(group)
+    term = source.term(group)
+    if term.is_intercept_only:
+        raise ValueError(
+            f"The term ({term.label}) has no slope: every genotype's norm is flat. Fit a "
+            f"random regression such as (1 + {environment} | {group})."
+        )
+    used = identifiers(source.lhs[group], spec.data.columns)
+    if not set(used) <= {environment}:
+        raise ValueError(
+            f"The term ({term.label}) uses {used}; genotype norms along '{environment}' need "
+            "slope covariates that are functions of that column only."
+        )
+    effects = _genotype_effects(fit, group, term.covariates)
+    grid = np.linspace(float(observed.min()), float(observed.max()), 50)
+    phi = evaluate_design(source.lhs[group], spec.data, pd.DataFrame({environment: grid}))
+    values = effects.to_numpy() @ phi.T  # genotypes × grid points
+    change = values[:, -1] - values[:, 0]
+    order = np.argsort(change)
+    k = max(0, min(int(highlight), values.shape[0] // 2))
+    marked = set(order[:k]) | set(order[values.shape[0] - k :]) if k else set()
+    shown = np.arange(values.shape[0])
+    if shown.size > max_lines:
+        shown = np.unique(np.r_[np.linspace(0, shown.size - 1, max_lines).astype(int), *marked])
+    if ax is None:
+        ax = figure_axes((6.0, 4.0))
+    for j in shown:
+        if j not in marked:
+            ax.plot(grid, values[j], color="0.55", alpha=0.35, lw=0.8)
+    for n, j in enumerate(sorted(marked, key=lambda j: change[j])):
+        ax.plot(grid, values[j], color=f"C{n % 10}", lw=2, label=str(effects.index[j]))
+    what = "posterior mean" if source.is_bayes else "BLUP"
+    ax.set_xlabel(environment)
+    ax.set_ylabel(f"genotypic value ({spec.response} units)")
+    ax.set_title(f"Reaction norms of {values.shape[0]} levels of {group} ({what})")
+    if marked:
+        ax.legend(frameon=False, fontsize="small", title="largest changes", ncols=2)
+    return ax
+
+
+def _genotype_effects(fit: Any, group: str, covariates: list[str]) -> pd.DataFrame:
+    """Levels × coefficients: BLUPs (point fits) or posterior means (Bayesian fits)."""
+    blups = getattr(fit, "blups", None)
+    if blups is not None:  # columns: the coefficients in the term's order, then "pev:…"
+        frame = blups[group]
+        return frame[[c for c in frame.columns if not str(c).startswith("pev:")]]
+    means = fit.breeding_values(group)["mean"]
+    return means.unstack("coef")[list(covariates)] if len(covariates) > 1 else means.to_frame()

@@ -187,3 +187,27 @@ def test_plot_and_table_shapes():
     ax = reaction_norm(fit, "x", values=np.linspace(-1, 1, 21)).plot("V_G")
     assert "genetic variance" in ax.get_ylabel()
     assert len(ax.lines) == 1 and len(ax.collections) == 1  # a curve with its HDI band
+
+
+def test_genotype_norms_draw_each_levels_blup_line_over_the_observed_range():
+    from bayeslmm.results.reaction_norm import plot_genotype_norms
+
+    df = _data(seed=3, xs=(-1.0, 0.0, 2.0))
+    reml = bl.LMM("y ~ x + (1 + x | line)", df).fit(method="reml")
+    ax = plot_genotype_norms(reml, "x", highlight=2)
+    blup = reml.blups["line"]
+    lines = ax.get_lines()
+    assert len(lines) == blup.shape[0]
+    change = 3.0 * blup["x"]  # the range is [-1, 2]: change = 3 × slope
+    expected = set(change.sort_values().index[:2]) | set(change.sort_values().index[-2:])
+    labelled = {line.get_label(): line for line in lines if not line.get_label().startswith("_")}
+    assert set(labelled) == expected
+    for level, line in labelled.items():
+        x, y = line.get_xdata(), line.get_ydata()
+        assert (x[0], x[-1]) == (-1.0, 2.0)
+        a0, a1 = blup.loc[level, "(Intercept)"], blup.loc[level, "x"]
+        np.testing.assert_allclose(y, a0 + a1 * x, rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="no slope"):
+        plot_genotype_norms(bl.LMM("y ~ x + (1 | line)", df).fit(method="reml"), "x")
+    with pytest.raises(ValueError, match="not numeric"):
+        plot_genotype_norms(reml, "env")
