@@ -197,6 +197,23 @@ class Family:
         """Responses drawn given η, with a residual effect N(0, ``var_residual``) added."""
         raise NotImplementedError(f"The {self.name} family cannot be simulated.")
 
+    def draw_response(
+        self, eta: np.ndarray, rng: np.random.Generator, trials: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Responses drawn from p(y | η): the family's distribution at the linear predictor
+        ``eta`` (any shape; ``trials`` broadcast against it), no residual effect added.
+
+        Examples
+        --------
+        >>> rng = np.random.default_rng(0)
+        >>> Binomial().draw_response(np.zeros(3), rng, trials=np.array([0, 2, 5])).tolist()
+        [0, 1, 2]
+        """
+        raise NotImplementedError(
+            f"The {self.name} family has no draws given η here; define "
+            f"{type(self).__name__}.draw_response."
+        )
+
     # -- link and moments (per trial), vectorised over η ---------------------------------
     def inverse_link(self, eta: np.ndarray) -> np.ndarray:
         """The mean per trial h(η) (the expected count for Poisson)."""
@@ -411,6 +428,9 @@ class Poisson(Family):
     def sample_response(self, eta, var_residual, rng):
         return rng.poisson(np.exp(eta + rng.normal(0.0, np.sqrt(var_residual), size=np.shape(eta))))
 
+    def draw_response(self, eta, rng, trials=None):
+        return rng.poisson(np.exp(np.asarray(eta, dtype=float)))
+
     def variance_function(self, eta):
         return np.exp(np.asarray(eta, dtype=float))
 
@@ -492,6 +512,11 @@ class _BinaryTrials(Family):
     def latent_residual_variance(self, eta_fixed, var_random, var_olre, xp=np):
         """π²/3 (logit) or 1 (probit)."""
         return _binary_link_variance(self.link)
+
+    def draw_response(self, eta, rng, trials=None):
+        eta = np.asarray(eta, dtype=float)
+        n = np.ones(eta.shape, dtype=np.int64) if trials is None else np.asarray(trials, "int64")
+        return rng.binomial(np.broadcast_to(n, eta.shape), self.inverse_link(eta))
 
     def closed_form_moments(self, eta, V):
         if self.link != "probit":
