@@ -361,6 +361,7 @@ class LMM:
             seed=seed,
             # the strategy knows how to draw the random effects it did not sample
             breeding_value_sampler=strategy_of(built).breeding_value_sampler(built),
+            posterior_predictive_sampler=strategy_of(built).posterior_predictive_sampler(built),
         )
         if breeding_values and fit.breeding_value_sampler is not None:
             fit.breeding_values_draws()

@@ -163,6 +163,7 @@ def _load_posterior(directory: Path, summary: dict[str, Any], model: Any) -> Any
         sampler=summary.get("sampler", "pymc"),
         seed=summary.get("seed"),
         breeding_value_sampler=strategy_of(built).breeding_value_sampler(built),
+        posterior_predictive_sampler=strategy_of(built).posterior_predictive_sampler(built),
     )
 
 

@@ -62,6 +62,9 @@ class BayesFit(FitTables, FitDisplay):
     breeding_value_sampler : callable, optional
         ``(posterior, seed) -> DataArray`` drawing u | y, θ for a strategy that integrates
         the random effects out (supplied by the engine that made the fit).
+    posterior_predictive_sampler : callable, optional
+        ``(posterior, seed, variables=None) -> Dataset`` drawing one replicate of the
+        observed data per posterior draw (supplied by the engine that made the fit).
     """
 
     engine: ClassVar[str] = "nuts"
@@ -75,6 +78,7 @@ class BayesFit(FitTables, FitDisplay):
     sampler: str = "pymc"
     seed: int | None = None
     breeding_value_sampler: Callable[..., Any] | None = field(default=None, repr=False)
+    posterior_predictive_sampler: Callable[..., Any] | None = field(default=None, repr=False)
 
     @property
     def spec(self) -> ModelSpec:
@@ -234,38 +238,79 @@ class BayesFit(FitTables, FitDisplay):
             **kwargs,
         )
 
+    def _replicate(self, seed: int | None, variables: list[str] | None = None) -> xr.Dataset:
+        if self.posterior_predictive_sampler is None:
+            raise ValueError(
+                "This fit has no way to draw replicated data; fit the model with "
+                "LMM(...).fit(method='nuts') or read it back with bl.load_fit."
+            )
+        return self.posterior_predictive_sampler(
+            self.posterior, self.seed if seed is None else seed, variables
+        )
+
     def posterior_predictive(self, seed: int | None = None) -> np.ndarray:
         """Replicated responses, one per posterior draw: array (chain, draw, obs).
 
-        Drawn by :func:`pymc.sample_posterior_predictive` from the sampled model; available
-        for the latent strategy (every GLMM, and Gaussian models fitted with
-        ``strategy="latent"``), whose likelihood is on the observations themselves.
-        """
-        if self.strategy != "latent":
-            raise ValueError(
-                f"Posterior predictive draws need the latent strategy (this fit used "
-                f"'{self.strategy}', whose likelihood is on rotated data); refit with "
-                "fit(strategy='latent')."
-            )
-        import pymc as pm
+        Every strategy has them: the latent strategy's from
+        :func:`pymc.sample_posterior_predictive`; the spectral strategy's as
+        offset + Xβ + Zu + e with the breeding values drawn from their exact conditional
+        u | y, β, θ; the laplace-marginal strategy's from the family given the linear
+        predictor drawn from the Laplace approximation. ``seed`` defaults to the fit's seed
+        (the same draws at every call); :meth:`add_posterior_predictive` stores them for
+        ArviZ.
 
-        name = self.built.observed_name
-        with self.built.model:
-            pp = pm.sample_posterior_predictive(
-                self.idata,
-                var_names=[name],
-                random_seed=seed,
-                progressbar=False,
-                extend_inferencedata=False,
+        Examples
+        --------
+        >>> # fit.posterior_predictive(seed=1).shape  # (chains, draws, n_obs)
+        """
+        return np.asarray(
+            self._replicate(seed, [self.spec.response])[self.spec.response]
+            .transpose("chain", "draw", ...)
+            .values
+        )
+
+    def add_posterior_predictive(self, seed: int | None = None) -> Any:
+        """Store replicated data in ``idata.posterior_predictive`` (replacing any there),
+        one variable per variable of ``idata.observed_data``, so that
+        ``az.plot_ppc(fit.idata)`` and ``az.plot_bpv(fit.idata)`` work.
+
+        The response ``<response>`` has dims (chain, draw, obs), as
+        :meth:`posterior_predictive`; a spectral fit also stores its rotated response
+        ``<response>_rotated`` (dims (chain, draw, eigen)), the replicate of the observed
+        node of its sampled model. Returns ``idata``.
+
+        Examples
+        --------
+        >>> # import arviz as az
+        >>> # az.plot_ppc(fit.add_posterior_predictive(seed=1), var_names=["y"])
+        """
+        import xarray as xr
+
+        if "observed_data" not in self.idata.groups():
+            response = np.asarray(self.spec.y)
+            observed = {self.spec.response: xr.DataArray(response, dims="obs")}
+            self.idata.add_groups(
+                observed_data=xr.Dataset(observed, coords={"obs": np.arange(response.size)})
             )
-        return np.asarray(pp.posterior_predictive[name].transpose("chain", "draw", ...).values)
+        names = [str(v) for v in self.idata.observed_data.data_vars]
+        replicated = self._replicate(seed, names)
+        if "posterior_predictive" in self.idata.groups():
+            del self.idata["posterior_predictive"]
+        self.idata.add_groups(posterior_predictive=replicated)
+        return self.idata
 
     def ppc(self, seed: int | None = None, interval: float = 0.9) -> pd.DataFrame:
         """Posterior predictive check: observed vs replicated statistics (mean, variance, zeros
         for counts, case fraction for binary traits) with posterior predictive p-values.
 
-        See :func:`bayeslmm.results.ppc.ppc_summary`; plot with
-        ``bl.results.plot_ppc(fit.spec.y, fit.posterior_predictive())``.
+        See :func:`bayeslmm.results.ppc.ppc_summary`; the replicates are those of
+        :meth:`posterior_predictive` (every strategy). Plot with
+        ``bl.results.plot_ppc(fit.spec.y, fit.posterior_predictive())``, or with ArviZ after
+        :meth:`add_posterior_predictive`.
+
+        Examples
+        --------
+        >>> # fit.ppc(seed=1)  # rows mean, variance, min, max for a Gaussian trait
         """
         from bayeslmm.results.ppc import ppc_summary
 

@@ -65,5 +65,5 @@ def test_gaussian_fit_has_no_scales(poisson_fit):
     )
     with pytest.raises(ValueError, match="GLMMs"):
         fit.heritability_scales()
-    with pytest.raises(ValueError, match="strategy='latent'"):
-        fit.posterior_predictive()
+    # a spectral fit draws its replicates from u | y, θ (tests/results/test_ppc_strategies.py)
+    assert fit.posterior_predictive(seed=1).shape == (1, 50, 10)

@@ -60,6 +60,65 @@ def _basis(built: BuiltModel) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return out
 
 
+def fixed_residual(built: BuiltModel, posterior: xr.Dataset) -> np.ndarray:
+    """y − offset − Xβ for every posterior draw (shape (draws, n)), with ``beta`` from
+    ``posterior`` (drawn after sampling or sampled).
+
+    Examples
+    --------
+    >>> # resid = fixed_residual(fit.built, fit.idata.posterior)  # (chain · draw, n)
+    """
+    spec = built.spec
+    n_draws = posterior.sizes["chain"] * posterior.sizes["draw"]
+    resid = np.broadcast_to(np.asarray(spec.y, dtype=float), (n_draws, spec.n_obs)).copy()
+    if spec.offset is not None:
+        resid -= np.asarray(spec.offset)
+    if spec.fixed_names:
+        if "beta" not in posterior:
+            raise ValueError(
+                "The posterior has no draws of beta; draw them first with "
+                "add_posthoc_draws(built, idata) (bayeslmm's fit does this itself)."
+            )
+        beta = posterior["beta"].transpose("chain", "draw", "fixed")
+        resid -= np.asarray(beta).reshape(n_draws, -1) @ np.asarray(spec.X).T
+    return resid
+
+
+def conditional_components(
+    built: BuiltModel, posterior: xr.Dataset, rng: np.random.Generator
+) -> np.ndarray:
+    """Draws of w = Qᵀz | y, β, θ (shape (draws, k)), one per posterior draw of a spectral
+    fit: the independent components of the breeding values (u = BQ w, Zu = P (d ∘ w); see
+    the module docstring).
+
+    Examples
+    --------
+    >>> # w = conditional_components(fit.built, fit.idata.posterior, np.random.default_rng(1))
+    """
+    term = built.spec.terms[0]
+    P, d, _ = _basis(built)
+    var_g = np.asarray(posterior[f"var_{term.group}"].transpose("chain", "draw")).reshape(-1)
+    var_e = np.asarray(posterior["var_residual"].transpose("chain", "draw")).reshape(-1)
+    proj = fixed_residual(built, posterior) @ P  # draws × k
+    precision = d[None, :] ** 2 / var_e[:, None] + 1.0 / var_g[:, None]
+    mean = (d[None, :] / var_e[:, None]) * proj / precision
+    return mean + rng.standard_normal(mean.shape) / np.sqrt(precision)
+
+
+def conditional_genetic_values(
+    built: BuiltModel, posterior: xr.Dataset, rng: np.random.Generator
+) -> np.ndarray:
+    """Draws of Z u | y, β, θ (shape (draws, n)), one per posterior draw of a spectral fit:
+    Z u = Z B Q w = P (d ∘ w), O(n k) per draw.
+
+    Examples
+    --------
+    >>> # zu = conditional_genetic_values(fit.built, fit.idata.posterior, np.random.default_rng(1))
+    """
+    P, d, _ = _basis(built)
+    return (conditional_components(built, posterior, rng) * d) @ P.T
+
+
 def conditional_breeding_values(
     built: BuiltModel, posterior: xr.Dataset, seed: int | None = None
 ) -> xr.DataArray:
@@ -88,23 +147,10 @@ def conditional_breeding_values(
 
     if built.strategy != "spectral":
         raise ValueError("Conditional breeding values are for the spectral strategy only.")
-    spec = built.spec
-    term = spec.terms[0]
-    P, d, BQ = _basis(built)
+    term = built.spec.terms[0]
+    _, _, BQ = _basis(built)
     n_chain, n_draw = posterior.sizes["chain"], posterior.sizes["draw"]
-    var_g = np.asarray(posterior[f"var_{term.group}"]).reshape(-1)
-    var_e = np.asarray(posterior["var_residual"]).reshape(-1)
-    resid = np.broadcast_to(np.asarray(spec.y, dtype=float), (var_g.size, spec.n_obs)).copy()
-    if spec.offset is not None:
-        resid -= np.asarray(spec.offset)
-    if spec.fixed_names:
-        beta = np.asarray(posterior["beta"]).reshape(-1, len(spec.fixed_names))
-        resid -= beta @ np.asarray(spec.X).T
-    proj = resid @ P  # draws × k
-    precision = d[None, :] ** 2 / var_e[:, None] + 1.0 / var_g[:, None]
-    mean = (d[None, :] / var_e[:, None]) * proj / precision
-    rng = np.random.default_rng(seed)
-    w = mean + rng.standard_normal(mean.shape) / np.sqrt(precision)
+    w = conditional_components(built, posterior, np.random.default_rng(seed))
     u = (w @ BQ.T).reshape(n_chain, n_draw, term.n_levels, 1)
     return xr.DataArray(
         u,

@@ -61,6 +61,11 @@ from bayeslmm.engines.bayes.laplace_marginal import (
 )
 from bayeslmm.engines.bayes.latent import build_latent
 from bayeslmm.engines.bayes.options import FixedEffectsMode, StrategyName, strategy_name
+from bayeslmm.engines.bayes.predictive import (
+    laplace_posterior_predictive,
+    pymc_posterior_predictive,
+    spectral_posterior_predictive,
+)
 from bayeslmm.engines.bayes.spectral import build_spectral, spectral_obstacles
 from bayeslmm.errors import SpecificationError
 from bayeslmm.priors import PriorSet
@@ -164,6 +169,23 @@ class Strategy(ABC):
         did not sample, or None when they are in the posterior already."""
         return None
 
+    def posterior_predictive_sampler(self, built: BuiltModel) -> Callable[..., Any]:
+        """``(posterior, seed, variables=None) -> Dataset``: one replicate of the observed
+        data per posterior draw (:mod:`bayeslmm.engines.bayes.predictive`); by default
+        :func:`pymc.sample_posterior_predictive` on the model, whose likelihood is on the
+        observations.
+
+        Examples
+        --------
+        >>> import pandas as pd, bayeslmm as bl
+        >>> from bayeslmm.engines.bayes import build
+        >>> df = pd.DataFrame({"y": [1.0, 2.0, 0.5, 1.5], "g": ["a", "a", "b", "b"]})
+        >>> built = build(bl.specify("y ~ 1 + (1 | g)", df))
+        >>> strategy_of(built).posterior_predictive_sampler(built).func.__name__
+        'pymc_posterior_predictive'
+        """
+        return partial(pymc_posterior_predictive, built)
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
 
@@ -231,6 +253,11 @@ class SpectralStrategy(Strategy):
     def breeding_value_sampler(self, built: BuiltModel) -> Callable[..., Any] | None:
         """u | y, θ for every posterior draw (the exact conditional)."""
         return partial(conditional_breeding_values, built)
+
+    def posterior_predictive_sampler(self, built: BuiltModel) -> Callable[..., Any]:
+        """offset + Xβ + Zu + e per draw, u from its exact conditional (and Uᵀ of it for
+        the rotated observed node)."""
+        return partial(spectral_posterior_predictive, built)
 
 
 class LatentStrategy(Strategy):
@@ -316,6 +343,11 @@ class LaplaceMarginalStrategy(Strategy):
 
     def add_log_likelihood(self, built: BuiltModel, idata: az.InferenceData) -> None:
         self.check_log_likelihood()
+
+    def posterior_predictive_sampler(self, built: BuiltModel) -> Callable[..., Any]:
+        """y from the family given η = Xβ + Σ Z u (+ e), drawn from the Laplace
+        approximation of the latent field."""
+        return partial(laplace_posterior_predictive, built)
 
 
 #: Every strategy, by name, in the order ``"auto"`` tries them.
