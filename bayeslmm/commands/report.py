@@ -33,13 +33,9 @@ import numpy as np
 
 from bayeslmm._version import __version__
 from bayeslmm.errors import DataError
+from bayeslmm.results.plots import rank_figure, trace_figure, trace_variables
 
 REPORT_NAME = "report.html"
-
-#: Posterior variables drawn in the trace and rank plots (scalars per draw), in this order;
-#: other ``var_*`` variables follow. At most :data:`MAX_TRACE` are drawn.
-TRACE_FIRST = ("h2", "var_residual", "var_olre")
-MAX_TRACE = 6
 
 
 class ReportError(DataError):
@@ -308,47 +304,6 @@ def response_variable(observed: Any) -> tuple[str, np.ndarray] | None:
         values = np.asarray(da.values, dtype=float)
         return str(name), values[np.isfinite(values)]
     return None
-
-
-def trace_variables(posterior: Any) -> list[str]:
-    """Scalar-per-draw variance parameters to draw: h², the variances, the residual."""
-    scalar = [
-        str(v)
-        for v, da in posterior.data_vars.items()
-        if set(da.dims) == {"chain", "draw"} and (str(v) == "h2" or str(v).startswith("var_"))
-    ]
-    first = [v for v in TRACE_FIRST if v in scalar and v != "var_residual"]
-    rest = [v for v in scalar if v not in first and v != "var_residual"]
-    ordered = first + rest + (["var_residual"] if "var_residual" in scalar else [])
-    return ordered[:MAX_TRACE]
-
-
-def trace_figure(idata: Any, names: list[str]) -> Any:
-    """ArviZ trace plots on a stand-alone Figure (pyplot untouched)."""
-    import arviz as az
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(9.0, 1.9 * len(names)), dpi=80)
-    axes = fig.subplots(len(names), 2, squeeze=False)
-    az.plot_trace(idata, var_names=names, axes=axes, compact=False)
-    fig.tight_layout()
-    return fig
-
-
-def rank_figure(idata: Any, names: list[str]) -> Any:
-    """ArviZ rank plots on a stand-alone Figure, one panel per variable."""
-    import arviz as az
-    from matplotlib.figure import Figure
-
-    ncols = min(len(names), 3)
-    nrows = -(-len(names) // ncols)
-    fig = Figure(figsize=(3.2 * ncols, 2.6 * nrows), dpi=80)
-    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
-    az.plot_rank(idata, var_names=names, ax=axes[: len(names)])
-    for ax in axes[len(names) :]:
-        ax.set_visible(False)
-    fig.tight_layout()
-    return fig
 
 
 def png_uri(fig: Any, dpi: int = 100) -> str:

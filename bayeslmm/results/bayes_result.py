@@ -316,6 +316,50 @@ class BayesFit(FitTables, FitDisplay):
 
         return ppc_summary(self.spec.y, self.posterior_predictive(seed), interval=interval)
 
+    def plot_ppc(self, ax: Any = None, seed: int | None = None, **kwargs: Any) -> Any:
+        """Observed data against the replicated draws of :meth:`posterior_predictive`.
+
+        Counts as bars per value, binary traits as the case fraction, continuous traits as a
+        histogram against the replicated densities, labelled with the response's name; see
+        :func:`bayeslmm.results.ppc.plot_ppc` for the options (``interval``, ``max_count``).
+        Returns the matplotlib Axes.
+
+        Examples
+        --------
+        >>> # ax = fit.plot_ppc(); ax.figure.savefig("ppc.png")
+        """
+        from bayeslmm.results.ppc import plot_ppc
+
+        kwargs.setdefault("name", self.spec.response)
+        return plot_ppc(self.spec.y, self.posterior_predictive(seed), ax=ax, **kwargs)
+
+    def plot_trace(self, var_names: list[str] | None = None) -> Any:
+        """ArviZ trace plots (density and trace per chain) of the variance parameters.
+
+        ``var_names`` defaults to h² and the variances (at most six, the residual last).
+        Returns a matplotlib Figure outside pyplot.
+
+        Examples
+        --------
+        >>> # fig = fit.plot_trace(); fig.savefig("trace.png")
+        """
+        from bayeslmm.results.plots import trace_figure, trace_variables
+
+        return trace_figure(self.idata, var_names or trace_variables(self.posterior))
+
+    def plot_rank(self, var_names: list[str] | None = None) -> Any:
+        """ArviZ rank plots of the variance parameters: uniform bars when chains mix.
+
+        ``var_names`` as in :meth:`plot_trace`. Returns a matplotlib Figure.
+
+        Examples
+        --------
+        >>> # fig = fit.plot_rank()
+        """
+        from bayeslmm.results.plots import rank_figure, trace_variables
+
+        return rank_figure(self.idata, var_names or trace_variables(self.posterior))
+
     def summary(
         self, hdi_prob: float | None = None, prevalence: float | None = None
     ) -> dict[str, Any]:

@@ -6,6 +6,11 @@ from typing import Any
 
 import numpy as np
 
+#: Posterior variables drawn in the trace and rank plots (scalars per draw), in this order;
+#: other ``var_*`` variables follow, the residual last. At most :data:`MAX_TRACE` are drawn.
+TRACE_FIRST = ("h2", "var_residual", "var_olre")
+MAX_TRACE = 6
+
 
 def figure_axes(figsize: tuple[float, float] = (5.5, 3.5)) -> Any:
     """Axes on a stand-alone :class:`~matplotlib.figure.Figure`, outside pyplot.
@@ -97,3 +102,44 @@ def plot_posterior_density(
     ax.set_ylim(bottom=0)
     ax.legend(frameon=False, fontsize="small")
     return ax
+
+
+def trace_variables(posterior: Any) -> list[str]:
+    """Scalar-per-draw variance parameters to draw: h², the variances, the residual."""
+    scalar = [
+        str(v)
+        for v, da in posterior.data_vars.items()
+        if set(da.dims) == {"chain", "draw"} and (str(v) == "h2" or str(v).startswith("var_"))
+    ]
+    first = [v for v in TRACE_FIRST if v in scalar and v != "var_residual"]
+    rest = [v for v in scalar if v not in first and v != "var_residual"]
+    ordered = first + rest + (["var_residual"] if "var_residual" in scalar else [])
+    return ordered[:MAX_TRACE]
+
+
+def trace_figure(idata: Any, names: list[str]) -> Any:
+    """ArviZ trace plots on a stand-alone Figure (pyplot untouched)."""
+    import arviz as az
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(9.0, 1.9 * len(names)), dpi=80)
+    axes = fig.subplots(len(names), 2, squeeze=False)
+    az.plot_trace(idata, var_names=names, axes=axes, compact=False)
+    fig.tight_layout()
+    return fig
+
+
+def rank_figure(idata: Any, names: list[str]) -> Any:
+    """ArviZ rank plots on a stand-alone Figure, one panel per variable."""
+    import arviz as az
+    from matplotlib.figure import Figure
+
+    ncols = min(len(names), 3)
+    nrows = -(-len(names) // ncols)
+    fig = Figure(figsize=(3.2 * ncols, 2.6 * nrows), dpi=80)
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    az.plot_rank(idata, var_names=names, ax=axes[: len(names)])
+    for ax in axes[len(names) :]:
+        ax.set_visible(False)
+    fig.tight_layout()
+    return fig

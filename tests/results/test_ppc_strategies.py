@@ -151,6 +151,17 @@ def test_arviz_plots_run_on_a_spectral_fit(spectral_fit):
     matplotlib.pyplot.close("all")
 
 
+def test_fit_plot_methods(spectral_fit):
+    fit = spectral_fit
+    ax = fit.plot_ppc(seed=4)
+    assert ax.get_xlabel() == "y" and "y" in ax.get_title()
+    fig = fit.plot_trace()
+    # h² first and the residual last, a density and a trace panel each
+    names = [a.get_title() for a in fig.axes[::2]]
+    assert names[0] == "h2" and names[-1] == "var_residual" and len(fig.axes) == 2 * len(names)
+    assert len([a for a in fit.plot_rank(["h2"]).axes if a.get_visible()]) == 1
+
+
 def test_a_fit_read_back_draws_the_same_replicates(spectral_fit, simulated, tmp_path):
     spectral_fit.save(tmp_path / "out", plot=False)
     back = bl.load_fit(tmp_path / "out", simulated.data, kinship={"id": simulated.kinship})
