@@ -12,7 +12,7 @@ import pandas as pd
 from bayeslmm.errors import SpecificationError
 from bayeslmm.families import Family
 from bayeslmm.kinship import Kinship
-from bayeslmm.spec import ModelSpec, specify
+from bayeslmm.spec import ModelSpec, one_term_per_group, specify
 
 if TYPE_CHECKING:
     import pymc as pm
@@ -158,10 +158,13 @@ class LMM:
         from bayeslmm.engines.bayes.builder import build
         from bayeslmm.engines.bayes.strategies import choose
 
+        # the builder keeps one covariance per grouping factor: (1|g) + (0 + x|g) is given
+        # to it as (1 + x || g), the same model with the same variance-component names
+        spec = one_term_per_group(self.spec)
         # one choice (and one deprecation warning for a former name), one build per strategy
-        key = (choose(self.spec, strategy).name, rank_share)
+        key = (choose(spec, strategy).name, rank_share)
         if key not in self._built:
-            self._built[key] = build(self.spec, strategy=key[0], rank_share=rank_share)
+            self._built[key] = build(spec, strategy=key[0], rank_share=rank_share)
         return self._built[key]
 
     def build(

@@ -116,8 +116,6 @@ CASES = [
          SpecificationError, "in the random term (1 | y)"),
     Case("api-random-term-without-group", "'y ~ x + (1|)'", lambda: spec("y ~ x + (1|)"),
          SpecificationError, "needs an expression and a grouping factor"),
-    Case("api-nested-grouping", "'y ~ x + (1|g/id)'", lambda: spec("y ~ x + (1|g/id)"),
-         SpecificationError, "Nested grouping 'g/id'"),
     Case("api-grouping-factor-not-a-column", "'y ~ x + (1|site)'",
          lambda: spec("y ~ x + (1|site)"), SpecificationError, "Grouping factor ['site']"),
     # -- data ------------------------------------------------------------------------------
@@ -203,6 +201,34 @@ CASES = [
          "must hold non-negative integers"),
     Case("api-bernoulli-not-binary", "bernoulli response 0/1/2",
          lambda: spec("c ~ x + (1|g)", family="bernoulli"), DataError, "must be 0 or 1"),
+    Case("api-bernoulli-text-three-levels", "bernoulli response 'lo'/'mid'/'hi'",
+         lambda: spec("r ~ x + (1|g)", DF.assign(r=np.resize(["lo", "mid", "hi"], N)),
+                      family="bernoulli"), DataError, "has 3 levels"),
+    Case("api-trials-not-numeric", "family='binomial', trials='g' (text)",
+         lambda: spec("c ~ x + (1|id)", family="binomial", trials="g"), DataError,
+         "The trials column 'g' must be numeric"),
+    # -- binomial responses written in the formula -----------------------------------------
+    Case("api-cbind-without-binomial", "'cbind(c, t) ~ x + (1|g)', family gaussian",
+         lambda: spec("cbind(c, t) ~ x + (1|g)"), SpecificationError,
+         "counts successes out of trials"),
+    Case("api-trials-given-twice", "'c | trials(t) ~ ...' and trials='t'",
+         lambda: spec("c | trials(t) ~ x + (1|g)", family="binomial", trials="t"),
+         SpecificationError, "The number of trials is given twice"),
+    Case("api-cbind-malformed", "'cbind(c) ~ x + (1|g)'",
+         lambda: spec("cbind(c) ~ x + (1|g)", family="binomial"), SpecificationError,
+         "is not one lme4 writes for binomial counts"),
+    Case("api-cbind-negative-failures", "'cbind(c, t - c)' with t < c in some rows",
+         lambda: spec("cbind(c, t - c) ~ x + (1|g)", DF.assign(t=DF.c - 1),
+                      family="binomial"), DataError, "must be non-negative whole numbers"),
+    Case("api-brms-response-malformed", "'c | weights(t) ~ x + (1|g)'",
+         lambda: spec("c | weights(t) ~ x + (1|g)", family="binomial"), SpecificationError,
+         "is not one brms writes for binomial counts"),
+    Case("api-brms-trials-zero", "'c | trials(0) ~ x + (1|g)'",
+         lambda: spec("c | trials(0) ~ x + (1|g)", family="binomial"), SpecificationError,
+         "must be at least 1"),
+    Case("api-brms-trials-not-a-column", "'c | trials(nn) ~ x + (1|g)'",
+         lambda: spec("c | trials(nn) ~ x + (1|g)", family="binomial"), SpecificationError,
+         "the name 'nn' is not a column"),
     Case("api-sigma-formula-non-gaussian", "family='poisson', sigma='~ g'",
          lambda: spec("c ~ x + (1|g)", family="poisson", sigma="~ g"), SpecificationError,
          "only available for family='gaussian'"),
@@ -262,6 +288,12 @@ CASES = [
     Case("api-laplace-for-gaussian", "fit(method='laplace')",
          lambda: model().fit(method="laplace"), SpecificationError,
          "method='laplace' is for GLMMs"),
+    Case("api-laplace-correlated-slopes", "'c ~ x + (1 + x|g)', fit(method='laplace')",
+         lambda: model("c ~ x + (1 + x|g)", family="poisson").fit(method="laplace"),
+         SpecificationError, "has correlated coefficients"),
+    Case("api-bayes-correlated-block-sharing-a-factor", "'(1 + x|g) + (0 + t|g)', build()",
+         lambda: model("y ~ x + (1 + x|g) + (0 + t|g)").build(), SpecificationError,
+         "one covariance per grouping factor"),
     Case("api-laplace-perfect-separation", "bernoulli s = (x > 0), fit(method='laplace')",
          lambda: model("s ~ x + (1|g)", separated(), family="bernoulli").fit(method="laplace"),
          DataError, "separate the outcomes"),
@@ -402,6 +434,24 @@ def correct_response_times_1e_minus_55() -> None:
     )
 
 
+def correct_nested_grouping() -> None:
+    """(1|g/id) is lme4's (1|g) + (1|g:id): the same terms and the same REML fit."""
+    data = DF.assign(h=np.resize(["u", "v", "w"], N))
+    nested = spec("y ~ x + (1|g/h)", data)
+    written = spec("y ~ x + (1|g) + (1|g:h)", data)
+    assert [t.group for t in nested.terms] == ["g", "g:h"]
+    fits = [bl.LMM.from_spec(s).fit(method="reml") for s in (nested, written)]
+    assert fits[0].loglik_reml == pytest.approx(fits[1].loglik_reml, abs=1e-10)
+
+
+def warn_bernoulli_text_response() -> None:
+    """A yes/no response: coded no = 0, yes = 1 (lme4's second level), said once."""
+    text = DF.assign(sick=np.where(DF.b == 1, "yes", "no"))
+    with pytest.warns(UserWarning, match="coded 'no' = 0 and 'yes' = 1"):
+        coded = spec("sick ~ x + (1|g)", text, kinship=None, family="bernoulli")
+    np.testing.assert_array_equal(coded.y, DF.b.to_numpy(dtype=float))
+
+
 def correct_poisson_observation_level_factor() -> None:
     """A factor with one level per row in a Poisson model is the observation-level effect:
     none is added on top (glmer's grouseticks model)."""
@@ -440,6 +490,16 @@ LEGAL = {
         "y × 1e-55, fit(method='reml')",
         "(correct result)",
         correct_response_times_1e_minus_55,
+    ),
+    "api-nested-grouping": (
+        "'y ~ x + (1|g/h)'",
+        "(correct result)",
+        correct_nested_grouping,
+    ),
+    "api-bernoulli-text-response": (
+        "bernoulli response 'yes'/'no'",
+        "BinaryResponseWarning",
+        warn_bernoulli_text_response,
     ),
     "api-poisson-observation-level-factor": (
         "poisson '(1|g) + (1|INDEX)', INDEX one level per row",

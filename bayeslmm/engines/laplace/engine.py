@@ -202,11 +202,11 @@ class LaplaceProblem:
         start = 0
         for term in spec.terms:
             if term.n_coef > 1 and term.correlated:
+                uncorrelated = term.label.replace("|", "||")
                 raise SpecificationError(
                     f"The Laplace engine fits random terms with one coefficient, or several "
                     f"uncorrelated ones; ({term.label}) has correlated coefficients. Write "
-                    f"it as ({' + '.join(term.covariates)} || {term.group}) or use the "
-                    "Bayesian engine."
+                    f"it as ({uncorrelated}) or use the Bayesian engine (method='nuts')."
                 )
             for j, cov in enumerate(term.covariates):
                 Z = term.z(j)
