@@ -19,10 +19,10 @@ if TYPE_CHECKING:
 
     from bayeslmm.engines.bayes.options import SamplerName, StrategyName
 
-#: How :meth:`LMM.fit` fits: NUTS (the posterior), REML (Gaussian point estimates) or
-#: Laplace maximum likelihood (GLMM point estimates, lme4's glmer). Not to be confused with
-#: the NUTS strategy ``"laplace-marginal"``.
-Method = Literal["nuts", "reml", "laplace"]
+#: How :meth:`LMM.fit` fits: NUTS (the posterior), REML or ML (Gaussian point estimates; ML
+#: is lme4's ``REML = FALSE``) or Laplace maximum likelihood (GLMM point estimates, lme4's
+#: glmer). Not to be confused with the NUTS strategy ``"laplace-marginal"``.
+Method = Literal["nuts", "reml", "ml", "laplace"]
 METHODS: tuple[str, ...] = get_args(Method)
 
 
@@ -214,11 +214,13 @@ class LMM:
 
         Parameters
         ----------
-        method : {"nuts", "reml", "laplace"}
+        method : {"nuts", "reml", "ml", "laplace"}
             ``"nuts"``: posterior by NUTS (returns :class:`~bayeslmm.results.bayes_result.
             BayesFit`); ``"reml"``: REML point estimates of a Gaussian model (returns
-            :class:`~bayeslmm.results.reml_result.RemlFit`); ``"laplace"``: Laplace
-            maximum likelihood of a GLMM, as lme4's ``glmer`` (returns
+            :class:`~bayeslmm.results.reml_result.RemlFit`); ``"ml"``: maximum likelihood of
+            a Gaussian model (lme4's ``REML = FALSE``; a ``RemlFit`` with ``criterion ==
+            "ml"``, whose AIC/BIC compare models with different fixed effects);
+            ``"laplace"``: Laplace maximum likelihood of a GLMM, as lme4's ``glmer`` (returns
             :class:`~bayeslmm.engines.laplace.LaplaceFit`). Not the NUTS strategy
             ``"laplace-marginal"``.
         draws, tune, chains, cores : int
@@ -276,16 +278,17 @@ class LMM:
                 seed = int(np.random.default_rng().integers(2**31 - 1))
             _probability(target_accept, "target_accept")
             _probability(hdi_prob, "hdi_prob")
-        if method == "reml":
+        if method in ("reml", "ml"):
             if not self.spec.family.is_gaussian:
+                what = "REML is" if method == "reml" else "method='ml' (Gaussian ML) is"
                 raise SpecificationError(
-                    f"REML is defined for Gaussian responses; this model's family is "
+                    f"{what} defined for Gaussian responses; this model's family is "
                     f"'{self.spec.family.name}'. Use method='laplace' for point estimates of "
                     "a GLMM (lme4's glmer), or method='nuts' for its posterior."
                 )
             from bayeslmm.engines.reml import fit_reml
 
-            return fit_reml(self.spec)
+            return fit_reml(self.spec, criterion=method)
         if method == "laplace":
             if self.spec.family.is_gaussian:
                 raise SpecificationError(

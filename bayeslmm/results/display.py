@@ -65,6 +65,7 @@ _SPECIAL_SHARES = ("h2", "h2_gcta", "residual")
 _ENGINES = {
     "nuts": "NUTS",
     "reml": "REML",
+    "ml": "Maximum likelihood",
     "laplace": "Laplace maximum likelihood",
 }
 

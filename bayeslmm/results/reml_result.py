@@ -1,21 +1,24 @@
-"""The result of a REML fit: variance components, fixed effects, BLUPs, likelihoods.
+"""The result of a REML or ML fit: variance components, fixed effects, BLUPs, likelihoods.
 
 :class:`RemlFit` is plain data produced by :func:`bayeslmm.engines.reml.fit_reml`; it knows
 nothing of how it was computed. Its tables follow lme4's conventions so that numbers can be
 compared line by line with ``as.data.frame(VarCorr(fit))``, ``summary(fit)$coefficients``,
-``REMLcrit(fit)``, ``logLik(fit)``, ``AIC(fit)`` and ``BIC(fit)``.
+``REMLcrit(fit)``, ``logLik(fit)``, ``AIC(fit)`` and ``BIC(fit)`` of ``lmer(..., REML =
+TRUE)`` or, for a maximum-likelihood fit (``criterion == "ml"``), of ``REML = FALSE``.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from scipy import linalg, stats
 
+from bayeslmm.errors import SpecificationError
 from bayeslmm.results import tables
 from bayeslmm.results.display import FitDisplay
 from bayeslmm.results.estimate import ParameterLayout, PointEstimate
@@ -29,7 +32,7 @@ VARIANCE, COVARIANCE, RESIDUAL = "variance", "covariance", "residual"
 
 @dataclass(frozen=True, eq=False)
 class RemlFit(FitTables, FitDisplay):
-    """A restricted-maximum-likelihood fit of a Gaussian linear mixed model.
+    """A restricted-maximum-likelihood (or maximum-likelihood) fit of a Gaussian LMM.
 
     Attributes
     ----------
@@ -58,9 +61,10 @@ class RemlFit(FitTables, FitDisplay):
         coefficient (``"(Intercept)"``, ``"Days"``, …) and its prediction error variance in
         ``"pev:<coefficient>"``.
     loglik_reml, loglik_ml : float
-        Restricted log-likelihood at the estimate, and the full (ML) log-likelihood at the same
-        covariance shape with the common scale re-profiled (what lme4's
-        ``logLik(fit, REML = FALSE)`` returns for a REML fit).
+        Restricted log-likelihood at the estimate, and the full (ML) log-likelihood: for a
+        REML fit at the same covariance shape with the common scale re-profiled (what lme4's
+        ``logLik(fit, REML = FALSE)`` returns for a REML fit), for an ML fit its maximum
+        (lme4's ``logLik()`` of ``lmer(..., REML = FALSE)``).
     converged : bool
     n_iter : int
         AI-REML: iterations (EM warm-start steps included). Spectral: likelihood evaluations.
@@ -73,6 +77,13 @@ class RemlFit(FitTables, FitDisplay):
         Notes from the optimiser (boundary components, failed step halving).
     sigma_formula : str or None
         The residual-variance formula, when residual variances vary by environment.
+    criterion : {"reml", "ml"}
+        The likelihood that was maximised: restricted (REML) or full (maximum likelihood,
+        ``LMM(...).fit(method="ml")``). ``aic``, ``bic`` and ``loglik`` use it; summary.json's
+        ``method`` is ``"reml"`` or ``"ml"`` accordingly.
+    refitter : callable, optional
+        Set by the engine: ``refitter(criterion)`` fits the same model by the other
+        criterion (:meth:`refit_ml`).
     """
 
     method: str
@@ -94,8 +105,13 @@ class RemlFit(FitTables, FitDisplay):
     #: tables read the terms' designs from it).
     spec: Any = field(default=None, repr=False)
     sigma_formula: str | None = None
+    criterion: str = "reml"
+    refitter: Callable[[str], RemlFit] | None = field(default=None, repr=False)
 
-    engine: ClassVar[str] = "reml"
+    @property
+    def engine(self) -> str:  # type: ignore[override]
+        """``"reml"`` or ``"ml"`` (summary.json's ``method``): which likelihood was maximised."""
+        return "ml" if self.criterion == "ml" else "reml"
 
     def estimate(self) -> PointEstimate:
         """(θ̂, β̂) with Cov = blockdiag(AI⁻¹, (XᵀV̂⁻¹X)⁻¹), under the estimate protocol."""
@@ -126,21 +142,68 @@ class RemlFit(FitTables, FitDisplay):
 
     @property
     def reml_criterion(self) -> float:
-        """−2 × restricted log-likelihood (lme4's ``REMLcrit``)."""
+        """−2 × restricted log-likelihood at the estimate (lme4's ``REMLcrit``)."""
         return -2.0 * self.loglik_reml
 
     @property
-    def aic(self) -> float:
-        """AIC from the REML log-likelihood, as lme4's ``AIC()`` does for a REML fit.
+    def loglik(self) -> float:
+        """The maximised log-likelihood, as lme4's ``logLik()``: restricted for a REML fit,
+        full for an ML fit."""
+        return self.loglik_ml if self.criterion == "ml" else self.loglik_reml
 
-        Only comparable between fits with the same fixed effects.
+    @property
+    def deviance(self) -> float:
+        """−2 × the maximised log-likelihood (for an ML fit lme4's ``deviance()``)."""
+        return -2.0 * self.loglik
+
+    @property
+    def aic(self) -> float:
+        """AIC from the maximised log-likelihood, as lme4's ``AIC()``.
+
+        For a REML fit only comparable between fits with the same fixed effects; fits with
+        different fixed effects are compared by their ML fits (:meth:`refit_ml`;
+        :func:`bayeslmm.compare` refits them).
         """
-        return -2.0 * self.loglik_reml + 2.0 * self.n_parameters
+        return -2.0 * self.loglik + 2.0 * self.n_parameters
 
     @property
     def bic(self) -> float:
-        """BIC from the REML log-likelihood with log(n_obs) per parameter (lme4's ``BIC()``)."""
-        return -2.0 * self.loglik_reml + math.log(self.n_obs) * self.n_parameters
+        """BIC from the maximised log-likelihood with log(n_obs) per parameter (lme4's
+        ``BIC()``)."""
+        return -2.0 * self.loglik + math.log(self.n_obs) * self.n_parameters
+
+    def refit_ml(self) -> RemlFit:
+        """The maximum-likelihood fit of the same model and data (this fit if it is one).
+
+        What lme4's ``anova()`` does before comparing REML fits whose fixed effects differ
+        ("refitting model(s) with ML (instead of REML)"): restricted likelihoods of
+        different fixed-effect designs are likelihoods of different data.
+
+        Returns
+        -------
+        RemlFit
+            ``criterion == "ml"``; its ``loglik``, ``aic`` and ``bic`` are the full
+            likelihood's, lme4's ``lmer(..., REML = FALSE)``.
+
+        Examples
+        --------
+        >>> import numpy as np, pandas as pd, bayeslmm as bl
+        >>> rng = np.random.default_rng(1)
+        >>> df = pd.DataFrame({"g": np.repeat(list("abcdefgh"), 5), "x": rng.normal(size=40)})
+        >>> df["y"] = np.repeat(3 * rng.normal(size=8), 5) + rng.normal(size=40)
+        >>> reml = bl.LMM("y ~ x + (1 | g)", df).fit(method="reml")
+        >>> ml = reml.refit_ml()
+        >>> ml.criterion, ml.n_parameters == reml.n_parameters
+        ('ml', True)
+        """
+        if self.criterion == "ml":
+            return self
+        if self.refitter is None:
+            raise SpecificationError(
+                "This REML result cannot refit itself (it was not made by the REML engine); "
+                "fit the model with LMM(...).fit(method='ml') instead."
+            )
+        return self.refitter("ml")
 
     # -- tables ---------------------------------------------------------------------------
     def fixed_effects(self, hdi_prob: float | None = None) -> pd.DataFrame:
@@ -191,6 +254,17 @@ class RemlFit(FitTables, FitDisplay):
         from bayeslmm.results.summary import assemble_summary
 
         timing = {"total_s": 0.0, **self.timing}
+        if self.criterion == "ml":
+            # as Laplace ML writes it: the maximised full likelihood and its deviance
+            likelihood = {
+                "loglik": {"ml": _num(self.loglik_ml)},
+                "deviance": _num(self.deviance),
+            }
+        else:
+            likelihood = {
+                "loglik": {"reml": _num(self.loglik_reml), "ml": _num(self.loglik_ml)},
+                "reml_criterion": _num(self.reml_criterion),
+            }
         return assemble_summary(
             method=self.engine,
             n_obs=self.n_obs,
@@ -209,8 +283,7 @@ class RemlFit(FitTables, FitDisplay):
             extra={
                 "sigma_formula": self.sigma_formula,
                 "kinship": self._kinship_summary(),
-                "loglik": {"reml": _num(self.loglik_reml), "ml": _num(self.loglik_ml)},
-                "reml_criterion": _num(self.reml_criterion),
+                **likelihood,
                 "n_parameters": int(self.n_parameters),
                 "aic": _num(self.aic),
                 "bic": _num(self.bic),
@@ -221,9 +294,14 @@ class RemlFit(FitTables, FitDisplay):
 
     def __repr__(self) -> str:
         vc = self.variance_components()[["grp", "var1", "var2", "vcov", "sdcor"]]
+        likelihood = (
+            f"logLik={self.loglik_ml:.4f}"
+            if self.criterion == "ml"
+            else f"REML criterion={self.reml_criterion:.4f}"
+        )
         return (
-            f"RemlFit({self.formula!r}, method={self.method!r}, n_obs={self.n_obs}, "
-            f"REML criterion={self.reml_criterion:.4f}, converged={self.converged}, "
+            f"RemlFit({self.formula!r}, criterion={self.criterion!r}, method={self.method!r}, "
+            f"n_obs={self.n_obs}, {likelihood}, converged={self.converged}, "
             f"boundary={self.boundary})\n{vc.to_string(index=False)}\n"
             f"{self.fixed_table.to_string()}"
         )
@@ -260,6 +338,11 @@ def boundary_lrt(full: RemlFit, reduced: RemlFit) -> dict[str, float]:
         )
     if full.n_obs != reduced.n_obs:
         raise ValueError("Both fits must use the same observations.")
+    if full.criterion != reduced.criterion:
+        raise ValueError(
+            f"One fit maximised the {full.criterion.upper()} likelihood and the other the "
+            f"{reduced.criterion.upper()} one; fit both the same way (e.g. both by REML)."
+        )
     n_extra = full.parameters.shape[0] - reduced.parameters.shape[0]
     if n_extra != 1:
         raise ValueError(
@@ -267,7 +350,7 @@ def boundary_lrt(full: RemlFit, reduced: RemlFit) -> dict[str, float]:
             f"one; it has {n_extra} more. The ½χ²₁ boundary reference only holds for one "
             "variance component."
         )
-    stat = max(2.0 * (full.loglik_reml - reduced.loglik_reml), 0.0)
+    stat = max(2.0 * (full.loglik - reduced.loglik), 0.0)
     p = 0.5 * float(stats.chi2.sf(stat, 1)) if stat > 0 else 1.0
     return {"lrt": stat, "df": 1, "p_value": p}
 

@@ -12,21 +12,27 @@
   (``"ai-reml-mme"``, size p + Σ q_t m_t, chosen when that is below n/2: repeated records)
   or with the dense n × n V (``"ai-reml-dense"``).
 
+``criterion="ml"`` maximises the full likelihood instead (maximum likelihood, lme4's
+``REML = FALSE``) through the same routes; likelihoods of ML fits compare models with
+different fixed effects.
+
 See ``docs/reml.md`` for the formulas and how to read the output.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import time
 import warnings
+from collections.abc import Callable
 from typing import Literal, get_args
 
 import numpy as np
 import pandas as pd
 
-from bayeslmm.engines.reml._common import RawFit
+from bayeslmm.engines.reml._common import CRITERIA, Criterion, RawFit
 from bayeslmm.engines.reml._structure import (
     COVARIANCE,
     RESIDUAL,
@@ -131,8 +137,9 @@ def fit_reml(
     tol_param: float = 1e-6,
     n_grid: int = 100,
     warn: bool = True,
+    criterion: Criterion = "reml",
 ) -> RemlFit:
-    """Fit a Gaussian linear mixed model by REML.
+    """Fit a Gaussian linear mixed model by REML (or by maximum likelihood).
 
     Parameters
     ----------
@@ -156,6 +163,9 @@ def fit_reml(
         Grid size over log δ ∈ [−10, 10] for the spectral route.
     warn : bool
         Emit :class:`BoundaryFitWarning` / :class:`RemlConvergenceWarning`.
+    criterion : {"reml", "ml"}
+        The likelihood maximised: restricted (REML, the default) or full (maximum
+        likelihood, lme4's ``REML = FALSE``; ``RemlFit.criterion`` records it).
 
     Returns
     -------
@@ -171,10 +181,27 @@ def fit_reml(
     >>> fit = fit_reml(specify("y ~ 1 + (1 | g)", df))
     >>> list(fit.variance_components()["grp"])
     ['g', 'Residual']
+    >>> ml = fit_reml(specify("y ~ 1 + (1 | g)", df), criterion="ml")
+    >>> ml.criterion, bool(ml.loglik_ml >= fit.loglik_ml)
+    ('ml', True)
     """
     t0 = time.perf_counter()
     if method not in METHODS:
         raise SpecificationError(f"method must be one of {METHODS}; got {method!r}.")
+    if criterion not in CRITERIA:
+        raise SpecificationError(
+            f"criterion must be 'reml' (restricted likelihood) or 'ml' (full likelihood); "
+            f"got {criterion!r}."
+        )
+    route = method
+    options = {
+        "max_iter": max_iter,
+        "em_steps": em_steps,
+        "tol_loglik": tol_loglik,
+        "tol_param": tol_param,
+        "n_grid": n_grid,
+        "warn": warn,
+    }
     if not spec.family.is_gaussian:
         raise SpecificationError(
             f"REML is defined for Gaussian responses; this model's family is "
@@ -205,7 +232,7 @@ def fit_reml(
         X = X @ A
     y, y_scale = _scaled_response(y)
     if method == "spectral":
-        raw = fit_spectral(structure, y, X, n_grid=n_grid)
+        raw = fit_spectral(structure, y, X, n_grid=n_grid, criterion=criterion)
     else:
         raw = fit_ai_reml(
             structure,
@@ -216,6 +243,7 @@ def fit_reml(
             tol_loglik=tol_loglik,
             tol_param=tol_param,
             route="mme" if method == "ai-reml-mme" else "dense",
+            criterion=criterion,
         )
         method = f"ai-reml-{raw.route}"
     raw = _unscale(raw, y_scale, A, shift, spec.n_obs)
@@ -230,7 +258,7 @@ def fit_reml(
         )
     if warn and not raw.converged:
         warnings.warn(
-            f"REML ({method}) did not converge after {raw.n_iter} iterations: "
+            f"{criterion.upper()} ({method}) did not converge after {raw.n_iter} iterations: "
             + ("; ".join(raw.messages) or "criteria not met")
             + ". Estimates may be inaccurate; try larger max_iter.",
             RemlConvergenceWarning,
@@ -238,7 +266,16 @@ def fit_reml(
         )
     timing = dict(raw.timing)
     timing["total_s"] = time.perf_counter() - t0
-    return _assemble(spec, structure, raw, method, boundary, messages, timing)
+    # the fit can refit its own model by the other criterion (compare() refits REML fits
+    # with ML when their fixed effects differ); results know no engine, so the engine
+    # hands the fit this function
+    refitter = functools.partial(_refit, spec, route, options)
+    return _assemble(spec, structure, raw, method, boundary, messages, timing, criterion, refitter)
+
+
+def _refit(spec: ModelSpec, route: str, options: dict, criterion: Criterion) -> RemlFit:
+    """The same model, route and settings fitted by ``criterion`` (see ``RemlFit.refit_ml``)."""
+    return fit_reml(spec, route, criterion=criterion, **options)
 
 
 def _scaled_response(y: np.ndarray) -> tuple[np.ndarray, float]:
@@ -334,6 +371,8 @@ def _assemble(
     boundary: bool,
     messages: list[str],
     timing: dict[str, float],
+    criterion: Criterion = "reml",
+    refitter: Callable[[str], RemlFit] | None = None,
 ) -> RemlFit:
     names = fixed_names(spec)
     se = np.sqrt(np.clip(np.diag(raw.beta_cov), 0.0, None))
@@ -359,4 +398,6 @@ def _assemble(
         messages=tuple(messages),
         spec=spec,
         sigma_formula=spec.sigma_formula,
+        criterion=criterion,
+        refitter=refitter,
     )

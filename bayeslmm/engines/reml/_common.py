@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Literal, get_args
 
 import numpy as np
 import pandas as pd
 
 LOG_2PI = math.log(2.0 * math.pi)
+
+#: The likelihood an engine maximises: the restricted one (REML) or the full one (ML, lme4's
+#: ``REML = FALSE``). Every route takes it as a flag; the algebra differs only in P ↔ V⁻¹.
+Criterion = Literal["reml", "ml"]
+CRITERIA: tuple[str, ...] = get_args(Criterion)
 
 
 @dataclass
@@ -32,6 +38,11 @@ class RawFit:
 def reml_loglik(logdet_v: float, logdet_xvx: float, ypy: float, n: int, p: int) -> float:
     """ℓ_R = −½ [log|V| + log|Xᵀ V⁻¹ X| + yᵀ P y + (n − p) log 2π] (lme4's REML criterion / −2)."""
     return -0.5 * (logdet_v + logdet_xvx + ypy + (n - p) * LOG_2PI)
+
+
+def ml_loglik(logdet_v: float, ypy: float, n: int) -> float:
+    """ℓ = −½ [log|V| + rᵀV⁻¹r + n log 2π] at the GLS β̂ (rᵀV⁻¹r = yᵀPy), β profiled out."""
+    return -0.5 * (logdet_v + ypy + n * LOG_2PI)
 
 
 def ml_loglik_reprofiled(logdet_v: float, ypy: float, n: int) -> float:

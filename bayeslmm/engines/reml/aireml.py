@@ -18,6 +18,12 @@ kept fixed for the step (active set), so a boundary estimate is exactly 0. A few
 steps, θ_i ← θ_i + θ_i²/r_i (yᵀPV_iPy − tr(PV_i)) (r_i: number of levels, or of observations
 for a residual), give a starting point inside the parameter space (Gilmour, Thompson &
 Cullis 1995; Yang et al. 2011, GCTA).
+
+Maximum likelihood (``criterion="ml"``) runs the same optimiser on the full likelihood
+ℓ = −½ [log|V| + rᵀV⁻¹r + n log 2π] (r = y − Xβ̂, β̂ by GLS): P becomes V⁻¹ in the trace and
+between the working variates, score_i = −½ [tr(V⁻¹V_i) − yᵀPV_iPy] and
+AI_ij = ½ (V_iPy)ᵀ V⁻¹ (V_jPy). With V⁻¹ = P + V⁻¹X(XᵀV⁻¹X)⁻¹XᵀV⁻¹ both are the REML
+quantities plus a rank-p correction, which is how the MME route computes them.
 """
 
 from __future__ import annotations
@@ -31,7 +37,10 @@ import pandas as pd
 import scipy.linalg as sla
 
 from bayeslmm.engines.reml._common import (
+    CRITERIA,
+    Criterion,
     RawFit,
+    ml_loglik,
     ml_loglik_reprofiled,
     reml_loglik,
     safe_inverse,
@@ -46,7 +55,8 @@ DENSE_FALLBACK_MAX_N = 6000
 class RemlEvaluator(Protocol):
     """What the optimiser needs from a route: ℓ_R alone (step halving) and the full state.
 
-    ``evaluate`` returns a dict with at least ``loglik``, ``loglik_ml``, ``score``, ``ai``,
+    ``evaluate`` returns a dict with at least ``loglik`` (the criterion's: restricted or
+    full), ``loglik_reml``, ``loglik_ml``, ``score``, ``ai``,
     ``trace`` (tr(P V_i)), ``quad`` (yᵀP V_i P y), ``beta`` and ``beta_cov``; ``blups`` turns
     that state into the per-term BLUP/PEV tables. Implemented by :class:`DenseReml` and
     :class:`~bayeslmm.engines.reml.mme.MmeReml`.
@@ -60,9 +70,14 @@ class RemlEvaluator(Protocol):
 
 
 class DenseReml:
-    """REML likelihood, score and AI matrix for V = Σ θ_i V_i, all dense."""
+    """REML (or ML) likelihood, score and AI matrix for V = Σ θ_i V_i, all dense."""
 
-    def __init__(self, structure: Structure, y: np.ndarray, X: np.ndarray) -> None:
+    def __init__(
+        self, structure: Structure, y: np.ndarray, X: np.ndarray, criterion: Criterion = "reml"
+    ) -> None:
+        if criterion not in CRITERIA:
+            raise ValueError(f"criterion must be one of {CRITERIA}; got {criterion!r}")
+        self.criterion = criterion
         self.structure = structure
         self.y = np.asarray(y, dtype=float)
         self.X = np.asarray(X, dtype=float)
@@ -115,17 +130,21 @@ class DenseReml:
         return chol, vix, xvx, xchol, beta, ypy, logdet_v, logdet_xvx
 
     def loglik(self, theta: np.ndarray) -> float:
-        """Restricted log-likelihood; −inf where V or XᵀV⁻¹X is not positive definite."""
+        """Restricted (ML: full) log-likelihood; −inf where V or XᵀV⁻¹X is not positive
+        definite."""
         f = self._factor(theta)
         if f is None:
             return -math.inf
         *_, ypy, logdet_v, logdet_xvx = f
         if ypy <= 0:
             return -math.inf
+        if self.criterion == "ml":
+            return ml_loglik(logdet_v, ypy, self.n)
         return reml_loglik(logdet_v, logdet_xvx, ypy, self.n, self.p)
 
     def evaluate(self, theta: np.ndarray) -> dict:
-        """ℓ_R, score, AI matrix, P, Py, β̂ and its covariance at θ (one n³ inversion)."""
+        """ℓ_R (ML: ℓ), score, AI matrix, P, Py, β̂ and its covariance at θ (one n³
+        inversion)."""
         f = self._factor(theta)
         if f is None:
             raise np.linalg.LinAlgError("V is not positive definite at the current estimate")
@@ -142,21 +161,28 @@ class DenseReml:
         k = len(self.mats)
         A = np.empty((self.n, k))
         trace = np.empty(k)
-        diagP = np.diag(P)
+        # the matrix of the trace and of the AI form: P (REML) or V⁻¹ (ML)
+        middle = vinv if self.criterion == "ml" else P
+        diag_middle = np.diag(middle)
         for i, M in enumerate(self.mats):
             if M.ndim == 1:
                 A[:, i] = M * Py
-                trace[i] = float(diagP @ M)
+                trace[i] = float(diag_middle @ M)
             else:
                 A[:, i] = M @ Py
-                trace[i] = float(np.einsum("ij,ij->", P, M))
+                trace[i] = float(np.einsum("ij,ij->", middle, M))
         score = -0.5 * (trace - A.T @ Py)
-        ai = 0.5 * (A.T @ (P @ A))
+        ai = 0.5 * (A.T @ (middle @ A))
         ai = 0.5 * (ai + ai.T)
+        loglik_reml = reml_loglik(logdet_v, logdet_xvx, ypy, self.n, self.p)
+        ml = self.criterion == "ml"
         return {
             "theta": theta.copy(),
-            "loglik": reml_loglik(logdet_v, logdet_xvx, ypy, self.n, self.p),
-            "loglik_ml": ml_loglik_reprofiled(logdet_v, ypy, self.n),
+            "loglik": ml_loglik(logdet_v, ypy, self.n) if ml else loglik_reml,
+            "loglik_reml": loglik_reml,
+            "loglik_ml": ml_loglik(logdet_v, ypy, self.n)
+            if ml
+            else ml_loglik_reprofiled(logdet_v, ypy, self.n),
             "score": score,
             "ai": ai,
             "trace": trace,
@@ -242,8 +268,9 @@ def fit_ai_reml(
     tol_param: float = 1e-6,
     theta0: np.ndarray | None = None,
     route: str = "dense",
+    criterion: Criterion = "reml",
 ) -> RawFit:
-    """Maximise the restricted likelihood by AI-REML with an EM-REML warm start.
+    """Maximise the restricted (or full) likelihood by AI-REML with an EM-REML warm start.
 
     Converged when, between successive iterates, |Δℓ_R| < ``tol_loglik`` and
     max_i |Δθ_i| / (|θ_i| + 10⁻⁶·Σ variances) < ``tol_param``. A singular correlated Σ at
@@ -263,6 +290,8 @@ def fit_ai_reml(
         Evaluate ℓ_R, score and AI with the dense n × n V (:class:`DenseReml`) or through
         Henderson's mixed-model equations (:class:`~bayeslmm.engines.reml.mme.MmeReml`).
         The optimiser is the same; only the cost per iteration differs.
+    criterion : {"reml", "ml"}
+        Maximise the restricted likelihood or the full one (maximum likelihood).
 
     Returns
     -------
@@ -281,9 +310,9 @@ def fit_ai_reml(
     """
     t0 = time.perf_counter()
     if route == "dense":
-        model: RemlEvaluator = DenseReml(structure, y, X)
+        model: RemlEvaluator = DenseReml(structure, y, X, criterion=criterion)
     elif route == "mme":
-        model = MmeReml(structure, y, X)
+        model = MmeReml(structure, y, X, criterion=criterion)
     else:
         raise ValueError(f"route must be 'dense' or 'mme'; got {route!r}")
     t_setup = time.perf_counter() - t0
@@ -344,7 +373,8 @@ def fit_ai_reml(
             # no step improves ℓ_R: optimum up to rounding if the Newton decrement is tiny
             converged = abs(decrement) < 1e-6
             if not converged:
-                messages.append("step halving failed to increase the restricted likelihood")
+                which = "full" if criterion == "ml" else "restricted"
+                messages.append(f"step halving failed to increase the {which} likelihood")
             break
     if not converged and n_iter >= max_iter + em_steps:
         messages.append(f"AI-REML did not converge in {max_iter} iterations")
@@ -372,6 +402,7 @@ def fit_ai_reml(
                 tol_param=tol_param,
                 theta0=theta,
                 route="dense",
+                criterion=criterion,
             )
             raw.messages.insert(
                 0,
@@ -394,7 +425,7 @@ def fit_ai_reml(
         theta_cov=theta_cov,
         beta=state["beta"],
         beta_cov=state["beta_cov"],
-        loglik_reml=state["loglik"],
+        loglik_reml=state["loglik_reml"],
         loglik_ml=state["loglik_ml"],
         blups=blups,
         n_iter=n_iter,

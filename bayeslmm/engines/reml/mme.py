@@ -41,6 +41,12 @@ matrix: Cov(β̂) and the prediction error variances of û):
     AI_ij       = ½ f_iᵀ P f_j,   f_i = V_i P y (working variates, n-vectors, sparse Z)
 
 Cost per iteration O((Q + p)³ + n k) with k parameters, instead of O(n³).
+
+Maximum likelihood (``criterion="ml"``) needs tr(V⁻¹V_i) and ½ f_iᵀV⁻¹f_j instead: with
+V⁻¹ = P + V⁻¹X (XᵀV⁻¹X)⁻¹ XᵀV⁻¹ they are the REML quantities plus
+tr(Cov(β̂) · (V⁻¹X)ᵀV_i(V⁻¹X)) and ½ (XᵀV⁻¹f_i)ᵀ Cov(β̂) (XᵀV⁻¹f_j), where
+V⁻¹X = R⁻¹(X − ZΛ C_vv⁻¹ ΛᵀZᵀR⁻¹X) (Woodbury; C_vv's Cholesky factor is the leading block
+of C's, and ΛᵀZᵀR⁻¹X is C's (v, β) block).
 """
 
 from __future__ import annotations
@@ -52,7 +58,13 @@ import pandas as pd
 import scipy.linalg as sla
 import scipy.sparse as sp
 
-from bayeslmm.engines.reml._common import ml_loglik_reprofiled, reml_loglik
+from bayeslmm.engines.reml._common import (
+    CRITERIA,
+    Criterion,
+    ml_loglik,
+    ml_loglik_reprofiled,
+    reml_loglik,
+)
 from bayeslmm.engines.reml._structure import Structure
 
 # a Σ eigenvalue below −(this) × its largest is a point outside the parameter space
@@ -86,9 +98,14 @@ def _inverse_root(L: np.ndarray) -> np.ndarray | None:
 
 
 class MmeReml:
-    """REML likelihood, score and AI matrix for V = Z G Zᵀ + R via the MME (no n × n)."""
+    """REML (or ML) likelihood, score and AI matrix for V = Z G Zᵀ + R via the MME (no n × n)."""
 
-    def __init__(self, structure: Structure, y: np.ndarray, X: np.ndarray) -> None:
+    def __init__(
+        self, structure: Structure, y: np.ndarray, X: np.ndarray, criterion: Criterion = "reml"
+    ) -> None:
+        if criterion not in CRITERIA:
+            raise ValueError(f"criterion must be one of {CRITERIA}; got {criterion!r}")
+        self.criterion = criterion
         self.structure = structure
         self.y = np.asarray(y, dtype=float)
         self.X = np.asarray(X, dtype=float)
@@ -209,6 +226,7 @@ class MmeReml:
             "A": A,
             "chol": chol,
             "sol": sol,
+            "C_vb": C[: self.Q, self.Q :].copy(),  # ΛᵀZᵀR⁻¹X (the ML trace needs it)
             "ypy": ypy,
             "logdet_v": logdet_r + 2.0 * float(np.sum(np.log(diag[: self.Q]))),
             "logdet_xvx": 2.0 * float(np.sum(np.log(diag[self.Q :]))),
@@ -216,10 +234,12 @@ class MmeReml:
 
     # -- the evaluator interface ------------------------------------------------------------
     def loglik(self, theta: np.ndarray) -> float:
-        """Restricted log-likelihood; −inf outside the parameter space."""
+        """Restricted (ML: full) log-likelihood; −inf outside the parameter space."""
         f = self._factor(theta)
         if f is None or f["ypy"] <= 0:
             return -math.inf
+        if self.criterion == "ml":
+            return ml_loglik(f["logdet_v"], f["ypy"], self.n)
         return reml_loglik(f["logdet_v"], f["logdet_xvx"], f["ypy"], self.n, self.p)
 
     def evaluate(self, theta: np.ndarray) -> dict:
@@ -322,23 +342,83 @@ class MmeReml:
         ai[np.ix_(n_idx, v_idx)] = ai[np.ix_(v_idx, n_idx)].T
         ai[np.ix_(n_idx, n_idx)] = F.T @ RF - Yv.T @ (cinv @ Yv)
         ai = 0.5 * ai
+        beta_cov = M[Q:, Q:]
+        ml = self.criterion == "ml"
+        if ml:
+            trace_extra, ai_extra = self._ml_corrections(
+                f, roots, r_inv, beta_cov, F, n_idx, g_cols, v_idx
+            )
+            trace = trace + trace_extra
+            ai = ai + ai_extra
         ai = 0.5 * (ai + ai.T)
         score = -0.5 * (trace - quad)
         ypy, logdet_v, logdet_xvx = f["ypy"], f["logdet_v"], f["logdet_xvx"]
+        loglik_reml = reml_loglik(logdet_v, logdet_xvx, ypy, self.n, self.p)
         return {
             "theta": theta.copy(),
-            "loglik": reml_loglik(logdet_v, logdet_xvx, ypy, self.n, self.p),
-            "loglik_ml": ml_loglik_reprofiled(logdet_v, ypy, self.n),
+            "loglik": ml_loglik(logdet_v, ypy, self.n) if ml else loglik_reml,
+            "loglik_reml": loglik_reml,
+            "loglik_ml": ml_loglik(logdet_v, ypy, self.n)
+            if ml
+            else ml_loglik_reprofiled(logdet_v, ypy, self.n),
             "score": score,
             "ai": ai,
             "trace": trace,
             "quad": quad,
             "Py": Py,
             "beta": beta,
-            "beta_cov": M[Q:, Q:].copy(),
+            "beta_cov": beta_cov.copy(),
             "u_hat": u_hat,
             "pev": np.diag(M)[:Q].copy(),
         }
+
+    def _ml_corrections(
+        self,
+        f: dict,
+        roots: list[np.ndarray],
+        r_inv: np.ndarray,
+        beta_cov: np.ndarray,
+        F: np.ndarray,
+        n_idx: list[int],
+        g_cols: np.ndarray,
+        v_idx: list[int],
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """What turns the REML trace and AI into the ML ones (see the module docstring).
+
+        Returns ``(Δtrace, ΔAI)``: Δtrace_i = tr(Cov(β̂) (V⁻¹X)ᵀV_i(V⁻¹X)) and
+        ΔAI = ½ Hᵀ Cov(β̂) H with H_i = XᵀV⁻¹f_i.
+        """
+        Q, p = self.Q, self.p
+        k = len(self.structure.params)
+        # V⁻¹X = R⁻¹(X − ZΛ C_vv⁻¹ ΛᵀZᵀR⁻¹X); C_vv's lower Cholesky factor leads C's
+        v_x = sla.cho_solve((f["chol"][0][:Q, :Q], True), f["C_vb"], check_finite=False)
+        padded = np.zeros((p, Q + p))
+        padded[:, :Q] = v_x.T
+        u_x = self._times_lambda(padded, roots, transpose=True)[:, :Q]  # rows (Λ ṽ_c)ᵀ
+        vinv_x = r_inv[:, None] * (self.X - np.asarray(self.Z @ u_x.T))
+        a_x = np.asarray(self.ZT @ vinv_x)  # Zᵀ V⁻¹ X, Q × p
+        padded[:, :Q] = a_x.T
+        lam_a_x = self._times_lambda(padded, roots, transpose=False)[:, :Q]  # (Λᵀ Zᵀ V⁻¹X)ᵀ
+        d_trace = np.empty(k)
+        H = np.empty((p, k))
+        for i, prm in enumerate(self.structure.params):
+            if prm.is_residual:
+                quad_x = vinv_x.T @ (prm.mask[:, None] * vinv_x)
+            else:
+                term = self.structure.terms[prm.term]
+                q, off = term.n_levels, self.offsets[prm.term]
+                a_j = a_x[off + prm.j * q : off + (prm.j + 1) * q]
+                a_k = a_x[off + prm.k * q : off + (prm.k + 1) * q]
+                K = self.kin[prm.term]
+                quad_x = a_j.T @ (a_k if K is None else K @ a_k)
+                if prm.j != prm.k:
+                    quad_x = quad_x + quad_x.T
+            d_trace[i] = float(np.sum(beta_cov * quad_x))
+            if i in v_idx:
+                H[:, i] = lam_a_x @ g_cols[:, v_idx.index(i)]
+            else:
+                H[:, i] = vinv_x.T @ F[:, n_idx.index(i)]
+        return d_trace, 0.5 * (H.T @ beta_cov @ H)
 
     def blups(self, theta: np.ndarray, state: dict) -> dict[str, pd.DataFrame]:
         """BLUPs û = Λ v̂ and PEV = diag of Henderson's C⁻¹ (β̂'s uncertainty included)."""

@@ -16,6 +16,13 @@ maximum is refined by bounded Brent search, the boundaries h² = 0 and h² = 1 a
 exactly, and the best point is polished with Newton/AI steps in (σ_g², σ_e²) (whose score
 and AI matrix are also O(n p) in the rotated basis) so that the estimate is accurate to the
 gradient rather than to the square root of rounding in ℓ_R.
+
+With ``criterion="ml"`` the full likelihood is profiled instead (σ̂² = r*ᵀD⁻¹r*/n, no
+log|X*ᵀD⁻¹X*| term),
+
+    −2ℓ(h²) = Σ log d_i + n (log σ̂² + 1 + log 2π),
+
+and searched the same way.
 """
 
 from __future__ import annotations
@@ -28,8 +35,11 @@ import pandas as pd
 from scipy.optimize import minimize_scalar
 
 from bayeslmm.engines.reml._common import (
+    CRITERIA,
     LOG_2PI,
+    Criterion,
     RawFit,
+    ml_loglik,
     ml_loglik_reprofiled,
     reml_loglik,
     safe_inverse,
@@ -38,13 +48,24 @@ from bayeslmm.engines.reml._structure import Structure
 
 
 class RotatedReml:
-    """REML pieces in the eigenbasis of G: everything is diagonal plus rank p."""
+    """REML (or ML) pieces in the eigenbasis of G: everything is diagonal plus rank p.
 
-    def __init__(self, s: np.ndarray, Uy: np.ndarray, UX: np.ndarray) -> None:
+    ``criterion="ml"`` makes :meth:`profile`, :meth:`scale_at` and :meth:`evaluate`'s
+    ``loglik``, score and AI those of the full likelihood (β profiled out by GLS).
+    """
+
+    def __init__(
+        self, s: np.ndarray, Uy: np.ndarray, UX: np.ndarray, criterion: Criterion = "reml"
+    ) -> None:
+        if criterion not in CRITERIA:
+            raise ValueError(f"criterion must be one of {CRITERIA}; got {criterion!r}")
         self.s = np.clip(np.asarray(s, dtype=float), 0.0, None)
         self.Uy = Uy
         self.UX = UX
         self.n, self.p = UX.shape
+        self.criterion = criterion
+        # the residual degrees of freedom of the profiled scale: n − p (REML) or n (ML)
+        self.dof = self.n - self.p if criterion == "reml" else self.n
         self.n_eval = 0
 
     def _gls(self, v: np.ndarray):
@@ -57,7 +78,7 @@ class RotatedReml:
         return w, Xw, xvx, chol, beta, r
 
     def profile(self, h2: float) -> float:
-        """−2ℓ_R at heritability h² with σ² profiled out (+inf where undefined)."""
+        """−2ℓ_R (ML: −2ℓ) at heritability h² with σ² profiled out (+inf where undefined)."""
         self.n_eval += 1
         d = h2 * self.s + (1.0 - h2)
         if np.any(d <= 0):
@@ -69,13 +90,9 @@ class RotatedReml:
         q = float(r @ (r * w))
         if q <= 0:
             return math.inf
-        nmp = self.n - self.p
-        sigma2 = q / nmp
-        return float(
-            np.sum(np.log(d))
-            + 2.0 * np.sum(np.log(np.diag(chol)))
-            + nmp * (math.log(sigma2) + 1.0 + LOG_2PI)
-        )
+        dof = self.dof
+        logdet_xvx = 2.0 * np.sum(np.log(np.diag(chol))) if self.criterion == "reml" else 0.0
+        return float(np.sum(np.log(d)) + logdet_xvx + dof * (math.log(q / dof) + 1.0 + LOG_2PI))
 
     def profile_many(self, h2: np.ndarray) -> np.ndarray:
         """:meth:`profile` for a vector of h² at once (the grid), O(G n p²) in a few calls."""
@@ -92,10 +109,12 @@ class RotatedReml:
         sign, logdet_xvx = np.linalg.slogdet(xvx)
         beta = np.linalg.solve(xvx, xvy[..., None])[..., 0]
         q = (w * self.Uy) @ self.Uy - np.einsum("gi,gi->g", xvy, beta)
-        nmp = self.n - self.p
+        dof = self.dof
+        if self.criterion == "ml":
+            logdet_xvx = np.zeros_like(logdet_xvx)
         with np.errstate(divide="ignore", invalid="ignore"):
             val = (
-                np.sum(np.log(d[ok]), axis=1) + logdet_xvx + nmp * (np.log(q / nmp) + 1.0 + LOG_2PI)
+                np.sum(np.log(d[ok]), axis=1) + logdet_xvx + dof * (np.log(q / dof) + 1.0 + LOG_2PI)
             )
         val[(sign <= 0) | ~(q > 0)] = math.inf
         out[ok] = val
@@ -104,10 +123,14 @@ class RotatedReml:
     def scale_at(self, h2: float) -> float:
         d = h2 * self.s + (1.0 - h2)
         w, *_, r = self._gls(d)
-        return float(r @ (r * w)) / (self.n - self.p)
+        return float(r @ (r * w)) / self.dof
 
     def evaluate(self, sg2: float, se2: float) -> dict:
-        """ℓ_R, score, AI (2 × 2), β̂ and Cov(β̂) at (σ_g², σ_e²); O(n p²)."""
+        """ℓ_R (ML: ℓ), score, AI (2 × 2), β̂ and Cov(β̂) at (σ_g², σ_e²); O(n p²).
+
+        ML replaces P by V⁻¹ in the trace and the AI matrix: score_i = −½ [tr(V⁻¹V_i) −
+        yᵀPV_iPy], AI_ij = ½ (V_iPy)ᵀ V⁻¹ (V_jPy) (P y = V⁻¹(y − Xβ̂) either way).
+        """
         v = sg2 * self.s + se2
         if np.any(v <= 0):
             raise np.linalg.LinAlgError("V is singular at this estimate")
@@ -119,16 +142,26 @@ class RotatedReml:
         logdet_xvx = 2.0 * float(np.sum(np.log(np.diag(chol))))
         # tr(P D_i) = Σ d_i w − tr((X*ᵀWX*)⁻¹ X*ᵀ W D_i W X*), D_1 = diag(s), D_2 = I
         mats = (self.s, np.ones(self.n))
+        ml = self.criterion == "ml"
         trace = np.array(
-            [float(m @ w) - float(np.sum(xvx_inv * (Xw.T @ (Xw * m[:, None])))) for m in mats]
+            [
+                float(m @ w) - (0.0 if ml else float(np.sum(xvx_inv * (Xw.T @ (Xw * m[:, None])))))
+                for m in mats
+            ]
         )
         A = np.column_stack([m * Py for m in mats])
-        PA = A * w[:, None] - Xw @ (xvx_inv @ (Xw.T @ A))
+        PA = A * w[:, None] - (0.0 if ml else Xw @ (xvx_inv @ (Xw.T @ A)))
         ai = 0.5 * (A.T @ PA)
         score = -0.5 * (trace - A.T @ Py)
+        loglik_reml = reml_loglik(logdet_v, logdet_xvx, ypy, self.n, self.p)
         return {
-            "loglik": reml_loglik(logdet_v, logdet_xvx, ypy, self.n, self.p),
-            "loglik_ml": ml_loglik_reprofiled(logdet_v, ypy, self.n),
+            "loglik": ml_loglik(logdet_v, ypy, self.n) if ml else loglik_reml,
+            "loglik_reml": loglik_reml,
+            # a REML fit reports the full likelihood with the scale re-profiled (lme4's
+            # logLik(fit, REML = FALSE)); an ML fit its maximised full likelihood
+            "loglik_ml": ml_loglik(logdet_v, ypy, self.n)
+            if ml
+            else ml_loglik_reprofiled(logdet_v, ypy, self.n),
             "score": score,
             "ai": 0.5 * (ai + ai.T),
             "beta": beta,
@@ -188,8 +221,9 @@ def optimise_h2(model: RotatedReml, n_grid: int = 100, log_delta_range: float = 
 def maximise_rotated(
     model: RotatedReml, n_grid: int = 100, max_polish: int = 20
 ) -> tuple[float, np.ndarray, dict, int]:
-    """The REML estimate of a rotated model: h² by :func:`optimise_h2` (grid, Brent, exact
-    boundaries), then Newton/AI steps in θ = (σ_g², σ_e²) from the interior.
+    """The REML (or ML, by ``model.criterion``) estimate of a rotated model: h² by
+    :func:`optimise_h2` (grid, Brent, exact boundaries), then Newton/AI steps in
+    θ = (σ_g², σ_e²) from the interior.
 
     Returns ``(h2, theta, state, n_polish)``: h² of the 1-D search, θ̂, the
     :meth:`RotatedReml.evaluate` state at θ̂ and the number of polishing steps taken.
@@ -236,8 +270,9 @@ def fit_spectral(
     *,
     n_grid: int = 100,
     max_polish: int = 20,
+    criterion: Criterion = "reml",
 ) -> RawFit:
-    """REML for one random term with one coefficient plus an iid residual, by rotation.
+    """REML (or ML) for one random term with one coefficient plus an iid residual, by rotation.
 
     Parameters
     ----------
@@ -249,6 +284,8 @@ def fit_spectral(
         Grid points over log δ ∈ [−10, 10].
     max_polish : int
         Newton/AI steps after the 1-D search.
+    criterion : {"reml", "ml"}
+        Maximise the restricted or the full likelihood.
 
     Returns
     -------
@@ -281,7 +318,7 @@ def fit_spectral(
     Uy = U.T @ y
     UX = U.T @ X
     t_rot = time.perf_counter() - t0 - t_eigh
-    model = RotatedReml(s, Uy, UX)
+    model = RotatedReml(s, Uy, UX, criterion=criterion)
     h2, theta, state, n_polish = maximise_rotated(model, n_grid=n_grid, max_polish=max_polish)
     messages: list[str] = []
     interior = 0.0 < h2 < 1.0
@@ -326,7 +363,7 @@ def fit_spectral(
         theta_cov=theta_cov,
         beta=state["beta"],
         beta_cov=state["beta_cov"],
-        loglik_reml=state["loglik"],
+        loglik_reml=state["loglik_reml"],
         loglik_ml=state["loglik_ml"],
         blups=blups,
         n_iter=model.n_eval + n_polish,
