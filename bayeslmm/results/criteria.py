@@ -10,9 +10,13 @@ and it says which question the ranking answers (``frame.attrs["question"]``; doc
   kinship; kinship or none);
 - ``"loo"``, ``"waic"`` with ``kind="conditional"`` (NUTS): which model best predicts an
   individual's next record given its own fitted effect;
-- ``"aic"``, ``"bic"`` (REML, Laplace ML): marginal likelihood, which model best describes
-  the population (AIC: predicts a new data set; BIC: is most probable a posteriori); REML
-  fits only with the same fixed effects;
+- ``"aic"``, ``"bic"`` (REML, ML, Laplace ML): marginal likelihood, which model best
+  describes the population (AIC: predicts a new data set; BIC: is most probable a
+  posteriori). REML fits are ranked by their restricted likelihoods when their fixed effects
+  are the same; when they differ (or ML fits are among them) each REML fit is refitted by
+  maximum likelihood first, with a warning, as lme4's ``anova()`` does ("refitting model(s)
+  with ML (instead of REML)"): restricted likelihoods of different fixed-effect designs are
+  likelihoods of different data. ``frame.attrs["refitted_ml"]`` names the refitted fits;
 - ``"caic"`` (REML): the conditional AIC (Greven & Kneib 2010), which model best predicts new
   records of the same individuals, given their random effects.
 """
@@ -136,6 +140,43 @@ def _posterior(named: Mapping[str, Any], criterion: str) -> None:
         )
 
 
+#: The warning given when REML fits are refitted by ML before ranking (lme4's words).
+REFIT_MESSAGE = "refitting model(s) with ML (instead of REML)"
+
+
+def _marginal_fits(named: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """The fits whose (full or restricted) likelihoods are comparable, and which were refitted.
+
+    REML fits with the same fixed effects keep their restricted likelihoods; otherwise (fixed
+    effects differ, or ML fits are among them) every REML fit is refitted by ML.
+    """
+    reml = [n for n, f in named.items() if f.engine == "reml"]
+    if not reml:
+        return dict(named), []
+    gaussian_ml = [n for n, f in named.items() if f.engine == "ml"]
+    others = [n for n in named if n not in reml and n not in gaussian_ml]
+    if others:
+        raise SpecificationError(
+            f"{sorted(reml)} are REML fits and the others are not: restricted and full "
+            "likelihoods are not comparable. Compare fits of one engine."
+        )
+    fixed = {n: tuple(named[n].spec.fixed_names) for n in named}
+    if len(set(fixed.values())) == 1 and not gaussian_ml:
+        return dict(named), []
+    why = (
+        f"their fixed effects differ ({fixed})"
+        if len(set(fixed.values())) > 1
+        else f"{sorted(gaussian_ml)} are ML fits"
+    )
+    warnings.warn(
+        f"{REFIT_MESSAGE}: {sorted(reml)}; {why}, and restricted likelihoods of different "
+        "fixed effects are not comparable.",
+        UserWarning,
+        stacklevel=4,
+    )
+    return {n: (f.refit_ml() if n in reml else f) for n, f in named.items()}, reml
+
+
 def _information(named: Mapping[str, Any], criterion: str) -> pd.DataFrame:
     values = {}
     for name, fit in named.items():
@@ -144,6 +185,10 @@ def _information(named: Mapping[str, Any], criterion: str) -> pd.DataFrame:
                 f"criterion={criterion!r} is for point fits (REML, Laplace ML); '{name}' is a "
                 "posterior. Rank NUTS fits with criterion='loo' or 'waic'."
             )
+    refitted: list[str] = []
+    if criterion in ("aic", "bic"):
+        named, refitted = _marginal_fits(named)
+    for name, fit in named.items():
         if criterion == "caic":
             if fit.engine != "reml":
                 raise SpecificationError(
@@ -153,20 +198,6 @@ def _information(named: Mapping[str, Any], criterion: str) -> pd.DataFrame:
             values[name] = float(fit.caic().caic)
         else:
             values[name] = float(getattr(fit, criterion))
-    if criterion in ("aic", "bic"):
-        reml = {n: f for n, f in named.items() if f.engine == "reml"}
-        fixed = {n: tuple(f.spec.fixed_names) for n, f in reml.items()}
-        if reml and len(reml) != len(named):
-            raise SpecificationError(
-                f"{sorted(reml)} are REML fits and the others are not: restricted and full "
-                "likelihoods are not comparable. Compare fits of one engine."
-            )
-        if len(set(fixed.values())) > 1:
-            raise SpecificationError(
-                "REML likelihoods of models with different fixed effects are not comparable "
-                f"(fixed effects: {fixed}). Compare random-effect structures with the same "
-                "fixed effects, or compare the posteriors' LOO."
-            )
     frame = pd.DataFrame({criterion: values})
     frame = frame.sort_values(criterion)
     best = float(frame[criterion].iloc[0])
@@ -174,6 +205,7 @@ def _information(named: Mapping[str, Any], criterion: str) -> pd.DataFrame:
     frame[f"d_{criterion}"] = frame[criterion] - best
     w = np.exp(-0.5 * frame[f"d_{criterion}"].to_numpy())
     frame["weight"] = w / w.sum()
+    frame.attrs["refitted_ml"] = refitted
     return frame
 
 
@@ -205,12 +237,15 @@ def compare(
         ``weight``, ``se``, ``dse``, ``warning``, ``scale``) and ``kind``; AIC/BIC/cAIC:
         ``rank``, the criterion, its difference to the best and Akaike weights.
         ``frame.attrs["question"]`` says what the ranking answers; ``attrs["criterion"]``
-        and ``attrs["kind"]`` what produced it.
+        and ``attrs["kind"]`` what produced it; ``attrs["refitted_ml"]`` the REML fits that
+        were refitted by maximum likelihood first (AIC/BIC of REML fits whose fixed effects
+        differ; a :class:`UserWarning` says so), else ``[]``.
 
     Examples
     --------
     >>> # bl.compare({"kinship": fit_k, "no kinship": fit_0}, criterion="loo")
     >>> # bl.compare([reml_a, reml_b], criterion="caic").attrs["question"]
+    >>> # bl.compare([reml_x, reml_1], "aic").attrs["refitted_ml"]  # fixed effects differ
     """
     if criterion not in CRITERIA:
         raise SpecificationError(f"criterion must be one of {CRITERIA}; got {criterion!r}.")
@@ -239,4 +274,5 @@ def compare(
     frame.attrs.update(
         {"criterion": criterion, "kind": kind, "question": QUESTIONS[(criterion, kind)]}
     )
+    frame.attrs.setdefault("refitted_ml", [])
     return frame
