@@ -4,6 +4,7 @@ labels of its variance components and the variance shares it reports.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,9 +20,14 @@ from bayeslmm.spec import ModelSpec
 class BuiltModel:
     """A built :class:`pymc.Model` together with what is needed to interpret its draws.
 
+    The :class:`pymc.Model` may be built when it is first asked for (``model_factory``):
+    a closed-form sampler never needs it, and importing PyMC and writing its graph cost a
+    command-line fit more than its sampling.
+
     Attributes
     ----------
     model : pymc.Model
+        Built on first access when the strategy deferred it (``model_factory``).
     spec : ModelSpec
     strategy : str
         ``"spectral"``, ``"latent"`` or ``"laplace-marginal"``: the name of the
@@ -43,6 +49,20 @@ class BuiltModel:
         Set when β is integrated out of the sampled model (spectral strategy, default):
         β is then drawn after sampling by
         :func:`~bayeslmm.engines.bayes.conditional.add_posthoc_draws`.
+    model_factory : callable or None
+        Builds ``model`` on first access (pass ``model=None`` with it).
+
+    Examples
+    --------
+    >>> import numpy as np, pandas as pd, bayeslmm as bl
+    >>> from bayeslmm.engines.bayes import build
+    >>> K = bl.Kinship(np.eye(6) * 0.5 + 0.5, [f"i{k}" for k in range(6)])
+    >>> df = pd.DataFrame({"y": np.arange(6.0), "id": list(K.ids)})
+    >>> built = build(bl.specify("y ~ 1 + (1 | id)", df, kinship={"id": K}))
+    >>> built.model_is_built
+    False
+    >>> sorted(v.name for v in built.model.free_RVs), built.model_is_built
+    (['sd_id', 'sigma'], True)
     """
 
     model: Any
@@ -56,6 +76,27 @@ class BuiltModel:
     timing: dict[str, float] = field(default_factory=dict)
     cache: dict[str, Any] = field(default_factory=dict)
     marginal_fixed: MarginalFixedEffects | None = None
+    model_factory: Callable[[], Any] | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.model is None and self.model_factory is not None:
+            # no instance attribute: the first ``built.model`` goes to __getattr__
+            del self.__dict__["model"]
+
+    def __getattr__(self, name: str) -> Any:
+        # called only for attributes not found: here, a model not built yet
+        factory = self.__dict__.get("model_factory")
+        if name != "model" or factory is None:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        model = factory()
+        self.__dict__["model"] = model
+        return model
+
+    @property
+    def model_is_built(self) -> bool:
+        """Whether :attr:`model` exists yet (False until a deferred model is asked for: then
+        nobody can have changed it since it was built)."""
+        return "model" in self.__dict__
 
 
 def component_labels(spec: ModelSpec) -> tuple[str, ...]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import logging
+import os
 import sys
 import time
 import warnings
@@ -142,8 +143,6 @@ def sample(
     >>> idata.posterior["beta"].dims
     ('chain', 'draw', 'fixed')
     """
-    import pymc as pm
-
     name = resolve_sampler(sampler)
     strategy = strategy_of(built)
     if log_likelihood:
@@ -152,9 +151,8 @@ def sample(
     seed = _seed_int(seed)
     timing: dict[str, float] = {"compile_s": 0.0}
     if cores is None:
-        import os
-
-        cores = max(1, min(chains, os.cpu_count() or 1))
+        cores = max(1, min(chains, available_cores()))
+    blas_threads = blas_threads_per_chain(chains, cores)
     if name == "nutpie":
         import nutpie
 
@@ -165,21 +163,38 @@ def sample(
             timing["compile_s"] = time.perf_counter() - start
             built.cache["nutpie"] = compiled
         start = time.perf_counter()
-        idata = nutpie.sample(
-            compiled,
-            draws=draws,
-            tune=tune,
-            chains=chains,
-            cores=cores,
-            seed=seed,
-            progress_bar=progressbar,
-            target_accept=target_accept,
-            save_warmup=False,
-        )
+        with _blas_limit(blas_threads):
+            idata = nutpie.sample(
+                compiled,
+                draws=draws,
+                tune=tune,
+                chains=chains,
+                cores=cores,
+                seed=seed,
+                progress_bar=progressbar,
+                target_accept=target_accept,
+                save_warmup=False,
+            )
         timing["sample_s"] = time.perf_counter() - start
     else:
+        import pymc as pm
+
         start = time.perf_counter()
-        with built.model, warnings.catch_warnings(), _quiet_pymc(not progressbar):
+        if not built.model_is_built:  # deferred by the strategy: its build time is build_s
+            model = built.model
+            built.timing["build_s"] = built.timing.get("build_s", 0.0) + (
+                time.perf_counter() - start
+            )
+            start = time.perf_counter()
+        model = built.model
+        # PyMC pins BLAS in its workers itself except when they are forked (Linux's
+        # default), which inherit the limit set here
+        with (
+            model,
+            _blas_limit(blas_threads),
+            warnings.catch_warnings(),
+            _quiet_pymc(not progressbar),
+        ):
             warnings.simplefilter("ignore", UserWarning)
             idata = pm.sample(
                 draws=draws,
@@ -203,6 +218,62 @@ def sample(
     if log_likelihood:
         strategy.add_log_likelihood(built, idata)
     return idata, timing
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one).
+
+    Examples
+    --------
+    >>> available_cores() >= 1
+    True
+    """
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # macOS, Windows
+        return max(1, os.cpu_count() or 1)
+
+
+def blas_threads_per_chain(chains: int, cores: int, available: int | None = None) -> int | None:
+    """BLAS threads each chain may use when chains run in parallel, or None (no limit) when
+    they run one after the other.
+
+    Chains sampled at the same time each call BLAS (numba's and NumPy's matrix products in
+    the gradient); every call would start a thread pool as large as the machine, so two
+    chains on two cores run four busy threads and OpenBLAS's spinning threads slow each
+    other down many times over. Sharing the cores out keeps one thread per core.
+
+    Parameters
+    ----------
+    chains, cores : int
+        Chains, and how many run at once.
+    available : int, optional
+        Cores of the machine (default :func:`available_cores`).
+
+    Examples
+    --------
+    >>> blas_threads_per_chain(chains=4, cores=2, available=2)
+    1
+    >>> blas_threads_per_chain(chains=2, cores=2, available=16)
+    8
+    >>> blas_threads_per_chain(chains=4, cores=1) is None
+    True
+    """
+    parallel = min(chains, cores)
+    if parallel <= 1:
+        return None
+    available = available_cores() if available is None else available
+    return max(1, available // parallel)
+
+
+def _blas_limit(threads: int | None) -> contextlib.AbstractContextManager:
+    """``threadpool_limits(threads)`` for BLAS (and OpenMP) during sampling; nothing when
+    ``threads`` is None."""
+    if threads is None:
+        return contextlib.nullcontext()
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=threads)
 
 
 @contextlib.contextmanager

@@ -89,8 +89,6 @@ def build_spectral(
     >>> sorted(v.name for v in build_spectral(spec, resolve_priors(spec)).model.free_RVs)
     ['sd_id', 'sigma']
     """
-    import pymc as pm
-
     start = time.perf_counter()
     rotation = spectral_basis(spec.terms[0])
     coords = {**model_coords(spec), "eigen": np.arange(spec.n_obs)}
@@ -99,6 +97,40 @@ def build_spectral(
     marginal = None
     if fixed_effects == "marginal":
         marginal = marginal_fixed_effects(spec, priors, rotation)
+
+    def pymc_model() -> pm.Model:
+        return _spectral_pymc_model(spec, priors, rotation, coords, obs_name, marginal)
+
+    # With β integrated out (or absent) nutpie samples the closed form (spectral_density),
+    # which needs no PyMC graph: build it when asked for (importing PyMC alone costs 1-2 s)
+    deferred = fixed_effects == "marginal"
+    return BuiltModel(
+        model=None if deferred else pymc_model(),
+        model_factory=pymc_model if deferred else None,
+        spec=spec,
+        strategy="spectral",
+        priors=priors,
+        rotation=rotation,
+        components=components,
+        h2_term=h2_term(spec),
+        observed_name=obs_name,
+        timing={"build_s": time.perf_counter() - start, "eigh_s": rotation.eigh_s},
+        marginal_fixed=marginal,
+    )
+
+
+def _spectral_pymc_model(
+    spec: ModelSpec,
+    priors: PriorSet,
+    rotation: SpectralBasis,
+    coords: dict[str, Any],
+    obs_name: str,
+    marginal: Any,
+) -> pm.Model:
+    """The spectral strategy's :class:`pymc.Model` (β sampled when ``marginal`` is None)."""
+    import pymc as pm
+
+    components = tuple(coords["component"])
     with pm.Model(coords=coords) as model:
         # the order in which variables are created is the order of the sampler's coordinates:
         # β (when sampled), the share parametrisation, the term, the residual
@@ -118,18 +150,7 @@ def build_spectral(
             _rotated_likelihood(obs_name, spec, rotation, var_g, var_residual, beta, design)
         var_residual = pm.Deterministic("var_residual", var_residual)
         add_variance_shares(spec, [share_var], var_residual, components)
-    return BuiltModel(
-        model=_shared_prior_parameters(model),
-        spec=spec,
-        strategy="spectral",
-        priors=priors,
-        rotation=rotation,
-        components=components,
-        h2_term=h2_term(spec),
-        observed_name=obs_name,
-        timing={"build_s": time.perf_counter() - start, "eigh_s": rotation.eigh_s},
-        marginal_fixed=marginal,
-    )
+    return _shared_prior_parameters(model)
 
 
 def _residual_variance(priors: PriorSet, var_residual: Any) -> Any:
