@@ -1,13 +1,15 @@
-"""Reading a saved fit back: ``bl.load_fit(directory, data, kinship=...)``.
+"""Reading a saved fit back: ``bl.load_fit(directory)``.
 
 ``fit.save(out)`` and ``bayeslmm fit ... --out out`` write ``summary.json`` (the model's
-formula, family, link, strategy, sampler, seed and the estimates) and, for NUTS,
-``posterior.nc`` (the draws). The data and the kinship matrices are not copied into the
-folder (they are the user's, and often large), so :func:`load_fit` takes them again and
-checks that they are the ones the fit saw: the same response, row by row, and (for point
-fits, which are refitted: REML and Laplace ML are deterministic) the same estimates. The
-fit that comes back answers every call of a fresh one: tables, ``predict``, ``loo``,
-``caic``, ``snp_effects``, ``bl.compare``.
+formula, family, link, strategy, sampler, seed and the estimates), for NUTS
+``posterior.nc`` (the draws), and the model's inputs in ``inputs/`` (the data columns it
+uses and its kinships, :mod:`bayeslmm.results.inputs`; left out with
+``save(..., inputs=False)``). :func:`load_fit` reads them back; data and kinship given
+explicitly are used instead (a folder saved without inputs needs them). Either way it checks
+that they are the ones the fit saw: the same response, row by row, and (for point fits,
+which are refitted: REML, ML and Laplace ML are deterministic) the same estimates. The fit
+that comes back answers every call of a fresh one: tables, ``predict``, ``loo``, ``caic``,
+``snp_effects``, ``bl.compare``.
 """
 
 from __future__ import annotations
@@ -65,9 +67,32 @@ def _hdi_prob(summary: dict[str, Any]) -> float:
     return 0.95
 
 
+def _stored_inputs(
+    directory: Path, summary: dict[str, Any], need_data: bool
+) -> tuple[pd.DataFrame | None, dict[str, Kinship] | None, dict[str, Any]]:
+    """The data, kinships and options stored with the fit (Nones when not stored)."""
+    from bayeslmm.results.inputs import read_inputs
+
+    entry = summary.get("inputs")
+    if not isinstance(entry, Mapping):
+        if need_data:
+            raise DataError(
+                f"'{directory}' holds no stored inputs (it was saved with inputs=False, or by "
+                "an older bayeslmm): pass the data the fit was made from, "
+                "bl.load_fit(folder, data=df, kinship={...})."
+            )
+        return None, None, {}
+    try:
+        return read_inputs(directory, entry)
+    except DataError:
+        if need_data:
+            raise
+        return None, None, {}  # the data given suffice; damaged inputs are not needed
+
+
 def load_fit(
     directory: str | os.PathLike,
-    data: pd.DataFrame,
+    data: pd.DataFrame | None = None,
     kinship: Mapping[str, Kinship | pd.DataFrame] | None = None,
     **options: Any,
 ) -> Any:
@@ -77,32 +102,49 @@ def load_fit(
     ----------
     directory : path
         The folder with ``summary.json`` (and ``posterior.nc`` for NUTS).
-    data : pandas.DataFrame
+    data : pandas.DataFrame, optional
         The data the fit was made from (checked: the response must match row by row).
+        Default: the data stored in ``directory/inputs/`` by ``save`` (a folder saved with
+        ``inputs=False`` needs it).
     kinship : dict, optional
-        Grouping factor → kinship, as given to :class:`bayeslmm.LMM`.
+        Grouping factor → kinship, as given to :class:`bayeslmm.LMM`. Default: the
+        kinships stored with the fit.
     **options
-        Further :class:`~bayeslmm.LMM` arguments the fit used that summary.json does not
-        record (``trials=``, ``priors=``); ``family``, ``link`` and ``sigma`` are read from
-        summary.json.
+        Further :class:`~bayeslmm.LMM` arguments the fit used (``trials=``, ``priors=``);
+        default: those recorded with the stored inputs. ``family``, ``link`` and ``sigma``
+        are read from summary.json.
 
     Returns
     -------
     BayesFit, RemlFit or LaplaceFit
 
+    Raises
+    ------
+    DataError
+        No data given and none stored; data that are not the fit's.
+
     Examples
     --------
-    >>> # fit.save("results"); fit2 = bl.load_fit("results", df, kinship={"id": K})
+    >>> # fit.save("results"); fit2 = bl.load_fit("results")
     >>> # fit2.loo(), fit2.predict(new, kinship={"id": K})
+    >>> # bl.load_fit("results", df, kinship={"id": K})   # the data given instead
     """
     directory = Path(directory)
     summary = _summary(directory)
     method = summary.get("method")
-    if method not in ("nuts", "reml", "laplace"):
+    if method not in ("nuts", "reml", "ml", "laplace"):
         raise DataError(
             f"'{directory / 'summary.json'}' has method {method!r}; bayeslmm writes 'nuts', "
-            "'reml' or 'laplace'."
+            "'reml', 'ml' or 'laplace'."
         )
+    stored_data, stored_kinship, stored_options = _stored_inputs(
+        directory, summary, need_data=data is None
+    )
+    if data is None:
+        data = stored_data
+    if kinship is None:
+        kinship = stored_kinship
+    options = {**stored_options, **options}
     model = _model(summary, data, kinship, dict(options))
     spec = model.spec
     if int(summary.get("n_obs", spec.n_obs)) != spec.n_obs:

@@ -354,11 +354,11 @@ def write_results(
 ) -> dict[str, Path]:
     """Write the fit's files into ``out``, all or nothing (:mod:`bayeslmm.results.output`).
 
-    A REML or Laplace run writes summary.json only; the posterior and plot of an older NUTS
-    run in the same folder are removed with the old set, so no file outlives its run.
+    A REML or Laplace run writes summary.json (and the model's inputs, inputs/); the
+    posterior and plot of an older NUTS run in the same folder are removed with the old set,
+    so no file outlives its run.
     """
-    from bayeslmm.results.output import result_directory, write_bayes_files
-    from bayeslmm.results.summary import write_summary
+    from bayeslmm.results.output import result_directory, write_bayes_files, write_point_files
 
     prevalence = getattr(args, "prevalence", None)
     with result_directory(out) as stage:
@@ -369,12 +369,7 @@ def write_results(
             if getattr(args, "loo", False):
                 add_loo(fit, staged["summary"])
         else:
-            summary = (
-                fit.to_summary(prevalence=prevalence)
-                if args.method == "laplace"
-                else fit.to_summary()
-            )
-            staged = {"summary": write_summary(summary, stage / "summary.json")}
+            staged = write_point_files(fit, stage, prevalence=prevalence)
     return {key: out / path.name for key, path in staged.items()}
 
 

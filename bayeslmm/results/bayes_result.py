@@ -391,20 +391,34 @@ class BayesFit(FitTables, FitDisplay):
         )
 
     def save(
-        self, out_dir: str | Path, plot: bool = True, prevalence: float | None = None
+        self,
+        out_dir: str | Path,
+        plot: bool = True,
+        prevalence: float | None = None,
+        inputs: bool = True,
     ) -> dict[str, Path]:
-        """Write ``summary.json``, ``posterior.nc`` and ``h2_posterior.png`` to ``out_dir``.
+        """Write ``summary.json``, ``posterior.nc``, ``h2_posterior.png`` and ``inputs/`` to
+        ``out_dir``.
 
         All or nothing: the files are written beside the folder and swapped in at once, so
         the folder holds either this fit's complete set or what it held before (see
         :mod:`bayeslmm.results.output`); result files of an older run that this one does
         not write are removed, other files in the folder are kept. The plot is drawn
         without pyplot: the user's matplotlib backend is left alone.
+
+        ``inputs=True`` also stores the data columns the model uses and its kinships
+        (:mod:`bayeslmm.results.inputs`; a kinship takes about 8 n² bytes), so that
+        ``bl.load_fit(out_dir)`` reads the fit back without them; ``inputs=False`` leaves
+        them out (then give ``load_fit`` the data and kinship again).
+
+        Examples
+        --------
+        >>> # fit.save("results"); bl.load_fit("results").heritability()
         """
         from bayeslmm.results.output import result_directory, write_bayes_files
 
         with result_directory(out_dir) as stage:
-            staged = write_bayes_files(self, stage, plot=plot, prevalence=prevalence)
+            staged = write_bayes_files(self, stage, plot=plot, prevalence=prevalence, inputs=inputs)
         return {key: Path(out_dir) / path.name for key, path in staged.items()}
 
     def __repr__(self) -> str:

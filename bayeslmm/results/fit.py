@@ -42,6 +42,44 @@ class FitTables:
             raise ValueError(f"The interval probability must lie in (0, 1); got {prob}.")
         return float(prob)
 
+    # -- output -----------------------------------------------------------------------------
+    def save(
+        self, out_dir: Any, prevalence: float | None = None, inputs: bool = True
+    ) -> dict[str, Any]:
+        """Write a point fit's ``summary.json`` (and ``inputs/``) to ``out_dir``.
+
+        REML, ML and Laplace fits; a NUTS fit's ``save`` also writes its draws. All or
+        nothing, as :meth:`BayesFit.save <bayeslmm.results.bayes_result.BayesFit.save>`:
+        the folder holds this fit's complete set or what it held before.
+
+        Parameters
+        ----------
+        out_dir : path
+            The results folder (created if missing; its parent must exist).
+        prevalence : float, optional
+            Laplace fits of binary traits: adds the liability-scale h².
+        inputs : bool
+            Also store the data columns the model uses and its kinships in ``inputs/``
+            (:mod:`bayeslmm.results.inputs`; a kinship takes about 8 n² bytes), so that
+            ``bl.load_fit(out_dir)`` needs nothing else. ``False`` for huge kinships.
+
+        Returns
+        -------
+        dict
+            ``{"summary": path[, "inputs": path]}``.
+
+        Examples
+        --------
+        >>> # fit.save("results"); bl.load_fit("results").fixed_effects()
+        """
+        from pathlib import Path
+
+        from bayeslmm.results.output import result_directory, write_point_files
+
+        with result_directory(out_dir) as stage:
+            staged = write_point_files(self, stage, prevalence=prevalence, inputs=inputs)
+        return {key: Path(out_dir) / path.name for key, path in staged.items()}
+
     # -- tables -----------------------------------------------------------------------------
     def heritability(self, hdi_prob: float | None = None) -> pd.DataFrame:
         """Share of the phenotypic variance of each random term; ``h2`` for a sole kinship

@@ -53,6 +53,7 @@ from pathlib import Path
 from typing import Any
 
 from bayeslmm.errors import BayesLMMError
+from bayeslmm.results.inputs import INPUTS_DIR
 
 __all__ = [
     "FIT_FILES",
@@ -64,16 +65,22 @@ __all__ = [
     "result_directory",
     "result_files",
     "write_bayes_files",
+    "write_point_files",
 ]
 
 #: Files a fit writes into a results folder (a NUTS fit all three, a point fit the summary).
 FIT_FILES = frozenset({"summary.json", "posterior.nc", "h2_posterior.png"})
 
+#: Sub-folders a result set may hold (files only inside): ``inputs/``, the model's data and
+#: kinships (:mod:`bayeslmm.results.inputs`).
+RESULT_DIRS = frozenset({INPUTS_DIR})
+
 #: Files that belong to a run's result set: an older run's copies are replaced or removed,
 #: everything else in the folder is the user's and is kept. ``report.html`` (written by
 #: ``bayeslmm report`` from the set) is one of them: a page made from an older fit must not
-#: stay beside a new fit's summary.
-RESULT_NAMES = FIT_FILES | {"report.html"}
+#: stay beside a new fit's summary. So is ``inputs/``: stored inputs of an older fit must
+#: not stay beside a summary that does not list them.
+RESULT_NAMES = FIT_FILES | {"report.html"} | RESULT_DIRS
 
 #: Environment variable naming a commit step at which the process kills itself with SIGKILL.
 #: It exists so that tests can check what a crash at exactly that step leaves behind.
@@ -203,8 +210,9 @@ def result_directory(out: str | os.PathLike, owned: Iterable[str] = RESULT_NAMES
     Yields
     ------
     Path
-        An empty staging directory: write the new files there (plain names, no
-        sub-directories). On an exception nothing in ``out`` changes.
+        An empty staging directory: write the new files there (plain names; the only
+        sub-directories allowed are :data:`RESULT_DIRS`, holding files). On an exception
+        nothing in ``out`` changes.
 
     Examples
     --------
@@ -493,7 +501,7 @@ def _apply_journal(directory: Path, stage: Path, names: list[str], remove: list[
     for name in [*names, *remove]:
         if (stage / name).exists() or name in remove:
             with contextlib.suppress(FileNotFoundError):
-                os.unlink(directory / name)
+                _remove(directory / name)  # a file, or a result sub-folder (inputs/)
     _checkpoint("removed")
     for k, name in enumerate(names):
         if (stage / name).exists():
@@ -514,16 +522,30 @@ def _mkdtemp(parent: Path, prefix: str) -> str:
 
 def _staged_names(stage: Path) -> list[str]:
     names = sorted(os.listdir(stage))
-    nested = [n for n in names if (stage / n).is_dir()]
+    nested = [
+        n
+        for n in names
+        if (stage / n).is_dir()
+        and (n not in RESULT_DIRS or any(p.is_dir() for p in (stage / n).iterdir()))
+    ]
     if nested:
-        raise RuntimeError(f"Result sets hold files only; {nested} are directories.")
+        raise RuntimeError(
+            f"Result sets hold files (and files in {sorted(RESULT_DIRS)}); {nested} are "
+            "directories."
+        )
     return names
 
 
 def _fsync_files(directory: Path, names: Iterable[str]) -> None:
-    """Flush file contents before the rename that publishes them (power loss, not only kill)."""
+    """Flush file contents before the rename that publishes them (power loss, not only kill);
+    a result sub-folder's files, then the sub-folder itself."""
     for name in names:
-        fd = os.open(directory / name, os.O_RDONLY)
+        path = directory / name
+        if path.is_dir():
+            _fsync_files(path, sorted(os.listdir(path)))
+            _fsync_dir(path)
+            continue
+        fd = os.open(path, os.O_RDONLY)
         try:
             os.fsync(fd)
         finally:
@@ -549,7 +571,10 @@ def _move(src: Path, dst: Path) -> None:
     except OSError as exc:
         if exc.errno != errno.EXDEV:
             raise
-        shutil.copy2(src, dst)
+        if src.is_dir():
+            shutil.copytree(src, dst)
+        else:
+            shutil.copy2(src, dst)
 
 
 def _umask() -> int:
@@ -592,8 +617,10 @@ def write_bayes_files(
     reference: float | None = None,
     reference_label: str = "REML",
     title: str | None = None,
+    inputs: bool = True,
 ) -> dict[str, Path]:
-    """Write a NUTS fit's ``summary.json``, ``posterior.nc`` and ``h2_posterior.png``.
+    """Write a NUTS fit's ``summary.json``, ``posterior.nc``, ``h2_posterior.png`` and
+    ``inputs/``.
 
     Used inside :func:`result_directory` (``directory`` is then its staging folder). The plot
     is drawn on its own :class:`matplotlib.figure.Figure`, never through pyplot, so the
@@ -612,23 +639,26 @@ def write_bayes_files(
         A point estimate to mark on the plot (e.g. the REML h²).
     reference_label : str
     title : str, optional
+    inputs : bool
+        Also store the model's data columns and kinships in ``inputs/`` (listed in
+        summary.json under ``"inputs"``; :mod:`bayeslmm.results.inputs`), so that
+        ``bl.load_fit(directory)`` needs nothing else.
 
     Returns
     -------
     dict
-        ``{"summary": path, "posterior": path[, "plot": path]}``.
+        ``{"summary": path, "posterior": path[, "plot": path][, "inputs": path]}``.
 
     Examples
     --------
     >>> # with result_directory("results") as stage: write_bayes_files(fit, stage)
     """
     from bayeslmm.results.plots import figure_axes
-    from bayeslmm.results.summary import write_summary
 
     directory = Path(directory)
-    paths = {
-        "summary": write_summary(fit.summary(prevalence=prevalence), directory / "summary.json")
-    }
+    paths = _write_summary_and_inputs(
+        fit.summary(prevalence=prevalence), fit.spec, directory, inputs
+    )
     paths["posterior"] = directory / "posterior.nc"
     fit.idata.to_netcdf(str(paths["posterior"]))
     if plot and fit.spec.terms:
@@ -640,3 +670,50 @@ def write_bayes_files(
         paths["plot"] = directory / "h2_posterior.png"
         ax.figure.savefig(paths["plot"], dpi=120)
     return paths
+
+
+def _write_summary_and_inputs(
+    summary: dict[str, Any], spec: Any, directory: Path, inputs: bool
+) -> dict[str, Path]:
+    from bayeslmm.results.inputs import write_inputs
+    from bayeslmm.results.summary import write_summary
+
+    paths: dict[str, Path] = {}
+    if inputs:
+        summary = {**summary, "inputs": write_inputs(spec, directory)}
+        paths["inputs"] = directory / INPUTS_DIR
+    return {"summary": write_summary(summary, directory / "summary.json"), **paths}
+
+
+def write_point_files(
+    fit: Any,
+    directory: str | os.PathLike,
+    *,
+    prevalence: float | None = None,
+    inputs: bool = True,
+) -> dict[str, Path]:
+    """Write a point fit's (REML, ML, Laplace) ``summary.json`` and ``inputs/``.
+
+    Used inside :func:`result_directory`, like :func:`write_bayes_files`.
+
+    Parameters
+    ----------
+    fit : RemlFit or LaplaceFit
+    directory : path
+        Where to write (must exist).
+    prevalence : float, optional
+        Laplace fits of binary traits: adds the liability-scale h² to the summary.
+    inputs : bool
+        Also store the model's data columns and kinships (see :func:`write_bayes_files`).
+
+    Returns
+    -------
+    dict
+        ``{"summary": path[, "inputs": path]}``.
+
+    Examples
+    --------
+    >>> # with result_directory("results") as stage: write_point_files(reml_fit, stage)
+    """
+    summary = fit.to_summary(prevalence=prevalence) if fit.engine == "laplace" else fit.to_summary()
+    return _write_summary_and_inputs(summary, fit.spec, Path(directory), inputs)

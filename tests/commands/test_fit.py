@@ -216,7 +216,7 @@ def test_reml_run_replaces_an_older_nuts_result(tiny_files, capsys):
         ]
     )  # fmt: skip
     assert rc == 0
-    assert sorted(p.name for p in out.iterdir()) == ["my_notes.txt", "summary.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["inputs", "my_notes.txt", "summary.json"]
     assert json.loads((out / "summary.json").read_text())["method"] == "reml"
     assert (out / "my_notes.txt").read_text() == "keep me"
     assert f"wrote {out / 'summary.json'}" in capsys.readouterr().out
