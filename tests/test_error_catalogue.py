@@ -280,8 +280,8 @@ CASES = [
     Case("api-grm-bad-maf", "grm(maf=0.5)", lambda: bl.grm(np.eye(3), maf=0.5), DataError,
          "maf must lie in [0, 0.5)"),
     # -- methods and sampler arguments -----------------------------------------------------
-    Case("api-unknown-method", "fit(method='ml')", lambda: model().fit(method="ml"),
-         SpecificationError, "Unknown method 'ml'"),
+    Case("api-unknown-method", "fit(method='mcmc')", lambda: model().fit(method="mcmc"),
+         SpecificationError, "Unknown method 'mcmc'"),
     Case("api-reml-for-glmm", "poisson model, fit(method='reml')",
          lambda: model("c ~ x + (1|g)", family="poisson").fit(method="reml"),
          SpecificationError, "REML is defined for Gaussian responses"),
