@@ -431,9 +431,6 @@ TRIGGERS = {
     "malformed brms": lambda: bl.specify("s | n ~ x", DF, family="binomial"),
     "cbind of trials": lambda: bl.specify("cbind(s, x) ~ dose", DF, family="binomial"),
     "many fixed columns": lambda: bl.specify("y ~ C(x) + (1|site)", DF),
-    "laplace correlated": lambda: bl.LMM("c ~ x + (1 + x|site)", DF, family=POISSON).fit(
-        method="laplace"
-    ),
     "bayes correlated sharing": lambda: bl.LMM(
         "y ~ x + (1 + x|site) + (0 + dose|site)", DF
     ).build(),
@@ -447,8 +444,3 @@ def test_formulas_in_raised_messages_parse_and_fit(name):
     assert found, message
     for formula in found:
         _parses(formula)
-    if name == "laplace correlated":
-        # the suggested block is fitted by the engine that suggested it
-        (suggestion,) = [f for f in found if "||" in f]
-        formula = "c ~ x + " + suggestion.split("y ~ x + ", 1)[1]
-        assert bl.LMM(formula, DF, family=POISSON).fit(method="laplace").converged

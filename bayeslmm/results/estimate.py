@@ -302,8 +302,9 @@ class ParameterLayout:
         For each covariance entry of x (in order): the term's index in ``spec.terms`` and the
         (j, k) element of its Σ (``j == k`` for a variance, both triangles filled for a covariance).
     sd_entries : bool
-        True when those entries are standard deviations θ (Laplace ML), False when they are
-        variances / covariances (REML).
+        True when those entries are standard deviations θ (Laplace ML): more exactly the
+        entries T_jk (j ≥ k) of the lower-triangular T with Σ = T Tᵀ, lme4's θ, which for an
+        uncorrelated term are the SDs; False when they are variances / covariances (REML).
     residual_rows : ndarray of int or None
         Gaussian: for each observation, the position in x of its residual variance.
     olre : int or None
@@ -332,9 +333,11 @@ class _PointParams:
         for pos, (term, j, k) in enumerate(self.layout.sigma_entries):
             if term != t:
                 continue
-            value = self.x[pos] ** 2 if self.layout.sd_entries else self.x[pos]
-            S[j, k] = S[k, j] = value
-        return S
+            S[j, k] = self.x[pos]
+            if not self.layout.sd_entries:
+                S[k, j] = self.x[pos]
+        # SD entries are the lower-triangular T of Σ = T Tᵀ (diagonal T: σ_j², as before)
+        return S @ S.T if self.layout.sd_entries else S
 
     @property
     def beta(self) -> np.ndarray:

@@ -35,7 +35,8 @@ class LaplaceFit(FitTables, FitDisplay):
     n_obs : int
     theta : ndarray
         Standard deviations of the random effects, one per variance parameter (lme4's θ:
-        ``getME(fit, "theta")``); the observation-level effect's last when present.
+        ``getME(fit, "theta")``); for a correlated term ``(1 + x | g)`` the lower triangle,
+        by columns, of T with Σ = T Tᵀ; the observation-level effect's last when present.
     beta : ndarray
         Fixed effects.
     parameter_cov : ndarray
@@ -161,7 +162,10 @@ class LaplaceFit(FitTables, FitDisplay):
 
     @property
     def boundary(self) -> bool:
-        return bool(np.any(self.theta < 1e-6))
+        # SDs and diagonals of T (an off-diagonal entry of a Cholesky factor may be ≤ 0)
+        diagonal = [j == k for _, j, k in self.layout.sigma_entries]
+        diagonal += [True] * (self.theta.size - len(diagonal))  # the observation-level SD
+        return bool(np.any(self.theta[np.asarray(diagonal, dtype=bool)] < 1e-6))
 
     @property
     def eta_fixed(self) -> np.ndarray:

@@ -8,6 +8,9 @@ with R_k a square root of the term's covariance structure (R_k R_kᵀ = K_k for 
 from the cached eigendecomposition K = U S Uᵀ: R = U √S; R = I for iid levels). Stacking the
 terms, ZΛ = [θ_1 Z_1 R_1, …] is the "spherical" design of lme4 (Bates et al. 2015, J. Stat.
 Softw. 67(1), section 3; lme4's ``vignette("PIRLSmod")``), and θ_k is the standard deviation.
+A correlated block ``(1 + x | g)`` has Cov(u) = Σ ⊗ K with Σ = T Tᵀ, T lower triangular: its
+coefficients' designs are mixed, coefficient c of the spherical design being
+Σ_j T_jc Z_j R, and its θ are T's lower triangle by columns (lme4's ``getME(fit, "theta")``).
 
 For given (θ, β), penalised iteratively reweighted least squares (Newton steps with Fisher
 weights W, step halving) finds the conditional mode b* of the joint density
@@ -174,8 +177,9 @@ class LaplaceProblem:
     Parameters
     ----------
     spec : ModelSpec
-        A non-Gaussian specification (Poisson, Bernoulli, binomial) whose random terms have a
-        single coefficient each, or several uncorrelated ones (``(1 + x || g)``).
+        A non-Gaussian specification (Poisson, Bernoulli, binomial); random terms with one
+        coefficient, uncorrelated ones (``(1 + x || g)``) or correlated ones (``(1 + x | g)``,
+        θ the lower triangle of T with Σ = T Tᵀ).
 
     Examples
     --------
@@ -199,15 +203,14 @@ class LaplaceProblem:
         self.offset = np.zeros(self.n) if spec.offset is None else np.asarray(spec.offset)
         self.trials = None if spec.trials is None else np.asarray(spec.trials, dtype=float)
         blocks, columns = [], []
+        # θ groups: one SD per block, or the lower triangle of T for a correlated term
+        groups: list[tuple[int, ...]] = []
         start = 0
         for term in spec.terms:
             if term.n_coef > 1 and term.correlated:
-                uncorrelated = term.label.replace("|", "||")
-                raise SpecificationError(
-                    f"The Laplace engine fits random terms with one coefficient, or several "
-                    f"uncorrelated ones; ({term.label}) has correlated coefficients. Write "
-                    f"it as ({uncorrelated}) or use the Bayesian engine (method='nuts')."
-                )
+                groups.append(tuple(range(len(blocks), len(blocks) + term.n_coef)))
+            else:
+                groups.extend((k,) for k in range(len(blocks), len(blocks) + term.n_coef))
             for j, cov in enumerate(term.covariates):
                 Z = term.z(j)
                 root = None
@@ -231,6 +234,7 @@ class LaplaceProblem:
                 columns.append(A)
                 start += width
         if fam.has_observation_level_effect:
+            groups.append((len(blocks),))
             blocks.append(
                 _Block(
                     OLRE,
@@ -261,6 +265,7 @@ class LaplaceProblem:
                 and A.nnz == self.n
                 and np.array_equal(A.indices, np.arange(self.n))
                 and np.all(A.data == 1.0)
+                and (k,) in groups  # an SD of its own, not a coefficient of a T
             ]
             if identity:
                 self._diag_block = identity[-1]
@@ -272,7 +277,16 @@ class LaplaceProblem:
                 self._rest_idx = np.setdiff1d(np.arange(start), self._diag_idx)
         else:
             self.A = sp.hstack(columns, format="csc")
-        self.n_theta = len(blocks)
+        self.groups = tuple(groups)
+        #: for each θ entry: (group, j, c), the entry T_jc of its group (j = c = 0: an SD)
+        self.theta_entries = tuple(
+            (g, j, c)
+            for g, members in enumerate(self.groups)
+            for c in range(len(members))
+            for j in range(c, len(members))
+        )
+        self.n_theta = len(self.theta_entries)
+        self.correlated = any(len(members) > 1 for members in self.groups)
         self._b = np.zeros(self.q)
         self._beta_b = np.zeros(self.p + self.q)
         self.n_evals = 0
@@ -348,6 +362,60 @@ class LaplaceProblem:
             "estimates finite."
         )
 
+    # -- θ: SDs and Cholesky factors ------------------------------------------------------
+    @property
+    def diagonal(self) -> np.ndarray:
+        """Which θ entries are SDs or diagonals of T (bounded below by 0 in lme4)."""
+        return np.array([j == c for _, j, c in self.theta_entries], dtype=bool)
+
+    def theta_start(self) -> np.ndarray:
+        """lme4's start: every SD 1, every T the identity."""
+        return self.diagonal.astype(float)
+
+    def canonical(self, theta: np.ndarray) -> np.ndarray:
+        """The same covariances with non-negative SDs and diagonals of T.
+
+        The deviance is even in an SD, and unchanged when a column of T changes sign
+        (b_c → −b_c): the unbounded search may end on either sign.
+        """
+        theta = np.array(theta, dtype=float)
+        for k, (g, j, c) in enumerate(self.theta_entries):
+            if j == c and theta[k] < 0:
+                column = [i for i, (h, _, cc) in enumerate(self.theta_entries) if (h, cc) == (g, c)]
+                theta[column] = -theta[column]
+        return theta
+
+    def cholesky(self, theta: np.ndarray) -> list[np.ndarray]:
+        """T of each θ group (1 × 1 for an SD)."""
+        out = [np.zeros((len(m), len(m))) for m in self.groups]
+        for value, (g, j, c) in zip(theta, self.theta_entries, strict=True):
+            out[g][j, c] = value
+        return out
+
+    def entry_name(self, k: int) -> str:
+        """The variance component θ entry k (a diagonal) belongs to, e.g. ``"g"``."""
+        g, j, _ = self.theta_entries[k]
+        return _name(self.blocks, self.groups[g][j])
+
+    def _lambda(self, theta: np.ndarray) -> sp.csc_matrix:
+        """Λ(θ), q × q: θ I on an SD's columns, T ⊗ I on a correlated block's."""
+        rows, cols, vals = [], [], []
+        for T, members in zip(self.cholesky(theta), self.groups, strict=True):
+            for j, bj in enumerate(members):
+                for c, bc in enumerate(members[: j + 1]):
+                    if T[j, c] == 0.0:
+                        continue
+                    rj, rc = self.blocks[bj].cols, self.blocks[bc].cols
+                    rows.append(np.arange(rj.start, rj.stop))
+                    cols.append(np.arange(rc.start, rc.stop))
+                    vals.append(np.full(rj.stop - rj.start, T[j, c]))
+        if not rows:
+            return sp.csc_matrix((self.q, self.q))
+        return sp.csc_matrix(
+            (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
+            shape=(self.q, self.q),
+        )
+
     # -- linear algebra helpers ---------------------------------------------------------
     def _col_theta(self, theta: np.ndarray) -> np.ndarray:
         out = np.empty(self.q)
@@ -358,6 +426,8 @@ class LaplaceProblem:
     def spherical_design(self, theta: np.ndarray):
         """ZΛ(θ), n × q: sparse for iid terms, dense with a kinship term (an identity block,
         e.g. the observation-level effect, then stays implicit: :class:`_SplitDesign`)."""
+        if self.correlated:
+            return self._mixed_design(np.asarray(theta, dtype=float))
         scale = self._col_theta(np.asarray(theta, dtype=float))
         if self.dense:
             if self._diag_block is None:
@@ -370,6 +440,25 @@ class LaplaceProblem:
                 self.q,
             )
         return (self.A @ sp.diags(scale)).tocsc()
+
+    def _mixed_design(self, theta: np.ndarray):
+        """ZΛ(θ) with correlated blocks: Z times the sparse Λ (lme4's ``Lambdat``)."""
+        Lam = self._lambda(theta)
+        if not self.dense:
+            return (self.A @ Lam).tocsc()
+        if self._diag_block is None:
+            return np.asarray((Lam.T @ self.A.T).T)
+        rest = Lam[self._rest_idx][:, self._rest_idx]
+        return _SplitDesign(
+            np.asarray((rest.T @ self.A.T).T),
+            theta[self.theta_entries.index((self._group_of(self._diag_block), 0, 0))],
+            self._rest_idx,
+            self._diag_idx,
+            self.q,
+        )
+
+    def _group_of(self, block: int) -> int:
+        return next(g for g, members in enumerate(self.groups) if block in members)
 
     def _factor(self, D, w: np.ndarray, penalty: np.ndarray):
         """Factor of the Newton matrix Dᵀ diag(w) D + diag(penalty)."""
@@ -516,17 +605,19 @@ def _lbfgsb(f, x0: np.ndarray, maxiter: int):
     )
 
 
-def _minimize_restart_edge(f, x0: np.ndarray, n_theta: int, maxiter: int):
+def _minimize_restart_edge(f, x0: np.ndarray, edge: np.ndarray, maxiter: int):
     """L-BFGS-B, restarted when it stops with some θ_k at 0 while a positive θ_k does better.
 
     θ = 0 is a stationary point of the even deviance; L-BFGS-B's first step (unit length
     along −g/‖g‖) can land there exactly from θ = 1. This is lme4's ``restart_edge`` idea.
+    ``edge`` holds the positions of the SDs and diagonals of T (an off-diagonal entry of T
+    at 0 is an ordinary value).
     """
     res = _lbfgsb(f, x0, maxiter)
     n_iter = int(res.nit)
     for _ in range(3):
         x = np.asarray(res.x, dtype=float)
-        at_zero = np.flatnonzero(np.abs(x[:n_theta]) < 1e-6)
+        at_zero = edge[np.abs(x[edge]) < 1e-6]
         if at_zero.size == 0:
             break
         best, best_f = None, float(res.fun)
@@ -568,9 +659,9 @@ def fit_laplace(
     ----------
     spec : ModelSpec
         From :func:`bayeslmm.specify` with ``family="poisson"``, ``"bernoulli"`` or
-        ``"binomial"`` (``trials=``). Random terms: iid or kinship, one coefficient each (or
-        uncorrelated ``||`` blocks). ``Poisson(overdispersion=True)`` (the default) adds an
-        observation-level random effect, reported as group ``"olre"``.
+        ``"binomial"`` (``trials=``). Random terms: iid or kinship; intercepts, uncorrelated
+        ``||`` blocks or correlated slopes ``(1 + x | g)``. ``Poisson(overdispersion=True)``
+        (the default) adds an observation-level random effect, reported as group ``"olre"``.
     start : dict, optional
         ``{"theta": ..., "beta": ...}`` to skip stage 1 and start stage 2 there.
     maxiter : int
@@ -597,6 +688,8 @@ def fit_laplace(
     # optimise over the coefficients of centred covariates; β = A β̃ at the end
     problem, A = problem.centred()
     nt, p = problem.n_theta, problem.p
+    diagonal = problem.diagonal
+    edge = np.flatnonzero(diagonal)
     messages: list[str] = []
     n_iter = 0
     if start is None:
@@ -604,10 +697,10 @@ def fit_laplace(
         beta0 = _glm_start(problem)
         problem._beta_b = np.r_[beta0, np.zeros(problem.q)]
         res1, it1 = _minimize_restart_edge(
-            lambda th: problem.deviance_nagq0(th)[0], np.ones(nt), nt, maxiter
+            lambda th: problem.deviance_nagq0(th)[0], problem.theta_start(), edge, maxiter
         )
         n_iter += it1
-        theta0 = np.abs(np.asarray(res1.x))
+        theta0 = problem.canonical(res1.x)
         _, beta0 = problem.deviance_nagq0(theta0)
         problem._b = problem._beta_b[p:].copy()
     else:
@@ -617,17 +710,17 @@ def fit_laplace(
             beta0 = np.linalg.solve(A, beta0)
     # stage 2: (θ, β) jointly with b* inside
     x0 = np.r_[theta0, beta0]
-    res2, it2 = _minimize_restart_edge(problem.objective, x0, nt, maxiter)
+    res2, it2 = _minimize_restart_edge(problem.objective, x0, edge, maxiter)
     n_iter += it2
     x = np.asarray(res2.x, dtype=float)
-    x[:nt] = np.abs(x[:nt])
+    x[:nt] = problem.canonical(x[:nt])
     f = problem.objective(x)
     if not res2.success:
         messages.append(f"L-BFGS-B: {res2.message}")
     # Newton polish on the interior coordinates (θ at 0 stays there)
     H = _hessian(problem.objective, x)
     for _ in range(10):
-        free = np.r_[x[:nt] > 1e-6, np.ones(p, dtype=bool)]
+        free = np.r_[~diagonal | (x[:nt] > 1e-6), np.ones(p, dtype=bool)]
         g = _gradient(problem.objective, x)
         try:
             step = np.zeros_like(x)
@@ -637,14 +730,14 @@ def fit_laplace(
         if np.max(np.abs(step)) < 1e-10:
             break
         x_new = x + step
-        x_new[:nt] = np.abs(x_new[:nt])
+        x_new[:nt] = problem.canonical(x_new[:nt])
         f_new = problem.objective(x_new)
         if f_new > f:
             break
         x, f = x_new, f_new
         H = _hessian(problem.objective, x)
     g = _gradient(problem.objective, x)
-    free = np.r_[x[:nt] > 1e-6, np.ones(p, dtype=bool)]
+    free = np.r_[~diagonal | (x[:nt] > 1e-6), np.ones(p, dtype=bool)]
     grad_norm = float(np.max(np.abs(g[free]))) if free.any() else 0.0
     converged = grad_norm < 1e-3
     if not converged:
@@ -658,7 +751,7 @@ def fit_laplace(
         cov = np.full_like(H, np.nan)
         messages.append("the Hessian of the deviance is not positive definite: no SEs")
     theta, beta = x[:nt], x[nt:]
-    at_zero = np.flatnonzero(theta < 1e-6)
+    at_zero = np.flatnonzero(diagonal & (theta < 1e-6))
     if at_zero.size:
         # A variance at its boundary 0 is not a regular estimate: say so, as REML and lme4
         # do, rather than let a standard error of 0 (2θ·SE) stand for it. The deviance is even
@@ -666,7 +759,7 @@ def fit_laplace(
         # of the model without the term.
         from bayeslmm.engines.reml import BoundaryFitWarning
 
-        notes = [f"variance of {_name(problem.blocks, k)} is estimated at 0" for k in at_zero]
+        notes = [f"variance of {problem.entry_name(k)} is estimated at 0" for k in at_zero]
         messages.extend(notes)
         warnings.warn(
             "boundary (singular) fit: " + "; ".join(notes) + " (a variance on the boundary "
@@ -686,9 +779,15 @@ def fit_laplace(
     beta_se = np.sqrt(np.diag(cov)[nt:])
     fe = pd.DataFrame({"estimate": beta, "se": beta_se, "z": beta / beta_se}, index=pd.Index(names))
     ranef: dict[str, pd.DataFrame] = {}
+    # u of coefficient j of a group: Σ_c T_jc R b_c (R = I for iid levels)
+    T = problem.cholesky(theta)
     for k, blk in enumerate(problem.blocks):
-        bk = b[blk.cols]
-        u = theta[k] * (bk if blk.root is None else blk.root @ bk)
+        g = problem._group_of(k)
+        j = problem.groups[g].index(k)
+        u = np.zeros(len(blk.levels))
+        for c, kc in enumerate(problem.groups[g][: j + 1]):
+            bc = b[problem.blocks[kc].cols]
+            u = u + T[g][j, c] * (bc if blk.root is None else blk.root @ bc)
         key = _name(problem.blocks, k)
         ranef[key] = pd.DataFrame({blk.var1: u}, index=pd.Index(blk.levels, name=blk.grp))
     return LaplaceFit(
@@ -713,9 +812,18 @@ def fit_laplace(
 
 
 def _layout(spec: ModelSpec, problem: LaplaceProblem) -> ParameterLayout:
-    """(θ, β): one SD per coefficient of each term in order, then the observation-level SD."""
-    entries = tuple((t, j, j) for t, term in enumerate(spec.terms) for j in range(term.n_coef))
-    olre = len(entries) if len(problem.blocks) > len(entries) else None
+    """(θ, β): per term, one SD per coefficient, or the lower triangle of T (by columns) for
+    a correlated term, then the observation-level SD: ``sd_entries`` (entries of T, Σ = T Tᵀ).
+    """
+    entries: list[tuple[int, int, int]] = []
+    for t, term in enumerate(spec.terms):
+        if term.correlated and term.n_coef > 1:
+            m = term.n_coef
+            entries.extend((t, j, c) for c in range(m) for j in range(c, m))
+        else:
+            entries.extend((t, j, j) for j in range(term.n_coef))
+    entries = tuple(entries)
+    olre = len(entries) if problem.n_theta > len(entries) else None
     return ParameterLayout(
         sigma_entries=entries,
         sd_entries=True,

@@ -317,15 +317,18 @@ def test_heritability_delta_se_matches_simulation_of_estimates(kin_data):
     assert h.loc["h2_link", "se"] == pytest.approx(np.std(link), rel=0.1)
 
 
-def test_rejects_gaussian_and_correlated_slopes(kin_data):
+def test_rejects_gaussian_and_counts_slope_parameters(kin_data):
     _, df = kin_data
     with pytest.raises(bl.SpecificationError, match="REML"):
         LaplaceProblem(bl.specify("x ~ 1 + (1|id)", df))
-    with pytest.raises(bl.SpecificationError, match="uncorrelated"):
-        LaplaceProblem(bl.specify("ybin ~ x + (1 + x|id)", df, family="bernoulli"))
-    # uncorrelated slopes are two variance parameters
+    # uncorrelated slopes are two variance parameters, correlated ones T's lower triangle
+    # (tests/engines/laplace/test_correlated.py)
     pr = LaplaceProblem(bl.specify("ybin ~ x + (1 + x||id)", df, family="bernoulli"))
     assert [(b.grp, b.var1) for b in pr.blocks] == [("id", "(Intercept)"), ("id", "x")]
+    assert pr.n_theta == 2
+    pr = LaplaceProblem(bl.specify("ybin ~ x + (1 + x|id)", df, family="bernoulli"))
+    assert [(b.grp, b.var1) for b in pr.blocks] == [("id", "(Intercept)"), ("id", "x")]
+    assert pr.n_theta == 3
 
 
 @pytest.mark.r_golden
