@@ -124,7 +124,7 @@ def test_nuts_report_is_self_contained_and_shows_the_folder(nuts_folder, capsys)
     assert "response</td><td>y<" in page and f"max {format_number(y.max())}" in page
     # the folder is left as it was, plus the page
     assert sorted(p.name for p in folder.iterdir()) == [
-        "h2_posterior.png", "posterior.nc", "report.html", "summary.json"
+        "h2_posterior.png", "inputs", "posterior.nc", "report.html", "summary.json"
     ]  # fmt: skip
 
 
