@@ -245,6 +245,26 @@ class Family:
         """Expected information E[-d² log p / dη²] = n (dh/dη)² / V, the PIRLS weight."""
         raise NotImplementedError(f"The {self.name} family has no Fisher weight here.")
 
+    def response_cgf(
+        self, t: np.ndarray, eta: np.ndarray, trials: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Cumulant-generating function of one response given η, and its t-derivatives.
+
+        K(t) = log E[exp(t y) | η], K'(t) and K''(t), elementwise (``t``, ``eta`` and
+        ``trials`` broadcast together). K'(0) is the mean and K''(0) the variance of y; the
+        association scan's saddle-point p-values are built from them.
+
+        Examples
+        --------
+        >>> K, K1, K2 = Bernoulli().response_cgf(np.array([0.0]), np.array([0.0]))
+        >>> K.item(), K1.item(), K2.item()  # log 1, mean ½, variance ¼
+        (0.0, 0.5, 0.25)
+        """
+        raise NotImplementedError(
+            f"The {self.name} family has no cumulant-generating function here; define "
+            f"{type(self).__name__}.response_cgf."
+        )
+
     def link_variance(self, mean: np.ndarray | float | None = None, method: str = "lognormal"):
         """Distribution-specific variance on the link scale (Nakagawa & Schielzeth 2017).
 
@@ -434,6 +454,12 @@ class Poisson(Family):
     def variance_function(self, eta):
         return np.exp(np.asarray(eta, dtype=float))
 
+    def response_cgf(self, t, eta, trials=None):
+        """μ(eᵗ − 1) with μ = exp(η); both derivatives are μ eᵗ."""
+        tilted = np.exp(np.asarray(eta, dtype=float) + np.asarray(t, dtype=float))
+        mu = np.exp(np.asarray(eta, dtype=float))
+        return tilted - mu, tilted, tilted
+
     def loglik(self, y, eta, trials=None):
         y = np.asarray(y, dtype=float)
         eta = np.asarray(eta, dtype=float)
@@ -505,6 +531,19 @@ class _BinaryTrials(Family):
 
     def variance_function(self, eta):
         return _binary_variance(self.link, np.asarray(eta, dtype=float))
+
+    def response_cgf(self, t, eta, trials=None):
+        """n log(1 − p + p eᵗ), in log space: with the tilted success probability
+        π = p eᵗ / (1 − p + p eᵗ), K' = n π and K'' = n π (1 − π)."""
+        t = np.asarray(t, dtype=float)
+        log_p, log_q = _log_p_q(self.link, np.asarray(eta, dtype=float))
+        n = 1.0 if trials is None else np.asarray(trials, dtype=float)
+        log_odds = t + log_p - log_q
+        return (
+            n * np.logaddexp(log_q, log_p + t),
+            n * special.expit(log_odds),
+            n * special.expit(log_odds) * special.expit(-log_odds),
+        )
 
     def link_variance(self, mean=None, method="lognormal"):
         return _binary_link_variance(self.link)

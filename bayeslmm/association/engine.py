@@ -32,6 +32,7 @@ import pandas as pd
 from scipy.linalg import blas
 from tqdm.auto import tqdm
 
+from bayeslmm.association import glmm
 from bayeslmm.association.genotypes import GenotypeSource, open_genotypes
 from bayeslmm.association.stats import RotatedNull, exact_marker, ml_profile_minimum
 from bayeslmm.engines.reml import fit_reml
@@ -67,8 +68,17 @@ def scan(
     standardize: bool = False,
     block_size: int = 1000,
     progressbar: bool | None = None,
+    family: str | Any = "gaussian",
+    link: str | None = None,
+    trials: str | None = None,
+    wald_threshold: float = glmm.WALD_THRESHOLD,
 ) -> ScanResult:
-    """Mixed-model association scan of a Gaussian trait, with leave-one-chromosome-out kinships.
+    """Mixed-model association scan, with leave-one-chromosome-out kinships.
+
+    Gaussian traits: every marker as a fixed effect with the null's variance components
+    (Wald or likelihood-ratio test). Binary and count traits (``family=``): the null GLMM by
+    Laplace per chromosome, then a score test per marker with saddle-point p-values
+    (:mod:`bayeslmm.association.glmm`).
 
     Parameters
     ----------
@@ -105,7 +115,8 @@ def scan(
         ``"wald"``: b̂²/SE², variance components at the null (GCTA ``--mlma``). ``"lrt"``:
         likelihood ratio with h² at the null value and the residual scale re-estimated by
         ML (for ``exact`` markers: h² re-estimated under both models, GEMMA ``-lmm 2``).
-        ``beta`` and ``se`` are the Wald fit's in both cases.
+        ``beta`` and ``se`` are the Wald fit's in both cases. Gaussian traits only (the
+        other families are score-tested).
     maf : float
         Markers with a minor allele frequency below ``maf`` are neither tested nor in the
         kinship; monomorphic markers never are.
@@ -117,12 +128,23 @@ def scan(
     progressbar : bool, optional
         One step per chromosome; by default only when a person is watching (a terminal or a
         notebook).
+    family : str or Family
+        ``"gaussian"`` (default), ``"bernoulli"``, ``"binomial"`` or ``"poisson"``, as
+        :class:`bayeslmm.LMM` takes it (a name or a :class:`~bayeslmm.families.Family`).
+    link : str, optional
+        The link, where the family offers several (``"logit"``, ``"probit"``).
+    trials : str, optional
+        Column holding the number of trials (binomial).
+    wald_threshold : float
+        Non-Gaussian scans: markers with p below it are refitted once with the marker as a
+        fixed effect for ``beta`` and ``se`` (NaN for the others). Default 5e-8.
 
     Returns
     -------
     ScanResult
-        ``.table`` (SNP, chr, bp, A1, A2, freq, n, beta, se, chi2, p, exact),
-        ``.null_models`` (one REML fit per chromosome), ``.manhattan()``, ``.qq()``,
+        ``.table`` (SNP, chr, bp, A1, A2, freq, n, beta, se, chi2, p, exact; non-Gaussian:
+        SNP, chr, bp, A1, A2, freq, n, score, score_se, beta, se, chi2, p, p_normal, spa),
+        ``.null_models`` (one null fit per chromosome), ``.manhattan()``, ``.qq()``,
         ``.lambda_gc()``, ``.to_tsv(path)``.
 
     Examples
@@ -146,9 +168,10 @@ def scan(
         notes: list[str] = []
         frame, rows = _align(data, response, group, source, notes)
         # the covariates, validated before any heavy work (the kinship comes per chromosome)
-        spec = specify(f"{response} ~ {fixed}", frame)
-        if not spec.family.is_gaussian:  # pragma: no cover - specify's default is Gaussian
-            raise SpecificationError("The scan handles Gaussian traits.")
+        spec = specify(f"{response} ~ {fixed}", frame, family=family, link=link, trials=trials)
+        gaussian = spec.family.is_gaussian
+        if not gaussian:
+            _check_glmm_options(test, exact, wald_threshold)
         dos = source.dosages(rows)
         t0 = time.perf_counter()
         sel = _select_snps(dos, maf, block_size)
@@ -160,16 +183,28 @@ def scan(
         kinships = _KinshipProvider(
             dos, sel, chrom, order, loco, kinship, standardize, block_size, frame[group]
         )
-        stats = _run(
-            formula,
-            spec, frame, group, dos, sel, chrom, order, kinships, exact_pos, test,
-            block_size, progressbar, notes,
-        )  # fmt: skip
+        if gaussian:
+            stats = _run(
+                formula,
+                spec, frame, group, dos, sel, chrom, order, kinships, exact_pos, test,
+                block_size, progressbar, notes,
+            )  # fmt: skip
+        else:
+            stats = glmm.run(
+                spec, dos, sel, chrom, order, kinships, wald_threshold, block_size,
+                _show_progress(progressbar), notes,
+            )  # fmt: skip
+            _say_once(stats.pop("_caught"), len(order), built=kinships.given is None)
+            test = "score"
         timing.update(kinships.timing)
         timing.update(stats.pop("_timing"))
     finally:
         source.close()
-    table = _table(source.snp_map, sel, stats["arrays"], exact_pos)
+    if gaussian:
+        table = _table(source.snp_map, sel, stats["arrays"], exact_pos)
+    else:
+        table = glmm.table(source.snp_map, sel, stats["arrays"])
+        stats["exact_rows"] = []
     exact_fits = pd.DataFrame(stats["exact_rows"], columns=["j", "chr", *EXACT_COLUMNS])
     exact_fits.insert(0, "SNP", source.snp_map["SNP"].to_numpy()[exact_fits.pop("j").to_numpy(int)])
     timing["total_s"] = time.perf_counter() - t_start
@@ -197,6 +232,29 @@ def _check_options(test: str, maf: float, block_size: int) -> str:
     if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
         raise DataError(f"block_size must be a whole number >= 1; got {block_size!r}.")
     return test.lower()
+
+
+def _check_glmm_options(test: str, exact: Sequence[str] | None, wald_threshold: float) -> None:
+    """What a non-Gaussian scan does not take: the Gaussian tests and exact refits."""
+    if test != "wald":
+        raise SpecificationError(
+            f"test={test!r} is for Gaussian traits; a binary or count trait is scanned with "
+            "score tests (saddle-point p-values). Leave test at its default."
+        )
+    if exact:
+        raise SpecificationError(
+            "exact= refits markers of a Gaussian scan with their own variance components; a "
+            "binary or count trait's markers below wald_threshold are refitted instead (the "
+            "beta and se columns)."
+        )
+    if (
+        isinstance(wald_threshold, bool)
+        or not isinstance(wald_threshold, int | float)
+        or not 0.0 <= wald_threshold <= 1.0
+    ):
+        raise SpecificationError(
+            f"wald_threshold must be a p-value in [0, 1] (0: no refit); got {wald_threshold!r}."
+        )
 
 
 def _scan_formula(formula: str) -> tuple[str, str, str]:

@@ -6,7 +6,9 @@ Example::
 
 writes ``gwas/scan.tsv`` (one row per marker: SNP, chr, bp, A1, A2, freq, n, beta, se, chi2,
 p, exact), ``gwas/scan_null.tsv`` (the null model of each chromosome), ``gwas/manhattan.png``
-and ``gwas/qq.png``, all or nothing.
+and ``gwas/qq.png``, all or nothing. ``--family bernoulli`` (or binomial, poisson) scans a
+binary or count trait with score tests and saddle-point p-values (columns score, score_se,
+beta, se, chi2, p, p_normal, spa instead of beta ... exact).
 """
 
 from __future__ import annotations
@@ -63,6 +65,25 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         default=True,
         help="kinship of each chromosome from the other chromosomes (default); --no-loco uses "
         "one GRM of all markers (proximal contamination deflates the tests)",
+    )
+    parser.add_argument(
+        "--family",
+        default="gaussian",
+        metavar="NAME",
+        help="response family: gaussian (default), bernoulli, binomial or poisson; the last "
+        "three are score-tested with saddle-point p-values",
+    )
+    parser.add_argument("--link", default=None, help="link function (logit or probit)")
+    parser.add_argument(
+        "--trials", default=None, metavar="COLUMN", help="number of trials (binomial family)"
+    )
+    parser.add_argument(
+        "--wald-threshold",
+        type=float,
+        default=5e-8,
+        metavar="P",
+        help="binary and count traits: markers with p below P are refitted for beta and se "
+        "(default 5e-8)",
     )
     parser.add_argument(
         "--test",
@@ -136,7 +157,7 @@ def run(args: argparse.Namespace) -> int:
     if args.bfile and args.map:
         raise SpecificationError("--map goes with --dosage; a PLINK fileset has its .bim map.")
     out = check_output_dir(args.out)
-    pheno = read_data(args.pheno, args.formula)
+    pheno = read_data(args.pheno, args.formula, trials=args.trials)
     if args.bfile:
         genotypes, snp_map = args.bfile, None
     else:
@@ -152,6 +173,10 @@ def run(args: argparse.Namespace) -> int:
         maf=args.maf,
         standardize=args.standardize,
         block_size=args.block_size,
+        family=args.family,
+        link=args.link,
+        trials=args.trials,
+        wald_threshold=args.wald_threshold,
     )
     with result_directory(out, owned=SCAN_FILES) as stage:
         result.to_tsv(stage / "scan.tsv")
@@ -174,6 +199,16 @@ def report(result: ScanResult, out: Path) -> None:
     )
     if table["p"].notna().any():
         best = table.loc[table["p"].idxmin()]
+        if "score" in table.columns:  # score tests: beta only where refitted
+            effect = (
+                f"beta {best['beta']:.4g} (SE {best['se']:.3g})"
+                if math.isfinite(best["beta"])
+                else f"score {best['score']:.4g} (SE {best['score_se']:.3g})"
+            )
+            print(f"smallest p: {best['SNP']} (chr {best['chr']}:{best['bp']}) {effect}, "
+                  f"p = {best['p']:.3g}")  # fmt: skip
+            print("wrote " + ", ".join(str(out / name) for name in SCAN_FILES))
+            return
         print(
             f"smallest p: {best['SNP']} (chr {best['chr']}:{best['bp']}) beta {best['beta']:.4g} "
             f"(SE {best['se']:.3g}), p = {best['p']:.3g}"

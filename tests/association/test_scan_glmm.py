@@ -1,0 +1,354 @@
+"""Scans of binary and count traits: the null GLMM, score tests, saddle-point p-values.
+
+Every check is against an independent computation: the null fit's criterion against the
+Laplace engine's (``LaplaceProblem.deviance_nagq0``), the score and its variance against dense
+algebra on Σ and P, the saddle-point p-values against the exact distribution of the
+independent sum (Poisson-binomial convolutions), the Wald refit against the Laplace engine
+with the marker as a covariate.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import optimize, special, stats
+
+import bayeslmm as bl
+from bayeslmm.association.glmm import NullProblem, ScoreTester, saddlepoint_pvalue
+from bayeslmm.cli import main
+from bayeslmm.engines.laplace.engine import LaplaceProblem
+from bayeslmm.errors import DataError, SpecificationError
+from bayeslmm.families import Bernoulli
+
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "errors.md"
+
+
+def _kinship(rng: np.random.Generator, n: int, m: int = 400) -> np.ndarray:
+    W = rng.binomial(2, 0.3, size=(n, m)).astype(float)
+    W -= W.mean(axis=0)
+    return W @ W.T / (2 * 0.3 * 0.7 * m)
+
+
+def _binary_data(seed: int = 3, n: int = 100, prevalence: float = 0.2):
+    rng = np.random.default_rng(seed)
+    K = _kinship(rng, n)
+    s, U = np.linalg.eigh(K)
+    u = U @ (np.sqrt(np.clip(s, 0, None)) * rng.normal(size=n))
+    x = rng.normal(size=n)
+    eta = special.logit(prevalence) + 0.5 * x + u
+    y = (rng.uniform(size=n) < special.expit(eta)).astype(float)
+    return y, np.column_stack([np.ones(n), x]), K, rng
+
+
+# -- the null model -----------------------------------------------------------------------------
+@pytest.mark.parametrize("family", ["bernoulli", "poisson"])
+def test_null_criterion_is_the_laplace_engines_and_theta_minimises_it(family):
+    y, X, K, rng = _binary_data()
+    n = y.size
+    if family == "poisson":
+        y = rng.poisson(np.exp(0.3 + 0.3 * X[:, 1] + 0.4 * rng.normal(size=n))).astype(float)
+    ids = [f"i{k}" for k in range(n)]
+    frame = pd.DataFrame({"y": y, "x": X[:, 1], "id": ids})
+    kin = bl.Kinship(K, ids=ids, name="K", check_psd=False)
+    spec = bl.specify("y ~ x + (1|id)", frame, kinship={"id": kin}, family=family)
+    engine = LaplaceProblem(spec)
+    problem = NullProblem(y, X, K, spec.family)
+    theta = np.array([0.8, 0.3])[: problem.n_theta]
+    assert problem.deviance(theta) == pytest.approx(engine.deviance_nagq0(theta)[0], rel=1e-9)
+    if problem.n_theta == 1:
+        fit = problem.fit()
+        ref = optimize.minimize_scalar(
+            lambda t: engine.deviance_nagq0(np.array([t]))[0], bounds=(0, 5), method="bounded"
+        )
+        assert fit.theta[0] == pytest.approx(ref.x, abs=2e-3)
+        np.testing.assert_allclose(fit.beta, engine.deviance_nagq0(fit.theta)[1], rtol=1e-6)
+
+
+# -- (a) the score and its variance against dense algebra ----------------------------------------
+def test_score_and_variance_equal_the_dense_computation():
+    y, X, K, rng = _binary_data(seed=5, n=90)
+    problem = NullProblem(y, X, K, Bernoulli())
+    mode = problem.mode(np.array([0.9]))  # the algebra at any τ, here one that matters
+    tau = mode.theta[0] ** 2
+    G = rng.binomial(2, [0.05, 0.3, 0.5], size=(y.size, 3)).astype(float)
+    out = ScoreTester(problem, mode).test(G)
+    # dense: μ̂ from the mode's η, W = μ̂(1 − μ̂) (logit), Σ = W⁻¹ + τK, P, g̃
+    mu = special.expit(mode.eta)
+    W = mu * (1 - mu)
+    Sigma = np.diag(1 / W) + tau * K
+    Si = np.linalg.inv(Sigma)
+    P = Si - Si @ X @ np.linalg.solve(X.T @ Si @ X, X.T @ Si)
+    Gt = G - X @ np.linalg.solve(X.T @ (W[:, None] * X), X.T @ (W[:, None] * G))
+    np.testing.assert_allclose(out.score, Gt.T @ (y - mu), rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(out.score_se**2, np.einsum("ij,ik,kj->j", Gt, P, Gt), rtol=1e-8)
+    z = out.score / out.score_se
+    np.testing.assert_allclose(out.p_normal, 2 * stats.norm.sf(np.abs(z)), rtol=1e-10)
+
+
+# -- (b) the saddle-point p-value against the exact independent-sum distribution -----------------
+def _poisson_binomial(p: np.ndarray) -> np.ndarray:
+    pmf = np.array([1.0])
+    for pi in p:
+        pmf = np.convolve(pmf, [1.0 - pi, pi])
+    return pmf
+
+
+def test_saddlepoint_matches_the_exact_tail_of_a_rare_variant_at_5_percent_prevalence():
+    rng = np.random.default_rng(1)
+    n = 800
+    eta = special.logit(0.05) + 0.5 * rng.normal(size=n)
+    mu = special.expit(eta)
+    g = np.zeros(n)
+    g[rng.choice(n, 10, replace=False)] = 1.0  # 10 carriers: MAF 0.6%
+    w = mu * (1 - mu)
+    centre = np.sum(w * g) / np.sum(w)
+    a = g - centre  # g̃ for an intercept-only model; S = Σ a_i (y_i − μ_i)
+    carriers = _poisson_binomial(mu[g == 1])
+    others_cdf = np.cumsum(_poisson_binomial(mu[g == 0]))
+    m1, m0 = mu[g == 1].sum(), mu[g == 0].sum()
+
+    def exact(q: float) -> float:
+        """P(|S| ≥ q): S = (1 − c)(Y₁ − m₁) − c(Y₀ − m₀), Y₁ and Y₀ independent."""
+        total = 0.0
+        for y1, p1 in enumerate(carriers):
+            top = np.floor(((1 - centre) * (y1 - m1) - q) / centre + m0 + 1e-12)
+            if top >= 0:
+                total += p1 * others_cdf[int(min(top, others_cdf.size - 1))]
+            bottom = np.ceil((q + (1 - centre) * (y1 - m1)) / centre + m0 - 1e-12)
+            if bottom <= 0:
+                total += p1
+            elif bottom < others_cdf.size:
+                total += p1 * (1.0 - others_cdf[int(bottom) - 1])
+        return total
+
+    sd = np.sqrt(np.sum(a * a * w))
+    for carriers_cases in (4, 5, 6):  # halfway between the carriers' lattice points
+        q = (1 - centre) * (carriers_cases - 0.5 - m1)
+        truth = exact(q)
+        p, ok = saddlepoint_pvalue(np.array([q]), a[:, None], eta, Bernoulli())
+        normal = 2 * stats.norm.sf(q / sd)
+        assert ok[0]
+        # within a factor 2 (conservative here) where the tail is 1e-3 to 1e-6
+        assert 0.7 < p[0] / truth < 2.0, (carriers_cases, p[0], truth)
+        # the normal approximation is off by orders of magnitude out there
+        assert abs(np.log(normal / truth)) > 5 * abs(np.log(p[0] / truth))
+    assert truth < 1e-4
+
+
+# -- (c) calibration on null data ------------------------------------------------------------------
+def test_null_pvalues_of_common_markers_are_uniform():
+    rng = np.random.default_rng(8)
+    n, m = 400, 900
+    freq = rng.uniform(0.1, 0.5, m)
+    G = rng.binomial(2, freq, size=(n, m)).astype(float)
+    ids = [f"i{k}" for k in range(n)]
+    snps = pd.DataFrame({"chr": np.repeat([1, 2, 3], m // 3), "bp": np.tile(np.arange(m // 3), 3)})
+    Z = (G - 2 * freq) / np.sqrt(2 * freq * (1 - freq))
+    genetic = Z @ rng.normal(0, np.sqrt(1.0 / m), m)  # latent h² about 0.2 (logit)
+    x = rng.normal(size=n)
+    y = (rng.uniform(size=n) < special.expit(-1.5 + 0.3 * x + genetic)).astype(float)
+    pheno = pd.DataFrame({"id": ids, "y": y, "x": x})
+    res = bl.scan(
+        "y ~ x + (1|id)", pheno, pd.DataFrame(G, index=ids), snps,
+        family="bernoulli", progressbar=False,
+    )  # fmt: skip
+    table = res.table
+    assert table.shape[0] == m and res.test == "score"
+    assert stats.kstest(table["p"], "uniform").pvalue > 0.01
+    assert 0.85 < res.lambda_gc() < 1.15
+    np.testing.assert_allclose(table["chi2"], stats.chi2.isf(table["p"], 1), rtol=1e-8)
+    # the SPA is used exactly in the tails, and agrees with the normal for common markers
+    z = (table["score"] / table["score_se"]).abs()
+    assert (table["spa"] == (z >= 2)).all()
+    both = table[table["spa"]]
+    assert np.all(np.abs(np.log(both["p"] / both["p_normal"])) < 0.5)
+    assert table["beta"].isna().all()  # nothing below 5e-8
+    assert set(res.null_models.columns) >= {"chr", "tau", "h2_latent", "deviance"}
+
+
+# -- the Wald refit ------------------------------------------------------------------------------
+def test_wald_refit_equals_the_laplace_engine_with_the_marker_as_covariate():
+    y, X, K, rng = _binary_data(seed=11, n=120)
+    n = y.size
+    ids = [f"i{k}" for k in range(n)]
+    g = rng.binomial(2, 0.3, n).astype(float)
+    problem = NullProblem(y, X, K, Bernoulli())
+    mode = problem.fit()
+    beta, se = ScoreTester(problem, mode).wald(g)
+    frame = pd.DataFrame({"y": y, "x": X[:, 1], "g": g, "id": ids})
+    kin = bl.Kinship(K, ids=ids, name="K", check_psd=False)
+    spec = bl.specify("y ~ x + g + (1|id)", frame, kinship={"id": kin}, family="bernoulli")
+    engine = LaplaceProblem(spec)
+    _, beta_ref = engine.deviance_nagq0(mode.theta)
+    assert beta == pytest.approx(beta_ref[-1], rel=1e-6)
+    # SE: (X̃ᵀΣ⁻¹X̃)⁻¹ at the refit's mode, dense
+    X1 = np.column_stack([X, g])
+    eta = engine.mode(mode.theta, beta_ref)[1]
+    W = special.expit(eta) * (1 - special.expit(eta))
+    Si = np.linalg.inv(np.diag(1 / W) + mode.theta[0] ** 2 * K)
+    assert se == pytest.approx(np.sqrt(np.linalg.inv(X1.T @ Si @ X1)[-1, -1]), rel=1e-5)
+
+
+def test_scan_reports_beta_below_the_wald_threshold_only():
+    rng = np.random.default_rng(2)
+    n, m = 200, 60
+    G = rng.binomial(2, 0.4, size=(n, m)).astype(float)
+    ids = [f"i{k}" for k in range(n)]
+    snps = pd.DataFrame({"chr": np.repeat([1, 2], m // 2), "bp": np.tile(np.arange(m // 2), 2)})
+    y = (rng.uniform(size=n) < special.expit(-1.0 + 1.2 * (G[:, 3] - 0.8))).astype(float)
+    pheno = pd.DataFrame({"id": ids, "y": y})
+    res = bl.scan(
+        "y ~ 1 + (1|id)", pheno, pd.DataFrame(G, index=ids), snps, family="bernoulli",
+        wald_threshold=1e-3, progressbar=False,
+    )  # fmt: skip
+    table = res.table
+    hit = table["p"] < 1e-3
+    assert table.loc[3, "p"] < 1e-6 and hit[3]
+    assert table.loc[hit, "beta"].notna().all() and table.loc[~hit, "beta"].isna().all()
+    assert table.loc[3, "beta"] == pytest.approx(1.2, abs=0.5)
+
+
+# -- (d) the command line ------------------------------------------------------------------------
+def test_cli_scan_family_bernoulli_writes_the_score_table(tmp_path, capsys):
+    from bed_reader import to_bed
+
+    rng = np.random.default_rng(5)
+    n, m = 120, 45
+    G = rng.binomial(2, rng.uniform(0.1, 0.5, m), size=(n, m)).astype(float)
+    ids = [f"00{k}" for k in range(n)]
+    snps = [f"rs{j}" for j in range(m)]
+    chrom = np.repeat(["1", "2", "3"], m // 3)
+    bp = np.tile(100 * np.arange(1, m // 3 + 1), 3)
+    props = {"iid": ids, "sid": snps, "chromosome": chrom, "bp_position": bp}
+    to_bed(tmp_path / "geno.bed", G, properties=props)
+    pheno = pd.DataFrame({"id": ids, "sex": rng.integers(0, 2, n)})
+    pheno["case"] = (rng.uniform(size=n) < 0.25).astype(int)
+    pheno.to_csv(tmp_path / "pheno.csv", index=False)
+    out = tmp_path / "gwas"
+    args = ["scan", "--bfile", str(tmp_path / "geno"), "--pheno", str(tmp_path / "pheno.csv")]
+    args += ["--formula", "case ~ sex + (1|id)", "--family", "bernoulli", "--out", str(out)]
+    assert main(args) == 0
+    stdout = capsys.readouterr().out
+    assert "45 markers on 3 chromosomes tested in 120 individuals (LOCO, score)" in stdout
+    table = pd.read_csv(out / "scan.tsv", sep="\t", dtype={"chr": str, "SNP": str})
+    assert list(table.columns) == [
+        "SNP", "chr", "bp", "A1", "A2", "freq", "n", "score", "score_se", "beta", "se",
+        "chi2", "p", "p_normal", "spa",
+    ]  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        ref = bl.scan(
+            "case ~ sex + (1|id)", pd.read_csv(tmp_path / "pheno.csv", dtype={"id": str}),
+            str(tmp_path / "geno"), family="bernoulli", progressbar=False,
+        )  # fmt: skip
+    np.testing.assert_allclose(table["p"], ref.table["p"], rtol=1e-10)
+    assert (out / "scan_null.tsv").exists() and (out / "qq.png").exists()
+
+
+# -- errors (docs/errors.md, "Association scans") ------------------------------------------------
+def _error_data(y) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    rng = np.random.default_rng(0)
+    n = len(y)
+    ids = [f"i{k}" for k in range(n)]
+    G = pd.DataFrame(rng.binomial(2, 0.4, size=(n, 20)).astype(float), index=ids)
+    snps = pd.DataFrame({"chr": np.repeat([1, 2], 10), "bp": np.tile(np.arange(10), 2)})
+    return pd.DataFrame({"id": ids, "y": y}), G, snps
+
+
+def _scan(y, **kw):
+    pheno, G, snps = _error_data(y)
+    return bl.scan("y ~ 1 + (1|id)", pheno, G, snps, progressbar=False, **kw)
+
+
+def _binomial_scan(y, trials):
+    pheno, G, snps = _error_data(y)
+    pheno["n"] = trials
+    return bl.scan(
+        "y ~ 1 + (1|id)", pheno, G, snps, family="binomial", trials="n", progressbar=False
+    )
+
+
+BINARY = [0, 1] * 10
+ERRORS = {
+    "scan-family-unknown": (
+        lambda: _scan(BINARY, family="logistic"),
+        SpecificationError,
+        "Unknown family 'logistic'",
+    ),
+    "scan-link-unavailable": (
+        lambda: _scan(BINARY, family="poisson", link="logit"),
+        SpecificationError,
+        "Link 'logit' is not available for the poisson family",
+    ),
+    "scan-family-without-cgf": (
+        lambda: _scan(BINARY, family=_NoCgf()),
+        SpecificationError,
+        "has no cumulant-generating function",
+    ),
+    "scan-all-controls": (
+        lambda: _scan([0] * 20, family="bernoulli"),
+        DataError,
+        "The response 'y' is constant (0)",
+    ),
+    "scan-all-cases": (
+        lambda: _scan([1] * 20, family="bernoulli"),
+        DataError,
+        "The response 'y' is constant (1)",
+    ),
+    "scan-binomial-no-failures": (
+        lambda: _binomial_scan([1, 2, 3, 4] * 5, [1, 2, 3, 4] * 5),
+        DataError,
+        "The response has no failures",
+    ),
+    "scan-binomial-no-successes": (
+        lambda: _binomial_scan([0] * 20, [1, 2, 3, 4] * 5),
+        DataError,
+        "The response has no cases",
+    ),
+    "scan-bernoulli-not-binary": (
+        lambda: _scan([0, 2] * 10, family="bernoulli"),
+        DataError,
+        "The bernoulli response must be 0 or 1",
+    ),
+    "scan-poisson-negative": (
+        lambda: _scan([-1, 3] * 10, family="poisson"),
+        DataError,
+        "The poisson response must hold non-negative integers",
+    ),
+    "scan-glmm-lrt": (
+        lambda: _scan(BINARY, family="bernoulli", test="lrt"),
+        SpecificationError,
+        "test='lrt' is for Gaussian traits",
+    ),
+    "scan-glmm-exact": (
+        lambda: _scan(BINARY, family="bernoulli", exact=["0"]),
+        SpecificationError,
+        "exact= refits markers of a Gaussian scan",
+    ),
+}
+
+
+class _NoCgf(Bernoulli):
+    """A binary family without a cumulant-generating function."""
+
+    def response_cgf(self, t, eta, trials=None):
+        raise NotImplementedError("no CGF")
+
+
+@pytest.mark.parametrize("case_id", list(ERRORS))
+def test_scan_error_catalogue(case_id):
+    call, error, phrase = ERRORS[case_id]
+    with pytest.raises(error, match=re.escape(phrase)):
+        call()
+
+
+def test_scan_error_catalogue_is_documented():
+    text = DOCS.read_text(encoding="utf-8")
+    section = text.split("## Association scans", 1)[1].split("\n## ", 1)[0]
+    documented = set(re.findall(r"`(scan-[a-z0-9-]+)`", section))
+    assert documented == set(ERRORS)
