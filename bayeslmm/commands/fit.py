@@ -156,10 +156,10 @@ def add_fit_options(parser: argparse.ArgumentParser) -> None:
     """Sampler options shared by ``fit`` and ``demo``."""
     parser.add_argument(
         "--method",
-        choices=("nuts", "reml", "laplace"),
+        choices=("nuts", "reml", "ml", "laplace"),
         default="nuts",
-        help="nuts: posterior; reml: REML point estimates (Gaussian); laplace: Laplace ML "
-        "(GLMMs, as lme4's glmer)",
+        help="nuts: posterior; reml: REML point estimates (Gaussian); ml: maximum likelihood "
+        "(Gaussian, lme4's REML = FALSE); laplace: Laplace ML (GLMMs, as lme4's glmer)",
     )
     parser.add_argument("--draws", type=positive_int, default=1000, help="kept draws per chain")
     parser.add_argument(
@@ -266,14 +266,19 @@ def parse_prior_args(items: list[str]) -> dict[str, tuple]:
 
 
 def column_roles(
-    formula: str, sigma: str | None = None, trials: str | None = None
+    formula: str,
+    sigma: str | None = None,
+    trials: str | None = None,
+    binary: bool = False,
 ) -> dict[str, set[str]]:
     """How each column a model uses must be read (arguments of
     :func:`bayeslmm.io.read_data_table`).
 
-    Grouping factors are ids (text); the response and the trials column must be numbers;
-    ``C(x)`` marks a factor; every other name in the formulas is checked (numbers, or a
-    categorical column).
+    Grouping factors are ids (text); the response columns (``y``, or those of lme4's
+    ``cbind(s, f)`` and brms's ``s | trials(n)``) and the trials column must be numbers,
+    except a binary trait's response (``binary``), which may also be two text levels;
+    ``C(x)``, ``factor(x)`` and ``as.factor(x)`` mark a factor; every other name in the
+    formulas is checked (numbers, or a categorical column).
 
     Examples
     --------
@@ -282,14 +287,20 @@ def column_roles(
     (['line', 'site'], ['n', 'y'])
     >>> sorted(roles["factor_columns"]), sorted(roles["checked_columns"])
     (['dose'], ['env', 'x'])
+    >>> sorted(column_roles("cbind(sick, n - sick) ~ factor(farm) + (1|id)")["numeric_columns"])
+    ['n', 'sick']
     """
-    from bayeslmm.spec import split_formula
+    from bayeslmm.spec import _parse_response, split_formula
 
     response, _, blocks = split_formula(formula)
     text = {part.strip() for b in blocks for part in re.split(r"[:/]", b.group) if part.strip()}
     everything = formula + " " + (sigma or "")
-    factors = set(re.findall(r"\bC\(\s*([A-Za-z_.][A-Za-z0-9_.]*)", everything)) - text
-    numeric = {response.strip()} | ({trials} if trials else set())
+    factor_call = r"\b(?:C|factor|as\.factor)\(\s*([A-Za-z_.][A-Za-z0-9_.]*)"
+    factors = set(re.findall(factor_call, everything)) - text
+    lhs = _parse_response(response, formula)
+    numeric = set(lhs.columns) | ({trials} if trials else set())
+    if binary and not lhs.gives_trials:
+        numeric -= {lhs.column}  # 0/1, or two text levels (coded with a warning)
     names = {
         m.group()
         for m in re.finditer(r"[A-Za-z_.][A-Za-z0-9_.]*", everything)
@@ -304,7 +315,11 @@ def column_roles(
 
 
 def read_data(
-    path: str, formula: str | None = None, sigma: str | None = None, trials: str | None = None
+    path: str,
+    formula: str | None = None,
+    sigma: str | None = None,
+    trials: str | None = None,
+    binary: bool = False,
 ) -> pd.DataFrame:
     """Read the observations table with the column types the model needs.
 
@@ -324,12 +339,12 @@ def read_data(
 
     if formula is None:
         return read_data_table(path, checked_columns=())
-    return read_data_table(path, **column_roles(formula, sigma, trials))
+    return read_data_table(path, **column_roles(formula, sigma, trials, binary))
 
 
 def fit_model(model, args: argparse.Namespace) -> Any:
     """Fit ``model`` with the method and sampler options of the command line."""
-    if args.method in ("laplace", "reml"):
+    if args.method in ("laplace", "reml", "ml"):
         return model.fit(method=args.method)
     return model.fit(
         method="nuts",
@@ -391,9 +406,10 @@ def report(fit: Any, args: argparse.Namespace, paths: dict[str, Path]) -> None:
         for name, entry in summary["heritability"].items():
             if entry.get("estimate") is not None and name.startswith("h2_"):
                 print(f"{name}: {entry['estimate']:.3f} (Laplace ML, SE {entry['se'] or 0:.3f})")
-    elif args.method == "reml":
+    elif args.method in ("reml", "ml"):
+        engine = args.method.upper()
         for name, row in fit.heritability().iterrows():
-            print(f"{name}: {row['estimate']:.3f} (REML, SE {row['se']:.3f})")
+            print(f"{name}: {row['estimate']:.3f} ({engine}, SE {row['se']:.3f})")
         _print_by_environment(summary)
     else:
         pct = int(round(100 * args.hdi_prob))
@@ -493,9 +509,10 @@ def run(args: argparse.Namespace) -> int:
         )
     kinship_sources(args.kinship)
     priors = parse_prior_args(args.prior) or None
-    column_roles(args.formula, args.sigma, args.trials)
+    binary = family.binary_response()
+    column_roles(args.formula, args.sigma, args.trials, binary)
     out = check_output_dir(args.out)
-    data = read_data(args.data, args.formula, sigma=args.sigma, trials=args.trials)
+    data = read_data(args.data, args.formula, args.sigma, args.trials, binary)
     kinship = parse_kinship_args(args.kinship)
     model = LMM(
         args.formula,

@@ -258,3 +258,49 @@ def test_ids_are_text_on_both_sides(tiny_files):
     )  # fmt: skip
     assert rc == 0
     assert json.loads((out / "summary.json").read_text())["n_obs"] == 40
+
+
+def test_fit_command_reads_lme4_and_brms_responses(binary_files):
+    """cbind(s, f), s | trials(n) and a two-level text response work from the command line
+    as in Python (the same Laplace fit as trials= / 0-1 coding)."""
+    import warnings
+
+    data = pd.read_csv(binary_files / "binary.csv")
+    rng = np.random.default_rng(0)
+    data["n"] = rng.integers(1, 5, len(data))
+    data["s"] = rng.binomial(data["n"], 0.4)
+    data["f"] = data["n"] - data["s"]
+    data["status"] = np.where(data["case"] == 1, "sick", "healthy")
+    data.to_csv(binary_files / "counts.csv", index=False)
+    runs = {
+        "cbind": ("cbind(s, f) ~ 1 + (1|id)", "binomial"),
+        "trials": ("s | trials(n) ~ 1 + (1|id)", "binomial"),
+        "text": ("status ~ 1 + (1|id)", "bernoulli"),
+        "coded": ("case ~ 1 + (1|id)", "bernoulli"),
+    }
+    h2 = {}
+    for name, (formula, family) in runs.items():
+        out = binary_files / f"out_{name}"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            rc = main(
+                [
+                    "fit", str(binary_files / "counts.csv"), "--formula", formula,
+                    "--kinship", f"id={binary_files / 'kin.csv'}", "--family", family,
+                    "--method", "laplace", "--out", str(out),
+                ]
+            )  # fmt: skip
+        assert rc == 0, name
+        h2[name] = json.loads((out / "summary.json").read_text())["heritability"]["h2"]
+    assert h2["cbind"]["estimate"] == pytest.approx(h2["trials"]["estimate"], rel=1e-8)
+    # "sick" is the second level in sorted order: coded 1, as the 0/1 column
+    assert h2["text"]["estimate"] == pytest.approx(h2["coded"]["estimate"], rel=1e-8)
+
+
+def test_fit_command_ml(tiny_files, capsys):
+    out = tiny_files / "ml"
+    args = ["fit", str(tiny_files / "data.csv"), "--formula", "y ~ x + (1|id)"]
+    args += ["--kinship", f"id={tiny_files / 'kin.csv'}", "--method", "ml", "--out", str(out)]
+    assert main(args) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["method"] == "ml" and "(ML, SE" in capsys.readouterr().out
