@@ -10,7 +10,9 @@
   factors, correlated random slopes and residual variances by environment. Its likelihood,
   score and AI matrix are evaluated either through Henderson's mixed-model equations
   (``"ai-reml-mme"``, size p + Σ q_t m_t, chosen when that is below n/2: repeated records)
-  or with the dense n × n V (``"ai-reml-dense"``).
+  or with the dense n × n V (``"ai-reml-dense"``); for iid factors alone (crossed or nested,
+  one residual variance) through *sparse* mixed-model equations (``"ai-reml-sparse"``,
+  chosen from 500 random effects on: lme4's home ground, InstEval-sized designs).
 
 ``criterion="ml"`` maximises the full likelihood instead (maximum likelihood, lme4's
 ``REML = FALSE``) through the same routes; likelihoods of ML fits compare models with
@@ -43,6 +45,8 @@ from bayeslmm.engines.reml._structure import (
     response,
 )
 from bayeslmm.engines.reml.aireml import fit_ai_reml, term_sigma
+from bayeslmm.engines.reml.sparse import MAX_DENSE_REST, sparse_applicable, sparse_preferred
+from bayeslmm.engines.reml.sparse_pedigree import fit_sparse_pedigree, resolve_sparse_pedigree
 from bayeslmm.engines.reml.spectral import fit_spectral
 from bayeslmm.errors import SpecificationError
 from bayeslmm.results.reml_result import RemlFit, boundary_lrt
@@ -55,11 +59,21 @@ __all__ = [
     "boundary_lrt",
     "fit_reml",
     "mme_preferred",
+    "sparse_applicable",
+    "sparse_preferred",
     "spectral_applicable",
 ]
 
 #: The REML routes (``RemlFit.method`` reports the one that ran).
-RemlRoute = Literal["auto", "spectral", "ai-reml", "ai-reml-mme", "ai-reml-dense"]
+RemlRoute = Literal[
+    "auto",
+    "spectral",
+    "ai-reml",
+    "ai-reml-mme",
+    "ai-reml-sparse",
+    "ai-reml-dense",
+    "sparse-pedigree",
+]
 METHODS: tuple[str, ...] = get_args(RemlRoute)
 
 
@@ -116,13 +130,20 @@ def _spectral_direct(spec: ModelSpec) -> bool:
 
 def _resolve(spec: ModelSpec, method: str) -> str:
     """Turn ``"auto"``/``"ai-reml"`` into the route that runs."""
+    pedigree_route = resolve_sparse_pedigree(spec, method)  # A⁻¹ of a pedigree: its own route
+    if pedigree_route is not None:
+        return pedigree_route
     if method == "auto":
         if spectral_applicable(spec) and _spectral_direct(spec):
             return "spectral"
+        if sparse_preferred(spec):
+            return "ai-reml-sparse"
         if mme_preferred(spec):
             return "ai-reml-mme"
         return "spectral" if spectral_applicable(spec) else "ai-reml-dense"
     if method == "ai-reml":
+        if sparse_preferred(spec):
+            return "ai-reml-sparse"
         return "ai-reml-mme" if mme_preferred(spec) else "ai-reml-dense"
     return method
 
@@ -145,13 +166,15 @@ def fit_reml(
     ----------
     spec : ModelSpec
         From :func:`bayeslmm.specify` with ``family="gaussian"``.
-    method : {"auto", "spectral", "ai-reml", "ai-reml-mme", "ai-reml-dense"}
+    method : {"auto", "spectral", "ai-reml", "ai-reml-mme", "ai-reml-sparse", "ai-reml-dense"}
         ``"auto"``: the spectral route for one kinship term with one record per individual
-        (its eigendecomposition is cached); else AI-REML through the mixed-model equations
-        when :func:`mme_preferred` (repeated records); else spectral if
-        :func:`spectral_applicable`; else dense AI-REML. ``"ai-reml"`` picks between
-        ``"ai-reml-mme"`` and ``"ai-reml-dense"`` by :func:`mme_preferred`; those two force
-        a route. ``RemlFit.method`` reports the route that ran.
+        (its eigendecomposition is cached); else sparse mixed-model equations when
+        :func:`sparse_preferred` (iid factors only, one residual variance, ≥ 500 random
+        effects); else AI-REML through the dense mixed-model equations when
+        :func:`mme_preferred` (repeated records); else spectral if
+        :func:`spectral_applicable`; else dense AI-REML. ``"ai-reml"`` picks among the
+        three AI-REML routes the same way; those three force a route. ``RemlFit.method``
+        reports the route that ran.
     max_iter : int
         Maximum AI-REML iterations.
     em_steps : int
@@ -216,6 +239,12 @@ def fit_reml(
             + (" and residual variances by group" if spec.sigma_X is not None else "")
             + ". Use method='ai-reml'."
         )
+    if method == "ai-reml-sparse" and not sparse_applicable(spec):
+        raise SpecificationError(
+            "method='ai-reml-sparse' needs iid random terms only (no kinship) and one residual "
+            f"variance, with at most {MAX_DENSE_REST} random effects outside the largest "
+            "term; use method='ai-reml'."
+        )
     structure = build_structure(spec)
     # Both engines see a well-conditioned problem: covariates and y centred on an intercept
     # (a huge mean makes X*ᵀX* numerically singular, and the estimates would depend on
@@ -233,6 +262,8 @@ def fit_reml(
     y, y_scale = _scaled_response(y)
     if method == "spectral":
         raw = fit_spectral(structure, y, X, n_grid=n_grid, criterion=criterion)
+    elif method == "sparse-pedigree":
+        raw = fit_sparse_pedigree(structure, y, X, criterion=criterion)
     else:
         raw = fit_ai_reml(
             structure,
@@ -242,7 +273,7 @@ def fit_reml(
             em_steps=em_steps,
             tol_loglik=tol_loglik,
             tol_param=tol_param,
-            route="mme" if method == "ai-reml-mme" else "dense",
+            route={"ai-reml-mme": "mme", "ai-reml-sparse": "sparse"}.get(method, "dense"),
             criterion=criterion,
         )
         method = f"ai-reml-{raw.route}"

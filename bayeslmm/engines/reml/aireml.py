@@ -286,9 +286,11 @@ def fit_ai_reml(
         See :func:`bayeslmm.engines.reml.fit_reml`.
     theta0 : ndarray, optional
         Starting values (default: GCTA-like equal split of the OLS residual variance).
-    route : {"dense", "mme"}
-        Evaluate ℓ_R, score and AI with the dense n × n V (:class:`DenseReml`) or through
-        Henderson's mixed-model equations (:class:`~bayeslmm.engines.reml.mme.MmeReml`).
+    route : {"dense", "mme", "sparse"}
+        Evaluate ℓ_R, score and AI with the dense n × n V (:class:`DenseReml`), through
+        Henderson's mixed-model equations (:class:`~bayeslmm.engines.reml.mme.MmeReml`), or
+        through sparse ones for iid terms
+        (:class:`~bayeslmm.engines.reml.sparse.SparseMmeReml`).
         The optimiser is the same; only the cost per iteration differs.
     criterion : {"reml", "ml"}
         Maximise the restricted likelihood or the full one (maximum likelihood).
@@ -313,8 +315,12 @@ def fit_ai_reml(
         model: RemlEvaluator = DenseReml(structure, y, X, criterion=criterion)
     elif route == "mme":
         model = MmeReml(structure, y, X, criterion=criterion)
+    elif route == "sparse":
+        from bayeslmm.engines.reml.sparse import SparseMmeReml
+
+        model = SparseMmeReml(structure, y, X, criterion=criterion)
     else:
-        raise ValueError(f"route must be 'dense' or 'mme'; got {route!r}")
+        raise ValueError(f"route must be 'dense', 'mme' or 'sparse'; got {route!r}")
     t_setup = time.perf_counter() - t0
     s2 = float(np.var(y))
     project = _Projector(structure, floor=1e-10 * s2)
@@ -388,7 +394,7 @@ def fit_ai_reml(
         if not polished:
             messages.append("the Cholesky-parametrised search at a singular Σ did not converge")
     t_opt = time.perf_counter() - t0 - t_setup
-    if route == "mme" and _residual_near_zero(structure, theta):
+    if route in ("mme", "sparse") and _residual_near_zero(structure, theta):
         # With σ_e² → 0 the MME carry R⁻¹ → ∞: yᵀPy and tr(P D_e) become differences of
         # huge numbers. Finish from here with the dense route, whose V stays well-posed.
         if structure.n_obs <= DENSE_FALLBACK_MAX_N:

@@ -372,6 +372,11 @@ class MmeReml:
             "pev": np.diag(M)[:Q].copy(),
         }
 
+    def _vv_solve(self, f: dict, rhs: np.ndarray) -> np.ndarray:
+        """C_vv⁻¹ rhs: C_vv's lower Cholesky factor is the leading block of C's."""
+        Q = self.Q
+        return sla.cho_solve((f["chol"][0][:Q, :Q], True), rhs, check_finite=False)
+
     def _ml_corrections(
         self,
         f: dict,
@@ -391,7 +396,7 @@ class MmeReml:
         Q, p = self.Q, self.p
         k = len(self.structure.params)
         # V⁻¹X = R⁻¹(X − ZΛ C_vv⁻¹ ΛᵀZᵀR⁻¹X); C_vv's lower Cholesky factor leads C's
-        v_x = sla.cho_solve((f["chol"][0][:Q, :Q], True), f["C_vb"], check_finite=False)
+        v_x = self._vv_solve(f, f["C_vb"])
         padded = np.zeros((p, Q + p))
         padded[:, :Q] = v_x.T
         u_x = self._times_lambda(padded, roots, transpose=True)[:, :Q]  # rows (Λ ṽ_c)ᵀ

@@ -65,16 +65,32 @@ def _close(a: float, b: float, rtol: float = RTOL, atol: float = 0.0) -> bool:
 
 # every AI-REML case runs through both evaluators: dense n × n V and mixed-model equations
 ROUTES = {"spectral": ["spectral"], "ai-reml": ["ai-reml-dense", "ai-reml-mme"]}
-CASES = [
-    (k, route) for k, (_, methods) in LME4_CASES.items() for m in methods for route in ROUTES[m]
-] + [
-    ("kinship", "spectral"),
-    ("kinship", "ai-reml-dense"),
-    ("kinship", "ai-reml-mme"),
-    ("kinship_rep", "spectral"),
-    ("kinship_rep", "ai-reml-dense"),
-    ("kinship_rep", "ai-reml-mme"),
-]
+CASES = (
+    [(k, route) for k, (_, methods) in LME4_CASES.items() for m in methods for route in ROUTES[m]]
+    + [
+        ("kinship", "spectral"),
+        ("kinship", "ai-reml-dense"),
+        ("kinship", "ai-reml-mme"),
+        ("kinship_rep", "spectral"),
+        ("kinship_rep", "ai-reml-dense"),
+        ("kinship_rep", "ai-reml-mme"),
+    ]
+    + [
+        # the sparse mixed-model equations (iid terms, one residual variance), including a zero
+        # variance and a singular correlated Σ
+        (k, "ai-reml-sparse")
+        for k in (
+            "sleepstudy_corr",
+            "sleepstudy_uncorr",
+            "sleepstudy_dblbar",
+            "sleepstudy_intercept",
+            "dyestuff",
+            "dyestuff2_singular",
+            "penicillin",
+            "slope_singular",
+        )
+    ]
+)
 
 
 @pytest.mark.parametrize(("key", "method"), CASES)
@@ -131,7 +147,7 @@ def test_blups_match_lme4_conditional_modes(key: str, method: str) -> None:
 
 def test_singular_fit_warns_like_lme4() -> None:
     spec = specify(REF["dyestuff2_singular"]["formula"], _data("Dyestuff2"))
-    for method in ("spectral", "ai-reml-dense", "ai-reml-mme"):
+    for method in ("spectral", "ai-reml-dense", "ai-reml-mme", "ai-reml-sparse"):
         with pytest.warns(BoundaryFitWarning, match="boundary \\(singular\\) fit"):
             fit = fit_reml(spec, method=method)
         assert fit.boundary and fit.to_summary()["diagnostics"]["boundary"] is True
