@@ -35,6 +35,8 @@ NOTEBOOKS = (
     "03_gxe_reaction_norms.ipynb",
     "04_epistasis.ipynb",
     "05_coming_from_r_and_gcta.ipynb",
+    "06_association_scan.ipynb",
+    "07_prediction_and_comparison.ipynb",
 )
 
 #: Seconds one cell may run before the notebook fails (NUTS compiles a model in ~20–50 s).
