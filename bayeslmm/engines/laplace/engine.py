@@ -53,6 +53,7 @@ import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 from scipy import optimize
 
+from bayeslmm.engines.sparse_cholesky import EliminationPattern, GramPattern
 from bayeslmm.errors import DataError, SpecificationError, preview
 from bayeslmm.families import Family
 from bayeslmm.results.estimate import ParameterLayout
@@ -99,6 +100,58 @@ class _Factor:
         if self._dense is not None:
             return la.cho_solve(self._dense, g, check_finite=False)
         return self._lu.solve(g)
+
+
+#: most observation-level pairs of design entries (Σ_rows nnz²) for which the Newton matrix of
+#: iid terms is assembled from precomputed pair lists; beyond, SciPy products and SuperLU
+_MAX_GRAM_PAIRS = 20_000_000
+#: largest order of the dense Schur complement left after eliminating the largest iid term
+_MAX_DENSE_REST = 4000
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """Symbolic analysis of one sparse design's Newton matrix, done once per problem."""
+
+    A: sp.csr_matrix  # the unscaled design, fixed pattern
+    AT: sp.csr_matrix
+    gram: GramPattern
+
+
+class _ScaledDesign:
+    """D = A diag(s) for a sparse A of fixed pattern (iid terms, uncorrelated θ).
+
+    Products never build D, and the Newton matrix Dᵀ W D + diag(penalty) is factored through
+    the plan's :class:`~bayeslmm.engines.sparse_cholesky.GramPattern` (the largest term
+    eliminated first, a dense Cholesky factor of the rest), whose ordering and pair lists
+    are computed once for all PIRLS steps and outer evaluations.
+    """
+
+    def __init__(self, plan: _Plan, scale: np.ndarray) -> None:
+        self.plan, self.scale = plan, np.asarray(scale, dtype=float)
+        self.shape = plan.A.shape
+
+    def __matmul__(self, v: np.ndarray) -> np.ndarray:
+        return self.plan.A @ (self.scale * v)
+
+    @property
+    def T(self) -> _ScaledDesignT:
+        return _ScaledDesignT(self)
+
+    def data(self) -> np.ndarray:
+        """D's values in the plan's CSR order."""
+        return self.plan.A.data * self.scale[self.plan.A.indices]
+
+    def tocsc(self) -> sp.csc_matrix:
+        return (self.plan.A @ sp.diags(self.scale)).tocsc()
+
+
+class _ScaledDesignT:
+    def __init__(self, D: _ScaledDesign) -> None:
+        self.D = D
+
+    def __matmul__(self, s: np.ndarray) -> np.ndarray:
+        return self.D.scale * (self.D.plan.AT @ s)
 
 
 class _SplitDesign:
@@ -290,6 +343,8 @@ class LaplaceProblem:
         self._b = np.zeros(self.q)
         self._beta_b = np.zeros(self.p + self.q)
         self.n_evals = 0
+        self._plans: dict[str, _Plan | None] = {}
+        self._log_constant: float | None = None
 
     def centred(self) -> tuple[LaplaceProblem, np.ndarray | None]:
         """A copy whose covariates are centred on the intercept, and A with X_centred = X A.
@@ -313,6 +368,7 @@ class LaplaceProblem:
             return self, None
         other = copy.copy(self)
         other.X = X @ A
+        other._plans = {}  # the stage-1 design holds X
         return other, A
 
     def check_separation(self) -> None:
@@ -439,7 +495,33 @@ class LaplaceProblem:
                 self._diag_idx,
                 self.q,
             )
+        plan = self._plan("mode")
+        if plan is not None:
+            return _ScaledDesign(plan, scale)
         return (self.A @ sp.diags(scale)).tocsc()
+
+    def _plan(self, kind: str) -> _Plan | None:
+        """The symbolic analysis of the sparse design ZΛ (``"mode"``) or [X, ZΛ]
+        (``"nagq0"``), computed on first use; None where it does not pay (see the limits)."""
+        if kind in self._plans:
+            return self._plans[kind]
+        plan = None
+        if not self.dense and not self.correlated:
+            base = self.A if kind == "mode" else sp.hstack([sp.csc_matrix(self.X), self.A])
+            A = sp.csr_matrix(base)
+            A.sort_indices()
+            offset = 0 if kind == "mode" else self.p
+            sizes = [blk.cols.stop - blk.cols.start for blk in self.blocks]
+            cols = self.blocks[int(np.argmax(sizes))].cols
+            lead = offset + np.arange(cols.start, cols.stop)
+            pairs = int(np.sum(np.diff(A.indptr).astype(np.int64) ** 2))
+            if pairs <= _MAX_GRAM_PAIRS and A.shape[1] - lead.size <= _MAX_DENSE_REST:
+                # |A|ᵀ|A|: centred covariates can sum to an exact 0 over a level
+                structural = abs(A)
+                elim = EliminationPattern(structural.T @ structural + sp.identity(A.shape[1]), lead)
+                plan = _Plan(A, A.T.tocsr(), GramPattern(A, elim))
+        self._plans[kind] = plan
+        return plan
 
     def _mixed_design(self, theta: np.ndarray):
         """ZΛ(θ) with correlated blocks: Z times the sparse Λ (lme4's ``Lambdat``)."""
@@ -464,6 +546,12 @@ class LaplaceProblem:
         """Factor of the Newton matrix Dᵀ diag(w) D + diag(penalty)."""
         if isinstance(D, _SplitDesign):
             return _SchurFactor(D, w, penalty)
+        if isinstance(D, _ScaledDesign):
+            gram = D.plan.gram
+            try:
+                return gram.elimination.factor(parts=gram.parts(D.data(), w, penalty))
+            except np.linalg.LinAlgError:
+                D = D.tocsc()  # not positive definite in rounding: SuperLU's pivoting
         H = self._cross(D, w)
         return _Factor(H + (sp.diags(penalty) if sp.issparse(H) else np.diag(penalty)))
 
@@ -474,7 +562,12 @@ class LaplaceProblem:
         return D.T @ (w[:, None] * D)
 
     def _pen_deviance(self, eta: np.ndarray, b: np.ndarray) -> float:
-        return float(-2.0 * self.family.loglik(self.y, eta, self.trials).sum() + b @ b)
+        # the family's η-dependent kernel plus its constant, summed once (gammaln of y and
+        # the trials does not change across PIRLS steps)
+        if self._log_constant is None:
+            self._log_constant = float(np.sum(self.family.log_constant(self.y, self.trials)))
+        kernel, _ = self.family.loglik_kernel(self.y, eta, self.trials)
+        return float(-2.0 * (kernel + self._log_constant) + b @ b)
 
     def _newton(self, D, eta0: np.ndarray, n_pen: int, v0: np.ndarray, tol: float = 1e-8):
         """Maximise log p(y | η) − ½‖v_pen‖² over v, η = η0 + D v (the last ``n_pen``
@@ -539,7 +632,11 @@ class LaplaceProblem:
         self.n_evals += 1
         theta = np.asarray(theta, dtype=float)
         M = self.spherical_design(theta)
-        if sp.issparse(M):
+        if isinstance(M, _ScaledDesign) and self._plan("nagq0") is not None:
+            D = _ScaledDesign(self._plan("nagq0"), np.r_[np.ones(self.p), M.scale])
+        elif isinstance(M, _ScaledDesign):
+            D = sp.hstack([sp.csc_matrix(self.X), M.tocsc()], format="csc")
+        elif sp.issparse(M):
             D = sp.hstack([sp.csc_matrix(self.X), M], format="csc")
         elif isinstance(M, _SplitDesign):
             D = M.prepend(self.X)
@@ -717,8 +814,11 @@ def fit_laplace(
     f = problem.objective(x)
     if not res2.success:
         messages.append(f"L-BFGS-B: {res2.message}")
-    # Newton polish on the interior coordinates (θ at 0 stays there)
+    # Newton polish on the interior coordinates (θ at 0 stays there). The finite-difference
+    # Hessian costs O(d²) deviances, a gradient O(d): steps reuse the first Hessian (near the
+    # optimum it changes little), and it is recomputed once at the final point for the SEs.
     H = _hessian(problem.objective, x)
+    moved = False
     for _ in range(10):
         free = np.r_[~diagonal | (x[:nt] > 1e-6), np.ones(p, dtype=bool)]
         g = _gradient(problem.objective, x)
@@ -735,6 +835,8 @@ def fit_laplace(
         if f_new > f:
             break
         x, f = x_new, f_new
+        moved = True
+    if moved:
         H = _hessian(problem.objective, x)
     g = _gradient(problem.objective, x)
     free = np.r_[~diagonal | (x[:nt] > 1e-6), np.ones(p, dtype=bool)]
