@@ -288,9 +288,18 @@ class NullProblem:
     def fit(self, theta_start: np.ndarray | None = None) -> Mode:
         """The SDs θ minimising d₀, and the mode there.
 
-        One SD: Brent's method on [0, :data:`THETA_MAX`]; two (an observation-level effect):
-        L-BFGS-B with central-difference gradients from ``theta_start`` (or 0.5 each).
+        One SD: Brent's method on [0, :data:`THETA_MAX`]; from a ``theta_start`` (the previous
+        chromosome's), a parabola through three points around it, or 0 again where d₀ rises
+        from 0, with Brent's method only when the optimum is not nearby. Two (an
+        observation-level effect): L-BFGS-B with central-difference gradients from
+        ``theta_start`` (or 0.5 each).
         """
+        if self.n_theta == 1 and theta_start is not None and theta_start[0] <= 0.05:
+            # the previous chromosome's τ̂ was (near) 0: keep 0 while d₀ rises away from it
+            # (d₀ is even in θ, so 0 is a stationary point)
+            if self.deviance(np.array([0.05])) >= self.deviance(np.zeros(1)):
+                self._buffer = None
+                return self.mode(np.zeros(1))
         if self.n_theta == 1 and theta_start is not None and theta_start[0] > 0.05:
             # warm start (the previous chromosome's θ̂): a parabola through three points
             near = _parabola_vertex(lambda t: self.deviance(np.array([t])), theta_start[0])
@@ -319,7 +328,7 @@ class NullProblem:
                 np.clip(x0, 0.05, THETA_MAX),
                 method="L-BFGS-B",
                 bounds=[(0.0, THETA_MAX)] * 2,
-                options={"eps": 1e-5, "ftol": 1e-12, "gtol": 1e-6},
+                options={"eps": 1e-5, "ftol": 1e-10, "gtol": 1e-4},
             )
             theta = np.asarray(res.x, dtype=float)
         self._buffer = None

@@ -140,6 +140,40 @@ def test_saddlepoint_matches_the_exact_tail_of_a_rare_variant_at_5_percent_preva
     assert truth < 1e-4
 
 
+def test_saddlepoint_test_has_its_nominal_size_for_a_common_marker_and_26_cases():
+    """The exact type-I error of the SPA test (intercept known): every outcome of the three
+    genotype classes' case counts enumerated, with its probability."""
+    n, p, maf = 1000, 26 / 1000, 0.3
+    counts = np.round(n * np.array([(1 - maf) ** 2, 2 * maf * (1 - maf), maf**2])).astype(int)
+    counts[0] = n - counts[1:].sum()
+    g = np.repeat([0.0, 1.0, 2.0], counts)
+    a = g - g.mean()
+    top = 40  # P(more than 40 cases in a class) < 1e-14
+    pmf = [stats.binom.pmf(np.arange(top), k, p) for k in counts]
+    y0, y1, y2 = np.meshgrid(np.arange(top), np.arange(top), np.arange(top), indexing="ij")
+    prob = (pmf[0][:, None, None] * pmf[1][None, :, None] * pmf[2][None, None, :]).ravel()
+    S = sum((j - g.mean()) * (yj - counts[j] * p) for j, yj in enumerate((y0, y1, y2))).ravel()
+    likely = prob > 1e-13  # the rest weighs less than 1e-9 in all
+    values, which = np.unique(np.round(S[likely], 9), return_inverse=True)
+    mass = np.bincount(which, prob[likely])
+    q = np.abs(values)
+    sd = np.sqrt(np.sum(a * a * p * (1 - p)))
+    pvalue = 2 * stats.norm.sf(q / sd)
+    tail = q / sd >= 2
+    spa, ok = saddlepoint_pvalue(
+        q[tail],
+        np.repeat(a[:, None], tail.sum(), axis=1),
+        np.full(n, special.logit(p)),
+        Bernoulli(),
+    )
+    assert ok.all()
+    normal = pvalue.copy()
+    pvalue[tail] = spa
+    for alpha in (1e-3, 1e-4):
+        assert 0.8 < mass[pvalue < alpha].sum() / alpha < 1.25
+    assert mass[normal < 1e-4].sum() / 1e-4 > 1.5  # the normal test: too many
+
+
 # -- (c) calibration on null data ------------------------------------------------------------------
 def test_null_pvalues_of_common_markers_are_uniform():
     rng = np.random.default_rng(8)
@@ -169,6 +203,25 @@ def test_null_pvalues_of_common_markers_are_uniform():
     assert np.all(np.abs(np.log(both["p"] / both["p_normal"])) < 0.5)
     assert table["beta"].isna().all()  # nothing below 5e-8
     assert set(res.null_models.columns) >= {"chr", "tau", "h2_latent", "deviance"}
+
+
+def test_null_pvalues_of_an_overdispersed_count_trait_are_uniform():
+    rng = np.random.default_rng(9)
+    n, m = 300, 1500
+    G = rng.binomial(2, rng.uniform(0.05, 0.5, m), size=(n, m)).astype(float)
+    ids = [f"i{k}" for k in range(n)]
+    snps = pd.DataFrame({"chr": np.repeat([1, 2, 3], m // 3), "bp": np.tile(np.arange(m // 3), 3)})
+    x = rng.normal(size=n)
+    y = rng.poisson(np.exp(0.5 + 0.2 * x + rng.normal(0, 0.4, n)))
+    pheno = pd.DataFrame({"id": ids, "y": y, "x": x})
+    res = bl.scan(
+        "y ~ x + (1|id)", pheno, pd.DataFrame(G, index=ids), snps,
+        family="poisson", progressbar=False,
+    )  # fmt: skip
+    assert stats.kstest(res.table["p"], "uniform").pvalue > 0.01
+    assert 0.85 < res.lambda_gc() < 1.15
+    # the observation-level variance (0.4² simulated) is estimated beside the kinship's
+    assert res.null_models["sigma_olre2"].between(0.05, 0.4).all()
 
 
 # -- the Wald refit ------------------------------------------------------------------------------
