@@ -38,7 +38,8 @@ class RemlFit(FitTables, FitDisplay):
     ----------
     method : str
         The route that ran: ``"spectral"`` (single kernel, rotated 1-D profile),
-        ``"ai-reml-mme"`` (AI-REML through Henderson's mixed-model equations) or
+        ``"ai-reml-mme"`` (AI-REML through Henderson's mixed-model equations),
+        ``"ai-reml-sparse"`` (the same through sparse ones, for iid factors) or
         ``"ai-reml-dense"`` (AI-REML with the dense n × n V).
     formula : str
         The model formula, as given to :func:`bayeslmm.specify`.

@@ -29,7 +29,10 @@ values (lme4's ``restart_edge``). Standard errors of β come from that Hessian a
 default ``vcov`` (``use.hessian = TRUE``): the β block of 2 H⁻¹, H the Hessian of d over
 (θ, β).
 
-Linear algebra: iid terms alone give a sparse design (sparse LU of the Newton matrix); a
+Linear algebra: iid terms alone give a sparse design; their Newton matrix is assembled from
+pairs of design entries analysed once per problem and factored with the largest term
+eliminated first and a dense Cholesky factor of the rest (:mod:`bayeslmm.engines.sparse_cholesky`;
+correlated terms use SciPy's sparse products and SuperLU); a
 kinship term makes it dense, and an observation-level effect (``Poisson(overdispersion=
 True)``, the default) is then kept as an implicit identity block eliminated through the
 Schur complement, so each Newton step costs O(n r²) for a kinship of rank r instead of
@@ -816,9 +819,10 @@ def fit_laplace(
         messages.append(f"L-BFGS-B: {res2.message}")
     # Newton polish on the interior coordinates (θ at 0 stays there). The finite-difference
     # Hessian costs O(d²) deviances, a gradient O(d): steps reuse the first Hessian (near the
-    # optimum it changes little), and it is recomputed once at the final point for the SEs.
+    # optimum it changes little), and it is recomputed at the final point for the SEs unless
+    # the polish moved less than its own finite-difference step resolves (1e-5 relative).
     H = _hessian(problem.objective, x)
-    moved = False
+    x_hessian = x.copy()
     for _ in range(10):
         free = np.r_[~diagonal | (x[:nt] > 1e-6), np.ones(p, dtype=bool)]
         g = _gradient(problem.objective, x)
@@ -835,8 +839,7 @@ def fit_laplace(
         if f_new > f:
             break
         x, f = x_new, f_new
-        moved = True
-    if moved:
+    if np.max(np.abs(x - x_hessian) / (1.0 + np.abs(x)), initial=0.0) > 1e-5:
         H = _hessian(problem.objective, x)
     g = _gradient(problem.objective, x)
     free = np.r_[~diagonal | (x[:nt] > 1e-6), np.ones(p, dtype=bool)]
