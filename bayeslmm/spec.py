@@ -138,10 +138,11 @@ class RandomTerm:
         """
         if self.kinship is None:
             return 1.0
-        K = np.asarray(self.kinship.matrix, dtype=float)
+        # diagonal() and dot(): a kinship held as a sparse pedigree inverse is never densified
         counts = np.bincount(self.index, minlength=self.n_levels).astype(float)
         n = float(self.index.size)
-        return float(np.diag(K)[self.index].mean() - counts @ K @ counts / n**2)
+        diagonal = self.kinship.diagonal()
+        return float(diagonal[self.index].mean() - counts @ self.kinship.dot(counts) / n**2)
 
     def variance_weights(self, scale: str = "sample", rows: np.ndarray | None = None) -> np.ndarray:
         """The m × m matrix W with ``variance = Σ_jk Σ_jk W_jk`` for this term's Σ.
@@ -190,15 +191,14 @@ class RandomTerm:
         n = D.shape[0]
         if scale == "unit" or self.kinship is None:
             return D.T @ D / n
-        K = np.asarray(self.kinship.matrix, dtype=float)
-        k = np.diag(K)[index]
+        k = self.kinship.diagonal()[index]
         diagonal = (D * k[:, None]).T @ D / n
         if scale == "diagonal":
             return diagonal
         # Wᵀ K W with W (q × m) the column sums of D per level: Dᵀ Z K Zᵀ D in O(q² m)
         W = np.zeros((self.n_levels, D.shape[1]))
         np.add.at(W, index, D)
-        return diagonal - W.T @ K @ W / n**2
+        return diagonal - W.T @ self.kinship.dot(W) / n**2
 
 
 @dataclass(frozen=True, eq=False)
@@ -914,19 +914,19 @@ def _kernel_matches(a: RandomTerm, b: RandomTerm) -> bool:
     q = a.n_levels
     map_ab = np.empty(q, dtype=int)
     map_ab[a.index] = b.index
-    da = np.ones(q) if a.kinship is None else np.diag(a.kinship.matrix)
-    db = np.ones(q) if b.kinship is None else np.diag(b.kinship.matrix)[map_ab]
+    da = np.ones(q) if a.kinship is None else a.kinship.diagonal()
+    db = np.ones(q) if b.kinship is None else b.kinship.diagonal()[map_ab]
     c = float(np.mean(db) / np.mean(da))
     if not np.allclose(db, c * da, rtol=1e-8, atol=0.0):
         return False
     v = np.random.default_rng(0).normal(size=(q, 2))
-    ka = v if a.kinship is None else a.kinship.matrix @ v
+    ka = v if a.kinship is None else a.kinship.dot(v)
     if b.kinship is None:
         kb = v
     else:
         w = np.zeros((b.n_levels, 2))
         w[map_ab] = v
-        kb = (b.kinship.matrix @ w)[map_ab]
+        kb = b.kinship.dot(w)[map_ab]
     return bool(np.allclose(kb, c * ka, rtol=1e-8, atol=1e-10 * float(np.abs(kb).max())))
 
 
@@ -964,11 +964,14 @@ def _is_observation_level(term: RandomTerm, n: int) -> bool:
         return False
     if term.kinship is None:
         return True
-    K = term.kinship.matrix
-    diag = np.diag(K)
+    diag = term.kinship.diagonal()
     if not np.allclose(diag, diag[0], rtol=1e-10, atol=0.0):
         return False  # a GRM never has an exactly constant diagonal: no n × n work below
-    return bool(np.abs(K).sum() - np.abs(diag).sum() <= 1e-10 * n * abs(diag[0]))
+    # K = c I exactly when K v = c v for two random v (through dot(): a sparse pedigree
+    # kinship is not densified)
+    v = np.random.default_rng(0).normal(size=(n, 2))
+    Kv = term.kinship.dot(v)
+    return bool(np.abs(Kv - diag[0] * v).max() <= 1e-10 * abs(diag[0]) * np.abs(v).max())
 
 
 def _observation_level_effect(

@@ -4,13 +4,23 @@ from bayeslmm.kinship._kinship import Kinship, KinshipScaleWarning
 from bayeslmm.kinship.grm import grm, snp_factor
 from bayeslmm.kinship.loco import loco_grms
 from bayeslmm.kinship.pedigree import inbreeding, pedigree_relationship
+from bayeslmm.kinship.pedigree_inverse import (
+    PedigreeDensifyWarning,
+    SparsePedigreeKinship,
+    mendelian_decomposition,
+    pedigree_inverse,
+)
 
 __all__ = [
     "Kinship",
     "KinshipScaleWarning",
+    "PedigreeDensifyWarning",
+    "SparsePedigreeKinship",
     "grm",
     "inbreeding",
     "loco_grms",
+    "mendelian_decomposition",
+    "pedigree_inverse",
     "pedigree_relationship",
     "snp_factor",
 ]

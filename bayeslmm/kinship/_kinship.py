@@ -301,6 +301,27 @@ class Kinship:
         r = self.root(share)
         return r.values, r.vectors
 
+    def diagonal(self) -> np.ndarray:
+        """The diagonal of K (what the model specification and result tables read, so a
+        kinship held in another form, e.g. a sparse pedigree inverse, need not be dense).
+
+        Examples
+        --------
+        >>> Kinship(np.array([[2.0, 1.0], [1.0, 2.0]]), ids=["a", "b"]).diagonal().tolist()
+        [2.0, 2.0]
+        """
+        return np.diag(self.matrix).copy()
+
+    def dot(self, v: np.ndarray) -> np.ndarray:
+        """K v for a vector or matrix v with one row per id.
+
+        Examples
+        --------
+        >>> Kinship(np.array([[2.0, 1.0], [1.0, 2.0]]), ids=["a", "b"]).dot(np.ones(2)).tolist()
+        [3.0, 3.0]
+        """
+        return self.matrix @ np.asarray(v, dtype=float)
+
     # -- derived kernels ------------------------------------------------------------------
     @property
     def n(self) -> int:
