@@ -39,8 +39,9 @@ class RemlFit(FitTables, FitDisplay):
     method : str
         The route that ran: ``"spectral"`` (single kernel, rotated 1-D profile),
         ``"ai-reml-mme"`` (AI-REML through Henderson's mixed-model equations),
-        ``"ai-reml-sparse"`` (the same through sparse ones, for iid factors) or
-        ``"ai-reml-dense"`` (AI-REML with the dense n × n V).
+        ``"ai-reml-sparse"`` (the same through sparse ones, for iid factors),
+        ``"ai-reml-dense"`` (AI-REML with the dense n × n V) or ``"sparse-pedigree"`` (the
+        animal model through the sparse mixed-model equations with a pedigree's A⁻¹).
     formula : str
         The model formula, as given to :func:`bayeslmm.specify`.
     n_obs : int

@@ -13,6 +13,10 @@
   or with the dense n × n V (``"ai-reml-dense"``); for iid factors alone (crossed or nested,
   one residual variance) through *sparse* mixed-model equations (``"ai-reml-sparse"``,
   chosen from 500 random effects on: lme4's home ground, InstEval-sized designs).
+- ``"sparse-pedigree"``: the animal model with a kinship from
+  ``pedigree_relationship(pedigree, sparse=True)``: one pedigree term, fixed effects and one
+  residual variance, through the sparse mixed-model equations with A⁻¹ (chosen whenever
+  such a kinship is given; see :mod:`bayeslmm.engines.reml.sparse_pedigree`).
 
 ``criterion="ml"`` maximises the full likelihood instead (maximum likelihood, lme4's
 ``REML = FALSE``) through the same routes; likelihoods of ML fits compare models with
@@ -173,8 +177,10 @@ def fit_reml(
         effects); else AI-REML through the dense mixed-model equations when
         :func:`mme_preferred` (repeated records); else spectral if
         :func:`spectral_applicable`; else dense AI-REML. ``"ai-reml"`` picks among the
-        three AI-REML routes the same way; those three force a route. ``RemlFit.method``
-        reports the route that ran.
+        three AI-REML routes the same way; those three force a route. A kinship from
+        ``pedigree_relationship(pedigree, sparse=True)`` takes ``"sparse-pedigree"`` under
+        ``"auto"`` and ``"ai-reml"`` (other structures with it are refused).
+        ``RemlFit.method`` reports the route that ran.
     max_iter : int
         Maximum AI-REML iterations.
     em_steps : int
