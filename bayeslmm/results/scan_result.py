@@ -71,7 +71,9 @@ class ScanResult:
     formula : str
         The null model's formula.
     test : str
-        ``"wald"`` or ``"lrt"``.
+        ``"wald"`` or ``"lrt"``; ``"score"`` for a binary or count trait, whose table has
+        ``score``, ``score_se``, ``beta``, ``se``, ``chi2``, ``p``, ``p_normal`` and ``spa``
+        after ``n`` (see :func:`bayeslmm.scan`).
     loco : bool
         Whether each chromosome's kinship left that chromosome out.
     n_obs : int
