@@ -122,9 +122,9 @@ class EliminationPattern:
         else:
             self._pair_u = self._pair_v = self._pair_target = None
         # B as a dense n_lead × n_rest array where that is cheaper: Bᵀ D⁻¹ B by BLAS costs
-        # n_lead · n_rest² flops, the pair lists n_pairs gathers (~20× slower per entry)
+        # n_lead · n_rest² flops, the pair lists n_pairs gathers (~50× slower per entry)
         self.dense_b = (
-            self.n_lead * self.n_rest**2 <= 20 * max(n_pairs, 1)
+            self.n_lead * self.n_rest**2 <= 50 * max(n_pairs, 1)
             and self.n_lead * self.n_rest <= 5_000_000
         )
         self._u_rows = self._u_level[None, :] * m + np.arange(m)[:, None]  # m × U lead rows
