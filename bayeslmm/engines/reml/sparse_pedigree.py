@@ -153,7 +153,9 @@ class _SparseCholesky:
                 diag_pivot_thresh=0.0,
                 options={"SymmetricMode": True},
             )
-            self._perm = lu.perm_c
+            # perm_c[i] is the row of C that lands at position i: C[p][:, p] with p its
+            # inverse is the matrix SuperLU factored
+            self._perm = np.argsort(lu.perm_c)
         self._current = None
 
     def factor(self, C: sp.csc_matrix) -> None:
