@@ -60,10 +60,16 @@ _ROTATED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 #: (:class:`_SpectralDraws`); below, two matrix products per block of draws cost less.
 _INTERPOLATE_FROM = 300
 
+#: A residual variance at or below this share of the summed variances counts as estimated at
+#: 0 by the conditional AIC (REML's floor is 1e-10 × var(y)).
+RESIDUAL_AT_ZERO = 1e-6
+
 
 # ---------------------------------------------------------------------------------------
 # the random-effect design and covariance
 # ---------------------------------------------------------------------------------------
+
+
 def random_design(spec: ModelSpec) -> sp.csr_matrix:
     """Z = [Z_11, Z_12, …, Z_21, …] (n × Q): term by term, coefficient by coefficient.
 
@@ -751,7 +757,9 @@ def conditional_aic(spec: ModelSpec, theta: np.ndarray, cAIC4: bool = False) -> 
     structure = build_structure(spec)
     theta = np.asarray(theta, dtype=float)
     sigma2 = float(theta[-1])
-    if not sigma2 > 1e-10 * float(np.sum(np.abs(theta))):
+    # REML's floor for a residual variance is 1e-10 × var(y): anything within a factor
+    # 10⁴ of it is a residual estimated at 0 (one rule, whatever the variances add up to)
+    if not sigma2 > RESIDUAL_AT_ZERO * float(np.sum(np.abs(theta))):
         raise SpecificationError(
             f"The residual variance is estimated at 0 ({sigma2:.3g}): the fitted values "
             "interpolate the data, so the conditional likelihood is unbounded and the "

@@ -141,3 +141,22 @@ def test_psis_marginal_loo_matches_exact_refits_on_a_small_case():
     assert result["max_abs_refit_grid"] < 0.1
     assert result["max_abs_pointwise_grid"] < 0.1
     assert result["grid_edge_mass"] < 1e-6
+
+
+@pytest.mark.parametrize("data_set", [8, 15])
+def test_caic_refuses_a_residual_at_the_reml_floor(data_set):
+    """Two kernels absorbing every record put σ̂_e² at REML's floor (1e-10 var(y)); the
+    conditional AIC is undefined there whatever the other variances add up to (data set 8's
+    sum under 1 once slipped past the check and won with cAIC −3837)."""
+    import warnings
+
+    from bayeslmm.errors import SpecificationError
+
+    d = criteria_selection.design(20, 10, 2000, 2026)
+    y = criteria_selection.simulate_response(d, "K+KK", np.random.default_rng([15, 1, 0, data_set]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fit = criteria_selection.make_model(d, "K+KK", y).fit(method="reml")
+    assert fit.variance_components()["vcov"].iloc[-1] < 1e-9
+    with pytest.raises(SpecificationError, match="residual variance is estimated at 0"):
+        fit.caic()
