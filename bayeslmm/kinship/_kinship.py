@@ -24,6 +24,12 @@ SYMMETRY_RTOL = 1e-8
 #: GRMs computed in float32 (GCTA files) carry rounding of about 1e-7 relative.
 PSD_RTOL = 1e-6
 
+#: Up to this size the eigendecomposition runs on one BLAS thread (n = 2000: ~1 s). More
+#: threads save well under a second there, while on cores that other jobs keep busy
+#: OpenBLAS's spinning threads made an n = 1000 eigh 5-25 times slower (0.14 s on one
+#: thread; benchmarks/bench_startup.py). Larger matrices keep BLAS's own thread count.
+SINGLE_THREAD_EIGH_MAX_N = 2000
+
 
 def root_tolerance(n: int) -> float:
     """Eigenvalues at or below this fraction of the largest are dropped from a kinship's root.
@@ -205,7 +211,13 @@ class Kinship:
     @cached_property
     def _eigh(self) -> tuple[np.ndarray, np.ndarray]:
         start = time.perf_counter()
-        s, U = np.linalg.eigh(self.matrix)
+        if self.n <= SINGLE_THREAD_EIGH_MAX_N:
+            from threadpoolctl import threadpool_limits
+
+            with threadpool_limits(limits=1, user_api="blas"):
+                s, U = np.linalg.eigh(self.matrix)
+        else:
+            s, U = np.linalg.eigh(self.matrix)
         # its cost is reported by fits that reuse the decomposition (the PSD check in
         # __post_init__ usually computes it); written to __dict__ as the class is frozen
         self.__dict__["eigh_seconds"] = time.perf_counter() - start
