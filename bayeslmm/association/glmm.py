@@ -65,12 +65,24 @@ THETA_MAX = 10.0
 
 #: Columns of the table of a non-Gaussian scan, in order (A1/A2 only when known).
 GLMM_COLUMNS = (
-    "SNP", "chr", "bp", "A1", "A2", "freq", "n", "score", "score_se", "beta", "se", "chi2",
-    "p", "p_normal", "spa",
+    "SNP", "chr", "bp", "A1", "A2", "freq", "n", "mac", "score", "score_se", "beta", "se",
+    "chi2", "p", "p_normal", "spa",
 )  # fmt: skip
 
 #: A marker whose g̃ᵀPg̃ is below this share of g̃ᵀWg̃ lies in the span of the covariates.
 COLLINEAR_RTOL = 1e-10
+
+#: Markers whose minor allele count (over the carriers, see :func:`carrier_pvalue`) is at most
+#: this get the exact tail of the carriers' outcomes instead of the saddle-point p-value.
+RARE_MAC = 10
+
+#: A carrier holds at least this many copies of the minor allele (imputed means below it are
+#: not carriers).
+CARRIER_DOSAGE = 0.5
+
+#: |β̂| (link scale, per allele) beyond which a Wald refit is taken as separated: the
+#: estimate runs off to infinity (quasi-complete separation) rather than converging.
+WALD_BETA_MAX = 15.0
 
 
 # -- checks ---------------------------------------------------------------------------------
@@ -385,6 +397,7 @@ class MarkerTests:
     p: np.ndarray
     p_normal: np.ndarray
     spa: np.ndarray  # whether the saddle-point approximation gave p
+    mac: np.ndarray  # minor allele count over the carriers; p exact where ≤ RARE_MAC
 
 
 class ScoreTester:
@@ -403,10 +416,17 @@ class ScoreTester:
     (3,)
     """
 
-    def __init__(self, problem: NullProblem, mode: Mode, spa_cutoff: float = SPA_CUTOFF) -> None:
+    def __init__(
+        self,
+        problem: NullProblem,
+        mode: Mode,
+        spa_cutoff: float = SPA_CUTOFF,
+        rare_mac: float = RARE_MAC,
+    ) -> None:
         self.problem, self.mode = problem, mode
         self.family, self.trials = problem.family, problem.trials
         self.spa_cutoff = float(spa_cutoff)
+        self.rare_mac = float(rare_mac)
         X, w, sw = problem.X, mode.weight, mode.root_weight
         self.X = X
         # g̃ = g − X (XᵀWX)⁻¹ XᵀW g: SAIGE's projection of the covariates
@@ -418,6 +438,39 @@ class ScoreTester:
         self._c = self.family.d_inverse_link(eta) / self.family.variance_function(eta)
         _, mean, var = self.family.response_cgf(np.zeros_like(eta), eta, self.trials)
         self._mean, self._var = mean, var
+        self._sigma_inv: np.ndarray | None = None
+        self._six: np.ndarray | None = None
+
+    def leave_out(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Mean and variance of the linear predictors η_C of the individuals ``rows`` given
+        every other individual's outcome, in the null's working (linearised) model.
+
+        The working response z = η̂ + s/W is N(Xβ, Σ) with β profiled out: the residual of
+        z_C from its prediction by the others is P_CC⁻¹ (P z)_C = P_CC⁻¹ s_C (at the mode
+        P z = â = s) with variance P_CC⁻¹. Hence E[η_C | others] = η̂_C + s_C / W_C −
+        P_CC⁻¹ s_C and Var(η_i | others) = (P_CC⁻¹)_ii − 1/W_i: the fit η̂_C leans towards
+        the carriers' own outcomes (by their leverage), this does not.
+        Σ⁻¹ is formed once per null fit (an n × n inverse), when a rare marker first needs it.
+        """
+        if self._sigma_inv is None:
+            sw = self.mode.root_weight
+            eye = np.eye(sw.size)
+            Rinv = la.solve_triangular(self.mode.chol, eye, check_finite=False)
+            del eye
+            Si = Rinv @ Rinv.T  # B⁻¹
+            del Rinv
+            Si *= sw[:, None]
+            Si *= sw[None, :]
+            self._sigma_inv = Si
+            self._six = Si @ self.X
+        Si, six, M = self._sigma_inv, self._six, self.mode.xtsx_inv
+        P = Si[np.ix_(rows, rows)] - six[rows] @ M @ six[rows].T
+        s, w = self.mode.score[rows], self.mode.weight[rows]
+        P_inv = np.linalg.pinv(P)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            mean = self.mode.eta[rows] + np.where(w > 0, s / w, 0.0) - P_inv @ s
+            var = np.maximum(np.diag(P_inv) - np.where(w > 0, 1.0 / w, 0.0), 0.0)
+        return mean, var
 
     def residualise(self, G: np.ndarray) -> np.ndarray:
         """g̃ for each column of ``G``."""
@@ -451,14 +504,136 @@ class ScoreTester:
             p_spa, ok = saddlepoint_pvalue(q, a, self.mode.eta, self.family, self.trials)
             p[tail[ok]] = p_spa[ok]
             spa[tail[ok]] = True
-        return MarkerTests(score=T, score_se=se, p=p, p_normal=p_normal, spa=spa)
+        # very rare markers: the exact tail of the carriers' outcomes given everyone else's
+        minor = minor_allele_counts(G)
+        carrier = minor >= CARRIER_DOSAGE
+        mac = np.sum(np.where(carrier, minor, 0.0), axis=0)
+        for j in np.flatnonzero((mac <= self.rare_mac) & (mac > 0) & np.isfinite(var)):
+            rows = np.flatnonzero(carrier[:, j])
+            eta_mean, eta_var = self.leave_out(rows)
+            exact = carrier_pvalue(
+                minor[rows, j],
+                self.problem.y[rows],
+                eta_mean,
+                eta_var,
+                self.family,
+                None if self.trials is None else self.trials[rows],
+            )
+            if np.isfinite(exact):
+                p[j], spa[j] = exact, False
+        return MarkerTests(score=T, score_se=se, p=p, p_normal=p_normal, spa=spa, mac=mac)
 
     def wald(self, g: np.ndarray) -> tuple[float, float]:
-        """β and SE of one marker as a fixed effect, τ held at the null's (joint mode)."""
+        """β and SE of one marker as a fixed effect, τ held at the null's (joint mode).
+
+        NaN, NaN where the refit has no finite mode: with quasi-complete separation (e.g. the
+        only carrier of a rare allele is a case) β̂ runs off to infinity, the carriers' Fisher
+        weights vanish and the information matrix turns singular.
+        """
         problem, mode = self.problem, self.mode
         X1 = np.column_stack([problem.X, g])
-        fit = problem.mode(mode.theta, X=X1, start=(np.r_[mode.beta, 0.0], mode.a))
-        return float(fit.beta[-1]), float(np.sqrt(fit.xtsx_inv[-1, -1]))
+        try:
+            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+                fit = problem.mode(mode.theta, X=X1, start=(np.r_[mode.beta, 0.0], mode.a))
+        except (np.linalg.LinAlgError, la.LinAlgError, ValueError):
+            return np.nan, np.nan
+        beta, var = float(fit.beta[-1]), float(fit.xtsx_inv[-1, -1])
+        settled = fit.steps < 100 and np.isfinite(beta) and np.isfinite(var) and var > 0
+        if not settled or abs(beta) > WALD_BETA_MAX:
+            return np.nan, np.nan
+        return beta, float(np.sqrt(var))
+
+
+def minor_allele_counts(G: np.ndarray) -> np.ndarray:
+    """Copies of each column's minor allele per individual: G, or 2 − G where the counted
+    allele is the major one (mean of the column above 1).
+
+    Examples
+    --------
+    >>> minor_allele_counts(np.array([[0.0, 2.0], [1.0, 2.0], [0.0, 1.0]])).tolist()
+    [[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]]
+    """
+    flip = np.mean(G, axis=0) > 1.0
+    return np.where(flip[None, :], 2.0 - G, G)
+
+
+def carrier_pvalue(
+    dose: np.ndarray,
+    y: np.ndarray,
+    eta_mean: np.ndarray,
+    eta_var: np.ndarray,
+    family: Family,
+    trials: np.ndarray | None = None,
+    max_atoms: int = 1_000_000,
+    nodes: int = 32,
+) -> float:
+    """Exact two-sided p-value P(|S| ≥ |s_obs|) of the carriers' outcomes of a rare marker.
+
+    S = Σ_i d_i (y_i − E y_i) over the carriers i (``dose`` d_i copies of the minor allele),
+    each y_i independent with η_i ~ N(``eta_mean``_i, ``eta_var``_i) (the carrier's linear
+    predictor given everyone else's outcomes, :meth:`ScoreTester.leave_out`) and y_i | η_i
+    from the family; s_obs is S at the observed ``y``. Each carrier's distribution is its
+    family's probabilities averaged over η_i (Gauss–Hermite, ``nodes`` points), on 0 or 1
+    for a Bernoulli trait, 0 … n_i for a binomial one and the counts holding all but 1e-12
+    of the mass for a Poisson one; the distribution of S is enumerated over the carriers'
+    outcomes, equal sums merged.
+
+    Returns NaN where the enumeration would exceed ``max_atoms`` distinct sums or the
+    family's support is not a set of counts (then the saddle point is used).
+
+    Examples
+    --------
+    One carrier, a case whose probability given the others is 0.13: the tail is
+    P(y = 1) = 0.13 (a control's is 1: no outcome is more extreme).
+
+    >>> from bayeslmm.families import Bernoulli
+    >>> from scipy.special import logit
+    >>> eta = logit(np.array([0.13]))
+    >>> round(carrier_pvalue(np.ones(1), np.ones(1), eta, np.zeros(1), Bernoulli()), 6)
+    0.13
+    >>> carrier_pvalue(np.ones(1), np.zeros(1), eta, np.zeros(1), Bernoulli())
+    1.0
+    """
+    x, wq = special.roots_hermitenorm(nodes)
+    wq = wq / wq.sum()
+    values, probs = np.zeros(1), np.ones(1)
+    s_obs = 0.0
+    scale = 0.0
+    for k in range(dose.size):
+        etas = eta_mean[k] + np.sqrt(max(float(eta_var[k]), 0.0)) * x
+        n_k = None if trials is None else float(trials[k])
+        if family.binary_trials:
+            support = np.arange(int(1 if n_k is None else n_k) + 1, dtype=float)
+        else:
+            tr = None if n_k is None else np.full(nodes, n_k)
+            _, mean, var = family.response_cgf(np.zeros(nodes), etas, tr)
+            top = float(np.max(mean + 12.0 * np.sqrt(var)) + 12.0)
+            if not np.isfinite(top) or top > 1e5:
+                return np.nan
+            support = np.arange(int(np.ceil(top)) + 1, dtype=float)
+        grid_y = np.broadcast_to(support[:, None], (support.size, nodes))
+        grid_eta = np.broadcast_to(etas[None, :], grid_y.shape)
+        grid_n = None if n_k is None else np.full(grid_y.shape, n_k)
+        with np.errstate(over="ignore", under="ignore"):
+            pmf = np.exp(family.loglik(grid_y, grid_eta, grid_n)) @ wq
+        if not abs(pmf.sum() - 1.0) < 1e-9:  # not a distribution on these counts
+            return np.nan
+        expected = float(support @ pmf)
+        s_obs += dose[k] * (y[k] - expected)
+        keep = pmf > 1e-16
+        step = dose[k] * (support[keep] - expected)
+        scale = max(scale, float(np.max(np.abs(step))))
+        values = (values[:, None] + step[None, :]).ravel()
+        probs = (probs[:, None] * pmf[keep][None, :]).ravel()
+        # equal sums merged (whole dosages: a lattice), so the support stays small
+        grid = max(scale, 1e-300) * 1e-10
+        merged, which = np.unique(np.round(values / grid), return_inverse=True)
+        if merged.size > max_atoms:
+            return np.nan
+        probs = np.bincount(which.ravel(), weights=probs)
+        values = merged * grid
+    edge = abs(s_obs) - 1e-8 * max(scale, 1e-300)
+    return float(min(np.sum(probs[np.abs(values) >= edge]), 1.0))
 
 
 def saddlepoint_pvalue(
@@ -578,6 +753,8 @@ def run(
     names = ("score", "score_se", "beta", "se", "chi2", "p", "p_normal")
     arrays = {k: np.full(chrom.size, np.nan) for k in names}
     arrays["spa"] = np.zeros(chrom.size, dtype=bool)
+    arrays["mac"] = np.full(chrom.size, np.nan)
+    separated: list[str] = []
     stages = ("grm_s", "null_s", "markers_s", "wald_s")
     timing = dict.fromkeys(stages[1:], 0.0)
     null_rows: list[dict[str, Any]] = []
@@ -614,7 +791,7 @@ def run(
                 cols = sub.keep[pos]
                 G = Z + 2.0 * sel.freq[cols]  # allele counts, missing at the mean
                 out = tester.test(G)
-                for name in ("score", "score_se", "p", "p_normal", "spa"):
+                for name in ("score", "score_se", "p", "p_normal", "spa", "mac"):
                     arrays[name][cols] = getattr(out, name)
             times["markers_s"] = time.perf_counter() - t0
             t0 = time.perf_counter()
@@ -623,6 +800,8 @@ def run(
                 single = dataclasses.replace(sel, keep=np.array([j]))
                 _, Z, _ = next(_centred_blocks(dos, single, False, 1))
                 arrays["beta"][j], arrays["se"][j] = tester.wald(Z[:, 0] + 2.0 * sel.freq[j])
+                if np.isnan(arrays["beta"][j]):
+                    separated.append(str(j))
             times["wald_s"] = time.perf_counter() - t0
             for name in stages[1:]:
                 timing[name] += times[name]
@@ -641,6 +820,12 @@ def run(
     if untestable:
         notes.append(
             f"{untestable} markers are collinear with the covariates and have no test (NaN)"
+        )
+    if separated:
+        notes.append(
+            f"{len(separated)} markers below wald_threshold have no Wald estimate (beta and se "
+            "NaN): the refit with the marker has no finite mode, as when the carriers of a rare "
+            "allele are all cases or all controls (separation); their score-test p stands"
         )
     return {"arrays": arrays, "null_rows": null_rows, "_timing": timing, "_caught": caught}
 
@@ -678,7 +863,8 @@ def table(snp_map: pd.DataFrame, sel: _SnpSelection, arrays: dict[str, np.ndarra
             **{a: part[a] for a in ("A1", "A2") if a in part.columns},
             "freq": sel.freq[keep],
             "n": sel.called[keep].astype(np.int64),
-            **{name: arrays[name][keep] for name in GLMM_COLUMNS[7:]},
+            "mac": np.round(arrays["mac"][keep], 6),
+            **{name: arrays[name][keep] for name in GLMM_COLUMNS[8:]},
         }
     )
     return frame[[c for c in GLMM_COLUMNS if c in frame.columns]]
