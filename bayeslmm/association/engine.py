@@ -34,6 +34,7 @@ from tqdm.auto import tqdm
 
 from bayeslmm.association import glmm
 from bayeslmm.association.genotypes import GenotypeSource, open_genotypes
+from bayeslmm.association.posterior import posterior_refitter
 from bayeslmm.association.stats import RotatedNull, exact_marker, ml_profile_minimum
 from bayeslmm.engines.reml import fit_reml
 from bayeslmm.errors import DataError, KinshipError, SpecificationError, preview
@@ -143,9 +144,12 @@ def scan(
     -------
     ScanResult
         ``.table`` (SNP, chr, bp, A1, A2, freq, n, beta, se, chi2, p, exact; non-Gaussian:
-        SNP, chr, bp, A1, A2, freq, n, score, score_se, beta, se, chi2, p, p_normal, spa),
+        SNP, chr, bp, A1, A2, freq, n, mac, score, score_se, beta, se, chi2, p, p_normal,
+        spa),
         ``.null_models`` (one null fit per chromosome), ``.manhattan()``, ``.qq()``,
-        ``.lambda_gc()``, ``.to_tsv(path)``.
+        ``.lambda_gc()``, ``.to_tsv(path)``; for a Gaussian trait
+        ``.posterior_shares(top=5)`` refits the top markers by NUTS (each hit's share of
+        the phenotypic variance, with its HDI).
 
     Examples
     --------
@@ -220,7 +224,11 @@ def scan(
         exact_fits=exact_fits,
         timing=timing,
         notes=notes,
-    )
+        posterior_refit=posterior_refitter(
+            response, fixed, group, frame, genotypes, snp_map, ids, loco, kinship,
+            standardize, maf, block_size, _KinshipProvider,
+        ) if gaussian else None,
+    )  # fmt: skip
 
 
 # -- checks ----------------------------------------------------------------------------------

@@ -7,8 +7,10 @@ Example::
 writes ``gwas/scan.tsv`` (one row per marker: SNP, chr, bp, A1, A2, freq, n, beta, se, chi2,
 p, exact), ``gwas/scan_null.tsv`` (the null model of each chromosome), ``gwas/manhattan.png``
 and ``gwas/qq.png``, all or nothing. ``--family bernoulli`` (or binomial, poisson) scans a
-binary or count trait with score tests and saddle-point p-values (columns score, score_se,
-beta, se, chi2, p, p_normal, spa instead of beta ... exact).
+binary or count trait with score tests and saddle-point p-values (columns mac, score,
+score_se, beta, se, chi2, p, p_normal, spa instead of beta ... exact). ``--posterior-top K``
+(Gaussian traits) refits the K best markers by NUTS and writes ``gwas/posterior_shares.tsv``
+(each marker's share of the phenotypic variance, posterior mean and HDI).
 """
 
 from __future__ import annotations
@@ -29,6 +31,9 @@ if TYPE_CHECKING:  # the parser is built without importing the results layer
 
 #: Files ``bayeslmm scan`` writes into its output folder (older copies are replaced).
 SCAN_FILES = ("scan.tsv", "scan_null.tsv", "manhattan.png", "qq.png")
+
+#: Written by ``--posterior-top`` (removed by a later run without it).
+POSTERIOR_FILE = "posterior_shares.tsv"
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -114,6 +119,16 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "--block-size", type=positive_int, default=1000, help="markers read at once (memory)"
     )
     parser.add_argument(
+        "--posterior-top",
+        type=positive_int,
+        default=None,
+        metavar="K",
+        help="Gaussian traits: refit the K markers with the smallest p by NUTS and write "
+        f"OUT/{POSTERIOR_FILE} (each one's share of the phenotypic variance with its 95%% "
+        "HDI; one NUTS fit per marker)",
+    )
+    parser.add_argument("--seed", type=int, default=None, help="NUTS seed (--posterior-top)")
+    parser.add_argument(
         "--out",
         required=True,
         metavar="DIR",
@@ -178,12 +193,25 @@ def run(args: argparse.Namespace) -> int:
         trials=args.trials,
         wald_threshold=args.wald_threshold,
     )
-    with result_directory(out, owned=SCAN_FILES) as stage:
+    shares = None
+    if args.posterior_top:
+        shares = result.posterior_shares(top=args.posterior_top, seed=args.seed)
+    with result_directory(out, owned=(*SCAN_FILES, POSTERIOR_FILE)) as stage:
+        if shares is not None:
+            shares.to_csv(stage / POSTERIOR_FILE, sep="\t", index=False, na_rep="NA")
         result.to_tsv(stage / "scan.tsv")
         result.null_models.to_csv(stage / "scan_null.tsv", sep="\t", index=False, na_rep="NA")
         result.manhattan().savefig(stage / "manhattan.png", dpi=120)
         result.qq().savefig(stage / "qq.png", dpi=120)
     report(result, out)
+    if shares is not None:
+        for _, row in shares.iterrows():
+            print(
+                f"{row['SNP']} (chr {row['chr']}:{row['bp']}): share of the phenotypic variance "
+                f"{row['share']:.3g} (95% HDI {row['share_low']:.3g} to {row['share_high']:.3g}), "
+                f"r_hat {row['r_hat']:.3f}"
+            )
+        print(f"wrote {out / POSTERIOR_FILE}")
     return 0
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,9 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from bayeslmm.errors import SpecificationError
 from bayeslmm.results.plots import figure_axes
+from bayeslmm.results.summary import posterior_summary
 
 __all__ = ["SCAN_COLUMNS", "ScanResult", "genomic_control"]
 
@@ -28,6 +31,28 @@ SCAN_COLUMNS = (
 
 #: Median of χ²₁: genomic control's λ = median(χ²) / this.
 CHI2_MEDIAN = float(stats.chi2.ppf(0.5, 1))
+
+
+def marker_share_draws(fit: Any, g: np.ndarray) -> dict[str, np.ndarray]:
+    """Draws (chain, draw) of a refitted marker's effect ``beta`` and variance ``share``.
+
+    ``fit`` is the NUTS fit of ``y ~ covariates + scan_marker + (1 | id)`` and ``g`` the
+    marker's allele counts in its rows; share = β² V_g / (β² V_g + σ_G² + σ_e²) as in
+    :meth:`ScanResult.posterior_shares`, with σ_G² the kinship term's variance at the
+    sample's scale (its weight from :meth:`bayeslmm.spec.RandomTerm.variance_weights`).
+
+    Examples
+    --------
+    >>> # marker_share_draws(fit, g)["share"].mean()
+    """
+    post = fit.posterior
+    beta = np.asarray(post["beta"].sel(fixed="scan_marker").transpose("chain", "draw").values)
+    term = fit.spec.terms[0]
+    weight = float(np.asarray(term.variance_weights("sample")).sum())
+    genetic = np.asarray(post[f"var_{term.group}"].transpose("chain", "draw").values) * weight
+    residual = np.asarray(post["var_residual"].transpose("chain", "draw").values)
+    marker = beta**2 * float(np.var(g))
+    return {"beta": beta, "share": marker / (marker + genetic + residual)}
 
 
 def genomic_control(p: Any) -> float:
@@ -87,6 +112,11 @@ class ScanResult:
         Seconds per stage and ``total_s``.
     notes : list of str
         What was dropped or flagged on the way (markers, individuals, boundary fits).
+    posterior_refit : callable, optional
+        Set by :func:`bayeslmm.scan` for a Gaussian trait: ``refit(snps, **fit_options)``
+        returns one ``(BayesFit, allele counts)`` per marker, the NUTS fit of the null model
+        plus the marker as a fixed effect on its chromosome's kinship
+        (:meth:`posterior_shares` uses it).
 
     Examples
     --------
@@ -108,6 +138,7 @@ class ScanResult:
     exact_fits: pd.DataFrame = field(default_factory=pd.DataFrame)
     timing: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    posterior_refit: Callable[..., Any] | None = field(default=None, repr=False)
 
     # -- summaries ------------------------------------------------------------------------
     def lambda_gc(self) -> float:
@@ -123,6 +154,106 @@ class ScanResult:
     def top(self, k: int = 10) -> pd.DataFrame:
         """The ``k`` markers with the smallest p-values."""
         return self.table.nsmallest(k, "p")
+
+    def posterior_shares(
+        self,
+        top: int = 5,
+        snps: list[str] | None = None,
+        hdi_prob: float = 0.95,
+        draws: int = 1000,
+        tune: int = 1000,
+        chains: int = 4,
+        seed: int | None = None,
+        **fit_options: Any,
+    ) -> pd.DataFrame:
+        """Posterior of each top marker's share of the phenotypic variance (NUTS refits).
+
+        Each marker is refitted as ``y ~ covariates + marker + (1 | id)`` with its
+        chromosome's kinship (the LOCO kinship of a LOCO scan) by NUTS, and for every
+        posterior draw its share of the phenotypic variance is
+
+            share = β² V_g / (β² V_g + σ_G² + σ_e²),
+
+        with β the marker's effect per allele, V_g = (1/n) Σ_i (g_i − ḡ)² the sample
+        variance of its allele counts, σ_G² = σ_g² (mean diag K − mean K) the genetic
+        variance at the sample's kinship scale and σ_e² the residual variance: the
+        denominator is the phenotypic variance of the package's h² (σ_G² + σ_e²) plus the
+        marker's own variance. Gaussian traits only; each marker costs one NUTS fit.
+
+        Parameters
+        ----------
+        top : int
+            Refit the ``top`` markers with the smallest p-values.
+        snps : list of str, optional
+            Refit these markers instead.
+        hdi_prob : float
+            Mass of the highest-density interval.
+        draws, tune, chains, seed
+            NUTS settings, as :meth:`bayeslmm.LMM.fit` takes them (``sampler``, ``strategy``,
+            ``target_accept`` and ``cores`` may be given too).
+
+        Returns
+        -------
+        pandas.DataFrame
+            One row per marker: ``SNP``, ``chr``, ``bp``, ``p`` (the scan's), ``beta``
+            (posterior mean), ``share`` (posterior mean), ``share_low``, ``share_high``
+            (HDI), ``h2`` (posterior mean of the kinship term's share without the marker, as
+            :meth:`BayesFit.heritability` reports it), ``r_hat`` and ``ess`` (bulk) of the
+            share's draws.
+
+        Examples
+        --------
+        >>> # res = bl.scan("y ~ 1 + (1 | id)", pheno, G, snps)
+        >>> # res.posterior_shares(top=3, seed=1)[["SNP", "share", "share_low", "share_high"]]
+        """
+        if self.test == "score":
+            raise SpecificationError(
+                "posterior_shares refits markers of a Gaussian trait; this scan's trait is "
+                "binary or a count (score tests). Fit a marker's latent-scale model with "
+                "bayeslmm.LMM(..., family=...) and the marker as a covariate instead."
+            )
+        if self.posterior_refit is None:
+            raise SpecificationError(
+                "This ScanResult holds no data to refit (it was not returned by "
+                "bayeslmm.scan in this session); run bayeslmm.scan again, then "
+                "posterior_shares."
+            )
+        if snps is None:
+            if isinstance(top, bool) or not isinstance(top, int) or top < 1:
+                raise SpecificationError(f"top must be a whole number >= 1; got {top!r}.")
+            chosen = self.top(top)
+        else:
+            chosen = self.table[self.table["SNP"].astype(str).isin([str(s) for s in snps])]
+        names = chosen["SNP"].astype(str).tolist()
+        for name, value in (("draws", draws), ("tune", tune), ("chains", chains)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise SpecificationError(f"{name} must be a whole number >= 1; got {value!r}.")
+        if not isinstance(hdi_prob, float | int) or not 0.0 < hdi_prob < 1.0:
+            raise SpecificationError(f"hdi_prob must lie in (0, 1); got {hdi_prob!r}.")
+        fits = self.posterior_refit(
+            names, draws=draws, tune=tune, chains=chains, seed=seed, hdi_prob=hdi_prob,
+            **fit_options,
+        )  # fmt: skip
+        rows = []
+        for (_, hit), (fit, g) in zip(chosen.iterrows(), fits, strict=True):
+            draws_ = marker_share_draws(fit, g)
+            summary = posterior_summary(draws_["share"], hdi_prob)
+            rows.append(
+                {
+                    "SNP": hit["SNP"],
+                    "chr": hit["chr"],
+                    "bp": hit["bp"],
+                    "p": hit["p"],
+                    "beta": float(np.mean(draws_["beta"])),
+                    "share": summary["mean"],
+                    "share_low": summary["hdi_low"],
+                    "share_high": summary["hdi_high"],
+                    "h2": float(fit.heritability().loc["h2", "estimate"]),
+                    "r_hat": summary["r_hat"],
+                    "ess": summary["ess_bulk"],
+                }
+            )
+        return pd.DataFrame(rows)
 
     def __repr__(self) -> str:
         n_chr = self.table["chr"].nunique()

@@ -108,3 +108,23 @@ def test_bad_input_stops_with_one_line_and_leaves_the_folder_alone(files, capsys
     assert message in err and "Traceback" not in err
     assert (out / "scan.tsv").read_text() == "an older result\n"
     assert sorted(p.name for p in out.iterdir()) == ["scan.tsv"]
+
+
+def test_posterior_top_writes_each_hits_share_and_a_later_run_removes_it(files, capsys):
+    out = files / "gwas"
+    args = ["scan", "--bfile", str(files / "geno"), "--pheno", str(files / "pheno.csv"),
+            "--formula", "y ~ sex + (1|id)", "--out", str(out)]  # fmt: skip
+    assert main([*args, "--posterior-top", "1", "--seed", "2"]) == 0
+    stdout = capsys.readouterr().out
+    shares = pd.read_csv(out / "posterior_shares.tsv", sep="\t", dtype={"chr": str, "SNP": str})
+    pheno = pd.read_csv(files / "pheno.csv", dtype={"id": str})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        ref = bl.scan("y ~ sex + (1|id)", pheno, str(files / "geno"), progressbar=False)
+        expected = ref.posterior_shares(top=1, seed=2)
+    assert shares["SNP"].tolist() == ["rs2"] == expected["SNP"].tolist()
+    np.testing.assert_allclose(shares["share"], expected["share"], rtol=1e-10)
+    assert 0 < shares.loc[0, "share_low"] < shares.loc[0, "share"] < shares.loc[0, "share_high"]
+    assert "rs2 (chr 1:300): share of the phenotypic variance" in stdout
+    assert main(args) == 0  # without --posterior-top: the older shares are not left behind
+    assert not (out / "posterior_shares.tsv").exists()

@@ -9,6 +9,7 @@ with the marker as a covariate.
 
 from __future__ import annotations
 
+import itertools
 import re
 import warnings
 from pathlib import Path
@@ -24,6 +25,7 @@ from bayeslmm.cli import main
 from bayeslmm.engines.laplace.engine import LaplaceProblem
 from bayeslmm.errors import DataError, SpecificationError
 from bayeslmm.families import Bernoulli
+from bayeslmm.results.scan_result import ScanResult
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "errors.md"
 
@@ -290,7 +292,7 @@ def test_cli_scan_family_bernoulli_writes_the_score_table(tmp_path, capsys):
     assert "45 markers on 3 chromosomes tested in 120 individuals (LOCO, score)" in stdout
     table = pd.read_csv(out / "scan.tsv", sep="\t", dtype={"chr": str, "SNP": str})
     assert list(table.columns) == [
-        "SNP", "chr", "bp", "A1", "A2", "freq", "n", "score", "score_se", "beta", "se",
+        "SNP", "chr", "bp", "A1", "A2", "freq", "n", "mac", "score", "score_se", "beta", "se",
         "chi2", "p", "p_normal", "spa",
     ]  # fmt: skip
     with warnings.catch_warnings():
@@ -301,6 +303,91 @@ def test_cli_scan_family_bernoulli_writes_the_score_table(tmp_path, capsys):
         )  # fmt: skip
     np.testing.assert_allclose(table["p"], ref.table["p"], rtol=1e-10)
     assert (out / "scan_null.tsv").exists() and (out / "qq.png").exists()
+
+
+# -- very rare markers and separated Wald refits -----------------------------------------------
+def _carriers_given_others(y, X, K, theta, rows):
+    """Mean and variance of the carriers' η given the others' outcomes, by refitting the null
+    model without the carriers (same θ) and predicting them (GLS kriging, β estimated)."""
+    rest = np.setdiff1d(np.arange(y.size), rows)
+    sub = NullProblem(y[rest], X[rest], K[np.ix_(rest, rest)], Bernoulli())
+    fit = sub.mode(theta)
+    tau = theta[0] ** 2
+    mu = special.expit(fit.eta)
+    Sigma = np.diag(1 / (mu * (1 - mu))) + tau * K[np.ix_(rest, rest)]
+    Si = np.linalg.inv(Sigma)
+    k = tau * K[np.ix_(rest, rows)]  # Cov(z_rest, η_C)
+    Xr = X[rest]
+    M = np.linalg.inv(Xr.T @ Si @ Xr)
+    lever = X[rows] - k.T @ Si @ Xr  # what β̂'s uncertainty adds
+    mean = X[rows] @ fit.beta + tau * K[np.ix_(rows, rest)] @ fit.a
+    cov = tau * K[np.ix_(rows, rows)] - k.T @ Si @ k + lever @ M @ lever.T
+    return mean, np.diag(cov)
+
+
+def _exact_carrier_tail(y, dose, mean, var):
+    """P(|Σ d (y − π)| ≥ observed) over every outcome of the carriers, π = E expit(η)."""
+    z, w = np.polynomial.hermite_e.hermegauss(60)
+    pi = special.expit(mean[:, None] + np.sqrt(var)[:, None] * z[None, :]) @ w / w.sum()
+    observed = abs(np.sum(dose * (y - pi)))
+    tail = 0.0
+    for outcome in itertools.product([0.0, 1.0], repeat=dose.size):
+        outcome = np.array(outcome)
+        if abs(np.sum(dose * (outcome - pi))) >= observed - 1e-12:
+            tail += np.prod(np.where(outcome == 1, pi, 1 - pi))
+    return tail
+
+
+def test_rare_marker_pvalues_are_the_exact_tail_of_the_carriers_given_the_others():
+    y, X, K, _ = _binary_data(seed=11, n=120, prevalence=0.05)
+    problem = NullProblem(y, X, K, Bernoulli())
+    mode = problem.fit()
+    cases, controls = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
+    G = np.zeros((y.size, 4))
+    G[cases[0], 0] = 1  # one copy, carried by a case
+    G[cases[[1, 2]], 1] = 1  # two carriers, both cases
+    G[[cases[3], controls[0]], 2] = 1  # two carriers, one case
+    G[cases[4], 3] = 2  # one homozygous case
+    out = ScoreTester(problem, mode).test(G)
+    mu = special.expit(mode.eta)
+    np.testing.assert_allclose(out.mac, [1, 2, 2, 2])
+    assert not out.spa.any()
+    for j in range(G.shape[1]):
+        rows = np.flatnonzero(G[:, j])
+        mean, var = _carriers_given_others(y, X, K, mode.theta, rows)
+        truth = _exact_carrier_tail(y[rows], G[rows, j], mean, var)
+        assert 0.8 < out.p[j] / truth < 1.25, (j, out.p[j], truth)
+        # against the carriers' outcomes given μ̂ (which leans towards them): a little smaller
+        given_fit = _exact_carrier_tail(y[rows], G[rows, j], mode.eta[rows], 0 * mu[rows])
+        assert 0.4 < out.p[j] / given_fit <= 1.0, (j, out.p[j], given_fit)
+
+
+def test_separated_markers_get_no_wald_estimate_and_the_scan_completes():
+    """A rare allele carried by cases only (or by controls only) has no finite Wald estimate:
+    beta and se are NaN with a warning that counts them; every other refit stands."""
+    rng = np.random.default_rng(4)
+    n, m = 150, 30
+    G = rng.binomial(2, 0.4, size=(n, m)).astype(float)
+    ids = [f"i{k}" for k in range(n)]
+    y = (rng.uniform(size=n) < special.expit(-2.0 + 0.3 * G[:, 0])).astype(float)
+    cases, controls = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
+    extra = np.zeros((n, 3))
+    extra[cases[0], 0] = 1  # one copy, a case
+    extra[cases[[1, 2]], 1] = 1  # two copies, both cases
+    extra[controls[:6], 2] = 1  # six copies, all controls
+    G = np.column_stack([G, extra])
+    snps = pd.DataFrame({"chr": np.repeat([1, 2, 3], 11), "bp": np.tile(np.arange(11), 3)})
+    pheno = pd.DataFrame({"id": ids, "y": y})
+    with pytest.warns(UserWarning, match="3 markers below wald_threshold have no Wald estimate"):
+        res = bl.scan(
+            "y ~ 1 + (1|id)", pheno, pd.DataFrame(G, index=ids), snps, family="bernoulli",
+            wald_threshold=1.0, progressbar=False,
+        )  # fmt: skip
+    table = res.table
+    assert table.iloc[-3:][["beta", "se"]].isna().all().all()
+    assert table.iloc[:-3][["beta", "se"]].notna().all().all()
+    assert table.iloc[-3:]["p"].between(0, 1).all()
+    np.testing.assert_allclose(table.iloc[-3:]["mac"], [1, 2, 6])
 
 
 # -- errors (docs/errors.md, "Association scans") ------------------------------------------------
@@ -382,6 +469,23 @@ ERRORS = {
         lambda: _scan(BINARY, family="bernoulli", exact=["0"]),
         SpecificationError,
         "exact= refits markers of a Gaussian scan",
+    ),
+    "scan-posterior-shares-binary": (
+        lambda: _scan(BINARY, family="bernoulli").posterior_shares(),
+        SpecificationError,
+        "posterior_shares refits markers of a Gaussian trait",
+    ),
+    "scan-posterior-shares-no-data": (
+        lambda: ScanResult(
+            pd.DataFrame({"SNP": ["a"], "p": [0.1]}), pd.DataFrame(), "y ~ (1|id)", "wald", True, 10
+        ).posterior_shares(),
+        SpecificationError,
+        "This ScanResult holds no data to refit",
+    ),
+    "scan-posterior-shares-top": (
+        lambda: _scan(BINARY).posterior_shares(top=0),
+        SpecificationError,
+        "top must be a whole number >= 1; got 0.",
     ),
 }
 
