@@ -450,15 +450,20 @@ class ScoreTester:
         P z = â = s) with variance P_CC⁻¹. Hence E[η_C | others] = η̂_C + s_C / W_C −
         P_CC⁻¹ s_C and Var(η_i | others) = (P_CC⁻¹)_ii − 1/W_i: the fit η̂_C leans towards
         the carriers' own outcomes (by their leverage), this does not.
-        Σ⁻¹ is formed once per null fit (an n × n inverse), when a rare marker first needs it.
+        Σ⁻¹ is formed once per null fit (an n × n inverse from B's Cholesky factor, about two
+        Cholesky factors' work), when a rare marker first needs it.
         """
         if self._sigma_inv is None:
             sw = self.mode.root_weight
-            eye = np.eye(sw.size)
-            Rinv = la.solve_triangular(self.mode.chol, eye, check_finite=False)
-            del eye
-            Si = Rinv @ Rinv.T  # B⁻¹
-            del Rinv
+            # B⁻¹ from B's Cholesky factor (LAPACK potri: 2n³/3 flops), upper triangle
+            Si, info = la.lapack.dpotri(self.mode.chol, lower=0)
+            if info != 0:
+                raise np.linalg.LinAlgError(f"dpotri failed ({info})")
+            for start in range(0, Si.shape[0], 512):  # mirror it, a column block at a time
+                stop = start + 512
+                Si[stop:, start:stop] = Si[start:stop, stop:].T
+                square = Si[start:stop, start:stop]
+                square[:] = np.triu(square) + np.triu(square, 1).T
             Si *= sw[:, None]
             Si *= sw[None, :]
             self._sigma_inv = Si
