@@ -26,9 +26,14 @@ For every chromosome, as SAIGE's two steps (Zhou et al. 2018, Nat. Genet. 50:133
    a_i = g̃_i h'(η̂_i)/V(η̂_i), for independent y_i of the family with means μ̂_i, at the
    observed T rescaled by √(Var_indep(S) / Var(T)) (SAIGE's SPA: Dey et al. 2017,
    Am. J. Hum. Genet. 101:37; Zhou et al. 2018). The two tails are computed separately.
+   Markers with a minor allele count of at most :data:`RARE_MAC` instead get the exact tail
+   of their carriers' outcomes given everyone else's (:func:`carrier_pvalue`,
+   :meth:`ScoreTester.leave_out`): the rescaled statistic of a marker with one or two copies
+   lands beyond the last atom of a discrete distribution, where the SPA is far too small.
 3. Markers with p below ``wald_threshold``: one refit of the model with the marker as a
    fixed effect (τ held at the null's, β and u at their joint mode), giving the Wald
-   estimate ``beta`` and its ``se`` from (X̃ᵀΣ⁻¹X̃)⁻¹ at that mode.
+   estimate ``beta`` and its ``se`` from (X̃ᵀΣ⁻¹X̃)⁻¹ at that mode; NaN for both where the
+   refit has no finite mode (separation: a rare allele carried by cases only).
 
 The family supplies every distribution-specific formula (mean, Fisher weight, score,
 cumulant-generating function: :meth:`bayeslmm.families.Family.response_cgf`).
