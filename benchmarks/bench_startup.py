@@ -18,13 +18,15 @@ and measures in a child process started without them.
    (``cores=1``), same seed, sampling seconds (``fit.timing["sample_s"]``, best of 3 after a
    warm-up fit): for the default Gaussian model (spectral closed form, n = 1,000) and for a
    Bernoulli kinship GLMM (closed-form latent density, whose gradient multiplies by the n × n
-   eigenvector matrix: BLAS work in every step, n = 1,000). The GLMM is also run in parallel
-   with the package's per-chain BLAS pinning switched off (``unpinned``), to show what the
-   pinning saves. ``speedup`` = sequential ÷ parallel seconds: 2 is the ceiling on two cores.
+   eigenvector matrix: BLAS work in every step; ``--glmm-n``, default 500). The GLMM is also
+   run in parallel with the package's per-chain BLAS pinning switched off (``unpinned``), to
+   show what the pinning saves. ``speedup`` = sequential ÷ parallel seconds: 2 is the ceiling
+   on two cores.
 
 Usage::
 
-    python benchmarks/bench_startup.py [--n 1000] [--reps 3] [--skip-cli] [--skip-chains]
+    python benchmarks/bench_startup.py [--n 1000] [--glmm-n 500] [--reps 3] [--skip-cli]
+                                       [--skip-chains]
 
 Absolute seconds depend on the machine and its load (printed at the start and the end);
 on a machine whose cores other jobs are using, parallel chains cannot reach 2×.
@@ -170,13 +172,11 @@ def whole_cli(n: int, reps: int, folder: Path, kinship) -> None:
 
 CHAINS_CHILD = r"""
 import json, sys, time, warnings
-import numpy as np
 import bayeslmm as bl
 from bayeslmm.engines.bayes import sampling
-n, reps = int(sys.argv[1]), int(sys.argv[2])
+reps = int(sys.argv[1])
 warnings.simplefilter("ignore")
-rows = []
-for family in ("gaussian", "bernoulli"):
+for family, n in (("gaussian", int(sys.argv[2])), ("bernoulli", int(sys.argv[3]))):
     sim = bl.datasets.simulate(n_families=n // 10, family_size=10, n_snps=2000, h2=0.5,
                                seed=1, family=family)
     model = bl.LMM("y ~ 1 + (1|id)", data=sim.data, kinship={"id": sim.kinship.normalized()},
@@ -189,48 +189,56 @@ for family in ("gaussian", "bernoulli"):
     pinned_fn = sampling.blas_threads_per_chain
     for label, cores, pinned in modes:
         sampling.blas_threads_per_chain = pinned_fn if pinned else (lambda *a, **k: None)
-        times = []
+        times, cpu = [], []
         for _ in range(reps):
+            start = time.process_time()
             f = model.fit(cores=cores, **kw)
+            cpu.append(time.process_time() - start)
             times.append(f.timing["sample_s"])
         sampling.blas_threads_per_chain = pinned_fn
-        rows.append({"model": f"{family} ({f.strategy}, {f.sampler})", "mode": label,
-                     "cores": cores, "sample_s": min(times),
-                     "h2_mean": float(f.idata.posterior["h2"].mean())})
-print(json.dumps(rows))
+        row = {"model": f"{family} n={n} ({f.strategy}, {f.sampler})", "mode": label,
+               "sample_s": min(times), "cpu_s": min(cpu),
+               "h2_mean": float(f.idata.posterior["h2"].mean())}
+        print(json.dumps(row), flush=True)
 """
 
 
-def chains(n: int, reps: int) -> None:
+def chains(n: int, n_glmm: int, reps: int) -> None:
     env = clean_env()
-    done = subprocess.run(
-        [sys.executable, "-c", CHAINS_CHILD, str(n), str(reps)],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
+    print("\n== two chains × (1000 tune + 1000 draws), no thread variables set ==")
+    print(
+        f"{'model':36s} {'mode':19s} {'sample_s':>9s} {'speedup':>8s} {'fit CPU s':>9s} "
+        f"{'h2 mean':>8s}"
     )
-    if done.returncode != 0:
-        raise RuntimeError(done.stderr)
-    rows = json.loads(done.stdout.strip().splitlines()[-1])
-    print(f"\n== two chains × (1000 tune + 1000 draws), n = {n}, no thread variables set ==")
-    print(f"{'model':38s} {'mode':20s} {'sample_s':>9s} {'speedup':>8s} {'h2 mean':>8s}")
-    sequential = {r["model"]: r["sample_s"] for r in rows if r["mode"] == "sequential"}
-    for r in rows:
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHAINS_CHILD, str(reps), str(n), str(n_glmm)],
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    sequential: dict[str, float] = {}
+    for line in child.stdout:  # one row per mode, as it finishes
+        r = json.loads(line)
+        sequential.setdefault(r["model"], r["sample_s"])
         speedup = sequential[r["model"]] / r["sample_s"]
         print(
-            f"{r['model']:38s} {r['mode']:20s} {r['sample_s']:9.3f} {speedup:8.2f} "
-            f"{r['h2_mean']:8.3f}"
+            f"{r['model']:36s} {r['mode']:19s} {r['sample_s']:9.3f} {speedup:8.2f} "
+            f"{r['cpu_s']:9.2f} {r['h2_mean']:8.3f}",
+            flush=True,
         )
+    if child.wait() != 0:
+        raise RuntimeError("the chains child process failed (its error is above)")
     print(
         "speedup = sequential ÷ this row's sampling seconds (best of the runs); 2 is the "
-        "ceiling with two chains"
+        "ceiling with two chains. fit CPU s: the process's CPU seconds for the whole fit (all "
+        "threads; least of the runs): the same work, so more CPU means threads spinning"
     )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=1000)
+    parser.add_argument("--glmm-n", type=int, default=500, help="records of the GLMM")
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--skip-cli", action="store_true")
     parser.add_argument("--skip-chains", action="store_true")
@@ -239,7 +247,10 @@ def main() -> None:
     from threadpoolctl import threadpool_info
 
     blas = [f"{i['internal_api']} threads={i['num_threads']}" for i in threadpool_info()]
-    print(f"# command: python benchmarks/bench_startup.py --n {args.n} --reps {args.reps}")
+    print(
+        f"# command: python benchmarks/bench_startup.py --n {args.n} --glmm-n {args.glmm_n} "
+        f"--reps {args.reps}"
+    )
     print(f"# {time.strftime('%Y-%m-%dT%H:%MZ', time.gmtime())}; load at start: {load()}")
     print(
         f"python {platform.python_version()}, numpy {np.__version__}, {platform.machine()}, "
@@ -253,7 +264,7 @@ def main() -> None:
             _, kinship = make_data(args.n, folder)
             whole_cli(args.n, args.reps, folder, kinship)
     if not args.skip_chains:
-        chains(args.n, args.reps)
+        chains(args.n, args.glmm_n, args.reps)
     print(f"\nload at the end: {load()}")
 
 
