@@ -214,9 +214,8 @@ class ScanResult:
             )
         if self.posterior_refit is None:
             raise SpecificationError(
-                "This ScanResult holds no data to refit (it was not returned by "
-                "bayeslmm.scan in this session); run bayeslmm.scan again, then "
-                "posterior_shares."
+                "This ScanResult holds no data to refit (it was built by hand, not returned "
+                "by bayeslmm.scan); run bayeslmm.scan, then posterior_shares."
             )
         if snps is None:
             if isinstance(top, bool) or not isinstance(top, int) or top < 1:
