@@ -9,10 +9,14 @@ an ``inputs/`` folder and list it in summary.json under ``"inputs"``:
   recorded in summary.json (``"columns"``), with the categories of a categorical, so that
   strings, integers, booleans and categoricals (level order included: it sets the reference
   level of a factor) come back as they were;
-- ``inputs/kinship_<group>.npz``: each kinship the model used (compressed NumPy: ``matrix``,
-  ``ids``, ``name``), restricted to the levels of the data, as the model holds it. A dense
-  n × n matrix compresses little: about 8 n² bytes (n = 10,000: 0.8 GB); save with
-  ``inputs=False`` when that is too much, and give ``load_fit`` the kinship again.
+- ``inputs/kinship_<group>.npz``: each kinship the model used (NumPy: ``matrix``, ``ids``,
+  ``name``), restricted to the levels of the data, as the model holds it. A dense n × n
+  matrix takes 8 n² bytes (n = 10,000: 0.8 GB; it compresses little, so it is stored
+  uncompressed, which writes fast); save with ``inputs=False`` when that is too much, and
+  give ``load_fit`` the kinship again. A sparse pedigree kinship
+  (``pedigree_relationship(ped, sparse=True)``) is stored as its sparse factors (the whole
+  pedigree's L⁻¹, Mendelian variances and inbreeding, and which animals the model uses):
+  about 40 bytes per animal, never the dense A.
 
 The model's ``trials=`` column and ``priors=`` overrides are recorded too (``"trials"``,
 ``"priors"``), so that :func:`bayeslmm.load_fit` rebuilds the same model.
@@ -133,6 +137,66 @@ def _kinship_file(group: str, taken: set[str]) -> str:
     return name
 
 
+def _write_kinship(K: Kinship, path: Path) -> None:
+    """One kinship as an .npz: the dense matrix, or a sparse pedigree kinship's factors."""
+    from bayeslmm.kinship.pedigree_inverse import SparsePedigreeKinship
+
+    if isinstance(K, SparsePedigreeKinship):
+        root = K._root  # the whole pedigree's factors; positions pick the model's animals
+        T = root.inverse_factor.tocsr()
+        np.savez(
+            path,
+            kind=np.asarray("sparse-pedigree"),
+            pedigree_ids=np.asarray(root.pedigree_ids, dtype=str),
+            positions=np.asarray(K.positions, dtype=np.int64),
+            factor_data=T.data,
+            factor_indices=T.indices,
+            factor_indptr=T.indptr,
+            mendelian_variances=root.mendelian_variances,
+            inbreeding=root.inbreeding,
+            name=np.asarray(K.name, dtype=str),
+        )
+        return
+    np.savez(
+        path,
+        matrix=np.asarray(K.matrix, dtype=float),
+        ids=np.asarray(K.ids, dtype=str),
+        name=np.asarray(K.name, dtype=str),
+    )
+
+
+def _read_kinship(path: Path) -> Kinship:
+    """The kinship :func:`_write_kinship` stored, bit for bit."""
+    import scipy.sparse as sp
+
+    with np.load(path, allow_pickle=False) as stored:
+        if "kind" in stored and str(stored["kind"]) == "sparse-pedigree":
+            from bayeslmm.kinship.pedigree_inverse import SparsePedigreeKinship
+
+            ids = [str(i) for i in stored["pedigree_ids"]]
+            factor = sp.csr_matrix(
+                (stored["factor_data"], stored["factor_indices"], stored["factor_indptr"]),
+                shape=(len(ids), len(ids)),
+            )
+            root = SparsePedigreeKinship(
+                ids,
+                factor,
+                stored["mendelian_variances"],
+                stored["inbreeding"],
+                name=str(stored["name"]),
+            )
+            positions = np.asarray(stored["positions"], dtype=np.int64)
+            if np.array_equal(positions, np.arange(len(ids))):
+                return root
+            return root.subset([ids[k] for k in positions])
+        return Kinship(
+            stored["matrix"],
+            ids=[str(i) for i in stored["ids"]],
+            name=str(stored["name"]),
+            check_psd=False,  # checked when the fit was made; the matrix is bit-identical
+        )
+
+
 def write_inputs(spec: Any, directory: str | Path) -> dict[str, Any]:
     """Write a specification's data columns and kinships into ``directory/inputs/``.
 
@@ -166,13 +230,7 @@ def write_inputs(spec: Any, directory: str | Path) -> dict[str, Any]:
         if term.kinship is None or term.group in kinship:
             continue
         name = _kinship_file(term.group, taken)
-        K = term.kinship
-        np.savez_compressed(
-            folder / name,
-            matrix=np.asarray(K.matrix, dtype=float),
-            ids=np.asarray(K.ids, dtype=str),
-            name=np.asarray(K.name, dtype=str),
-        )
+        _write_kinship(term.kinship, folder / name)
         kinship[term.group] = f"{INPUTS_DIR}/{name}"
     return {
         "data": f"{INPUTS_DIR}/data.csv",
@@ -249,13 +307,7 @@ def read_inputs(
                 f"'{directory}' lists the kinship of '{group}' at '{path}', which is missing; "
                 "pass it again: bl.load_fit(folder, data=..., kinship={...})."
             )
-        with np.load(path, allow_pickle=False) as stored:
-            kinship[group] = Kinship(
-                stored["matrix"],
-                ids=[str(i) for i in stored["ids"]],
-                name=str(stored["name"]),
-                check_psd=False,  # checked when the fit was made; the matrix is bit-identical
-            )
+        kinship[group] = _read_kinship(path)
     options: dict[str, Any] = {}
     if entry.get("trials"):
         options["trials"] = str(entry["trials"])

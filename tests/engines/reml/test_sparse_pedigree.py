@@ -169,3 +169,20 @@ def test_breeding_values_for_requested_animals(monkeypatch):
                 method="reml"
             )
         )
+
+
+def test_saved_fit_reads_back_with_the_sparse_factors(tmp_path):
+    """fit.save stores a sparse pedigree kinship as its factors (never the dense A), and
+    bl.load_fit(folder) rebuilds the same fit from them, ancestors' EBVs included."""
+    ped, data = _population(300, seed=6)
+    kinship = bl.pedigree_relationship(ped, sparse=True)
+    fit = bl.LMM("y ~ x + (1 | id)", data, kinship={"id": kinship}).fit(method="reml")
+    fit.save(tmp_path / "out")
+    stored = list((tmp_path / "out" / "inputs").glob("kinship_*.npz"))
+    assert len(stored) == 1
+    with np.load(stored[0]) as arrays:
+        assert "matrix" not in arrays and arrays["pedigree_ids"].size == kinship.n_pedigree
+    back = bl.load_fit(tmp_path / "out")
+    assert back.method == "sparse-pedigree"
+    pd.testing.assert_frame_equal(back.variance_components(), fit.variance_components())
+    pd.testing.assert_frame_equal(back.blups["id"], fit.blups["id"])
