@@ -75,7 +75,7 @@ def test_the_registry_is_the_list_of_strategy_names():
     # "auto" tries the automatic ones in order; the opt-in one never
     assert [s.name for s in STRATEGY_REGISTRY.values() if s.automatic] == ["spectral", "latent"]
     assert SAMPLERS == ("auto", "pymc", "nutpie", "numpyro", "blackjax")
-    assert METHODS == ("nuts", "reml", "laplace")
+    assert METHODS == ("nuts", "reml", "ml", "laplace")
 
 
 def test_auto_chooses_spectral_only_where_it_applies(data):
