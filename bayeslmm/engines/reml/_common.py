@@ -56,6 +56,30 @@ def ml_loglik_reprofiled(logdet_v: float, ypy: float, n: int) -> float:
     return -0.5 * (logdet_v + n * math.log(ypy / n) + n + n * LOG_2PI)
 
 
+def likelihoods(
+    criterion: str, logdet_v: float, logdet_xvx: float, ypy: float, n: int, p: int
+) -> dict[str, float]:
+    """``loglik`` (the maximised criterion's), ``loglik_reml`` and ``loglik_ml`` of one
+    evaluation: a REML fit reports the full likelihood with the scale re-profiled (lme4's
+    ``logLik(fit, REML = FALSE)``), an ML fit its maximised full likelihood.
+
+    Examples
+    --------
+    >>> out = likelihoods("reml", 1.0, 0.5, 10.0, 20, 2)
+    >>> out["loglik"] == out["loglik_reml"], out["loglik_ml"] == ml_loglik_reprofiled(1.0, 10.0, 20)
+    (True, True)
+    """
+    reml = reml_loglik(logdet_v, logdet_xvx, ypy, n, p)
+    if criterion == "ml":
+        full = ml_loglik(logdet_v, ypy, n)
+        return {"loglik": full, "loglik_reml": reml, "loglik_ml": full}
+    return {
+        "loglik": reml,
+        "loglik_reml": reml,
+        "loglik_ml": ml_loglik_reprofiled(logdet_v, ypy, n),
+    }
+
+
 def safe_inverse(matrix: np.ndarray) -> np.ndarray:
     """Inverse of a symmetric information matrix; NaN where it is singular."""
     k = matrix.shape[0]

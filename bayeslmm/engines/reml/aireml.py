@@ -40,8 +40,8 @@ from bayeslmm.engines.reml._common import (
     CRITERIA,
     Criterion,
     RawFit,
+    likelihoods,
     ml_loglik,
-    ml_loglik_reprofiled,
     reml_loglik,
     safe_inverse,
 )
@@ -174,15 +174,9 @@ class DenseReml:
         score = -0.5 * (trace - A.T @ Py)
         ai = 0.5 * (A.T @ (middle @ A))
         ai = 0.5 * (ai + ai.T)
-        loglik_reml = reml_loglik(logdet_v, logdet_xvx, ypy, self.n, self.p)
-        ml = self.criterion == "ml"
         return {
             "theta": theta.copy(),
-            "loglik": ml_loglik(logdet_v, ypy, self.n) if ml else loglik_reml,
-            "loglik_reml": loglik_reml,
-            "loglik_ml": ml_loglik(logdet_v, ypy, self.n)
-            if ml
-            else ml_loglik_reprofiled(logdet_v, ypy, self.n),
+            **likelihoods(self.criterion, logdet_v, logdet_xvx, ypy, self.n, self.p),
             "score": score,
             "ai": ai,
             "trace": trace,

@@ -61,8 +61,8 @@ import scipy.sparse as sp
 from bayeslmm.engines.reml._common import (
     CRITERIA,
     Criterion,
+    likelihoods,
     ml_loglik,
-    ml_loglik_reprofiled,
     reml_loglik,
 )
 from bayeslmm.engines.reml._structure import Structure
@@ -353,14 +353,9 @@ class MmeReml:
         ai = 0.5 * (ai + ai.T)
         score = -0.5 * (trace - quad)
         ypy, logdet_v, logdet_xvx = f["ypy"], f["logdet_v"], f["logdet_xvx"]
-        loglik_reml = reml_loglik(logdet_v, logdet_xvx, ypy, self.n, self.p)
         return {
             "theta": theta.copy(),
-            "loglik": ml_loglik(logdet_v, ypy, self.n) if ml else loglik_reml,
-            "loglik_reml": loglik_reml,
-            "loglik_ml": ml_loglik(logdet_v, ypy, self.n)
-            if ml
-            else ml_loglik_reprofiled(logdet_v, ypy, self.n),
+            **likelihoods(self.criterion, logdet_v, logdet_xvx, ypy, self.n, self.p),
             "score": score,
             "ai": ai,
             "trace": trace,

@@ -31,9 +31,7 @@ import scipy.sparse as sp
 
 from bayeslmm.engines.reml._common import (
     Criterion,
-    ml_loglik,
-    ml_loglik_reprofiled,
-    reml_loglik,
+    likelihoods,
 )
 from bayeslmm.engines.reml._structure import Structure
 from bayeslmm.engines.reml.mme import MmeReml, _inverse_root
@@ -304,14 +302,9 @@ class SparseMmeReml(MmeReml):
         ai = 0.5 * (ai + ai.T)
         score = -0.5 * (trace - quad)
         ypy, logdet_v, logdet_xvx = f["ypy"], f["logdet_v"], f["logdet_xvx"]
-        loglik_reml = reml_loglik(logdet_v, logdet_xvx, ypy, self.n, self.p)
         return {
             "theta": theta.copy(),
-            "loglik": ml_loglik(logdet_v, ypy, self.n) if ml else loglik_reml,
-            "loglik_reml": loglik_reml,
-            "loglik_ml": ml_loglik(logdet_v, ypy, self.n)
-            if ml
-            else ml_loglik_reprofiled(logdet_v, ypy, self.n),
+            **likelihoods(self.criterion, logdet_v, logdet_xvx, ypy, self.n, self.p),
             "score": score,
             "ai": ai,
             "trace": trace,

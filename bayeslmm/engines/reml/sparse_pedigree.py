@@ -48,9 +48,7 @@ from scipy.sparse import linalg as spla
 from bayeslmm.engines.reml._common import (
     Criterion,
     RawFit,
-    ml_loglik,
-    ml_loglik_reprofiled,
-    reml_loglik,
+    likelihoods,
 )
 from bayeslmm.engines.reml._structure import Structure
 from bayeslmm.errors import SpecificationError
@@ -329,10 +327,7 @@ def fit_sparse_pedigree(
     logdet_v = n * math.log(sigma_e2) + model.logdet_A - model.N * u_hat + at["logdet_caa"]
     logdet_xvx = at["logdet_s"] - p * math.log(sigma_e2)
     ypy = at["r"] / sigma_e2
-    loglik_reml = reml_loglik(logdet_v, logdet_xvx, ypy, n, p)
-    loglik_ml = (
-        ml_loglik(logdet_v, ypy, n) if criterion == "ml" else ml_loglik_reprofiled(logdet_v, ypy, n)
-    )
+    logliks = likelihoods(criterion, logdet_v, logdet_xvx, ypy, n, p)
     beta_cov = sigma_e2 * sla.cho_solve(at["S_chol"], np.eye(p))
     term = structure.terms[0]
     name = "(Intercept)" if term.covariates[0] == "Intercept" else term.covariates[0]
@@ -347,8 +342,8 @@ def fit_sparse_pedigree(
         theta_cov=theta_cov,
         beta=at["beta"],
         beta_cov=0.5 * (beta_cov + beta_cov.T),
-        loglik_reml=loglik_reml,
-        loglik_ml=loglik_ml,
+        loglik_reml=logliks["loglik_reml"],
+        loglik_ml=logliks["loglik_ml"],
         blups=blups,
         n_iter=model.n_eval,
         converged=bool(res.success) and math.isfinite(at["f"]),

@@ -39,9 +39,7 @@ from bayeslmm.engines.reml._common import (
     LOG_2PI,
     Criterion,
     RawFit,
-    ml_loglik,
-    ml_loglik_reprofiled,
-    reml_loglik,
+    likelihoods,
     safe_inverse,
 )
 from bayeslmm.engines.reml._structure import Structure
@@ -153,15 +151,8 @@ class RotatedReml:
         PA = A * w[:, None] - (0.0 if ml else Xw @ (xvx_inv @ (Xw.T @ A)))
         ai = 0.5 * (A.T @ PA)
         score = -0.5 * (trace - A.T @ Py)
-        loglik_reml = reml_loglik(logdet_v, logdet_xvx, ypy, self.n, self.p)
         return {
-            "loglik": ml_loglik(logdet_v, ypy, self.n) if ml else loglik_reml,
-            "loglik_reml": loglik_reml,
-            # a REML fit reports the full likelihood with the scale re-profiled (lme4's
-            # logLik(fit, REML = FALSE)); an ML fit its maximised full likelihood
-            "loglik_ml": ml_loglik(logdet_v, ypy, self.n)
-            if ml
-            else ml_loglik_reprofiled(logdet_v, ypy, self.n),
+            **likelihoods(self.criterion, logdet_v, logdet_xvx, ypy, self.n, self.p),
             "score": score,
             "ai": 0.5 * (ai + ai.T),
             "beta": beta,
