@@ -336,14 +336,11 @@ class LMM:
         """NUTS with checked arguments (see :meth:`fit`): build, sample, diagnose, wrap."""
         import sys
 
-        from bayeslmm.engines.bayes.sampling import diagnose, resolve_sampler, sample
-        from bayeslmm.engines.bayes.strategies import strategy_of
-        from bayeslmm.results.bayes_result import BayesFit
+        from bayeslmm.engines.bayes.fit import fit_posterior
 
         start = time.perf_counter()
         built = self._build(strategy, rank_share)
-        sampler = resolve_sampler(sampler)
-        idata, sample_timing = sample(
+        fit = fit_posterior(
             built,
             draws=draws,
             tune=tune,
@@ -353,32 +350,15 @@ class LMM:
             sampler=sampler,
             progressbar=progressbar,
             target_accept=target_accept,
-            log_likelihood=log_likelihood,
-        )
-        diagnostics, messages = diagnose(idata)
-        fit = BayesFit(
-            idata=idata,
-            built=built,
-            timing={},
-            diagnostics=diagnostics,
-            messages=messages,
             hdi_prob=hdi_prob,
-            sampler=sampler,
-            seed=seed,
-            # the strategy knows how to draw the random effects it did not sample
-            breeding_value_sampler=strategy_of(built).breeding_value_sampler(built),
-            posterior_predictive_sampler=strategy_of(built).posterior_predictive_sampler(built),
+            log_likelihood=log_likelihood,
+            started=start,
         )
         if breeding_values and fit.breeding_value_sampler is not None:
             fit.breeding_values_draws()
-        fit.timing = {
-            "eigh_s": built.timing["eigh_s"],
-            "build_s": built.timing["build_s"],
-            **sample_timing,
-            "total_s": time.perf_counter() - start,
-        }
+            fit.timing["total_s"] = time.perf_counter() - start
         if verbose:
-            for message in messages:
+            for message in fit.messages:
                 print(f"bayeslmm: {message}", file=sys.stderr)
         return fit
 

@@ -116,28 +116,13 @@ def fit_nuts(
     >>> # fit = fit_nuts(specify("y ~ x + (1 | id)", data, kinship={"id": K}), seed=1)
     """
     from bayeslmm.engines.bayes.builder import build
-    from bayeslmm.engines.bayes.sampling import diagnose, resolve_sampler, sample
-    from bayeslmm.engines.bayes.strategies import choose, strategy_of
-    from bayeslmm.results.bayes_result import BayesFit
+    from bayeslmm.engines.bayes.fit import fit_posterior
+    from bayeslmm.engines.bayes.strategies import choose
 
     if seed is None:  # drawn, used and recorded in the fit: the run can be repeated
         seed = int(np.random.default_rng().integers(2**31 - 1))
-    built = build(spec, strategy=choose(spec, strategy).name)
-    sampler = resolve_sampler(sampler)
-    idata, timing = sample(
-        built, draws=draws, tune=tune, chains=chains, cores=cores, seed=seed, sampler=sampler,
-        progressbar=progressbar, target_accept=target_accept,
+    return fit_posterior(
+        build(spec, strategy=choose(spec, strategy).name),
+        draws=draws, tune=tune, chains=chains, cores=cores, seed=seed, sampler=sampler,
+        progressbar=progressbar, target_accept=target_accept, hdi_prob=hdi_prob,
     )  # fmt: skip
-    diagnostics, messages = diagnose(idata)
-    return BayesFit(
-        idata=idata,
-        built=built,
-        timing=timing,
-        diagnostics=diagnostics,
-        messages=messages,
-        hdi_prob=hdi_prob,
-        sampler=sampler,
-        seed=seed,
-        breeding_value_sampler=strategy_of(built).breeding_value_sampler(built),
-        posterior_predictive_sampler=strategy_of(built).posterior_predictive_sampler(built),
-    )
