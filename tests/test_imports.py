@@ -1,11 +1,13 @@
 """What importing bayeslmm and fitting its fast path load, and the deferred PyMC model.
 
-``import bayeslmm`` must not load PyMC, PyTensor, ArviZ, matplotlib, formulae or numba: each
-subcommand and each engine imports what it uses when it uses it, so a command-line fit pays
-only for its own path. A Gaussian single-kinship model sampled by nutpie runs on the closed
-form (:mod:`bayeslmm.engines.bayes.spectral_density`) and never needs PyMC: its
-:class:`pymc.Model` is built only when asked for. The checks run in a fresh interpreter
-(``sys.modules`` of the test process already holds everything other tests imported).
+``import bayeslmm`` must not load PyMC, PyTensor, ArviZ, matplotlib, formulae or numba, nor
+scipy.stats and scipy.optimize (about half a second together, needed only by intervals,
+p-values and optimisers): each subcommand and each engine imports what it uses when it uses
+it, so a command-line fit pays only for its own path. A Gaussian single-kinship model
+sampled by nutpie runs on the closed form (:mod:`bayeslmm.engines.bayes.spectral_density`)
+and never needs PyMC: its :class:`pymc.Model` is built only when asked for. The checks run
+in a fresh interpreter (``sys.modules`` of the test process already holds everything other
+tests imported).
 """
 
 from __future__ import annotations
@@ -24,11 +26,12 @@ from bayeslmm.engines.bayes.sampling import blas_threads_per_chain
 from bayeslmm.engines.bayes.spectral_density import closed_form_applies
 
 HEAVY = ("pymc", "pytensor", "arviz", "matplotlib", "formulae", "numba", "nutpie")
+SLOW_SCIPY = ("scipy.stats", "scipy.optimize")
 
 
-def _loaded_after(code: str) -> list[str]:
-    """The modules of HEAVY that a fresh interpreter holds after running ``code``."""
-    report = f"print(json.dumps(sorted(m for m in {HEAVY!r} if m in sys.modules)))"
+def _loaded_after(code: str, modules: tuple[str, ...] = HEAVY) -> list[str]:
+    """The modules of ``modules`` that a fresh interpreter holds after running ``code``."""
+    report = f"print(json.dumps(sorted(m for m in {modules!r} if m in sys.modules)))"
     probe = f"{code}\nimport json, sys\n{report}"
     done = subprocess.run(
         [sys.executable, "-c", probe], capture_output=True, text=True, timeout=300, check=False
@@ -39,6 +42,24 @@ def _loaded_after(code: str) -> list[str]:
 
 def test_import_bayeslmm_loads_no_heavy_module():
     assert _loaded_after("import bayeslmm") == []
+
+
+def test_import_bayeslmm_loads_neither_scipy_stats_nor_optimize():
+    assert _loaded_after("import bayeslmm", SLOW_SCIPY) == []
+
+
+def test_probe_sees_scipy_stats_once_a_p_value_is_asked_for():
+    # the modules are imported where they are used: a p-value loads scipy.stats
+    code = "from bayeslmm.association.stats import chi2_pvalue; chi2_pvalue([3.84])"
+    assert _loaded_after(code, SLOW_SCIPY) == ["scipy.optimize", "scipy.stats"]
+
+
+def test_written_out_chi2_median_is_scipys():
+    from scipy import stats
+
+    from bayeslmm.results.scan_result import CHI2_MEDIAN
+
+    assert CHI2_MEDIAN == float(stats.chi2.ppf(0.5, 1))
 
 
 def test_command_line_parser_loads_no_heavy_module():

@@ -49,7 +49,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import scipy.linalg as la
-from scipy import optimize, special
+from scipy import special
 from tqdm.auto import tqdm
 
 from bayeslmm.association.stats import chi2_pvalue
@@ -327,6 +327,8 @@ class NullProblem:
                 if mode.deviance <= best_deviance + 1e-8:
                     return mode
                 return self.mode(np.array([best_theta]))
+        from scipy import optimize  # imported here: loading it slows `import bayeslmm`
+
         if self.n_theta == 1:
             res = optimize.minimize_scalar(
                 lambda t: self.deviance(np.array([t])),

@@ -35,7 +35,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
-from scipy import stats
 
 if TYPE_CHECKING:
     from bayeslmm.spec import ModelSpec
@@ -137,6 +136,8 @@ class Point:
 
     def summary(self, prob: float) -> list[dict[str, float]]:
         """``estimate, se, ci_low, ci_high, ci_prob`` per quantity (Wald intervals)."""
+        from scipy import stats  # imported here: scipy.stats takes ~0.4 s to load
+
         z = float(stats.norm.ppf(0.5 + prob / 2))
         se = self.se()
         return [

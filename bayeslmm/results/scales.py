@@ -40,7 +40,6 @@ from collections.abc import Sequence
 
 import numpy as np
 from numpy.typing import ArrayLike
-from scipy import stats
 
 from bayeslmm.families import Family, get_family
 
@@ -295,6 +294,8 @@ def liability_from_observed(
     P = np.asarray(case_fraction, dtype=float)
     if np.any((P <= 0.0) | (P >= 1.0)):
         raise ValueError("The case fraction must lie strictly between 0 and 1.")
+    from scipy import stats  # imported here: scipy.stats takes ~0.4 s to load
+
     z = stats.norm.pdf(stats.norm.isf(K))
     out = np.asarray(h2_observed, dtype=float) * (K * (1.0 - K)) ** 2 / (z**2 * P * (1.0 - P))
     return float(out) if out.ndim == 0 else out

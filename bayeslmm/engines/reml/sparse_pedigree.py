@@ -42,7 +42,6 @@ import numpy as np
 import pandas as pd
 import scipy.linalg as sla
 import scipy.sparse as sp
-from scipy import optimize
 from scipy.sparse import linalg as spla
 
 from bayeslmm.engines.reml._common import (
@@ -289,6 +288,8 @@ def fit_sparse_pedigree(
     >>> fit.method, fit.blups["id"].shape
     ('sparse-pedigree', (200, 2))
     """
+    from scipy import optimize  # imported here: loading it slows `import bayeslmm`
+
     t0 = time.perf_counter()
     model = _AnimalModel(structure, y, X, criterion)
     t_setup = time.perf_counter() - t0

@@ -32,7 +32,6 @@ import time
 
 import numpy as np
 import pandas as pd
-from scipy.optimize import minimize_scalar
 
 from bayeslmm.engines.reml._common import (
     CRITERIA,
@@ -165,6 +164,9 @@ class RotatedReml:
 
 def optimise_h2(model: RotatedReml, n_grid: int = 100, log_delta_range: float = 10.0) -> float:
     """Global maximiser of ℓ_R(h²) on [0, 1]: grid over log δ, Brent, exact boundaries."""
+    # imported here: loading scipy.optimize slows `import bayeslmm` (~0.1 s)
+    from scipy.optimize import minimize_scalar
+
     log_delta = np.linspace(-log_delta_range, log_delta_range, n_grid)
 
     def h2_of(ld: float) -> float:
