@@ -542,6 +542,74 @@ def _agrees(approx: np.ndarray, exact: np.ndarray, rtol: float = 1e-11) -> bool:
     return bool(np.all(np.abs(approx - exact) <= rtol * np.maximum(scale, 1e-300)))
 
 
+def blockwise_applies(spec: ModelSpec) -> bool:
+    """No random term, or one iid term: V is block-diagonal by level, inverted in closed form.
+
+    Examples
+    --------
+    >>> import pandas as pd, bayeslmm as bl
+    >>> df = pd.DataFrame({"y": [1.0, 2.0, 0.5, 1.5], "g": ["a", "a", "b", "b"]})
+    >>> [blockwise_applies(bl.specify(f, df)) for f in ("y ~ 1", "y ~ 1 + (1 | g)")]
+    [True, True]
+    """
+    return not spec.terms or (len(spec.terms) == 1 and spec.terms[0].kinship is None)
+
+
+def _blockwise_draws(spec: ModelSpec, residual: np.ndarray) -> bool:
+    return blockwise_applies(spec) and bool(np.all(residual > 0.0))
+
+
+def _blockwise_terms(
+    spec: ModelSpec,
+    sigmas: list[np.ndarray],
+    residual: np.ndarray,
+    beta: np.ndarray,
+    want_diag: bool = True,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """g = V⁻¹(y − Xβ) and c̄ = diag V⁻¹ per draw when V is block-diagonal by level.
+
+    With R = diag(r) and no random term, V = R: g = e/r, c̄ = 1/r. With one iid term of m
+    coefficients (rows a_i of its design), the block of level l is V_l = R_l + A_l Σ A_lᵀ, and
+    Woodbury's identity in its push-through form (no Σ⁻¹, so a singular Σ is fine) gives
+
+        V_l⁻¹ = R_l⁻¹ − R_l⁻¹ A_l H_l A_lᵀ R_l⁻¹,   H_l = (I + Σ M_l)⁻¹ Σ,   M_l = A_lᵀ R_l⁻¹ A_l,
+
+    so g_i = e_i/r_i − (a_i/r_i)ᵀ H_l b_l with b_l = A_lᵀ R_l⁻¹ e_l, and
+    c̄_i = 1/r_i − (a_i/r_i)ᵀ H_l (a_i/r_i): O(n m² + q m³) per draw, no n × n matrix
+    (I + Σ M_l has eigenvalues ≥ 1: Σ and M_l are positive semi-definite).
+    """
+    e = _draw_residuals(spec, beta)  # (N, n)
+    inv_r = 1.0 / residual
+    g = e * inv_r
+    cbar = inv_r.copy() if want_diag else None
+    if not spec.terms:
+        return g, cbar
+    term = spec.terms[0]
+    A = np.asarray(term.design, dtype=float)  # (n, m)
+    index = np.asarray(term.index)
+    m, q = A.shape[1], term.n_levels
+    level_sum = term.incidence().T.tocsr()  # q × n: sums over each level's rows
+
+    def by_level(x: np.ndarray) -> np.ndarray:
+        """(k, n, ...) per row → (q, k, ...) summed over each level's rows."""
+        rows = np.moveaxis(x, 1, 0)
+        return (level_sum @ rows.reshape(rows.shape[0], -1)).reshape(q, *rows.shape[1:])
+
+    for lo in range(0, e.shape[0], _CHUNK):
+        hi = min(lo + _CHUNK, e.shape[0])
+        k = hi - lo
+        W = inv_r[lo:hi, :, None] * A[None, :, :]  # (k, n, m): a_i / r_i
+        M = by_level(W[:, :, :, None] * A[None, :, None, :])  # (q, k, m, m)
+        b = by_level(W * e[lo:hi, :, None])  # (q, k, m)
+        S = np.asarray(sigmas[0][lo:hi], dtype=float).reshape(k, m, m)
+        H = np.linalg.solve(np.eye(m) + S[None] @ M, np.broadcast_to(S[None], M.shape))
+        Hb = np.einsum("lkjs,lks->lkj", H, b)  # (q, k, m)
+        g[lo:hi] -= np.einsum("knj,nkj->kn", W, Hb[index])
+        if want_diag:
+            cbar[lo:hi] -= np.einsum("knj,nkjs,kns->kn", W, H[index], W)
+    return g, cbar
+
+
 def _draw_arrays(sigmas: list[np.ndarray], residual: np.ndarray) -> tuple:
     N = residual.shape[0]
     return np.asarray(sigmas[0], float).reshape(N), np.asarray(residual[:, 0], float)
@@ -570,8 +638,10 @@ def marginal_loo_terms(
     Notes
     -----
     Spectral models (:func:`spectral_applies`): V⁻¹ = σ_g⁻² U diag(1/(s + δ)) Uᵀ, no
-    factorisation (:class:`_SpectralDraws`). Otherwise one Cholesky factor of V per draw
-    (O(n³) each).
+    factorisation (:class:`_SpectralDraws`). No random term or one iid term
+    (:func:`blockwise_applies`): V is diagonal or block-diagonal by level, inverted in closed
+    form (:func:`_blockwise_terms`, O(n) per draw for an intercept). Otherwise one Cholesky
+    factor of V per draw (O(n³) each).
 
     Examples
     --------
@@ -589,6 +659,8 @@ def marginal_loo_terms(
     if _spectral_draws(spec, sigmas, residual):
         var_g, var_e = _draw_arrays(sigmas, residual)
         return _SpectralDraws(spec, var_g, var_e, beta).terms(method)
+    if _blockwise_draws(spec, residual):
+        return _blockwise_terms(spec, sigmas, residual, beta)
     N = residual.shape[0]
     r = _draw_residuals(spec, beta)
     g = np.empty((N, spec.n_obs))
@@ -654,6 +726,8 @@ def vinv_residuals(
     if _spectral_draws(spec, sigmas, residual):
         var_g, var_e = _draw_arrays(sigmas, residual)
         return _SpectralDraws(spec, var_g, var_e, beta).terms(method, want_diag=False)[0]
+    if _blockwise_draws(spec, residual):
+        return _blockwise_terms(spec, sigmas, residual, beta, want_diag=False)[0]
     N = residual.shape[0]
     r = _draw_residuals(spec, beta)
     out = np.empty((N, spec.n_obs))

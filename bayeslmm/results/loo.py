@@ -14,7 +14,9 @@ two ways for a mixed model, and they answer different questions (docs/questions.
 
   computed per draw from the kinship's cached eigendecomposition for one kinship term (two
   matrix products per block of draws, no factorisation; see
-  :func:`bayeslmm.engines.gaussian.marginal_loo_terms`), and from a Cholesky factor of V per
+  :func:`bayeslmm.engines.gaussian.marginal_loo_terms`), in closed form when V is diagonal
+  or block-diagonal by level (no random term: c̄_ii = 1/σ², g = (y − Xβ)/σ²; one iid
+  grouping term: Woodbury's identity level by level), and from a Cholesky factor of V per
   draw otherwise. Pareto-smoothed importance sampling over the draws (ArviZ's ``az.loo``)
   then removes observation i from the posterior of (θ, β).
 - ``kind="conditional"``: log p(y_i | u, θ, β), the fitted random effects given. It asks
@@ -45,8 +47,8 @@ if TYPE_CHECKING:
     import xarray as xr
 
 LOO_KINDS = ("marginal", "conditional")
-#: Largest number of observations of the marginal LOO without a spectral shortcut (one
-#: Cholesky factor of the n × n V per draw).
+#: Largest number of observations of the marginal LOO without a shortcut (spectral or
+#: block-diagonal V): one Cholesky factor of the n × n V per draw.
 DENSE_LIMIT = 5000
 
 
@@ -90,11 +92,13 @@ def pointwise_log_likelihood(fit: Any, kind: str | None = None) -> xr.DataArray:
                 f"this model's family is {spec.family.name}. Use kind='conditional'."
             )
         algebra = gaussian_algebra()
-        if not algebra.spectral_applies(spec) and spec.n_obs > DENSE_LIMIT:
+        shortcut = algebra.spectral_applies(spec) or algebra.blockwise_applies(spec)
+        if not shortcut and spec.n_obs > DENSE_LIMIT:
             raise SpecificationError(
                 f"The marginal LOO of this model factorises the {spec.n_obs} × {spec.n_obs} V "
-                f"once per draw (it is not one kinship term with one residual variance, which "
-                f"needs no factorisation); above {DENSE_LIMIT} observations that is too slow. "
+                f"once per draw (it is not one kinship term with one residual variance, nor at "
+                f"most one iid term, which need no factorisation); above {DENSE_LIMIT} "
+                "observations that is too slow. "
                 "Use kind='conditional', or thin the draws."
             )
         ll = algebra.marginal_loo_loglik(spec, values.sigmas, values.residual, values.beta)

@@ -249,3 +249,116 @@ def test_interpolation_in_delta_equals_the_exact_spectral_terms(kinship_data):
     np.testing.assert_allclose(
         g[i], np.linalg.solve(V, df["y"].to_numpy() - X @ beta[i]), rtol=1e-9, atol=1e-9
     )
+
+
+@pytest.fixture(scope="module")
+def grouped_data():
+    rng = np.random.default_rng(11)
+    n = 31  # uneven levels; one level with a single record
+    family = [f"f{k % 6}" for k in range(n - 1)] + ["single"]
+    return pd.DataFrame(
+        {
+            "y": rng.normal(size=n),
+            "x": rng.normal(size=n),
+            "z": rng.normal(size=n),
+            "family": family,
+            "env": rng.choice(["a", "b"], n),
+        }
+    )
+
+
+def _dense_block_covariance(df, covariates, S, r):
+    """V = Σ_jk S_jk Z_j Z_kᵀ + diag(r) from the group dummies, one n × n matrix."""
+    dummies = pd.get_dummies(df["family"]).to_numpy(float)
+    cols = {"Intercept": np.ones(len(df)), "z": df["z"].to_numpy()}
+    Z = [dummies * cols[c][:, None] for c in covariates]
+    V = np.diag(r)
+    for j, Zj in enumerate(Z):
+        for k, Zk in enumerate(Z):
+            V = V + S[j, k] * Zj @ Zk.T
+    return V
+
+
+@pytest.mark.parametrize(
+    ("formula", "sigma"),
+    [
+        ("y ~ 1", None),
+        ("y ~ x", "~ env"),
+        ("y ~ x + (1|family)", None),
+        ("y ~ x + (1|family)", "~ env"),
+        ("y ~ 0 + (0 + z|family)", None),
+        ("y ~ x + (1 + z|family)", None),
+        ("y ~ x + (1 + z||family)", "~ env"),
+    ],
+)
+def test_block_diagonal_terms_equal_the_dense_inverse(grouped_data, formula, sigma):
+    """No random term or one iid term: closed form per level, no Cholesky factor of V; it
+    must equal the dense V⁻¹ per draw (a zero variance included)."""
+    from bayeslmm.engines import gaussian
+
+    df = grouped_data
+    spec = bl.specify(formula, df, sigma=sigma)
+    assert gaussian.blockwise_applies(spec)
+    rng = np.random.default_rng(12)
+    N, n = 6, len(df)
+    covariates = spec.terms[0].covariates if spec.terms else ()
+    m = len(covariates)
+    L = rng.normal(size=(N, m, m))
+    S = L @ L.transpose(0, 2, 1)
+    if spec.terms and not spec.terms[0].correlated:
+        S = S * np.eye(m)
+    S[2] = 0.0  # a variance at 0: Σ singular
+    residual = np.exp(rng.normal(0.0, 0.5, (N, n)))
+    beta = rng.normal(size=(N, spec.X.shape[1]))
+    sigmas = [S] if spec.terms else []
+    g, cbar = gaussian.marginal_loo_terms(spec, sigmas, residual, beta)
+    vinv_r = gaussian.vinv_residuals(spec, sigmas, residual, beta)
+    X = np.asarray(spec.X, float)
+    for i in range(N):
+        V = _dense_block_covariance(df, covariates, S[i], residual[i])
+        Vinv = np.linalg.inv(V)
+        e = df["y"].to_numpy() - X @ beta[i]
+        np.testing.assert_allclose(g[i], Vinv @ e, rtol=0, atol=1e-10)
+        np.testing.assert_allclose(vinv_r[i], Vinv @ e, rtol=0, atol=1e-10)
+        np.testing.assert_allclose(cbar[i], np.diag(Vinv), rtol=0, atol=1e-10)
+
+
+def test_marginal_loo_equals_brute_force_conditioning_iid_group(grouped_data):
+    df = grouped_data
+    rng = np.random.default_rng(13)
+    spec = bl.specify("y ~ x + (1|family)", df)
+    beta = (("chain", "draw", "fixed"), rng.normal([0.0, 0.5], 0.1, (2, 10, 2)))
+    fit = _fit(
+        spec,
+        {"var_family": _lognormal(rng, 10), "var_residual": _lognormal(rng, 10), "beta": beta},
+        draws=10,
+    )
+    ll = pointwise_log_likelihood(fit, "marginal").values
+    post = fit.posterior
+    X = np.c_[np.ones(len(df)), df["x"]]
+    for c, d in [(0, 0), (1, 7)]:
+        S = np.array([[float(post["var_family"][c, d])]])
+        r = np.full(len(df), float(post["var_residual"][c, d]))
+        V = _dense_block_covariance(df, ("Intercept",), S, r)
+        expected = _brute_force_loo(V, df["y"].to_numpy(), X @ post["beta"].values[c, d])
+        np.testing.assert_allclose(ll[c, d], expected, rtol=0, atol=1e-10)
+
+
+def test_marginal_loo_without_random_terms_is_the_normal_density_at_any_size():
+    """y ~ 1: y_i | y_−i, μ, σ ~ N(μ, σ²); above the dense limit too (no factorisation)."""
+    from bayeslmm.results.loo import DENSE_LIMIT
+
+    rng = np.random.default_rng(14)
+    n = DENSE_LIMIT + 1
+    df = pd.DataFrame({"y": rng.normal(1.0, 2.0, n)})
+    beta = (("chain", "draw", "fixed"), rng.normal(1.0, 0.1, (2, 4, 1)))
+    fit = _fit(
+        bl.specify("y ~ 1", df),
+        {"var_residual": _lognormal(rng, 4, 4.0), "beta": beta},
+        draws=4,
+    )
+    ll = pointwise_log_likelihood(fit, "marginal").values
+    post = fit.posterior
+    sd = np.sqrt(post["var_residual"].values)[..., None]
+    expected = stats.norm.logpdf(df["y"].to_numpy(), post["beta"].values, sd)
+    np.testing.assert_allclose(ll, expected, rtol=0, atol=1e-10)
