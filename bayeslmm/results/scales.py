@@ -377,7 +377,9 @@ def heritability_scales(
     eta = _predictions(eta_fixed, n_draws)
     obs = observed_scale_parameters(va_d, vp, eta, fam, trials=trials, n_nodes=n_nodes)
     vp_model = vp + (eta.var(axis=1) if include_fixed_variance else 0.0)
-    out: dict[str, np.ndarray] = {"latent": va_d / vp_model}
+    with np.errstate(invalid="ignore", divide="ignore"):
+        # NaN, not a warning, where every latent variance is 0 (a boundary fit): no share
+        out: dict[str, np.ndarray] = {"latent": va_d / vp_model}
     if fam.is_gaussian:
         out["link"] = out["latent"]
     else:
