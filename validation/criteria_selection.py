@@ -491,6 +491,8 @@ def summarise(records: pd.DataFrame) -> pd.DataFrame:
             group = all_sets[chosen != ""]
             n = len(group)
             cost = seconds.loc[(scenario, truth)].loc[group["dataset"]]
+            if n == 0:  # e.g. no NUTS fits in this scenario (--n-nuts-a 0): no row
+                continue
             share = float((group[f"chosen_{criterion}"] == truth).mean())
             rows.append(
                 {
