@@ -226,6 +226,10 @@ class SpectralDensity:
         The kinship's weight at the sample's scale (mean diag K − mean K; see
         :meth:`~bayeslmm.spec.RandomTerm.variance_weights`): ``variance_share`` and (in the
         SD parametrisation) ``h2`` are c σ_g² / (c σ_g² + σ_e²), as the results tables.
+    multiplicity : float
+        Rotated rows left out because their data are 0 and their eigenvalue is 0 (the
+        low-rank kinship's complement, :class:`~bayeslmm.kinship.LowRankKinship`): each adds
+        log N(0; 0, σ_e²) to the likelihood.
     """
 
     eigenvalues: np.ndarray
@@ -238,6 +242,7 @@ class SpectralDensity:
     group: str
     components: tuple[str, ...]
     share_weight: float = 1.0
+    multiplicity: float = 0.0
 
     def logp(self, x: np.ndarray) -> tuple[float, np.ndarray]:
         """Log posterior (up to the evidence) at x and its gradient.
@@ -261,6 +266,10 @@ class SpectralDensity:
         loglik, d_g, d_e = marginal_loglik_grad(
             var_g, var_e, self.eigenvalues, self.resid, self.design
         )
+        if self.multiplicity:
+            # the low-rank path's complement rows: zero data, eigenvalue 0, variance σ_e²
+            loglik -= 0.5 * self.multiplicity * (LOG_2PI + math.log(var_e))
+            d_e -= 0.5 * self.multiplicity / var_e
         # ∂(σ_g², σ_e²)/∂x: x1 moves the share, x2 scales both
         dh = h * (1.0 - h)
         g1 = (d_g - d_e) * total * dh
@@ -413,6 +422,7 @@ def spectral_density(built: Any) -> SpectralDensity:
         group=group,
         components=tuple(built.components),
         share_weight=share_weight,
+        multiplicity=float(getattr(built.rotation, "n_null", 0)),
     )
 
 
