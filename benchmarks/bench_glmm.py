@@ -25,6 +25,12 @@ Each seed is a new data set and sampler seed; the file ends with the ratio per s
 their mean (a single ESS varies up to threefold between sampler seeds, see
 docs/bayesian.md).
 
+``--families poisson-noolre`` is the Poisson model without the observation-level effect
+(simulated and fitted without it). ``--write-csv DIR`` writes each data set (id, y, K) for
+``benchmarks/brms_glmm.R`` (real brms, run separately); when
+``benchmarks/results/brms_glmm.txt`` holds a recorded brms figure for a case, the script also
+prints bayeslmm's whole-call ESS/s over that figure.
+
 With ``--laplace`` the script also fits ``strategy="laplace-marginal"`` (the latent field integrated
 out by a Laplace approximation, NUTS (nutpie) on the SDs only; its log-density is a Python
 Op that nutpie calls in object mode).
@@ -62,9 +68,11 @@ def simulate(n: int, family: str, seed: int) -> tuple[pd.DataFrame, bl.Kinship, 
     K = grm(n, 2 * n, rng)
     ids = [f"i{k:05d}" for k in range(n)]
     L = np.linalg.cholesky(K)
-    if family == "poisson":
+    if family in ("poisson", "poisson-noolre"):
         va = 0.4
-        eta = 0.5 + np.sqrt(va) * L @ rng.normal(size=n) + rng.normal(0, np.sqrt(0.6), n)
+        # 'poisson-noolre': the same draws with no observation-level variance
+        v_olre = 0.6 if family == "poisson" else 0.0
+        eta = 0.5 + np.sqrt(va) * L @ rng.normal(size=n) + rng.normal(0, np.sqrt(v_olre), n)
         y = rng.poisson(np.exp(eta))
     else:
         va = 0.4 / 0.6 * np.pi**2 / 3
@@ -89,7 +97,9 @@ def brms_model(data: pd.DataFrame, kin: bl.Kinship, family: str, priors):
         z = pm.Normal("z_id", 0.0, 1.0, shape=n)
         u = sd_id * pt.dot(pt.as_tensor(L), z)
         eta = beta + u[idx]
-        if family == "poisson":
+        if family == "poisson-noolre":
+            pm.Poisson("y", mu=pt.exp(eta), observed=data["y"].to_numpy())
+        elif family == "poisson":
             nu_o, scale_o = priors.sd_olre.params
             sd_olre = pm.HalfStudentT("sd_olre", nu=nu_o, sigma=scale_o)
             z_olre = pm.Normal("z_olre", 0.0, 1.0, shape=len(data))
@@ -99,6 +109,56 @@ def brms_model(data: pd.DataFrame, kin: bl.Kinship, family: str, priors):
             pm.Bernoulli("y", logit_p=eta, observed=data["y"].to_numpy())
         pm.Deterministic("var_id", sd_id**2)
     return model
+
+
+def model_family(family: str) -> str | bl.families.Family:
+    """bayeslmm's family for a benchmark family name ('poisson' carries the observation-level
+    effect, as bayeslmm's Poisson does by default; 'poisson-noolre' does not)."""
+    if family == "poisson-noolre":
+        return bl.families.Poisson(overdispersion=False)
+    return family
+
+
+def write_csv(directory: Path, ns, families, seeds) -> None:
+    """Write each simulated data set for R (benchmarks/brms_glmm.R): ``glmm_{family}_n{n}_
+    seed{seed}_data.csv`` (id, y) and ``..._K.csv`` (the kinship, ids as header and first
+    column, 17 significant digits so that R reads the same matrix)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for family in families:
+        for n in ns:
+            for seed in seeds:
+                data, kin, va = simulate(n, family, seed=seed)
+                stem = directory / f"glmm_{family}_n{n}_seed{seed}"
+                data.to_csv(f"{stem}_data.csv", index=False)
+                frame = pd.DataFrame(kin.matrix, index=kin.ids, columns=kin.ids)
+                frame.to_csv(f"{stem}_K.csv", float_format="%.17g")
+                print(f"wrote {stem}_data.csv, {stem}_K.csv (true V_A {va:.4g})")
+
+
+BRMS_RESULTS = Path(__file__).parent / "results" / "brms_glmm.txt"
+
+
+def read_brms(path: Path) -> pd.DataFrame | None:
+    """The brms figures recorded by benchmarks/brms_glmm.R (R, run separately), or None."""
+    if not path.exists():
+        return None
+    return pd.read_csv(path, sep=r"\s+", comment="#")
+
+
+def brms_ratio_line(brms: pd.DataFrame | None, frame: pd.DataFrame, family, n, seed) -> str:
+    """bayeslmm's whole-call ESS/s over the recorded real-brms whole-call ESS/s."""
+    if brms is None:
+        return ""
+    rec = brms[(brms["family"] == family) & (brms["n"] == n) & (brms["seed"] == seed)]
+    if rec.empty:
+        return f"# {family} n={n} seed {seed}: no recorded brms (R) figure\n"
+    r = rec.iloc[0]
+    ratio = frame.loc["bayeslmm", "ess_per_s"] / r["ess_per_s"]
+    return (
+        f"# {family} n={n} seed {seed}: ESS/s ratio bayeslmm / real brms (R, run separately "
+        f"on this machine {r['date']}, whole call {r['total_s']:.1f} s, ESS {r['ess_bulk']:.0f}"
+        f") = {ratio:.1f} (whole call)\n"
+    )
 
 
 def warm_up() -> None:
@@ -122,7 +182,7 @@ def run(n: int, family: str, seed: int, args) -> list[dict]:
     rows = []
     # bayeslmm
     t0 = time.perf_counter()
-    model = LMM("y ~ 1 + (1|id)", data, kinship={"id": kin}, family=family)
+    model = LMM("y ~ 1 + (1|id)", data, kinship={"id": kin}, family=model_family(family))
     fit = model.fit(
         draws=args.draws,
         tune=args.tune,
@@ -228,11 +288,30 @@ def main(argv=None) -> int:
     )
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument(
+        "--write-csv",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="write each data set (id, y and K) to CSV files in DIR for benchmarks/brms_glmm.R "
+        "and stop (no fits)",
+    )
+    parser.add_argument(
+        "--brms",
+        type=Path,
+        default=BRMS_RESULTS,
+        help="real brms figures (benchmarks/brms_glmm.R); each case also prints bayeslmm's "
+        "ratio to the recorded brms whole-call ESS/s",
+    )
+    parser.add_argument(
         "--laplace",
         action="store_true",
         help="also fit strategy='laplace' (latent field integrated out by a Laplace approximation)",
     )
     args = parser.parse_args(argv)
+    if args.write_csv is not None:
+        write_csv(args.write_csv, args.n, args.families, args.seeds)
+        return 0
+    brms = read_brms(args.brms)
     warnings.simplefilter("ignore")
     out = open(args.out, "w") if args.out else sys.stdout  # noqa: SIM115
     out.write(
@@ -272,6 +351,7 @@ def main(argv=None) -> int:
                             f"# {family} n={n} seed {seed}: ESS/s ratio laplace / brms = "
                             f"{lap:.2f} (whole fit), {lap_s:.2f} (sampling alone)\n"
                         )
+                    out.write(brms_ratio_line(brms, frame, family, n, seed))
                     out.write("\n")
                     out.flush()
     out.write(summary(pd.DataFrame(results)))
