@@ -441,29 +441,52 @@ def glmm_closed_form_applies(built: Any) -> bool:
     eigenpair of K (no ``rank_share`` truncation; a singular K, e.g. a centred GRM, is
     completed by its null space, where the merged effect is the observation-level one); the
     SD priors need closed-form densities (every built-in positive family has one); otherwise
-    the PyMC graph is sampled.
+    the PyMC graph is sampled. :func:`glmm_closed_form_obstacles` says why not.
+    """
+    return not glmm_closed_form_obstacles(built)
+
+
+def glmm_closed_form_obstacles(built: Any) -> list[str]:
+    """Why the one-kinship-term closed form does not cover ``built`` (empty when it does).
+
+    Examples
+    --------
+    >>> import pandas as pd, bayeslmm as bl
+    >>> from bayeslmm.engines.bayes import build
+    >>> df = pd.DataFrame({"y": [0, 1, 1, 0], "g": ["a", "a", "b", "b"]})
+    >>> spec = bl.specify("y ~ 1 + (1 | g)", df, family="bernoulli")
+    >>> glmm_closed_form_obstacles(build(spec, strategy="latent"))
+    ['term (1|g) has no kinship']
     """
     spec = built.spec
-    covered = spec.family.glmm_density_parametrisation is not None
-    if built.strategy != "latent" or not covered or len(spec.terms) != 1:
-        return False
+    if built.strategy != "latent":
+        return [f"strategy {built.strategy!r}, not 'latent'"]
+    if spec.family.glmm_density_parametrisation is None:
+        return [f"family {spec.family.name} ({spec.family.link}) has no closed-form density"]
+    if len(spec.terms) != 1:
+        return [f"{len(spec.terms)} random terms (the one-term density takes one)"]
     term = spec.terms[0]
-    if term.kinship is None or term.n_coef != 1 or np.any(np.asarray(term.design) != 1.0):
-        return False
+    if term.kinship is None:
+        return [f"term (1|{term.group}) has no kinship"]
+    if term.n_coef != 1 or np.any(np.asarray(term.design) != 1.0):
+        return [f"term of {term.group} has slopes"]
     model, g = built.model, term.group
     names = {v.name for v in model.free_RVs + model.deterministics}
     expected = set(_variable_names(built))
     if names != expected or model.potentials or len(model.observed_RVs) != 1:
-        return False
+        return ["the PyMC model was changed after building (or uses the share priors)"]
     sd_priors = (built.priors.sd[g], built.priors.sd_olre)
     if not all(p.has_closed_form for p in sd_priors if p is not None):
-        return False  # a prior family without a closed-form density: the PyMC graph
+        return ["an SD prior has no closed-form density"]
     if built.priors.sd_olre is not None:
         # every eigenpair of K kept (a singular K's null space is added back by the density)
         whole = len(model.coords[f"{g}_basis"]) == term.kinship.root().rank
         one_each = np.array_equal(np.sort(np.asarray(term.index)), np.arange(term.n_levels))
-        return whole and term.n_levels == spec.n_obs and one_each
-    return True
+        if not whole:
+            return ["observation-level effect with a truncated kinship basis (rank_share)"]
+        if not (term.n_levels == spec.n_obs and one_each):
+            return ["observation-level effect with repeated records per individual"]
+    return []
 
 
 def _variable_names(built: Any) -> list[str]:

@@ -75,6 +75,7 @@ if TYPE_CHECKING:
     import arviz as az
 
     from bayeslmm.engines.bayes.glmm_density import GLMMDensity
+    from bayeslmm.engines.bayes.glmm_terms import MultiTermDensity
     from bayeslmm.engines.bayes.spectral_density import SpectralDensity
 
 
@@ -285,21 +286,27 @@ class LatentStrategy(Strategy):
     ) -> BuiltModel:
         return build_latent(spec, priors, rank_share)
 
-    def closed_form(self, built: BuiltModel) -> GLMMDensity | None:
+    def closed_form(self, built: BuiltModel) -> GLMMDensity | MultiTermDensity | None:
+        """The one-kinship-term GLMM density when it applies, else the multi-term one
+        (intercept-only terms), else None."""
         # imported here: the closed forms load numba, which building a model does not need
         from bayeslmm.engines.bayes.glmm_density import glmm_closed_form_applies, glmm_density
+        from bayeslmm.engines.bayes.glmm_terms import multiterm_density, multiterm_obstacles
 
-        if not glmm_closed_form_applies(built):
-            return None
-        return glmm_density(built)
+        if glmm_closed_form_applies(built):
+            return glmm_density(built)
+        if not multiterm_obstacles(built):
+            return multiterm_density(built)
+        return None
 
     def nutpie_model(self, built: BuiltModel) -> Any:
-        from bayeslmm.engines.bayes.glmm_density import nutpie_model
+        from bayeslmm.engines.bayes import glmm_density, glmm_terms
 
         density = self.closed_form(built)
         if density is None:
             return super().nutpie_model(built)
-        return nutpie_model(density, built.model.coords)
+        module = glmm_terms if isinstance(density, glmm_terms.MultiTermDensity) else glmm_density
+        return module.nutpie_model(density, built.model.coords)
 
 
 class LaplaceMarginalStrategy(Strategy):

@@ -1,0 +1,204 @@
+"""The multi-term closed-form GLMM density against the PyMC model it replaces.
+
+Checked against independent computations: the built PyMC model's ``logp`` at random points
+(plus the Jacobian of partial non-centring, with weights spread over (0, 1)), finite
+differences of the density for the gradient, and (slow) the posterior of a nutpie fit of
+the density against PyMC's own NUTS on the PyMC graph.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import bayeslmm as bl
+from bayeslmm.engines.bayes import build
+from bayeslmm.engines.bayes.glmm_density import glmm_closed_form_obstacles
+from bayeslmm.engines.bayes.glmm_terms import multiterm_density, multiterm_obstacles
+from bayeslmm.engines.bayes.strategies import get_strategy
+from bayeslmm.families import Poisson
+
+N = 24
+
+
+@pytest.fixture(scope="module")
+def kinship() -> bl.Kinship:
+    rng = np.random.default_rng(0)
+    G = rng.binomial(2, 0.4, (N, 50)).astype(float)
+    G -= G.mean(0)
+    K = 0.9 * G @ G.T / 50 + 0.1 * np.eye(N)
+    return bl.Kinship(K / np.mean(np.diag(K)), [f"i{k}" for k in range(N)])
+
+
+def _data(kinship: bl.Kinship, family: str, reps: int = 1, seed: int = 1) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    n = N * reps
+    trials = rng.integers(1, 6, n)
+    y = {
+        "poisson": rng.poisson(3.0, n),
+        "bernoulli": rng.integers(0, 2, n),
+        "binomial": rng.binomial(trials, 0.4),
+    }[family]
+    ids = np.repeat(np.asarray(kinship.ids), reps)
+    return pd.DataFrame(
+        {
+            "y": y,
+            "x": rng.normal(size=n),
+            "id": ids,
+            "id2": ids,
+            "herd": [f"h{k}" for k in rng.integers(0, 5, n)],
+            "site": [f"s{k}" for k in rng.integers(0, 3, n)],
+            "t": trials,
+        }
+    )
+
+
+#: (name, formula, family, link, olre, records per individual, rank_share, epistatic)
+CASES = [
+    ("poisson K+iid olre", "y ~ x + (1|id) + (1|herd)", "poisson", "log", True, 1, None, False),
+    ("poisson K+iid", "y ~ x + (1|id) + (1|herd)", "poisson", "log", False, 1, None, False),
+    ("poisson K+KK olre", "y ~ 1 + (1|id) + (1|id2)", "poisson", "log", True, 1, None, True),
+    ("bernoulli K+KK", "y ~ x + (1|id) + (1|id2)", "bernoulli", "logit", False, 1, None, True),
+    ("probit K+iid", "y ~ x + (1|id) + (1|herd)", "bernoulli", "probit", False, 1, None, False),
+    ("binomial crossed", "y ~ x + (1|herd) + (1|site)", "binomial", "logit", False, 2, None, False),
+    ("poisson crossed olre", "y ~ x + (1|herd) + (1|site)", "poisson", "log", True, 2, None, False),
+    ("poisson K reps olre", "y ~ x + (1|id)", "poisson", "log", True, 2, None, False),
+    ("poisson K rank olre", "y ~ x + (1|id)", "poisson", "log", True, 1, 0.9, False),
+    ("poisson iid", "y ~ x + (1|herd)", "poisson", "log", False, 2, None, False),
+]
+
+
+def _built(kinship, case):
+    _, formula, family, link, olre, reps, rank_share, epistatic = case
+    kw: dict = {"family": Poisson(overdispersion=olre) if family == "poisson" else family}
+    if family != "poisson":
+        kw["link"] = link
+    if family == "binomial":
+        kw["trials"] = "t"
+    kin = {"id": kinship}
+    if epistatic:
+        kin["id2"] = kinship.hadamard()
+    df = _data(kinship, family, reps)
+    spec = bl.specify(formula, df, kinship={k: v for k, v in kin.items() if k in formula}, **kw)
+    return build(spec, strategy="latent", rank_share=rank_share)
+
+
+def _pymc_point(density, x):
+    out = density.expand(x)
+    point = {}
+    if density.n_fixed:
+        point[density.meta["beta_name"]] = out[density.meta["beta_name"]]
+    for block in density.blocks:
+        name = "olre" if density.olre and block is density.blocks[-1] else block.name
+        point[f"sd_{name}_log__"] = np.log(out[f"sd_{name}"])
+        point[f"z_{name}"] = out[f"z_{name}"]
+    return point
+
+
+def _spread_weights(density):
+    for block in density.blocks:
+        block.weights = np.linspace(0.05, 0.95, block.n_basis)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+def test_logp_equals_pymc_model(kinship, case):
+    built = _built(kinship, case)
+    assert multiterm_obstacles(built) == []
+    density = multiterm_density(built, dtype="float64")
+    _spread_weights(density)
+    logp_pymc = built.model.compile_logp()
+    rng = np.random.default_rng(2)
+    for _ in range(3):
+        x = density.initial_point(int(rng.integers(100))) + rng.normal(0, 0.3, density.ndim)
+        expected = float(logp_pymc(_pymc_point(density, x))) + density.log_jacobian(x)
+        # probit: PyMC's invprobit differs from scipy's log_ndtr by up to ~1e-7 per record
+        tolerance = 1e-5 if case[3] == "probit" else 1e-8
+        assert density.logp(x)[0] == pytest.approx(expected, abs=tolerance)
+
+
+@pytest.mark.parametrize("case", CASES[:7], ids=[c[0] for c in CASES[:7]])
+def test_gradient_matches_finite_differences(kinship, case):
+    density = multiterm_density(_built(kinship, case), dtype="float64")
+    _spread_weights(density)
+    x = density.initial_point(3) + np.random.default_rng(3).normal(0, 0.3, density.ndim)
+    _, grad = density.logp(x)
+    step = 1e-6
+    numeric = [
+        (density.logp(x + step * e)[0] - density.logp(x - step * e)[0]) / (2 * step)
+        for e in np.eye(density.ndim)
+    ]
+    np.testing.assert_allclose(grad, numeric, rtol=1e-5, atol=1e-5)
+
+
+def test_deterministics_equal_pymc_model(kinship):
+    """expand() gives the PyMC model's deterministics (u, var, shares, residual) at a point."""
+    built = _built(kinship, CASES[0])
+    density = multiterm_density(built, dtype="float64")
+    _spread_weights(density)
+    x = density.initial_point(5)
+    out = density.expand(x)
+    point = _pymc_point(density, x)
+    names = ["u_id", "u_herd", "var_id", "var_herd", "var_residual", "variance_share", "beta"]
+    # deterministics as functions of the value variables (not of the random variables,
+    # which compile_fn would draw)
+    outputs = built.model.replace_rvs_by_values([built.model[nm] for nm in names])
+    fn = built.model.compile_fn(
+        outputs, inputs=built.model.value_vars, on_unused_input="ignore", point_fn=False
+    )
+    for name, value in zip(names, fn(**point), strict=True):
+        np.testing.assert_allclose(out[name], value, rtol=1e-10, err_msg=name)
+
+
+def test_weights_follow_information(kinship):
+    """Partial non-centring: a level seen in more records gets a larger weight (closer to
+    centred), and every weight lies in (0, 1)."""
+    density = multiterm_density(_built(kinship, CASES[6]), dtype="float64")
+    herd = density.blocks[0]
+    counts = np.bincount(herd.index, minlength=herd.n_levels)
+    assert np.all((herd.weights > 0) & (herd.weights < 1))
+    assert np.all(np.diff(herd.weights[np.argsort(counts)]) >= -1e-9)
+
+
+def test_routes(kinship):
+    """The one-term density keeps its models; the rest that are intercept-only go here."""
+    one = _built(kinship, ("", "y ~ x + (1|id)", "poisson", "log", True, 1, None, False))
+    assert glmm_closed_form_obstacles(one) == []
+    assert type(get_strategy("latent").closed_form(one)).__name__ == "GLMMDensity"
+    many = _built(kinship, CASES[0])
+    assert glmm_closed_form_obstacles(many) != []
+    assert type(get_strategy("latent").closed_form(many)).__name__ == "MultiTermDensity"
+    df = _data(kinship, "poisson")
+    spec = bl.specify("y ~ 1 + (1 + x | herd)", df, family="poisson")
+    slopes = build(spec, strategy="latent")
+    assert "slopes" in multiterm_obstacles(slopes)[0]
+    assert get_strategy("latent").closed_form(slopes) is None
+
+
+@pytest.mark.slow
+def test_posterior_matches_pymc_nuts(kinship):
+    """Poisson K + iid herd + olre: nutpie on the density against PyMC's NUTS on the graph;
+    posterior means of the SDs within MC error (4 pooled SEs)."""
+    import arviz as az
+    import pymc as pm
+
+    from bayeslmm.engines.bayes.sampling import sample
+
+    built = _built(kinship, CASES[0])
+    idata, _ = sample(built, draws=1000, tune=1000, chains=2, seed=4, sampler="nutpie")
+    assert "sd_herd" in idata.posterior
+    with built.model, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = pm.sample(
+            draws=1000, tune=1000, chains=2, random_seed=5, progressbar=False, target_accept=0.95
+        )
+    for name in ["sd_id", "sd_herd", "sd_olre", "beta"]:
+        a = idata.posterior[name].values.reshape(-1, *idata.posterior[name].shape[2:])
+        b = ref.posterior[name].values.reshape(-1, *ref.posterior[name].shape[2:])
+        se = np.sqrt(
+            (a.std(0) / np.sqrt(az.ess(idata, var_names=[name])[name].values)) ** 2
+            + (b.std(0) / np.sqrt(az.ess(ref, var_names=[name])[name].values)) ** 2
+        )
+        assert np.all(np.abs(a.mean(0) - b.mean(0)) < 4 * se), name
