@@ -72,7 +72,30 @@ def resolve_sampler(sampler: SamplerName | str = "auto") -> str:
             f"The sampler '{sampler}' is not installed; pip install {sampler} (or "
             "bayeslmm[nutpie] / bayeslmm[jax]), or use sampler='pymc'."
         )
+    if sampler == "blackjax":
+        _check_blackjax_version()
     return sampler
+
+
+#: blackjax 1.6 changed its kernels' keyword arguments; PyMC 5's ``pm.sample(nuts_sampler=
+#: "blackjax")`` (tested with 5.28) then fails inside JAX with a TypeError on 'progress_bar'.
+BLACKJAX_BELOW = (1, 6)
+
+
+def _check_blackjax_version() -> None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        text = version("blackjax")
+    except PackageNotFoundError:  # importable but not installed as a distribution
+        return
+    parts = tuple(int(p) for p in text.split(".")[:2] if p.isdigit())
+    if parts >= BLACKJAX_BELOW:
+        raise SpecificationError(
+            f"blackjax {text} is installed, but PyMC's blackjax sampler works with blackjax "
+            f"below {'.'.join(map(str, BLACKJAX_BELOW))} only: pip install 'blackjax<1.6', or "
+            "use sampler='numpyro' (the same JAX path) or the default sampler."
+        )
 
 
 def default_progressbar() -> bool:
