@@ -17,7 +17,14 @@ from bayeslmm._version import __version__ as __version__  # re-exported: bl.__ve
 from bayeslmm.association import scan
 from bayeslmm.errors import BayesLMMError, DataError, KinshipError, SpecificationError
 from bayeslmm.families import Bernoulli, Binomial, Gaussian, Poisson, get_family
-from bayeslmm.kinship import Kinship, SparsePedigreeKinship, grm, loco_grms, pedigree_relationship
+from bayeslmm.kinship import (
+    Kinship,
+    LowRankKinship,
+    SparsePedigreeKinship,
+    grm,
+    loco_grms,
+    pedigree_relationship,
+)
 from bayeslmm.model import LMM
 from bayeslmm.results.compare import compare_fits, plot_comparison
 from bayeslmm.results.criteria import compare
@@ -33,6 +40,7 @@ __all__ = [
     "Gaussian",
     "Kinship",
     "KinshipError",
+    "LowRankKinship",
     "SparsePedigreeKinship",
     "ModelSpec",
     "Poisson",

@@ -3,6 +3,7 @@
 from bayeslmm.kinship._kinship import Kinship, KinshipScaleWarning
 from bayeslmm.kinship.grm import grm, snp_factor
 from bayeslmm.kinship.loco import loco_grms
+from bayeslmm.kinship.low_rank import LowRankDensifyWarning, LowRankKinship
 from bayeslmm.kinship.pedigree import inbreeding, pedigree_relationship
 from bayeslmm.kinship.pedigree_inverse import (
     PedigreeDensifyWarning,
@@ -14,6 +15,8 @@ from bayeslmm.kinship.pedigree_inverse import (
 __all__ = [
     "Kinship",
     "KinshipScaleWarning",
+    "LowRankDensifyWarning",
+    "LowRankKinship",
     "PedigreeDensifyWarning",
     "SparsePedigreeKinship",
     "grm",

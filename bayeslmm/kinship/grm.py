@@ -298,6 +298,7 @@ def grm(
     standardize: bool = False,
     block_size: int = 2000,
     name: str = "GRM",
+    low_rank: bool = False,
 ) -> Kinship:
     """Genomic relationship matrix from SNP dosages.
 
@@ -323,12 +324,19 @@ def grm(
         SNPs per block; memory is O(n² + n·block_size).
     name : str
         Label of the returned kinship.
+    low_rank : bool
+        Return a :class:`~bayeslmm.kinship.LowRankKinship` backed by the n × m scaled
+        markers W (K = W Wᵀ, the same matrix), never forming the n × n GRM: the SNP-space
+        path, O(n m²) time and O(n m) memory instead of O(n³) and O(n²), for m < n kept
+        SNPs. With m ≥ n it saves nothing (the n × n path is cheaper): a warning says so
+        and the dense GRM is returned.
 
     Returns
     -------
     Kinship
-        The n × n GRM. Allele frequencies p are estimated from the sample, so the GRM is
-        relative to the sample: rows sum to 0 when nothing is missing, and the mean diagonal is
+        The n × n GRM (a :class:`~bayeslmm.kinship.LowRankKinship` with ``low_rank``).
+        Allele frequencies p are estimated from the sample, so the GRM is relative to the
+        sample: rows sum to 0 when nothing is missing, and the mean diagonal is
         about 1 + F, F the average inbreeding relative to the sample (about 1 in an outbred
         sample under Hardy-Weinberg equilibrium; less when there are fewer heterozygotes
         than 2p(1 - p), e.g. 2/3 for a backcross coded 0/1).
@@ -351,6 +359,19 @@ def grm(
     dos = _as_dosages(dosages, ids)
     sel = _select_snps(dos, maf, block_size)
     _report_dropped(sel, maf)
+    if low_rank:
+        if sel.keep.size < dos.n:
+            from bayeslmm.kinship.low_rank import LowRankKinship
+
+            W = _factor(dos, sel, standardize, block_size)
+            return LowRankKinship(W, ids=dos.ids, name=name, copy=False)
+        warnings.warn(
+            f"grm(low_rank=True): {sel.keep.size} SNPs for {dos.n} individuals; the low-rank "
+            "path pays off only with fewer SNPs than individuals (its SVD costs O(n m²), "
+            "the dense eigendecomposition O(n³)), so the dense n × n GRM is returned.",
+            UserWarning,
+            stacklevel=2,
+        )
     K, _ = _compute_grm(dos, sel, standardize, block_size, counts=False)
     # W Wᵀ is PSD by construction: the eigendecomposition waits until an engine needs it.
     return Kinship(K, ids=dos.ids, name=name, check_psd=False)
@@ -429,9 +450,16 @@ def snp_factor(
     _report_dropped(sel, maf)
     if dos.lazy:
         return _dask_factor(dos, sel, standardize), dos.ids
+    return _factor(dos, sel, standardize, block_size), dos.ids
+
+
+def _factor(dos: _Dosages, sel: _SnpSelection, standardize: bool, block_size: int) -> np.ndarray:
+    """W (n × kept SNPs, in memory) with W Wᵀ the GRM; a Dask input is computed."""
+    if dos.lazy:
+        return np.asarray(_dask_factor(dos, sel, standardize).compute(), dtype=float)
     _, denom = _scale(sel, standardize)
     W = np.empty((dos.n, sel.keep.size))
     for pos, Z, _ in _centred_blocks(dos, sel, standardize, block_size):
         W[:, pos] = Z
     W /= np.sqrt(denom)
-    return W, dos.ids
+    return W

@@ -38,6 +38,8 @@ class RemlFit(FitTables, FitDisplay):
     ----------
     method : str
         The route that ran: ``"spectral"`` (single kernel, rotated 1-D profile),
+        ``"spectral-low-rank"`` (the same with a low-rank kinship, rotated by the thin SVD
+        of its markers),
         ``"ai-reml-mme"`` (AI-REML through Henderson's mixed-model equations),
         ``"ai-reml-sparse"`` (the same through sparse ones, for iid factors),
         ``"ai-reml-dense"`` (AI-REML with the dense n × n V) or ``"sparse-pedigree"`` (the

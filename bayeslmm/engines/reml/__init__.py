@@ -17,6 +17,9 @@
   ``pedigree_relationship(pedigree, sparse=True)``: one pedigree term, fixed effects and one
   residual variance, through the sparse mixed-model equations with A⁻¹ (chosen whenever
   such a kinship is given; see :mod:`bayeslmm.engines.reml.sparse_pedigree`).
+- ``"spectral-low-rank"`` (reported, not requested): the spectral route with a kinship from
+  ``grm(dosages, low_rank=True)``, rotated by the thin SVD of its markers (O(n m²) once, no
+  n × n matrix; see :mod:`bayeslmm.engines.reml.spectral`).
 
 ``criterion="ml"`` maximises the full likelihood instead (maximum likelihood, lme4's
 ``REML = FALSE``) through the same routes; likelihoods of ML fits compare models with
@@ -53,6 +56,7 @@ from bayeslmm.engines.reml.sparse import MAX_DENSE_REST, sparse_applicable, spar
 from bayeslmm.engines.reml.sparse_pedigree import fit_sparse_pedigree, resolve_sparse_pedigree
 from bayeslmm.engines.reml.spectral import fit_spectral
 from bayeslmm.errors import SpecificationError
+from bayeslmm.kinship.low_rank import LowRankKinship
 from bayeslmm.results.reml_result import RemlFit, boundary_lrt
 from bayeslmm.spec import ModelSpec
 
@@ -268,6 +272,8 @@ def fit_reml(
     y, y_scale = _scaled_response(y)
     if method == "spectral":
         raw = fit_spectral(structure, y, X, n_grid=n_grid, criterion=criterion)
+        if _spectral_direct(spec) and isinstance(spec.terms[0].kinship, LowRankKinship):
+            method = "spectral-low-rank"  # the thin SVD of the markers, never n × n
     elif method == "sparse-pedigree":
         raw = fit_sparse_pedigree(structure, y, X, criterion=criterion)
     else:

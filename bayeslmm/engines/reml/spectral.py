@@ -23,6 +23,14 @@ log|X*ᵀD⁻¹X*| term),
     −2ℓ(h²) = Σ log d_i + n (log σ̂² + 1 + log 2π),
 
 and searched the same way.
+
+A :class:`~bayeslmm.kinship.LowRankKinship` (K = W Wᵀ, W n × m with m < n) is rotated
+by its thin SVD instead (route ``"spectral-low-rank"``): its r positive eigenvalues, k ≤ p + 1
+rows of the data's part in K's null space (eigenvalue 0), and the multiplicity
+n_null = n − r − k of the null-space rows whose data are exactly 0
+(:meth:`~bayeslmm.kinship.LowRankKinship.rotation`). Those rows add n_null log d = n_null
+log(1 − h²) to Σ log d_i, n_null/σ_e² to tr(V⁻¹) and nothing to any weighted product, so
+each evaluation costs O(r p²) and no n × n matrix is formed.
 """
 
 from __future__ import annotations
@@ -42,6 +50,7 @@ from bayeslmm.engines.reml._common import (
     safe_inverse,
 )
 from bayeslmm.engines.reml._structure import Structure
+from bayeslmm.kinship.low_rank import LowRankKinship
 
 
 class RotatedReml:
@@ -49,17 +58,26 @@ class RotatedReml:
 
     ``criterion="ml"`` makes :meth:`profile`, :meth:`scale_at` and :meth:`evaluate`'s
     ``loglik``, score and AI those of the full likelihood (β profiled out by GLS).
+    ``n_null`` further rows with eigenvalue 0 and rotated data 0 are counted without being
+    stored (a low-rank kinship's null space; ``n`` counts them).
     """
 
     def __init__(
-        self, s: np.ndarray, Uy: np.ndarray, UX: np.ndarray, criterion: Criterion = "reml"
+        self,
+        s: np.ndarray,
+        Uy: np.ndarray,
+        UX: np.ndarray,
+        criterion: Criterion = "reml",
+        n_null: int = 0,
     ) -> None:
         if criterion not in CRITERIA:
             raise ValueError(f"criterion must be one of {CRITERIA}; got {criterion!r}")
         self.s = np.clip(np.asarray(s, dtype=float), 0.0, None)
         self.Uy = Uy
         self.UX = UX
-        self.n, self.p = UX.shape
+        rows, self.p = UX.shape
+        self.n_null = int(n_null)
+        self.n = rows + self.n_null
         self.criterion = criterion
         # the residual degrees of freedom of the profiled scale: n − p (REML) or n (ML)
         self.dof = self.n - self.p if criterion == "reml" else self.n
@@ -78,7 +96,7 @@ class RotatedReml:
         """−2ℓ_R (ML: −2ℓ) at heritability h² with σ² profiled out (+inf where undefined)."""
         self.n_eval += 1
         d = h2 * self.s + (1.0 - h2)
-        if np.any(d <= 0):
+        if np.any(d <= 0) or (self.n_null and h2 >= 1.0):
             return math.inf
         try:
             w, _, _, chol, _, r = self._gls(d)
@@ -89,7 +107,10 @@ class RotatedReml:
             return math.inf
         dof = self.dof
         logdet_xvx = 2.0 * np.sum(np.log(np.diag(chol))) if self.criterion == "reml" else 0.0
-        return float(np.sum(np.log(d)) + logdet_xvx + dof * (math.log(q / dof) + 1.0 + LOG_2PI))
+        logdet_d = float(np.sum(np.log(d)))
+        if self.n_null:  # the null rows' d = 1 − h²
+            logdet_d += self.n_null * math.log1p(-h2)
+        return float(logdet_d + logdet_xvx + dof * (math.log(q / dof) + 1.0 + LOG_2PI))
 
     def profile_many(self, h2: np.ndarray) -> np.ndarray:
         """:meth:`profile` for a vector of h² at once (the grid), O(G n p²) in a few calls."""
@@ -97,7 +118,7 @@ class RotatedReml:
         self.n_eval += h2.size
         d = h2[:, None] * self.s[None, :] + (1.0 - h2)[:, None]  # G × n
         out = np.full(h2.size, math.inf)
-        ok = np.all(d > 0, axis=1)
+        ok = np.all(d > 0, axis=1) & ((h2 < 1.0) if self.n_null else True)
         if not ok.any():
             return out
         w = 1.0 / d[ok]
@@ -109,10 +130,11 @@ class RotatedReml:
         dof = self.dof
         if self.criterion == "ml":
             logdet_xvx = np.zeros_like(logdet_xvx)
+        logdet_d = np.sum(np.log(d[ok]), axis=1)
+        if self.n_null:
+            logdet_d = logdet_d + self.n_null * np.log1p(-h2[ok])
         with np.errstate(divide="ignore", invalid="ignore"):
-            val = (
-                np.sum(np.log(d[ok]), axis=1) + logdet_xvx + dof * (np.log(q / dof) + 1.0 + LOG_2PI)
-            )
+            val = logdet_d + logdet_xvx + dof * (np.log(q / dof) + 1.0 + LOG_2PI)
         val[(sign <= 0) | ~(q > 0)] = math.inf
         out[ok] = val
         return out
@@ -129,16 +151,16 @@ class RotatedReml:
         yᵀPV_iPy], AI_ij = ½ (V_iPy)ᵀ V⁻¹ (V_jPy) (P y = V⁻¹(y − Xβ̂) either way).
         """
         v = sg2 * self.s + se2
-        if np.any(v <= 0):
+        if np.any(v <= 0) or (self.n_null and se2 <= 0):
             raise np.linalg.LinAlgError("V is singular at this estimate")
         w, Xw, xvx, chol, beta, r = self._gls(v)
         xvx_inv = np.linalg.inv(xvx)
         Py = r * w  # P y in the rotated basis = V⁻¹ (y − Xβ̂)
         ypy = float(r @ Py)
-        logdet_v = float(np.sum(np.log(v)))
+        logdet_v = float(np.sum(np.log(v))) + (self.n_null * math.log(se2) if self.n_null else 0.0)
         logdet_xvx = 2.0 * float(np.sum(np.log(np.diag(chol))))
         # tr(P D_i) = Σ d_i w − tr((X*ᵀWX*)⁻¹ X*ᵀ W D_i W X*), D_1 = diag(s), D_2 = I
-        mats = (self.s, np.ones(self.n))
+        mats = (self.s, np.ones(self.s.size))
         ml = self.criterion == "ml"
         trace = np.array(
             [
@@ -146,6 +168,8 @@ class RotatedReml:
                 for m in mats
             ]
         )
+        if self.n_null:
+            trace[1] += self.n_null / se2  # the null rows' 1/σ_e² in tr(P); Xw is 0 there
         A = np.column_stack([m * Py for m in mats])
         PA = A * w[:, None] - (0.0 if ml else Xw @ (xvx_inv @ (Xw.T @ A)))
         ai = 0.5 * (A.T @ PA)
@@ -303,15 +327,25 @@ def fit_spectral(
         and term.is_identity_incidence
         and bool(np.all(term.design[:, 0] == 1.0))
     )
-    if direct:
+    low_rank = direct and isinstance(term.kinship, LowRankKinship)
+    n_null = 0
+    if low_rank:
+        _ = term.kinship.rank  # the thin SVD, cached on the kinship
+    elif direct:
         s, U = term.kinship.eigenvalues, term.kinship.eigenvectors  # cached on the Kinship
     else:
         s, U = np.linalg.eigh(structure.matrix(0))
     t_eigh = time.perf_counter() - t0
-    Uy = U.T @ y
-    UX = U.T @ X
+    if low_rank:
+        # U = [U₁, Q] (n × (r + k)); the other n_null rotated rows of [X, y] are 0
+        rotation = term.kinship.rotation(np.column_stack([X, y]))
+        s, U, n_null = rotation.values, rotation.vectors, rotation.n_null
+        Uy, UX = rotation.rotated[:, -1], rotation.rotated[:, :-1]
+    else:
+        Uy = U.T @ y
+        UX = U.T @ X
     t_rot = time.perf_counter() - t0 - t_eigh
-    model = RotatedReml(s, Uy, UX, criterion=criterion)
+    model = RotatedReml(s, Uy, UX, criterion=criterion, n_null=n_null)
     h2, theta, state, n_polish = maximise_rotated(model, n_grid=n_grid, max_polish=max_polish)
     messages: list[str] = []
     interior = 0.0 < h2 < 1.0
@@ -332,7 +366,7 @@ def fit_spectral(
             rows = U[start : start + 512]
             quad[start : start + 512] = (rows * rows) @ weights
         quad -= np.einsum("ij,jk,ik->i", B, M, B)
-        prior = np.diag(term.kinship.matrix)
+        prior = term.kinship.diagonal()
     else:
         K = term.kinship.matrix if term.kinship is not None else None
         Zt = Z.T.tocsr()
