@@ -46,7 +46,7 @@ class BayesFit(FitTables, FitDisplay):
     built : BuiltModel
         The model that was sampled (``built.model`` is the :class:`pymc.Model`).
     strategy : str
-        ``"spectral"`` or ``"latent"``.
+        ``"spectral"``, ``"spectral-low-rank"`` (a low-rank kinship) or ``"latent"``.
     timing : dict
         Seconds: ``eigh_s``, ``build_s``, ``compile_s``, ``sample_s``, ``total_s``.
     diagnostics : dict
@@ -87,6 +87,9 @@ class BayesFit(FitTables, FitDisplay):
 
     @property
     def strategy(self) -> str:
+        # a low-rank kinship's spectral fit says so (the SNP-space path, no n × n matrix)
+        if getattr(self.built.rotation, "low_rank", False):
+            return f"{self.built.strategy}-low-rank"
         return self.built.strategy
 
     @property

@@ -138,9 +138,20 @@ def _kinship_file(group: str, taken: set[str]) -> str:
 
 
 def _write_kinship(K: Kinship, path: Path) -> None:
-    """One kinship as an .npz: the dense matrix, or a sparse pedigree kinship's factors."""
+    """One kinship as an .npz: the dense matrix, a sparse pedigree kinship's factors, or a
+    low-rank kinship's markers (n × p, never the n × n matrix)."""
+    from bayeslmm.kinship.low_rank import LowRankKinship
     from bayeslmm.kinship.pedigree_inverse import SparsePedigreeKinship
 
+    if isinstance(K, LowRankKinship):
+        np.savez(
+            path,
+            kind=np.asarray("low-rank"),
+            markers=np.asarray(K.markers, dtype=float),
+            ids=np.asarray(K.ids, dtype=str),
+            name=np.asarray(K.name, dtype=str),
+        )
+        return
     if isinstance(K, SparsePedigreeKinship):
         root = K._root  # the whole pedigree's factors; positions pick the model's animals
         T = root.inverse_factor.tocsr()
@@ -189,6 +200,12 @@ def _read_kinship(path: Path) -> Kinship:
             if np.array_equal(positions, np.arange(len(ids))):
                 return root
             return root.subset([ids[k] for k in positions])
+        if "kind" in stored and str(stored["kind"]) == "low-rank":
+            from bayeslmm.kinship.low_rank import LowRankKinship
+
+            return LowRankKinship(
+                stored["markers"], ids=[str(i) for i in stored["ids"]], name=str(stored["name"])
+            )
         return Kinship(
             stored["matrix"],
             ids=[str(i) for i in stored["ids"]],

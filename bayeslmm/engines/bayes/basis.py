@@ -2,6 +2,11 @@
 
 The spectral strategy rotates the data by these eigenvectors (Uᵀy has independent
 components given the variances); the post-hoc draws of β and u reuse them.
+
+A :class:`~bayeslmm.kinship.LowRankKinship` with one record per individual is rotated by
+the thin SVD of its markers and a basis of the data's part in its null space instead
+(:meth:`~bayeslmm.kinship.LowRankKinship.rotation`): ``vectors`` is then n × (r + k), and
+``n_null`` more rotated rows, with eigenvalue 0 and data 0, are counted, not stored.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from bayeslmm.errors import SpecificationError
+from bayeslmm.kinship.low_rank import LowRankKinship
 from bayeslmm.spec import RandomTerm
 
 # Eigendecompositions of Z K Zᵀ, one per RandomTerm object (RandomTerm is frozen, eq=False,
@@ -33,18 +39,28 @@ class SpectralBasis:
     eigh_s : float
         Seconds the eigendecomposition took (when the Kinship's cached decomposition is
         reused, the seconds it took when the Kinship computed it).
+    n_null : int
+        Rotated rows left out (low-rank kinship: null-space directions orthogonal to every
+        data column; their eigenvalue and data are 0).
+    low_rank : bool
+        Whether this is a low-rank kinship's rotation (the SNP-space path).
     """
 
     values: np.ndarray
     vectors: np.ndarray
     eigh_s: float
+    n_null: int = 0
+    low_rank: bool = False
 
 
-def spectral_basis(term: RandomTerm) -> SpectralBasis:
+def spectral_basis(term: RandomTerm, data: np.ndarray | None = None) -> SpectralBasis:
     """Eigendecomposition of Z K Zᵀ for a kinship term, computed once per term.
 
     When each level has exactly one observation in level order (Z = I) the kinship's own
-    cached eigendecomposition is reused.
+    cached eigendecomposition is reused. With ``data`` (n × c: every column the model
+    rotates) and a :class:`~bayeslmm.kinship.LowRankKinship` with Z = I, the low-rank
+    rotation of those columns is returned instead (not cached here; the SVD is cached on
+    the kinship).
 
     Examples
     --------
@@ -57,6 +73,18 @@ def spectral_basis(term: RandomTerm) -> SpectralBasis:
     """
     if term.kinship is None:
         raise SpecificationError(f"Term ({term.label}) has no kinship to rotate by.")
+    if data is not None and term.is_identity_incidence and isinstance(term.kinship, LowRankKinship):
+        start = time.perf_counter()
+        rank = term.kinship.rank  # the thin SVD (cached on the kinship)
+        rotation = term.kinship.rotation(data)
+        elapsed = term.kinship.__dict__.get("eigh_seconds", 0.0) if rank else 0.0
+        return SpectralBasis(
+            values=rotation.values,
+            vectors=rotation.vectors,
+            eigh_s=max(elapsed, time.perf_counter() - start),
+            n_null=rotation.n_null,
+            low_rank=True,
+        )
     cached = _ROTATION_CACHE.get(term)
     if cached is not None:
         return cached

@@ -52,7 +52,14 @@ def _basis(built: BuiltModel) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     if cached is not None:
         return cached
     term = built.spec.terms[0]
-    B = term.kinship.root().factor
+    root = term.kinship.root()
+    B = root.factor
+    if getattr(built.rotation, "low_rank", False) and term.is_identity_incidence:
+        # Z = I: M = B = U √S is its own thin SVD (P = U, d = √s, Q = I); a second
+        # O(n r²) SVD of the n × r markers' factor would cost as much as the first
+        out = (root.vectors, np.sqrt(root.values), B)
+        built.cache["conditional_basis"] = out
+        return out
     M = np.asarray(term.incidence() @ B)
     P, d, Qt = np.linalg.svd(M, full_matrices=False)
     out = (P, d, B @ Qt.T)
@@ -329,6 +336,14 @@ def rotated_log_likelihood(built: BuiltModel, posterior: xr.Dataset) -> xr.DataA
     marginal = built.marginal_fixed
     if marginal is None:
         raise ValueError("rotated_log_likelihood is for spectral models with β integrated out.")
+    if getattr(built.rotation, "n_null", 0):
+        from bayeslmm.errors import SpecificationError
+
+        raise SpecificationError(
+            "A low-rank kinship's spectral fit has no pointwise log-likelihood: its rotated "
+            f"components leave out {built.rotation.n_null} null-space rows. Fit with a dense "
+            "kinship (bayeslmm.grm(dosages)) for LOO / WAIC."
+        )
     term = built.spec.terms[0]
     n_chain, n_draw = posterior.sizes["chain"], posterior.sizes["draw"]
     var_g = np.asarray(posterior[f"var_{term.group}"]).reshape(-1, 1)

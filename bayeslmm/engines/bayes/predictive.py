@@ -81,11 +81,11 @@ def _replicates(
         )
     if built.observed_name in names and built.observed_name != spec.response:
         U = built.rotation.vectors
-        rotated = np.empty_like(y_rep)
+        rotated = np.empty((y_rep.shape[0], U.shape[1]))
         for lo in range(0, y_rep.shape[0], _CHUNK):
             rotated[lo : lo + _CHUNK] = y_rep[lo : lo + _CHUNK] @ U
         out[built.observed_name] = xr.DataArray(
-            rotated.reshape(n_chain, n_draw, spec.n_obs),
+            rotated.reshape(n_chain, n_draw, -1),  # r + k columns for a low-rank kinship
             dims=("chain", "draw", "eigen"),
             coords=coords,
         )

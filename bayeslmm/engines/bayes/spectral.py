@@ -90,8 +90,8 @@ def build_spectral(
     ['sd_id', 'sigma']
     """
     start = time.perf_counter()
-    rotation = spectral_basis(spec.terms[0])
-    coords = {**model_coords(spec), "eigen": np.arange(spec.n_obs)}
+    rotation = spectral_basis(spec.terms[0], data=_rotated_columns(spec))
+    coords = {**model_coords(spec), "eigen": np.arange(rotation.values.size)}
     components = tuple(coords["component"])
     obs_name = f"{spec.response}_rotated"
     marginal = None
@@ -148,9 +148,28 @@ def _spectral_pymc_model(
             marginal_likelihood(obs_name, var_g, var_residual, marginal)
         else:
             _rotated_likelihood(obs_name, spec, rotation, var_g, var_residual, beta, design)
+        if rotation.n_null:
+            # a low-rank kinship's null-space rows left out: data 0, variance σ_e² each
+            import pytensor.tensor as pt
+
+            pm.Potential(
+                "low_rank_complement",
+                -0.5 * rotation.n_null * (np.log(2.0 * np.pi) + pt.log(var_residual)),
+            )
         var_residual = pm.Deterministic("var_residual", var_residual)
         add_variance_shares(spec, [share_var], var_residual, components)
     return _shared_prior_parameters(model)
+
+
+def _rotated_columns(spec: ModelSpec) -> np.ndarray:
+    """Every data column the spectral model rotates: y, X (and the constant its centred
+    covariates subtract), the offset. A low-rank kinship's rotation needs them all."""
+    columns = [np.asarray(spec.y, dtype=float)[:, None], np.ones((spec.n_obs, 1))]
+    if spec.X.shape[1]:
+        columns.append(np.asarray(spec.X, dtype=float))
+    if spec.offset is not None:
+        columns.append(np.asarray(spec.offset, dtype=float)[:, None])
+    return np.concatenate(columns, axis=1)
 
 
 def _residual_variance(priors: PriorSet, var_residual: Any) -> Any:

@@ -394,7 +394,7 @@ def spectral_density(built: Any) -> SpectralDensity:
         U = built.rotation.vectors
         offset = np.zeros(spec.n_obs) if spec.offset is None else np.asarray(spec.offset)
         resid = U.T @ (np.asarray(spec.y, dtype=float) - offset)
-        design = np.zeros((spec.n_obs, 0))
+        design = np.zeros((resid.size, 0))  # r + k rows for a low-rank kinship
         eigenvalues = np.asarray(built.rotation.values, dtype=float)
     group = spec.terms[0].group
     parametrisation = prior_parametrisation(priors)
