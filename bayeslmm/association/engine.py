@@ -7,20 +7,26 @@ For every chromosome c:
    effect: proximal contamination), built as (T − C_c) / (D − D_c) from the total
    crossproduct T = Σ Z Zᵀ, the chromosome's own C_c and the divisors; equal to
    :func:`bayeslmm.loco_grms`;
-2. its eigendecomposition K = U S Uᵀ, cached on the :class:`~bayeslmm.Kinship`;
-3. the null model by REML on that kinship (the spectral engine, covariates as fixed effects);
+2. its Householder reduction K = Q T Qᵀ (T tridiagonal, K's eigenvalues from T), about half
+   the cost of an eigendecomposition;
+3. the null model by REML on that kinship, exactly, in the basis Q (the spectral engine's
+   optimiser; O(n p) per evaluation: :mod:`bayeslmm.association.tridiagonal`), covariates
+   as fixed effects;
 4. every marker of the chromosome as a fixed effect with the null's variance components:
-   the markers are rotated a block at a time (Uᵀ G, one BLAS-3 product), then each costs
-   O(n p) (see :mod:`bayeslmm.association.stats`);
+   V = σ_g² K + σ_e² I = RᵀR by Cholesky, the markers whitened a block at a time (R⁻ᵀG, one
+   BLAS-3 triangular solve), then each costs O(n p) (see
+   :mod:`bayeslmm.association.stats`);
 5. the markers listed in ``exact`` refitted with their own variance components.
 
-Memory: T, one chromosome's kinship and its eigenvectors (O(n²)), and one block of markers
-(O(n × block_size)); the genotypes are read block by block, never whole.
+Memory: T, the cached crossproducts, one chromosome's kinship, its Householder reflectors
+and Cholesky factor (O(n²) each), and one block of markers (O(n × block_size)); the
+genotypes are read block by block, never whole.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import sys
 import time
 import warnings
@@ -36,7 +42,15 @@ from bayeslmm.association import glmm
 from bayeslmm.association.genotypes import GenotypeSource, open_genotypes
 from bayeslmm.association.posterior import posterior_refitter
 from bayeslmm.association.stats import RotatedNull, exact_marker, ml_profile_minimum
-from bayeslmm.engines.reml import fit_reml
+from bayeslmm.association.tridiagonal import (
+    ROUTE,
+    Tridiagonal,
+    TridiagonalReml,
+    whiten,
+    whiten_factor,
+)
+from bayeslmm.engines.reml._common import safe_inverse
+from bayeslmm.engines.reml.spectral import maximise_rotated
 from bayeslmm.errors import DataError, KinshipError, SpecificationError, preview
 from bayeslmm.kinship._kinship import Kinship, KinshipScaleWarning
 from bayeslmm.kinship.grm import _centred_blocks, _Dosages, _scale, _select_snps, _SnpSelection
@@ -549,17 +563,22 @@ def _show_progress(progressbar: bool | None) -> bool:
 
 @dataclasses.dataclass
 class _Null:
-    """One kinship's eigendecomposition, its null REML fit and the rotated null model."""
+    """One kinship's null REML fit (in its tridiagonal basis) and the whitened null model."""
 
-    s: np.ndarray
-    U: np.ndarray
-    Uy: np.ndarray
-    UX: np.ndarray
-    model: RotatedNull
-    one: np.ndarray | None  # Uᵀ1 when the covariates hold no constant
+    R: np.ndarray  # V = σ_g² K + σ_e² I = RᵀR at the null's estimate
+    model: RotatedNull  # whitened: R⁻ᵀy, R⁻ᵀX, unit weights
+    one: np.ndarray | None  # R⁻ᵀ1 when the covariates hold no constant
     summary: dict[str, Any]
     scale: float  # c = mean diag K − mean K: h² at the sample's kinship scale (as fits report)
+    # for exact refits: K's tridiagonal basis and the data in it (None when none are asked)
+    tri: Tridiagonal | None = None
+    Qy: np.ndarray | None = None
+    QX: np.ndarray | None = None
     ml: float | None = None  # −2ℓ_ML of the null, for exact likelihood-ratio tests
+
+    def exact_factory(self):
+        tri = self.tri
+        return lambda Uy, UX, criterion: TridiagonalReml(tri, Uy, UX, criterion=criterion)
 
 
 def _null_model(
@@ -570,35 +589,69 @@ def _null_model(
     group: str,
     centred: bool,
     times: dict,
+    keep_basis: bool,
 ) -> _Null:
-    t0 = time.perf_counter()
-    s, U = K.eigenvalues, K.eigenvectors  # computed once, cached on the Kinship
-    times["eigh_s"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    fit = fit_reml(specify(formula, frame, kinship={group: K}), method="spectral", warn=False)
-    theta = fit.parameters["estimate"].to_numpy(dtype=float)
-    h2 = fit.heritability().loc["h2"]
+    """The null model of one kinship, exactly, without its eigendecomposition.
+
+    REML in K's tridiagonal basis (:mod:`bayeslmm.association.tridiagonal`: one Householder
+    reduction, then O(n p) per likelihood evaluation, the spectral engine's optimiser), then
+    the Cholesky factor of V at the estimate, which whitens the markers.
+    """
+    # the kinship's checks and scale note, as a fit of this formula gives them
+    specify(formula, frame, kinship={group: K})
     y, X = np.asarray(spec.y, dtype=float), np.asarray(spec.X, dtype=float)
-    Uy, UX = U.T @ y, U.T @ X
-    null = _Null(
-        s=s,
-        U=U,
-        Uy=Uy,
-        UX=UX,
-        model=RotatedNull(s, Uy, UX, theta[0], theta[1]),
-        one=None if centred else U.T @ np.ones(y.size),
-        scale=float(np.mean(np.diag(K.matrix)) - np.mean(K.matrix)),
+    t0 = time.perf_counter()
+    tri = Tridiagonal(K.matrix)
+    rotated = tri.rotate(np.column_stack([y, X]))
+    Qy, QX = rotated[:, 0], rotated[:, 1:]
+    times["reduce_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    _, theta, state, _ = maximise_rotated(TridiagonalReml(tri, Qy, QX))
+    scale = float(np.mean(np.diag(K.matrix)) - np.mean(K.matrix))
+    times["null_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    R = whiten_factor(K.matrix, float(theta[0]), float(theta[1]))
+    white = whiten(R, np.column_stack([y, X] if centred else [y, X, np.ones(y.size)]))
+    times["whiten_s"] = time.perf_counter() - t0
+    p = X.shape[1]
+    h2, h2_se = _heritability(theta, safe_inverse(state["ai"]), scale)
+    return _Null(
+        R=R,
+        model=RotatedNull(np.zeros(y.size), white[:, 0], white[:, 1 : 1 + p], 0.0, 1.0),
+        one=None if centred else white[:, -1],
+        scale=scale,
         summary={
-            "h2": float(h2["estimate"]),
-            "h2_se": float(h2["se"]),
+            "h2": h2,
+            "h2_se": h2_se,
             "sigma_g2": float(theta[0]),
             "sigma_e2": float(theta[1]),
-            "loglik_reml": float(fit.loglik_reml),
-            "boundary": bool(fit.boundary),
+            "loglik_reml": float(state["loglik_reml"]),
+            # as the REML engine's: a variance at ≤ 1e-8 of their sum
+            "boundary": bool(np.any(theta <= 1e-8 * max(float(theta.sum()), 1e-300))),
+            "route": ROUTE,
         },
+        tri=tri if keep_basis else None,
+        Qy=Qy if keep_basis else None,
+        QX=QX if keep_basis else None,
     )
-    times["null_s"] = time.perf_counter() - t0
-    return null
+
+
+def _heritability(theta: np.ndarray, cov: np.ndarray, scale: float) -> tuple[float, float]:
+    """h² = c σ_g² / (c σ_g² + σ_e²) at the sample's kinship scale c, and its delta-method SE.
+
+    Examples
+    --------
+    >>> h2, se = _heritability(np.array([1.0, 1.0]), np.eye(2) * 0.01, 1.0)
+    >>> h2, round(se, 6)
+    (0.5, 0.035355)
+    """
+    genetic, residual = scale * float(theta[0]), float(theta[1])
+    total = genetic + residual
+    if not total > 0:
+        return math.nan, math.nan
+    jac = np.array([scale * residual, -genetic]) / total**2
+    var = float(jac @ cov @ jac)
+    return genetic / total, math.sqrt(var) if var >= 0 else math.nan
 
 
 def _run(
@@ -619,7 +672,7 @@ def _run(
 ) -> dict[str, Any]:
     arrays = {k: np.full(chrom.size, np.nan) for k in ("beta", "se", "chi2", "p")}
     centred = _ones_in_span(np.asarray(spec.X, dtype=float))
-    stages = ("grm_s", "eigh_s", "null_s", "markers_s", "exact_s")
+    stages = ("grm_s", "reduce_s", "null_s", "whiten_s", "markers_s", "exact_s")
     timing = dict.fromkeys(stages[1:], 0.0)
     null_rows: list[dict[str, Any]] = []
     exact_rows: list[dict[str, Any]] = []
@@ -638,7 +691,9 @@ def _run(
                 before = kinships.timing["grm_s"]
                 K = kinships.kinship(c)
                 times["grm_s"] = kinships.timing["grm_s"] - before
-                null = _null_model(K, formula, spec, frame, group, centred, times)
+                null = _null_model(
+                    K, formula, spec, frame, group, centred, times, keep_basis=exact_pos.size > 0
+                )
                 del K
                 if null.summary["boundary"]:
                     boundary.append(f"{label} (h² = {null.summary['h2']:.3g})")
@@ -646,7 +701,7 @@ def _run(
             t0 = time.perf_counter()
             for pos, Z, _ in _centred_blocks(dos, sub, False, block_size):
                 cols = sub.keep[pos]
-                G = null.U.T @ Z  # the rotation: one BLAS-3 product per block
+                G = whiten(null.R, Z)  # R⁻ᵀZ: one triangular solve (BLAS-3) per block
                 if null.one is not None:  # no constant: test the dosage, not its deviation
                     G += np.outer(null.one, 2.0 * sel.freq[cols])
                 out = null.model.marker_stats(G, test)
@@ -657,12 +712,12 @@ def _run(
             for j in exact_pos[np.isin(exact_pos, sub.keep)]:
                 single = dataclasses.replace(sel, keep=np.array([j]))
                 _, Z, _ = next(_centred_blocks(dos, single, False, 1))
-                g = null.U.T @ Z[:, 0]
-                if null.one is not None:
-                    g += null.one * 2.0 * sel.freq[j]
+                x = Z[:, 0] + 2.0 * sel.freq[j]  # centring is the intercept's business
+                g = null.tri.rotate(Z[:, 0] if null.one is None else x)
+                factory = null.exact_factory()
                 if test == "lrt" and null.ml is None:
-                    null.ml = ml_profile_minimum(null.s, null.Uy, null.UX)
-                fit = exact_marker(null.s, null.Uy, null.UX, g, test=test, null_ml=null.ml)
+                    null.ml = ml_profile_minimum(factory, null.Qy, null.QX)
+                fit = exact_marker(factory, null.Qy, null.QX, g, test=test, null_ml=null.ml)
                 for name in arrays:
                     arrays[name][j] = getattr(fit, name)
                 genetic = null.scale * fit.sigma_g2

@@ -1,9 +1,10 @@
-"""Per-marker statistics of the mixed-model scan, in the eigenbasis of the kinship.
+"""Per-marker statistics of the mixed-model scan, in a basis where V is diagonal.
 
 Model of one chromosome's scan: y = Xβ + x b + g + e, g ~ N(0, σ_g² K), e ~ N(0, σ_e² I), K =
 U S Uᵀ the chromosome's (LOCO) kinship. In the rotated space (y* = Uᵀy, X* = UᵀX, x* = Uᵀx)
 V = U diag(v) Uᵀ with v_i = σ_g² s_i + σ_e², so every quantity is a weighted sum with
-weights w = 1/v.
+weights w = 1/v. The scan itself whitens instead (y* = R⁻ᵀy with V = RᵀR at the null's
+estimate, :mod:`bayeslmm.association.tridiagonal`): the same formulas with w = 1.
 
 **Variance components held at the null** (every marker; GCTA's ``--mlma``, FaST-LMM): with
 P = V⁻¹ − V⁻¹X(XᵀV⁻¹X)⁻¹XᵀV⁻¹ the null model's projection,
@@ -12,25 +13,27 @@ P = V⁻¹ − V⁻¹X(XᵀV⁻¹X)⁻¹XᵀV⁻¹ the null model's projection,
 
 which is exactly the generalised-least-squares estimate of b in the model with [X, x] as
 fixed effects and V fixed. xᵀPx = x*ᵀWx* − aᵀ(X*ᵀWX*)⁻¹a with a = X*ᵀWx*: for a block of
-markers A = X*ᵀW G* is one BLAS-3 product, so a marker costs O(n p) once rotated.
+markers A = X*ᵀW G* is one BLAS-3 product, so a marker costs O(n p) once rotated (or
+whitened).
 
 The likelihood-ratio test at the null's h² (σ² profiled by ML under both models) is
 n log(q₀/q₁) with q₁ = q₀ − (xᵀPy)²/xᵀPx and q₀ = yᵀPy (V's units).
 
 **Exact** (GEMMA's ``-lmm``): h² re-estimated with the marker in the model, by REML for the
 Wald test (the same 1-D profile, Brent search and AI polish as the spectral REML engine) and
-by ML under both models for the likelihood-ratio test.
+by ML under both models for the likelihood-ratio test, in the eigenbasis or K's tridiagonal
+basis (a :data:`ModelFactory`).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 from scipy import linalg
 
-from bayeslmm.engines.reml._common import LOG_2PI
 from bayeslmm.engines.reml.spectral import RotatedReml, maximise_rotated, optimise_h2
 
 #: Largest h² of the ML fits (δ = σ_e²/σ_g² ≥ 1e-5, GEMMA's λ ≤ 1e5): a GRM of centred markers
@@ -137,36 +140,37 @@ class RotatedNull:
         return MarkerStats(beta=beta, se=se, chi2=stat, p=chi2_pvalue(stat))
 
 
-class _RotatedMl(RotatedReml):
-    """The ML profile over h² (σ² profiled out) on :class:`RotatedReml`'s rotated pieces, so
-    that :func:`optimise_h2`'s grid and Brent search serve both likelihoods. Above
-    :data:`ML_H2_MAX` the profile is flat at its value there."""
+#: Builds the REML (or ML) model of rotated data: ``factory(Uy, UX, criterion)``; the
+#: eigenbasis gives ``RotatedReml(s, Uy, UX, criterion)``, the tridiagonal basis
+#: :class:`~bayeslmm.association.tridiagonal.TridiagonalReml`.
+ModelFactory = Callable[[np.ndarray, np.ndarray, str], RotatedReml]
+
+
+def eigen_factory(s: np.ndarray) -> ModelFactory:
+    """The :data:`ModelFactory` of the eigenbasis with eigenvalues ``s``.
+
+    Examples
+    --------
+    >>> eigen_factory(np.ones(3))(np.zeros(3), np.ones((3, 1)), "ml").criterion
+    'ml'
+    """
+    return lambda Uy, UX, criterion: RotatedReml(s, Uy, UX, criterion=criterion)
+
+
+class _ClampedMl:
+    """The ML profile over h² (σ² profiled out) of a rotated model with
+    ``criterion="ml"``, so that :func:`optimise_h2`'s grid and Brent search serve both
+    likelihoods. Above :data:`ML_H2_MAX` the profile is flat at its value there."""
+
+    def __init__(self, model: RotatedReml) -> None:
+        self.model = model
 
     def profile(self, h2: float) -> float:
         """−2ℓ_ML at min(h², ML_H2_MAX) with σ̂² = rᵀD⁻¹r / n (+inf where undefined)."""
-        return float(self.profile_many(np.array([h2]))[0])
+        return float(self.model.profile(min(float(h2), ML_H2_MAX)))
 
     def profile_many(self, h2: np.ndarray) -> np.ndarray:
-        h2 = np.minimum(np.asarray(h2, dtype=float), ML_H2_MAX)
-        self.n_eval += h2.size
-        d = h2[:, None] * self.s[None, :] + (1.0 - h2)[:, None]
-        out = np.full(h2.size, math.inf)
-        ok = np.all(d > 0, axis=1)
-        if not ok.any():
-            return out
-        w = 1.0 / d[ok]
-        xvx = np.einsum("gn,ni,nj->gij", w, self.UX, self.UX)
-        xvy = (w * self.Uy) @ self.UX
-        try:
-            beta = np.linalg.solve(xvx, xvy[..., None])[..., 0]
-        except np.linalg.LinAlgError:
-            return out
-        q = (w * self.Uy) @ self.Uy - np.einsum("gi,gi->g", xvy, beta)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            val = np.sum(np.log(d[ok]), axis=1) + self.n * (np.log(q / self.n) + 1.0 + LOG_2PI)
-        val[~(q > 0)] = math.inf
-        out[ok] = val
-        return out
+        return self.model.profile_many(np.minimum(np.asarray(h2, dtype=float), ML_H2_MAX))
 
 
 @dataclass(frozen=True)
@@ -182,9 +186,7 @@ class ExactFit:
     sigma_e2: float
 
 
-def reml_rotated(
-    s: np.ndarray, Uy: np.ndarray, UX: np.ndarray, max_polish: int = 20
-) -> tuple[np.ndarray, dict]:
+def reml_rotated(model: RotatedReml, max_polish: int = 20) -> tuple[np.ndarray, dict]:
     """REML of y* ~ N(X*β, diag(σ_g² s + σ_e²)): θ̂ = (σ_g², σ_e²) and the state at θ̂.
 
     The spectral engine's optimiser (``bayeslmm.engines.reml.spectral``): a grid over log δ,
@@ -195,15 +197,15 @@ def reml_rotated(
     >>> rng = np.random.default_rng(1)
     >>> s = rng.uniform(0, 2, 50)
     >>> Uy = rng.normal(size=50) * np.sqrt(0.5 * s + 0.5)
-    >>> theta, state = reml_rotated(s, Uy, np.ones((50, 1)))
+    >>> theta, state = reml_rotated(RotatedReml(s, Uy, np.ones((50, 1))))
     >>> theta.shape, sorted(state)[:2]
     ((2,), ['Py', 'Xw'])
     """
-    _, theta, state, _ = maximise_rotated(RotatedReml(s, Uy, UX), max_polish=max_polish)
+    _, theta, state, _ = maximise_rotated(model, max_polish=max_polish)
     return theta, state
 
 
-def ml_profile_minimum(s: np.ndarray, Uy: np.ndarray, UX: np.ndarray) -> float:
+def ml_profile_minimum(factory: ModelFactory, Uy: np.ndarray, UX: np.ndarray) -> float:
     """min over h² ∈ [0, ML_H2_MAX] of −2ℓ_ML (σ² and β profiled out).
 
     Examples
@@ -212,15 +214,16 @@ def ml_profile_minimum(s: np.ndarray, Uy: np.ndarray, UX: np.ndarray) -> float:
     >>> s, Uy = rng.uniform(0, 2, 40), rng.normal(size=40)
     >>> one = np.ones((40, 1))
     >>> bigger = np.column_stack([one, rng.normal(size=40)])
-    >>> ml_profile_minimum(s, Uy, bigger) <= ml_profile_minimum(s, Uy, one)
+    >>> f = eigen_factory(s)
+    >>> ml_profile_minimum(f, Uy, bigger) <= ml_profile_minimum(f, Uy, one)
     True
     """
-    model = _RotatedMl(s, Uy, UX)
+    model = _ClampedMl(factory(Uy, UX, "ml"))
     return float(model.profile(optimise_h2(model)))
 
 
 def exact_marker(
-    s: np.ndarray,
+    factory: ModelFactory,
     Uy: np.ndarray,
     UX: np.ndarray,
     g: np.ndarray,
@@ -228,6 +231,9 @@ def exact_marker(
     null_ml: float | None = None,
 ) -> ExactFit:
     """Refit one rotated marker ``g`` with its own variance components (GEMMA's exact test).
+
+    ``Uy``, ``UX`` and ``g`` are in the basis of ``factory``'s model (the eigenbasis, or K's
+    tridiagonal basis).
 
     b̂ and SE come from the REML fit with the marker as a fixed effect (what
     ``LMM(...).fit(method="reml")`` reports for it); the p-value from its Wald χ², or, for
@@ -241,19 +247,19 @@ def exact_marker(
     >>> s = rng.uniform(0, 2, 60)
     >>> g = rng.normal(size=60)
     >>> Uy = 0.5 * g + rng.normal(size=60) * np.sqrt(0.5 * s + 0.5)
-    >>> fit = exact_marker(s, Uy, np.ones((60, 1)), g)
+    >>> fit = exact_marker(eigen_factory(s), Uy, np.ones((60, 1)), g)
     >>> bool(fit.p < 0.05), 0.0 <= fit.h2 <= 1.0
     (True, True)
     """
     X1 = np.column_stack([UX, g])
-    theta, state = reml_rotated(s, Uy, X1)
+    theta, state = reml_rotated(factory(Uy, X1, "reml"))
     beta = float(state["beta"][-1])
     var = float(state["beta_cov"][-1, -1])
     se = math.sqrt(var) if var > 0 else math.nan
     if test == "lrt":
         if null_ml is None:
-            null_ml = ml_profile_minimum(s, Uy, UX)
-        stat = max(null_ml - ml_profile_minimum(s, Uy, X1), 0.0)
+            null_ml = ml_profile_minimum(factory, Uy, UX)
+        stat = max(null_ml - ml_profile_minimum(factory, Uy, X1), 0.0)
     else:
         stat = beta * beta / var if var > 0 else math.nan
     total = float(theta.sum())
