@@ -81,6 +81,8 @@ def fit_posterior(
     )
     diagnostics, messages = diagnose(idata)
     strategy = strategy_of(built)
+    if strategy.draws_directly:
+        sampler = "exact"  # independent draws from closed forms, not NUTS
     return BayesFit(
         idata=idata,
         built=built,

@@ -8,7 +8,7 @@ by a Laplace approximation is ``strategy="laplace-marginal"``. Its former name
 Examples
 --------
 >>> STRATEGIES
-('auto', 'spectral', 'latent', 'laplace-marginal')
+('auto', 'spectral', 'latent', 'laplace-marginal', 'sparse-pedigree', 'sparse-pedigree-nuts')
 >>> strategy_name("latent")
 'latent'
 """
@@ -22,8 +22,11 @@ from typing import Literal, get_args
 
 from bayeslmm.errors import SpecificationError
 
-#: How the model is fitted with NUTS: ``"auto"`` picks spectral when it applies, else latent.
-StrategyName = Literal["auto", "spectral", "latent", "laplace-marginal"]
+#: How the model is fitted with NUTS: ``"auto"`` picks sparse-pedigree for a sparse pedigree
+#: kinship, spectral when it applies, else latent.
+StrategyName = Literal[
+    "auto", "spectral", "latent", "laplace-marginal", "sparse-pedigree", "sparse-pedigree-nuts"
+]
 #: Which NUTS implementation samples the model.
 SamplerName = Literal["auto", "pymc", "nutpie", "numpyro", "blackjax"]
 #: How the spectral strategy treats β: integrated out (default) or sampled with θ.

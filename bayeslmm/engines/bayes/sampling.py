@@ -176,7 +176,12 @@ def sample(
     if cores is None:
         cores = max(1, min(chains, available_cores()))
     blas_threads = blas_threads_per_chain(chains, cores)
-    if name == "nutpie":
+    if strategy.draws_directly:
+        # the strategy draws its posterior itself (independent draws, no NUTS)
+        start = time.perf_counter()
+        idata = strategy.draw(built, draws=draws, chains=chains, seed=seed)
+        timing["sample_s"] = time.perf_counter() - start
+    elif name == "nutpie":
         import nutpie
 
         compiled = built.cache.get("nutpie")
@@ -323,7 +328,7 @@ def _standard_groups(idata, built: BuiltModel):
     obs_coord = {"obs": np.arange(spec.n_obs)}
     observed = {spec.response: xr.DataArray(np.asarray(spec.y), dims="obs", coords=obs_coord)}
     if built.rotation is not None:
-        rotated = built.rotation.vectors.T @ np.asarray(spec.y)
+        rotated = built.rotation.rotate(np.asarray(spec.y))
         observed[built.observed_name] = xr.DataArray(rotated, dims="eigen")
     constant = {
         "X": xr.DataArray(

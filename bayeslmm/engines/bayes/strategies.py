@@ -61,6 +61,14 @@ from bayeslmm.engines.bayes.laplace_marginal import (
 )
 from bayeslmm.engines.bayes.latent import build_latent
 from bayeslmm.engines.bayes.options import FixedEffectsMode, StrategyName, strategy_name
+from bayeslmm.engines.bayes.pedigree import REQUIREMENT as PEDIGREE_REQUIREMENT
+from bayeslmm.engines.bayes.pedigree import (
+    build_pedigree,
+    draw_marginal_posterior,
+    marginal_breeding_values,
+    pedigree_obstacles,
+    pedigree_posterior_predictive,
+)
 from bayeslmm.engines.bayes.predictive import (
     laplace_posterior_predictive,
     pymc_posterior_predictive,
@@ -150,6 +158,13 @@ class Strategy(ABC):
         """Add to ``idata.posterior`` (in place) the draws of what the sampled model
         integrated out; nothing by default."""
         return idata
+
+    #: Whether the strategy draws its posterior itself (:meth:`draw`) instead of by NUTS.
+    draws_directly: ClassVar[bool] = False
+
+    def draw(self, built: BuiltModel, *, draws: int, chains: int, seed: Any) -> Any:
+        """The posterior drawn without NUTS (strategies with :attr:`draws_directly`)."""
+        raise NotImplementedError(f"The {self.name} strategy is sampled by NUTS.")
 
     def check_log_likelihood(self) -> None:
         """Raise :class:`~bayeslmm.errors.SpecificationError` when a fit cannot store the
@@ -357,9 +372,104 @@ class LaplaceMarginalStrategy(Strategy):
         return partial(laplace_posterior_predictive, built)
 
 
+class SparsePedigreeStrategy(Strategy):
+    """The Gaussian animal model on a sparse pedigree: the variances drawn independently from
+    their exact marginal posterior (every animal integrated out by sparse factorisations of
+    Henderson's equations), β from β | y, θ and, on request, the breeding values from
+    u | y, β, θ (:mod:`bayeslmm.engines.bayes.pedigree_marginal`). A is never formed.
+
+    Examples
+    --------
+    >>> SparsePedigreeStrategy().name, SparsePedigreeStrategy().draws_directly
+    ('sparse-pedigree', True)
+    """
+
+    name = "sparse-pedigree"
+    requirement = PEDIGREE_REQUIREMENT
+    draws_directly = True
+
+    def applies(self, spec: ModelSpec, priors: PriorSet | None = None) -> list[str]:
+        return pedigree_obstacles(spec)
+
+    def build(
+        self,
+        spec: ModelSpec,
+        priors: PriorSet,
+        *,
+        rank_share: float | None = None,
+        fixed_effects: FixedEffectsMode = "marginal",
+    ) -> BuiltModel:
+        return build_pedigree(spec, priors, self.name)
+
+    def draw(self, built: BuiltModel, *, draws: int, chains: int, seed: Any) -> Any:
+        return draw_marginal_posterior(built, draws=draws, chains=chains, seed=seed)
+
+    def check_log_likelihood(self) -> None:
+        raise SpecificationError(
+            f"The {self.name} strategy does not store pointwise log-likelihoods yet; for "
+            "LOO / WAIC of a small pedigree give the dense kinship pedigree_relationship(ped)."
+        )
+
+    def add_log_likelihood(self, built: BuiltModel, idata: az.InferenceData) -> None:
+        self.check_log_likelihood()
+
+    def breeding_value_sampler(self, built: BuiltModel) -> Callable[..., Any] | None:
+        """u | y, β, θ for every posterior draw (one sparse factorisation each)."""
+        return partial(marginal_breeding_values, built)
+
+    def posterior_predictive_sampler(self, built: BuiltModel) -> Callable[..., Any]:
+        """offset + Xβ + Zu + e per draw, with the draws' β and u."""
+        return partial(pedigree_posterior_predictive, built)
+
+
+class SparsePedigreeNutsStrategy(SparsePedigreeStrategy):
+    """The same model sampled by NUTS on the non-centred Mendelian-sampling
+    parametrisation of every animal's value, O(N) per gradient
+    (:mod:`bayeslmm.engines.bayes.pedigree_density`). Opt-in: it mixes poorly for h²
+    when the records inform the animals' values (docs/animal_model.md).
+
+    Examples
+    --------
+    >>> SparsePedigreeNutsStrategy().automatic
+    False
+    """
+
+    name = "sparse-pedigree-nuts"
+    automatic = False
+    draws_directly = False
+
+    def closed_form(self, built: BuiltModel) -> Any:
+        # imported here: the closed form loads numba, which choosing a strategy does not need
+        from bayeslmm.engines.bayes.pedigree_density import pedigree_density
+
+        return pedigree_density(built)
+
+    def nutpie_model(self, built: BuiltModel) -> Any:
+        from bayeslmm.engines.bayes.built import model_coords
+        from bayeslmm.engines.bayes.pedigree_density import nutpie_model
+
+        return nutpie_model(self.closed_form(built), model_coords(built.spec))
+
+    def breeding_value_sampler(self, built: BuiltModel) -> Callable[..., Any] | None:
+        """None: ``u_<group>`` is in the posterior (up to the stored-levels limit), else
+        drawn from u | y, β, θ as the marginal strategy does."""
+        from bayeslmm.engines.bayes.pedigree_density import STORED_LEVELS_LIMIT
+
+        if built.spec.terms[0].n_levels <= STORED_LEVELS_LIMIT:
+            return None
+        return partial(marginal_breeding_values, built)
+
+
 #: Every strategy, by name, in the order ``"auto"`` tries them.
 STRATEGY_REGISTRY: dict[str, Strategy] = {
-    s.name: s for s in (SpectralStrategy(), LatentStrategy(), LaplaceMarginalStrategy())
+    s.name: s
+    for s in (
+        SparsePedigreeStrategy(),
+        SparsePedigreeNutsStrategy(),
+        SpectralStrategy(),
+        LatentStrategy(),
+        LaplaceMarginalStrategy(),
+    )
 }
 
 

@@ -73,7 +73,11 @@ def test_the_registry_is_the_list_of_strategy_names():
         assert isinstance(strategy, Strategy) and strategy.name == name
         assert get_strategy(name) is strategy
     # "auto" tries the automatic ones in order; the opt-in one never
-    assert [s.name for s in STRATEGY_REGISTRY.values() if s.automatic] == ["spectral", "latent"]
+    assert [s.name for s in STRATEGY_REGISTRY.values() if s.automatic] == [
+        "sparse-pedigree",
+        "spectral",
+        "latent",
+    ]
     assert SAMPLERS == ("auto", "pymc", "nutpie", "numpyro", "blackjax")
     assert METHODS == ("nuts", "reml", "ml", "laplace")
 

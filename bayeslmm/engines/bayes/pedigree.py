@@ -1,0 +1,286 @@
+"""The sparse-pedigree strategy's model: the Gaussian animal model on A⁻¹'s factors.
+
+For ``y ~ X + (1 | id)`` with a kinship from ``pedigree_relationship(ped, sparse=True)``,
+NUTS samples the non-centred Mendelian-sampling parametrisation of every animal's value
+(:mod:`bayeslmm.engines.bayes.pedigree_density`); this module says when the strategy
+applies and builds its :class:`~bayeslmm.engines.bayes.built.BuiltModel` (which has no
+PyMC model). Kept apart from the density so that choosing a strategy loads no numba.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+#: What the sparse-pedigree strategy needs, in words.
+REQUIREMENT = (
+    "The sparse-pedigree strategy needs a Gaussian animal model: one random term with one "
+    "coefficient, e.g. (1 | id), whose kinship is pedigree_relationship(pedigree, "
+    "sparse=True), and one residual variance"
+)
+
+
+def pedigree_obstacles(spec: Any) -> list[str]:
+    """Why the sparse-pedigree strategy does not apply to ``spec`` (empty when it does).
+
+    Examples
+    --------
+    >>> import pandas as pd, bayeslmm as bl
+    >>> df = pd.DataFrame({"y": [1.0, 2.0, 0.5, 1.5], "g": ["a", "a", "b", "b"]})
+    >>> pedigree_obstacles(bl.specify("y ~ 1 + (1 | g)", df))
+    ['term (1|g) has no sparse pedigree kinship']
+    """
+    from bayeslmm.kinship.pedigree_inverse import SparsePedigreeKinship
+
+    reasons = []
+    if not spec.family.is_gaussian:
+        reasons.append(
+            f"family is {spec.family.name} (GLMMs on a sparse pedigree are not covered yet)"
+        )
+    if len(spec.terms) != 1:
+        reasons.append(f"{len(spec.terms)} random terms")
+    elif not isinstance(spec.terms[0].kinship, SparsePedigreeKinship):
+        reasons.append(f"term ({spec.terms[0].label}) has no sparse pedigree kinship")
+    elif spec.terms[0].n_coef != 1 or np.any(np.asarray(spec.terms[0].design) != 1.0):
+        reasons.append(f"term ({spec.terms[0].label}) has slopes")
+    if spec.sigma_X is not None:
+        reasons.append("the residual variance has a model (sigma formula)")
+    return reasons
+
+
+def closed_form_priors(priors: Any, group: str) -> list[str]:
+    """The variance priors without a closed-form density (the strategy needs them all)."""
+    if not priors.uses_shares:
+        used = (priors.sd[group], priors.sigma)
+    else:
+        used = (priors.total,)
+    return [p.describe() for p in used if not p.has_closed_form]
+
+
+def build_pedigree(spec: Any, priors: Any, strategy: str = "sparse-pedigree") -> Any:
+    """The sparse-pedigree strategy's :class:`~bayeslmm.engines.bayes.built.BuiltModel`.
+
+    It has no PyMC model: the ``"sparse-pedigree"`` strategy draws from the exact marginal
+    posterior (:mod:`~bayeslmm.engines.bayes.pedigree_marginal`), ``"sparse-pedigree-nuts"``
+    samples :class:`~bayeslmm.engines.bayes.pedigree_density.PedigreeDensity` with nutpie;
+    asking for ``built.model`` raises a :class:`~bayeslmm.errors.SpecificationError` that
+    says so.
+
+    Examples
+    --------
+    >>> import pandas as pd, bayeslmm as bl
+    >>> from bayeslmm.priors import resolve_priors
+    >>> ped = pd.DataFrame({"id": list("abcde"), "sire": [None, None, "a", "a", "c"],
+    ...                     "dam": [None, None, "b", "b", "d"]})
+    >>> A = bl.pedigree_relationship(ped, sparse=True)
+    >>> df = pd.DataFrame({"id": list("cde"), "y": [1.0, 0.5, 2.0]})
+    >>> spec = bl.specify("y ~ 1 + (1 | id)", df, kinship={"id": A})
+    >>> build_pedigree(spec, resolve_priors(spec)).strategy
+    'sparse-pedigree'
+    """
+    import time
+
+    from bayeslmm.engines.bayes.built import BuiltModel, component_labels, h2_term
+    from bayeslmm.errors import SpecificationError
+
+    start = time.perf_counter()
+    group = spec.terms[0].group
+    bad = closed_form_priors(priors, group)
+    if bad:
+        raise SpecificationError(
+            f"The sparse-pedigree strategy writes its priors in closed form; {bad} has none. "
+            "Use a built-in prior family (see bayeslmm.priors)."
+        )
+
+    def no_pymc_model() -> Any:
+        raise SpecificationError(
+            f"The {strategy} strategy has no PyMC model (it draws from closed forms, never "
+            "forming A), so sampler='pymc', 'numpyro' and 'blackjax' do not apply to it. For "
+            "a PyMC model of a small pedigree, give the dense kinship "
+            "pedigree_relationship(pedigree) instead."
+        )
+
+    return BuiltModel(
+        model=None,
+        model_factory=no_pymc_model,
+        spec=spec,
+        strategy=strategy,
+        priors=priors,
+        rotation=None,
+        components=component_labels(spec),
+        h2_term=h2_term(spec),
+        observed_name=spec.response,
+        timing={"build_s": time.perf_counter() - start, "eigh_s": 0.0},
+    )
+
+
+def pedigree_posterior_predictive(
+    built: Any, posterior: Any, seed: int | None = None, variables: Any = None
+) -> Any:
+    """Replicated data of a sparse-pedigree fit: y_rep = offset + Xβ + Zu + e per draw,
+    with the draws' β and ``u_<group>`` (stored for up to
+    :data:`~bayeslmm.engines.bayes.pedigree_density.STORED_LEVELS_LIMIT` levels).
+
+    Examples
+    --------
+    >>> # fit.posterior_predictive() calls it for a sparse-pedigree fit
+    """
+    import xarray as xr
+
+    from bayeslmm.engines.bayes.conditional import fixed_residual
+    from bayeslmm.errors import SpecificationError
+
+    spec = built.spec
+    term = spec.terms[0]
+    u_name = f"u_{term.group}"
+    if u_name not in posterior:
+        raise SpecificationError(
+            f"This sparse-pedigree fit stored no draws of {u_name} (more than the limit of "
+            "levels, bayeslmm.engines.bayes.pedigree_density.STORED_LEVELS_LIMIT), so it "
+            "cannot replicate the data."
+        )
+    rng = np.random.default_rng(seed)
+    resid = fixed_residual(built, posterior)  # y − offset − Xβ
+    dims = ("chain", "draw", f"{term.group}_level", f"{term.group}_coef")
+    u = np.asarray(posterior[u_name].transpose(*dims)).reshape(resid.shape[0], -1)
+    genetic = np.asarray(term.incidence() @ u.T).T
+    var_e = np.asarray(posterior["var_residual"].transpose("chain", "draw")).reshape(-1, 1)
+    y_rep = np.asarray(spec.y, dtype=float)[None, :] - resid + genetic
+    y_rep += np.sqrt(var_e) * rng.standard_normal(resid.shape)
+    n_chain, n_draw = posterior.sizes["chain"], posterior.sizes["draw"]
+    da = xr.DataArray(
+        y_rep.reshape(n_chain, n_draw, -1),
+        dims=("chain", "draw", "obs"),
+        coords={
+            "chain": posterior["chain"].values,
+            "draw": posterior["draw"].values,
+            "obs": np.arange(spec.n_obs),
+        },
+    )
+    return xr.Dataset({spec.response: da})
+
+
+def _marginal(built: Any) -> Any:
+    """The :class:`~bayeslmm.engines.bayes.pedigree_marginal.PedigreeMarginal` of ``built``
+    (cached: its fill-reducing ordering is computed once)."""
+    from bayeslmm.engines.bayes.pedigree_marginal import pedigree_marginal
+
+    cached = built.cache.get("pedigree_marginal")
+    if cached is None:
+        cached = pedigree_marginal(built)
+        built.cache["pedigree_marginal"] = cached
+    return cached
+
+
+def draw_marginal_posterior(built: Any, draws: int, chains: int, seed: Any) -> Any:
+    """``chains`` × ``draws`` independent draws of the variances (and β) of a
+    sparse-pedigree animal model from their exact marginal posterior
+    (:mod:`bayeslmm.engines.bayes.pedigree_marginal`), as an InferenceData.
+
+    Examples
+    --------
+    >>> import numpy as np, pandas as pd, bayeslmm as bl
+    >>> from bayeslmm.engines.bayes import build
+    >>> ped = pd.DataFrame({"id": list("abcdef"), "sire": [None, None, "a", "a", "c", "c"],
+    ...                     "dam": [None, None, "b", "b", "d", "b"]})
+    >>> A = bl.pedigree_relationship(ped, sparse=True)
+    >>> df = pd.DataFrame({"id": list("cdef"), "y": [1.0, 0.5, 2.0, 1.5]})
+    >>> built = build(bl.specify("y ~ 1 + (1 | id)", df, kinship={"id": A}))
+    >>> idata = draw_marginal_posterior(built, draws=50, chains=2, seed=1)
+    >>> idata.posterior["h2"].shape
+    (2, 50)
+    """
+    import arviz as az
+    import xarray as xr
+
+    from bayeslmm.engines.bayes.built import model_coords
+    from bayeslmm.engines.bayes.fixed_effects import fixed_effects_prior
+    from bayeslmm.engines.bayes.pedigree_marginal import draw_fixed, draw_posterior
+
+    marginal = _marginal(built)
+    rng = np.random.default_rng(seed)
+    total = draws * chains
+    out = draw_posterior(marginal, total, rng)
+    t, values = out["t"], out["values"]
+    named: dict[str, list] = {}
+    for point in t:
+        for name, value in marginal.prior.expand(point).items():
+            named.setdefault(name, []).append(value)
+    arrays = {k: np.stack(v) for k, v in named.items()}
+    h = 0.5 * (1.0 + np.tanh(0.5 * t[:, 0]))
+    var_e = (1.0 - h) * np.exp(t[:, 1])
+    fe = fixed_effects_prior(built.spec, built.priors)
+    if fe is not None:
+        gamma = draw_fixed(marginal, values, var_e, rng)
+        beta_s = np.asarray(fe.mu, float) + np.asarray(fe.sd, float) * gamma
+        arrays[fe.sampled_name] = beta_s
+        if fe.sampled_name != "beta":
+            arrays["beta"] = fe.uncentre(beta_s)
+    coords = model_coords(built.spec)
+    dims_of = {"beta": ("fixed",), "beta_centered": ("fixed",), "variance_share": ("component",)}
+    data = {}
+    for name, value in arrays.items():
+        dims = dims_of.get(name, ())
+        data[name] = xr.DataArray(
+            value.reshape(chains, draws, *value.shape[1:]),
+            dims=("chain", "draw", *dims),
+            coords={d: list(coords[d]) for d in dims},
+        )
+    posterior = xr.Dataset(data, coords={"chain": np.arange(chains), "draw": np.arange(draws)})
+    posterior.attrs.update(
+        {
+            "sampler": "exact marginal posterior on a grid (pedigree_marginal)",
+            "n_factorizations": int(marginal.n_factorizations),
+            "n_nodes": int(out["n_nodes"]),
+        }
+    )
+    return az.InferenceData(posterior=posterior)
+
+
+def marginal_breeding_values(built: Any, posterior: Any, seed: Any = None) -> Any:
+    """u | y, β, θ of the term's levels for every posterior draw of a sparse-pedigree fit:
+    one sparse factorisation per draw (exact).
+
+    Examples
+    --------
+    >>> # fit.breeding_values() calls it for a sparse-pedigree fit
+    """
+    import xarray as xr
+
+    from bayeslmm.engines.bayes.fixed_effects import fixed_effects_prior
+    from bayeslmm.engines.bayes.pedigree_marginal import draw_breeding_values
+
+    marginal = _marginal(built)
+    spec = built.spec
+    term = spec.terms[0]
+    n_chain, n_draw = posterior.sizes["chain"], posterior.sizes["draw"]
+
+    def flat(name: str) -> np.ndarray:
+        return np.asarray(posterior[name].transpose("chain", "draw", ...)).reshape(
+            n_chain * n_draw, -1
+        )
+
+    var_a = flat(f"var_{term.group}")[:, 0]
+    var_e = flat("var_residual")[:, 0]
+    fe = fixed_effects_prior(spec, built.priors)
+    if fe is None:
+        gamma = np.zeros((var_a.size, 0))
+    else:
+        beta_s = flat(fe.sampled_name)
+        gamma = (beta_s - np.asarray(fe.mu, float)) / np.asarray(fe.sd, float)
+    u_all = draw_breeding_values(
+        marginal, np.log(var_e / var_a), var_e, gamma, np.random.default_rng(seed)
+    )
+    u = u_all[:, np.asarray(term.kinship.positions)]
+    return xr.DataArray(
+        u.reshape(n_chain, n_draw, term.n_levels, 1),
+        dims=("chain", "draw", f"{term.group}_level", f"{term.group}_coef"),
+        coords={
+            "chain": posterior["chain"].values,
+            "draw": posterior["draw"].values,
+            f"{term.group}_level": list(term.levels),
+            f"{term.group}_coef": list(term.covariates),
+        },
+        name=f"u_{term.group}",
+    )

@@ -1,0 +1,429 @@
+"""The animal model's log posterior on a sparse pedigree, in closed form, for nutpie.
+
+For ``y ~ X + (1 | id)`` with a kinship from ``pedigree_relationship(ped, sparse=True)``
+(:class:`~bayeslmm.kinship.SparsePedigreeKinship`), A is never formed. Every animal's
+additive value is the mean of its parents' plus a Mendelian-sampling term, so the values
+of the whole pedigree (ancestors without records included) are, non-centred,
+
+    u_i = ½ (u_sire + u_dam) + σ_a √d_i z_i,    z ~ N(0, I_N),
+
+that is u = σ_a w with w = (I − P)⁻¹ D^½ z and Cov(u) = σ_a² (I − P)⁻¹ D (I − P)⁻ᵀ = σ_a² A
+exactly. w does not depend on the variances: one *forward pass* over the pedigree in
+parents-first order gives it from z (O(number of known parents)), and its adjoint, one
+*backward pass* in the reverse order, carries the gradient from w back to z. Each
+gradient is O(N + n p), exact, with no factorisation and no matrix of A.
+
+The rest of the density is the package's Gaussian model (as the spectral strategy's, so
+the two paths have the same posterior):
+
+* β ~ N(μ, diag(sd²)) (at centred covariates, :mod:`bayeslmm.engines.bayes.fixed_effects`)
+  is integrated out: y | z, θ ~ N(Xμ + σ_a Z w, σ_e² I + B Bᵀ), B = X diag(sd), evaluated by
+  Woodbury with the p × p capacitance I + BᵀB/σ_e² (BᵀB computed once); β is drawn after
+  each kept draw from β | y, z, θ (a p-variate normal). Integrating β out removes the ridge
+  between the intercept and the mean of the founders' values.
+* NUTS runs on x = (logit h, log σ²_P, z) with h = σ_g²/σ²_P, σ²_P = σ_g² + σ_e², the
+  coordinates of :mod:`~bayeslmm.engines.bayes.spectral_density`, whose prior densities
+  and Jacobians (σ_a, σ_e or h², σ_P / σ²_P priors) are reused as they are: the density
+  below is the spectral density's prior part plus log p(y | z, θ) + log N(z; 0, I).
+
+tests/engines/bayes/test_pedigree_density.py checks the map's covariance against the dense
+A, the density against a dense computation at random points, the gradient against finite
+differences, and the posterior against the dense-kinship spectral path;
+validation/sbc_pedigree.py calibrates it by simulation.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numba
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from bayeslmm.engines.bayes.spectral_density import (
+    SpectralDensity,
+    positive_log_prior,
+    prior_parametrisation,
+)
+
+LOG_2PI = math.log(2.0 * math.pi)
+
+#: Largest number of (recorded) levels whose breeding values ``u_<group>`` are stored with
+#: every posterior draw; above it the fit keeps the variances and β only (a posterior of
+#: 50,000 animals × 4,000 draws would take 1.6 GB).
+STORED_LEVELS_LIMIT = 20_000
+
+__all__ = [
+    "STORED_LEVELS_LIMIT",
+    "PedigreeDensity",
+    "mendelian_backward",
+    "mendelian_forward",
+    "nutpie_model",
+    "parents_first",
+    "pedigree_density",
+]
+
+
+def _cached_jit(func):
+    """numba-compile into the on-disk cache (as spectral_density does), else per process."""
+    try:
+        return numba.njit(cache=True, nogil=True)(func)
+    except RuntimeError:
+        return numba.njit(nogil=True)(func)
+
+
+@_cached_jit
+def mendelian_forward(
+    v: np.ndarray, indptr: np.ndarray, indices: np.ndarray, weights: np.ndarray
+) -> np.ndarray:
+    """w = (I − P)⁻¹ v for P strictly lower triangular (rows in parents-first order).
+
+    w_i = v_i + Σ_j P_ij w_j: each animal's parents are finished before it.
+    """
+    n = v.size
+    w = np.empty(n)
+    for i in range(n):
+        acc = v[i]
+        for k in range(indptr[i], indptr[i + 1]):
+            acc += weights[k] * w[indices[k]]
+        w[i] = acc
+    return w
+
+
+@_cached_jit
+def mendelian_backward(
+    g: np.ndarray, indptr: np.ndarray, indices: np.ndarray, weights: np.ndarray
+) -> np.ndarray:
+    """(I − P)⁻ᵀ g: the adjoint of :func:`mendelian_forward` (children before parents)."""
+    n = g.size
+    x = g.copy()
+    for i in range(n - 1, -1, -1):
+        xi = x[i]
+        for k in range(indptr[i], indptr[i + 1]):
+            x[indices[k]] += weights[k] * xi
+    return x
+
+
+def parents_first(inverse_factor: sp.spmatrix) -> tuple[np.ndarray, sp.csr_matrix]:
+    """An order with every parent before its offspring, and P in that order.
+
+    Parameters
+    ----------
+    inverse_factor : sparse matrix
+        I − P (:attr:`~bayeslmm.kinship.SparsePedigreeKinship.inverse_factor`): 1 on the
+        diagonal, −½ at (animal, parent), −1 for a selfed animal's one parent.
+
+    Returns
+    -------
+    order : ndarray of int
+        ``order[k]`` is the pedigree position of the k-th animal (generation by generation,
+        stable within one).
+    parents : scipy.sparse.csr_matrix
+        P in that order (strictly lower triangular).
+
+    Examples
+    --------
+    >>> import scipy.sparse as sp
+    >>> T = sp.csr_matrix(np.array([[1.0, -0.5, -0.5], [0, 1, 0], [0, 0, 1]]))
+    >>> order, P = parents_first(T)   # animal 0's parents are 1 and 2
+    >>> order.tolist(), P.toarray().tolist()
+    ([1, 2, 0], [[0.0, 0.0, 0.0], [0.0, 0.0, 0.0], [0.5, 0.5, 0.0]])
+    """
+    T = sp.csr_matrix(inverse_factor)
+    N = T.shape[0]
+    P = (sp.identity(N, format="csr") - T).tocsr()
+    P.eliminate_zeros()
+    coo = P.tocoo()
+    child, parent = coo.row, coo.col
+    # depth = 1 + the deeper parent's depth, by relaxation: as many sweeps as generations
+    depth = np.zeros(N, dtype=np.int64)
+    for _ in range(N + 1):
+        new = depth.copy()
+        np.maximum.at(new, child, depth[parent] + 1)
+        if np.array_equal(new, depth):
+            break
+        depth = new
+    order = np.argsort(depth, kind="stable")
+    rank = np.empty(N, dtype=np.int64)
+    rank[order] = np.arange(N)
+    reordered = sp.csr_matrix((coo.data, (rank[child], rank[parent])), shape=(N, N))
+    reordered.sum_duplicates()
+    reordered.sort_indices()
+    return order, reordered
+
+
+@dataclass(eq=False)
+class PedigreeDensity:
+    """Log posterior of the Gaussian animal model on x = (logit h, log σ²_P, z), z of the
+    whole pedigree in parents-first order. Build it with :func:`pedigree_density`.
+
+    Attributes
+    ----------
+    resid : ndarray (n,)
+        y − offset − X μ_β (X at centred covariates when the intercept is centred).
+    design : ndarray (n, p)
+        B = X diag(sd_β).
+    records : ndarray of int (n,)
+        Each record's animal, as a position in the parents-first order.
+    sqrt_d : ndarray (N,)
+        √d of every animal in that order.
+    parents : scipy.sparse.csr_matrix
+        P in that order.
+    prior : SpectralDensity
+        The variances' prior and Jacobian on (logit h, log σ²_P) (its data arrays empty).
+    variance_scale : float
+        σ_a² = ``variance_scale`` · h σ²_P: 1 with priors on the SDs, 1/c with the share
+        parametrisation (h² at the sample's kinship scale c).
+    levels : ndarray of int
+        The term's levels as positions in the parents-first order (the animals whose
+        ``u_<group>`` the draws hold).
+    """
+
+    resid: np.ndarray
+    design: np.ndarray
+    records: np.ndarray
+    sqrt_d: np.ndarray
+    parents: sp.csr_matrix
+    prior: SpectralDensity
+    variance_scale: float
+    levels: np.ndarray
+    group: str
+    store_levels: bool
+    fixed: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        P = self.parents
+        self._indptr = np.ascontiguousarray(P.indptr, dtype=np.int64)
+        self._indices = np.ascontiguousarray(P.indices, dtype=np.int64)
+        self._weights = np.ascontiguousarray(P.data, dtype=float)
+        self._gram = self.design.T @ self.design  # BᵀB, p × p
+        self.n_obs = self.resid.size
+        self.n_animals = self.sqrt_d.size
+
+    @property
+    def ndim(self) -> int:
+        return 2 + self.n_animals
+
+    # -- pieces --------------------------------------------------------------------------
+    def genetic_values(self, z: np.ndarray) -> np.ndarray:
+        """w = (I − P)⁻¹ (√d ∘ z): the values per unit σ_a (parents-first order)."""
+        return mendelian_forward(self.sqrt_d * z, self._indptr, self._indices, self._weights)
+
+    def _variances(self, x: np.ndarray) -> tuple[float, float, float, float]:
+        """(h, σ²_P, σ_a², σ_e²) at x."""
+        h = 1.0 / (1.0 + math.exp(-float(x[0]))) if x[0] > -700 else 0.0
+        total = math.exp(float(x[1]))
+        return h, total, self.variance_scale * h * total, (1.0 - h) * total
+
+    def _woodbury(self, r: np.ndarray, var_e: float):
+        """log N(r; 0, σ_e² I + B Bᵀ), α = V⁻¹ r, tr V⁻¹, and (C factor, γ̂) for β draws."""
+        n, p = self.n_obs, self.design.shape[1]
+        if p == 0:
+            alpha = r / var_e
+            logdet = n * math.log(var_e)
+            return -0.5 * (n * LOG_2PI + logdet + float(r @ alpha)), alpha, n / var_e, None
+        C = np.eye(p) + self._gram / var_e
+        chol = np.linalg.cholesky(C)
+        Btr = self.design.T @ r
+        gamma = np.linalg.solve(C, Btr) / var_e
+        alpha = (r - self.design @ gamma) / var_e
+        logdet = n * math.log(var_e) + 2.0 * float(np.log(np.diag(chol)).sum())
+        # tr V⁻¹ = n/σ_e² − tr(C⁻¹ BᵀB)/σ_e⁴
+        trace = n / var_e - float(np.trace(np.linalg.solve(C, self._gram))) / var_e**2
+        value = -0.5 * (n * LOG_2PI + logdet + float(r @ alpha))
+        return value, alpha, trace, (chol, gamma)
+
+    # -- density -------------------------------------------------------------------------
+    def logp(self, x: np.ndarray) -> tuple[float, np.ndarray]:
+        """Log posterior density at x (Jacobians included) and its gradient."""
+        grad = np.zeros(self.ndim)
+        prior_value, prior_grad = self.prior.logp(x[:2])
+        if not math.isfinite(prior_value):
+            return -math.inf, grad
+        h, total, var_a, var_e = self._variances(x)
+        sd_a = math.sqrt(var_a)
+        z = x[2:]
+        w = self.genetic_values(z)
+        w_rec = w[self.records]
+        r = self.resid - sd_a * w_rec
+        loglik, alpha, trace, _ = self._woodbury(r, var_e)
+        # ∂/∂σ_a = αᵀ w_rec; ∂/∂σ_e² = −½ (tr V⁻¹ − αᵀα)
+        d_sd = float(alpha @ w_rec)
+        d_var_a = 0.5 * d_sd / sd_a if sd_a > 0.0 else 0.0
+        d_var_e = -0.5 * (trace - float(alpha @ alpha))
+        d_var_g = self.variance_scale * d_var_a  # σ_g² = h σ²_P, σ_a² = scale · σ_g²
+        var_g = h * total
+        g_w = np.bincount(self.records, weights=sd_a * alpha, minlength=self.n_animals)
+        g_z = self.sqrt_d * mendelian_backward(g_w, self._indptr, self._indices, self._weights)
+        value = prior_value + loglik - 0.5 * float(z @ z) - 0.5 * self.n_animals * LOG_2PI
+        grad[0] = prior_grad[0] + (d_var_g - d_var_e) * total * h * (1.0 - h)
+        grad[1] = prior_grad[1] + d_var_g * var_g + d_var_e * var_e
+        grad[2:] = g_z - z
+        return value, grad
+
+    # -- draws ---------------------------------------------------------------------------
+    def expand(self, x: np.ndarray, rng: np.random.Generator | None = None) -> dict[str, Any]:
+        """The model's named variables at x: the variances (``sd_<g>``, ``sigma``,
+        ``var_<g>``, ``var_residual``, ``h2``, ``variance_share``, totals in the share
+        parametrisation), β drawn from β | y, z, θ (``beta``, ``beta_centered``) and, up to
+        :data:`STORED_LEVELS_LIMIT` levels, ``u_<g>`` of the term's levels."""
+        out = dict(self.prior.expand(x[:2]))
+        _, _, var_a, var_e = self._variances(x)
+        sd_a = math.sqrt(var_a)
+        w = self.genetic_values(x[2:])
+        fixed = self.fixed
+        if fixed:
+            rng = rng if rng is not None else np.random.default_rng()
+            r = self.resid - sd_a * w[self.records]
+            _, _, _, (chol, gamma) = self._woodbury(r, var_e)
+            # γ | y, z, θ ~ N(γ̂, C⁻¹), C = L Lᵀ: γ̂ + L⁻ᵀ ε
+            eps = rng.standard_normal(gamma.size)
+            gamma = gamma + np.linalg.solve(chol.T, eps)
+            beta_s = fixed["mu"] + fixed["sd"] * gamma
+            out[fixed["sampled_name"]] = beta_s
+            if fixed["sampled_name"] != "beta":
+                beta = beta_s.copy()
+                beta[fixed["intercept"]] -= beta_s @ fixed["means"]
+                out["beta"] = beta
+        if self.store_levels:
+            out[f"u_{self.group}"] = (sd_a * w[self.levels])[:, None]
+        return {k: np.asarray(v, dtype=float) for k, v in out.items()}
+
+    def initial_point(self, seed: int) -> np.ndarray:
+        """h = ½ and σ²_P = mean squared residual, jittered by U(−1, 1); z near 0."""
+        rng = np.random.default_rng(seed)
+        x = np.empty(self.ndim)
+        total = max(float(np.mean(self.resid**2)), 1e-12)
+        x[:2] = np.array([0.0, math.log(total)]) + rng.uniform(-1.0, 1.0, 2)
+        x[2:] = rng.uniform(-0.1, 0.1, self.n_animals)
+        return x
+
+
+def pedigree_density(built: Any) -> PedigreeDensity:
+    """The closed-form log posterior of a built sparse-pedigree animal model.
+
+    Parameters
+    ----------
+    built : BuiltModel
+        Built by the ``"sparse-pedigree"`` strategy.
+
+    Returns
+    -------
+    PedigreeDensity
+
+    Examples
+    --------
+    >>> import pandas as pd, bayeslmm as bl
+    >>> from bayeslmm.engines.bayes import build
+    >>> ped = pd.DataFrame({"id": list("abcde"), "sire": [None, None, "a", "a", "c"],
+    ...                     "dam": [None, None, "b", "b", "d"]})
+    >>> A = bl.pedigree_relationship(ped, sparse=True)
+    >>> df = pd.DataFrame({"id": list("cde"), "y": [1.0, 0.5, 2.0]})
+    >>> density = pedigree_density(build(bl.specify("y ~ 1 + (1 | id)", df, kinship={"id": A})))
+    >>> density.ndim   # logit h, log σ²_P and z of the 5 animals
+    7
+    >>> logp, grad = density.logp(density.initial_point(1))
+    >>> grad.shape
+    (7,)
+    """
+    from bayeslmm.engines.bayes.fixed_effects import fixed_effects_prior
+
+    spec, priors = built.spec, built.priors
+    term = spec.terms[0]
+    kin = term.kinship
+    order, P = parents_first(kin.inverse_factor)
+    rank = np.empty(order.size, dtype=np.int64)
+    rank[order] = np.arange(order.size)
+    level_positions = rank[np.asarray(kin.positions, dtype=np.int64)]
+    records = level_positions[np.asarray(term.index, dtype=np.int64)]
+    y = np.asarray(spec.y, dtype=float)
+    if spec.offset is not None:
+        y = y - np.asarray(spec.offset, dtype=float)
+    fe = fixed_effects_prior(spec, priors)
+    fixed: dict[str, Any] = {}
+    if fe is None:
+        design = np.zeros((y.size, 0))
+    else:
+        mu, sd = np.asarray(fe.mu, float), np.asarray(fe.sd, float)
+        y = y - fe.design @ mu
+        design = fe.design * sd
+        fixed = {
+            "mu": mu,
+            "sd": sd,
+            "sampled_name": fe.sampled_name,
+            "intercept": fe.intercept,
+            "means": fe.means,
+        }
+    group = term.group
+    parametrisation = prior_parametrisation(priors)
+    if parametrisation == "sd":
+        prior_a, prior_b, beta = (
+            positive_log_prior(priors.sd[group]),
+            positive_log_prior(priors.sigma),
+            (1.0, 1.0),
+        )
+    else:
+        prior_a, prior_b = None, positive_log_prior(priors.total)
+        beta = tuple(float(np.asarray(v).ravel()[0]) for v in priors.shares.params)
+    share_weight = float(term.variance_weights("sample")[0, 0])
+    prior = SpectralDensity(
+        eigenvalues=np.zeros(0),
+        resid=np.zeros(0),
+        design=np.zeros((0, 0)),
+        parametrisation=parametrisation,
+        prior_a=prior_a,
+        prior_b=prior_b,
+        beta=beta,  # type: ignore[arg-type]
+        group=group,
+        components=tuple(built.components),
+        share_weight=share_weight,
+    )
+    return PedigreeDensity(
+        resid=np.ascontiguousarray(y),
+        design=np.ascontiguousarray(design, dtype=float),
+        records=np.ascontiguousarray(records),
+        sqrt_d=np.sqrt(np.asarray(kin.mendelian_variances, dtype=float)[order]),
+        parents=P,
+        prior=prior,
+        variance_scale=1.0 if parametrisation == "sd" else 1.0 / share_weight,
+        levels=level_positions,
+        group=group,
+        store_levels=term.n_levels <= STORED_LEVELS_LIMIT,
+        fixed=fixed,
+    )
+
+
+def nutpie_model(density: PedigreeDensity, coords: dict[str, Any]) -> Any:
+    """A nutpie model that samples ``density`` (``coords``: the built model's coordinates)."""
+    from nutpie.compiled_pyfunc import from_pyfunc
+
+    g = density.group
+    dims_of = {
+        "beta": ("fixed",),
+        "beta_centered": ("fixed",),
+        "variance_share": ("component",),
+        f"u_{g}": (f"{g}_level", f"{g}_coef"),
+    }
+    sample = density.expand(density.initial_point(0), np.random.default_rng(0))
+    names = list(sample)
+    dims = {nm: dims_of[nm] for nm in names if nm in dims_of}
+    used = {d for dd in dims.values() for d in dd}
+
+    def make_expand(seed1: int, seed2: int, chain: int):
+        rng = np.random.default_rng([seed1, seed2, chain])
+        return lambda x: density.expand(x, rng)
+
+    return from_pyfunc(
+        ndim=density.ndim,
+        make_logp_fn=lambda: density.logp,
+        make_expand_fn=make_expand,
+        expanded_dtypes=[np.dtype("float64")] * len(names),
+        expanded_shapes=[sample[nm].shape for nm in names],
+        expanded_names=names,
+        coords={d: pd.Index(coords[d]) for d in used if d in coords},
+        dims=dims,
+        make_initial_point_fn=density.initial_point,
+    )

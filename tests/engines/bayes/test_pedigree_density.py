@@ -1,0 +1,309 @@
+"""The Bayesian animal model on a sparse pedigree, against dense computations.
+
+References are independent of the code under test: the dense relationship matrix of
+``pedigree_relationship(ped)`` (the tabular method, not Henderson's factors), dense inverses
+and scipy's multivariate normal, the dense-kinship spectral density (whose priors are
+tested against PyMC in test_spectral_density.py) and brute-force quadrature of it.
+"""
+
+from __future__ import annotations
+
+import sys
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+import bayeslmm as bl
+from bayeslmm.engines.bayes import build
+from bayeslmm.engines.bayes.pedigree_density import (
+    mendelian_backward,
+    mendelian_forward,
+    parents_first,
+    pedigree_density,
+)
+from bayeslmm.engines.bayes.pedigree_marginal import (
+    _normal_from_factor,
+    draw_posterior,
+    pedigree_marginal,
+)
+from bayeslmm.engines.bayes.spectral_density import spectral_density
+from bayeslmm.errors import SpecificationError
+from bayeslmm.kinship.pedigree_inverse import PedigreeDensifyWarning
+
+#: Mrode (2005) Example 2.1 extended: inbreeding (5, 6), a selfed animal (7), unknown
+#: parents (4, 8), an offspring of two inbred parents (9); rows deliberately unsorted
+MRODE = pd.DataFrame(
+    {
+        "id": [9, 6, 1, 7, 3, 2, 5, 4, 8],
+        "sire": [5, 5, 0, 3, 1, 0, 4, 1, 0],
+        "dam": [6, 2, 0, 3, 2, 0, 3, 0, 7],
+    }
+)
+
+
+def _random_pedigree(rng, n=120, founders=12, unknown=0.1):
+    sire = np.r_[np.zeros(founders, int), np.zeros(n - founders, int)]
+    dam = sire.copy()
+    for k in range(founders, n):
+        # parents among earlier animals (overlapping generations: inbreeding accrues)
+        sire[k], dam[k] = rng.integers(1, k + 1, 2)
+    sire[rng.random(n) < unknown] = 0
+    dam[rng.random(n) < unknown] = 0
+    order = rng.permutation(n)  # unsorted rows
+    return pd.DataFrame({"id": np.arange(1, n + 1), "sire": sire, "dam": dam}).iloc[order]
+
+
+def _dense_A(ped, ids):
+    K = bl.pedigree_relationship(ped)
+    pos = {i: k for k, i in enumerate(K.ids)}
+    idx = [pos[i] for i in ids]
+    return np.asarray(K.matrix)[np.ix_(idx, idx)]
+
+
+@pytest.mark.parametrize("which", ["mrode", "random"])
+def test_mendelian_map_has_covariance_A(which):
+    ped = MRODE if which == "mrode" else _random_pedigree(np.random.default_rng(3))
+    A = bl.pedigree_relationship(ped, sparse=True)
+    order, P = parents_first(A.inverse_factor)
+    # parents before offspring: P strictly lower triangular
+    assert P.nnz and np.all(P.tocoo().col < P.tocoo().row)
+    N = A.n_pedigree
+    sqrt_d = np.sqrt(A.mendelian_variances[order])
+    M = np.column_stack(
+        [mendelian_forward(sqrt_d * e, P.indptr, P.indices, P.data) for e in np.eye(N)]
+    )
+    dense = _dense_A(ped, [A.pedigree_ids[k] for k in order])
+    assert np.allclose(M @ M.T, dense, atol=1e-12, rtol=0)
+    if which == "mrode":
+        assert A.inbreeding.max() > 0.2  # the selfed animal: F = ½(1 + F_parent)
+
+
+def test_backward_pass_is_the_adjoint():
+    A = bl.pedigree_relationship(_random_pedigree(np.random.default_rng(4)), sparse=True)
+    _, P = parents_first(A.inverse_factor)
+    rng = np.random.default_rng(5)
+    v, g = rng.normal(size=(2, A.n_pedigree))
+    forward = mendelian_forward(v, P.indptr, P.indices, P.data)
+    backward = mendelian_backward(g, P.indptr, P.indices, P.data)
+    assert np.isclose(g @ forward, backward @ v, rtol=1e-12)
+    L = np.linalg.inv(np.eye(A.n_pedigree) - P.toarray())
+    assert np.allclose(forward, L @ v) and np.allclose(backward, L.T @ g)
+
+
+@pytest.fixture(scope="module")
+def animal_data():
+    """A 150-animal pedigree with records on 110 of them (some twice), a covariate."""
+    rng = np.random.default_rng(7)
+    ped = _random_pedigree(rng, n=150, founders=15)
+    A = bl.pedigree_relationship(ped, sparse=True)
+    recorded = rng.choice(A.pedigree_ids, size=110, replace=False)
+    ids = np.r_[recorded, recorded[:20]]
+    values = dict(zip(A.pedigree_ids, rng.normal(size=A.n_pedigree), strict=True))
+    df = pd.DataFrame({"id": ids, "x": rng.normal(size=ids.size)})
+    df["y"] = 3.0 + 0.5 * df["x"] + np.array([values[i] for i in ids]) + rng.normal(size=ids.size)
+    return ped, A, df
+
+
+def _built_pair(animal_data, formula="y ~ x + (1 | id)", priors=None):
+    _, A, df = animal_data
+    sparse = build(bl.specify(formula, df, kinship={"id": A}, priors=priors))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PedigreeDensifyWarning)
+        dense = build(bl.specify(formula, df, kinship={"id": A.to_dense()}, priors=priors))
+    return sparse, dense
+
+
+PRIORS = [
+    None,
+    {"h2": ("beta", 2.0, 3.0), "total_variance": ("halfnormal", 5.0)},
+    {"sd_id": ("halfnormal", 2.0), "sigma": ("exponential", 1.0)},
+]
+
+
+@pytest.mark.parametrize("priors", PRIORS)
+@pytest.mark.parametrize("formula", ["y ~ x + (1 | id)", "y ~ 0 + (1 | id)"])
+def test_nuts_density_equals_the_dense_joint_density(animal_data, priors, formula):
+    sparse, dense = _built_pair(animal_data, formula, priors)
+    assert sparse.strategy == "sparse-pedigree" and dense.strategy == "spectral"
+    density, reference = pedigree_density(sparse), spectral_density(dense)
+    _, A, df = animal_data
+    spec = sparse.spec
+    term = spec.terms[0]
+    ids = list(A.pedigree_ids)
+    order, _ = parents_first(A.inverse_factor)
+    # the map written densely: u = σ_a (I − P)⁻¹ D^½ z, in parents-first order
+    T = A.inverse_factor.toarray()[np.ix_(order, order)]
+    root = np.linalg.inv(T) * np.sqrt(A.mendelian_variances[order])
+    pos = {ids[k]: r for r, k in enumerate(order)}
+    Z = np.zeros((spec.n_obs, A.n_pedigree))
+    Z[np.arange(spec.n_obs), [pos[term.levels[j]] for j in term.index]] = 1.0
+    rng = np.random.default_rng(8)
+    for _ in range(4):
+        t = rng.normal(size=2) * [1.0, 0.5] + [0.0, np.log(np.var(df["y"]))]
+        z = rng.normal(size=A.n_pedigree)
+        h = 1.0 / (1.0 + np.exp(-t[0]))
+        total = np.exp(t[1])
+        scale = density.variance_scale
+        var_a, var_e = scale * h * total, (1.0 - h) * total
+        # dense: log p(y | z, θ) with β integrated + log N(z) + log prior(t), where the prior
+        # is the spectral density minus its (dense) marginal likelihood
+        fe_mu, fe_sd, Xc = _fixed(sparse)
+        u = np.sqrt(var_a) * root @ z
+        mean = Xc @ fe_mu + Z @ u
+        cov = var_e * np.eye(spec.n_obs) + (Xc * fe_sd**2) @ Xc.T
+        cond = stats.multivariate_normal(mean, cov).logpdf(spec.y)
+        marginal_cov = cov + var_a * Z @ (root @ root.T) @ Z.T
+        marg = stats.multivariate_normal(Xc @ fe_mu, marginal_cov).logpdf(spec.y)
+        prior = reference.logp(t)[0] - marg
+        expected = cond + stats.norm.logpdf(z).sum() + prior
+        value, _ = density.logp(np.r_[t, z])
+        assert np.isclose(value, expected, rtol=1e-10, atol=1e-8)
+
+
+def _fixed(built):
+    from bayeslmm.engines.bayes.fixed_effects import fixed_effects_prior
+
+    fe = fixed_effects_prior(built.spec, built.priors)
+    if fe is None:
+        return np.zeros(0), np.zeros(0), np.zeros((built.spec.n_obs, 0))
+    return np.asarray(fe.mu, float), np.asarray(fe.sd, float), fe.design
+
+
+def test_nuts_density_gradient_matches_finite_differences(animal_data):
+    sparse, _ = _built_pair(animal_data, priors={"h2": ("beta", 2.0, 3.0)})
+    density = pedigree_density(sparse)
+    rng = np.random.default_rng(9)
+    x = density.initial_point(3)
+    x[2:] = rng.normal(size=density.n_animals)
+    _, grad = density.logp(x)
+    eps = 1e-6
+    for k in [0, 1, 2, 5, 40, density.ndim - 1]:
+        step = np.zeros_like(x)
+        step[k] = eps
+        numeric = (density.logp(x + step)[0] - density.logp(x - step)[0]) / (2 * eps)
+        assert np.isclose(grad[k], numeric, rtol=1e-5, atol=1e-5), k
+
+
+@pytest.mark.parametrize("priors", PRIORS)
+def test_marginal_posterior_density_equals_the_dense_one(animal_data, priors):
+    sparse, dense = _built_pair(animal_data, priors=priors)
+    marginal, reference = pedigree_marginal(sparse), spectral_density(dense)
+    rng = np.random.default_rng(10)
+    for _ in range(4):
+        t = rng.normal(size=2) * [1.5, 0.5] + [0.0, np.log(2.0)]
+        h = 1.0 / (1.0 + np.exp(-t[0]))
+        values = marginal.node(t[0])
+        mine = marginal.loglik(values, np.array([(1 - h) * np.exp(t[1])]))[0]
+        mine += marginal.log_prior(t[0], np.array([t[1]]))[0]
+        assert np.isclose(mine, reference.logp(t)[0], rtol=1e-10, atol=1e-8)
+
+
+def _brute_force(reference, t1, t2):
+    grid = np.array([[reference.logp(np.array([a, b]))[0] for b in t2] for a in t1])
+    w = np.exp(grid - grid.max())
+    return w / w.sum()
+
+
+def test_marginal_draws_match_brute_force_quadrature(animal_data):
+    sparse, dense = _built_pair(animal_data)
+    marginal, reference = pedigree_marginal(sparse), spectral_density(dense)
+    out = draw_posterior(marginal, 20_000, np.random.default_rng(11))
+    t = out["t"]
+    # the reference: the dense density on a wide, fine grid (the tails of logit h are long)
+    t1 = np.linspace(-14.0, 14.0, 700)
+    t2 = np.linspace(t[:, 1].min() - 1.0, t[:, 1].max() + 1.0, 200)
+    w = _brute_force(reference, t1, t2)
+    assert w[[0, -1]].sum() + w[:, [0, -1]].sum() < 1e-6  # the grid holds the mass
+    for draws, ref in ((t[:, 0], t1), (t[:, 1], t2)):
+        axis = 1 if ref is t1 else 0
+        weights = w.sum(axis=axis)
+        mean = weights @ ref
+        sd = np.sqrt(weights @ (ref - mean) ** 2)
+        assert abs(draws.mean() - mean) < 4 * sd / np.sqrt(draws.size)
+        assert abs(draws.std() / sd - 1.0) < 0.03
+
+
+@pytest.mark.parametrize("backend", ["cholmod", "superlu"])
+def test_normal_draws_from_the_factor_have_covariance_C_inverse(animal_data, backend, monkeypatch):
+    if backend == "superlu":
+        monkeypatch.setitem(sys.modules, "sksparse", None)
+        monkeypatch.setitem(sys.modules, "sksparse.cholmod", None)
+    else:
+        pytest.importorskip("sksparse.cholmod")
+    sparse, _ = _built_pair(animal_data)
+    marginal = pedigree_marginal(sparse)
+    assert marginal.chol.backend == backend
+    C = marginal._C(1.7)
+    marginal.chol.factor(C)
+    N = marginal.N
+    X = _normal_from_factor(marginal.chol, np.eye(N))
+    assert np.allclose(X @ X.T, np.linalg.inv(C.toarray()), atol=1e-10)
+
+
+def test_fit_reports_strategy_heritability_and_breeding_values(animal_data):
+    ped, A, df = animal_data
+    model = bl.LMM("y ~ x + (1 | id)", df, kinship={"id": A})
+    fit = model.fit(draws=300, chains=2, seed=1, progressbar=False, verbose=False)
+    assert fit.strategy == "sparse-pedigree" and fit.sampler == "exact"
+    h2 = fit.heritability()
+    assert 0.0 < h2.loc["h2", "mean"] < 1.0 and h2.loc["h2", "ess_bulk"] > 400
+    assert list(fit.fixed_effects().index) == ["Intercept", "x"]
+    summary = fit.summary()
+    assert summary["strategy"] == "sparse-pedigree"
+    # breeding values: the posterior mean against the dense BLUP averaged over the draws
+    bv = fit.breeding_values()
+    assert list(bv.index) == list(fit.spec.terms[0].levels)
+    post = fit.posterior
+    var_a = post["var_id"].values.ravel()
+    var_e = post["var_residual"].values.ravel()
+    beta = post["beta"].values.reshape(-1, 2)
+    spec = fit.spec
+    term = spec.terms[0]
+    K = _dense_A(ped, list(term.levels))
+    Z = np.zeros((spec.n_obs, term.n_levels))
+    Z[np.arange(spec.n_obs), term.index] = 1.0
+    blup = np.zeros(term.n_levels)
+    for va, ve, b in zip(var_a, var_e, beta, strict=True):
+        V = va * Z @ K @ Z.T + ve * np.eye(spec.n_obs)
+        blup += va * K @ Z.T @ np.linalg.solve(V, spec.y - spec.X @ b)
+    blup /= var_a.size
+    # the draws' mean = Rao–Blackwellised mean + noise of sd/√draws per animal
+    se = bv["sd"].to_numpy() / np.sqrt(var_a.size)
+    assert np.all(np.abs(bv["mean"].to_numpy() - blup) < 5 * se)
+    assert np.all(bv["sd"] > 0)
+    y_rep = fit.posterior_predictive(seed=2)
+    assert y_rep.shape == (2, 300, spec.n_obs)
+
+
+def test_nuts_strategy_samples_the_same_model(animal_data):
+    _, A, df = animal_data
+    fit = bl.LMM("y ~ x + (1 | id)", df, kinship={"id": A}).fit(
+        draws=100, tune=100, chains=1, seed=1, progressbar=False, verbose=False,
+        strategy="sparse-pedigree-nuts",
+    )  # fmt: skip
+    assert fit.strategy == "sparse-pedigree-nuts"
+    assert {"h2", "beta", "u_id", "var_id", "var_residual"} <= set(fit.posterior)
+    assert fit.posterior["u_id"].shape == (1, 100, fit.spec.terms[0].n_levels, 1)
+
+
+def test_unsupported_models_are_refused_with_what_is_supported(animal_data):
+    _, A, df = animal_data
+    df = df.assign(b=(df["y"] > df["y"].median()).astype(int), g=np.arange(len(df)) % 5)
+    with pytest.raises(SpecificationError, match="Gaussian animal model.*family is bernoulli"):
+        bl.LMM("b ~ 1 + (1 | id)", df, kinship={"id": A}, family="bernoulli").build(
+            strategy="sparse-pedigree"
+        )
+    with pytest.raises(SpecificationError, match="2 random terms"):
+        bl.LMM("y ~ 1 + (1 | id) + (1 | g)", df, kinship={"id": A}).build(
+            strategy="sparse-pedigree"
+        )
+    built = build(bl.specify("y ~ 1 + (1 | id)", df, kinship={"id": A}))
+    with pytest.raises(SpecificationError, match="no PyMC model"):
+        built.model  # noqa: B018
+    with pytest.raises(SpecificationError, match="log-likelihoods"):
+        bl.LMM("y ~ 1 + (1 | id)", df, kinship={"id": A}).fit(
+            draws=10, chains=1, log_likelihood=True, progressbar=False
+        )
