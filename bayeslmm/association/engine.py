@@ -62,9 +62,10 @@ TESTS = ("wald", "lrt")
 #: Columns of ``ScanResult.exact_fits`` after SNP and chr (the fields of ``ExactFit``).
 EXACT_COLUMNS = ("beta", "se", "chi2", "p", "h2", "sigma_g2", "sigma_e2")
 
-#: The first pass keeps the crossproducts (n × n each) of as many leading chromosomes as fit
-#: in this many bytes; the others are recomputed when their chromosome comes, so that memory
-#: stays O(n²) whatever the number of chromosomes.
+#: The first pass keeps the crossproducts of as many leading chromosomes as fit in this many
+#: bytes, two to an n × n buffer (8 n² bytes: one in each triangle); the others are
+#: recomputed when their chromosome comes, so that memory stays O(n²) whatever the number of
+#: chromosomes. 1 GiB holds all ten of the benchmark's n = 5,000 chromosomes.
 CROSSPRODUCT_CACHE_BYTES = 1 << 30
 
 
@@ -413,7 +414,7 @@ class _KinshipProvider:
         self.codes = np.array([order.index(c) for c in chrom[sel.keep]]) if order else None
         self.timing = {"grm_s": 0.0}
         self._whole: Kinship | None = None
-        self._cache: dict[int, np.ndarray] = {}
+        self._cache: dict[int, tuple[np.ndarray, bool, np.ndarray]] = {}
         self._check_given()
         if given is None:
             self._first_pass()
@@ -451,33 +452,51 @@ class _KinshipProvider:
                 "chromosome is loco=True."
             )
 
-    def _crossproduct(self, c: int) -> np.ndarray:
-        """Z_c Z_cᵀ over chromosome ``c``'s markers, accumulated block by block in place."""
-        C = np.zeros((self.dos.n, self.dos.n), order="F")
+    def _crossproduct(self, c: int, C: np.ndarray | None = None, lower: bool = False) -> np.ndarray:
+        """Z_c Z_cᵀ over chromosome ``c``'s markers, accumulated block by block in place into
+        one triangle (with the diagonal) of ``C``; without ``C``, a new symmetric matrix."""
+        whole = C is None
+        if C is None:
+            C = np.zeros((self.dos.n, self.dos.n), order="F")
         for _, Z, _ in _centred_blocks(self.dos, self.subset(c), self.standardize, self.block_size):
             # BLAS syrk adds Z Zᵀ into one triangle of C: no n × n temporary per block and
-            # half the flops of a general product
-            C = blas.dsyrk(1.0, np.asfortranarray(Z), beta=1.0, c=C, lower=0, overwrite_c=1)
-        return _symmetrise_upper(C)
+            # half the flops of a general product; the other triangle is not touched
+            C = blas.dsyrk(
+                1.0, np.asfortranarray(Z), beta=1.0, c=C, lower=int(lower), overwrite_c=1
+            )
+        return _symmetrise_upper(C) if whole else C
 
     def _divisor(self, c: int | None) -> float:
         sub = self.sel if c is None else self.subset(c)
         return _scale(sub, self.standardize)[1] if sub.keep.size else 0.0
 
     def _first_pass(self) -> None:
-        """T = Σ_c C_c, chromosome by chromosome (the order of :func:`loco_grms`)."""
+        """T = Σ_c C_c, chromosome by chromosome (the order of :func:`loco_grms`).
+
+        The leading chromosomes' C_c are kept for their LOCO kinships, two to an n × n
+        buffer (one in each triangle, the diagonals aside), as many as fit in
+        :data:`CROSSPRODUCT_CACHE_BYTES`; the others are recomputed when their turn comes.
+        """
         t0 = time.perf_counter()
         n = self.dos.n
-        n_cached = CROSSPRODUCT_CACHE_BYTES // max(n * n * 8, 1) if self.loco else 0
-        total = None
+        buffers = CROSSPRODUCT_CACHE_BYTES // max(n * n * 8, 1) if self.loco else 0
+        n_cached = min(2 * buffers, len(self.order))
+        total = np.zeros((n, n), order="F")
+        buf = None
         for c in range(len(self.order)):
-            C = self._crossproduct(c)
-            if total is None:
-                total = C.copy()
-            else:
-                total += C
             if c < n_cached:  # used first, freed first
-                self._cache[c] = C
+                lower = c % 2 == 1
+                if not lower:
+                    buf = np.zeros((n, n), order="F")
+                else:  # the upper triangle holds chromosome c − 1, its diagonal kept aside
+                    buf[np.diag_indices(n)] = 0.0
+                buf = self._crossproduct(c, buf, lower)
+                diagonal = np.diag(buf).copy()
+                self._cache[c] = (buf, lower, diagonal)
+                _add_triangle(total, buf, lower, diagonal)
+            else:
+                total += self._crossproduct(c)
+        buf = None
         self.total = total
         self.total_divisor = float(sum(self._divisor(c) for c in range(len(self.order))))
         self.timing["grm_s"] += time.perf_counter() - t0
@@ -506,9 +525,15 @@ class _KinshipProvider:
                 f"Leaving out chromosome {label!r} leaves no marker for its LOCO kinship; every "
                 "tested marker is on it. Check the chromosome labels or use loco=False."
             )
-        K = self._cache.pop(c) if c in self._cache else self._crossproduct(c)
-        K *= -1.0  # in place: (T − C_c) / (D − D_c) without another n × n buffer
-        K += self.total
+        if c in self._cache:
+            buf, lower, diagonal = self._cache.pop(c)
+            K = self.total.copy(order="F")
+            _add_triangle(K, buf, lower, diagonal, sign=-1.0)
+            del buf  # freed with its pair's second chromosome
+        else:
+            K = self._crossproduct(c)
+            K *= -1.0  # in place: (T − C_c) / (D − D_c) without another n × n buffer
+            K += self.total
         K /= rest
         kin = Kinship(K, ids=self.ids, name=f"GRM-loco{label}", check_psd=False)
         del K
@@ -531,6 +556,50 @@ def _symmetrise_upper(C: np.ndarray, block: int = 512) -> np.ndarray:
         square = C[start:stop, start:stop]
         square[:] = np.triu(square) + np.triu(square, 1).T
     return C
+
+
+def _add_triangle(
+    out: np.ndarray,
+    C: np.ndarray,
+    lower: bool,
+    diagonal: np.ndarray,
+    sign: float = 1.0,
+    block: int = 512,
+) -> np.ndarray:
+    """out += sign · S, S the symmetric matrix held in one triangle of ``C`` (upper, or lower
+    with ``lower``) with its diagonal given apart; a column block at a time.
+
+    Examples
+    --------
+    >>> S = np.array([[1.0, 2.0], [2.0, 5.0]])
+    >>> C = np.array([[9.0, 2.0], [7.0, 9.0]])  # S above the diagonal, something else below
+    >>> _add_triangle(np.zeros((2, 2)), C, False, np.diag(S), block=1).tolist()
+    [[1.0, 2.0], [2.0, 5.0]]
+    >>> _add_triangle(np.zeros((2, 2)), C.T, True, np.diag(S), block=1).tolist()
+    [[1.0, 2.0], [2.0, 5.0]]
+    """
+    n = C.shape[0]
+    for start in range(0, n, block):
+        stop = min(start + block, n)
+        if lower:
+            above, square, below = (
+                C[start:stop, :start].T,
+                C[start:stop, start:stop],
+                C[stop:, start:stop],
+            )
+            square = np.tril(square, -1) + np.tril(square, -1).T
+        else:
+            above, square, below = (
+                C[:start, start:stop],
+                C[start:stop, start:stop],
+                C[start:stop, stop:].T,
+            )
+            square = np.triu(square, 1) + np.triu(square, 1).T
+        square[np.diag_indices(stop - start)] = diagonal[start:stop]
+        out[:start, start:stop] += sign * above
+        out[start:stop, start:stop] += sign * square
+        out[stop:, start:stop] += sign * below
+    return out
 
 
 def _subset(K: Kinship, ids: list[str], label: str) -> Kinship:

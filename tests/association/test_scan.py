@@ -186,23 +186,24 @@ def test_exact_lrt_maximises_h2_under_both_models(data):
 
 
 # -- kinships ------------------------------------------------------------------------------
-@pytest.mark.parametrize("cached", [0, 1, len(CHROMS)])
+@pytest.mark.parametrize("buffers", [0, 1, 2])
 def test_built_loco_kinships_equal_loco_grms_and_block_size_does_not_matter(
-    data, monkeypatch, cached
+    data, monkeypatch, buffers
 ):
-    """Crossproducts kept from the first pass for ``cached`` chromosomes, recomputed for the
-    others: the same kinships either way."""
+    """Crossproducts kept from the first pass, two to an n × n buffer (0, 2 or all 3
+    chromosomes: a pair, and one alone), recomputed for the others: the same kinships."""
     from bayeslmm.association.engine import scan
 
+    cached = min(2 * buffers, len(CHROMS))
     names = scan.__globals__  # the module the function runs in
-    monkeypatch.setitem(names, "CROSSPRODUCT_CACHE_BYTES", cached * N * N * 8)
+    monkeypatch.setitem(names, "CROSSPRODUCT_CACHE_BYTES", buffers * N * N * 8)
     provider = names["_KinshipProvider"]
     calls = []
     original = provider._crossproduct
 
-    def counted(self, c):
+    def counted(self, c, *args):
         calls.append(c)
-        return original(self, c)
+        return original(self, c, *args)
 
     monkeypatch.setattr(provider, "_crossproduct", counted)
     dos, snps, pheno = data
