@@ -76,30 +76,44 @@ class LowRankRotation:
     ----------
     values : ndarray, shape (r + k,)
         s (largest first) then k zeros.
-    vectors : ndarray, shape (n, r + k)
-        Orthonormal columns [U₁, Q]: U₁ the eigenvectors of K with s > 0, Q a basis of the
-        complement's part of the data's columns.
     rotated : ndarray, shape (r + k, c)
         ``vectors.T @ data``: the data's rotated rows.
     n_null : int
         m = n − r − k: the complement directions left out, whose rotated data are 0.
+    null_basis : ndarray, shape (n, k)
+        Q, an orthonormal basis of the complement's part of the data's columns.
+    kinship : LowRankKinship
+        The kinship rotated by.
     """
 
     values: np.ndarray
-    vectors: np.ndarray
     rotated: np.ndarray
     n_null: int
+    null_basis: np.ndarray
+    kinship: LowRankKinship
 
     @property
     def n(self) -> int:
         """Number of individuals (rows of the data)."""
-        return int(self.vectors.shape[0])
+        return int(self.null_basis.shape[0])
+
+    @cached_property
+    def vectors(self) -> np.ndarray:
+        """Orthonormal columns [U₁, Q] (n × (r + k)): U₁ the eigenvectors of K with s > 0
+        (formed on first use, O(n p²): the rotation itself does not need them)."""
+        return np.concatenate([self.kinship.left_vectors, self.null_basis], axis=1)
+
+    def rotate(self, v: np.ndarray) -> np.ndarray:
+        """``vectors.T @ v`` in O(n p) per column, without forming U₁ (exact for every v in
+        the span of the rotated data; other v lose their part in the left-out directions)."""
+        v = np.asarray(v, dtype=float)
+        return np.concatenate([self.kinship.project(v), self.null_basis.T @ v], axis=0)
 
 
 @dataclass(frozen=True, eq=False)
 class _Spectrum:
     values: np.ndarray  # s > 0, largest first
-    vectors: np.ndarray  # U₁, n × r
+    vectors: np.ndarray | None  # U₁ (n × r) when the Rayleigh-Ritz step formed it
     right: np.ndarray  # V, p × r: W = U₁ diag(√s) Vᵀ
     discarded: float  # share of the trace in the eigenvalues set to 0
     seconds: float
@@ -116,10 +130,10 @@ def _thin_svd(W: np.ndarray) -> _Spectrum:
     top = max(float(s[0]), 0.0)
     keep = s > LOW_RANK_RTOL * top
     s_kept, V = np.ascontiguousarray(s[keep]), np.ascontiguousarray(V[:, keep])
-    U = W @ (V / np.sqrt(s_kept))
+    U = None  # U₁ = W V S^-½ is formed when first needed (2 n p r flops)
     if s_kept.size and s_kept[0] > REFINE_CONDITION * s_kept[-1]:
         # Rayleigh-Ritz: an orthonormal basis of the same span, and K's eigenpairs in it
-        Q, _ = np.linalg.qr(U)
+        Q, _ = np.linalg.qr(W @ (V / np.sqrt(s_kept)))
         H = Q.T @ W  # r × p, K = Q H Hᵀ Qᵀ exactly (range W ⊂ span Q)
         s_kept, Y = np.linalg.eigh(H @ H.T)
         s_kept, Y = s_kept[::-1], Y[:, ::-1]
@@ -129,7 +143,8 @@ def _thin_svd(W: np.ndarray) -> _Spectrum:
         V = H.T @ (Y / np.sqrt(s_kept))
     discarded = 1.0 - float(s_kept.sum()) / total if total > 0.0 else 0.0
     for arr in (s_kept, U, V):
-        arr.setflags(write=False)
+        if arr is not None:
+            arr.setflags(write=False)
     return _Spectrum(
         values=s_kept,
         vectors=U,
@@ -252,6 +267,36 @@ class LowRankKinship(Kinship):
         """Seconds the thin SVD took (computed on first use)."""
         return self._spectrum.seconds
 
+    @cached_property
+    def left_vectors(self) -> np.ndarray:
+        """U₁ (n × r): K's eigenvectors with positive eigenvalues, largest first (formed on
+        first use, O(n p r); likelihoods need only :meth:`project`)."""
+        spec = self._spectrum
+        if spec.vectors is not None:
+            return spec.vectors
+        U = self.markers @ (spec.right / np.sqrt(spec.values))
+        U.setflags(write=False)
+        return U
+
+    def project(self, v: np.ndarray) -> np.ndarray:
+        """U₁ᵀ v = S^-½ Vᵀ (Wᵀ v), O(n p) per column (U₁ is not formed)."""
+        v = np.asarray(v, dtype=float)
+        if "left_vectors" in self.__dict__:
+            return self.left_vectors.T @ v
+        spec = self._spectrum
+        if spec.vectors is not None:
+            return spec.vectors.T @ v
+        coef = spec.right.T @ (self.markers.T @ v)
+        return coef / (np.sqrt(spec.values) if coef.ndim == 1 else np.sqrt(spec.values)[:, None])
+
+    def _lift(self, coef: np.ndarray) -> np.ndarray:
+        """U₁ coef = W V S^-½ coef, O(n p) per column."""
+        if "left_vectors" in self.__dict__ or self._spectrum.vectors is not None:
+            return self.left_vectors @ coef
+        spec = self._spectrum
+        scaled = coef / (np.sqrt(spec.values) if coef.ndim == 1 else np.sqrt(spec.values)[:, None])
+        return self.markers @ (spec.right @ scaled)
+
     def root(self, share: float | None = None) -> KinshipRoot:
         """R = U₁ √S with R Rᵀ = K, from the thin SVD (n × r, never n × n); ``share`` as in
         :meth:`Kinship.root`.
@@ -273,7 +318,7 @@ class LowRankKinship(Kinship):
         if key in cache:
             return cache[key]
         spec = self._spectrum
-        s, U = spec.values, spec.vectors
+        s, U = spec.values, self.left_vectors
         total = float(s.sum()) / max(1.0 - spec.discarded, 1e-300)
         k = s.size
         if key is not None:
@@ -324,9 +369,8 @@ class LowRankKinship(Kinship):
                 f"rotate have {data.shape[0]} rows."
             )
         spec = self._spectrum
-        U1 = spec.vectors
-        inside = U1.T @ data
-        outside = data - U1 @ inside  # P₂ data
+        inside = self.project(data)
+        outside = data - self._lift(inside)  # P₂ data
         Q = np.zeros((self.n, 0))
         if outside.size:
             P, sv, _ = np.linalg.svd(outside, full_matrices=False)
@@ -335,15 +379,16 @@ class LowRankKinship(Kinship):
             if k:
                 # project again and re-orthonormalise: rounding must not leak into span U₁
                 P = P[:, :k]
-                P = P - U1 @ (U1.T @ P)
+                P = P - self._lift(self.project(P))
                 Q, _ = np.linalg.qr(P)
-        vectors = np.concatenate([U1, Q], axis=1)
         values = np.concatenate([spec.values, np.zeros(Q.shape[1])])
         rotated = np.concatenate([inside, Q.T @ data], axis=0)
         n_null = self.n - values.size
         if n_null < 0:  # pragma: no cover - r + k <= n by orthonormality
             raise KinshipError("internal: more rotated rows than individuals")
-        return LowRankRotation(values=values, vectors=vectors, rotated=rotated, n_null=n_null)
+        return LowRankRotation(
+            values=values, rotated=rotated, n_null=n_null, null_basis=Q, kinship=self
+        )
 
     # -- the Kinship interface ------------------------------------------------------------
     def diagonal(self) -> np.ndarray:

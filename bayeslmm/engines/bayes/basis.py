@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from bayeslmm.errors import SpecificationError
-from bayeslmm.kinship.low_rank import LowRankKinship
+from bayeslmm.kinship.low_rank import LowRankKinship, LowRankRotation
 from bayeslmm.spec import RandomTerm
 
 # Eigendecompositions of Z K Zᵀ, one per RandomTerm object (RandomTerm is frozen, eq=False,
@@ -52,6 +52,36 @@ class SpectralBasis:
     n_null: int = 0
     low_rank: bool = False
 
+    def rotate(self, v: np.ndarray) -> np.ndarray:
+        """Uᵀ v for data v (n rows)."""
+        return self.vectors.T @ np.asarray(v, dtype=float)
+
+
+class LowRankBasis(SpectralBasis):
+    """A low-rank kinship's :class:`SpectralBasis`: :meth:`rotate` costs O(n p) per column
+    and never forms U₁; :attr:`vectors` ([U₁, Q], n × (r + k)) is formed on first use (the
+    breeding values' and predictive draws need it; the likelihood does not)."""
+
+    def __init__(self, rotation: LowRankRotation, eigh_s: float) -> None:
+        set_ = object.__setattr__  # the frozen dataclass parent refuses attribute assignment
+        set_(self, "values", rotation.values)
+        set_(self, "eigh_s", eigh_s)
+        set_(self, "n_null", rotation.n_null)
+        set_(self, "low_rank", True)
+        set_(self, "rotation", rotation)
+
+    @property
+    def vectors(self) -> np.ndarray:  # type: ignore[override]
+        return self.rotation.vectors
+
+    def rotate(self, v: np.ndarray) -> np.ndarray:
+        return self.rotation.rotate(v)
+
+    def __repr__(self) -> str:
+        return (
+            f"LowRankBasis(rows={self.values.size}, n_null={self.n_null}, eigh_s={self.eigh_s:.3g})"
+        )
+
 
 def spectral_basis(term: RandomTerm, data: np.ndarray | None = None) -> SpectralBasis:
     """Eigendecomposition of Z K Zᵀ for a kinship term, computed once per term.
@@ -78,13 +108,7 @@ def spectral_basis(term: RandomTerm, data: np.ndarray | None = None) -> Spectral
         rank = term.kinship.rank  # the thin SVD (cached on the kinship)
         rotation = term.kinship.rotation(data)
         elapsed = term.kinship.__dict__.get("eigh_seconds", 0.0) if rank else 0.0
-        return SpectralBasis(
-            values=rotation.values,
-            vectors=rotation.vectors,
-            eigh_s=max(elapsed, time.perf_counter() - start),
-            n_null=rotation.n_null,
-            low_rank=True,
-        )
+        return LowRankBasis(rotation, eigh_s=max(elapsed, time.perf_counter() - start))
     cached = _ROTATION_CACHE.get(term)
     if cached is not None:
         return cached

@@ -185,13 +185,12 @@ def marginal_fixed_effects(
     fe = fixed_effects_prior(spec, priors)
     if fe is None:
         return None
-    U = rotation.vectors
     offset = np.zeros(spec.n_obs) if spec.offset is None else np.asarray(spec.offset)
     return MarginalFixedEffects(
         prior=fe,
-        rotated_design=U.T @ fe.design,
-        rotated_offset=U.T @ offset,
-        rotated_response=U.T @ np.asarray(spec.y, dtype=float),
+        rotated_design=rotation.rotate(fe.design),
+        rotated_offset=rotation.rotate(offset),
+        rotated_response=rotation.rotate(np.asarray(spec.y, dtype=float)),
         eigenvalues=np.asarray(rotation.values, dtype=float),
     )
 

@@ -198,13 +198,13 @@ def _rotated_likelihood(
     import pymc as pm
     import pytensor.tensor as pt
 
-    U = rotation.vectors
     offset = np.zeros(spec.n_obs) if spec.offset is None else np.asarray(spec.offset)
-    mu_rot = pt.as_tensor(U.T @ offset)
+    mu_rot = pt.as_tensor(rotation.rotate(offset))
     if beta is not None:
-        mu_rot = mu_rot + pt.dot(pt.as_tensor(U.T @ design), beta)
+        mu_rot = mu_rot + pt.dot(pt.as_tensor(rotation.rotate(design)), beta)
     sd_rot = pt.sqrt(var_g * pt.as_tensor(rotation.values) + var_residual)
-    pm.Normal(name, mu=mu_rot, sigma=sd_rot, observed=U.T @ np.asarray(spec.y), dims="eigen")
+    observed = rotation.rotate(np.asarray(spec.y))
+    pm.Normal(name, mu=mu_rot, sigma=sd_rot, observed=observed, dims="eigen")
 
 
 def _shared_prior_parameters(model: pm.Model) -> pm.Model:

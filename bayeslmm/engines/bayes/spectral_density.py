@@ -391,9 +391,8 @@ def spectral_density(built: Any) -> SpectralDensity:
         design = marginal.scaled_design
         eigenvalues = marginal.eigenvalues
     else:  # no fixed effects
-        U = built.rotation.vectors
         offset = np.zeros(spec.n_obs) if spec.offset is None else np.asarray(spec.offset)
-        resid = U.T @ (np.asarray(spec.y, dtype=float) - offset)
+        resid = built.rotation.rotate(np.asarray(spec.y, dtype=float) - offset)
         design = np.zeros((resid.size, 0))  # r + k rows for a low-rank kinship
         eigenvalues = np.asarray(built.rotation.values, dtype=float)
     group = spec.terms[0].group

@@ -151,3 +151,14 @@ def test_fit_reports_low_rank_and_matches_dense(data, tmp_path):
     assert back.strategy == "spectral-low-rank"
     assert isinstance(back.spec.terms[0].kinship, LowRankKinship)
     np.testing.assert_array_equal(back.spec.terms[0].kinship.markers, K.markers)
+
+
+def test_closed_form_never_forms_the_eigenvectors(data):
+    """The likelihood needs only S^-½ Vᵀ Wᵀ v: U₁ (n × p, O(n p²)) waits for u | y draws."""
+    df, K, _ = data
+    fresh = LowRankKinship(K.markers, K.ids)
+    built = build(bl.specify("y ~ 1 + x + (1|id)", df, kinship={"id": fresh}))
+    spectral_density(built).logp(np.zeros(2))
+    assert "left_vectors" not in fresh.__dict__
+    assert built.rotation.vectors.shape == (fresh.n, built.rotation.values.size)
+    assert "left_vectors" in fresh.__dict__
