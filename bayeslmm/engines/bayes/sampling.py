@@ -176,7 +176,12 @@ def sample(
     if cores is None:
         cores = max(1, min(chains, available_cores()))
     blas_threads = blas_threads_per_chain(chains, cores)
-    if name == "nutpie":
+    if strategy.draws_directly:
+        # the strategy draws its posterior itself (independent draws, no NUTS)
+        start = time.perf_counter()
+        idata = strategy.draw(built, draws=draws, chains=chains, seed=seed)
+        timing["sample_s"] = time.perf_counter() - start
+    elif name == "nutpie":
         import nutpie
 
         compiled = built.cache.get("nutpie")
