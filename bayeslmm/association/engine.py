@@ -88,6 +88,7 @@ def scan(
     link: str | None = None,
     trials: str | None = None,
     wald_threshold: float = glmm.WALD_THRESHOLD,
+    rare_mac: float | None = None,
 ) -> ScanResult:
     """Mixed-model association scan, with leave-one-chromosome-out kinships.
 
@@ -154,6 +155,13 @@ def scan(
     wald_threshold : float
         Non-Gaussian scans: markers with p below it are refitted once with the marker as a
         fixed effect for ``beta`` and ``se`` (NaN for the others). Default 5e-8.
+    rare_mac : float, optional
+        Non-Gaussian scans: markers whose minor allele count over the carriers (the ``mac``
+        column) is at most this get the exact conditional tail of their carriers' outcomes
+        instead of the saddle-point p-value (default 10: the saddle point fails for one or
+        two copies, see docs/scan.md). 0 turns the exact tail off; a larger value costs one
+        enumeration per such marker (its distinct sums capped at 10⁶, past which the
+        saddle point is used).
 
     Returns
     -------
@@ -189,8 +197,15 @@ def scan(
         # the covariates, validated before any heavy work (the kinship comes per chromosome)
         spec = specify(f"{response} ~ {fixed}", frame, family=family, link=link, trials=trials)
         gaussian = spec.family.is_gaussian
-        if not gaussian:
-            _check_glmm_options(test, exact, wald_threshold)
+        if gaussian:
+            if rare_mac is not None:
+                raise SpecificationError(
+                    "rare_mac sets the exact rare-marker test of binary and count traits' score "
+                    "tests; a Gaussian trait's markers are tested by GLS (exact at any "
+                    "frequency). Drop rare_mac, or give family=."
+                )
+        else:
+            rare_mac = _check_glmm_options(test, exact, wald_threshold, rare_mac)
         dos = source.dosages(rows)
         t0 = time.perf_counter()
         sel = _select_snps(dos, maf, block_size)
@@ -211,7 +226,7 @@ def scan(
         else:
             stats = glmm.run(
                 spec, dos, sel, chrom, order, kinships, wald_threshold, block_size,
-                _show_progress(progressbar), notes,
+                _show_progress(progressbar), notes, rare_mac=rare_mac,
             )  # fmt: skip
             _say_once(stats.pop("_caught"), len(order), built=kinships.given is None)
             test = "score"
@@ -257,8 +272,11 @@ def _check_options(test: str, maf: float, block_size: int) -> str:
     return test.lower()
 
 
-def _check_glmm_options(test: str, exact: Sequence[str] | None, wald_threshold: float) -> None:
-    """What a non-Gaussian scan does not take: the Gaussian tests and exact refits."""
+def _check_glmm_options(
+    test: str, exact: Sequence[str] | None, wald_threshold: float, rare_mac: float | None
+) -> float:
+    """What a non-Gaussian scan does not take (the Gaussian tests and exact refits), and its
+    own options; returns the rare-marker threshold."""
     if test != "wald":
         raise SpecificationError(
             f"test={test!r} is for Gaussian traits; a binary or count trait is scanned with "
@@ -278,6 +296,18 @@ def _check_glmm_options(test: str, exact: Sequence[str] | None, wald_threshold: 
         raise SpecificationError(
             f"wald_threshold must be a p-value in [0, 1] (0: no refit); got {wald_threshold!r}."
         )
+    if rare_mac is None:
+        return float(glmm.RARE_MAC)
+    if (
+        isinstance(rare_mac, bool)
+        or not isinstance(rare_mac, int | float | np.integer | np.floating)
+        or not 0.0 <= float(rare_mac) < math.inf
+    ):
+        raise SpecificationError(
+            f"rare_mac must be a minor allele count >= 0 (0: no exact rare-marker test; "
+            f"default {glmm.RARE_MAC}); got {rare_mac!r}."
+        )
+    return float(rare_mac)
 
 
 def _scan_formula(formula: str) -> tuple[str, str, str]:

@@ -26,7 +26,8 @@ For every chromosome, as SAIGE's two steps (Zhou et al. 2018, Nat. Genet. 50:133
    a_i = g̃_i h'(η̂_i)/V(η̂_i), for independent y_i of the family with means μ̂_i, at the
    observed T rescaled by √(Var_indep(S) / Var(T)) (SAIGE's SPA: Dey et al. 2017,
    Am. J. Hum. Genet. 101:37; Zhou et al. 2018). The two tails are computed separately.
-   Markers with a minor allele count of at most :data:`RARE_MAC` instead get the exact tail
+   Markers with a minor allele count of at most ``rare_mac`` (default :data:`RARE_MAC`, the
+   scan's option) instead get the exact tail
    of their carriers' outcomes given everyone else's (:func:`carrier_pvalue`,
    :meth:`ScoreTester.leave_out`): the rescaled statistic of a marker with one or two copies
    lands beyond the last atom of a discrete distribution, where the SPA is far too small.
@@ -754,8 +755,10 @@ def run(
     block_size: int,
     show_progress: bool,
     notes: list[str],
+    rare_mac: float = RARE_MAC,
 ) -> dict[str, Any]:
-    """Null fits and score tests of every chromosome (see the module docstring)."""
+    """Null fits and score tests of every chromosome (see the module docstring); markers with
+    a minor allele count up to ``rare_mac`` get the exact carrier test."""
     family: Family = spec.family
     y = np.asarray(spec.y, dtype=float)
     X = np.asarray(spec.X, dtype=float)
@@ -790,7 +793,7 @@ def run(
                 problem = NullProblem(y, X, K, family, trials, offset)
                 mode = problem.fit(theta_start)
                 theta_start = mode.theta
-                tester = ScoreTester(problem, mode)
+                tester = ScoreTester(problem, mode, rare_mac=rare_mac)
                 scale = float(np.mean(np.diag(K)) - np.mean(K))
                 summary = _null_summary(problem, mode, scale)
                 if not summary["converged"]:

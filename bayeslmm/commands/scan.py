@@ -91,6 +91,15 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "(default 5e-8)",
     )
     parser.add_argument(
+        "--rare-mac",
+        type=float,
+        default=None,
+        metavar="N",
+        help="binary and count traits: markers with a minor allele count of at most N get the "
+        "exact test of their carriers' outcomes instead of the saddle point (default 10; 0: "
+        "off)",
+    )
+    parser.add_argument(
         "--test",
         choices=("wald", "lrt"),
         default="wald",
@@ -192,6 +201,7 @@ def run(args: argparse.Namespace) -> int:
         link=args.link,
         trials=args.trials,
         wald_threshold=args.wald_threshold,
+        rare_mac=args.rare_mac,
     )
     shares = None
     if args.posterior_top:

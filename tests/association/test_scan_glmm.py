@@ -390,6 +390,38 @@ def test_separated_markers_get_no_wald_estimate_and_the_scan_completes():
     np.testing.assert_allclose(table.iloc[-3:]["mac"], [1, 2, 6])
 
 
+def test_rare_mac_sets_which_markers_get_the_exact_carrier_test():
+    """rare_mac = 10 (default), 1 and 0 on markers with 1, 2 and 6 copies: the exact tail
+    where mac <= rare_mac, the saddle point or normal test elsewhere; other markers as they
+    were."""
+    rng = np.random.default_rng(4)
+    n = 150
+    ids = [f"i{k}" for k in range(n)]
+    common = rng.binomial(2, 0.4, size=(n, 5)).astype(float)
+    y = (rng.uniform(size=n) < special.expit(-2.0 + 0.3 * common[:, 0])).astype(float)
+    cases, controls = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
+    rare = np.zeros((n, 3))
+    rare[cases[0], 0] = 1
+    rare[cases[[1, 2]], 1] = 1
+    rare[np.r_[cases[3:5], controls[:4]], 2] = 1
+    G = pd.DataFrame(np.column_stack([common, rare]), index=ids)
+    snps = pd.DataFrame({"chr": np.repeat([1, 2], 4), "bp": np.tile(np.arange(4), 2)})
+    pheno = pd.DataFrame({"id": ids, "y": y})
+
+    def p(**kw):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            res = bl.scan("y ~ 1 + (1|id)", pheno, G, snps, family="bernoulli",
+                          progressbar=False, **kw)  # fmt: skip
+        np.testing.assert_allclose(res.table["mac"].iloc[-3:], [1, 2, 6])
+        return res.table["p"].to_numpy()
+
+    default, one, none = p(), p(rare_mac=1), p(rare_mac=0)
+    np.testing.assert_array_equal(default[:5], none[:5])
+    assert one[5] == default[5] and one[6] == none[6] and one[7] == none[7]
+    assert all(abs(default[j] / none[j] - 1) > 1e-3 for j in (5, 6, 7))
+
+
 # -- errors (docs/errors.md, "Association scans") ------------------------------------------------
 def _error_data(y) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     rng = np.random.default_rng(0)
@@ -469,6 +501,16 @@ ERRORS = {
         lambda: _scan(BINARY, family="bernoulli", exact=["0"]),
         SpecificationError,
         "exact= refits markers of a Gaussian scan",
+    ),
+    "scan-rare-mac-invalid": (
+        lambda: _scan(BINARY, family="bernoulli", rare_mac=-1),
+        SpecificationError,
+        "rare_mac must be a minor allele count >= 0",
+    ),
+    "scan-rare-mac-gaussian": (
+        lambda: _scan(BINARY, rare_mac=5),
+        SpecificationError,
+        "rare_mac sets the exact rare-marker test of binary and count traits",
     ),
     "scan-posterior-shares-binary": (
         lambda: _scan(BINARY, family="bernoulli").posterior_shares(),
