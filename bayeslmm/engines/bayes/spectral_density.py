@@ -15,6 +15,11 @@ gradient. This module writes the *same* posterior density out by hand:
 * the priors of :mod:`bayeslmm.priors` (any positive family on σ_g, σ_e, σ_P or σ²_P, Beta on
   h²), as scalar formulas.
 
+nutpie calls the density as a C function (:func:`c_callbacks`, numba ``cfunc``s from the
+on-disk cache) that needs no GIL, so chains sampled in parallel threads run at the same
+time; :meth:`SpectralDensity.logp` is the Python reference it is tested against, and what
+nutpie calls for a prior family without a C form.
+
 NUTS runs on the coordinates x = (logit h², log σ²_P), h² = σ_g² / σ²_P and
 σ²_P = σ_g² + σ_e², whatever the prior's parametrisation: the density carries the Jacobian
 of the map to the prior's parameters, so the posterior is unchanged, while h² and σ²_P are
@@ -34,7 +39,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import numba
@@ -230,6 +235,10 @@ class SpectralDensity:
         Rotated rows left out because their data are 0 and their eigenvalue is 0 (the
         low-rank kinship's complement, :class:`~bayeslmm.kinship.LowRankKinship`): each adds
         log N(0; 0, σ_e²) to the likelihood.
+    prior_specs : tuple of (Prior or None), optional
+        The priors behind ``prior_a`` and ``prior_b`` (None for ``prior_a`` in the share
+        parametrisations), which :meth:`c_buffer` numbers for the C callback; None: only the
+        Python callback.
     """
 
     eigenvalues: np.ndarray
@@ -243,6 +252,7 @@ class SpectralDensity:
     components: tuple[str, ...]
     share_weight: float = 1.0
     multiplicity: float = 0.0
+    prior_specs: tuple[Prior | None, Prior | None] | None = None
 
     def logp(self, x: np.ndarray) -> tuple[float, np.ndarray]:
         """Log posterior (up to the evidence) at x and its gradient.
@@ -349,6 +359,36 @@ class SpectralDensity:
         total = max(float(np.mean(self.resid**2)), 1e-12)
         return np.array([0.0, math.log(total)]) + rng.uniform(-1.0, 1.0, size=2)
 
+    def c_buffer(self) -> np.ndarray | None:
+        """This density as the C callback's float64 buffer (see :func:`c_callbacks`), or
+        None when a prior family has no C form (the Python callback samples it then)."""
+        if self.prior_specs is None or any(f.name not in _C_FIELDS for f in fields(self)):
+            # a term the C callback does not know would be left out of its density
+            return None
+        prior_a = _prior_row(self.prior_specs[0])
+        prior_b = _prior_row(self.prior_specs[1])
+        if (
+            prior_b is None
+            or prior_a is None
+            or (self.parametrisation == "sd") != (prior_a[0] != 0.0)
+        ):
+            return None
+        n, p = self.design.shape
+        header = np.zeros(_HEADER)
+        header[_H_N], header[_H_P] = n, p
+        header[_H_PARAMETRISATION] = _PARAMETRISATION_CODES[self.parametrisation]
+        header[_H_PRIOR_A : _H_PRIOR_A + 4] = prior_a
+        header[_H_PRIOR_B : _H_PRIOR_B + 4] = prior_b
+        a, b = self.beta
+        header[_H_BETA : _H_BETA + 2] = a, b
+        header[_H_BETALN] = special.betaln(a, b)
+        header[_H_SHARE_WEIGHT] = self.share_weight
+        header[_H_MULTIPLICITY] = self.multiplicity
+        return np.ascontiguousarray(
+            np.concatenate([header, self.eigenvalues, self.resid, self.design.ravel()]),
+            dtype=np.float64,
+        )
+
 
 def spectral_density(built: Any) -> SpectralDensity:
     """The closed-form log posterior of a built spectral model (β integrated out).
@@ -398,10 +438,12 @@ def spectral_density(built: Any) -> SpectralDensity:
     group = spec.terms[0].group
     parametrisation = prior_parametrisation(priors)
     if parametrisation == "sd":
+        specs = (priors.sd[group], priors.sigma)
         prior_a = positive_log_prior(priors.sd[group])
         prior_b = positive_log_prior(priors.sigma)
         beta = (1.0, 1.0)
     else:
+        specs = (None, priors.total)
         prior_a = None
         prior_b = positive_log_prior(priors.total)
         beta = tuple(float(np.asarray(v).ravel()[0]) for v in priors.shares.params)
@@ -422,6 +464,7 @@ def spectral_density(built: Any) -> SpectralDensity:
         components=tuple(built.components),
         share_weight=share_weight,
         multiplicity=float(getattr(built.rotation, "n_null", 0)),
+        prior_specs=specs,
     )
 
 
@@ -456,18 +499,314 @@ def closed_form_applies(built: Any) -> bool:
     )
 
 
+# -- the same log posterior as a C callback -------------------------------------------------
+#
+# nutpie calls a Python ``logp`` (from_pyfunc) with the GIL held, so chains sampled in
+# parallel threads take turns. Its own numba backend hands the Rust sampler C function
+# pointers instead (``_lib.LogpFunc``/``_lib.ExpandFunc``, the ``CompiledPyMCModel`` of
+# nutpie.compile_pymc), which every chain calls at the same time. The functions below are
+# that pair for the spectral posterior: module-level numba ``cfunc``s with no globals but
+# constants, kept in numba's on-disk cache, reading everything about the data set from
+# one float64 buffer (nutpie's "user data" pointer) laid out as
+#
+#     header (_HEADER entries, the _H_* indices) | eigenvalues (n) | resid (n) | design (n·p)
+#
+# Prior families are numbered (_prior_row); a family without a number (a user's
+# registered one) keeps the Python callback.
+
+_H_N, _H_P, _H_PARAMETRISATION, _H_PRIOR_A, _H_PRIOR_B = 0, 1, 2, 3, 7
+_H_BETA, _H_BETALN, _H_SHARE_WEIGHT, _H_MULTIPLICITY = 11, 13, 14, 15
+_HEADER = 16
+_PARAMETRISATION_CODES = {"sd": 0, "share_sd": 1, "share_variance": 2}
+_HALFNORMAL, _HALFSTUDENTT, _HALFCAUCHY, _EXPONENTIAL, _INVGAMMA = 1, 2, 3, 4, 5
+#: SpectralDensity's fields that c_buffer writes out (a field added later, not written out
+#: there, sends the density back to the Python callback rather than leaving it out)
+_C_FIELDS = frozenset(
+    {
+        "eigenvalues",
+        "resid",
+        "design",
+        "parametrisation",
+        "prior_a",
+        "prior_b",
+        "beta",
+        "group",
+        "components",
+        "share_weight",
+        "multiplicity",
+        "prior_specs",
+    }
+)
+
+
+def _prior_row(prior: Prior | None) -> tuple[float, float, float, float] | None:
+    """(code, c0, c1, c2) of a built-in positive prior for the C callback, or None for a
+    family it does not know (which keeps the Python callback). The constants are those of
+    the family's :meth:`~bayeslmm.priors.PriorFamily.log_density_of_log`."""
+    from bayeslmm import priors as P
+
+    if prior is None:
+        return (0.0, 0.0, 0.0, 0.0)
+    family = type(prior.distribution)
+    p = [float(np.asarray(v, dtype=float).ravel()[0]) for v in prior.params]
+    method = family.log_density_of_log
+    if method is P.HalfNormal.log_density_of_log:
+        (sd,) = p
+        return (_HALFNORMAL, math.log(2.0) - 0.5 * LOG_2PI - math.log(sd), 1.0 / sd**2, 0.0)
+    if method is P.HalfStudentT.log_density_of_log:
+        nu, sd = p
+        const = (
+            math.log(2.0)
+            + math.lgamma((nu + 1.0) / 2.0)
+            - math.lgamma(nu / 2.0)
+            - 0.5 * math.log(nu * math.pi * sd**2)
+        )
+        return (_HALFSTUDENTT, const, nu, nu * sd**2)
+    if method is P.HalfCauchy.log_density_of_log:
+        (beta,) = p
+        return (_HALFCAUCHY, math.log(2.0) - math.log(math.pi) - math.log(beta), beta**2, 0.0)
+    if method is P.Exponential.log_density_of_log:
+        (lam,) = p
+        return (_EXPONENTIAL, math.log(lam), lam, 0.0)
+    if method is P.InverseGamma.log_density_of_log:
+        a, b = (float(v) for v in prior.distribution.shape_scale(p))
+        return (_INVGAMMA, a * math.log(b) - math.lgamma(a), a, b)
+    return None
+
+
+@_cached_jit
+def _log_prior_c(code: float, c0: float, c1: float, c2: float, t: float) -> tuple[float, float]:
+    """log f(e^t) and d/dt of a numbered prior (the formulas of bayeslmm.priors)."""
+    if code == _HALFNORMAL:
+        z2 = math.exp(2.0 * t) * c1
+        return c0 - 0.5 * z2, -z2
+    if code == _HALFSTUDENTT:
+        u = math.exp(2.0 * t) / c2
+        return c0 - 0.5 * (c1 + 1.0) * math.log1p(u), -(c1 + 1.0) * u / (1.0 + u)
+    if code == _HALFCAUCHY:
+        u = math.exp(2.0 * t) / c1
+        return c0 - math.log1p(u), -2.0 * u / (1.0 + u)
+    if code == _EXPONENTIAL:
+        value = c1 * math.exp(t)
+        return c0 - value, -value
+    if code == _INVGAMMA:
+        value = c2 * math.exp(-t)
+        return c0 - (c1 + 1.0) * t - value, -(c1 + 1.0) + value
+    return math.nan, math.nan
+
+
+@_cached_jit
+def _log_expit_c(x: float) -> float:
+    if x >= 0:
+        return -math.log1p(math.exp(-x))
+    return x - math.log1p(math.exp(x))
+
+
+@_cached_jit
+def posterior_from_buffer(x0: float, x1: float, buffer: np.ndarray) -> tuple[float, float, float]:
+    """:meth:`SpectralDensity.logp` at x = (x0, x1) from the C callback's buffer
+    (:meth:`SpectralDensity.c_buffer`): (log posterior, ∂/∂x0, ∂/∂x1); −inf where the
+    Python ``logp`` gives −inf."""
+    n = int(buffer[_H_N])
+    p = int(buffer[_H_P])
+    eigenvalues = buffer[_HEADER : _HEADER + n]
+    resid = buffer[_HEADER + n : _HEADER + 2 * n]
+    design = buffer[_HEADER + 2 * n : _HEADER + 2 * n + n * p].reshape((n, p))
+    log_h, log_1mh = _log_expit_c(x0), _log_expit_c(-x0)
+    h, total = math.exp(log_h), math.exp(x1)
+    var_g, var_e = h * total, (1.0 - h) * total
+    if not (var_e > 0.0 and math.isfinite(total)):
+        return -math.inf, 0.0, 0.0
+    loglik, d_g, d_e = marginal_loglik_grad(var_g, var_e, eigenvalues, resid, design)
+    multiplicity = buffer[_H_MULTIPLICITY]
+    if multiplicity != 0.0:
+        loglik -= 0.5 * multiplicity * (LOG_2PI + math.log(var_e))
+        d_e -= 0.5 * multiplicity / var_e
+    dh = h * (1.0 - h)
+    g1 = (d_g - d_e) * total * dh
+    g2 = d_g * var_g + d_e * var_e
+    a = _H_PRIOR_A
+    b = _H_PRIOR_B
+    if buffer[_H_PARAMETRISATION] == 0.0:
+        lg, dlg = _log_prior_c(
+            buffer[a], buffer[a + 1], buffer[a + 2], buffer[a + 3], 0.5 * (log_h + x1)
+        )
+        le, dle = _log_prior_c(
+            buffer[b], buffer[b + 1], buffer[b + 2], buffer[b + 3], 0.5 * (log_1mh + x1)
+        )
+        jac = 0.5 * (log_h + x1) + 0.5 * (log_1mh + x1) - math.log(4.0)
+        logp = loglik + lg + le + jac
+        g1 += 0.5 * dlg * (1.0 - h) - 0.5 * dle * h + (0.5 - h)
+        g2 += 0.5 * dlg + 0.5 * dle + 1.0
+    else:
+        ba, bb = buffer[_H_BETA], buffer[_H_BETA + 1]
+        log_beta = (ba - 1.0) * log_h + (bb - 1.0) * log_1mh - buffer[_H_BETALN]
+        jac = log_h + log_1mh
+        g1 += (ba - 1.0) * (1.0 - h) - (bb - 1.0) * h + (1.0 - 2.0 * h)
+        if buffer[_H_PARAMETRISATION] == 1.0:
+            lt, dlt = _log_prior_c(buffer[b], buffer[b + 1], buffer[b + 2], buffer[b + 3], 0.5 * x1)
+            jac += 0.5 * x1 - math.log(2.0)
+            g2 += 0.5 * dlt + 0.5
+        else:
+            lt, dlt = _log_prior_c(buffer[b], buffer[b + 1], buffer[b + 2], buffer[b + 3], x1)
+            jac += x1
+            g2 += dlt + 1.0
+        logp = loglik + log_beta + lt + jac
+    return logp, g1, g2
+
+
+def _logp_c(dim, x_, grad_, logp_, data_):  # noqa: ANN001, ANN202 (numba cfunc)
+    """nutpie's C logp: 0 on success, 4 (recoverable: NUTS rejects the step) for a point
+    outside the support or a non-finite value, −1 for a wrong dimension."""
+    if dim != 2:
+        return -1
+    x = numba.carray(x_, (2,))
+    grad = numba.carray(grad_, (2,))
+    out = numba.carray(logp_, (1,))
+    header = numba.carray(data_, (_HEADER,), np.float64)
+    n = int(header[_H_N])
+    p = int(header[_H_P])
+    buffer = numba.carray(data_, (_HEADER + 2 * n + n * p,), np.float64)
+    logp, g1, g2 = posterior_from_buffer(x[0], x[1], buffer)
+    out[0] = logp
+    grad[0] = g1
+    grad[1] = g2
+    if not (math.isfinite(logp) and math.isfinite(g1) and math.isfinite(g2)):
+        return 4
+    return 0
+
+
+@_cached_jit
+def expand_from_buffer(x0: float, x1: float, buffer: np.ndarray, out: np.ndarray) -> None:
+    """:meth:`SpectralDensity.expand`'s values, flat in its order, into ``out``."""
+    h = math.exp(_log_expit_c(x0))
+    total = math.exp(x1)
+    var_g, var_e = h * total, (1.0 - h) * total
+    c = buffer[_H_SHARE_WEIGHT]
+    parametrisation = buffer[_H_PARAMETRISATION]
+    if parametrisation == 0.0:
+        share = c * var_g / (c * var_g + var_e)
+        kin = var_g
+    else:
+        share = h
+        kin = var_g / c
+    out[0] = math.sqrt(kin)
+    out[1] = math.sqrt(var_e)
+    out[2] = kin
+    out[3] = var_e
+    out[4] = share
+    k = 5
+    if parametrisation != 0.0:
+        out[k] = total
+        k += 1
+    if parametrisation == 1.0:
+        out[k] = math.sqrt(total)
+        k += 1
+    out[k] = share
+    out[k + 1] = 1.0 - share
+
+
+def _expand_c(dim, n_expanded, x_, out_, data_):  # noqa: ANN001, ANN202 (numba cfunc)
+    if dim != 2:
+        return -1
+    x = numba.carray(x_, (2,))
+    out = numba.carray(out_, (n_expanded,))
+    header = numba.carray(data_, (_HEADER,), np.float64)
+    expand_from_buffer(x[0], x[1], header, out)
+    return 0
+
+
+_C_CALLBACKS: tuple[Any, Any] | None = None
+
+
+def c_callbacks() -> tuple[Any, Any]:
+    """The compiled (logp, expand) cfuncs: from numba's on-disk cache after the first
+    process that compiles them (~0.2 s to load against ~5 s to compile), once per process.
+
+    Examples
+    --------
+    >>> logp, expand = c_callbacks()
+    >>> logp.address > 0
+    True
+    """
+    global _C_CALLBACKS
+    if _C_CALLBACKS is None:
+        t = numba.types
+        logp_sig = t.int64(
+            t.uint64, t.CPointer(t.double), t.CPointer(t.double), t.CPointer(t.double), t.voidptr
+        )
+        expand_sig = t.int64(
+            t.uint64, t.uint64, t.CPointer(t.double), t.CPointer(t.double), t.voidptr
+        )
+        compiled = []
+        for func, sig in ((_logp_c, logp_sig), (_expand_c, expand_sig)):
+            try:
+                compiled.append(numba.cfunc(sig, cache=True)(func))
+            except RuntimeError:  # no writable cache directory: compile in this process
+                compiled.append(numba.cfunc(sig)(func))
+        _C_CALLBACKS = (compiled[0], compiled[1])
+    return _C_CALLBACKS
+
+
 def nutpie_model(density: SpectralDensity) -> Any:
     """A nutpie model (``nutpie.sample`` accepts it) that samples ``density``.
 
-    nutpie's Rust NUTS calls :meth:`SpectralDensity.logp` for each gradient and
-    :meth:`SpectralDensity.expand` for each kept draw.
+    When every prior has a numbered C form (the built-in positive families), nutpie's Rust
+    NUTS calls the compiled C callbacks (:func:`c_callbacks`) without the GIL, so chains
+    sampled in parallel threads run at the same time; otherwise it calls
+    :meth:`SpectralDensity.logp` and :meth:`SpectralDensity.expand` in Python.
     """
-    from nutpie.compiled_pyfunc import from_pyfunc
+    buffer = density.c_buffer()
+    if buffer is not None:
+        compiled = _nutpie_c_model(density, buffer)
+        if compiled is not None:
+            return compiled
+    return _nutpie_python_model(density)
 
+
+def _expanded_layout(density: SpectralDensity) -> tuple[list[str], list[tuple[int, ...]]]:
     names, shapes = [], []
     for name, value in density.expand(np.zeros(2)).items():
         names.append(name)
         shapes.append(value.shape)
+    return names, shapes
+
+
+def _nutpie_c_model(density: SpectralDensity, buffer: np.ndarray) -> Any:
+    """nutpie's own numba-backend model class around the C callbacks, or None where this
+    nutpie has no such class (the Python callback is used then)."""
+    try:
+        from nutpie.compile_pymc import CompiledPyMCModel
+    except ImportError:  # pragma: no cover - nutpie without its PyMC backend module
+        return None
+    logp, expand = c_callbacks()
+    names, shapes = _expanded_layout(density)
+    n_expanded = int(sum(int(np.prod(s)) for s in shapes))
+    try:
+        return CompiledPyMCModel(
+            _n_dim=2,
+            dims={"variance_share": ("component",)},
+            _coords={"component": list(density.components)},
+            _shapes=dict(zip(names, shapes, strict=True)),
+            compiled_logp_func=logp,
+            compiled_expand_func=expand,
+            initial_point_func=density.initial_point,
+            shared_data={},
+            user_data=buffer,
+            n_expanded=n_expanded,
+            shape_info=(names, None, shapes),
+            logp_func=None,
+            expand_func=None,
+        )
+    except TypeError:  # pragma: no cover - another nutpie's field names
+        return None
+
+
+def _nutpie_python_model(density: SpectralDensity) -> Any:
+    """nutpie's Python-callback model: Rust calls :meth:`SpectralDensity.logp` (GIL held)."""
+    from nutpie.compiled_pyfunc import from_pyfunc
+
+    names, shapes = _expanded_layout(density)
     return from_pyfunc(
         ndim=2,
         make_logp_fn=lambda: density.logp,

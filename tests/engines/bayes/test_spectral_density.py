@@ -182,3 +182,166 @@ def test_joint_fixed_effects_and_latent_models_are_not_closed_form(data):
     assert not closed_form_applies(build(spec, strategy="latent"))
     with pytest.raises(ValueError, match="spectral"):
         spectral_density(build(spec, strategy="latent"))
+
+
+# -- the C callback nutpie calls without the GIL -------------------------------------------
+
+
+def _call_c_logp(buffer, x):
+    """Call the compiled C logp through its address, as nutpie's Rust sampler does."""
+    import ctypes
+
+    from bayeslmm.engines.bayes.spectral_density import c_callbacks
+
+    logp_c, _ = c_callbacks()
+    x = np.ascontiguousarray(x, dtype=float)
+    grad = np.full(2, np.nan)
+    value = np.full(1, np.nan)
+    ptr = ctypes.POINTER(ctypes.c_double)
+    code = logp_c.ctypes(
+        ctypes.c_uint64(2),
+        x.ctypes.data_as(ptr),
+        grad.ctypes.data_as(ptr),
+        value.ctypes.data_as(ptr),
+        ctypes.c_void_p(buffer.ctypes.data),
+    )
+    return int(code), float(value[0]), grad
+
+
+@pytest.mark.parametrize("formula", FORMULAS[:3])
+@pytest.mark.parametrize("priors", PRIORS)
+def test_c_callback_equals_the_python_logp(data, formula, priors):
+    """The cfunc nutpie calls is the Python reference density, value and gradient, for every
+    prior family and parametrisation (a separate implementation of the same formulas)."""
+    K, df = data
+    density = spectral_density(build(bl.specify(formula, df, kinship={"id": K}, priors=priors)))
+    buffer = density.c_buffer()
+    assert buffer is not None
+    rng = np.random.default_rng(8)
+    points = [*rng.normal([0.0, 1.0], [3.0, 2.0], size=(8, 2)), np.array([-30.0, -20.0])]
+    for x in points:
+        want, want_grad = density.logp(x)
+        code, got, grad = _call_c_logp(buffer, x)
+        assert code == 0
+        assert got == pytest.approx(want, rel=1e-12, abs=1e-10)
+        np.testing.assert_allclose(grad, want_grad, rtol=1e-10, atol=1e-10)
+
+
+def test_c_callback_rejects_points_outside_the_support(data):
+    K, df = data
+    density = spectral_density(build(bl.specify("y ~ 1 + (1|id)", df, kinship={"id": K})))
+    # h² = 1 exactly leaves σ_e² = 0 (−inf in Python); σ²_P = e^800 overflows (Python's
+    # math.exp raises there)
+    assert density.logp(np.array([40.0, 0.0]))[0] == -np.inf
+    buffer = density.c_buffer()
+    for x in (np.array([40.0, 0.0]), np.array([0.0, 800.0])):
+        code, value, _ = _call_c_logp(buffer, x)
+        assert code == 4  # recoverable for nutpie: the step is rejected, the run goes on
+        assert value == -np.inf
+
+
+@pytest.mark.parametrize("priors", [PRIORS[0], PRIORS[4], PRIORS[5], PRIORS[6]])
+def test_c_expand_equals_the_python_expand(data, priors):
+    import ctypes
+
+    from bayeslmm.engines.bayes.spectral_density import c_callbacks
+
+    K, df = data
+    density = spectral_density(
+        build(bl.specify("y ~ 1 + x + (1|id)", df, kinship={"id": K}, priors=priors))
+    )
+    _, expand_c = c_callbacks()
+    ptr = ctypes.POINTER(ctypes.c_double)
+    buffer = density.c_buffer()  # held: the callback reads it through a raw address
+    for x in np.random.default_rng(3).normal(size=(4, 2)):
+        want = np.concatenate([np.ravel(v) for v in density.expand(x).values()])
+        out = np.full(want.size, np.nan)
+        x = np.ascontiguousarray(x)
+        code = expand_c.ctypes(
+            ctypes.c_uint64(2),
+            ctypes.c_uint64(want.size),
+            x.ctypes.data_as(ptr),
+            out.ctypes.data_as(ptr),
+            ctypes.c_void_p(buffer.ctypes.data),
+        )
+        assert code == 0
+        np.testing.assert_allclose(out, want, rtol=1e-14)
+
+
+def test_nutpie_samples_the_c_callback_with_the_python_draws(data):
+    """Same seed, same draws through the C callback as through the Python one (nutpie runs
+    the same NUTS on the same density), and the C model is what nutpie_model hands out."""
+    import nutpie
+    from nutpie.compiled_pyfunc import PyFuncModel
+
+    from bayeslmm.engines.bayes.spectral_density import _nutpie_python_model
+
+    K, df = data
+    density = spectral_density(
+        build(bl.specify("y ~ 1 + x + (1|id)", df, kinship={"id": K}, priors=PRIORS[5]))
+    )
+    c_model = nutpie_model(density)
+    assert not isinstance(c_model, PyFuncModel)
+    draws = {}
+    for label, model in (("c", c_model), ("python", _nutpie_python_model(density))):
+        idata = nutpie.sample(
+            model, draws=50, tune=50, chains=2, cores=2, seed=4, progress_bar=False
+        )
+        draws[label] = idata.posterior
+    assert set(draws["c"].data_vars) == set(draws["python"].data_vars)
+    for name in draws["python"].data_vars:
+        np.testing.assert_allclose(draws["c"][name], draws["python"][name], rtol=1e-12)
+    assert draws["c"]["variance_share"].dims[-1] == "component"
+
+
+def test_a_family_without_a_c_form_keeps_the_python_callback(data):
+    from nutpie.compiled_pyfunc import PyFuncModel
+
+    from bayeslmm.priors import PRIORS, PriorFamily, register_prior
+
+    class HalfNormalCopy(PriorFamily):
+        """A user's family: PyMC's half-normal under another name, own log_density_of_log."""
+
+        name = "halfnormal_copy_c_test"
+        parameter_names = ("scale (sigma)",)
+        support = "positive"
+
+        def pymc(self, name, params, dims=None, **kwargs):
+            import pymc as pm
+
+            return pm.HalfNormal(name, sigma=params[0], dims=dims, **kwargs)
+
+        def log_density_of_log(self, params):
+            return PRIORS["halfnormal"].log_density_of_log(params)
+
+    register_prior(HalfNormalCopy)
+    try:
+        K, df = data
+        priors = {"sigma": ("halfnormal_copy_c_test", 2.0)}
+        density = spectral_density(
+            build(bl.specify("y ~ 1 + (1|id)", df, kinship={"id": K}, priors=priors))
+        )
+        assert density.c_buffer() is None
+        assert isinstance(nutpie_model(density), PyFuncModel)
+    finally:
+        del PRIORS["halfnormal_copy_c_test"]
+
+
+@pytest.mark.parametrize("priors", [PRIORS[0], PRIORS[4], PRIORS[7]])
+def test_c_callback_counts_the_low_rank_left_out_rows(priors):
+    """A low-rank kinship's density carries −½ m (log 2π + log σ_e²) for the m rows left
+    out of the rotation (SpectralDensity.multiplicity); the C callback carries it too."""
+    rng = np.random.default_rng(21)
+    n, p = 80, 20
+    K = bl.grm(rng.binomial(2, 0.3, size=(n, p)).astype(np.int8), low_rank=True)
+    df = pd.DataFrame({"id": list(K.ids), "y": rng.normal(size=n), "x": rng.normal(size=n)})
+    built = build(bl.specify("y ~ 1 + x + (1|id)", df, kinship={"id": K}, priors=priors))
+    density = spectral_density(built)
+    assert density.multiplicity > 0
+    buffer = density.c_buffer()
+    for x in np.random.default_rng(1).normal([0.0, 0.5], 1.5, size=(5, 2)):
+        want, want_grad = density.logp(x)
+        code, got, grad = _call_c_logp(buffer, x)
+        assert code == 0
+        assert got == pytest.approx(want, rel=1e-12)
+        np.testing.assert_allclose(grad, want_grad, rtol=1e-10)
