@@ -123,6 +123,28 @@ class LMM:
     ['sd_id', 'sigma']
     """
 
+    def __new__(cls, formula: Any = None, *args: Any, **kwargs: Any) -> Any:
+        # mvbind(y1, y2) / Gaussian cbind(y1, y2): a multi-trait model, its own class (not
+        # an LMM, so Python does not call __init__ on it a second time). Without arguments
+        # (copy, pickle, from_spec) this is object.__new__.
+        from bayeslmm.multitrait_spec import is_multitrait
+
+        names = ("data", "kinship", "family", "link", "trials", "sigma", "priors")
+        given = dict(zip(names, args, strict=False)) | kwargs
+        if cls is LMM and is_multitrait(formula, given.get("family", "gaussian")):
+            from bayeslmm.multitrait_model import MultiTraitLMM
+
+            unsupported = [k for k in ("link", "trials", "sigma") if given.get(k) is not None]
+            if unsupported:
+                raise SpecificationError(
+                    f"{unsupported} are not available for multi-trait (mvbind/cbind) models; "
+                    "drop them."
+                )
+            for key in ("link", "trials", "sigma"):
+                given.pop(key, None)
+            return MultiTraitLMM(formula, **given)
+        return super().__new__(cls)
+
     def __init__(
         self,
         formula: str,

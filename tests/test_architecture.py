@@ -169,13 +169,15 @@ def import_graph() -> list[Edge]:
 
 EDGES = import_graph()
 
-_INTERFACES = {"model", "saved", "cli", "commands", "__init__"}
+_INTERFACES = {"model", "multitrait_model", "saved", "cli", "commands", "__init__"}
 _ENGINES = {"engines", "association"}  # the association scan is an engine of its own (DESIGN.md)
 #: The parts of the package each part must not import (the front door
 #: ``bayeslmm/__init__.py`` is spelt ``"__init__"``: it imports every layer).
 FORBIDDEN = {
     **dict.fromkeys(("kinship", "io", "datasets"), {"spec", "results"} | _ENGINES | _INTERFACES),
-    **dict.fromkeys(("spec", "families", "priors"), {"results"} | _ENGINES | _INTERFACES),
+    **dict.fromkeys(
+        ("spec", "multitrait_spec", "families", "priors"), {"results"} | _ENGINES | _INTERFACES
+    ),
     "results": _ENGINES | _INTERFACES,
     **dict.fromkeys(_ENGINES, _INTERFACES),
 }

@@ -1,0 +1,170 @@
+"""The user-facing multi-trait model: ``LMM("mvbind(y1, y2) ~ x + (1 | id)", ...)``.
+
+:class:`~bayeslmm.LMM` hands a formula whose left side binds traits (``mvbind(...)``, or
+``cbind(...)`` under the Gaussian family) to :class:`MultiTraitLMM`; it can also be made
+directly.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from bayeslmm.errors import SpecificationError
+from bayeslmm.families import Family
+from bayeslmm.kinship import Kinship
+from bayeslmm.multitrait_spec import MultiTraitSpec, specify_multitrait
+
+
+def _positive_int(value: Any, name: str) -> int:
+    ok = isinstance(value, int | np.integer) and not isinstance(value, bool | np.bool_)
+    if not ok and isinstance(value, float) and value.is_integer():
+        ok, value = True, int(value)
+    if not ok or int(value) < 1:
+        raise SpecificationError(f"{name} must be a positive whole number; got {value!r}.")
+    return int(value)
+
+
+def _probability(value: Any, name: str) -> None:
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        x = float("nan")
+    if not 0.0 < x < 1.0:
+        raise SpecificationError(f"{name} must lie strictly between 0 and 1; got {value!r}.")
+
+
+class MultiTraitLMM:
+    """A multi-trait Gaussian animal model with genetic (Σ_G ⊗ K) and residual (Σ_E)
+    covariances between traits.
+
+    Parameters
+    ----------
+    formula : str
+        ``"mvbind(y1, y2) ~ x + (1 | id)"`` (brms) or ``"cbind(y1, y2) ~ x + (1 | id)"``.
+    data : pandas.DataFrame
+        One row per individual, a column per trait (NaN: not recorded).
+    kinship : dict
+        ``{"id": K}``.
+    family : str
+        ``"gaussian"`` only.
+    priors : dict, optional
+        See :mod:`bayeslmm.engines.bayes.multitrait_density`.
+
+    Examples
+    --------
+    >>> import numpy as np, pandas as pd, bayeslmm as bl
+    >>> rng = np.random.default_rng(1)
+    >>> ids = [f"i{k}" for k in range(40)]
+    >>> W = rng.normal(size=(40, 80))
+    >>> K = bl.Kinship(W @ W.T / 80, ids)
+    >>> df = pd.DataFrame({"y1": rng.normal(size=40), "y2": rng.normal(size=40), "id": ids})
+    >>> model = bl.LMM("mvbind(y1, y2) ~ 1 + (1 | id)", df, kinship={"id": K})
+    >>> type(model).__name__
+    'MultiTraitLMM'
+    >>> fit = model.fit(method="reml")
+    >>> fit.genetic_covariance().shape
+    (2, 2)
+    """
+
+    def __init__(
+        self,
+        formula: str,
+        data: pd.DataFrame,
+        kinship: Mapping[str, Kinship | pd.DataFrame] | None = None,
+        family: str | Family = "gaussian",
+        priors: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.spec: MultiTraitSpec = specify_multitrait(
+            formula, data, kinship=kinship, family=family, priors=priors
+        )
+
+    def fit(
+        self,
+        method: str = "nuts",
+        draws: int = 1000,
+        tune: int = 1000,
+        chains: int = 4,
+        cores: int | None = None,
+        seed: int | None = None,
+        sampler: str = "auto",
+        progressbar: bool | None = None,
+        target_accept: float = 0.9,
+        hdi_prob: float = 0.95,
+        verbose: bool = True,
+    ) -> Any:
+        """Fit by REML (``method="reml"``) or NUTS (``"nuts"``, the default; nutpie).
+
+        Parameters
+        ----------
+        method : {"nuts", "reml"}
+        draws, tune, chains, cores, seed, progressbar, target_accept, hdi_prob
+            As :meth:`bayeslmm.LMM.fit`.
+        sampler : {"auto", "nutpie"}
+            The closed-form density is sampled by nutpie.
+        verbose : bool
+            Print diagnostic warnings after sampling.
+
+        Returns
+        -------
+        MultiTraitRemlFit or MultiTraitBayesFit
+
+        Examples
+        --------
+        >>> # fit = model.fit(method="reml"); fit.genetic_correlation()
+        """
+        if method == "reml":
+            from bayeslmm.engines.reml.multitrait import fit_multitrait_reml
+
+            return fit_multitrait_reml(self.spec)
+        if method != "nuts":
+            raise SpecificationError(
+                f"A multi-trait model is fitted with method='nuts' or 'reml'; got {method!r}."
+            )
+        if sampler not in ("auto", "nutpie"):
+            raise SpecificationError(
+                f"Multi-trait models are sampled by nutpie (closed-form density); got "
+                f"sampler={sampler!r}. Use sampler='auto'."
+            )
+        draws, tune, chains = (
+            _positive_int(draws, "draws"),
+            _positive_int(tune, "tune"),
+            _positive_int(chains, "chains"),
+        )
+        cores = None if cores is None else _positive_int(cores, "cores")
+        if seed is not None and (
+            isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0
+        ):
+            raise SpecificationError(f"seed must be a non-negative integer; got {seed!r}.")
+        if seed is None:
+            seed = int(np.random.default_rng().integers(2**31 - 1))
+        _probability(target_accept, "target_accept")
+        _probability(hdi_prob, "hdi_prob")
+        from bayeslmm.engines.bayes.multitrait_sampling import sample_multitrait
+
+        fit = sample_multitrait(
+            self.spec,
+            draws=draws,
+            tune=tune,
+            chains=chains,
+            cores=cores,
+            seed=seed,
+            progressbar=progressbar,
+            target_accept=target_accept,
+            hdi_prob=hdi_prob,
+        )
+        if verbose:
+            for message in fit.messages:
+                print(f"bayeslmm: {message}", file=sys.stderr)
+        return fit
+
+    def __repr__(self) -> str:
+        s = self.spec
+        return (
+            f"MultiTraitLMM({s.formula!r}, traits={list(s.traits)}, n={s.n}, "
+            f"missing={int((~s.observed).sum())})"
+        )
