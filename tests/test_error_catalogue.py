@@ -345,6 +345,27 @@ CASES = [
     Case("api-prior-unknown-key", "priors={'sd_site': ...}",
          lambda: model(priors={"sd_site": ("halfnormal", 1)}).build(), SpecificationError,
          "Unknown prior key(s) ['sd_site']"),
+    # -- multi-trait models (mvbind / Gaussian cbind) ---------------------------------------
+    Case("api-multitrait-trait-all-missing", "'mvbind(y, y2)', y2 NaN everywhere",
+         lambda: model("mvbind(y, y2) ~ x + (1|id)", DF.assign(y2=np.nan)), DataError,
+         "'y2' is missing (NaN) for every individual"),
+    Case("api-multitrait-trait-not-numeric", "'mvbind(y, g)', g holds text",
+         lambda: model("mvbind(y, g) ~ x + (1|id)"), DataError, "'g' must be numeric"),
+    Case("api-multitrait-one-trait", "'mvbind(y) ~ x + (1|id)'",
+         lambda: model("mvbind(y) ~ x + (1|id)"), SpecificationError,
+         "needs at least two"),
+    Case("api-multitrait-without-kinship", "'mvbind(y, t) ~ x + (1|g)'",
+         lambda: model("mvbind(y, t) ~ x + (1|g)"), SpecificationError,
+         "needs the relationship matrix of 'g'"),
+    Case("api-multitrait-random-slope", "'mvbind(y, t) ~ x + (1 + x|id)'",
+         lambda: model("mvbind(y, t) ~ x + (1 + x|id)"), SpecificationError,
+         "exactly one random term"),
+    Case("api-multitrait-repeated-ids", "'mvbind(y, t)', id 'i00' on two rows",
+         lambda: model("mvbind(y, t) ~ x + (1|id)", DF.assign(id=["i00"] + IDS[1:-1] + ["i00"])),
+         DataError, "have several rows"),
+    Case("api-multitrait-not-gaussian", "'mvbind(y, t)', family='poisson'",
+         lambda: model("mvbind(y, t) ~ x + (1|id)", family="poisson"), SpecificationError,
+         "Multi-trait models (mvbind/cbind of traits) are Gaussian"),
 ]  # fmt: skip
 
 
