@@ -36,9 +36,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from scipy.linalg import blas
-from tqdm.auto import tqdm
 
 from bayeslmm.association import glmm
+from bayeslmm.association.driver import scan_chromosomes
 from bayeslmm.association.genotypes import GenotypeSource, open_genotypes
 from bayeslmm.association.posterior import posterior_refitter
 from bayeslmm.association.stats import RotatedNull, exact_marker, ml_profile_minimum
@@ -218,11 +218,10 @@ def scan(
             dos, sel, chrom, order, loco, kinship, standardize, block_size, frame[group]
         )
         if gaussian:
-            stats = _run(
-                formula,
-                spec, frame, group, dos, sel, chrom, order, kinships, exact_pos, test,
-                block_size, progressbar, notes,
-            )  # fmt: skip
+            tests = _GaussianTests(
+                formula, spec, frame, group, dos, sel, chrom.size, exact_pos, test
+            )
+            stats = _run(tests, dos, sel, order, kinships, block_size, progressbar, notes)
         else:
             stats = glmm.run(
                 spec, dos, sel, chrom, order, kinships, wald_threshold, block_size,
@@ -753,82 +752,88 @@ def _heritability(theta: np.ndarray, cov: np.ndarray, scale: float) -> tuple[flo
     return genetic / total, math.sqrt(var) if var >= 0 else math.nan
 
 
+class _GaussianTests:
+    """The Gaussian scan's null model, marker tests and exact refits per chromosome (for
+    :func:`~bayeslmm.association.driver.scan_chromosomes`)."""
+
+    stages = ("reduce_s", "null_s", "whiten_s", "markers_s", "exact_s")
+    refit_stage = "exact_s"
+
+    def __init__(
+        self,
+        formula: str,
+        spec: ModelSpec,
+        frame: pd.DataFrame,
+        group: str,
+        dos: _Dosages,
+        sel: _SnpSelection,
+        n_markers: int,
+        exact_pos: np.ndarray,
+        test: str,
+    ) -> None:
+        self.formula, self.spec, self.frame, self.group = formula, spec, frame, group
+        self.dos, self.sel, self.exact_pos, self.test = dos, sel, exact_pos, test
+        self.centred = _ones_in_span(np.asarray(spec.X, dtype=float))
+        self.arrays = {k: np.full(n_markers, np.nan) for k in ("beta", "se", "chi2", "p")}
+        self.exact_rows: list[dict[str, Any]] = []
+        self.boundary: list[str] = []
+        self.null: _Null | None = None
+
+    def release(self) -> None:
+        self.null = None
+
+    def fit_null(self, K: Kinship, label: str, times: dict[str, float]) -> dict[str, Any]:
+        self.null = _null_model(
+            K, self.formula, self.spec, self.frame, self.group, self.centred, times,
+            keep_basis=self.exact_pos.size > 0,
+        )  # fmt: skip
+        if self.null.summary["boundary"]:
+            self.boundary.append(f"{label} (h² = {self.null.summary['h2']:.3g})")
+        return self.null.summary
+
+    def test_block(self, cols: np.ndarray, Z: np.ndarray) -> None:
+        null = self.null
+        G = whiten(null.R, Z)  # R⁻ᵀZ: one triangular solve (BLAS-3) per block
+        if null.one is not None:  # no constant: test the dosage, not its deviation
+            G += np.outer(null.one, 2.0 * self.sel.freq[cols])
+        out = null.model.marker_stats(G, self.test)
+        for name, values in self.arrays.items():
+            values[cols] = getattr(out, name)
+
+    def refit(self, label: str, sub: _SnpSelection) -> dict[str, Any]:
+        null, sel = self.null, self.sel
+        for j in self.exact_pos[np.isin(self.exact_pos, sub.keep)]:
+            single = dataclasses.replace(sel, keep=np.array([j]))
+            _, Z, _ = next(_centred_blocks(self.dos, single, False, 1))
+            x = Z[:, 0] + 2.0 * sel.freq[j]  # centring is the intercept's business
+            g = null.tri.rotate(Z[:, 0] if null.one is None else x)
+            factory = null.exact_factory()
+            if self.test == "lrt" and null.ml is None:
+                null.ml = ml_profile_minimum(factory, null.Qy, null.QX)
+            fit = exact_marker(factory, null.Qy, null.QX, g, test=self.test, null_ml=null.ml)
+            for name, values in self.arrays.items():
+                values[j] = getattr(fit, name)
+            genetic = null.scale * fit.sigma_g2
+            fit = dataclasses.replace(fit, h2=genetic / (genetic + fit.sigma_e2))
+            self.exact_rows.append({"j": int(j), "chr": label, **dataclasses.asdict(fit)})
+        return {}
+
+
 def _run(
-    formula: str,
-    spec: ModelSpec,
-    frame: pd.DataFrame,
-    group: str,
+    tests: _GaussianTests,
     dos: _Dosages,
     sel: _SnpSelection,
-    chrom: np.ndarray,
     order: list[str],
     kinships: _KinshipProvider,
-    exact_pos: np.ndarray,
-    test: str,
     block_size: int,
     progressbar: bool | None,
     notes: list[str],
 ) -> dict[str, Any]:
-    arrays = {k: np.full(chrom.size, np.nan) for k in ("beta", "se", "chi2", "p")}
-    centred = _ones_in_span(np.asarray(spec.X, dtype=float))
-    stages = ("grm_s", "reduce_s", "null_s", "whiten_s", "markers_s", "exact_s")
-    timing = dict.fromkeys(stages[1:], 0.0)
-    null_rows: list[dict[str, Any]] = []
-    exact_rows: list[dict[str, Any]] = []
-    boundary: list[str] = []
-    null: _Null | None = None
-    with warnings.catch_warnings(record=True) as caught, tqdm(
-        total=len(order), desc="scan", unit="chr", leave=False,
-        disable=not _show_progress(progressbar),
-    ) as bar:  # fmt: skip
-        warnings.simplefilter("always")  # collected, then each said once (_say_once)
-        for c, label in enumerate(order):
-            bar.set_postfix_str(f"chr {label}")
-            times = dict.fromkeys(stages, 0.0)
-            if null is None or kinships.loco:
-                null = None  # free the previous chromosome's n × n matrices first
-                before = kinships.timing["grm_s"]
-                K = kinships.kinship(c)
-                times["grm_s"] = kinships.timing["grm_s"] - before
-                null = _null_model(
-                    K, formula, spec, frame, group, centred, times, keep_basis=exact_pos.size > 0
-                )
-                del K
-                if null.summary["boundary"]:
-                    boundary.append(f"{label} (h² = {null.summary['h2']:.3g})")
-            sub = kinships.subset(c)
-            t0 = time.perf_counter()
-            for pos, Z, _ in _centred_blocks(dos, sub, False, block_size):
-                cols = sub.keep[pos]
-                G = whiten(null.R, Z)  # R⁻ᵀZ: one triangular solve (BLAS-3) per block
-                if null.one is not None:  # no constant: test the dosage, not its deviation
-                    G += np.outer(null.one, 2.0 * sel.freq[cols])
-                out = null.model.marker_stats(G, test)
-                for name in arrays:
-                    arrays[name][cols] = getattr(out, name)
-            times["markers_s"] = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            for j in exact_pos[np.isin(exact_pos, sub.keep)]:
-                single = dataclasses.replace(sel, keep=np.array([j]))
-                _, Z, _ = next(_centred_blocks(dos, single, False, 1))
-                x = Z[:, 0] + 2.0 * sel.freq[j]  # centring is the intercept's business
-                g = null.tri.rotate(Z[:, 0] if null.one is None else x)
-                factory = null.exact_factory()
-                if test == "lrt" and null.ml is None:
-                    null.ml = ml_profile_minimum(factory, null.Qy, null.QX)
-                fit = exact_marker(factory, null.Qy, null.QX, g, test=test, null_ml=null.ml)
-                for name in arrays:
-                    arrays[name][j] = getattr(fit, name)
-                genetic = null.scale * fit.sigma_g2
-                fit = dataclasses.replace(fit, h2=genetic / (genetic + fit.sigma_e2))
-                exact_rows.append({"j": int(j), "chr": label, **dataclasses.asdict(fit)})
-            times["exact_s"] = time.perf_counter() - t0
-            for name in stages[1:]:
-                timing[name] += times[name]
-            null_rows.append(
-                {"chr": label, "n_markers": int(sub.keep.size), **null.summary, **times}
-            )
-            bar.update(1)
+    """Every chromosome's null model and tests, and the notes they leave."""
+    null_rows, timing, caught = scan_chromosomes(
+        order, kinships, dos, block_size, _show_progress(progressbar), tests
+    )
+    arrays, exact_rows, boundary = tests.arrays, tests.exact_rows, tests.boundary
     _say_once(caught, len(order), built=kinships.given is None)
     if boundary:
         notes.append(

@@ -44,15 +44,14 @@ from __future__ import annotations
 
 import dataclasses
 import time
-import warnings
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import scipy.linalg as la
 from scipy import special
-from tqdm.auto import tqdm
 
+from bayeslmm.association.driver import scan_chromosomes
 from bayeslmm.association.stats import chi2_pvalue
 from bayeslmm.errors import DataError, SpecificationError
 from bayeslmm.families import Family
@@ -765,66 +764,13 @@ def run(
     trials = None if spec.trials is None else np.asarray(spec.trials, dtype=float)
     offset = None if spec.offset is None else np.asarray(spec.offset, dtype=float)
     check_family(family, y, trials)
-    names = ("score", "score_se", "beta", "se", "chi2", "p", "p_normal")
-    arrays = {k: np.full(chrom.size, np.nan) for k in names}
-    arrays["spa"] = np.zeros(chrom.size, dtype=bool)
-    arrays["mac"] = np.full(chrom.size, np.nan)
-    separated: list[str] = []
-    stages = ("grm_s", "null_s", "markers_s", "wald_s")
-    timing = dict.fromkeys(stages[1:], 0.0)
-    null_rows: list[dict[str, Any]] = []
-    tester: ScoreTester | None = None
-    theta_start = None
-    no_fit = []
-    with warnings.catch_warnings(record=True) as caught, tqdm(
-        total=len(order), desc="scan", unit="chr", leave=False, disable=not show_progress
-    ) as bar:  # fmt: skip
-        warnings.simplefilter("always")
-        for c, label in enumerate(order):
-            bar.set_postfix_str(f"chr {label}")
-            times = dict.fromkeys(stages, 0.0)
-            if tester is None or kinships.loco:
-                tester = None  # free the previous chromosome's n × n matrices first
-                before = kinships.timing["grm_s"]
-                kin = kinships.kinship(c)
-                times["grm_s"] = kinships.timing["grm_s"] - before
-                t0 = time.perf_counter()
-                K = kin.matrix
-                problem = NullProblem(y, X, K, family, trials, offset)
-                mode = problem.fit(theta_start)
-                theta_start = mode.theta
-                tester = ScoreTester(problem, mode, rare_mac=rare_mac)
-                scale = float(np.mean(np.diag(K)) - np.mean(K))
-                summary = _null_summary(problem, mode, scale)
-                if not summary["converged"]:
-                    no_fit.append(str(label))
-                del K, kin
-                times["null_s"] = time.perf_counter() - t0
-            sub = kinships.subset(c)
-            t0 = time.perf_counter()
-            for pos, Z, _ in _centred_blocks(dos, sub, False, block_size):
-                cols = sub.keep[pos]
-                G = Z + 2.0 * sel.freq[cols]  # allele counts, missing at the mean
-                out = tester.test(G)
-                for name in ("score", "score_se", "p", "p_normal", "spa", "mac"):
-                    arrays[name][cols] = getattr(out, name)
-            times["markers_s"] = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            hits = sub.keep[arrays["p"][sub.keep] < wald_threshold]
-            for j in hits:
-                single = dataclasses.replace(sel, keep=np.array([j]))
-                _, Z, _ = next(_centred_blocks(dos, single, False, 1))
-                arrays["beta"][j], arrays["se"][j] = tester.wald(Z[:, 0] + 2.0 * sel.freq[j])
-                if np.isnan(arrays["beta"][j]):
-                    separated.append(str(j))
-            times["wald_s"] = time.perf_counter() - t0
-            for name in stages[1:]:
-                timing[name] += times[name]
-            null_rows.append(
-                {"chr": label, "n_markers": int(sub.keep.size), **summary, "n_wald": int(hits.size),
-                 **times}
-            )  # fmt: skip
-            bar.update(1)
+    tests = _ScoreTests(
+        y, X, family, trials, offset, dos, sel, chrom.size, wald_threshold, rare_mac
+    )
+    null_rows, timing, caught = scan_chromosomes(
+        order, kinships, dos, block_size, show_progress, tests
+    )
+    arrays, separated, no_fit = tests.arrays, tests.separated, tests.no_fit
     with np.errstate(divide="ignore"):
         arrays["chi2"] = np.where(np.isfinite(arrays["p"]), special.chdtri(1, arrays["p"]), np.nan)
     if no_fit:
@@ -843,6 +789,73 @@ def run(
             "allele are all cases or all controls (separation); their score-test p stands"
         )
     return {"arrays": arrays, "null_rows": null_rows, "_timing": timing, "_caught": caught}
+
+
+class _ScoreTests:
+    """A binary or count scan's null GLMM, score tests and Wald refits per chromosome (for
+    :func:`~bayeslmm.association.driver.scan_chromosomes`)."""
+
+    stages = ("null_s", "markers_s", "wald_s")
+    refit_stage = "wald_s"
+
+    def __init__(
+        self,
+        y: np.ndarray,
+        X: np.ndarray,
+        family: Family,
+        trials: np.ndarray | None,
+        offset: np.ndarray | None,
+        dos: _Dosages,
+        sel: _SnpSelection,
+        n_markers: int,
+        wald_threshold: float,
+        rare_mac: float,
+    ) -> None:
+        self.y, self.X, self.family, self.trials, self.offset = y, X, family, trials, offset
+        self.dos, self.sel = dos, sel
+        self.wald_threshold, self.rare_mac = wald_threshold, rare_mac
+        names = ("score", "score_se", "beta", "se", "chi2", "p", "p_normal")
+        self.arrays = {k: np.full(n_markers, np.nan) for k in names}
+        self.arrays["spa"] = np.zeros(n_markers, dtype=bool)
+        self.arrays["mac"] = np.full(n_markers, np.nan)
+        self.separated: list[str] = []
+        self.no_fit: list[str] = []
+        self.tester: ScoreTester | None = None
+        self.theta_start: np.ndarray | None = None
+
+    def release(self) -> None:
+        self.tester = None
+
+    def fit_null(self, K: Any, label: str, times: dict[str, float]) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        matrix = K.matrix
+        problem = NullProblem(self.y, self.X, matrix, self.family, self.trials, self.offset)
+        mode = problem.fit(self.theta_start)
+        self.theta_start = mode.theta  # the next chromosome's kinship is much the same
+        self.tester = ScoreTester(problem, mode, rare_mac=self.rare_mac)
+        scale = float(np.mean(np.diag(matrix)) - np.mean(matrix))
+        summary = _null_summary(problem, mode, scale)
+        if not summary["converged"]:
+            self.no_fit.append(str(label))
+        times["null_s"] = time.perf_counter() - t0
+        return summary
+
+    def test_block(self, cols: np.ndarray, Z: np.ndarray) -> None:
+        G = Z + 2.0 * self.sel.freq[cols]  # allele counts, missing at the mean
+        out = self.tester.test(G)
+        for name in ("score", "score_se", "p", "p_normal", "spa", "mac"):
+            self.arrays[name][cols] = getattr(out, name)
+
+    def refit(self, label: str, sub: _SnpSelection) -> dict[str, Any]:
+        arrays, sel = self.arrays, self.sel
+        hits = sub.keep[arrays["p"][sub.keep] < self.wald_threshold]
+        for j in hits:
+            single = dataclasses.replace(sel, keep=np.array([j]))
+            _, Z, _ = next(_centred_blocks(self.dos, single, False, 1))
+            arrays["beta"][j], arrays["se"][j] = self.tester.wald(Z[:, 0] + 2.0 * sel.freq[j])
+            if np.isnan(arrays["beta"][j]):
+                self.separated.append(str(j))
+        return {"n_wald": int(hits.size)}
 
 
 def _null_summary(problem: NullProblem, mode: Mode, scale: float) -> dict[str, Any]:
