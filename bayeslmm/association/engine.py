@@ -107,10 +107,13 @@ def scan(
     data : pandas.DataFrame
         One row per individual. Rows with a missing response, and individuals without
         genotypes, are left out (with a warning that counts them).
-    genotypes : str, path, pandas.DataFrame, numpy or Dask array
+    genotypes : str, path, pandas.DataFrame, numpy or Dask array, xarray.Dataset
         A PLINK ``.bed/.bim/.fam`` prefix (read in blocks with bed-reader), or dosages
         counting the A1 allele (individuals × markers, NaN missing): a DataFrame indexed by
-        id, or an array with ``ids``. A Dask array is computed one block at a time.
+        id, or an array with ``ids``. A Dask array is computed one block at a time. An sgkit
+        dataset (variants × samples: ``call_dosage`` or ``call_genotype``, counting allele
+        1) brings its own map and ids (``variant_contig``, ``variant_position``,
+        ``sample_id``).
     snp_map : pandas.DataFrame, optional
         For dosages: ``chr`` (or ``chrom``) and ``bp`` per marker; optionally ``snp``
         (matched to the DataFrame's columns, or naming an array's columns), ``a1``, ``a2``.

@@ -158,10 +158,11 @@ def open_genotypes(
 
     Parameters
     ----------
-    genotypes : str, path, pandas.DataFrame, numpy or Dask array
+    genotypes : str, path, pandas.DataFrame, numpy or Dask array, xarray.Dataset
         A PLINK fileset prefix (``.bed``/``.bim``/``.fam``; the map comes from the ``.bim``),
-        or individuals × markers dosages counting the A1 allele (NaN missing): a DataFrame
-        indexed by id with one column per marker, or an array with ``ids``.
+        individuals × markers dosages counting the A1 allele (NaN missing): a DataFrame
+        indexed by id with one column per marker, or an array with ``ids``; or an sgkit
+        dataset (:func:`_open_sgkit`).
     snp_map : pandas.DataFrame, optional
         For dosages: one row per marker with ``chr`` (or ``chrom``) and ``bp``, optionally
         ``snp`` (matched to the DataFrame's columns), ``a1`` and ``a2``.
@@ -180,6 +181,13 @@ def open_genotypes(
     >>> src.snp_map[["SNP", "chr", "bp"]].values.tolist()
     [['s1', '1', 100], ['s2', '2', 50]]
     """
+    if _is_sgkit(genotypes):
+        if snp_map is not None or ids is not None:
+            raise SpecificationError(
+                "An sgkit dataset carries its own map (variant_contig, variant_position) and ids "
+                "(sample_id); drop snp_map= and ids=."
+            )
+        return _open_sgkit(genotypes)
     if isinstance(genotypes, str | os.PathLike):
         if snp_map is not None or ids is not None:
             raise SpecificationError(
@@ -286,3 +294,65 @@ def _open_plink(prefix: str | os.PathLike) -> GenotypeSource:
         bed.__exit__(None, None, None)
         raise
     return GenotypeSource(ids=ids, snp_map=_clean_map(frame), values=_BedColumns(bed), closer=bed)
+
+
+def _is_sgkit(genotypes: Any) -> bool:
+    """An xarray Dataset in sgkit's layout (variants × samples)."""
+    return type(genotypes).__name__ == "Dataset" and hasattr(genotypes, "data_vars")
+
+
+def _open_sgkit(ds: Any) -> GenotypeSource:
+    """Dosages and map from an sgkit (xarray) dataset, lazily if its arrays are Dask arrays.
+
+    The counted allele (A1) is the first alternate allele (sgkit's allele 1): ``call_dosage``
+    (variants × samples, NaN missing) if present, else the copies of allele 1 in
+    ``call_genotype`` (variants × samples × ploidy, negative missing; a call with any allele
+    missing is missing). Map: ``variant_contig`` (index into the ``contigs`` attribute),
+    ``variant_position``, ``variant_id`` (else ``chr:bp``), ``variant_allele`` (A1 = allele 1,
+    A2 = allele 0); ids: ``sample_id``.
+
+    Examples
+    --------
+    >>> import numpy as np, xarray as xr
+    >>> gt = np.array([[[0, 1], [1, 1], [-1, 0]], [[0, 0], [0, 1], [1, 1]]], dtype=np.int8)
+    >>> ds = xr.Dataset({
+    ...     "call_genotype": (("variants", "samples", "ploidy"), gt),
+    ...     "variant_contig": ("variants", np.array([0, 1])),
+    ...     "variant_position": ("variants", np.array([100, 50])),
+    ...     "sample_id": ("samples", np.array(["a", "b", "c"])),
+    ... }, attrs={"contigs": ["1", "2"]})
+    >>> src = _open_sgkit(ds)
+    >>> src.values.tolist(), src.snp_map["SNP"].tolist()
+    ([[1.0, 0.0], [2.0, 1.0], [nan, 2.0]], ['1:100', '2:50'])
+    """
+    missing = [v for v in ("variant_contig", "variant_position", "sample_id") if v not in ds]
+    if "call_dosage" not in ds and "call_genotype" not in ds:
+        missing.append("call_dosage or call_genotype")
+    if missing:
+        raise DataError(
+            f"The genotype dataset lacks {', '.join(missing)}; an sgkit dataset (e.g. from "
+            "sgkit.io.plink.read_plink or sgkit.load_dataset) holds them."
+        )
+    if "call_dosage" in ds:
+        dosage = ds["call_dosage"].astype(float)
+    else:
+        gt = ds["call_genotype"]
+        dosage = (gt == 1).sum("ploidy").astype(float).where(~(gt < 0).any("ploidy"))
+    values = dosage.transpose("samples", "variants").data  # NumPy or Dask: read in blocks
+    contigs = [str(c) for c in ds.attrs.get("contigs", [])]
+    index = np.asarray(ds["variant_contig"].values)
+    chrom = [contigs[int(i)] if contigs else str(i) for i in index]
+    bp = np.asarray(ds["variant_position"].values, dtype=np.int64)
+    if "variant_id" in ds:
+        names = [str(v) for v in np.asarray(ds["variant_id"].values)]
+    else:
+        names = [f"{c}:{p}" for c, p in zip(chrom, bp, strict=True)]
+    frame = pd.DataFrame({"SNP": names, "chr": chrom, "bp": bp})
+    if "variant_allele" in ds and ds["variant_allele"].shape[1] >= 2:
+        alleles = np.asarray(ds["variant_allele"].values).astype(str)
+        frame["A1"], frame["A2"] = alleles[:, 1], alleles[:, 0]
+    ids = tuple(str(i) for i in np.asarray(ds["sample_id"].values))
+    _check_ids(ids, "sample_id values")
+    if not _is_dask(values):
+        values = np.asarray(values, dtype=float)
+    return GenotypeSource(ids=ids, snp_map=_clean_map(frame), values=values)

@@ -268,6 +268,42 @@ def test_inputs_plink_array_dask_and_row_order_agree(data, tmp_path):
     assert moved.n_obs == N
 
 
+def test_sgkit_dataset_input_equals_the_dosage_table(data):
+    """An sgkit-layout xarray Dataset (variants × samples), with call_dosage as a Dask array
+    or call_genotype (allele 1 counted, -1 missing): the same table as the DataFrame."""
+    import dask.array as da
+    import xarray as xr
+
+    dos, snps, pheno = data
+    ref = quiet_scan("y ~ x + (1 | id)", pheno, dos, snps)
+    G = dos.to_numpy().T  # variants × samples
+    contigs = sorted(snps["chrom"].astype(str).unique())
+    coords = {
+        "variant_contig": ("variants", [contigs.index(str(c)) for c in snps["chrom"]]),
+        "variant_position": ("variants", snps["bp"].to_numpy()),
+        "variant_id": ("variants", snps["snp"].to_numpy()),
+        "variant_allele": (("variants", "alleles"), np.column_stack([snps["a2"], snps["a1"]])),
+        "sample_id": ("samples", dos.index.to_numpy()),
+    }
+    lazy = xr.Dataset(
+        {"call_dosage": (("variants", "samples"), da.from_array(G, chunks=(20, N))), **coords},
+        attrs={"contigs": contigs},
+    )
+    called = np.nan_to_num(G, nan=-1).astype(int)
+    gt = np.stack(
+        [np.where(called < 0, -1, called >= 2), np.where(called < 0, -1, called >= 1)], -1
+    )
+    calls = xr.Dataset(
+        {"call_genotype": (("variants", "samples", "ploidy"), gt.astype(np.int8)), **coords},
+        attrs={"contigs": contigs},
+    )
+    for ds in (lazy, calls):
+        got = quiet_scan("y ~ x + (1 | id)", pheno, ds)
+        pd.testing.assert_frame_equal(got.table, ref.table, rtol=1e-9)
+    with pytest.raises(DataError, match="lacks variant_position"):
+        bl.scan("y ~ x + (1 | id)", pheno, lazy.drop_vars("variant_position"))
+
+
 def test_table_columns_alleles_frequencies_and_counts(data):
     dos, snps, pheno = data
     res = quiet_scan("y ~ x + (1 | id)", pheno, dos, snps)
