@@ -303,6 +303,10 @@ def test_cli_scan_family_bernoulli_writes_the_score_table(tmp_path, capsys):
         )  # fmt: skip
     np.testing.assert_allclose(table["p"], ref.table["p"], rtol=1e-10)
     assert (out / "scan_null.tsv").exists() and (out / "qq.png").exists()
+    # --rare-mac reaches the scan (and its check)
+    bad = [*args[:-1], str(tmp_path / "other"), "--rare-mac", "-1"]
+    assert main(bad) != 0
+    assert "rare_mac must be a minor allele count >= 0" in capsys.readouterr().err
 
 
 # -- very rare markers and separated Wald refits -----------------------------------------------
