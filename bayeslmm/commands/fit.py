@@ -114,6 +114,15 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help="relationship matrix of a grouping factor: GCTA prefix or CSV with ids in the "
         "header and first column (repeatable)",
     )
+    parser.add_argument(
+        "--bfile",
+        default=None,
+        metavar="[GROUP=]PREFIX",
+        help="PLINK .bed/.bim/.fam genotypes of the individuals: their GRM becomes the "
+        "kinship of GROUP (default: the formula's only random term), held as its markers "
+        "when there are fewer markers than individuals (the SNP-space low-rank path; "
+        "docs/performance.md)",
+    )
     add_fit_options(parser)
     parser.add_argument(
         "--family",
@@ -232,6 +241,66 @@ def parse_kinship_args(items: list[str]) -> dict[str, Any]:
         # command line adds its own remedy to that warning (bayeslmm.cli).
         out[group] = read_kinship(path, name=group)
     return out
+
+
+def bfile_source(
+    item: str | None, formula: str, kinship_items: list[str]
+) -> tuple[str, str] | None:
+    """``--bfile [GROUP=]PREFIX`` → ``(group, prefix)``; GROUP defaults to the grouping factor
+    of the formula's only random term.
+
+    Examples
+    --------
+    >>> bfile_source("geno/chr_all", "y ~ x + (1 | id)", [])
+    ('id', 'geno/chr_all')
+    >>> bfile_source("line=geno", "y ~ (1 | line) + (1 | env)", [])
+    ('line', 'geno')
+    """
+    if item is None:
+        return None
+    from bayeslmm.spec import split_formula
+
+    group, sep, prefix = item.partition("=")
+    if not sep:
+        group, prefix = "", item
+    group, prefix = group.strip(), prefix.strip()
+    groups = [b.group for b in split_formula(formula)[2]]
+    if not group:
+        if len(set(groups)) != 1:
+            raise SpecificationError(
+                f"--bfile {item!r}: the formula has {len(set(groups))} grouping factors "
+                f"{sorted(set(groups))}; name the one the genotypes relate, e.g. "
+                f"--bfile {groups[0] if groups else 'id'}={prefix}."
+            )
+        group = groups[0]
+    if group in kinship_sources(kinship_items):
+        raise SpecificationError(
+            f"--bfile and --kinship both give a kinship for '{group}'; give one of them."
+        )
+    return group, prefix
+
+
+def plink_kinship(prefix: str, name: str = "GRM") -> Any:
+    """The GRM (VanRaden) of a PLINK fileset's individuals, read in blocks of markers: a
+    :class:`~bayeslmm.kinship.LowRankKinship` (the markers, never n × n) when there are
+    fewer markers than individuals, else the dense GRM.
+
+    Examples
+    --------
+    >>> # K = plink_kinship("geno/all")  # .bed/.bim/.fam; K.n_markers columns of W
+    """
+    import numpy as np
+
+    from bayeslmm.association.genotypes import open_genotypes
+    from bayeslmm.kinship.grm import _grm_of
+
+    source = open_genotypes(prefix)
+    try:
+        dosages = source.dosages(np.arange(len(source.ids)))
+        low_rank = dosages.m < dosages.n
+        return _grm_of(dosages, 0.0, False, 2000, name, low_rank=low_rank)
+    finally:
+        source.close()
 
 
 def parse_prior_args(items: list[str]) -> dict[str, tuple]:
@@ -508,12 +577,15 @@ def run(args: argparse.Namespace) -> int:
             "use --method nuts."
         )
     kinship_sources(args.kinship)
+    bfile = bfile_source(getattr(args, "bfile", None), args.formula, args.kinship)
     priors = parse_prior_args(args.prior) or None
     binary = family.binary_response()
     column_roles(args.formula, args.sigma, args.trials, binary)
     out = check_output_dir(args.out)
     data = read_data(args.data, args.formula, args.sigma, args.trials, binary)
     kinship = parse_kinship_args(args.kinship)
+    if bfile is not None:
+        kinship[bfile[0]] = plink_kinship(bfile[1], name=bfile[0])
     model = LMM(
         args.formula,
         data=data,

@@ -357,6 +357,13 @@ def grm(
     (50, 1.0)
     """
     dos = _as_dosages(dosages, ids)
+    return _grm_of(dos, maf, standardize, block_size, name, low_rank)
+
+
+def _grm_of(
+    dos: _Dosages, maf: float, standardize: bool, block_size: int, name: str, low_rank: bool
+) -> Kinship:
+    """:func:`grm` of dosages already wrapped (also a PLINK reader's, by the command line)."""
     sel = _select_snps(dos, maf, block_size)
     _report_dropped(sel, maf)
     if low_rank:
@@ -370,7 +377,7 @@ def grm(
             "path pays off only with fewer SNPs than individuals (its SVD costs O(n m²), "
             "the dense eigendecomposition O(n³)), so the dense n × n GRM is returned.",
             UserWarning,
-            stacklevel=2,
+            stacklevel=3,
         )
     K, _ = _compute_grm(dos, sel, standardize, block_size, counts=False)
     # W Wᵀ is PSD by construction: the eigendecomposition waits until an engine needs it.

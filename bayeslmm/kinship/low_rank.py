@@ -267,6 +267,17 @@ class LowRankKinship(Kinship):
         """Seconds the thin SVD took (computed on first use)."""
         return self._spectrum.seconds
 
+    @property
+    def positive_eigenvalues(self) -> np.ndarray:
+        """s: the r positive eigenvalues of K, largest first (the squared singular values
+        of W)."""
+        return self._spectrum.values
+
+    @property
+    def right_vectors(self) -> np.ndarray:
+        """V (p × r): W = U₁ diag(√s) Vᵀ, so W V diag(√s) = U₁ diag(s) = K U₁."""
+        return self._spectrum.right
+
     @cached_property
     def left_vectors(self) -> np.ndarray:
         """U₁ (n × r): K's eigenvectors with positive eigenvalues, largest first (formed on
@@ -422,6 +433,28 @@ class LowRankKinship(Kinship):
             )
         pos = np.fromiter((self._index[i] for i in ids), dtype=int, count=len(ids))
         return LowRankKinship(self.markers[pos], ids=ids, name=name or self.name)
+
+    def expand(self, index: np.ndarray) -> LowRankKinship:
+        """The kinship of observations whose individuals are ``index`` (positions in
+        :attr:`ids`, repeats allowed): Z K Zᵀ = (W[index]) (W[index])ᵀ, still low-rank.
+
+        Its ids are the observations' positions ("0", "1", ...); it is ``self`` when
+        ``index`` is 0, 1, ..., n − 1.
+
+        Examples
+        --------
+        >>> W = np.random.default_rng(3).normal(size=(5, 2))
+        >>> K = LowRankKinship(W, list("abcde"))
+        >>> obs = K.expand(np.array([4, 0, 0]))
+        >>> bool(np.allclose(obs.dot(np.eye(3)), (W @ W.T)[np.ix_([4, 0, 0], [4, 0, 0])]))
+        True
+        """
+        index = np.asarray(index, dtype=int)
+        if np.array_equal(index, np.arange(self.n)):
+            return self
+        return LowRankKinship(
+            self.markers[index], ids=[str(k) for k in range(index.size)], name=self.name
+        )
 
     def normalized(self) -> LowRankKinship:
         """Rescaled to mean diagonal 1 (markers divided by √mean diag)."""

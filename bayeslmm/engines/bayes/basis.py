@@ -3,8 +3,9 @@
 The spectral strategy rotates the data by these eigenvectors (Uᵀy has independent
 components given the variances); the post-hoc draws of β and u reuse them.
 
-A :class:`~bayeslmm.kinship.LowRankKinship` with one record per individual is rotated by
-the thin SVD of its markers and a basis of the data's part in its null space instead
+A :class:`~bayeslmm.kinship.LowRankKinship` (any incidence: Z K Zᵀ = (Z W)(Z W)ᵀ) is
+rotated by the thin SVD of the observations' markers Z W and a basis of the data's part in
+its null space instead
 (:meth:`~bayeslmm.kinship.LowRankKinship.rotation`): ``vectors`` is then n × (r + k), and
 ``n_null`` more rotated rows, with eigenvalue 0 and data 0, are counted, not stored.
 """
@@ -88,9 +89,9 @@ def spectral_basis(term: RandomTerm, data: np.ndarray | None = None) -> Spectral
 
     When each level has exactly one observation in level order (Z = I) the kinship's own
     cached eigendecomposition is reused. With ``data`` (n × c: every column the model
-    rotates) and a :class:`~bayeslmm.kinship.LowRankKinship` with Z = I, the low-rank
-    rotation of those columns is returned instead (not cached here; the SVD is cached on
-    the kinship).
+    rotates) and a :class:`~bayeslmm.kinship.LowRankKinship`, the low-rank rotation of
+    those columns by the observations' markers Z W is returned instead (not cached here;
+    the SVD is cached on the kinship).
 
     Examples
     --------
@@ -103,11 +104,13 @@ def spectral_basis(term: RandomTerm, data: np.ndarray | None = None) -> Spectral
     """
     if term.kinship is None:
         raise SpecificationError(f"Term ({term.label}) has no kinship to rotate by.")
-    if data is not None and term.is_identity_incidence and isinstance(term.kinship, LowRankKinship):
+    if data is not None and isinstance(term.kinship, LowRankKinship):
         start = time.perf_counter()
-        rank = term.kinship.rank  # the thin SVD (cached on the kinship)
-        rotation = term.kinship.rotation(data)
-        elapsed = term.kinship.__dict__.get("eigh_seconds", 0.0) if rank else 0.0
+        # Z K Zᵀ = (Z W)(Z W)ᵀ: the observations' markers (W itself when Z = I)
+        observed = term.kinship.expand(term.index)
+        rank = observed.rank  # the thin SVD (cached on the kinship when Z = I)
+        rotation = observed.rotation(data)
+        elapsed = observed.__dict__.get("eigh_seconds", 0.0) if rank else 0.0
         return LowRankBasis(rotation, eigh_s=max(elapsed, time.perf_counter() - start))
     cached = _ROTATION_CACHE.get(term)
     if cached is not None:

@@ -136,13 +136,20 @@ def _spectral_direct(spec: ModelSpec) -> bool:
     )
 
 
+def _low_rank(spec: ModelSpec) -> bool:
+    """An intercept-only term on a low-rank kinship: the spectral route rotates by the thin
+    SVD of the observations' markers Z W (any incidence, repeated records too)."""
+    term = spec.terms[0]
+    return isinstance(term.kinship, LowRankKinship) and bool(np.all(term.design[:, 0] == 1.0))
+
+
 def _resolve(spec: ModelSpec, method: str) -> str:
     """Turn ``"auto"``/``"ai-reml"`` into the route that runs."""
     pedigree_route = resolve_sparse_pedigree(spec, method)  # A⁻¹ of a pedigree: its own route
     if pedigree_route is not None:
         return pedigree_route
     if method == "auto":
-        if spectral_applicable(spec) and _spectral_direct(spec):
+        if spectral_applicable(spec) and (_spectral_direct(spec) or _low_rank(spec)):
             return "spectral"
         if sparse_preferred(spec):
             return "ai-reml-sparse"
@@ -272,7 +279,7 @@ def fit_reml(
     y, y_scale = _scaled_response(y)
     if method == "spectral":
         raw = fit_spectral(structure, y, X, n_grid=n_grid, criterion=criterion)
-        if _spectral_direct(spec) and isinstance(spec.terms[0].kinship, LowRankKinship):
+        if _low_rank(spec):
             method = "spectral-low-rank"  # the thin SVD of the markers, never n × n
     elif method == "sparse-pedigree":
         raw = fit_sparse_pedigree(structure, y, X, criterion=criterion)

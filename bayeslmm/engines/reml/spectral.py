@@ -327,10 +327,12 @@ def fit_spectral(
         and term.is_identity_incidence
         and bool(np.all(term.design[:, 0] == 1.0))
     )
-    low_rank = direct and isinstance(term.kinship, LowRankKinship)
+    low_rank = isinstance(term.kinship, LowRankKinship) and bool(np.all(term.design[:, 0] == 1.0))
     n_null = 0
     if low_rank:
-        _ = term.kinship.rank  # the thin SVD, cached on the kinship
+        # Z K Zᵀ = F Fᵀ with F = Z W: the observations' markers (W itself when Z = I)
+        observed = term.kinship.expand(term.index)
+        _ = observed.rank  # the thin SVD of F (cached on the kinship when Z = I)
     elif direct:
         s, U = term.kinship.eigenvalues, term.kinship.eigenvectors  # cached on the Kinship
     else:
@@ -338,8 +340,8 @@ def fit_spectral(
     t_eigh = time.perf_counter() - t0
     if low_rank:
         # U = [U₁, Q] (n × (r + k)); the other n_null rotated rows of [X, y] are 0
-        rotation = term.kinship.rotation(np.column_stack([X, y]))
-        s, U, n_null = rotation.values, rotation.vectors, rotation.n_null
+        rotation = observed.rotation(np.column_stack([X, y]))
+        s, n_null = rotation.values, rotation.n_null
         Uy, UX = rotation.rotated[:, -1], rotation.rotated[:, :-1]
     else:
         Uy = U.T @ y
@@ -356,7 +358,20 @@ def fit_spectral(
     sg2 = theta[0]
     Py_rot, w, Xw = state["Py"], state["w"], state["Xw"]
     M = state["beta_cov"]
-    if direct:
+    if low_rank:
+        # K Zᵀ U = W Fᵀ [U₁, Q] = [W V S^½, 0] with F = U₁ S^½ Vᵀ (Q ⊥ range F): the levels'
+        # covariance with the rotated rows, A = W V S^½ (q × r, 2 q p r flops; never n × n)
+        r = observed.rank
+        A = term.kinship.markers @ (observed.right_vectors * np.sqrt(observed.positive_eigenvalues))
+        blup = sg2 * (A @ Py_rot[:r])
+        B = A @ Xw[:r]
+        quad = np.empty(A.shape[0])
+        for start in range(0, A.shape[0], 4096):
+            rows = A[start : start + 4096]
+            quad[start : start + 4096] = (rows * rows) @ w[:r]
+        quad -= np.einsum("ij,jk,ik->i", B, M, B)
+        prior = term.kinship.diagonal()
+    elif direct:
         blup = sg2 * (U @ (model.s * Py_rot))
         # diag(K Zᵀ P Z K) = diag(U S P* S Uᵀ), P* = W − W X* M X*ᵀ W
         B = U @ (Xw * model.s[:, None])  # n × p

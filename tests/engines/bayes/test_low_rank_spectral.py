@@ -162,3 +162,18 @@ def test_closed_form_never_forms_the_eigenvectors(data):
     assert "left_vectors" not in fresh.__dict__
     assert built.rotation.vectors.shape == (fresh.n, built.rotation.values.size)
     assert "left_vectors" in fresh.__dict__
+
+
+def test_repeated_and_shuffled_records_equal_dense(data):
+    """Z K Zᵀ = (Z W)(Z W)ᵀ: the closed form equals the dense kernel's for any incidence."""
+    df, K, dense = data
+    both = pd.concat([df, df.iloc[:80].assign(y=df["y"].iloc[:80] + 0.3)], ignore_index=True)
+    both = both.sample(frac=1.0, random_state=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", LowRankDensifyWarning)
+        low = build(bl.specify("y ~ 1 + x + (1|id)", both, kinship={"id": K}))
+    ref = build(bl.specify("y ~ 1 + x + (1|id)", both, kinship={"id": dense}))
+    dl, dr = spectral_density(low), spectral_density(ref)
+    assert dl.multiplicity > 0
+    for x in np.random.default_rng(6).normal(size=(4, 2)):
+        assert dl.logp(x)[0] == pytest.approx(dr.logp(x)[0], abs=1e-8)

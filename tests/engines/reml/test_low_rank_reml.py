@@ -96,22 +96,46 @@ def test_blups_against_the_textbook_formula():
     assert fit.loglik_reml == pytest.approx(ll, abs=1e-6)
 
 
+@pytest.mark.parametrize("layout", ["shuffled", "repeated"])
+def test_any_incidence_equals_dense(layout):
+    """Rows in another order than the kinship, or several records per individual: the
+    observations' kinship Z K Zᵀ = (Z W)(Z W)ᵀ is low-rank too; BLUPs are per individual."""
+    df, K, dense = _case(11, 250, 60)
+    rng = np.random.default_rng(12)
+    if layout == "shuffled":
+        df = df.sample(frac=1.0, random_state=3)
+    else:
+        extra = df.sample(n=150, random_state=4).assign(y=lambda d: d["y"] + rng.normal(size=150))
+        df = pd.concat([df, extra], ignore_index=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", LowRankDensifyWarning)
+        low = bl.LMM("y ~ x + (1 | id)", df, kinship={"id": K}).fit(method="reml")
+    ref = bl.LMM("y ~ x + (1 | id)", df, kinship={"id": dense}).fit(method="reml")
+    assert low.method == "spectral-low-rank"
+    np.testing.assert_allclose(
+        low.parameters["estimate"], ref.parameters["estimate"], rtol=1e-6, atol=1e-9
+    )
+    np.testing.assert_allclose(low.parameters["se"], ref.parameters["se"], rtol=1e-6)
+    assert low.loglik_reml == pytest.approx(ref.loglik_reml, abs=1e-6)
+    blup, ref_blup = low.blups["id"], ref.blups["id"].loc[low.blups["id"].index]
+    np.testing.assert_allclose(blup.to_numpy(), ref_blup.to_numpy(), rtol=1e-6, atol=1e-9)
+
+
 def test_other_models_get_a_clear_error_when_large(monkeypatch):
     df, K, dense = _case(9, 200, 40)
-    df2 = pd.concat([df, df.assign(y=df["y"] + 0.1)], ignore_index=True)  # repeated records
     monkeypatch.setattr(lr, "LOW_RANK_DENSE_LIMIT", 100)
     with pytest.raises(KinshipError, match="SNP-space low-rank path supports"):
-        bl.LMM("y ~ 1 + (1 | id)", df2, kinship={"id": K}).fit(method="reml")
-    with pytest.raises(KinshipError, match="SNP-space low-rank path supports"):
         bl.LMM("y ~ 1 + (1 | id) + (1 | env)", df, kinship={"id": K}).fit(method="reml")
+    with pytest.raises(KinshipError, match="SNP-space low-rank path supports"):
+        bl.LMM("y ~ 1 + (1 + x | id)", df, kinship={"id": K}).fit(method="reml")
 
 
 def test_other_models_small_n_densify_with_a_warning():
     df, K, dense = _case(10, 120, 30)
-    df2 = pd.concat([df, df.assign(y=df["y"] + 0.1)], ignore_index=True)
     fresh = LowRankKinship(K.markers, K.ids)
+    formula = "y ~ 1 + (1 | id) + (1 | env)"
     with pytest.warns(LowRankDensifyWarning):
-        low = bl.LMM("y ~ 1 + (1 | id)", df2, kinship={"id": fresh}).fit(method="reml")
-    ref = bl.LMM("y ~ 1 + (1 | id)", df2, kinship={"id": dense}).fit(method="reml")
+        low = bl.LMM(formula, df, kinship={"id": fresh}).fit(method="reml")
+    ref = bl.LMM(formula, df, kinship={"id": dense}).fit(method="reml")
     assert low.method == ref.method
     np.testing.assert_allclose(low.parameters["estimate"], ref.parameters["estimate"], rtol=1e-8)
