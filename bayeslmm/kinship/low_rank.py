@@ -58,9 +58,9 @@ LOW_RANK_RTOL = 1e-10
 REFINE_CONDITION = 1e4
 
 SUPPORTED = (
-    "a Gaussian model whose only random term is (1 | id) with this kinship, one record per "
-    "individual, and one residual variance, fitted by REML (route 'spectral-low-rank') or "
-    "NUTS (strategy 'spectral', closed form)"
+    "a Gaussian model whose only random term is (1 | id) with this kinship (records in any "
+    "order, repeated records too) and one residual variance, fitted by REML (route "
+    "'spectral-low-rank') or NUTS (strategy 'spectral-low-rank')"
 )
 
 
@@ -166,7 +166,8 @@ class LowRankKinship(Kinship):
     only :meth:`diagonal`, :meth:`dot` and :meth:`subset`, each O(n p)) whose engines use
     the thin SVD of W (:meth:`rotation`, :meth:`root`) instead of the n × n eigenbasis.
     What the SNP-space path covers: a Gaussian model whose only random term is
-    ``(1 | id)`` with this kinship (one record per individual) and one residual variance,
+    ``(1 | id)`` with this kinship (any incidence: Z K Zᵀ = (Z W)(Z W)ᵀ, :meth:`expand`)
+    and one residual variance,
     by REML (``RemlFit.method`` ``"spectral-low-rank"``) and NUTS (the spectral
     strategy's closed form; ``BayesFit.strategy`` ``"spectral-low-rank"``), breeding
     values included. Any other computation needs the dense :attr:`matrix`, formed (with a
