@@ -16,7 +16,8 @@ and measures in a child process started without them.
    the same command run in a probe process.
 3. Two chains in parallel (``cores=2``) against the same two chains one after the other
    (``cores=1``), same seed, sampling seconds (``fit.timing["sample_s"]``, best of 3 after a
-   warm-up fit): for the default Gaussian model (spectral closed form, n = 1,000) and for a
+   warm-up fit): for the default Gaussian model (spectral closed form, n = 1,000 and 5,000,
+   ``--chains-n``; nutpie calls its C callback, which needs no GIL) and for a
    Bernoulli kinship GLMM (closed-form latent density, whose gradient multiplies by the n × n
    eigenvector matrix: BLAS work in every step; ``--glmm-n``, default 500). The GLMM is also
    run in parallel with the package's per-chain BLAS pinning switched off (``unpinned``), to
@@ -25,8 +26,8 @@ and measures in a child process started without them.
 
 Usage::
 
-    python benchmarks/bench_startup.py [--n 1000] [--glmm-n 500] [--reps 3] [--skip-cli]
-                                       [--skip-chains]
+    python benchmarks/bench_startup.py [--n 1000] [--glmm-n 500] [--chains-n 1000,5000]
+                                       [--reps 3] [--skip-cli] [--skip-chains]
 
 Absolute seconds depend on the machine and its load (printed at the start and the end);
 on a machine whose cores other jobs are using, parallel chains cannot reach 2×.
@@ -172,46 +173,69 @@ def whole_cli(n: int, reps: int, folder: Path, kinship) -> None:
 
 CHAINS_CHILD = r"""
 import json, sys, time, warnings
+import nutpie
 import bayeslmm as bl
-from bayeslmm.engines.bayes import sampling
+from bayeslmm.engines.bayes import sampling, spectral_density
 reps = int(sys.argv[1])
 warnings.simplefilter("ignore")
-for family, n in (("gaussian", int(sys.argv[2])), ("bernoulli", int(sys.argv[3]))):
+sample_cpu = []
+_nutpie_sample = nutpie.sample
+def _timed_sample(*args, **kwargs):  # CPU seconds of the sampling call, all threads
+    start = time.process_time()
+    out = _nutpie_sample(*args, **kwargs)
+    sample_cpu.append(time.process_time() - start)
+    return out
+nutpie.sample = _timed_sample
+c_model = spectral_density.nutpie_model
+runs = [("gaussian", int(n)) for n in sys.argv[2].split(",")]
+runs += [("bernoulli", int(sys.argv[3]))] if int(sys.argv[3]) > 0 else []
+for family, n in runs:
     sim = bl.datasets.simulate(n_families=n // 10, family_size=10, n_snps=2000, h2=0.5,
                                seed=1, family=family)
     model = bl.LMM("y ~ 1 + (1|id)", data=sim.data, kinship={"id": sim.kinship.normalized()},
                    family=family)
     kw = dict(draws=1000, tune=1000, chains=2, seed=1, progressbar=False, verbose=False)
     fit = model.fit(**{**kw, "draws": 50, "tune": 50})  # warm-up: caches, imports
-    modes = [("sequential", 1, True), ("parallel", 2, True)]
-    if family != "gaussian":
-        modes.append(("parallel, unpinned", 2, False))
+    if family == "gaussian":  # the C callback, then the Python one (GIL held) for reference
+        modes = [("sequential", 1, True, "C"), ("parallel", 2, True, "C"),
+                 ("sequential", 1, True, "Python"), ("parallel", 2, True, "Python")]
+    else:
+        modes = [("sequential", 1, True, ""), ("parallel", 2, True, ""),
+                 ("parallel, unpinned", 2, False, "")]
     pinned_fn = sampling.blas_threads_per_chain
-    for label, cores, pinned in modes:
+    for label, cores, pinned, callback in modes:
         sampling.blas_threads_per_chain = pinned_fn if pinned else (lambda *a, **k: None)
-        times, cpu = [], []
+        spectral_density.nutpie_model = (
+            spectral_density._nutpie_python_model if callback == "Python" else c_model
+        )
+        for built in model._built.values():  # compiled nutpie models are cached per build
+            built.cache.pop("nutpie", None)
+        times, cpu, scpu = [], [], []
         for _ in range(reps):
             start = time.process_time()
             f = model.fit(cores=cores, **kw)
             cpu.append(time.process_time() - start)
             times.append(f.timing["sample_s"])
+            scpu.append(sample_cpu[-1])
         sampling.blas_threads_per_chain = pinned_fn
-        row = {"model": f"{family} n={n} ({f.strategy}, {f.sampler})", "mode": label,
-               "sample_s": min(times), "cpu_s": min(cpu),
-               "h2_mean": float(f.idata.posterior["h2"].mean())}
+        best = min(range(reps), key=times.__getitem__)
+        name = f"{family} n={n} ({f.strategy}{', ' + callback if callback else ''})"
+        row = {"model": name, "mode": label, "sample_s": times[best], "cpu_s": min(cpu),
+               "sample_cpu_s": scpu[best], "h2_mean": float(f.idata.posterior["h2"].mean())}
         print(json.dumps(row), flush=True)
+    spectral_density.nutpie_model = c_model
 """
 
 
-def chains(n: int, n_glmm: int, reps: int) -> None:
+def chains(n: str, n_glmm: int, reps: int) -> None:
     env = clean_env()
     print("\n== two chains × (1000 tune + 1000 draws), no thread variables set ==")
     print(
-        f"{'model':36s} {'mode':19s} {'sample_s':>9s} {'speedup':>8s} {'fit CPU s':>9s} "
-        f"{'h2 mean':>8s}"
+        f"{'model':36s} {'mode':19s} {'sample_s':>9s} {'speedup':>8s} {'CPU/wall':>8s} "
+        f"{'fit CPU s':>9s} {'h2 mean':>8s}"
     )
     child = subprocess.Popen(
-        [sys.executable, "-c", CHAINS_CHILD, str(reps), str(n), str(n_glmm)],
+        [sys.executable, "-c", CHAINS_CHILD, str(reps), n, str(n_glmm)],
         env=env,
         stdout=subprocess.PIPE,
         text=True,
@@ -223,22 +247,30 @@ def chains(n: int, n_glmm: int, reps: int) -> None:
         speedup = sequential[r["model"]] / r["sample_s"]
         print(
             f"{r['model']:36s} {r['mode']:19s} {r['sample_s']:9.3f} {speedup:8.2f} "
-            f"{r['cpu_s']:9.2f} {r['h2_mean']:8.3f}",
+            f"{r['sample_cpu_s'] / r['sample_s']:8.2f} {r['cpu_s']:9.2f} {r['h2_mean']:8.3f}",
             flush=True,
         )
     if child.wait() != 0:
         raise RuntimeError("the chains child process failed (its error is above)")
     print(
         "speedup = sequential ÷ this row's sampling seconds (best of the runs); 2 is the "
-        "ceiling with two chains. fit CPU s: the process's CPU seconds for the whole fit (all "
-        "threads; least of the runs): the same work, so more CPU means threads spinning"
+        "ceiling with two chains. CPU/wall: CPU seconds of the sampling call (all threads) per "
+        "wall second, in that run: above 1 only when chains run at the same time (with "
+        "other jobs on the cores it shows the overlap the speed-up cannot). fit CPU s: the "
+        "process's CPU seconds for the whole fit (least of the runs): the same work, so more "
+        "CPU means threads spinning"
     )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=1000)
-    parser.add_argument("--glmm-n", type=int, default=500, help="records of the GLMM")
+    parser.add_argument("--glmm-n", type=int, default=500, help="records of the GLMM (0: none)")
+    parser.add_argument(
+        "--chains-n",
+        default="1000,5000",
+        help="records of the Gaussian models sampled by parallel and sequential chains",
+    )
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--skip-cli", action="store_true")
     parser.add_argument("--skip-chains", action="store_true")
@@ -249,7 +281,7 @@ def main() -> None:
     blas = [f"{i['internal_api']} threads={i['num_threads']}" for i in threadpool_info()]
     print(
         f"# command: python benchmarks/bench_startup.py --n {args.n} --glmm-n {args.glmm_n} "
-        f"--reps {args.reps}"
+        f"--chains-n {args.chains_n} --reps {args.reps}"
     )
     print(f"# {time.strftime('%Y-%m-%dT%H:%MZ', time.gmtime())}; load at start: {load()}")
     print(
@@ -264,7 +296,7 @@ def main() -> None:
             _, kinship = make_data(args.n, folder)
             whole_cli(args.n, args.reps, folder, kinship)
     if not args.skip_chains:
-        chains(args.n, args.glmm_n, args.reps)
+        chains(args.chains_n, args.glmm_n, args.reps)
     print(f"\nload at the end: {load()}")
 
 
