@@ -54,6 +54,7 @@ from bayeslmm.engines.bayes.terms import sd_prior_for
 from bayeslmm.families import Family
 
 LOG_2PI = math.log(2.0 * math.pi)
+WEIGHTS = ("auto", "partial", "noncentred")
 
 
 @dataclass(eq=False)
@@ -75,6 +76,15 @@ class LatentBlock:
     unit_weight: float = 1.0
     share_weight: float = 1.0
     weights: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    #: τ per component for conditional scaling (None: the fixed ``weights``)
+    information: np.ndarray | None = None
+    #: with conditional scaling the centre moves with β and the earlier blocks' effects,
+    #: c = −(G_β (β − β̂) + G_c (c_1, …, c_{k−1})) / P + P^(−1/2) v: G_β (r × p) and G_c
+    #: (r × Σ r_j), or None; ``implicit_shift``: the last block, whose G·(…) is
+    #: B_kᵀ (W ∘ (η − η̂)), η the predictor of the fixed effects and the earlier blocks
+    shift_beta: np.ndarray | None = None
+    shift_c: np.ndarray | None = None
+    implicit_shift: bool = False
 
     def __post_init__(self) -> None:
         self.log_s = np.log(self.eigenvalues)
@@ -133,6 +143,9 @@ class MultiTermDensity:
     olre: bool
     pilot: np.ndarray = field(default_factory=lambda: np.zeros(0))
     meta: dict[str, Any] = field(default_factory=dict)
+    #: W, the records' information at the pilot, and η̂ = offset + X β̂ (conditional scaling)
+    pilot_information: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    eta_pilot: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
     def __post_init__(self) -> None:
         self._loglik_kernel = self.family.loglik_kernel
@@ -156,63 +169,100 @@ class MultiTermDensity:
     def ndim(self) -> int:
         return self.n_hyper + sum(b.n_basis for b in self.blocks)
 
-    def _block_latent(
-        self, block: LatentBlock, t: float, v: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """(c, z, ∂c/∂v, ∂z/∂v) at log σ = t."""
-        log_a = 2.0 * t + block.log_s
-        w = block.weights
-        to_c = np.exp(0.5 * (1.0 - w) * log_a)
-        to_z = np.exp(-0.5 * w * log_a)
-        return to_c * v, to_z * v, to_c, to_z
+    def _forward(self, x: np.ndarray) -> tuple[np.ndarray, list[dict[str, Any]]]:
+        """η and, per block in order, c and what the gradient needs.
+
+        Partial non-centring: c = A^((1−w)/2) v, ∂c/∂t = (1 − w) c. Conditional scaling
+        (``block.information``): c = m + P^(−1/2) v with P = 1/A + τ = 1/(A q) and the
+        centre m = −A q g, g = G_β (β − β̂) + G_c (c_1, …) (or B_kᵀ(W ∘ (η − η̂)) for the
+        last block), so ∂c/∂t = q (c + m); the Jacobian log |∂z/∂v| is triangular.
+        """
+        p = self.n_fixed
+        beta = x[:p]
+        eta = self.offset + self.design @ beta
+        parts: list[dict[str, Any]] = []
+        earlier: list[np.ndarray] = []
+        for k, (block, sl) in enumerate(zip(self.blocks, self._slices, strict=True)):
+            v = x[sl]
+            log_a = 2.0 * float(x[p + k]) + block.log_s
+            part: dict[str, Any] = {"A": np.exp(log_a)}
+            if block.information is None:
+                w = block.weights
+                to_c = np.exp(0.5 * (1.0 - w) * log_a)
+                c = to_c * v
+                part.update(dc_dt=(1.0 - w) * c, log_jac=-0.5 * float(w @ log_a), w=w)
+            else:
+                q = 1.0 / (1.0 + part["A"] * block.information)
+                to_c = np.sqrt(part["A"] * q)
+                g = np.zeros(block.n_basis)
+                if block.implicit_shift:
+                    g = block.to_basis(
+                        block.scatter(self.pilot_information * (eta - self.eta_pilot))
+                    )
+                if block.shift_beta is not None:
+                    g = g + block.shift_beta @ (beta - self.pilot[:p])
+                if block.shift_c is not None and earlier:
+                    g = g + block.shift_c @ np.concatenate(earlier)
+                m = -part["A"] * q * g
+                c = m + to_c * v
+                part.update(dc_dt=q * (c + m), log_jac=0.5 * float(np.log(q).sum()), w=1.0 - q)
+                part["q"] = q
+            part.update(c=c, z=c / np.sqrt(part["A"]), to_c=to_c)
+            parts.append(part)
+            earlier.append(c)
+            eta = eta + block.gather(block.to_levels(c))
+        return eta, parts
 
     def latent(self, x: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
         """(c, z) per block: the effect in its basis and the PyMC model's z."""
-        p = self.n_fixed
-        out = []
-        for k, (block, sl) in enumerate(zip(self.blocks, self._slices, strict=True)):
-            c, z, _, _ = self._block_latent(block, float(x[p + k]), x[sl])
-            out.append((c, z))
-        return out
+        return [(part["c"], part["z"]) for part in self._forward(x)[1]]
 
     def log_jacobian(self, x: np.ndarray) -> float:
-        """log |∂z/∂v| = −½ Σ w log A: the change of variables from the PyMC model's z."""
-        p = self.n_fixed
-        total = 0.0
-        for k, block in enumerate(self.blocks):
-            log_a = 2.0 * float(x[p + k]) + block.log_s
-            total -= 0.5 * float(block.weights @ log_a)
-        return total
+        """log |∂z/∂v|: the change of variables from the PyMC model's z."""
+        return sum(part["log_jac"] for part in self._forward(x)[1])
 
     def logp(self, x: np.ndarray) -> tuple[float, np.ndarray]:
         """Log posterior density at x (with the Jacobians) and its gradient."""
         p = self.n_fixed
         beta = x[:p]
-        eta = self.offset + self.design @ beta
-        parts = []
-        for k, (block, sl) in enumerate(zip(self.blocks, self._slices, strict=True)):
-            c, z, to_c, to_z = self._block_latent(block, float(x[p + k]), x[sl])
-            eta = eta + block.gather(block.to_levels(c))
-            parts.append((c, z, to_c, to_z))
+        eta, parts = self._forward(x)
         loglik, g_eta = self._loglik_kernel(self.y, eta, self.trials)
         resid_b = (beta - self.beta_mu) / self.beta_sd
         value = loglik - 0.5 * float(resid_b @ resid_b) + self.log_normaliser
         grad = np.empty_like(x)
-        grad[:p] = self.design.T @ g_eta - resid_b / self.beta_sd
-        for k, (block, sl, (c, z, to_c, to_z)) in enumerate(
-            zip(self.blocks, self._slices, parts, strict=True)
-        ):
+        g_beta = self.design.T @ g_eta - resid_b / self.beta_sd
+        blocks = self.blocks
+        # ∂/∂c_k of everything given the earlier blocks, filled from the last block back:
+        # a later block's centre depends on the earlier effects
+        carried = [np.zeros(b.n_basis) for b in blocks]
+        for k in range(len(blocks) - 1, -1, -1):
+            block, part, sl = blocks[k], parts[k], self._slices[k]
+            c, z, A = part["c"], part["z"], part["A"]
             t = float(x[p + k])
-            w = block.weights
-            gc = block.to_basis(block.scatter(g_eta))  # ∂loglik/∂c
-            log_a = 2.0 * t + block.log_s
+            d = block.to_basis(block.scatter(g_eta)) - c / A + carried[k]
             pt, dpt = block.prior(t)
-            value += -0.5 * float(z @ z) - 0.5 * float(w @ log_a) + pt + t
-            # c = e^((1−w) t) (…) and z = e^(−w t) (…): ∂c/∂t = (1−w) c, ∂z/∂t = −w z
-            grad[p + k] = (
-                float(((1.0 - w) * c) @ gc) + float(w @ (z * z)) - float(w.sum()) + dpt + 1.0
-            )
-            grad[sl] = gc * to_c - z * to_z
+            value += -0.5 * float(z @ z) + part["log_jac"] + pt + t
+            # t moves c at fixed v, and A in N(c; 0, A) at fixed c
+            grad[p + k] = float(d @ part["dc_dt"]) + float(z @ z) - float(part["w"].sum())
+            grad[p + k] += dpt + 1.0
+            grad[sl] = d * part["to_c"]
+            if "q" not in part:
+                continue
+            back = -A * part["q"] * d  # ∂/∂g of the centre m = −A q g
+            if block.implicit_shift:
+                per_record = self.pilot_information * block.gather(block.to_levels(back))
+                g_beta += self.design.T @ per_record
+                for j in range(k):
+                    carried[j] += blocks[j].to_basis(blocks[j].scatter(per_record))
+            if block.shift_beta is not None:
+                g_beta += block.shift_beta.T @ back
+            if block.shift_c is not None and k:
+                flat = block.shift_c.T @ back
+                start = 0
+                for j in range(k):
+                    carried[j] += flat[start : start + blocks[j].n_basis]
+                    start += blocks[j].n_basis
+        grad[:p] = g_beta
         return value, grad
 
     # -- draws ---------------------------------------------------------------------------
@@ -227,7 +277,7 @@ class MultiTermDensity:
                 beta = beta_s.copy()
                 beta[meta["intercept"]] -= beta_s @ meta["means"]
                 out["beta"] = beta
-        var_terms, share_vars, var_o = [], [], 0.0
+        var_terms, share_of, var_o = [], {}, 0.0
         for k, (block, (c, z)) in enumerate(zip(self.blocks, self.latent(x), strict=True)):
             sd = math.exp(float(x[p + k]))
             if self.olre and k == len(self.blocks) - 1:
@@ -242,10 +292,12 @@ class MultiTermDensity:
             out[f"var_{g}"] = sd * sd * block.unit_weight
             out[f"u_{g}"] = block.to_levels(c)[:, None]
             var_terms.append(sd * sd * block.unit_weight)
-            share_vars.append(sd * sd * block.share_weight)
+            share_of[g] = sd * sd * block.share_weight
         eta_fixed = self.offset + self.design @ beta_s
         var_residual = self.family.latent_residual_variance(eta_fixed, sum(var_terms), var_o)
         out["var_residual"] = var_residual
+        # the shares in the formula's order of terms (the blocks are sorted by size)
+        share_vars = [share_of[g] for g in meta["terms"]]
         shares = np.array([*share_vars, var_residual]) / (sum(share_vars) + var_residual)
         out["variance_share"] = shares
         if meta.get("h2_index") is not None:
@@ -330,9 +382,12 @@ def multiterm_density(
         A latent-strategy GLMM that :func:`multiterm_obstacles` accepts.
     dtype : {"float32", "float64"}
         Precision of the kinship eigenvectors in the mat-vecs.
-    weights : {"auto", "noncentred"}
-        ``"auto"``: partial non-centring weights from the information (module notes);
-        ``"noncentred"``: w = 0 everywhere, the PyMC model's own coordinates.
+    weights : {"auto", "partial", "noncentred"}
+        How the latent coordinates are sampled (module notes): ``"auto"``, conditional
+        scaling c = (1/A + τ)^(−1/2) v with τ the information at the pilot;
+        ``"partial"``, partial non-centring with weights fixed at the pilot variances;
+        ``"noncentred"``, w = 0 everywhere (the PyMC model's own coordinates). Binomial
+        families have no pilot and are sampled non-centred under every choice.
 
     Returns
     -------
@@ -357,8 +412,8 @@ def multiterm_density(
             f"The multi-term GLMM density does not cover this model ({'; '.join(reasons)}); "
             "sample the PyMC model instead."
         )
-    if weights not in ("auto", "noncentred"):
-        raise ValueError(f"weights must be 'auto' or 'noncentred'; got {weights!r}.")
+    if weights not in WEIGHTS:
+        raise ValueError(f"weights must be one of {WEIGHTS}; got {weights!r}.")
     spec, priors = built.spec, built.priors
     fam = spec.family
     y = np.asarray(spec.y, dtype=float)
@@ -366,7 +421,7 @@ def multiterm_density(
     trials = np.asarray(spec.trials, dtype=float) if spec.trials is not None else np.ones(n)
     offset = np.zeros(n) if spec.offset is None else np.asarray(spec.offset, dtype=float)
     fe = fixed_effects_prior(spec, priors)
-    meta: dict[str, Any] = {"h2_index": None}
+    meta: dict[str, Any] = {"h2_index": None, "terms": [t.group for t in spec.terms]}
     if built.h2_term is not None:
         meta["h2_index"] = list(built.components).index(built.h2_term)
     if fe is None:
@@ -411,6 +466,9 @@ def multiterm_density(
                 prior=positive_log_prior(priors.sd_olre),
             )
         )
+    # coarse blocks first (stable: the observation-level effect stays last): a later block's
+    # centre follows the earlier blocks' effects under conditional scaling
+    blocks.sort(key=lambda b: b.n_basis)
     n_latent = sum(b.n_basis for b in blocks)
     # the normalising constants the PyMC model's logp carries
     const = -0.5 * (n_latent + mu.size) * LOG_2PI - float(np.log(sd).sum())
@@ -430,8 +488,20 @@ def multiterm_density(
     )
     beta, var0, info = _pilot(density)
     density.pilot = np.concatenate([beta, 0.5 * np.log(var0)])
-    if weights == "auto" and info is not None:
-        _set_weights(density, var0, info)
+    if weights != "noncentred" and info is not None:
+        sequential = weights == "auto"
+        infos = _information(density, var0, info, sequential)
+        for k, (block, (info_c, shift_beta, shift_c), v0) in enumerate(
+            zip(blocks, infos, var0, strict=True)
+        ):
+            if sequential:
+                block.information, block.shift_beta, block.shift_c = info_c, shift_beta, shift_c
+                block.implicit_shift = k == len(blocks) - 1
+            else:
+                a0 = v0 * block.eigenvalues
+                block.weights = info_c * a0 / (1.0 + info_c * a0)
+        density.pilot_information = info
+        density.eta_pilot = offset + density.design @ beta
     return density
 
 
@@ -466,24 +536,90 @@ def _pilot(density: MultiTermDensity) -> tuple[np.ndarray, np.ndarray, np.ndarra
     return beta, np.full(k, total / k), density.trials * fam.information(eta)[0]
 
 
-def _set_weights(density: MultiTermDensity, var0: np.ndarray, info: np.ndarray) -> None:
-    """w = I A⁰/(1 + I A⁰) per component (module notes)."""
+#: Observations up to which the weights use the exact Gaussian-surrogate information
+#: (a dense n × n Cholesky factor per term, once); above, the per-record approximation.
+DENSE_INFORMATION_LIMIT = 3000
+
+
+def _information(
+    density: MultiTermDensity, var0: np.ndarray, info: np.ndarray, sequential: bool
+) -> list[tuple[np.ndarray, np.ndarray | None, np.ndarray | None]]:
+    """(τ, G_β, G_c) per block: the information about the block's components under the
+    Gaussian surrogate y* ~ N(η, W⁻¹) and the slopes of their conditional mean in β and in
+    the earlier blocks' effects (module notes).
+
+    ``sequential``: block k given β and the earlier blocks, the later ones integrated out
+    at their pilot variances (the last block's slopes are implicit, None); else every other
+    block integrated out and no slopes.
+    """
+    if info.size <= DENSE_INFORMATION_LIMIT:
+        return _dense_information(density, var0, info, sequential)
+    return [
+        _record_information(density, k, var0, info, sequential) for k in range(len(density.blocks))
+    ]
+
+
+def _record_information(
+    density: MultiTermDensity, k: int, var0: np.ndarray, info: np.ndarray, sequential: bool
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """The information about block k's components from its own records, the other terms
+    ignored except the observation-level effect (its noise discounted per record), and the
+    slope in β of their conditional mean (large data sets: no n × n matrix)."""
     blocks = density.blocks
-    if density.olre:
-        # the information about any other term through a record with its own latent noise
-        info_terms = info / (1.0 + info * var0[-1])
-    else:
-        info_terms = info
-    for k, block in enumerate(blocks):
-        own = info if (density.olre and k == len(blocks) - 1) else info_terms
-        per_level = block.scatter(own)
+    block = blocks[k]
+    last = k == len(blocks) - 1
+    own = last if sequential else (density.olre and last)
+    per_record = info if own or not density.olre else info / (1.0 + info * var0[-1])
+    per_level = block.scatter(per_record)
+    X = density.design
+    shift = None
+    if sequential and not last:
+        shift = np.zeros((block.n_levels, X.shape[1]))
+        for j in range(X.shape[1]):
+            shift[:, j] = block.scatter(per_record * X[:, j])
+    if block.vectors is None:
+        return per_level, shift, None
+    U = block.vectors.astype(float)
+    return (U * U).T @ per_level, None if shift is None else U.T @ shift, None
+
+
+def _dense_information(
+    density: MultiTermDensity, var0: np.ndarray, info: np.ndarray, sequential: bool
+) -> list[tuple[np.ndarray, np.ndarray | None, np.ndarray | None]]:
+    """diag(B_kᵀ V_k⁻¹ B_k) per block, with V_k = W⁻¹ + Σ_j σ_j⁰² B_j S_j B_jᵀ over the
+    blocks integrated out (the later ones when ``sequential``, else every other one),
+    B_j = Z_j U_j, and the slopes B_kᵀ V_k⁻¹ X and B_kᵀ V_k⁻¹ B_j (j < k). A population
+    effect whose levels are also covered by a nested genotype effect gets the information
+    that the genotypes leave it, not that of all its records."""
+    n = info.size
+    bases, covs = [], []
+    for block, v0 in zip(density.blocks, var0, strict=True):
         if block.vectors is None:
-            info_c = per_level
+            B = np.zeros((n, block.n_levels))
+            B[np.arange(n), np.arange(n) if block.index is None else block.index] = 1.0
         else:
             U = block.vectors.astype(float)
-            info_c = (U * U).T @ per_level
-        a0 = var0[k] * block.eigenvalues
-        block.weights = info_c * a0 / (1.0 + info_c * a0)
+            B = U if block.index is None else U[block.index]
+        bases.append(B)
+        covs.append((B * (v0 * block.eigenvalues)) @ B.T)
+    noise = np.diag(1.0 / np.maximum(info, 1e-12))
+    out: list[tuple[np.ndarray, np.ndarray | None, np.ndarray | None]] = []
+    K = len(bases)
+    for k, B in enumerate(bases):
+        others = range(k + 1, K) if sequential else [j for j in range(K) if j != k]
+        if sequential and k == K - 1:  # V = W⁻¹: diagonal, slopes implicit
+            out.append((np.einsum("ij,i,ij->j", B, info, B), None, None))
+            continue
+        L = np.linalg.cholesky(noise + sum((covs[j] for j in others), np.zeros((n, n))))
+        half = np.linalg.solve(L, B)  # L⁻¹ B: Bᵀ V⁻¹ B = halfᵀ half
+        tau = np.einsum("ij,ij->j", half, half)
+        if not sequential:
+            out.append((tau, None, None))
+            continue
+        shift_beta = half.T @ np.linalg.solve(L, density.design)
+        shift_c = half.T @ np.linalg.solve(L, np.hstack(bases[:k])) if k else None
+        out.append((tau, shift_beta, shift_c))
+    return out
 
 
 def nutpie_model(density: MultiTermDensity, coords: dict[str, Any]) -> Any:

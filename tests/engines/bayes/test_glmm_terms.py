@@ -92,14 +92,17 @@ def _pymc_point(density, x):
     if density.n_fixed:
         point[density.meta["beta_name"]] = out[density.meta["beta_name"]]
     for block in density.blocks:
-        name = "olre" if density.olre and block is density.blocks[-1] else block.name
+        name = block.name
         point[f"sd_{name}_log__"] = np.log(out[f"sd_{name}"])
         point[f"z_{name}"] = out[f"z_{name}"]
     return point
 
 
 def _spread_weights(density):
+    """Partial non-centring with fixed weights spread over (0, 1)."""
     for block in density.blocks:
+        block.information = block.shift_beta = block.shift_c = None
+        block.implicit_shift = False
         block.weights = np.linspace(0.05, 0.95, block.n_basis)
 
 
@@ -155,8 +158,8 @@ def test_deterministics_equal_pymc_model(kinship):
 def test_weights_follow_information(kinship):
     """Partial non-centring: a level seen in more records gets a larger weight (closer to
     centred), and every weight lies in (0, 1)."""
-    density = multiterm_density(_built(kinship, CASES[6]), dtype="float64")
-    herd = density.blocks[0]
+    density = multiterm_density(_built(kinship, CASES[6]), dtype="float64", weights="partial")
+    (herd,) = [b for b in density.blocks if b.name == "herd"]
     counts = np.bincount(herd.index, minlength=herd.n_levels)
     assert np.all((herd.weights > 0) & (herd.weights < 1))
     assert np.all(np.diff(herd.weights[np.argsort(counts)]) >= -1e-9)
@@ -202,3 +205,26 @@ def test_posterior_matches_pymc_nuts(kinship):
             + (b.std(0) / np.sqrt(az.ess(ref, var_names=[name])[name].values)) ** 2
         )
         assert np.all(np.abs(a.mean(0) - b.mean(0)) < 4 * se), name
+
+
+@pytest.mark.parametrize("case", CASES[:3] + CASES[6:8], ids=[c[0] for c in CASES[:3] + CASES[6:8]])
+def test_conditional_scaling_logp_and_gradient(kinship, case):
+    """The default (conditional scaling with the β-dependent centre): logp equals the PyMC
+    model's plus the Jacobian, and the gradient equals finite differences."""
+    built = _built(kinship, case)
+    density = multiterm_density(built, dtype="float64")
+    assert all(b.information is not None for b in density.blocks)
+    assert all(b.shift_beta is not None for b in density.blocks[:-1])
+    assert density.blocks[-1].implicit_shift
+    logp_pymc = built.model.compile_logp()
+    rng = np.random.default_rng(7)
+    x = density.initial_point(1) + rng.normal(0, 0.3, density.ndim)
+    expected = float(logp_pymc(_pymc_point(density, x))) + density.log_jacobian(x)
+    assert density.logp(x)[0] == pytest.approx(expected, abs=1e-8)
+    _, grad = density.logp(x)
+    step = 1e-6
+    numeric = [
+        (density.logp(x + step * e)[0] - density.logp(x - step * e)[0]) / (2 * step)
+        for e in np.eye(density.ndim)
+    ]
+    np.testing.assert_allclose(grad, numeric, rtol=1e-5, atol=1e-5)

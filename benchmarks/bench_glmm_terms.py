@@ -1,0 +1,179 @@
+"""Multi-term GLMMs by NUTS: the closed-form density (glmm_terms) against the PyMC graph.
+
+Three models, each sampled three ways with nutpie (2 chains, one core, BLAS pinned to one
+thread, the same draws / tune / seed):
+
+- ``closed``: the default, ``bayeslmm.engines.bayes.glmm_terms`` with partial non-centring
+  weights from the records' information;
+- ``closed-nc``: the same density with every weight 0 (the PyMC model's own non-centred
+  coordinates): what the closed form buys in speed alone;
+- ``graph``: nutpie's numba compilation of the built PyMC model (non-centred z · σ for every
+  term and the observation-level effect, as brms writes ``(1 | g)``): the brms-style model,
+  the stand-in for brms in this run.
+
+Models:
+
+- ``arabidopsis``: the Arabidopsis-shaped data of ``benchmarks/bench_crossed.py`` (625
+  counts, 24 genotypes in 9 populations, ``total ~ nutrient * amd + rack + (1|popu) +
+  (1|gen)``, Poisson with the observation-level effect);
+- ``k-iid``: Poisson with the observation-level effect, n individuals, ``y ~ 1 + (1|id) +
+  (1|herd)`` (a GRM and 20 herds);
+- ``k-kk``: Bernoulli, ``y ~ 1 + (1|id) + (1|id2)`` with K and K∘K.
+
+Reported per fit: seconds (whole: density or compile + sampling; and CPU seconds), the
+minimum bulk ESS over the SDs and fixed effects, ESS per draw, max R-hat, divergences and
+the ESS of the first term's variance per second.
+
+Usage::
+
+    OMP_NUM_THREADS=1 python benchmarks/bench_glmm_terms.py [--models arabidopsis k-iid k-kk]
+        [--n 500] [--seeds 1 2] [--draws 1000] [--tune 1000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import arviz as az
+import numpy as np
+import pandas as pd
+from threadpoolctl import threadpool_limits
+
+import bayeslmm as bl
+from bayeslmm.engines.bayes import build
+from bayeslmm.engines.bayes.glmm_terms import multiterm_density, nutpie_model
+from bayeslmm.families import Poisson
+
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_crossed import arabidopsis_shaped  # noqa: E402
+from bench_glmm import grm  # noqa: E402
+
+
+def simulate(model: str, n: int, seed: int):
+    """(formula, data, kinship dict, family) of one data set."""
+    rng = np.random.default_rng(seed)
+    if model == "arabidopsis":
+        formula = "total ~ nutrient * amd + rack + (1|popu) + (1|gen)"
+        return formula, arabidopsis_shaped(seed), {}, Poisson(overdispersion=True)
+    K = grm(n, 2 * n, rng)
+    ids = [f"i{k:05d}" for k in range(n)]
+    kin = bl.Kinship(K, ids, name="GRM")
+    L = np.linalg.cholesky(K)
+    if model == "k-iid":
+        herd = rng.integers(0, 20, n)
+        eta = 0.5 + np.sqrt(0.4) * L @ rng.normal(size=n) + rng.normal(0, 0.5, 20)[herd]
+        y = rng.poisson(np.exp(eta + rng.normal(0, np.sqrt(0.4), n)))
+        data = pd.DataFrame({"id": ids, "herd": [f"h{h}" for h in herd], "y": y})
+        return "y ~ 1 + (1|id) + (1|herd)", data, {"id": kin}, Poisson(overdispersion=True)
+    KK = kin.hadamard()
+    Lkk = np.linalg.cholesky(KK.matrix + 1e-8 * np.eye(n))
+    eta = np.sqrt(1.5) * L @ rng.normal(size=n) + np.sqrt(0.7) * Lkk @ rng.normal(size=n)
+    y = rng.binomial(1, 1 / (1 + np.exp(-eta)))
+    data = pd.DataFrame({"id": ids, "id2": ids, "y": y})
+    return "y ~ 1 + (1|id) + (1|id2)", data, {"id": kin, "id2": KK}, "bernoulli"
+
+
+def diagnostics(idata, names: list[str]) -> dict[str, float]:
+    ess = az.ess(idata, var_names=names, method="bulk")
+    rhat = az.rhat(idata, var_names=names)
+    draws = idata.posterior.sizes["chain"] * idata.posterior.sizes["draw"]
+    min_ess = min(float(np.min(ess[v].values)) for v in names)
+    div = int(idata.sample_stats["diverging"].sum()) if "diverging" in idata.sample_stats else -1
+    return {
+        "min_ess": min_ess,
+        "ess_per_draw": min_ess / draws,
+        "max_rhat": max(float(np.max(rhat[v].values)) for v in names),
+        "divergences": div,
+        "ess_first_var": float(np.min(ess[names[0]].values)),
+    }
+
+
+def run(model: str, n: int, seed: int, args) -> list[dict]:
+    import nutpie
+
+    formula, data, kin, family = simulate(model, n, seed)
+    spec = bl.specify(formula, data, kinship=kin, family=family)
+    names = [f"sd_{t.group}" for t in spec.terms]
+    if isinstance(family, Poisson):
+        names.append("sd_olre")
+    names.append("beta")
+    rows = []
+    for how in args.ways:
+        built = build(spec, strategy="latent")
+        w0, c0 = time.perf_counter(), time.process_time()
+        if how == "graph":
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                compiled = nutpie.compile_pymc_model(built.model)
+        else:
+            weights = "auto" if how == "closed" else "noncentred"
+            compiled = nutpie_model(multiterm_density(built, weights=weights), built.model.coords)
+        prep = time.perf_counter() - w0
+        idata = nutpie.sample(
+            compiled,
+            draws=args.draws,
+            tune=args.tune,
+            chains=2,
+            cores=1,
+            seed=seed,
+            progress_bar=False,
+            target_accept=0.8,
+            save_warmup=False,
+        )
+        wall, cpu = time.perf_counter() - w0, time.process_time() - c0
+        d = diagnostics(idata, names)
+        rows.append(
+            {
+                "model": model,
+                "n": len(data),
+                "seed": seed,
+                "way": how,
+                "prep_s": prep,
+                "total_s": wall,
+                "cpu_s": cpu,
+                **d,
+                "ess_first_var_per_s": d["ess_first_var"] / wall,
+            }
+        )
+    return rows
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", default=["arabidopsis", "k-iid", "k-kk"])
+    parser.add_argument("--ways", nargs="+", default=["closed", "closed-nc", "graph"])
+    parser.add_argument("--n", type=int, default=500)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--draws", type=int, default=1000)
+    parser.add_argument("--tune", type=int, default=1000)
+    args = parser.parse_args(argv)
+    warnings.simplefilter("ignore")
+    print(
+        f"# bench_glmm_terms: python {platform.python_version()}, draws={args.draws} "
+        f"tune={args.tune} chains=2 cores=1 nutpie, BLAS 1 thread; min_ess = min bulk ESS "
+        "over the SDs and beta"
+    )
+    results = []
+    with threadpool_limits(limits=1):
+        for model in args.models:
+            for seed in args.seeds:
+                rows = run(model, args.n, seed, args)
+                results.extend(rows)
+                print(pd.DataFrame(rows).to_string(index=False, float_format="%.4g"), flush=True)
+    frame = pd.DataFrame(results)
+    wide = frame.pivot_table(index=["model", "seed"], columns="way", values="ess_per_draw")
+    print("# ESS per draw (min over SDs and beta)")
+    print(wide.to_string(float_format="%.3f"))
+    wide = frame.pivot_table(index=["model", "seed"], columns="way", values="ess_first_var_per_s")
+    print("# ESS of the first SD per second of the whole call")
+    print(wide.to_string(float_format="%.3g"))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
