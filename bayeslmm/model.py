@@ -196,10 +196,15 @@ class LMM:
 
         Parameters
         ----------
-        strategy : {"auto", "spectral", "latent", "laplace-marginal"}
+        strategy : {"auto", "spectral", "latent", "laplace-marginal", "sparse-pedigree", \
+"sparse-pedigree-nuts"}
             See :mod:`bayeslmm.engines.bayes.strategies`; ``"laplace-marginal"`` (GLMMs,
             experimental, never chosen by ``"auto"``; formerly ``"laplace"``, which still
-            works with a DeprecationWarning) is described in docs/bayesian.md.
+            works with a DeprecationWarning) is described in docs/bayesian.md. A kinship from
+            ``pedigree_relationship(ped, sparse=True)`` in a Gaussian ``(1 | id)`` model
+            takes ``"sparse-pedigree"`` (exact independent draws from the sparse equations;
+            ``"sparse-pedigree-nuts"``: NUTS on the Mendelian-sampling parametrisation),
+            described in docs/animal_model.md.
         rank_share : float, optional
             Latent strategy: truncate each kinship to the leading eigenvectors holding this
             share of its trace.
@@ -255,7 +260,8 @@ class LMM:
             model's closed-form log posterior (nothing to compile per data set; see
             :mod:`~bayeslmm.engines.bayes.spectral_density`), otherwise the PyMC graph
             compiled with numba. ``"pymc"`` runs PyMC's own NUTS on the same model.
-        strategy : {"auto", "spectral", "latent", "laplace-marginal"}
+        strategy : {"auto", "spectral", "latent", "laplace-marginal", "sparse-pedigree", \
+"sparse-pedigree-nuts"}
             As in :meth:`build`.
         progressbar : bool, optional
             Default: on in terminals, notebooks and interactive interpreters; off in pipelines.

@@ -16,10 +16,16 @@ resident memory of the process (``resource.getrusage``) and the peak of Python/N
 allocations during the call (``tracemalloc``; CHOLMOD's own C allocations are not in it).
 BLAS is pinned to one thread.
 
+With ``--engine bayes`` the call is the posterior instead (``fit()``: strategy
+``"sparse-pedigree"``, independent draws from the exact marginal posterior of the variances),
+with ``--engine nuts`` the Mendelian-sampling NUTS (strategy ``"sparse-pedigree-nuts"``);
+both report ESS(h²), wall and CPU seconds and peak memory.
+
 Usage::
 
     python benchmarks/bench_pedigree.py [--generations 10] [--per-generation 10000]
         [--sires 100] [--records 50000] [--unknown 0.05] [--seed 1]
+        [--engine reml|bayes|nuts] [--draws 1000] [--tune 1000] [--chains 4]
 """
 
 from __future__ import annotations
@@ -98,6 +104,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--unknown", type=float, default=0.05)
     parser.add_argument("--h2", type=float, default=0.3)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--engine",
+        choices=("reml", "bayes", "nuts"),
+        default="reml",
+        help="reml: fit(method='reml'); bayes: the posterior (strategy 'sparse-pedigree', "
+        "exact marginal draws); nuts: strategy 'sparse-pedigree-nuts' (Mendelian-sampling NUTS)",
+    )
+    parser.add_argument("--draws", type=int, default=1000, help="bayes / nuts: per chain")
+    parser.add_argument("--tune", type=int, default=1000, help="nuts: warm-up per chain")
+    parser.add_argument("--chains", type=int, default=4)
     args = parser.parse_args(argv)
 
     with threadpool_limits(1):
@@ -130,19 +146,51 @@ def main(argv: list[str] | None = None) -> None:
         )
 
         tracemalloc.start()
+        cpu0 = time.process_time()
         t0 = time.perf_counter()
         A = bl.pedigree_relationship(ped, sparse=True)
         nnz = A.inverse.nnz
         t_build = time.perf_counter() - t0
         model = bl.LMM("y ~ 1 + (1 | id)", data, kinship={"id": A})
         t_spec = time.perf_counter() - t0 - t_build
-        fit = model.fit(method="reml")
+        if args.engine == "reml":
+            fit = model.fit(method="reml")
+        else:
+            fit = model.fit(
+                draws=args.draws,
+                tune=args.tune,
+                chains=args.chains,
+                cores=1,
+                seed=args.seed,
+                progressbar=False,
+                strategy="sparse-pedigree" if args.engine == "bayes" else "sparse-pedigree-nuts",
+            )
         h2 = fit.heritability()
         total = time.perf_counter() - t0
+        cpu = time.process_time() - cpu0
         _, traced_peak = tracemalloc.get_traced_memory()
         tracemalloc.stop()
         peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
+    if args.engine != "reml":
+        _report_bayes(
+            args,
+            fit,
+            h2,
+            A,
+            ped,
+            data,
+            nnz,
+            t_build,
+            t_spec,
+            total,
+            cpu,
+            t_eigh,
+            peak_rss,
+            rss_before,
+            traced_peak,
+        )
+        return
     est = h2.iloc[0]
     vc = fit.parameters.set_index("grp")["estimate"]
     print(f"# route: {fit.method}; factorisations: {fit.n_iter}; converged: {fit.converged}")
@@ -166,6 +214,59 @@ def main(argv: list[str] | None = None) -> None:
         f"{len(ped):7d}  {len(data):7d}  {nnz:8d}  {t_build:7.1f}  {total:7.1f}  "
         f"{t_eigh:10.2f}  {total / t_eigh:10.1f}  {peak_rss:11.0f}  {rss_before:13.0f}  "
         f"{traced_peak / 2**20:14.0f}"
+    )
+
+
+def _report_bayes(
+    args,
+    fit,
+    h2,
+    A,
+    ped,
+    data,
+    nnz,
+    t_build,
+    t_spec,
+    total,
+    cpu,
+    t_eigh,
+    peak_rss,
+    rss_before,
+    traced_peak,
+) -> None:
+    """The posterior's figures: h² and its ESS, the stages, wall and CPU seconds, memory."""
+    row = h2.loc["h2"] if "h2" in h2.index else h2.iloc[0]
+    timing = fit.timing
+    attrs = fit.posterior.attrs
+    print(
+        f"# strategy: {fit.strategy}; sampler: {fit.sampler}; {args.chains} chains x "
+        f"{args.draws} draws"
+        + (f" (+{args.tune} warm-up)" if args.engine == "nuts" else "")
+        + (
+            f"; sparse factorisations: {attrs.get('n_factorizations')}, "
+            f"t1 nodes: {attrs.get('n_nodes')}"
+            if "n_factorizations" in attrs
+            else ""
+        )
+    )
+    print(
+        f"# h² = {row['mean']:.4f} (sd {row['sd']:.4f}, 95% HDI {row['hdi_low']:.4f} to "
+        f"{row['hdi_high']:.4f}); ESS bulk {row['ess_bulk']:.0f}, tail {row['ess_tail']:.0f}; "
+        f"R-hat {row['r_hat']:.4f}; divergences {fit.diagnostics.get('divergences')}"
+    )
+    print(
+        f"# stages (s): A⁻¹ build {t_build:.1f}, specify {t_spec:.1f}, "
+        f"compile {timing.get('compile_s', 0.0):.1f}, sample {timing.get('sample_s', 0.0):.1f}, "
+        f"fit total {timing['total_s']:.1f}"
+    )
+    print(
+        "animals  records  nnz(A⁻¹)  whole_s  cpu_s  ess_h2  ess_h2_per_s  eigh2000_s  "
+        "peak_rss_MB  rss_before_MB  traced_peak_MB"
+    )
+    print(
+        f"{len(ped):7d}  {len(data):7d}  {nnz:8d}  {total:7.1f}  {cpu:5.1f}  "
+        f"{row['ess_bulk']:6.0f}  {row['ess_bulk'] / total:12.2f}  {t_eigh:10.2f}  "
+        f"{peak_rss:11.0f}  {rss_before:13.0f}  {traced_peak / 2**20:14.0f}"
     )
 
 

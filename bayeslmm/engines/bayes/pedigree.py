@@ -119,8 +119,8 @@ def pedigree_posterior_predictive(
     built: Any, posterior: Any, seed: int | None = None, variables: Any = None
 ) -> Any:
     """Replicated data of a sparse-pedigree fit: y_rep = offset + Xβ + Zu + e per draw,
-    with the draws' β and ``u_<group>`` (stored for up to
-    :data:`~bayeslmm.engines.bayes.pedigree_density.STORED_LEVELS_LIMIT` levels).
+    with the draws' β and ``u_<group>`` (the posterior's when it holds them, else drawn
+    here from u | y, β, θ, one sparse factorisation per draw).
 
     Examples
     --------
@@ -129,21 +129,17 @@ def pedigree_posterior_predictive(
     import xarray as xr
 
     from bayeslmm.engines.bayes.conditional import fixed_residual
-    from bayeslmm.errors import SpecificationError
 
     spec = built.spec
     term = spec.terms[0]
     u_name = f"u_{term.group}"
-    if u_name not in posterior:
-        raise SpecificationError(
-            f"This sparse-pedigree fit stored no draws of {u_name} (more than the limit of "
-            "levels, bayeslmm.engines.bayes.pedigree_density.STORED_LEVELS_LIMIT), so it "
-            "cannot replicate the data."
-        )
     rng = np.random.default_rng(seed)
+    draws = posterior[u_name] if u_name in posterior else None
+    if draws is None:
+        draws = marginal_breeding_values(built, posterior, np.random.SeedSequence([seed or 0, 2]))
     resid = fixed_residual(built, posterior)  # y − offset − Xβ
     dims = ("chain", "draw", f"{term.group}_level", f"{term.group}_coef")
-    u = np.asarray(posterior[u_name].transpose(*dims)).reshape(resid.shape[0], -1)
+    u = np.asarray(draws.transpose(*dims)).reshape(resid.shape[0], -1)
     genetic = np.asarray(term.incidence() @ u.T).T
     var_e = np.asarray(posterior["var_residual"].transpose("chain", "draw")).reshape(-1, 1)
     y_rep = np.asarray(spec.y, dtype=float)[None, :] - resid + genetic

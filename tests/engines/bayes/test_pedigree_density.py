@@ -213,8 +213,8 @@ def test_marginal_draws_match_brute_force_quadrature(animal_data):
     out = draw_posterior(marginal, 20_000, np.random.default_rng(11))
     t = out["t"]
     # the reference: the dense density on a wide, fine grid (the tails of logit h are long)
-    t1 = np.linspace(-14.0, 14.0, 700)
-    t2 = np.linspace(t[:, 1].min() - 1.0, t[:, 1].max() + 1.0, 200)
+    t1 = np.linspace(-14.0, 14.0, 400)
+    t2 = np.linspace(t[:, 1].min() - 1.0, t[:, 1].max() + 1.0, 150)
     w = _brute_force(reference, t1, t2)
     assert w[[0, -1]].sum() + w[:, [0, -1]].sum() < 1e-6  # the grid holds the mass
     for draws, ref in ((t[:, 0], t1), (t[:, 1], t2)):
@@ -246,13 +246,17 @@ def test_normal_draws_from_the_factor_have_covariance_C_inverse(animal_data, bac
 def test_fit_reports_strategy_heritability_and_breeding_values(animal_data):
     ped, A, df = animal_data
     model = bl.LMM("y ~ x + (1 | id)", df, kinship={"id": A})
-    fit = model.fit(draws=300, chains=2, seed=1, progressbar=False, verbose=False)
+    fit = model.fit(draws=100, chains=2, seed=1, progressbar=False, verbose=False)
     assert fit.strategy == "sparse-pedigree" and fit.sampler == "exact"
     h2 = fit.heritability()
-    assert 0.0 < h2.loc["h2", "mean"] < 1.0 and h2.loc["h2", "ess_bulk"] > 400
+    assert 0.0 < h2.loc["h2", "mean"] < 1.0 and h2.loc["h2", "ess_bulk"] > 150
     assert list(fit.fixed_effects().index) == ["Intercept", "x"]
     summary = fit.summary()
     assert summary["strategy"] == "sparse-pedigree"
+    # replicated data before any breeding values are drawn: u drawn for them
+    y_rep = fit.posterior_predictive(seed=2)
+    assert y_rep.shape == (2, 100, fit.spec.n_obs) and "u_id" not in fit.posterior
+    assert abs(y_rep.mean() - df["y"].mean()) < 0.5
     # breeding values: the posterior mean against the dense BLUP averaged over the draws
     bv = fit.breeding_values()
     assert list(bv.index) == list(fit.spec.terms[0].levels)
@@ -274,8 +278,6 @@ def test_fit_reports_strategy_heritability_and_breeding_values(animal_data):
     se = bv["sd"].to_numpy() / np.sqrt(var_a.size)
     assert np.all(np.abs(bv["mean"].to_numpy() - blup) < 5 * se)
     assert np.all(bv["sd"] > 0)
-    y_rep = fit.posterior_predictive(seed=2)
-    assert y_rep.shape == (2, 300, spec.n_obs)
 
 
 def test_nuts_strategy_samples_the_same_model(animal_data):
@@ -307,3 +309,34 @@ def test_unsupported_models_are_refused_with_what_is_supported(animal_data):
         bl.LMM("y ~ 1 + (1 | id)", df, kinship={"id": A}).fit(
             draws=10, chains=1, log_likelihood=True, progressbar=False
         )
+
+
+@pytest.mark.slow
+def test_posterior_equals_the_dense_kinship_path_within_mc_error():
+    """~300 animals: the sparse-pedigree draws against NUTS on the dense A (spectral)."""
+    rng = np.random.default_rng(21)
+    ped = _random_pedigree(rng, n=300, founders=30)
+    A = bl.pedigree_relationship(ped, sparse=True)
+    recorded = rng.choice(A.pedigree_ids, size=240, replace=False)
+    values = dict(zip(A.pedigree_ids, rng.normal(size=A.n_pedigree) * 0.8, strict=True))
+    df = pd.DataFrame({"id": recorded, "x": rng.normal(size=recorded.size)})
+    df["y"] = 1.0 + 0.3 * df["x"] + np.array([values[i] for i in recorded])
+    df["y"] += rng.normal(size=len(df))
+    kw = dict(draws=1000, chains=4, seed=3, progressbar=False, verbose=False)
+    sparse = bl.LMM("y ~ x + (1 | id)", df, kinship={"id": A}).fit(**kw)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PedigreeDensifyWarning)
+        dense = bl.LMM("y ~ x + (1 | id)", df, kinship={"id": A.to_dense()}).fit(**kw)
+    assert sparse.strategy == "sparse-pedigree" and dense.strategy == "spectral"
+    import arviz as az
+
+    for name in ("h2", "var_id", "var_residual", "beta"):
+        a, b = sparse.posterior[name], dense.posterior[name]
+        se = np.sqrt(
+            (a.std(("chain", "draw")) ** 2 / az.ess(sparse.posterior, var_names=[name])[name])
+            + (b.std(("chain", "draw")) ** 2 / az.ess(dense.posterior, var_names=[name])[name])
+        )
+        diff = np.abs(a.mean(("chain", "draw")) - b.mean(("chain", "draw")))
+        assert np.all(diff < 4 * se), name
+        ratio = a.std(("chain", "draw")) / b.std(("chain", "draw"))
+        assert np.all(np.abs(ratio - 1.0) < 0.1), name
