@@ -431,14 +431,17 @@ class SparsePedigreeKinship(Kinship):
                     f"Pedigree kinship '{self.name}' ({self.n_pedigree} animals) is held as its "
                     f"sparse inverse; this computation needs the dense {self.n}×{self.n} matrix "
                     f"A, which is formed only for pedigrees of at most {DENSE_PEDIGREE_LIMIT} "
-                    "animals. Fit the model with method='reml' (a pedigree term and a residual: "
-                    "the sparse mixed-model equations), or build a dense kinship with "
-                    "bayeslmm.pedigree_relationship(pedigree) if memory allows."
+                    "animals. The sparse inverse fits the Gaussian animal model (one (1 | id) "
+                    "term with this kinship and one residual variance): method='reml', or "
+                    "method='nuts' with strategy 'auto' / 'sparse-pedigree'. Other models "
+                    "(GLMMs, several terms, slopes) need the dense kinship "
+                    "bayeslmm.pedigree_relationship(pedigree), if memory allows."
                 )
             warnings.warn(
                 f"Forming the dense {self.n}×{self.n} relationship matrix of pedigree kinship "
-                f"'{self.name}' for an engine that needs A itself; only method='reml' uses the "
-                "sparse inverse.",
+                f"'{self.name}' for an engine that needs A itself; the sparse inverse serves "
+                "the Gaussian animal model (method='reml', or the 'sparse-pedigree' NUTS "
+                "strategy).",
                 PedigreeDensifyWarning,
                 stacklevel=2,
             )
