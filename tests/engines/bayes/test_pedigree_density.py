@@ -340,3 +340,39 @@ def test_posterior_equals_the_dense_kinship_path_within_mc_error():
         assert np.all(diff < 4 * se), name
         ratio = a.std(("chain", "draw")) / b.std(("chain", "draw"))
         assert np.all(np.abs(ratio - 1.0) < 0.1), name
+
+
+def test_posterior_breeding_values_of_any_animal_match_dense_blups(animal_data):
+    from bayeslmm.engines.bayes.pedigree import posterior_breeding_values
+
+    ped, A, df = animal_data
+    fit = bl.LMM("y ~ x + (1 | id)", df, kinship={"id": A}).fit(
+        draws=60, chains=2, seed=4, progressbar=False, verbose=False
+    )
+    unrecorded = sorted(set(A.pedigree_ids) - set(df["id"]))[:5]
+    ids = unrecorded + list(df["id"].iloc[:5])
+    table = posterior_breeding_values(fit, ids)
+    assert list(table.columns) == ["ebv", "sd", "ci_low", "ci_high", "accuracy", "F"]
+    # dense reference: E[u | y, β, θ] = σ_a² A_{·,rec} Zᵀ V⁻¹ (y − Xβ) over the whole pedigree
+    spec = fit.spec
+    term = spec.terms[0]
+    full = _dense_A(ped, list(A.pedigree_ids))
+    pos = {i: k for k, i in enumerate(A.pedigree_ids)}
+    Z = np.zeros((spec.n_obs, A.n_pedigree))
+    Z[np.arange(spec.n_obs), [pos[term.levels[j]] for j in term.index]] = 1.0
+    post = fit.posterior
+    mean = np.zeros(len(ids))
+    rows = [pos[i] for i in ids]
+    for va, ve, b in zip(
+        post["var_id"].values.ravel(),
+        post["var_residual"].values.ravel(),
+        post["beta"].values.reshape(-1, 2),
+        strict=True,
+    ):
+        V = va * Z @ full @ Z.T + ve * np.eye(spec.n_obs)
+        mean += va * full[rows] @ Z.T @ np.linalg.solve(V, spec.y - spec.X @ b)
+    mean /= post["var_id"].size
+    se = table["sd"].to_numpy() / np.sqrt(post["var_id"].size)
+    assert np.all(np.abs(table["ebv"].to_numpy() - mean) < 5 * se)
+    assert np.all(table["ci_low"] < table["ebv"]) and np.all(table["ebv"] < table["ci_high"])
+    assert np.allclose(table["F"], A.inbreeding[rows])
