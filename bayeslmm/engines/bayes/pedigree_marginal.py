@@ -27,8 +27,10 @@ whose prior densities and Jacobians it reuses (every prior parametrisation of
    cubic splines (they are smooth in log λ) on rows every s/20;
 3. the posterior on that two-dimensional grid (every row with its own t₂ grid of 161
    points) is normalised and sampled: a cell by its mass, then a uniform point within it.
-   The cells are a twentieth of a posterior SD wide in t₁ and an eighth of the conditional
-   SD in t₂, so the draws' variance is inflated by well under 1 % (width²/12).
+   The cells are a twentieth of a posterior SD wide in t₁ (at most :data:`MAX_ROWS` rows)
+   and at most about a third of the conditional SD in t₂ (at least 40 cells across the
+   points within 20 nats of a row's maximum), so the draws' variance is inflated by under
+   1 % (width²/12).
 
 The draws are independent: the effective sample size of h² is the number of draws. β is
 drawn from β | y, θ (p-variate normal) for every draw, and the breeding values on request
