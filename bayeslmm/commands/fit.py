@@ -595,5 +595,11 @@ def run(args: argparse.Namespace) -> int:
         sigma=args.sigma,
         priors=priors,
     )
+    if not isinstance(model, LMM):  # mvbind(...) / Gaussian cbind(...): a multi-trait model
+        raise SpecificationError(
+            f"{args.formula!r} binds several traits: multi-trait models are fitted from the "
+            "Python API (bl.LMM(formula, data, kinship=...).fit(), see docs/animal_model.md); "
+            "`bayeslmm fit` fits one trait. Fit each trait on its own here, or use Python."
+        )
     fit_and_write(model, args, out)
     return 0

@@ -118,3 +118,16 @@ def test_short_nuts_fit_recovers_the_covariances(multitrait_data) -> None:
     assert np.max(np.abs(G - reml.genetic)) < 0.25
     assert fit.fixed_effects().loc[("y1", "x"), "mean"] == pytest.approx(0.5, abs=0.25)
     assert "missing_values" in fit.posterior
+
+
+def test_command_line_refuses_multitrait_formulas(multitrait_data, tmp_path, capsys) -> None:
+    from bayeslmm.cli import main
+
+    df, K = multitrait_data(np.random.default_rng(12), 20, G_TRUE, E_TRUE)
+    df.to_csv(tmp_path / "d.csv", index=False)
+    K.to_dataframe().to_csv(tmp_path / "K.csv")
+    rc = main(["fit", str(tmp_path / "d.csv"), "--formula", "mvbind(y1, y2) ~ 1 + (1|id)",
+               "--kinship", f"id={tmp_path / 'K.csv'}", "--method", "reml",
+               "--out", str(tmp_path / "out")])  # fmt: skip
+    assert rc != 0
+    assert "multi-trait models are fitted from the Python API" in capsys.readouterr().err
