@@ -336,6 +336,18 @@ def draw_posterior(
     dict
         ``t`` (n_draws, 2), ``values`` (n_draws, k) the interpolated per-λ numbers at each
         draw's t₁, ``n_nodes`` and ``sd_t1``.
+
+    Examples
+    --------
+    >>> import pandas as pd, bayeslmm as bl
+    >>> from bayeslmm.engines.bayes import build
+    >>> ped = pd.DataFrame({"id": list("abcdef"), "sire": [None, None, "a", "a", "c", "c"],
+    ...                     "dam": [None, None, "b", "b", "d", "b"]})
+    >>> A = bl.pedigree_relationship(ped, sparse=True)
+    >>> df = pd.DataFrame({"id": list("cdef"), "y": [1.0, 0.5, 2.0, 1.5]})
+    >>> marginal = pedigree_marginal(build(bl.specify("y ~ 1 + (1 | id)", df, kinship={"id": A})))
+    >>> draw_posterior(marginal, 10, np.random.default_rng(1))["t"].shape
+    (10, 2)
     """
     from scipy.interpolate import CubicSpline
 
@@ -377,7 +389,12 @@ def draw_posterior(
 def draw_fixed(
     marginal: PedigreeMarginal, values: np.ndarray, var_e: np.ndarray, rng: np.random.Generator
 ) -> np.ndarray:
-    """γ | y, θ ~ N(M⁻¹ b/σ_e², M⁻¹), M = I + G/σ_e², one per draw (shape (draws, p))."""
+    """γ | y, θ ~ N(M⁻¹ b/σ_e², M⁻¹), M = I + G/σ_e², one per draw (shape (draws, p)).
+
+    Examples
+    --------
+    >>> # gamma = draw_fixed(marginal, out["values"], var_e, rng), out from draw_posterior
+    """
     p = marginal.p
     b = values[:, 2 : 2 + p]
     G = values[:, 2 + p :].reshape(-1, p, p)
@@ -418,6 +435,10 @@ def draw_breeding_values(
     """u | y, β, θ of every animal of the pedigree, one per draw: (draws, N).
 
     u ~ N(C⁻¹ Zᵀ (r₀ − Bγ), σ_e² C⁻¹), C = ZᵀZ + λ A⁻¹: one factorisation per draw.
+
+    Examples
+    --------
+    >>> # u = draw_breeding_values(marginal, log_lambda, var_e, gamma, rng)  # (draws, N)
     """
     Zt = marginal.Z.T.tocsr()
     out = np.empty((log_lambda.size, marginal.N))
