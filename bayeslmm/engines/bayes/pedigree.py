@@ -21,8 +21,9 @@ REQUIREMENT = (
 )
 
 
-def pedigree_obstacles(spec: Any) -> list[str]:
-    """Why the sparse-pedigree strategy does not apply to ``spec`` (empty when it does).
+def pedigree_obstacles(spec: Any, gaussian: bool = True) -> list[str]:
+    """Why the sparse-pedigree strategy does not apply to ``spec`` (empty when it does);
+    ``gaussian=False``: the NUTS strategy's, which also covers Poisson and binomial GLMMs.
 
     Examples
     --------
@@ -34,10 +35,13 @@ def pedigree_obstacles(spec: Any) -> list[str]:
     from bayeslmm.kinship.pedigree_inverse import SparsePedigreeKinship
 
     reasons = []
-    if not spec.family.is_gaussian:
+    if gaussian and not spec.family.is_gaussian:
         reasons.append(
-            f"family is {spec.family.name} (GLMMs on a sparse pedigree are not covered yet)"
+            f"family is {spec.family.name} (GLMMs on a sparse pedigree: strategy "
+            "'sparse-pedigree-nuts')"
         )
+    elif not spec.family.is_gaussian and spec.family.glmm_density_parametrisation is None:
+        reasons.append(f"family {spec.family.name} has no closed-form density")
     if len(spec.terms) != 1:
         reasons.append(f"{len(spec.terms)} random terms")
     elif not isinstance(spec.terms[0].kinship, SparsePedigreeKinship):
@@ -51,10 +55,11 @@ def pedigree_obstacles(spec: Any) -> list[str]:
 
 def closed_form_priors(priors: Any, group: str) -> list[str]:
     """The variance priors without a closed-form density (the strategy needs them all)."""
-    if not priors.uses_shares:
-        used = (priors.sd[group], priors.sigma)
+    if priors.sigma is None or not priors.uses_shares:
+        used = (priors.sd[group], priors.sigma if priors.sigma is not None else priors.sd_olre)
     else:
         used = (priors.total,)
+    used = tuple(p for p in used if p is not None)
     return [p.describe() for p in used if not p.has_closed_form]
 
 

@@ -423,26 +423,45 @@ class SparsePedigreeStrategy(Strategy):
 
 
 class SparsePedigreeNutsStrategy(SparsePedigreeStrategy):
-    """The same model sampled by NUTS on the non-centred Mendelian-sampling
-    parametrisation of every animal's value, O(N) per gradient
-    (:mod:`bayeslmm.engines.bayes.pedigree_density`). Opt-in: it mixes poorly for h²
-    when the records inform the animals' values (docs/animal_model.md).
+    """NUTS on the non-centred Mendelian-sampling parametrisation of every animal's value,
+    O(N) per gradient (:mod:`bayeslmm.engines.bayes.pedigree_density`): the animal model
+    with a Gaussian (opt-in: the exact strategy above is chosen first, as NUTS mixes
+    poorly for h² there, docs/animal_model.md), Poisson or binomial family.
 
     Examples
     --------
-    >>> SparsePedigreeNutsStrategy().automatic
+    >>> SparsePedigreeNutsStrategy().draws_directly
     False
     """
 
     name = "sparse-pedigree-nuts"
-    automatic = False
     draws_directly = False
+
+    def applies(self, spec: ModelSpec, priors: PriorSet | None = None) -> list[str]:
+        return pedigree_obstacles(spec, gaussian=False)
 
     def closed_form(self, built: BuiltModel) -> Any:
         # imported here: the closed form loads numba, which choosing a strategy does not need
-        from bayeslmm.engines.bayes.pedigree_density import pedigree_density
+        from bayeslmm.engines.bayes.pedigree_density import (
+            pedigree_density,
+            pedigree_glmm_density,
+        )
 
-        return pedigree_density(built)
+        if built.spec.family.is_gaussian:
+            return pedigree_density(built)
+        return pedigree_glmm_density(built)
+
+    def check_log_likelihood(self) -> None:
+        raise SpecificationError(
+            f"The {self.name} strategy does not store pointwise log-likelihoods yet; for "
+            "LOO / WAIC of a small pedigree give the dense kinship pedigree_relationship(ped)."
+        )
+
+    def posterior_predictive_sampler(self, built: BuiltModel) -> Callable[..., Any]:
+        """offset + Xβ + Zu + e per draw (Gaussian); GLMMs have none yet."""
+        if built.spec.family.is_gaussian:
+            return partial(pedigree_posterior_predictive, built)
+        return partial(_no_glmm_replicates, built.spec.family.name)
 
     def nutpie_model(self, built: BuiltModel) -> Any:
         from bayeslmm.engines.bayes.built import model_coords
@@ -457,7 +476,17 @@ class SparsePedigreeNutsStrategy(SparsePedigreeStrategy):
 
         if built.spec.terms[0].n_levels <= STORED_LEVELS_LIMIT:
             return None
+        if not built.spec.family.is_gaussian:
+            return partial(_no_glmm_replicates, built.spec.family.name)
         return partial(marginal_breeding_values, built)
+
+
+def _no_glmm_replicates(family: str, *args: Any, **kwargs: Any) -> Any:
+    raise SpecificationError(
+        f"A sparse-pedigree NUTS fit of a {family} model has no replicated data, and no "
+        "breeding values when it has more levels than it stores (bayeslmm.engines.bayes."
+        "pedigree_density.STORED_LEVELS_LIMIT); these need the dense kinship for now."
+    )
 
 
 #: Every strategy, by name, in the order ``"auto"`` tries them.

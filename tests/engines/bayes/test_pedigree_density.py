@@ -294,7 +294,7 @@ def test_nuts_strategy_samples_the_same_model(animal_data):
 def test_unsupported_models_are_refused_with_what_is_supported(animal_data):
     _, A, df = animal_data
     df = df.assign(b=(df["y"] > df["y"].median()).astype(int), g=np.arange(len(df)) % 5)
-    with pytest.raises(SpecificationError, match="Gaussian animal model.*family is bernoulli"):
+    with pytest.raises(SpecificationError, match="Gaussian animal model.*sparse-pedigree-nuts"):
         bl.LMM("b ~ 1 + (1 | id)", df, kinship={"id": A}, family="bernoulli").build(
             strategy="sparse-pedigree"
         )
@@ -376,3 +376,83 @@ def test_posterior_breeding_values_of_any_animal_match_dense_blups(animal_data):
     assert np.all(np.abs(table["ebv"].to_numpy() - mean) < 5 * se)
     assert np.all(table["ci_low"] < table["ebv"]) and np.all(table["ebv"] < table["ci_high"])
     assert np.allclose(table["F"], A.inbreeding[rows])
+
+
+GLMMS = [
+    ("bernoulli", {}),
+    ("poisson", {"sd_olre": ("halfnormal", 0.7)}),
+    ("binomial", {}),
+]
+
+
+@pytest.mark.parametrize(("family", "extra"), GLMMS)
+def test_glmm_density_equals_the_dense_joint_density(animal_data, family, extra):
+    from bayeslmm.engines.bayes.pedigree_density import pedigree_glmm_density
+
+    _, A, df = animal_data
+    rng = np.random.default_rng(12)
+    df = df.assign(t=rng.integers(1, 6, len(df)))
+    eta0 = 0.3 * df["x"].to_numpy() + 0.5 * rng.normal(size=len(df))
+    if family == "poisson":
+        df["c"] = rng.poisson(np.exp(0.5 + eta0))
+    elif family == "binomial":
+        df["c"] = rng.binomial(df["t"], 1 / (1 + np.exp(-eta0)))
+    else:
+        df["c"] = (eta0 + rng.logistic(size=len(df)) > 0).astype(int)
+    priors = {"sd_id": ("halfnormal", 1.5), "Intercept": ("normal", 0.2, 2.0), **extra}
+    kw = {"trials": "t"} if family == "binomial" else {}
+    spec = bl.specify("c ~ x + (1 | id)", df, kinship={"id": A}, family=family, priors=priors, **kw)
+    built = build(spec)
+    assert built.strategy == "sparse-pedigree-nuts"
+    density = pedigree_glmm_density(built)
+    assert density.olre == (family == "poisson")
+    order, _ = parents_first(A.inverse_factor)
+    T = A.inverse_factor.toarray()[np.ix_(order, order)]
+    root = np.linalg.inv(T) * np.sqrt(A.mendelian_variances[order])
+    ids = list(A.pedigree_ids)
+    pos = {ids[k]: r for r, k in enumerate(order)}
+    term = spec.terms[0]
+    Z = np.zeros((spec.n_obs, A.n_pedigree))
+    Z[np.arange(spec.n_obs), [pos[term.levels[j]] for j in term.index]] = 1.0
+    fe_mu, fe_sd, Xc = _fixed(built)
+    y = np.asarray(spec.y)
+    for _ in range(3):
+        x = density.initial_point(int(rng.integers(100)))
+        x[density.n_hyper :] = rng.normal(size=density.ndim - density.n_hyper)
+        p = density.n_fixed
+        beta, sd_a = x[:p], np.exp(x[p])
+        z = x[density.n_hyper : density.n_hyper + A.n_pedigree]
+        eta = Xc @ beta + Z @ (sd_a * root @ z)
+        expected = stats.norm.logpdf(z).sum() + stats.norm.logpdf(beta, fe_mu, fe_sd).sum()
+        expected += stats.halfnorm(scale=1.5).logpdf(sd_a) + x[p]  # + log-Jacobian
+        if family == "poisson":
+            sd_o = np.exp(x[p + 1])
+            z_o = x[density.n_hyper + A.n_pedigree :]
+            eta = eta + sd_o * z_o
+            expected += stats.norm.logpdf(z_o).sum()
+            expected += stats.halfnorm(scale=0.7).logpdf(sd_o) + x[p + 1]
+            expected += stats.poisson.logpmf(y, np.exp(eta)).sum()
+        elif family == "binomial":
+            expected += stats.binom.logpmf(y, df["t"], 1 / (1 + np.exp(-eta))).sum()
+        else:
+            expected += stats.bernoulli.logpmf(y, 1 / (1 + np.exp(-eta))).sum()
+        value, grad = density.logp(x)
+        assert np.isclose(value, expected, rtol=1e-10, atol=1e-8)
+        eps = 1e-6
+        for k in [0, 1, p, density.n_hyper - 1, density.n_hyper + 3, density.ndim - 1]:
+            step = np.zeros_like(x)
+            step[k] = eps
+            numeric = (density.logp(x + step)[0] - density.logp(x - step)[0]) / (2 * eps)
+            assert np.isclose(grad[k], numeric, rtol=1e-5, atol=1e-5), k
+
+
+def test_glmm_fit_on_a_sparse_pedigree(animal_data):
+    _, A, df = animal_data
+    df = df.assign(b=(df["y"] > df["y"].median()).astype(int))
+    fit = bl.LMM("b ~ x + (1 | id)", df, kinship={"id": A}, family="bernoulli").fit(
+        draws=100, tune=100, chains=1, seed=1, progressbar=False, verbose=False
+    )
+    assert fit.strategy == "sparse-pedigree-nuts"
+    assert {"h2", "beta", "beta_centered", "u_id", "var_id", "var_residual"} <= set(fit.posterior)
+    assert np.allclose(fit.posterior["var_residual"], np.pi**2 / 3)
+    assert fit.breeding_values().shape[0] == fit.spec.terms[0].n_levels

@@ -75,6 +75,7 @@ def test_the_registry_is_the_list_of_strategy_names():
     # "auto" tries the automatic ones in order; the opt-in one never
     assert [s.name for s in STRATEGY_REGISTRY.values() if s.automatic] == [
         "sparse-pedigree",
+        "sparse-pedigree-nuts",
         "spectral",
         "latent",
     ]
