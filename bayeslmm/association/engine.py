@@ -172,7 +172,10 @@ def scan(
         ``.table`` (SNP, chr, bp, A1, A2, freq, n, beta, se, chi2, p, exact; non-Gaussian:
         SNP, chr, bp, A1, A2, freq, n, mac, score, score_se, beta, se, chi2, p, p_normal,
         spa),
-        ``.null_models`` (one null fit per chromosome), ``.manhattan()``, ``.qq()``,
+        ``.null_models`` (one null fit per chromosome, with its stage seconds; for a
+        Gaussian trait ``route`` names how it was computed: REML in the kinship's
+        tridiagonal basis, markers whitened by the Cholesky factor of V, both exact),
+        ``.manhattan()``, ``.qq()``,
         ``.lambda_gc()``, ``.to_tsv(path)``; for a Gaussian trait
         ``.posterior_shares(top=5)`` refits the top markers by NUTS (each hit's share of
         the phenotypic variance, with its HDI).
