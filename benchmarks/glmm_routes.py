@@ -117,7 +117,7 @@ def main() -> None:
     print("| configuration | route | why not the one-term form |")
     print("|---|---|---|")
     for row in rows:
-        print("| " + " | ".join(row) + " |")
+        print("| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |")
 
 
 if __name__ == "__main__":
