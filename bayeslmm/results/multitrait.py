@@ -159,11 +159,55 @@ class MultiTraitRemlFit:
         )
         return self._table(index, self._phi(), se, prob)
 
+    def _at_zero(self, which: int) -> np.ndarray:
+        """Traits whose genetic (0) or residual (1) variance is estimated at 0 (below 1e-6 of
+        the trait's total): their correlations are undefined."""
+        S = (self.genetic, self.residual)[which]
+        total = np.diag(self.genetic) + np.diag(self.residual)
+        return np.diag(S) < 1e-6 * total
+
+    def _singular(self, which: int) -> bool:
+        """Whether Σ_G (0) or Σ_E (1) is singular at the estimate (a boundary fit)."""
+        S = (self.genetic, self.residual)[which]
+        d = 1.0 / np.sqrt(np.diag(self.genetic) + np.diag(self.residual))
+        return bool(np.min(np.linalg.eigvalsh(S * np.outer(d, d))) < 1e-6)
+
+    @property
+    def messages(self) -> list[str]:
+        """Plain-words notes: boundary fits, no convergence."""
+        out = []
+        for which, label in ((0, "genetic"), (1, "residual")):
+            zero = [t for t, z in zip(self.traits, self._at_zero(which), strict=True) if z]
+            if zero:
+                out.append(
+                    f"boundary fit: the {label} variance of {zero} is estimated at 0; its "
+                    f"{label} correlations are undefined (NaN in the tables)."
+                )
+            elif self._singular(which):
+                out.append(
+                    f"boundary fit: the {label} covariance matrix is singular at the estimate "
+                    f"(a {label} correlation at ±1 or a combination of traits without {label} "
+                    "variance); correlations at ±1 have no standard error (NaN), and the other "
+                    "SEs are those of a boundary fit. The posterior (method='nuts') describes "
+                    "the uncertainty there."
+                )
+        if not self.converged:
+            out.append(
+                f"REML did not converge (largest gradient {self.gradient_max:.2g}); check "
+                "the data (e.g. a trait nearly constant or duplicated)."
+            )
+        return out
+
     def _correlation_table(self, which: int, prob: float) -> pd.DataFrame:
         pairs = _pairs(self.traits)
         value, se = self._delta(
             lambda G, E: np.array([_correlation((G, E)[which])[a, b] for a, b in pairs])
         )
+        zero = self._at_zero(which)
+        undefined = np.array([zero[a] or zero[b] for a, b in pairs], dtype=bool)
+        value = np.where(undefined, np.nan, value)
+        # at ±1 the correlation is on the boundary: the delta method's SE means nothing
+        se = np.where(undefined | (np.abs(value) > 1.0 - 1e-6), np.nan, se)
         index = pd.MultiIndex.from_tuples(
             [(self.traits[a], self.traits[b]) for a, b in pairs], names=["trait1", "trait2"]
         )

@@ -173,3 +173,18 @@ def test_tables_are_labelled_in_formula_order(multitrait_data) -> None:
         swapped.genetic_covariance(),
         atol=1e-6,
     )
+
+
+def test_boundary_fit_reports_r_g_at_one_without_a_standard_error(multitrait_data) -> None:
+    # trait 1 has no genetic variance: REML puts Σ_G at rank 1 (r_g = 1, G_11 tiny)
+    rng = np.random.default_rng(0)
+    df, K = multitrait_data(rng, 150, np.diag([1e-9, 1.0]), np.eye(2))
+    fit = bl.LMM("mvbind(y1, y2) ~ 1 + (1 | id)", df, kinship={"id": K}).fit(method="reml")
+    assert fit.at_boundary
+    assert np.min(np.linalg.eigvalsh(fit.genetic)) < 1e-6 * np.trace(fit.genetic)
+    table = fit.genetic_correlation()
+    assert abs(table["estimate"].iloc[0]) == pytest.approx(1.0, abs=1e-6)
+    assert np.isnan(table["se"].iloc[0]) and np.isnan(table["ci_low"].iloc[0])
+    assert any("genetic covariance matrix is singular" in m for m in fit.messages)
+    assert np.isfinite(fit.residual_correlation()["se"].iloc[0])
+    assert fit.heritability().loc["y1", "estimate"] < 0.01
