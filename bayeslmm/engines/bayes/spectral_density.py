@@ -720,8 +720,9 @@ _C_CALLBACKS: tuple[Any, Any] | None = None
 
 
 def c_callbacks() -> tuple[Any, Any]:
-    """The compiled (logp, expand) cfuncs: from numba's on-disk cache after the first
-    process that compiles them (~0.2 s to load against ~5 s to compile), once per process.
+    """The compiled (logp, expand) cfuncs, once per process: compiled by the first process
+    after an install or upgrade (~2 s of CPU) into numba's on-disk cache, loaded from it by
+    later ones in a few hundredths of a second.
 
     Examples
     --------
