@@ -22,8 +22,9 @@ from typing import Literal, get_args
 
 from bayeslmm.errors import SpecificationError
 
-#: How the model is fitted with NUTS: ``"auto"`` picks sparse-pedigree for a sparse pedigree
-#: kinship, spectral when it applies, else latent.
+#: How the model is fitted with NUTS: ``"auto"`` picks sparse-pedigree (Gaussian) or
+#: sparse-pedigree-nuts (GLMMs) for a sparse pedigree kinship, spectral when it applies, else
+#: latent.
 StrategyName = Literal[
     "auto", "spectral", "latent", "laplace-marginal", "sparse-pedigree", "sparse-pedigree-nuts"
 ]

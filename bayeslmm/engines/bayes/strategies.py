@@ -24,6 +24,11 @@ A :class:`Strategy` answers four questions about a model:
 ``"laplace-marginal"``  opt-in (never chosen by ``"auto"``), GLMMs with intercept-only terms:
                         the latent field integrated out by a Laplace approximation, β and u
                         drawn afterwards from that Gaussian approximation.
+``"sparse-pedigree"``   Gaussian animal model with a sparse pedigree kinship (tried first):
+                        independent draws from the exact marginal posterior of the
+                        variances (sparse factorisations), β and u from their conditionals;
+                        ``"sparse-pedigree-nuts"``: NUTS on the Mendelian-sampling
+                        parametrisation (GLMMs by ``"auto"``; Gaussian when asked for).
 =====================  ====================================================================
 
 Examples
