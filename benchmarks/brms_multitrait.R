@@ -11,10 +11,10 @@
 #
 # Why not the fit itself: brms writes the correlated kinship term (1 | p | gr(id, cov = K))
 # as scale_r_cor_cov(), a scalar double loop over the lower triangle of chol(K) (~N^2/2 * 3
-# autodiff nodes per gradient), so one gradient at N = 2,000 costs about a second on this
+# autodiff nodes per gradient), so one gradient at N = 2,000 costs 0.115 CPU s on this
 # machine and 2 chains x (1000 warmup + 1000 draws) need at least 4,000 gradients (at least
 # one per iteration; ~2^treedepth - 1 in practice): hours, past the 40-minute limit set for
-# this check. The script compiles brms's exact Stan program and data (rstan), times
+# this check (benchmarks/results/brms_multitrait.txt). The script compiles brms's exact Stan program and data (rstan), times
 # gradients at random unconstrained points (rstan::grad_log_prob) and prints
 #
 #   lower_bound_s = compile_s + 4000 * grad_s         (one gradient per iteration)
