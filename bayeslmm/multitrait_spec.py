@@ -159,8 +159,9 @@ class MultiTraitSpec:
     def kinship_scale(self) -> float:
         """c = mean diag K − mean K over the individuals: h² = c σ²_G / (c σ²_G + σ²_E), the
         sample-scale heritability of the single-trait tables (Legarra 2016)."""
-        K = self.kinship.matrix
-        return float(np.mean(np.diag(K)) - np.mean(K))
+        # through diagonal() and K·1 (O(n p) for a low-rank kinship, no n × n matrix)
+        K = self.kinship
+        return float(np.mean(K.diagonal()) - np.sum(K.dot(np.ones(K.n))) / K.n**2)
 
 
 def _trait_values(data: pd.DataFrame, name: str) -> np.ndarray:

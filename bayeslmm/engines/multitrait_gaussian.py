@@ -17,6 +17,12 @@ Both return ∂/∂Σ_G and ∂/∂Σ_E as symmetric matrices M with d loglik = 
 M_G = −½ Σ_i s_i (P_ii − α_i α_iᵀ), M_E = −½ Σ_i (P_ii − α_i α_iᵀ), P_ii the i-th diagonal
 block of V⁻¹ − V⁻¹X̃ C⁻¹ X̃ᵀV⁻¹ and α = P r. tests/multitrait/ checks value and gradient
 against a dense (n t) × (n t) normal density built with np.kron.
+
+A low-rank kinship K = W Wᵀ (:class:`~bayeslmm.kinship.LowRankKinship`) is rotated by
+[U₁, Q] (U₁ its r eigenvectors with s > 0, Q a basis of the data's part outside span U₁):
+the r + k rotated rows go through the same kernel, and the m = n − r − k rows left out,
+whose data are exactly 0, add one closed-form term (:func:`null_rows_loglik`).
+tests/multitrait/test_low_rank.py checks that against the dense kinship W Wᵀ.
 """
 
 from __future__ import annotations
@@ -208,6 +214,30 @@ def rotated_loglik_grad(
     return value, MG, ME, gamma, Cinv, alpha, True
 
 
+@_cached_jit
+def null_rows_loglik(E: np.ndarray, n_null: int, ME: np.ndarray) -> float:
+    """The m = ``n_null`` rotated rows whose data are exactly 0 and whose eigenvalue is 0
+    (a low-rank kinship's complement outside the data's span): each is N(0; 0, Σ_E), so
+    they add −½ m (t log 2π + log|Σ_E|) to the log-likelihood and −½ m Σ_E⁻¹ to its
+    gradient in Σ_E (added into ``ME``); no fixed-effect or residual term, as their design
+    rows are 0 too. Returns −inf where Σ_E is not positive definite."""
+    if n_null == 0:
+        return 0.0
+    t = E.shape[0]
+    L = np.zeros((t, t))
+    if not _cholesky_into(E, L):
+        return -math.inf
+    logdet = 0.0
+    for a in range(t):
+        logdet += 2.0 * math.log(L[a, a])
+    Einv = np.empty((t, t))
+    _chol_inverse_into(L, np.zeros((t, t)), Einv)
+    for a in range(t):
+        for b in range(t):
+            ME[a, b] -= 0.5 * n_null * Einv[a, b]
+    return -0.5 * n_null * (t * LOG_2PI + logdet)
+
+
 def cholesky_from_params(theta: np.ndarray, t: int) -> np.ndarray:
     """Lower-triangular L from (log L_00, …, log L_tt, L_10, L_20, L_21, …) (row-major).
 
@@ -309,9 +339,11 @@ def multitrait_logp(
     eta_g: float,
     eta_e: float,
     coef: np.ndarray,
+    n_null: int = 0,
 ) -> tuple[float, np.ndarray]:
     """The multi-trait log posterior without the SD priors' values (added by the caller) and
-    its full gradient; see :mod:`bayeslmm.engines.bayes.multitrait_density`."""
+    its full gradient; see :mod:`bayeslmm.engines.bayes.multitrait_density`. ``n_null``:
+    rotated rows left out whose data are 0 (:func:`null_rows_loglik`)."""
     k = t + t * (t - 1) // 2
     grad = np.zeros(x.size)
     LG = _factor_from_params(x, 0, t, scale)
@@ -332,6 +364,9 @@ def multitrait_logp(
         R = base_resid
     value, MG, ME, _, _, alpha, ok = rotated_loglik_grad(G, E, eigenvalues, R, design, True)
     if not ok:
+        return -math.inf, grad
+    value += null_rows_loglik(E, n_null, ME)
+    if not math.isfinite(value):
         return -math.inf, grad
     dLG = 2.0 * (MG @ LG)
     dLE = 2.0 * (ME @ LE)

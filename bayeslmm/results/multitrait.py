@@ -66,8 +66,9 @@ class MultiTraitRemlFit:
         GLS fixed effects per trait; ``beta_covariance`` their covariance (trait-major).
     loglik : float
         REML log-likelihood at the estimates.
-    route : {"rotated", "dense"}
-        Complete data on the rotated basis, or the stacked dense V of the observed records.
+    route : {"rotated", "low-rank", "dense"}
+        Complete data on the rotated basis (of a dense kinship, or of a low-rank kinship's
+        thin SVD), or the stacked dense V of the observed records.
     """
 
     traits: tuple[str, ...]
@@ -284,6 +285,7 @@ class MultiTraitBayesFit:
     formula: str = ""
     priors: dict[str, str] = field(default_factory=dict)
     messages: list[str] = field(default_factory=list)
+    route: str = "rotated"  # "low-rank": the SNP-space rotation of a LowRankKinship
     method: str = field(default="nuts", init=False)
 
     @property

@@ -23,6 +23,12 @@ coordinates to (SDs, correlation matrix), where the priors are stated::
 (|∂Σ/∂L| = 2^t Π L_aa^(t−a), the log diagonal adds Σ log L_aa, and |∂Σ/∂(σ, R)| =
 2^t Π σ_a^t), and the LKJ density (η − 1) log|R| = (η − 1)(2 Σ log L_aa − 2 Σ log σ_a).
 
+**Low-rank kinship** K = W Wᵀ (:class:`~bayeslmm.kinship.LowRankKinship`, complete data):
+the rotation is [U₁, Q] (:meth:`~bayeslmm.kinship.LowRankKinship.rotation`), r + k rows
+through the same kernel, and the n − r − k rows left out (data 0, covariance Σ_E) add
+:func:`~bayeslmm.engines.multitrait_gaussian.null_rows_loglik`; the fit's ``route`` is
+``"low-rank"``. Missing values there raise a DataError (impute, or use the dense kinship).
+
 **Missing trait values** are sampled as parameters (data augmentation): the rotated route
 stays exact, and each gradient costs O(n m) more for m missing values (the rotation of the
 completed Y is updated through the m affected columns of Qᵀ). The posterior of the other
@@ -55,9 +61,11 @@ from bayeslmm.engines.multitrait_gaussian import (
     cholesky_from_params,
     log_sds,
     multitrait_logp,
+    null_rows_loglik,
     rotated_loglik_grad,
 )
-from bayeslmm.errors import SpecificationError
+from bayeslmm.errors import DataError, SpecificationError
+from bayeslmm.kinship.low_rank import LowRankKinship
 from bayeslmm.multitrait_spec import MultiTraitSpec
 from bayeslmm.priors import Prior
 
@@ -213,6 +221,9 @@ class MultiTraitDensity:
     has_intercept: bool
     kinship_scale: float
     ids: tuple[str, ...] = ()
+    # low-rank kinship: rotated rows left out, whose data are 0 (eigenvalue 0, Σ_E only)
+    n_null: int = 0
+    route: str = "rotated"
 
     @property
     def n_traits(self) -> int:
@@ -293,6 +304,7 @@ class MultiTraitDensity:
             self.genetic_eta,
             self.residual_eta,
             coef,
+            self.n_null,
         )
         if not math.isfinite(value + total):
             return -math.inf, np.zeros_like(x)
@@ -308,6 +320,8 @@ class MultiTraitDensity:
         value, MG, ME, _, _, alpha, ok = rotated_loglik_grad(
             G, E, self.eigenvalues, R, self.design, True
         )
+        if ok and self.n_null:
+            value += null_rows_loglik(E, self.n_null, ME)
         if not ok or not math.isfinite(value):
             return -math.inf, np.zeros_like(x)
         pg, dpg = matrix_log_prior(LG, self.genetic_priors, self.genetic_eta)
@@ -401,12 +415,29 @@ def multitrait_density(spec: MultiTraitSpec) -> MultiTraitDensity:
     Xc = X - x_means
     priors = resolve_multitrait_priors(spec, Xc, has_intercept)
     K = spec.kinship
-    s, Q = np.asarray(K.eigenvalues, dtype=float), np.asarray(K.eigenvectors, dtype=float)
     missing = np.isnan(Y)
     rows, traits = np.nonzero(missing)
     Y0 = np.where(missing, 0.0, Y) - Xc @ priors.beta_mean.T
-    base = Q.T @ Y0
-    Xr = Q.T @ Xc
+    n_null, route = 0, "rotated"
+    if isinstance(K, LowRankKinship):
+        if missing.any():
+            raise DataError(
+                f"{int(missing.sum())} trait values are missing, and the SNP-space low-rank "
+                f"kinship '{K.name}' (bayeslmm.grm(..., low_rank=True)) carries complete "
+                "data only. Impute the missing values, drop the individuals lacking a trait, "
+                "or pass the dense kinship (bayeslmm.grm(dosages), or K.to_dense()) to "
+                "sample them."
+            )
+        # [U₁, Q]ᵀ of [Xc, Y0]: r + k rows; the other n − r − k rows are 0 (n_null term)
+        rot = K.rotation(np.column_stack([Xc, Y0]))
+        p = Xc.shape[1]
+        s, Xr, base = rot.values, rot.rotated[:, :p], rot.rotated[:, p:]
+        Q = np.zeros((0, s.size))  # read only for missing values, which this path refuses
+        n_null, route = rot.n_null, "low-rank"
+    else:
+        s, Q = np.asarray(K.eigenvalues, dtype=float), np.asarray(K.eigenvectors, dtype=float)
+        base = Q.T @ Y0
+        Xr = Q.T @ Xc
     design = Xr[:, None, :] * priors.beta_sd[None, :, :]
     return MultiTraitDensity(
         traits=spec.traits,
@@ -429,6 +460,8 @@ def multitrait_density(spec: MultiTraitSpec) -> MultiTraitDensity:
         has_intercept=has_intercept,
         kinship_scale=spec.kinship_scale,
         ids=spec.ids,
+        n_null=int(n_null),
+        route=route,
     )
 
 

@@ -113,4 +113,5 @@ def sample_multitrait(
         formula=spec.formula,
         priors=priors.table(spec.traits, spec.group),
         messages=messages,
+        route=density.route,
     )

@@ -6,6 +6,11 @@ Two likelihood routes, one optimiser:
   rows of Qᵀ Y are independent with covariance s_i Σ_G + Σ_E, so one REML evaluation with its
   exact gradient costs O(n t³ + n t² p²) (:func:`~bayeslmm.engines.multitrait_gaussian.
   rotated_loglik_grad`);
+* **complete data, low-rank kinship** K = W Wᵀ (:class:`~bayeslmm.kinship.LowRankKinship`,
+  route ``"low-rank"``): the rotation by [U₁, Q] of :meth:`~bayeslmm.kinship.LowRankKinship.
+  rotation` gives r + k rows (the same kernel, O(n p) to rotate, O((r + k) t³) per
+  evaluation) and m rows with zero data whose term is closed form; the GLS correction uses
+  the rotated X unchanged (its left-out rows are 0). Missing values are refused there;
 * **missing trait values**: the rotation no longer diagonalises V, so the stacked covariance
   of the N observed records, V = (Σ_G ⊗ K + Σ_E ⊗ I)[obs, obs], is built and factorised
   densely (O(N³) per evaluation, N ≤ :data:`MAX_DENSE_RECORDS`). Exact, and simple to check;
@@ -33,10 +38,12 @@ from bayeslmm.engines.multitrait_gaussian import (
     LOG_2PI,
     cholesky_from_params,
     cholesky_param_grad,
+    null_rows_loglik,
     params_from_cholesky,
     rotated_loglik_grad,
 )
 from bayeslmm.errors import DataError
+from bayeslmm.kinship.low_rank import LowRankKinship
 from bayeslmm.multitrait_spec import MultiTraitSpec
 from bayeslmm.results.multitrait import MultiTraitRemlFit
 
@@ -46,20 +53,34 @@ MAX_DENSE_RECORDS = 4000
 
 
 class _Rotated:
-    """REML log-likelihood of complete data on the rotated basis (standardised traits)."""
+    """REML log-likelihood of complete data on the rotated basis (standardised traits).
 
-    def __init__(self, Y: np.ndarray, X: np.ndarray, eigenvalues: np.ndarray, Q: np.ndarray):
+    ``Q`` None: ``Y`` and ``X`` are already rotated, and ``n_null`` rotated rows whose data
+    are 0 were left out (a low-rank kinship's complement, :func:`null_rows_loglik`).
+    """
+
+    def __init__(
+        self,
+        Y: np.ndarray,
+        X: np.ndarray,
+        eigenvalues: np.ndarray,
+        Q: np.ndarray | None,
+        n_null: int = 0,
+    ):
         n, t = Y.shape
         self.t, self.p = t, X.shape[1]
         self.s = np.ascontiguousarray(eigenvalues, dtype=float)
-        self.R = np.ascontiguousarray(Q.T @ Y)
-        Xr = Q.T @ X
+        self.R = np.ascontiguousarray(Y if Q is None else Q.T @ Y)
+        Xr = X if Q is None else Q.T @ X
         self.design = np.ascontiguousarray(np.repeat(Xr[:, None, :], t, axis=1))
+        self.n_null = int(n_null)
 
     def __call__(self, G: np.ndarray, E: np.ndarray) -> tuple[float, Any, Any, Any, Any]:
         value, MG, ME, gamma, Cinv, _, ok = rotated_loglik_grad(
             G, E, self.s, self.R, self.design, False
         )
+        if ok and self.n_null:
+            value += null_rows_loglik(E, self.n_null, ME)
         return value + 0.5 * self.t * self.p * LOG_2PI, MG, ME, gamma, Cinv
 
 
@@ -185,10 +206,23 @@ def fit_multitrait_reml(
     p = X.shape[1]
     scale = np.nanstd(Y, axis=0)
     Ys = Y / scale
-    if spec.complete:
+    if spec.complete and isinstance(spec.kinship, LowRankKinship):
+        # SNP-space rotation: r + k rows, and the m rows whose data are 0 in closed form
+        rot = spec.kinship.rotation(np.column_stack([X, Ys]))
+        route = "low-rank"
+        loglik = _Rotated(rot.rotated[:, p:], rot.rotated[:, :p], rot.values, None, rot.n_null)
+    elif spec.complete:
         K = spec.kinship
         route = "rotated"
         loglik = _Rotated(Ys, X, K.eigenvalues, K.eigenvectors)
+    elif isinstance(spec.kinship, LowRankKinship):
+        raise DataError(
+            f"{int(np.isnan(Y).sum())} trait values are missing, and the SNP-space low-rank "
+            f"kinship '{spec.kinship.name}' (bayeslmm.grm(..., low_rank=True)) carries "
+            "complete data only. Impute the missing values, drop the individuals lacking a "
+            "trait, or pass the dense kinship (bayeslmm.grm(dosages), or "
+            "K.to_dense()) to use the dense missing-value route."
+        )
     else:
         N = int((~np.isnan(Y)).sum())
         if N > max_dense_records:
