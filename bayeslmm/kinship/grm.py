@@ -368,8 +368,10 @@ def _grm_of(
     _report_dropped(sel, maf)
     if low_rank:
         if sel.keep.size < dos.n:
-            from bayeslmm.kinship.low_rank import LowRankKinship
+            from bayeslmm.kinship.low_rank import LowRankKinship, low_rank_from_dask
 
+            if dos.lazy:  # the SVD blockwise, where the Dask blocks are
+                return low_rank_from_dask(_dask_factor(dos, sel, standardize), dos.ids, name)
             W = _factor(dos, sel, standardize, block_size)
             return LowRankKinship(W, ids=dos.ids, name=name, copy=False)
         warnings.warn(

@@ -24,7 +24,8 @@ at or below :data:`LOW_RANK_RTOL` of the largest (a centred W's zero, markers in
 LD) are zero. Where the kept spectrum spans more than :data:`REFINE_CONDITION`, U₁'s
 columns of the small values lose orthogonality to rounding (ε·s_max/s_i), and one
 Rayleigh-Ritz step (QR of U₁, eigenvalues of the projected K) makes them orthonormal
-again.
+again. Markers given as a Dask array are factored blockwise by the tall-and-skinny QR
+(:func:`low_rank_from_dask`), which runs on a ``dask.distributed`` cluster.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ __all__ = [
     "LowRankDensifyWarning",
     "LowRankKinship",
     "LowRankRotation",
+    "low_rank_from_dask",
 ]
 
 #: Up to this many individuals a :class:`LowRankKinship` forms its dense n × n matrix when
@@ -516,3 +518,57 @@ class LowRankKinship(Kinship):
         body = "".join(f"<tr><td><b>{a}</b></td><td>{b}</td></tr>" for a, b in rows)
         title = f"<b>Low-rank kinship {html.escape(self.name)}</b> (K = W Wᵀ)"
         return f"<div>{title}<table>{body}</table></div>"
+
+
+def low_rank_from_dask(markers, ids: Sequence[str], name: str = "GRM") -> LowRankKinship:
+    """A :class:`LowRankKinship` from a Dask marker matrix, its SVD computed blockwise.
+
+    The O(n p²) factorisation runs where the blocks are — Dask's tall-and-skinny QR
+    (:func:`~bayeslmm.kinship.svd.thin_svd`), on the threads of this process or on the
+    workers of a ``dask.distributed`` client — and the markers, U₁ and V come back to
+    memory in the same pass (O(n p), what the engines work with).
+
+    Parameters
+    ----------
+    markers : dask.array.Array, shape (n, p)
+        Scaled, centred markers W with K = W Wᵀ (:func:`~bayeslmm.kinship.snp_factor` of a
+        Dask array), p < n.
+    ids : sequence of str
+    name : str
+
+    Returns
+    -------
+    LowRankKinship
+
+    Examples
+    --------
+    >>> import numpy as np, dask.array as da
+    >>> W = np.random.default_rng(1).normal(size=(60, 8))
+    >>> K = low_rank_from_dask(da.from_array(W, chunks=(20, 8)), [f"i{k}" for k in range(60)])
+    >>> bool(np.allclose(K.dot(np.eye(60)), W @ W.T))
+    True
+    """
+    import dask
+
+    from bayeslmm.kinship.svd import thin_svd
+
+    start = time.perf_counter()
+    (W,) = dask.compute(markers)
+    U, s, V = thin_svd(markers, tol=LOW_RANK_RTOL)
+    kinship = LowRankKinship(np.asarray(W, dtype=float), ids=ids, name=name, copy=False)
+    values = s**2
+    total = float(np.sum(kinship.markers**2))  # trace of K
+    discarded = 1.0 - float(values.sum()) / total if total > 0.0 else 0.0
+    arrays = [np.ascontiguousarray(a) for a in (values, U, V)]
+    for arr in arrays:
+        arr.setflags(write=False)
+    seconds = time.perf_counter() - start
+    kinship.__dict__["_spectrum"] = _Spectrum(
+        values=arrays[0],
+        vectors=arrays[1],
+        right=arrays[2],
+        discarded=max(discarded, 0.0),
+        seconds=seconds,
+    )
+    kinship.__dict__["eigh_seconds"] = seconds
+    return kinship

@@ -26,8 +26,8 @@ def _is_dask(values: Any) -> bool:
     return type(values).__module__.split(".")[0] == "dask"
 
 
-def thin_svd(markers: Any, tol: float | None = None) -> tuple[Any, np.ndarray]:
-    """Left singular vectors and singular values of a tall matrix, small ones dropped.
+def thin_svd(markers: Any, tol: float | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The thin SVD W = U diag(s) Vᵀ of a tall matrix, small singular values dropped.
 
     Parameters
     ----------
@@ -41,10 +41,10 @@ def thin_svd(markers: Any, tol: float | None = None) -> tuple[Any, np.ndarray]:
 
     Returns
     -------
-    (U, s)
-        U, shape (n, r), orthonormal columns (a NumPy array, or a lazy Dask array for Dask
-        input: compute it, or use it blockwise); s, shape (r,), descending singular values,
-        so W Wᵀ = U diag(s²) Uᵀ up to the dropped part.
+    (U, s, V)
+        U, shape (n, r), and V, shape (p, r), orthonormal columns; s, shape (r,), descending
+        singular values, so W Wᵀ = U diag(s²) Uᵀ up to the dropped part. NumPy arrays for
+        either input (a Dask input's are computed together, in one pass over its blocks).
 
     Raises
     ------
@@ -55,7 +55,7 @@ def thin_svd(markers: Any, tol: float | None = None) -> tuple[Any, np.ndarray]:
     --------
     >>> import numpy as np
     >>> W = np.random.default_rng(1).normal(size=(40, 6))
-    >>> U, s = thin_svd(W)
+    >>> U, s, V = thin_svd(W)
     >>> bool(np.allclose((U * s**2) @ U.T, W @ W.T))
     True
     """
@@ -72,14 +72,14 @@ def thin_svd(markers: Any, tol: float | None = None) -> tuple[Any, np.ndarray]:
 
         # tsqr wants one block of columns; rows stay in the caller's chunks
         tall = markers.rechunk({1: -1}).astype(float)
-        u, s, _ = da.linalg.tsqr(tall, compute_svd=True)
-        s = np.asarray(dask.compute(s)[0])
+        u, s, vt = dask.compute(*da.linalg.tsqr(tall, compute_svd=True))
+        u, s, vt = np.asarray(u), np.asarray(s), np.asarray(vt)
     else:
-        u, s, _ = np.linalg.svd(np.asarray(markers, dtype=float), full_matrices=False)
+        u, s, vt = np.linalg.svd(np.asarray(markers, dtype=float), full_matrices=False)
     tol = root_tolerance(n) if tol is None else float(tol)
     keep = s**2 > tol * (float(s[0]) ** 2 if s.size else 0.0)
     if s.size and float(s[0]) == 0.0:
         keep[:] = False
     order = np.argsort(-s[keep], kind="stable")
     index = np.flatnonzero(keep)[order]
-    return u[:, index], s[index]
+    return u[:, index], s[index], vt[index].T
