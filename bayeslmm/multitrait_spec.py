@@ -10,7 +10,8 @@ one record (row) per individual, a column per trait, missing trait values (NaN) 
 (:class:`MultiTraitSpec`); the engines never read the formula.
 
 What is supported today: 2–5 Gaussian traits (more work but warn), one intercept-only
-kinship-structured term ``(1 | id)`` on a dense kinship (``bl.Kinship``, including a GRM),
+kinship-structured term ``(1 | id)`` on a dense kinship (``bl.Kinship``, including a GRM)
+or, with every trait recorded, a SNP-space low-rank one (``bl.grm(dosages, low_rank=True)``),
 the same fixed-effect formula for every trait, complete covariates.
 """
 
