@@ -188,7 +188,11 @@ def add_fit_options(parser: argparse.ArgumentParser) -> None:
         choices=("auto", "pymc", "nutpie", "numpyro", "blackjax"),
         help="NUTS implementation (auto: nutpie if installed)",
     )
-    parser.add_argument("--strategy", default="auto", choices=("auto", "spectral", "latent"))
+    parser.add_argument(
+        "--strategy",
+        default="auto",
+        choices=("auto", "spectral", "latent", "sparse-pedigree", "sparse-pedigree-nuts"),
+    )
     parser.add_argument("--target-accept", type=open_probability, default=0.9)
     parser.add_argument("--hdi-prob", type=open_probability, default=0.95)
     parser.add_argument(

@@ -286,6 +286,13 @@ def _engine_line(summary: Mapping[str, Any]) -> str:
     method = summary.get("method", "")
     name = _ENGINES.get(method, str(method))
     diag = summary.get("diagnostics") or {}
+    if method == "nuts" and summary.get("sampler") == "exact":
+        # the strategy drew independent draws from the exact posterior: no NUTS ran
+        name = "Exact posterior draws"
+        parts = [f"{summary.get('strategy')} strategy"]
+        if diag.get("chains") is not None:
+            parts.append(f"{diag.get('chains')} chains × {diag.get('draws')} draws")
+        return f"{name} ({', '.join(parts)})"
     if method == "nuts":
         parts = [f"{summary.get('sampler', 'NUTS')} sampler", f"{summary.get('strategy')} strategy"]
         if diag.get("chains") is not None:

@@ -221,3 +221,17 @@ def test_model_and_kinship_html(data):
     assert "_eigh" not in unchecked.__dict__  # displaying never costs an eigendecomposition
     off = K.matrix[~np.eye(K.n, dtype=bool)]
     assert f"{off.min():.3g} / {off.mean():.3g} / {off.max():.3g}" in page
+
+
+def test_engine_line_says_exact_draws_when_no_nuts_ran():
+    """The sparse-pedigree strategy draws independently from the exact posterior: the header
+    must not call that NUTS; a NUTS fit's header names its sampler."""
+    from bayeslmm.results.display import _engine_line
+
+    diagnostics = {"chains": 4, "draws": 1000}
+    exact = {"method": "nuts", "sampler": "exact", "strategy": "sparse-pedigree"}
+    nuts = {"method": "nuts", "sampler": "nutpie", "strategy": "spectral"}
+    line = _engine_line({**exact, "diagnostics": diagnostics})
+    assert line == "Exact posterior draws (sparse-pedigree strategy, 4 chains × 1000 draws)"
+    assert "NUTS" not in line
+    assert _engine_line({**nuts, "diagnostics": diagnostics}).startswith("NUTS (nutpie sampler")
