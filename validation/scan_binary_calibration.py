@@ -187,6 +187,8 @@ def main() -> None:
             for test, col in (("SPA", "p"), ("normal", "p_normal")):
                 p = null.loc[mask, col].to_numpy(dtype=float)
                 p = p[np.isfinite(p)]
+                if p.size == 0:  # e.g. no marker with MAC <= 10 among 5,000 individuals
+                    continue
                 row = {"prevalence": f"{prevalence:.0%}", "markers": name, "test": test,
                        "tests": p.size}  # fmt: skip
                 for alpha in ALPHAS:
