@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from bayeslmm.errors import DataError, SpecificationError, preview
-from bayeslmm.families import Family
+from bayeslmm.families import Family, get_family
 from bayeslmm.kinship import Kinship
 from bayeslmm.spec import (
     _as_kinship,
@@ -53,6 +53,15 @@ class MultiTraitWarning(UserWarning):
 
 def _family_name(family: str | Family) -> str:
     return family.name if isinstance(family, Family) else str(family).lower()
+
+
+def _is_gaussian(family: str | Family) -> bool:
+    """Whether ``family`` names the Gaussian family (an unknown name is not: the single-trait
+    specification reports it)."""
+    try:
+        return get_family(family).is_gaussian
+    except SpecificationError:
+        return False
 
 
 def response_traits(formula: Any) -> tuple[str, list[str]] | None:
@@ -94,7 +103,7 @@ def is_multitrait(formula: Any, family: str | Family = "gaussian") -> bool:
     kind, names = found
     if kind == "mvbind":
         return True
-    return _family_name(family) == "gaussian" and all(re.fullmatch(_NAME, name) for name in names)
+    return _is_gaussian(family) and all(re.fullmatch(_NAME, name) for name in names)
 
 
 @dataclass(frozen=True, eq=False)
@@ -225,7 +234,7 @@ def specify_multitrait(
     >>> spec.traits, spec.complete
     (('y1', 'y2'), False)
     """
-    if _family_name(family) != "gaussian":
+    if not _is_gaussian(family):
         raise SpecificationError(
             f"Multi-trait models (mvbind/cbind of traits) are Gaussian; got family "
             f"'{_family_name(family)}'. For binomial counts write cbind(successes, failures) "
