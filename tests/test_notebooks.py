@@ -37,6 +37,7 @@ NOTEBOOKS = (
     "05_coming_from_r_and_gcta.ipynb",
     "06_association_scan.ipynb",
     "07_prediction_and_comparison.ipynb",
+    "08_animal_model.ipynb",
 )
 
 #: Seconds one cell may run before the notebook fails (NUTS compiles a model in ~20–50 s).
