@@ -80,7 +80,6 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
-import pandas as pd
 
 from bayeslmm.engines.bayes.fixed_effects import fixed_effects_prior
 from bayeslmm.engines.bayes.spectral_density import positive_log_prior
@@ -718,7 +717,7 @@ def nutpie_model(density: GLMMDensity, coords: dict[str, Any]) -> Any:
 
     ``coords`` are the built model's coordinates (levels, basis, fixed-effect names).
     """
-    from nutpie.compiled_pyfunc import from_pyfunc
+    from bayeslmm.engines.bayes.nutpie_callback import pyfunc_model
 
     g = density.group
     dims_of = {
@@ -729,24 +728,4 @@ def nutpie_model(density: GLMMDensity, coords: dict[str, Any]) -> Any:
         f"u_{g}": (f"{g}_level", f"{g}_coef"),
         "z_olre": ("obs",),
     }
-    sample = density.expand(density.initial_point(0), np.random.default_rng(0))
-    names = list(sample)
-    shapes = [sample[nm].shape for nm in names]
-    dims = {nm: dims_of[nm] for nm in names if nm in dims_of}
-    used = {d for dd in dims.values() for d in dd}
-
-    def make_expand(seed1: int, seed2: int, chain: int):
-        rng = np.random.default_rng([seed1, seed2, chain])
-        return lambda x: density.expand(x, rng)
-
-    return from_pyfunc(
-        ndim=density.ndim,
-        make_logp_fn=lambda: density.logp,
-        make_expand_fn=make_expand,
-        expanded_dtypes=[np.dtype("float64")] * len(names),
-        expanded_shapes=shapes,
-        expanded_names=names,
-        coords={d: pd.Index(coords[d]) for d in used if d in coords},
-        dims=dims,
-        make_initial_point_fn=density.initial_point,
-    )
+    return pyfunc_model(density, dims_of, coords, seeded_expand=True)

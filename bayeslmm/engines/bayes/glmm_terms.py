@@ -62,7 +62,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from bayeslmm.engines.bayes.fixed_effects import fixed_effects_prior
 from bayeslmm.engines.bayes.spectral_density import positive_log_prior
@@ -643,7 +642,7 @@ def nutpie_model(density: MultiTermDensity, coords: dict[str, Any]) -> Any:
 
     ``coords`` are the built model's coordinates (levels, basis, fixed-effect names).
     """
-    from nutpie.compiled_pyfunc import from_pyfunc
+    from bayeslmm.engines.bayes.nutpie_callback import pyfunc_model
 
     dims_of: dict[str, tuple[str, ...]] = {
         "beta": ("fixed",),
@@ -656,23 +655,4 @@ def nutpie_model(density: MultiTermDensity, coords: dict[str, Any]) -> Any:
         basis = f"{g}_basis" if block.vectors is not None else f"{g}_level"
         dims_of[f"z_{g}"] = (basis, f"{g}_coef")
         dims_of[f"u_{g}"] = (f"{g}_level", f"{g}_coef")
-    sample = density.expand(density.initial_point(0))
-    names = list(sample)
-    shapes = [sample[nm].shape for nm in names]
-    dims = {nm: dims_of[nm] for nm in names if nm in dims_of}
-    used = {d for dd in dims.values() for d in dd}
-
-    def make_expand(seed1: int, seed2: int, chain: int):
-        return density.expand
-
-    return from_pyfunc(
-        ndim=density.ndim,
-        make_logp_fn=lambda: density.logp,
-        make_expand_fn=make_expand,
-        expanded_dtypes=[np.dtype("float64")] * len(names),
-        expanded_shapes=shapes,
-        expanded_names=names,
-        coords={d: pd.Index(coords[d]) for d in used if d in coords},
-        dims=dims,
-        make_initial_point_fn=density.initial_point,
-    )
+    return pyfunc_model(density, dims_of, coords, seeded_expand=False)

@@ -467,11 +467,10 @@ def multitrait_density(spec: MultiTraitSpec) -> MultiTraitDensity:
 
 def nutpie_model(density: MultiTraitDensity) -> Any:
     """A nutpie model that samples ``density`` (``nutpie.sample`` accepts it)."""
-    from nutpie.compiled_pyfunc import from_pyfunc
+    from bayeslmm.engines.bayes.nutpie_callback import pyfunc_model
 
     t = density.n_traits
     example = density.expand(density.initial_point(0))
-    names = list(example)
     dims = {
         "genetic_covariance": ("trait", "trait_"),
         "residual_covariance": ("trait", "trait_"),
@@ -496,23 +495,5 @@ def nutpie_model(density: MultiTraitDensity) -> Any:
         ]
     del dims["missing_value"]
 
-    def make_expand(seed1: int, seed2: int, chain: int) -> Callable:
-        rng = np.random.default_rng([seed1, seed2, chain])
-
-        def expand(x: np.ndarray) -> dict[str, np.ndarray]:
-            return density.expand(x, rng)
-
-        return expand
-
     assert t == len(coords["trait"])
-    return from_pyfunc(
-        ndim=density.ndim,
-        make_logp_fn=lambda: density.logp,
-        make_expand_fn=make_expand,
-        expanded_dtypes=[np.dtype("float64")] * len(names),
-        expanded_shapes=[np.asarray(example[name]).shape for name in names],
-        expanded_names=names,
-        coords=coords,
-        dims={k: v for k, v in dims.items() if k in names},
-        make_initial_point_fn=density.initial_point,
-    )
+    return pyfunc_model(density, dims, coords, seeded_expand=True)

@@ -40,7 +40,6 @@ from typing import Any
 
 import numba
 import numpy as np
-import pandas as pd
 import scipy.sparse as sp
 
 from bayeslmm.engines.bayes.spectral_density import (
@@ -398,7 +397,7 @@ def pedigree_density(built: Any) -> PedigreeDensity:
 
 def nutpie_model(density: PedigreeDensity, coords: dict[str, Any]) -> Any:
     """A nutpie model that samples ``density`` (``coords``: the built model's coordinates)."""
-    from nutpie.compiled_pyfunc import from_pyfunc
+    from bayeslmm.engines.bayes.nutpie_callback import pyfunc_model
 
     g = density.group
     dims_of = {
@@ -407,26 +406,7 @@ def nutpie_model(density: PedigreeDensity, coords: dict[str, Any]) -> Any:
         "variance_share": ("component",),
         f"u_{g}": (f"{g}_level", f"{g}_coef"),
     }
-    sample = density.expand(density.initial_point(0), np.random.default_rng(0))
-    names = list(sample)
-    dims = {nm: dims_of[nm] for nm in names if nm in dims_of}
-    used = {d for dd in dims.values() for d in dd}
-
-    def make_expand(seed1: int, seed2: int, chain: int):
-        rng = np.random.default_rng([seed1, seed2, chain])
-        return lambda x: density.expand(x, rng)
-
-    return from_pyfunc(
-        ndim=density.ndim,
-        make_logp_fn=lambda: density.logp,
-        make_expand_fn=make_expand,
-        expanded_dtypes=[np.dtype("float64")] * len(names),
-        expanded_shapes=[sample[nm].shape for nm in names],
-        expanded_names=names,
-        coords={d: pd.Index(coords[d]) for d in used if d in coords},
-        dims=dims,
-        make_initial_point_fn=density.initial_point,
-    )
+    return pyfunc_model(density, dims_of, coords, seeded_expand=True)
 
 
 @dataclass(eq=False)
