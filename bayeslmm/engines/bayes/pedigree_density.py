@@ -45,7 +45,7 @@ import scipy.sparse as sp
 from bayeslmm.engines.bayes.spectral_density import (
     SpectralDensity,
     positive_log_prior,
-    prior_parametrisation,
+    prior_density,
 )
 
 LOG_2PI = math.log(2.0 * math.pi)
@@ -356,30 +356,8 @@ def pedigree_density(built: Any) -> PedigreeDensity:
             "intercept": fe.intercept,
             "means": fe.means,
         }
-    group = term.group
-    parametrisation = prior_parametrisation(priors)
-    if parametrisation == "sd":
-        prior_a, prior_b, beta = (
-            positive_log_prior(priors.sd[group]),
-            positive_log_prior(priors.sigma),
-            (1.0, 1.0),
-        )
-    else:
-        prior_a, prior_b = None, positive_log_prior(priors.total)
-        beta = tuple(float(np.asarray(v).ravel()[0]) for v in priors.shares.params)
-    share_weight = float(term.variance_weights("sample")[0, 0])
-    prior = SpectralDensity(
-        eigenvalues=np.zeros(0),
-        resid=np.zeros(0),
-        design=np.zeros((0, 0)),
-        parametrisation=parametrisation,
-        prior_a=prior_a,
-        prior_b=prior_b,
-        beta=beta,  # type: ignore[arg-type]
-        group=group,
-        components=tuple(built.components),
-        share_weight=share_weight,
-    )
+    prior = prior_density(built)
+    group, parametrisation, share_weight = term.group, prior.parametrisation, prior.share_weight
     return PedigreeDensity(
         resid=np.ascontiguousarray(y),
         design=np.ascontiguousarray(design, dtype=float),

@@ -48,11 +48,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from bayeslmm.engines.bayes.spectral_density import (
-    SpectralDensity,
-    positive_log_prior,
-    prior_parametrisation,
-)
+from bayeslmm.engines.bayes.spectral_density import SpectralDensity, prior_density
 
 LOG_2PI = math.log(2.0 * math.pi)
 
@@ -248,28 +244,8 @@ def pedigree_marginal(built: Any) -> PedigreeMarginal:
     else:
         y = y - fe.design @ np.asarray(fe.mu, float)
         design = fe.design * np.asarray(fe.sd, float)
-    group = term.group
-    parametrisation = prior_parametrisation(priors)
-    if parametrisation == "sd":
-        prior_a = positive_log_prior(priors.sd[group])
-        prior_b = positive_log_prior(priors.sigma)
-        beta = (1.0, 1.0)
-    else:
-        prior_a, prior_b = None, positive_log_prior(priors.total)
-        beta = tuple(float(np.asarray(v).ravel()[0]) for v in priors.shares.params)
-    share_weight = float(term.variance_weights("sample")[0, 0])
-    prior = SpectralDensity(
-        eigenvalues=np.zeros(0),
-        resid=np.zeros(0),
-        design=np.zeros((0, 0)),
-        parametrisation=parametrisation,
-        prior_a=prior_a,
-        prior_b=prior_b,
-        beta=beta,  # type: ignore[arg-type]
-        group=group,
-        components=tuple(built.components),
-        share_weight=share_weight,
-    )
+    prior = prior_density(built)
+    parametrisation, share_weight = prior.parametrisation, prior.share_weight
     return PedigreeMarginal(
         Z=Z,
         inverse=kin.inverse,

@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 import numba
@@ -424,7 +424,7 @@ def spectral_density(built: Any) -> SpectralDensity:
             "The closed-form density covers the spectral strategy with β integrated out "
             "(fixed_effects='marginal'), as built."
         )
-    spec, priors = built.spec, built.priors
+    spec = built.spec
     marginal = built.marginal_fixed
     if marginal is not None:
         resid = marginal.rotated_response - marginal.prior_mean
@@ -435,7 +435,50 @@ def spectral_density(built: Any) -> SpectralDensity:
         resid = built.rotation.rotate(np.asarray(spec.y, dtype=float) - offset)
         design = np.zeros((resid.size, 0))  # r + k rows for a low-rank kinship
         eigenvalues = np.asarray(built.rotation.values, dtype=float)
-    group = spec.terms[0].group
+    prior = prior_density(built)
+    if prior.parametrisation != "sd":
+        # h² ~ Beta at the sample's kinship scale: V = (h σ²_P / c) K_obs + …, i.e. the
+        # same density as h σ²_P (K_obs / c) + …
+        eigenvalues = eigenvalues / prior.share_weight
+    return replace(
+        prior,
+        eigenvalues=np.ascontiguousarray(eigenvalues, dtype=float),
+        resid=np.ascontiguousarray(resid, dtype=float),
+        design=np.ascontiguousarray(design, dtype=float),
+        multiplicity=float(getattr(built.rotation, "n_null", 0)),
+    )
+
+
+def prior_density(built: Any) -> SpectralDensity:
+    """The spectral density's priors and Jacobians alone, with no observations.
+
+    The log density of x = (logit h², log σ²_P) that :class:`SpectralDensity` adds to its
+    likelihood, for the built model's one kinship term and priors; other exact routes for the
+    same two variances (the sparse-pedigree posterior) add it to their own likelihood.
+
+    Parameters
+    ----------
+    built : BuiltModel
+        A model with one random term and a residual variance.
+
+    Returns
+    -------
+    SpectralDensity
+        With empty data arrays: ``logp`` is the log prior on x.
+
+    Examples
+    --------
+    >>> import numpy as np, pandas as pd, bayeslmm as bl
+    >>> from bayeslmm.engines.bayes import build
+    >>> K = bl.Kinship(np.eye(6) * 0.5 + 0.5, [f"i{k}" for k in range(6)])
+    >>> df = pd.DataFrame({"y": np.arange(6.0), "id": list(K.ids)})
+    >>> prior = prior_density(build(bl.specify("y ~ 1 + (1 | id)", df, kinship={"id": K})))
+    >>> prior.resid.size, prior.parametrisation
+    (0, 'sd')
+    """
+    priors = built.priors
+    term = built.spec.terms[0]
+    group = term.group
     parametrisation = prior_parametrisation(priors)
     if parametrisation == "sd":
         specs = (priors.sd[group], priors.sigma)
@@ -447,23 +490,17 @@ def spectral_density(built: Any) -> SpectralDensity:
         prior_a = None
         prior_b = positive_log_prior(priors.total)
         beta = tuple(float(np.asarray(v).ravel()[0]) for v in priors.shares.params)
-    share_weight = float(spec.terms[0].variance_weights("sample")[0, 0])
-    if parametrisation != "sd":
-        # h² ~ Beta at the sample's kinship scale: V = (h σ²_P / c) K_obs + …, i.e. the
-        # same density as h σ²_P (K_obs / c) + …
-        eigenvalues = eigenvalues / share_weight
     return SpectralDensity(
-        eigenvalues=np.ascontiguousarray(eigenvalues, dtype=float),
-        resid=np.ascontiguousarray(resid, dtype=float),
-        design=np.ascontiguousarray(design, dtype=float),
+        eigenvalues=np.zeros(0),
+        resid=np.zeros(0),
+        design=np.zeros((0, 0)),
         parametrisation=parametrisation,
         prior_a=prior_a,
         prior_b=prior_b,
         beta=beta,  # type: ignore[arg-type]
         group=group,
         components=tuple(built.components),
-        share_weight=share_weight,
-        multiplicity=float(getattr(built.rotation, "n_null", 0)),
+        share_weight=float(term.variance_weights("sample")[0, 0]),
         prior_specs=specs,
     )
 
