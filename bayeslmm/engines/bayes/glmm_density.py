@@ -471,7 +471,7 @@ def glmm_closed_form_obstacles(built: Any) -> list[str]:
         return [f"term of {term.group} has slopes"]
     model, g = built.model, term.group
     names = {v.name for v in model.free_RVs + model.deterministics}
-    expected = set(_variable_names(built))
+    expected = set(model_variable_names(built))
     if names != expected or model.potentials or len(model.observed_RVs) != 1:
         return ["the PyMC model was changed after building (or uses the share priors)"]
     sd_priors = (built.priors.sd[g], built.priors.sd_olre)
@@ -488,9 +488,14 @@ def glmm_closed_form_obstacles(built: Any) -> list[str]:
     return []
 
 
-def _variable_names(built: Any) -> list[str]:
-    spec, g = built.spec, built.spec.terms[0].group
-    names = [f"sd_{g}", f"z_{g}", f"var_{g}", f"u_{g}", "var_residual", "variance_share"]
+def model_variable_names(built: Any) -> list[str]:
+    """The variables the builder's GLMM model holds (one term or several): a closed form
+    writes out the model only while its variables are these (nothing added by a user)."""
+    spec = built.spec
+    names = ["var_residual", "variance_share"]
+    for term in spec.terms:
+        g = term.group
+        names += [f"sd_{g}", f"z_{g}", f"var_{g}", f"u_{g}"]
     if spec.fixed_names:
         names.append("beta")
         if len(spec.fixed_names) > 1 and "Intercept" in spec.fixed_names:

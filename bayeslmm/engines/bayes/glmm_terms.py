@@ -64,6 +64,7 @@ from typing import Any
 import numpy as np
 
 from bayeslmm.engines.bayes.fixed_effects import fixed_effects_prior
+from bayeslmm.engines.bayes.glmm_density import model_variable_names
 from bayeslmm.engines.bayes.spectral_density import positive_log_prior
 from bayeslmm.engines.bayes.terms import sd_prior_for
 from bayeslmm.families import Family
@@ -361,29 +362,13 @@ def multiterm_obstacles(built: Any) -> list[str]:
         return reasons
     model = built.model
     names = {v.name for v in model.free_RVs + model.deterministics}
-    if names != set(_variable_names(built)) or model.potentials or len(model.observed_RVs) != 1:
+    changed = names != set(model_variable_names(built)) or model.potentials
+    if changed or len(model.observed_RVs) != 1:
         return ["the PyMC model was changed after building (or uses the share priors)"]
     sd_priors = [built.priors.sd[t.group] for t in spec.terms] + [built.priors.sd_olre]
     if not all(p.has_closed_form for p in sd_priors if p is not None):
         return ["an SD prior has no closed-form density"]
     return []
-
-
-def _variable_names(built: Any) -> list[str]:
-    spec = built.spec
-    names = ["var_residual", "variance_share"]
-    for t in spec.terms:
-        g = t.group
-        names += [f"sd_{g}", f"z_{g}", f"var_{g}", f"u_{g}"]
-    if spec.fixed_names:
-        names.append("beta")
-        if len(spec.fixed_names) > 1 and "Intercept" in spec.fixed_names:
-            names.append("beta_centered")
-    if built.priors.sd_olre is not None:
-        names += ["sd_olre", "z_olre", "var_olre"]
-    if built.h2_term is not None:
-        names.append("h2")
-    return names
 
 
 def multiterm_density(
