@@ -301,6 +301,22 @@ class PedigreeDensity:
         return x
 
 
+def _parents_first_records(term: Any) -> tuple[np.ndarray, Any, np.ndarray, np.ndarray]:
+    """The pedigree in parents-first order and where the term's levels and records sit in it.
+
+    Returns ``(order, P, level_positions, records)``: the permutation and parent-average
+    matrix of :func:`parents_first`, each level's animal and each record's animal in that
+    order.
+    """
+    kin = term.kinship
+    order, P = parents_first(kin.inverse_factor)
+    rank = np.empty(order.size, dtype=np.int64)
+    rank[order] = np.arange(order.size)
+    level_positions = rank[np.asarray(kin.positions, dtype=np.int64)]
+    records = level_positions[np.asarray(term.index, dtype=np.int64)]
+    return order, P, level_positions, records
+
+
 def pedigree_density(built: Any) -> PedigreeDensity:
     """The closed-form log posterior of a built sparse-pedigree animal model.
 
@@ -333,11 +349,7 @@ def pedigree_density(built: Any) -> PedigreeDensity:
     spec, priors = built.spec, built.priors
     term = spec.terms[0]
     kin = term.kinship
-    order, P = parents_first(kin.inverse_factor)
-    rank = np.empty(order.size, dtype=np.int64)
-    rank[order] = np.arange(order.size)
-    level_positions = rank[np.asarray(kin.positions, dtype=np.int64)]
-    records = level_positions[np.asarray(term.index, dtype=np.int64)]
+    order, P, level_positions, records = _parents_first_records(term)
     y = np.asarray(spec.y, dtype=float)
     if spec.offset is not None:
         y = y - np.asarray(spec.offset, dtype=float)
@@ -543,11 +555,7 @@ def pedigree_glmm_density(built: Any) -> PedigreeGLMMDensity:
     spec, priors = built.spec, built.priors
     term = spec.terms[0]
     kin = term.kinship
-    order, P = parents_first(kin.inverse_factor)
-    rank = np.empty(order.size, dtype=np.int64)
-    rank[order] = np.arange(order.size)
-    level_positions = rank[np.asarray(kin.positions, dtype=np.int64)]
-    records = level_positions[np.asarray(term.index, dtype=np.int64)]
+    order, P, level_positions, records = _parents_first_records(term)
     y = np.asarray(spec.y, dtype=float)
     n = y.size
     trials = np.asarray(spec.trials, dtype=float) if spec.trials is not None else np.ones(n)
