@@ -20,7 +20,8 @@ ratio to α and its binomial standard error (√(α(1 − α)/m) / α).
 Usage::
 
     OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 nice -n 10 \
-        python validation/scan_binary_calibration.py > validation/scan_binary_calibration.txt
+        python validation/scan_binary_calibration.py \
+        > validation/results/scan_binary_calibration.txt
 
 Options: ``--families 334`` (6 individuals each), ``--markers 12500`` per null chromosome,
 ``--chromosomes 12`` null chromosomes, ``--seed 11``, ``--prevalences 0.05,0.01`` (which of the
