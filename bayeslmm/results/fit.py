@@ -184,7 +184,7 @@ class FitTables:
 
     def snp_effects(
         self,
-        genotypes: pd.DataFrame | Any,
+        genotypes: pd.DataFrame | Any | None = None,
         scale: float | None = None,
         hdi_prob: float | None = None,
         draws: bool = False,
@@ -197,10 +197,14 @@ class FitTables:
 
         Parameters
         ----------
-        genotypes : pandas.DataFrame or ndarray
+        genotypes : pandas.DataFrame or ndarray, optional
             Individuals × markers, the matrix the kinship was built from (raw dosages are
             centred per marker to match it): a table indexed by id, or an array with one row
-            per level of the kinship term in the fit's order.
+            per level of the kinship term in the fit's order. Optional for a low-rank kinship
+            (``bl.grm(..., low_rank=True)``), which holds its markers: without genotypes the
+            effects are those of its scaled markers (names ``m0, m1, …``); the SNP-space route
+            never forms an n × n matrix (one m × m eigendecomposition, or none when each
+            individual has one record).
         scale : float, optional
             c in K = W Wᵀ / c; by default tr(W Wᵀ)/tr(K). Either way K = W Wᵀ / c is checked.
         hdi_prob : float, optional

@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from bayeslmm.errors import DataError, SpecificationError, preview
+from bayeslmm.kinship.low_rank import LowRankKinship
 from bayeslmm.results.algebra import gaussian_algebra
 from bayeslmm.results.estimate import COMMON_COLUMNS, Draws, PosteriorEstimate
 from bayeslmm.results.predict import parameter_values
@@ -108,7 +109,7 @@ def marker_matrix(
 
 def snp_effects(
     fit: Any,
-    genotypes: pd.DataFrame | np.ndarray,
+    genotypes: pd.DataFrame | np.ndarray | None,
     scale: float | None = None,
     hdi_prob: float | None = None,
     draws: bool = False,
@@ -117,6 +118,13 @@ def snp_effects(
     <bayeslmm.results.fit.FitTables.snp_effects>`."""
     spec = fit.spec
     term = _term(spec)
+    if isinstance(term.kinship, LowRankKinship):
+        return _low_rank_effects(fit, term, genotypes, scale, hdi_prob, draws)
+    if genotypes is None:
+        raise SpecificationError(
+            "snp_effects() needs the genotypes the kinship was built from (individuals × "
+            "markers); only a low-rank kinship (bl.grm(..., low_rank=True)) holds its markers."
+        )
     W, c, names, _ = marker_matrix(term, genotypes, scale)
     ZW = np.asarray(term.incidence() @ W)  # n × m: each record's markers
     values = parameter_values(fit)
@@ -167,6 +175,168 @@ def snp_effects(
                 quad -= np.einsum("ij,ik,kj->j", xb, h.cov_beta, xb)
             pev[lo : lo + _BLOCK] = var_beta - var_beta**2 * quad
         se = np.sqrt(np.clip(pev, 0.0, None))
+        z = float(stats.norm.ppf(0.5 + prob / 2))
+        frame = pd.DataFrame(
+            {"estimate": estimate, "se": se, "ci_low": estimate - z * se,
+             "ci_high": estimate + z * se},
+            index=pd.Index(names, name="marker"),
+            columns=list(COMMON_COLUMNS),
+        )  # fmt: skip
+    frame.attrs.update({"scale": c, "ci_prob": prob})
+    return frame
+
+
+# ---------------------------------------------------------------------------------------
+# the SNP-space route: a low-rank kinship's markers, never an n × n matrix
+# ---------------------------------------------------------------------------------------
+#: Random probes that check K = W Wᵀ / c without forming K (each O(n m)).
+_PROBES = 3
+
+
+def _low_rank_markers(
+    term: Any, genotypes: pd.DataFrame | np.ndarray | None, scale: float | None
+) -> tuple[np.ndarray, float, list[str]]:
+    """W over the term's levels, c and the marker names for a :class:`LowRankKinship`:
+    its own markers (c = 1) when ``genotypes`` is None, else the given table checked
+    against K by random probes K v = W (Wᵀ v) / c (K is never formed)."""
+    K = term.kinship.subset(term.levels)
+    if genotypes is None:
+        if scale is not None:
+            raise SpecificationError(
+                "scale applies to genotypes given to snp_effects(); the low-rank kinship's "
+                "own markers have K = W Wᵀ exactly (c = 1)."
+            )
+        return np.asarray(K.markers), 1.0, [f"m{j}" for j in range(K.n_markers)]
+    if isinstance(genotypes, pd.DataFrame):
+        index = [str(i) for i in genotypes.index]
+        missing = sorted(set(term.levels) - set(index))
+        if missing:
+            raise DataError(
+                f"{len(missing)} individuals of the model have no row in genotypes: "
+                f"{preview(missing)}. Index the genotype table by the ids of '{term.group}'."
+            )
+        pos = {i: k for k, i in enumerate(index)}
+        table = genotypes.to_numpy(dtype=float)
+        rows = [pos[i] for i in term.levels]
+        names = [str(c) for c in genotypes.columns]
+    else:
+        table = np.asarray(genotypes, dtype=float)
+        if table.ndim != 2 or table.shape[0] != len(term.levels):
+            raise DataError(
+                f"genotypes must be an n × m array with one row per level of '{term.group}' "
+                f"({len(term.levels)}, in the fit's level order), or a table indexed by id; "
+                f"got shape {table.shape}."
+            )
+        rows = list(range(len(term.levels)))
+        names = [f"m{j}" for j in range(table.shape[1])]
+    if not np.all(np.isfinite(table)):
+        raise DataError(
+            "genotypes hold missing or infinite values; impute them as the kinship was built "
+            "(e.g. the marker mean) before asking for marker effects."
+        )
+    probes = np.random.default_rng(0).normal(size=(K.n, _PROBES))
+    target = K.dot(probes)
+    trace_k = float(np.sum(np.asarray(K.markers) ** 2))
+    for attempt in (table[rows], (table - table.mean(axis=0))[rows]):
+        c = float(np.sum(attempt**2) / trace_k) if scale is None else float(scale)
+        if c > 0:
+            got = attempt @ (attempt.T @ probes) / c
+            if np.abs(got - target).max() <= 1e-6 * np.abs(target).max():
+                return attempt, c, names
+    hint = "" if scale is None else f" with scale={scale}"
+    raise DataError(
+        f"The low-rank kinship of '{term.group}' is not W Wᵀ / c for these genotypes{hint}, "
+        "as given or centred: pass the dosage table given to bl.grm(..., low_rank=True), "
+        "or no genotypes to get the effects of the kinship's own (scaled) markers."
+    )
+
+
+def _low_rank_effects(
+    fit: Any,
+    term: Any,
+    genotypes: pd.DataFrame | np.ndarray | None,
+    scale: float | None,
+    hdi_prob: float | None,
+    draws: bool,
+) -> pd.DataFrame | Any:
+    """b̂ from the eigendecomposition of MᵀM (m × m, M = Z W the records' markers).
+
+    With σ_β² = σ_g²/c and MᵀM = Ṽ D² Ṽᵀ (positive part), the push-through identity
+    Mᵀ V⁻¹ = (σ_β² MᵀM + σ_e² I)⁻¹ Mᵀ gives
+
+        b̂ = σ_β² Ṽ diag(1 / (σ_β² d² + σ_e²)) Ṽᵀ Mᵀ (y − Xβ),
+
+    O(m r) per draw after ṼᵀMᵀ[y, X] once; REML's prediction error variances
+    σ_β² − σ_β⁴ [MᵀPM]_jj come from the same pieces (P = V⁻¹ − V⁻¹X C XᵀV⁻¹, with
+    XᵀV⁻¹X by Woodbury). With the kinship's own markers and one record per individual in
+    level order, Ṽ and d² are the kinship's thin SVD: nothing is factored again.
+    """
+    spec = fit.spec
+    W, c, names = _low_rank_markers(term, genotypes, scale)
+    if genotypes is None and term.is_identity_incidence:
+        K = term.kinship.subset(term.levels)
+        vecs, d2 = K.right_vectors, K.positive_eigenvalues
+    else:
+        M = np.asarray(term.incidence() @ W)
+        d2, vecs = np.linalg.eigh(M.T @ M)
+        keep = d2 > d2.max() * 1e-10
+        d2, vecs = d2[keep], vecs[:, keep]
+    values = parameter_values(fit)
+    residual = np.asarray(values.residual, float)
+    flat = residual.reshape(-1, residual.shape[-1])
+    if not np.allclose(flat, flat[:, :1], rtol=1e-12, atol=0.0):
+        raise SpecificationError(
+            "SNP effects on a low-rank kinship need one residual variance for every record."
+        )
+    y = np.asarray(spec.y, float) - (0.0 if spec.offset is None else np.asarray(spec.offset))
+    X = np.asarray(spec.X, float)
+    proj = vecs.T @ (W.T @ (term.incidence().T @ np.c_[y, X]))  # r × (1 + q): ṼᵀMᵀ[y, X]
+    prob = fit._prob(hdi_prob)
+    if isinstance(fit.estimate(), PosteriorEstimate):
+        var_beta = values.sigmas[0].reshape(-1) / c
+        var_e = flat[:, 0]
+        beta = np.asarray(values.beta, float).reshape(var_beta.size, -1)
+        coef = proj[:, 0][None, :] - beta @ proj[:, 1:].T  # draws × r
+        coef *= var_beta[:, None] / (var_beta[:, None] * d2[None, :] + var_e[:, None])
+        effects = coef @ vecs.T  # draws × m
+        post = fit.posterior
+        shape = (post.sizes["chain"], post.sizes["draw"], len(names))
+        if draws:
+            import xarray as xr
+
+            return xr.DataArray(
+                effects.reshape(shape),
+                dims=("chain", "draw", "marker"),
+                coords={
+                    "chain": post["chain"].values,
+                    "draw": post["draw"].values,
+                    "marker": names,
+                },
+                name="snp_effect",
+            )
+        from bayeslmm.results.tables import table
+
+        frame = table(Draws(effects.reshape(shape)), names, prob, "marker")
+    else:
+        if draws:
+            raise SpecificationError(
+                f"draws=True returns posterior draws; this {fit.engine} fit is a point "
+                "estimate. Leave draws=False for estimates with standard errors."
+            )
+        from scipy import stats
+
+        var_beta = float(values.sigmas[0].reshape(-1)[0]) / c
+        var_e = float(flat[0, 0])
+        beta = np.asarray(values.beta, float).reshape(-1)
+        inv = 1.0 / (var_beta * d2 + var_e)  # r
+        estimate = vecs @ (var_beta * inv * (proj[:, 0] - proj[:, 1:] @ beta))
+        quad = (vecs**2) @ (d2 * inv)  # [MᵀV⁻¹M]_jj
+        if X.shape[1]:
+            tx = proj[:, 1:]
+            xvx = (X.T @ X - var_beta * tx.T @ (inv[:, None] * tx)) / var_e  # XᵀV⁻¹X
+            B = vecs @ (inv[:, None] * tx)  # MᵀV⁻¹X, m × q
+            quad -= np.einsum("jq,qk,jk->j", B, np.linalg.inv(xvx), B)
+        se = np.sqrt(np.clip(var_beta - var_beta**2 * quad, 0.0, None))
         z = float(stats.norm.ppf(0.5 + prob / 2))
         frame = pd.DataFrame(
             {"estimate": estimate, "se": se, "ci_low": estimate - z * se,

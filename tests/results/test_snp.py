@@ -130,3 +130,99 @@ def test_kinship_of_more_individuals_than_records(markers):
     np.testing.assert_allclose(u, fit.blups["id"]["(Intercept)"].to_numpy(), atol=1e-7)
     with pytest.raises(DataError, match="is not W Wᵀ / c"):
         fit.snp_effects(geno.loc[levels])  # centred over 45, not the kinship's 60
+
+
+# -- the SNP-space route: a low-rank kinship (never n × n) ---------------------------------
+@pytest.fixture(scope="module")
+def low_rank_markers():
+    """200 individuals, 60 markers (fewer markers than individuals), some with 2 records."""
+    rng = np.random.default_rng(5)
+    n, m = 200, 60
+    dosages = rng.binomial(2, rng.uniform(0.1, 0.5, m), size=(n, m)).astype(float)
+    ids = [f"a{k}" for k in range(n)]
+    geno = pd.DataFrame(dosages, index=ids, columns=[f"snp{j}" for j in range(m)])
+    K = bl.grm(geno, low_rank=True)
+    W = dosages - dosages.mean(0)
+    x = rng.normal(size=n)
+    y = 1.0 + 0.4 * x + W @ rng.normal(0, 0.15, m) + rng.normal(size=n)
+    df = pd.DataFrame({"y": y, "x": x, "id": ids})
+    repeat = df.iloc[::4].assign(y=lambda d: d["y"] + rng.normal(size=len(d)))
+    return geno, K, df, pd.concat([df, repeat]).sample(frac=1.0, random_state=1), W
+
+
+def _ridge(M, X, y, lam):
+    """[β; b] of the ridge system with unpenalised X and its inverse (independent)."""
+    m = M.shape[1]
+    A = np.block([[X.T @ X, X.T @ M], [M.T @ X, M.T @ M + lam * np.eye(m)]])
+    return np.linalg.solve(A, np.r_[X.T @ y, M.T @ y]), np.linalg.inv(A)
+
+
+@pytest.mark.parametrize("records", ["one", "repeated"])
+def test_low_rank_reml_snp_effects_equal_ridge_regression(low_rank_markers, records):
+    geno, K, one, repeated, W = low_rank_markers
+    df = one if records == "one" else repeated
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fit = bl.LMM("y ~ x + (1|id)", df, kinship={"id": K}).fit(method="reml")
+    assert fit.method == "spectral-low-rank"
+    sg, se = fit.variance_components()["vcov"].to_numpy()
+    X = np.c_[np.ones(len(df)), df["x"]]
+    rows = [int(i[1:]) for i in df["id"]]
+    for genotypes, M, c in [
+        (geno, W[rows], np.sum(W**2) / np.sum(K.markers**2)),
+        (None, np.asarray(K.markers)[rows], 1.0),
+    ]:
+        effects = fit.snp_effects(genotypes)
+        assert effects.attrs["scale"] == pytest.approx(c, rel=1e-12)
+        sol, inv = _ridge(M, X, df["y"].to_numpy(), se / (sg / c))
+        np.testing.assert_allclose(effects["estimate"], sol[2:], rtol=0, atol=1e-8)
+        np.testing.assert_allclose(effects["se"], np.sqrt(se * np.diag(inv)[2:]), rtol=1e-7)
+    assert list(fit.snp_effects(geno).index) == list(geno.columns)
+    assert list(fit.snp_effects().index)[:2] == ["m0", "m1"]
+
+
+def test_low_rank_nuts_snp_effects_per_draw_are_the_ridge_solution(low_rank_markers):
+    geno, K, df, _, W = low_rank_markers
+    spec = bl.specify("y ~ x + (1|id)", df, kinship={"id": K})
+    built = build(spec)
+    rng = np.random.default_rng(2)
+    dims = ("chain", "draw")
+    post = xr.Dataset(
+        {
+            "var_id": (dims, np.exp(rng.normal(0, 0.3, (2, 20)))),
+            "var_residual": (dims, np.exp(rng.normal(0, 0.3, (2, 20)))),
+        },
+        coords={"chain": [0, 1], "draw": np.arange(20)},
+    )
+    idata = add_posthoc_draws(built, az.InferenceData(posterior=post), seed=1)
+    diag, messages = diagnose(idata)
+    fit = BayesFit(idata, built, timing={}, diagnostics=diag, messages=messages)
+    draws = fit.snp_effects(geno, draws=True)
+    c = np.sum(W**2) / np.sum(K.markers**2)
+    X = np.c_[np.ones(len(df)), df["x"]]
+    for chain, d in [(0, 0), (1, 19)]:
+        vg, ve = float(post["var_id"][chain, d]), float(post["var_residual"][chain, d])
+        beta = idata.posterior["beta"].values[chain, d]
+        b = np.linalg.solve(W.T @ W + ve * c / vg * np.eye(W.shape[1]), W.T @ (df["y"] - X @ beta))
+        np.testing.assert_allclose(draws.values[chain, d], b, rtol=0, atol=1e-9)
+    table = fit.snp_effects(geno)
+    np.testing.assert_allclose(table["estimate"], draws.values.mean(axis=(0, 1)), atol=1e-12)
+
+
+def test_low_rank_snp_effects_check_the_genotypes(low_rank_markers):
+    geno, K, df, _, _ = low_rank_markers
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fit = bl.LMM("y ~ x + (1|id)", df, kinship={"id": K}).fit(method="reml")
+    with pytest.raises(DataError, match="low-rank kinship of 'id' is not W Wᵀ / c"):
+        fit.snp_effects(geno.iloc[:, :50])
+    with pytest.raises(DataError, match="a0"):
+        fit.snp_effects(geno.iloc[1:])
+    with pytest.raises(SpecificationError, match="own markers"):
+        fit.snp_effects(scale=2.0)
+    dense = bl.LMM("y ~ x + (1|id)", df, kinship={"id": bl.grm(geno)})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        dense_fit = dense.fit(method="reml")
+    with pytest.raises(SpecificationError, match="needs the genotypes"):
+        dense_fit.snp_effects()
