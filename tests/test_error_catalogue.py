@@ -20,7 +20,8 @@ import pytest
 import bayeslmm as bl
 from bayeslmm.engines.reml import BoundaryFitWarning
 from bayeslmm.errors import BayesLMMError, DataError, KinshipError, SpecificationError
-from bayeslmm.kinship import KinshipScaleWarning
+from bayeslmm.kinship import KinshipScaleWarning, LowRankKinship
+from bayeslmm.kinship.low_rank import LowRankDensifyWarning
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "errors.md"
 
@@ -72,6 +73,32 @@ def kin_frame(matrix: np.ndarray, rows=IDS, cols=IDS) -> pd.DataFrame:
 
 def separated() -> pd.DataFrame:
     return DF.assign(s=(DF["x"] > 0).astype(int))
+
+
+def low_rank_fit() -> bl.RemlFit:
+    """REML on the low-rank GRM of 30 individuals × 8 markers."""
+    dosages = np.random.default_rng(4).binomial(2, 0.3, size=(N, 8)).astype(float)
+    return model(kinship={"id": bl.grm(dosages, ids=IDS, low_rank=True)}).fit(method="reml")
+
+
+def low_rank_outside_the_snp_path() -> None:
+    """A second random term on a 5,001-individual low-rank kinship: K would be n × n."""
+    rng = np.random.default_rng(5)
+    ids = [f"j{k}" for k in range(5001)]
+    data = pd.DataFrame(
+        {
+            "y": rng.normal(size=5001),
+            "x": rng.normal(size=5001),
+            "id": ids,
+            "g": ["a", "b"] * 2500 + ["a"],
+        }
+    )
+    LMM = bl.LMM(
+        "y ~ x + (1|id) + (1|g)",
+        data,
+        kinship={"id": LowRankKinship(rng.normal(size=(5001, 3)), ids)},
+    )
+    LMM.fit(method="reml")
 
 
 @dataclass(frozen=True)
@@ -366,6 +393,22 @@ CASES = [
     Case("api-multitrait-not-gaussian", "'mvbind(y, t)', family='poisson'",
          lambda: model("mvbind(y, t) ~ x + (1|id)", family="poisson"), SpecificationError,
          "Multi-trait models (mvbind/cbind of traits) are Gaussian"),
+    # -- the SNP-space low-rank kinship (bl.grm(..., low_rank=True)) -------------------------
+    Case("api-low-rank-nan-markers", "LowRankKinship(W) with 5 NaN values",
+         lambda: LowRankKinship(np.where(np.eye(N, 5) > 0, np.nan, 1.0), IDS), KinshipError,
+         "NaN/inf marker values; impute missing genotypes"),
+    Case("api-low-rank-duplicate-ids", "LowRankKinship(W, ids) with 'i00' twice",
+         lambda: LowRankKinship(np.ones((N, 2)), ["i00", *IDS[:-1]]), KinshipError,
+         "duplicate ids ['i00']"),
+    Case("api-low-rank-rows-vs-ids", "LowRankKinship(W) of 30 rows, 29 ids",
+         lambda: LowRankKinship(np.ones((N, 2)), IDS[:-1]), KinshipError,
+         "has 30 marker rows but 29 ids"),
+    Case("api-low-rank-dense-refused", "'y ~ x + (1|id) + (1|g)' on a low-rank kinship of "
+         "5,001 individuals", low_rank_outside_the_snp_path, KinshipError,
+         "formed only for at most 5000 individuals. The SNP-space low-rank path supports"),
+    Case("api-low-rank-snp-effects-scale", "fit.snp_effects(scale=2) on a low-rank kinship "
+         "without genotypes", lambda: low_rank_fit().snp_effects(scale=2.0),
+         SpecificationError, "own markers have K = W Wᵀ exactly"),
 ]  # fmt: skip
 
 
@@ -407,6 +450,32 @@ def warn_grm_zero_variance_markers() -> None:
     with pytest.warns(UserWarning, match=r"400 SNP\(s\) with zero genotype variance"):
         Kh = bl.grm(np.column_stack([X, np.ones((N, 400))]))
     np.testing.assert_allclose(Kh.matrix, bl.grm(X).matrix, atol=1e-12)
+
+
+def warn_low_rank_densify() -> None:
+    """A model outside the SNP-space path on a small low-rank kinship: K is formed (with a
+    warning) and the fit equals the one on the dense GRM."""
+    dosages = np.random.default_rng(6).binomial(2, 0.3, size=(N, 12)).astype(float)
+    low, dense = bl.grm(dosages, ids=IDS, low_rank=True), bl.grm(dosages, ids=IDS)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", BoundaryFitWarning)
+        warnings.simplefilter("ignore", KinshipScaleWarning)
+        with pytest.warns(LowRankDensifyWarning, match="outside the SNP-space path"):
+            fit = model("y ~ x + (1|id) + (1|g)", kinship={"id": low}).fit(method="reml")
+        reference = model("y ~ x + (1|id) + (1|g)", kinship={"id": dense}).fit(method="reml")
+    np.testing.assert_allclose(fit.loglik, reference.loglik, rtol=1e-10)
+    np.testing.assert_allclose(
+        fit.variance_components()["vcov"], reference.variance_components()["vcov"], atol=1e-6
+    )
+
+
+def warn_low_rank_more_markers() -> None:
+    """p ≥ n: the dense GRM is returned (the low-rank SVD would cost more than eigh)."""
+    dosages = np.random.default_rng(7).binomial(2, 0.3, size=(N, 60)).astype(float)
+    with pytest.warns(UserWarning, match="the dense n × n GRM is returned"):
+        K60 = bl.grm(dosages, low_rank=True)
+    assert not isinstance(K60, LowRankKinship)
+    np.testing.assert_allclose(K60.matrix, bl.grm(dosages).matrix, atol=1e-12)
 
 
 def warn_laplace_boundary() -> None:
@@ -523,6 +592,16 @@ LEGAL = {
         "poisson '(1|g) + (1|INDEX)', INDEX one level per row",
         "(correct result)",
         correct_poisson_observation_level_factor,
+    ),
+    "api-low-rank-densify": (
+        "'y ~ x + (1|id) + (1|g)' on a low-rank kinship of 30 individuals",
+        "LowRankDensifyWarning",
+        warn_low_rank_densify,
+    ),
+    "api-grm-low-rank-more-markers-than-individuals": (
+        "bl.grm(dosages, low_rank=True) with 60 markers for 30 individuals",
+        "UserWarning",
+        warn_low_rank_more_markers,
     ),
 }
 
