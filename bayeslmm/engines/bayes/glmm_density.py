@@ -238,6 +238,9 @@ class GLMMDensity:
     #: rest (merged Poisson effect with a singular K) span its null space. -1: all of them
     kinship_rank: int = -1
     meta: dict[str, Any] = field(default_factory=dict)
+    #: the Prior objects behind ``prior_a`` and ``prior_o`` (None: only the Python callback,
+    #: as the C callback numbers the built-in prior families from them)
+    prior_specs: tuple[Any, Any] | None = None
 
     def __post_init__(self) -> None:
         # the family's likelihood kernel, bound once: no dispatch on the family per gradient
@@ -600,6 +603,7 @@ def glmm_density(built: Any, dtype: str = "float32", parametrisation: str = "aut
         olre=olre,
         kinship_rank=r,
         meta=meta,
+        prior_specs=(priors.sd[g], priors.sd_olre if olre else None),
     )
     density.pilot, density.pilot_from_moments = _pilot(density)
     if parametrisation == "auto":
@@ -717,13 +721,20 @@ def _conditional_centring(density: GLMMDensity, n_bins: int = 16) -> Conditional
     )
 
 
-def nutpie_model(density: GLMMDensity, coords: dict[str, Any]) -> Any:
+def nutpie_model(density: GLMMDensity, coords: dict[str, Any], callback: str = "auto") -> Any:
     """A nutpie model that samples ``density`` and stores the PyMC model's variables.
 
     ``coords`` are the built model's coordinates (levels, basis, fixed-effect names).
+    ``callback``: ``"auto"`` hands nutpie the compiled C callbacks
+    (:mod:`~bayeslmm.engines.bayes.glmm_kernels`: no GIL, no numpy overhead per gradient)
+    where they cover the density, else the Python :meth:`GLMMDensity.logp`; ``"c"`` or
+    ``"python"`` asks for one (``"c"`` raises ValueError where it does not apply).
     """
+    from bayeslmm.engines.bayes import glmm_kernels
     from bayeslmm.engines.bayes.nutpie_callback import pyfunc_model
 
+    if callback not in ("auto", "c", "python"):
+        raise ValueError(f"Unknown callback {callback!r}; use 'auto', 'c' or 'python'.")
     g = density.group
     dims_of = {
         "beta": ("fixed",),
@@ -733,4 +744,13 @@ def nutpie_model(density: GLMMDensity, coords: dict[str, Any]) -> Any:
         f"u_{g}": (f"{g}_level", f"{g}_coef"),
         "z_olre": ("obs",),
     }
+    if callback != "python":
+        model = glmm_kernels.nutpie_model(density, dims_of, coords)
+        if model is not None:
+            return model
+        if callback == "c":
+            raise ValueError(
+                "The C callback does not cover this density (a family, link, prior or "
+                "transform it does not number); use callback='python'."
+            )
     return pyfunc_model(density, dims_of, coords, seeded_expand=True)

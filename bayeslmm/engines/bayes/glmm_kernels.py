@@ -1,0 +1,748 @@
+"""The one-term closed-form GLMM density as C callbacks for nutpie (numba ``cfunc``s).
+
+:class:`~bayeslmm.engines.bayes.glmm_density.GLMMDensity` writes the latent kinship GLMM's
+log posterior in numpy, and nutpie calls it from Python with the GIL held: at n = 500 most of
+a gradient is numpy's per-call overhead (some 40 small array operations), and chains sampled
+in parallel threads take turns. This module is the same density as one numba loop nest,
+compiled once into numba's on-disk cache (``cache=True``) and handed to nutpie's Rust
+sampler as C function pointers (the way :mod:`~bayeslmm.engines.bayes.spectral_density`
+does for the Gaussian closed form): nothing is compiled per data set, nothing holds the
+GIL, and a gradient costs the two passes over the eigenvectors (U c, then Uᵀ Zᵀ ∂ℓ/∂η)
+plus O(n) scalar work.
+
+Everything about the data set lives in one float64 buffer (nutpie's "user data" pointer):
+a header of sizes, codes and section offsets (``_H_*``), then the sections. The
+eigenvectors are stored in their own precision (float32 by default, packed two to a
+float64 slot) and read through a view.
+
+Covered (:func:`c_buffer` returns None otherwise, and the Python callback samples):
+Poisson (log) with or without the merged observation-level effect; Bernoulli and
+binomial with a logit or probit link; partial non-centring and conditional centring;
+records in level order or gathered by an index; the built-in SD prior families.
+
+The observation-level effect's split a | a + e is a Gaussian draw made in :func:`expand
+<_expand_c>`; the C expand function has no seed argument, so its generator is seeded from
+the bits of the draw x itself (x is a continuous random vector, distinct per chain and
+draw): the same nutpie seed gives the same draws.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import numba
+import numpy as np
+
+from bayeslmm.engines.bayes.spectral_density import _log_prior_c, _prior_row
+
+LOG_2PI = math.log(2.0 * math.pi)
+
+
+def _cached_jit(func: Callable) -> Callable:
+    """numba-compile into the on-disk cache (compiled in-process where none is writable);
+    ``fastmath`` lets the mat-vec reductions vectorise."""
+    try:
+        return numba.njit(cache=True, nogil=True, fastmath=True)(func)
+    except RuntimeError:  # pragma: no cover - no writable cache directory
+        return numba.njit(nogil=True, fastmath=True)(func)
+
+
+# -- the buffer's header -------------------------------------------------------------------
+_H_N, _H_L, _H_R, _H_P, _H_OLRE, _H_FAMILY, _H_TRANSFORM, _H_ONE_RECORD = range(8)
+_H_ATTENUATION, _H_MEAN_DIAGONAL, _H_LOG_NORMALISER = 8, 9, 10
+_H_PRIOR_A, _H_PRIOR_O = 11, 15  # 4 entries each: (code, c0, c1, c2)
+_H_BINS, _H_FLOAT32, _H_KINSHIP_RANK, _H_SHARE_WEIGHT, _H_H2 = 19, 20, 21, 22, 23
+_H_CENTERED, _H_INTERCEPT, _H_N_EXPANDED = 24, 25, 26
+# section offsets (in float64 slots from the buffer's start), in this order
+_SECTIONS = (
+    "y",
+    "trials",
+    "offset",
+    "design",
+    "beta_mu",
+    "beta_sd",
+    "index",
+    "eigenvalues",
+    "weights",
+    "score",
+    "score_slope",
+    "beta_pilot",
+    "information",
+    "bins",
+    "bin_weights",
+    "gh_nodes",
+    "gh_weights",
+    "means",
+    "vectors",
+)
+_H_OFFSETS = 32
+_HEADER = _H_OFFSETS + len(_SECTIONS) + 1  # each section's start, and the buffer's end
+(
+    _S_Y,
+    _S_TRIALS,
+    _S_OFFSET,
+    _S_DESIGN,
+    _S_MU,
+    _S_SD,
+    _S_INDEX,
+    _S_EIG,
+    _S_WEIGHTS,
+    _S_SCORE,
+    _S_SLOPE,
+    _S_BPILOT,
+    _S_INFO,
+    _S_BINS,
+    _S_BINW,
+    _S_GHN,
+    _S_GHW,
+    _S_MEANS,
+    _S_VECTORS,
+) = range(_H_OFFSETS, _H_OFFSETS + len(_SECTIONS))
+
+_POISSON, _LOGIT, _PROBIT = 0, 1, 2
+_PARTIAL, _CONDITIONAL = 0, 1
+
+
+# -- family pieces ---------------------------------------------------------------------------
+@_cached_jit
+def _log_ndtr(x: float) -> float:
+    """log Φ(x), accurate in both tails (scipy.special.log_ndtr's values to ~1e-15)."""
+    if x > 6.0:
+        return math.log1p(-0.5 * math.erfc(x / math.sqrt(2.0)))
+    if x > -20.0:
+        return math.log(0.5 * math.erfc(-x / math.sqrt(2.0)))
+    # Φ(x) = φ(x)/|x| · (1 − 1/x² + 3/x⁴ − …): at |x| ≥ 20 twelve terms reach 1e-16
+    z = 1.0 / (x * x)
+    term, series = 1.0, 1.0
+    for k in range(1, 13):
+        term *= -(2.0 * k - 1.0) * z
+        series += term
+    return -0.5 * x * x - 0.5 * LOG_2PI - math.log(-x) + math.log(series)
+
+
+@_cached_jit
+def _loglik_term(family: int, y: float, eta: float, n: float) -> tuple[float, float]:
+    """log p(y | η) less its η-free constant, and d/dη (the families' loglik_kernel)."""
+    if family == _POISSON:
+        mu = math.exp(eta)
+        return y * eta - mu, y - mu
+    if family == _LOGIT:
+        softplus = max(eta, 0.0) + math.log1p(math.exp(-abs(eta)))
+        return y * eta - n * softplus, y - n / (1.0 + math.exp(-eta))
+    log_p, log_q = _log_ndtr(eta), _log_ndtr(-eta)
+    log_phi = -0.5 * eta * eta - 0.5 * LOG_2PI
+    value = y * log_p + (n - y) * log_q
+    return value, y * math.exp(log_phi - log_p) - (n - y) * math.exp(log_phi - log_q)
+
+
+@_cached_jit
+def _information(family: int, eta: float) -> tuple[float, float]:
+    """Fisher information of one trial at η and d log w/dη (binomial links)."""
+    if family == _LOGIT:
+        p = 1.0 / (1.0 + math.exp(-eta))
+        return p * (1.0 - p), 1.0 - 2.0 * p
+    log_phi = -0.5 * eta * eta - 0.5 * LOG_2PI
+    log_p, log_q = _log_ndtr(eta), _log_ndtr(-eta)
+    w = math.exp(2.0 * log_phi - log_p - log_q)
+    return w, -2.0 * eta - math.exp(log_phi - log_p) + math.exp(log_phi - log_q)
+
+
+# -- the two passes over the eigenvectors ----------------------------------------------------
+@_cached_jit
+def _levels(U: np.ndarray, c: np.ndarray, out: np.ndarray) -> None:
+    """out = U c, in U's precision (rows of U are contiguous: one streaming pass)."""
+    n, r = U.shape
+    cc = c.astype(U.dtype)
+    for i in range(n):
+        acc = cc[0] * 0
+        for j in range(r):
+            acc += U[i, j] * cc[j]
+        out[i] = acc
+
+
+@_cached_jit
+def _to_basis(U: np.ndarray, w: np.ndarray, out: np.ndarray) -> None:
+    """out = Uᵀ w, in U's precision (row by row, out += w_i U_i: one streaming pass)."""
+    n, r = U.shape
+    ww = w.astype(U.dtype)
+    acc = np.zeros(r, dtype=U.dtype)
+    for i in range(n):
+        wi = ww[i]
+        for j in range(r):
+            acc[j] += U[i, j] * wi
+    for j in range(r):
+        out[j] = acc[j]
+
+
+# -- the buffer's sections ---------------------------------------------------------------------
+@_cached_jit
+def _section(buffer: np.ndarray, k: int) -> np.ndarray:
+    """Section ``k`` (a ``_S_*`` index) of the buffer, as a flat float64 view."""
+    return buffer[int(buffer[k]) : int(buffer[k + 1])]
+
+
+@_cached_jit
+def _vectors32(buffer: np.ndarray) -> np.ndarray:
+    L, r = int(buffer[_H_L]), int(buffer[_H_R])
+    return _section(buffer, _S_VECTORS).view(np.float32)[: L * r].reshape((L, r))
+
+
+@_cached_jit
+def _vectors64(buffer: np.ndarray) -> np.ndarray:
+    L, r = int(buffer[_H_L]), int(buffer[_H_R])
+    return _section(buffer, _S_VECTORS)[: L * r].reshape((L, r))
+
+
+@_cached_jit
+def _expected_information(
+    buffer: np.ndarray, family: int, V: float, info: np.ndarray, d_info: np.ndarray
+) -> None:
+    """E[w(η)] over η ~ N(μ_g, V) per bin g and d/dV: exp(μ + V/2) for Poisson, else the
+    families' 20-point Gauss–Hermite quadrature, differentiated as the quadrature it is."""
+    bins = _section(buffer, _S_BINS)
+    nodes, weights = _section(buffer, _S_GHN), _section(buffer, _S_GHW)
+    root = math.sqrt(V)
+    for g in range(bins.size):
+        if family == _POISSON:
+            f = math.exp(bins[g] + 0.5 * V)
+            info[g], d_info[g] = f, 0.5 * f
+            continue
+        total, slope_total = 0.0, 0.0
+        for q in range(nodes.size):
+            w, slope = _information(family, bins[g] + root * nodes[q])
+            total += w * weights[q]
+            slope_total += w * slope * weights[q] * nodes[q]
+        info[g], d_info[g] = total, slope_total / (2.0 * root)
+
+
+@_cached_jit
+def _logp_core(x: np.ndarray, grad: np.ndarray, buffer: np.ndarray, U: np.ndarray) -> float:
+    """GLMMDensity.logp at x from the buffer, the gradient written into ``grad``."""
+    n, L, r, p = int(buffer[_H_N]), int(buffer[_H_L]), int(buffer[_H_R]), int(buffer[_H_P])
+    olre = buffer[_H_OLRE] != 0.0
+    family = int(buffer[_H_FAMILY])
+    k = p + 1 + int(olre)
+    y, trials = _section(buffer, _S_Y), _section(buffer, _S_TRIALS)
+    offset = _section(buffer, _S_OFFSET)
+    design = _section(buffer, _S_DESIGN).reshape((n, p))
+    beta_mu, beta_sd = _section(buffer, _S_MU), _section(buffer, _S_SD)
+    s = _section(buffer, _S_EIG)
+    att, mean_diag = buffer[_H_ATTENUATION], buffer[_H_MEAN_DIAGONAL]
+    one_record = buffer[_H_ONE_RECORD] != 0.0
+    index = _section(buffer, _S_INDEX)
+    var_a = math.exp(2.0 * x[p])
+    var_o = math.exp(2.0 * x[p + 1]) if olre else 0.0
+    V = var_a * mean_diag + var_o
+    gfac = math.sqrt(1.0 + att * V)
+    beta = np.empty(p)
+    for a in range(p):
+        beta[a] = x[a] * gfac
+    A = np.empty(r)
+    sum_log_A = 0.0
+    for j in range(r):
+        A[j] = var_a * s[j] + var_o
+        sum_log_A += math.log(A[j])
+    v = x[k:]
+    c = np.empty(r)
+    scale = np.empty(r)
+    conditional = buffer[_H_TRANSFORM] == _CONDITIONAL
+    log_jac = 0.0
+    G = int(buffer[_H_BINS])
+    if conditional:
+        info, d_info = np.empty(G), np.empty(G)
+        if G:
+            _expected_information(buffer, family, V, info, d_info)
+        score, info0 = _section(buffer, _S_SCORE), _section(buffer, _S_INFO)
+        slope = _section(buffer, _S_SLOPE).reshape((r, p))
+        beta_pilot = _section(buffer, _S_BPILOT)
+        bin_w = _section(buffer, _S_BINW).reshape((r, G))
+        P = np.empty(r)
+        mean = np.empty(r)
+        for j in range(r):
+            b = score[j]
+            for a in range(p):
+                b -= slope[j, a] * (beta[a] - beta_pilot[a])
+            pj = 1.0 / A[j] + info0[j]
+            for q in range(G):
+                pj += bin_w[j, q] * info[q]
+            P[j] = pj
+            scale[j] = 1.0 / math.sqrt(pj)
+            mean[j] = b / pj
+            c[j] = mean[j] + scale[j] * v[j]
+            log_jac -= 0.5 * math.log(pj)
+    else:
+        weights = _section(buffer, _S_WEIGHTS)
+        for j in range(r):
+            half = 0.5 * (1.0 - weights[j])
+            scale[j] = math.exp(half * math.log(A[j]))
+            c[j] = scale[j] * v[j]
+            log_jac += half * math.log(A[j])
+    # η = offset + X β + Z U c
+    levels = np.empty(L)
+    _levels(U, c, levels)
+    g_levels = np.zeros(L)
+    g_eta = np.empty(n)
+    loglik = 0.0
+    for i in range(n):
+        eta = offset[i]
+        for a in range(p):
+            eta += design[i, a] * beta[a]
+        level = i if one_record else int(index[i])
+        eta += levels[level]
+        value, g = _loglik_term(family, y[i], eta, trials[i])
+        loglik += value
+        g_eta[i] = g
+        g_levels[level] += g
+    gc = np.empty(r)
+    _to_basis(U, g_levels, gc)
+    quad = 0.0
+    g_A = np.empty(r)
+    for j in range(r):
+        rj = c[j] / A[j]
+        quad += c[j] * rj
+        gc[j] -= rj
+        g_A[j] = 0.5 * rj * rj - 0.5 / A[j]
+    # the transform's pullback: how (A, V, β) reach the density at fixed v
+    g_V = 0.0
+    g_beta = np.zeros(p)
+    if conditional:
+        slope = _section(buffer, _S_SLOPE).reshape((r, p))
+        bin_w = _section(buffer, _S_BINW).reshape((r, G))
+        for j in range(r):
+            g_P = -(gc[j] * (mean[j] + 0.5 * v[j] * scale[j]) + 0.5) / P[j]
+            for q in range(G):
+                g_V += g_P * bin_w[j, q] * d_info[q]
+            g_A[j] += -g_P / (A[j] * A[j])
+            for a in range(p):
+                g_beta[a] -= gc[j] / P[j] * slope[j, a]
+    else:
+        weights = _section(buffer, _S_WEIGHTS)
+        for j in range(r):
+            g_A[j] += 0.5 * (1.0 - weights[j]) / A[j] * (gc[j] * c[j] + 1.0)
+    value = loglik - 0.5 * quad - 0.5 * sum_log_A + log_jac + p * math.log(gfac)
+    d_beta_h = 0.0
+    for a in range(p):
+        resid = (beta[a] - beta_mu[a]) / beta_sd[a]
+        value -= 0.5 * resid * resid
+        d = g_beta[a] - resid / beta_sd[a]
+        for i in range(n):
+            d += design[i, a] * g_eta[i]
+        grad[a] = gfac * d
+        d_beta_h += d * x[a]
+    value += buffer[_H_LOG_NORMALISER]
+    g_V += att / (2.0 * gfac) * (d_beta_h + p / gfac)
+    h = _H_PRIOR_A
+    pa, dpa = _log_prior_c(buffer[h], buffer[h + 1], buffer[h + 2], buffer[h + 3], x[p])
+    value += pa + x[p]
+    d_var = g_V * mean_diag
+    sum_g_A = 0.0
+    for j in range(r):
+        d_var += g_A[j] * s[j]
+        sum_g_A += g_A[j]
+    grad[p] = 2.0 * var_a * d_var + dpa + 1.0
+    if olre:
+        h = _H_PRIOR_O
+        po, dpo = _log_prior_c(buffer[h], buffer[h + 1], buffer[h + 2], buffer[h + 3], x[p + 1])
+        value += po + x[p + 1]
+        grad[p + 1] = 2.0 * var_o * (sum_g_A + g_V) + dpo + 1.0
+    for j in range(r):
+        grad[k + j] = scale[j] * gc[j]
+    return value
+
+
+@_cached_jit
+def logp_from_buffer(x: np.ndarray, grad: np.ndarray, buffer: np.ndarray) -> float:
+    """:meth:`GLMMDensity.logp <bayeslmm.engines.bayes.glmm_density.GLMMDensity.logp>` at
+    x from the C callback's buffer (:func:`c_buffer`); the gradient is written to ``grad``."""
+    if buffer[_H_FLOAT32] != 0.0:
+        return _logp_core(x, grad, buffer, _vectors32(buffer))
+    return _logp_core(x, grad, buffer, _vectors64(buffer))
+
+
+@_cached_jit
+def _splitmix(state: np.uint64) -> tuple[np.uint64, np.uint64]:
+    """One step of splitmix64: (next state, 64 random bits)."""
+    state = state + np.uint64(0x9E3779B97F4A7C15)
+    z = state
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return state, z ^ (z >> np.uint64(31))
+
+
+@_cached_jit
+def _normals(x: np.ndarray, out: np.ndarray) -> None:
+    """Standard normal draws (Box–Muller on splitmix64), seeded from the bits of x."""
+    state = np.uint64(0x2545F4914F6CDD1D)
+    for bits in x.view(np.uint64):
+        state, z = _splitmix(state ^ bits)
+    scale = 1.0 / 9007199254740992.0  # 2⁻⁵³
+    for i in range(0, out.size, 2):
+        state, z1 = _splitmix(state)
+        state, z2 = _splitmix(state)
+        u1 = (float(z1 >> np.uint64(11)) + 0.5) * scale
+        u2 = float(z2 >> np.uint64(11)) * scale
+        radius = math.sqrt(-2.0 * math.log(u1))
+        out[i] = radius * math.cos(2.0 * math.pi * u2)
+        if i + 1 < out.size:
+            out[i + 1] = radius * math.sin(2.0 * math.pi * u2)
+
+
+@_cached_jit
+def _expand_core(x: np.ndarray, buffer: np.ndarray, out: np.ndarray, U: np.ndarray) -> None:
+    """GLMMDensity.expand's values, flat in its order (the split a | a + e of the merged
+    Poisson effect drawn with :func:`_normals`)."""
+    n, L, r, p = int(buffer[_H_N]), int(buffer[_H_L]), int(buffer[_H_R]), int(buffer[_H_P])
+    olre = buffer[_H_OLRE] != 0.0
+    family = int(buffer[_H_FAMILY])
+    k = p + 1 + int(olre)
+    s = _section(buffer, _S_EIG)
+    var_a = math.exp(2.0 * x[p])
+    var_o = math.exp(2.0 * x[p + 1]) if olre else 0.0
+    V = var_a * buffer[_H_MEAN_DIAGONAL] + var_o
+    gfac = math.sqrt(1.0 + buffer[_H_ATTENUATION] * V)
+    beta = np.empty(p)
+    for a in range(p):
+        beta[a] = x[a] * gfac
+    # c from v: the logp's transform
+    c = np.empty(r)
+    A = np.empty(r)
+    for j in range(r):
+        A[j] = var_a * s[j] + var_o
+    if buffer[_H_TRANSFORM] == _CONDITIONAL:
+        G = int(buffer[_H_BINS])
+        info, d_info = np.empty(G), np.empty(G)
+        if G:
+            _expected_information(buffer, family, V, info, d_info)
+        score, info0 = _section(buffer, _S_SCORE), _section(buffer, _S_INFO)
+        slope = _section(buffer, _S_SLOPE).reshape((r, p))
+        beta_pilot = _section(buffer, _S_BPILOT)
+        bin_w = _section(buffer, _S_BINW).reshape((r, G))
+        for j in range(r):
+            b = score[j]
+            for a in range(p):
+                b -= slope[j, a] * (beta[a] - beta_pilot[a])
+            pj = 1.0 / A[j] + info0[j]
+            for q in range(G):
+                pj += bin_w[j, q] * info[q]
+            c[j] = b / pj + x[k + j] / math.sqrt(pj)
+    else:
+        weights = _section(buffer, _S_WEIGHTS)
+        for j in range(r):
+            c[j] = math.exp(0.5 * (1.0 - weights[j]) * math.log(A[j])) * x[k + j]
+    pos = 0
+    if p:
+        for a in range(p):
+            out[pos + a] = beta[a]
+        pos += p
+        if buffer[_H_CENTERED] != 0.0:
+            means = _section(buffer, _S_MEANS)
+            shift = 0.0
+            for a in range(p):
+                out[pos + a] = beta[a]
+                shift += beta[a] * means[a]
+            out[pos + int(buffer[_H_INTERCEPT])] -= shift
+            pos += p
+    a_eff = c.copy()
+    one_record = buffer[_H_ONE_RECORD] != 0.0
+    index = _section(buffer, _S_INDEX)
+    if olre:
+        noise = np.empty(r)
+        _normals(x, noise)
+        rest = np.empty(r)
+        for j in range(r):
+            share = var_a * s[j] / A[j]
+            a_eff[j] = share * c[j] + math.sqrt(share * var_o) * noise[j]
+            rest[j] = c[j] - a_eff[j]
+        e_levels = np.empty(L)
+        _levels(U, rest, e_levels)
+        sd_o = math.sqrt(var_o)
+        out[pos] = sd_o
+        pos += 1
+        for i in range(n):
+            out[pos + i] = e_levels[i if one_record else int(index[i])] / sd_o
+        pos += n
+        out[pos] = var_o
+        pos += 1
+    out[pos] = math.sqrt(var_a)
+    out[pos + 1] = var_a
+    pos += 2
+    rk = int(buffer[_H_KINSHIP_RANK])
+    for j in range(rk):
+        out[pos + j] = a_eff[j] / math.sqrt(var_a * s[j])
+    pos += rk
+    u = np.empty(L)
+    _levels(U, a_eff, u)
+    for i in range(L):
+        out[pos + i] = u[i]
+    pos += L
+    if family == _POISSON:
+        offset = _section(buffer, _S_OFFSET)
+        design = _section(buffer, _S_DESIGN).reshape((n, p))
+        total = 0.0
+        for i in range(n):
+            eta = offset[i]
+            for a in range(p):
+                eta += design[i, a] * beta[a]
+            total += math.exp(eta)
+        lam = total / n * math.exp(0.5 * (var_a + var_o))
+        var_residual = math.log1p(1.0 / lam) + var_o
+    elif family == _LOGIT:
+        var_residual = math.pi**2 / 3.0
+    else:
+        var_residual = 1.0
+    out[pos] = var_residual
+    share_a = buffer[_H_SHARE_WEIGHT] * var_a
+    out[pos + 1] = share_a / (share_a + var_residual)
+    out[pos + 2] = var_residual / (share_a + var_residual)
+    pos += 3
+    if buffer[_H_H2] != 0.0:
+        out[pos] = out[pos - 2]
+
+
+@_cached_jit
+def expand_from_buffer(x: np.ndarray, buffer: np.ndarray, out: np.ndarray) -> None:
+    """:meth:`GLMMDensity.expand <bayeslmm.engines.bayes.glmm_density.GLMMDensity.expand>`'s
+    values, flat in its order, into ``out``."""
+    if buffer[_H_FLOAT32] != 0.0:
+        _expand_core(x, buffer, out, _vectors32(buffer))
+    else:
+        _expand_core(x, buffer, out, _vectors64(buffer))
+
+
+def _logp_c(dim, x_, grad_, logp_, data_):  # noqa: ANN001, ANN202 (numba cfunc)
+    """nutpie's C logp: 0 on success, 4 (recoverable: NUTS rejects the step) for a
+    non-finite value or gradient, −1 for a dimension other than the buffer's."""
+    header = numba.carray(data_, (_HEADER,), np.float64)
+    size = int(header[_H_OFFSETS + len(_SECTIONS)])
+    k = int(header[_H_P]) + 1 + int(header[_H_OLRE] != 0.0)
+    if dim != k + int(header[_H_R]):
+        return -1
+    buffer = numba.carray(data_, (size,), np.float64)
+    x = numba.carray(x_, (dim,))
+    grad = numba.carray(grad_, (dim,))
+    out = numba.carray(logp_, (1,))
+    value = logp_from_buffer(x, grad, buffer)
+    out[0] = value
+    if not math.isfinite(value):
+        return 4
+    for i in range(dim):
+        if not math.isfinite(grad[i]):
+            return 4
+    return 0
+
+
+def _expand_c(dim, n_expanded, x_, out_, data_):  # noqa: ANN001, ANN202 (numba cfunc)
+    header = numba.carray(data_, (_HEADER,), np.float64)
+    size = int(header[_H_OFFSETS + len(_SECTIONS)])
+    if n_expanded != int(header[_H_N_EXPANDED]):
+        return -1
+    buffer = numba.carray(data_, (size,), np.float64)
+    x = numba.carray(x_, (dim,))
+    out = numba.carray(out_, (n_expanded,))
+    expand_from_buffer(x, buffer, out)
+    return 0
+
+
+_C_CALLBACKS: tuple[Any, Any] | None = None
+
+
+def c_callbacks() -> tuple[Any, Any]:
+    """The compiled (logp, expand) cfuncs, once per process (numba's on-disk cache: compiled
+    by the first process after an install, loaded by later ones).
+
+    Examples
+    --------
+    >>> logp, expand = c_callbacks()
+    >>> logp.address > 0
+    True
+    """
+    global _C_CALLBACKS
+    if _C_CALLBACKS is None:
+        t = numba.types
+        logp_sig = t.int64(
+            t.uint64, t.CPointer(t.double), t.CPointer(t.double), t.CPointer(t.double), t.voidptr
+        )
+        expand_sig = t.int64(
+            t.uint64, t.uint64, t.CPointer(t.double), t.CPointer(t.double), t.voidptr
+        )
+        compiled = []
+        for func, sig in ((_logp_c, logp_sig), (_expand_c, expand_sig)):
+            try:
+                compiled.append(numba.cfunc(sig, cache=True)(func))
+            except RuntimeError:  # pragma: no cover - no writable cache directory
+                compiled.append(numba.cfunc(sig)(func))
+        _C_CALLBACKS = (compiled[0], compiled[1])
+    return _C_CALLBACKS
+
+
+def family_code(family: Any) -> int | None:
+    """The C callback's number for a built-in family and link, None for any other (a
+    user's family, or a subclass that changes the likelihood, keeps the Python callback)."""
+    from bayeslmm import families as F
+
+    kernel = type(family).loglik_kernel
+    if isinstance(family, F.Poisson) and kernel is F.Poisson.loglik_kernel:
+        return _POISSON
+    binary = isinstance(family, (F.Bernoulli, F.Binomial))
+    if binary and kernel is F._BinaryTrials.loglik_kernel:
+        expected = type(family).expected_information is F.Family.expected_information
+        information = type(family).information is F._BinaryTrials.information
+        if expected and information:
+            return {"logit": _LOGIT, "probit": _PROBIT}.get(family.link)
+    return None
+
+
+def c_buffer(density: Any) -> np.ndarray | None:
+    """``density`` (a :class:`~bayeslmm.engines.bayes.glmm_density.GLMMDensity`) as the C
+    callbacks' float64 buffer, or None where the C form does not cover it (a family, prior
+    or transform it does not know: the Python callback samples it then).
+
+    Examples
+    --------
+    >>> import numpy as np, pandas as pd, bayeslmm as bl
+    >>> from bayeslmm.engines.bayes import build
+    >>> from bayeslmm.engines.bayes.glmm_density import glmm_density
+    >>> K = bl.Kinship(np.eye(6) * 0.5 + 0.5, [f"i{k}" for k in range(6)])
+    >>> df = pd.DataFrame({"y": [0, 1, 1, 0, 1, 1], "id": list(K.ids)})
+    >>> spec = bl.specify("y ~ 1 + (1 | id)", df, kinship={"id": K}, family="bernoulli")
+    >>> density = glmm_density(build(spec, strategy="latent"), dtype="float64")
+    >>> x = density.initial_point(1)
+    >>> grad = np.empty_like(x)
+    >>> value = logp_from_buffer(x, grad, c_buffer(density))
+    >>> bool(np.isclose(value, density.logp(x)[0]))
+    True
+    """
+    from bayeslmm.engines.bayes.glmm_density import ConditionalCentring, PartialNonCentring
+    from bayeslmm.families import _GH_NODES, _GH_WEIGHTS
+
+    code = family_code(density.family)
+    specs = getattr(density, "prior_specs", None)
+    if code is None or specs is None:
+        return None
+    prior_a = _prior_row(specs[0])
+    prior_o = _prior_row(specs[1]) if density.olre else (0.0, 0.0, 0.0, 0.0)
+    if prior_a is None or prior_o is None or prior_a[0] == 0.0:
+        return None
+    if density.olre and prior_o[0] == 0.0:
+        return None
+    vectors = np.asarray(density.vectors)
+    if vectors.dtype not in (np.float32, np.float64):
+        return None
+    transform = density.transform
+    n, p = density.design.shape
+    L, r = vectors.shape
+    empty = np.zeros(0)
+    pieces: dict[str, np.ndarray] = dict.fromkeys(_SECTIONS, empty)
+    if type(transform) is PartialNonCentring:
+        transform_code = _PARTIAL
+        pieces["weights"] = np.asarray(transform.weights, dtype=float)
+    elif type(transform) is ConditionalCentring and transform.family is density.family:
+        transform_code = _CONDITIONAL
+        pieces.update(
+            score=transform.score,
+            score_slope=np.asarray(transform.score_slope).reshape(r, p),
+            beta_pilot=transform.beta_pilot,
+            information=transform.information,
+            bins=transform.bins,
+            bin_weights=np.asarray(transform.bin_weights).reshape(r, -1),
+        )
+        if transform.bins.size and code == _POISSON:
+            expected = type(density.family).expected_information
+            from bayeslmm.families import Poisson
+
+            if expected is not Poisson.expected_information:  # pragma: no cover
+                return None
+    else:
+        return None
+    meta = density.meta
+    centred = bool(p) and meta.get("beta_name", "beta") != "beta"
+    pieces.update(
+        y=density.y,
+        trials=density.trials,
+        offset=density.offset,
+        design=density.design,
+        beta_mu=density.beta_mu,
+        beta_sd=density.beta_sd,
+        index=density.index.astype(float),
+        eigenvalues=density.eigenvalues,
+        gh_nodes=_GH_NODES,
+        gh_weights=_GH_WEIGHTS,
+        means=np.asarray(meta["means"], dtype=float) if centred else empty,
+    )
+    flat = [np.ascontiguousarray(pieces[name], dtype=float).ravel() for name in _SECTIONS[:-1]]
+    # the eigenvectors in their own precision, packed into float64 slots
+    packed = np.zeros(-(-vectors.size * vectors.itemsize // 8))
+    packed.view(vectors.dtype)[: vectors.size] = vectors.ravel()
+    flat.append(packed)
+    starts = np.cumsum([_HEADER] + [a.size for a in flat])
+    header = np.zeros(_HEADER)
+    header[_H_N], header[_H_L], header[_H_R], header[_H_P] = n, L, r, p
+    header[_H_OLRE] = float(density.olre)
+    header[_H_FAMILY] = code
+    header[_H_TRANSFORM] = transform_code
+    header[_H_ONE_RECORD] = float(density.one_record_per_level)
+    header[_H_ATTENUATION] = density.attenuation
+    header[_H_MEAN_DIAGONAL] = density.mean_diagonal
+    header[_H_LOG_NORMALISER] = density.log_normaliser
+    header[_H_PRIOR_A : _H_PRIOR_A + 4] = prior_a
+    header[_H_PRIOR_O : _H_PRIOR_O + 4] = prior_o
+    header[_H_BINS] = transform.bins.size if transform_code == _CONDITIONAL else 0
+    header[_H_FLOAT32] = float(vectors.dtype == np.float32)
+    header[_H_KINSHIP_RANK] = r if density.kinship_rank < 0 else density.kinship_rank
+    header[_H_SHARE_WEIGHT] = float(meta.get("share_weight", 1.0))
+    header[_H_H2] = float(bool(meta.get("h2")))
+    header[_H_CENTERED] = float(centred)
+    header[_H_INTERCEPT] = float(meta.get("intercept") or 0) if centred else 0.0
+    header[_H_N_EXPANDED] = sum(
+        np.size(value) for value in density.expand(density.initial_point(0), _rng()).values()
+    )
+    header[_H_OFFSETS : _H_OFFSETS + len(starts)] = starts
+    return np.concatenate([header, *flat])
+
+
+def _rng() -> np.random.Generator:
+    return np.random.default_rng(0)
+
+
+def nutpie_model(density: Any, dims_of: dict[str, tuple[str, ...]], coords: Any) -> Any:
+    """nutpie's numba-backend model class around the C callbacks for ``density``, or None
+    where :func:`c_buffer` does not cover it or this nutpie has no such class.
+
+    ``dims_of`` and ``coords`` are those :func:`~bayeslmm.engines.bayes.nutpie_callback.
+    pyfunc_model` takes (variable → dims, dim → labels).
+    """
+    import pandas as pd
+
+    buffer = c_buffer(density)
+    if buffer is None:
+        return None
+    try:
+        from nutpie.compile_pymc import CompiledPyMCModel
+    except ImportError:  # pragma: no cover - nutpie without its PyMC backend module
+        return None
+    logp, expand = c_callbacks()
+    sample = density.expand(density.initial_point(0), _rng())
+    names = list(sample)
+    shapes = [tuple(np.shape(sample[name])) for name in names]
+    dims = {name: tuple(dims_of[name]) for name in names if name in dims_of}
+    used = {d for dd in dims.values() for d in dd}
+    try:
+        return CompiledPyMCModel(
+            _n_dim=density.ndim,
+            dims=dims,
+            _coords={d: pd.Index(coords[d]) for d in used if d in coords},
+            _shapes=dict(zip(names, shapes, strict=True)),
+            compiled_logp_func=logp,
+            compiled_expand_func=expand,
+            initial_point_func=density.initial_point,
+            shared_data={},
+            user_data=buffer,
+            n_expanded=int(buffer[_H_N_EXPANDED]),
+            shape_info=(names, None, shapes),
+            logp_func=None,
+            expand_func=None,
+        )
+    except TypeError:  # pragma: no cover - another nutpie's field names
+        return None
