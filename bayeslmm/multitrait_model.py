@@ -50,8 +50,11 @@ class MultiTraitLMM:
         One row per individual, a column per trait (NaN: not recorded).
     kinship : dict
         ``{"id": K}``.
-    family : str
-        ``"gaussian"`` only.
+    family : str or dict
+        ``"gaussian"`` (the default), or a family per trait, e.g. ``{"disease":
+        "bernoulli", "weight": "gaussian"}``: a latent-scale multi-trait GLMM fitted by NUTS
+        (:mod:`bayeslmm.engines.bayes.multitrait_glmm`; the combinations covered are listed
+        in :mod:`bayeslmm.multitrait_glmm_spec`).
     priors : dict, optional
         See :mod:`bayeslmm.engines.bayes.multitrait_density`.
 
@@ -76,7 +79,7 @@ class MultiTraitLMM:
         formula: str,
         data: pd.DataFrame,
         kinship: Mapping[str, Kinship | pd.DataFrame] | None = None,
-        family: str | Family = "gaussian",
+        family: str | Family | Mapping[str, Any] = "gaussian",
         priors: Mapping[str, Any] | None = None,
     ) -> None:
         self.spec: MultiTraitSpec = specify_multitrait(
@@ -111,12 +114,18 @@ class MultiTraitLMM:
 
         Returns
         -------
-        MultiTraitRemlFit or MultiTraitBayesFit
+        MultiTraitRemlFit, MultiTraitBayesFit or MultiTraitGLMMBayesFit
 
         Examples
         --------
         >>> # fit = model.fit(method="reml"); fit.genetic_correlation()
         """
+        if method == "reml" and not self.spec.is_gaussian:
+            raise SpecificationError(
+                "REML is not built for a multi-trait model with non-Gaussian traits (its "
+                "likelihood has no closed form); fit it with method='nuts' (the latent-scale "
+                "posterior)."
+            )
         if method == "reml":
             from bayeslmm.engines.reml.multitrait import fit_multitrait_reml
 
@@ -144,9 +153,10 @@ class MultiTraitLMM:
             seed = int(np.random.default_rng().integers(2**31 - 1))
         _probability(target_accept, "target_accept")
         _probability(hdi_prob, "hdi_prob")
+        from bayeslmm.engines.bayes.multitrait_glmm import sample_multitrait_glmm
         from bayeslmm.engines.bayes.multitrait_sampling import sample_multitrait
 
-        fit = sample_multitrait(
+        fit = (sample_multitrait if self.spec.is_gaussian else sample_multitrait_glmm)(
             self.spec,
             draws=draws,
             tune=tune,

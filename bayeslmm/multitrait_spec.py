@@ -12,7 +12,9 @@ one record (row) per individual, a column per trait, missing trait values (NaN) 
 What is supported today: 2–5 Gaussian traits (more work but warn), one intercept-only
 kinship-structured term ``(1 | id)`` on a dense kinship (``bl.Kinship``, including a GRM)
 or, with every trait recorded, a SNP-space low-rank one (``bl.grm(dosages, low_rank=True)``),
-the same fixed-effect formula for every trait, complete covariates.
+the same fixed-effect formula for every trait, complete covariates. With a family per trait
+(``family={"disease": "bernoulli", "weight": "gaussian"}``) the model is a latent-scale
+multi-trait GLMM; :mod:`bayeslmm.multitrait_glmm_spec` lists the combinations it covers.
 """
 
 from __future__ import annotations
@@ -83,7 +85,7 @@ def response_traits(formula: Any) -> tuple[str, list[str]] | None:
     return match.group(1), [part.strip() for part in match.group(2).split(",")]
 
 
-def is_multitrait(formula: Any, family: str | Family = "gaussian") -> bool:
+def is_multitrait(formula: Any, family: str | Family | Mapping[str, Any] = "gaussian") -> bool:
     """Whether :class:`~bayeslmm.LMM` should build a multi-trait model.
 
     ``mvbind(...)`` always does; ``cbind(a, b, ...)`` does under the Gaussian family when
@@ -103,6 +105,8 @@ def is_multitrait(formula: Any, family: str | Family = "gaussian") -> bool:
     kind, names = found
     if kind == "mvbind":
         return True
+    if isinstance(family, Mapping):  # a family per trait (a multi-trait GLMM)
+        return all(re.fullmatch(_NAME, name) for name in names)
     return _is_gaussian(family) and all(re.fullmatch(_NAME, name) for name in names)
 
 
@@ -132,6 +136,9 @@ class MultiTraitSpec:
         Individuals whose every trait was missing (left out).
     priors : Mapping
         Prior overrides, passed to the Bayesian engine.
+    families : tuple of Family
+        One per trait when a trait is not Gaussian (a latent-scale multi-trait GLMM,
+        :mod:`bayeslmm.multitrait_glmm_spec`); empty when every trait is Gaussian.
     """
 
     formula: str
@@ -145,6 +152,12 @@ class MultiTraitSpec:
     data: pd.DataFrame
     dropped: tuple[str, ...] = ()
     priors: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    families: tuple[Family, ...] = ()
+
+    @property
+    def is_gaussian(self) -> bool:
+        """Whether every trait is Gaussian (else: a latent-scale multi-trait GLMM)."""
+        return not self.families
 
     @property
     def n(self) -> int:
@@ -174,8 +187,10 @@ class MultiTraitSpec:
         return float(np.mean(K.diagonal()) - np.sum(K.dot(np.ones(K.n))) / K.n**2)
 
 
-def _trait_values(data: pd.DataFrame, name: str) -> np.ndarray:
+def _trait_values(data: pd.DataFrame, name: str, family: Family | None = None) -> np.ndarray:
     column = data[name]
+    if family is not None and not family.is_gaussian:
+        column = column.astype(float) if pd.api.types.is_bool_dtype(column) else column
     if pd.api.types.is_bool_dtype(column):
         raise DataError(
             f"The trait '{name}' is True/False; a multi-trait model takes Gaussian (numeric) "
@@ -195,6 +210,12 @@ def _trait_values(data: pd.DataFrame, name: str) -> np.ndarray:
             f"The trait '{name}' is infinite in rows {preview(data.index[rows].tolist())}; "
             "use NaN for a missing value."
         )
+    if family is not None and not family.is_gaussian:
+        recorded = values[~np.isnan(values)]
+        try:
+            family.validate(recorded)
+        except DataError as err:
+            raise DataError(f"The trait '{name}' ({family.name}): {err}") from None
     return values
 
 
@@ -202,7 +223,7 @@ def specify_multitrait(
     formula: str,
     data: pd.DataFrame,
     kinship: Mapping[str, Kinship | pd.DataFrame] | None = None,
-    family: str | Family = "gaussian",
+    family: str | Family | Mapping[str, Any] = "gaussian",
     priors: Mapping[str, Any] | None = None,
 ) -> MultiTraitSpec:
     """Validate a multi-trait model and turn it into arrays.
@@ -215,8 +236,9 @@ def specify_multitrait(
         One row per individual; NaN marks a missing trait value.
     kinship : dict
         ``{"id": K}`` for the grouping factor of the random term.
-    family : str or Family
-        Must be Gaussian.
+    family : str, Family or dict
+        Gaussian (the default), or a family per trait ``{trait: family}`` for a latent-scale
+        multi-trait GLMM (:mod:`bayeslmm.multitrait_glmm_spec`).
     priors : dict, optional
         Overrides (see :mod:`bayeslmm.engines.bayes.multitrait_density`).
 
@@ -234,12 +256,14 @@ def specify_multitrait(
     >>> spec.traits, spec.complete
     (('y1', 'y2'), False)
     """
-    if not _is_gaussian(family):
-        raise SpecificationError(
-            f"Multi-trait models (mvbind/cbind of traits) are Gaussian; got family "
-            f"'{_family_name(family)}'. For binomial counts write cbind(successes, failures) "
-            "with family='binomial' (a single response)."
-        )
+    if response_traits(formula) is not None and response_traits(formula)[0] == "cbind":
+        if not isinstance(family, Mapping) and not _is_gaussian(family):
+            raise SpecificationError(
+                f"cbind() of traits with the single family '{_family_name(family)}': for "
+                "binomial counts write cbind(successes, failures) with family='binomial' (a "
+                "single response); for several non-Gaussian traits write mvbind(...) or give "
+                "family={trait: family}."
+            )
     if not isinstance(data, pd.DataFrame):
         raise DataError(f"data must be a pandas DataFrame; got {type(data).__name__}.")
     found = response_traits(formula)
@@ -278,6 +302,13 @@ def specify_multitrait(
                 f"The trait '{name}' is not a column of the data; available columns: "
                 f"{preview(data.columns, 12)}."
             )
+    from bayeslmm.multitrait_glmm_spec import residual_traits, trait_families
+
+    families = trait_families(family, traits)
+    if all(f.is_gaussian for f in families):
+        families = ()
+    else:
+        residual_traits(families, traits)  # refuses the combinations not built
     if len(blocks) != 1 or blocks[0].lhs.replace(" ", "") not in ("1", "1+1"):
         got = ", ".join(f"({b.lhs} | {b.group})" for b in blocks) or "none"
         raise SpecificationError(
@@ -314,7 +345,12 @@ def specify_multitrait(
             f"The genetic term of a multi-trait model groups by one id column; got '{group}'."
         )
     _check_columns(fixed + " " + group, data, [])
-    Y = np.column_stack([_trait_values(data, name) for name in traits])
+    Y = np.column_stack(
+        [
+            _trait_values(data, name, families[k] if families else None)
+            for k, name in enumerate(traits)
+        ]
+    )
     observed = ~np.isnan(Y)
     for k, name in enumerate(traits):
         values = Y[observed[:, k], k]
@@ -328,9 +364,13 @@ def specify_multitrait(
                 f"({preview(np.unique(values).tolist())}); there is nothing to model. Drop it "
                 f"from {kind}()."
             )
-    if kind == "cbind" and all(
-        np.all(Y[observed[:, k], k] >= 0) and np.all(np.mod(Y[observed[:, k], k], 1) == 0)
-        for k in range(len(traits))
+    if (
+        kind == "cbind"
+        and not families
+        and all(
+            np.all(Y[observed[:, k], k] >= 0) and np.all(np.mod(Y[observed[:, k], k], 1) == 0)
+            for k in range(len(traits))
+        )
     ):
         warnings.warn(
             f"Every column of {lhs_text!r} holds non-negative whole numbers: under the "
@@ -400,4 +440,5 @@ def specify_multitrait(
         data=data,
         dropped=dropped,
         priors=MappingProxyType(dict(priors or {})),
+        families=families,
     )
