@@ -21,11 +21,20 @@ For every chromosome c:
 Memory: T, the cached crossproducts, one chromosome's kinship, its Householder reflectors
 and Cholesky factor (O(n²) each), and one block of markers (O(n × block_size)); the
 genotypes are read block by block, never whole.
+
+When the LOCO kinships have fewer markers than the individuals (more precisely, when
+:func:`~bayeslmm.association.low_rank.low_rank_cheaper` says so, or ``low_rank=True``), steps
+1–4 run in SNP space instead (:mod:`bayeslmm.association.low_rank`): the centred markers
+(n × p) and their Gram matrix (p × p) are formed once, each LOCO kinship is a
+:class:`~bayeslmm.kinship.LowRankKinship` of its markers, its thin SVD comes from a
+sub-block of that Gram matrix, the null REML fit is the REML engine's low-rank route and the
+markers are tested through V⁻¹ = σ_e⁻²(I − U₁ΛU₁ᵀ). Memory O(n p + p²), no n × n matrix.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import sys
 import time
@@ -38,10 +47,17 @@ import pandas as pd
 from scipy.linalg import blas
 
 from bayeslmm.association import glmm
+from bayeslmm.association import low_rank as snp_space
 from bayeslmm.association.driver import scan_chromosomes
 from bayeslmm.association.genotypes import GenotypeSource, open_genotypes
 from bayeslmm.association.posterior import posterior_refitter
-from bayeslmm.association.stats import RotatedNull, exact_marker, ml_profile_minimum
+from bayeslmm.association.stats import (
+    ExactFit,
+    MarkerStats,
+    RotatedNull,
+    exact_marker,
+    ml_profile_minimum,
+)
 from bayeslmm.association.tridiagonal import (
     ROUTE,
     Tridiagonal,
@@ -55,6 +71,7 @@ from bayeslmm.errors import DataError, KinshipError, SpecificationError, preview
 from bayeslmm.kinship._kinship import Kinship, KinshipScaleWarning
 from bayeslmm.kinship.grm import _centred_blocks, _Dosages, _scale, _select_snps, _SnpSelection
 from bayeslmm.kinship.loco import _chromosome_label
+from bayeslmm.kinship.low_rank import LowRankKinship
 from bayeslmm.results.scan_result import SCAN_COLUMNS, ScanResult
 from bayeslmm.spec import ModelSpec, specify, split_formula
 
@@ -89,6 +106,7 @@ def scan(
     trials: str | None = None,
     wald_threshold: float = glmm.WALD_THRESHOLD,
     rare_mac: float | None = None,
+    low_rank: bool | None = None,
 ) -> ScanResult:
     """Mixed-model association scan, with leave-one-chromosome-out kinships.
 
@@ -165,6 +183,15 @@ def scan(
         two copies, see docs/scan.md). 0 turns the exact tail off; a larger value costs one
         enumeration per such marker (its distinct sums capped at 10⁶, past which the
         saddle point is used).
+    low_rank : bool, optional
+        Gaussian traits: hold each kinship as its markers (SNP space: a
+        :class:`~bayeslmm.kinship.LowRankKinship`, no n × n matrix; null REML by the low-rank
+        route, markers tested through V⁻¹ = σ_e⁻²(I − U₁ΛU₁ᵀ)) instead of forming and
+        reducing the n × n matrix. ``None`` (default) takes whichever costs fewer flops (SNP
+        space roughly when the LOCO kinships have fewer than 0.8 n markers); the two routes
+        give the same table to rounding. With ``kinship=``, ``None`` follows the kinships'
+        type, ``True`` needs low-rank kinships and ``False`` makes them dense. Binary and
+        count traits always use the dense kinship.
 
     Returns
     -------
@@ -174,7 +201,8 @@ def scan(
         spa),
         ``.null_models`` (one null fit per chromosome, with its stage seconds; for a
         Gaussian trait ``route`` names how it was computed: REML in the kinship's
-        tridiagonal basis, markers whitened by the Cholesky factor of V, both exact),
+        tridiagonal basis with markers whitened by the Cholesky factor of V, or the
+        SNP-space route with ``rank``, the kinship's; both exact),
         ``.manhattan()``, ``.qq()``,
         ``.lambda_gc()``, ``.to_tsv(path)``; for a Gaussian trait
         ``.posterior_shares(top=5)`` refits the top markers by NUTS (each hit's share of
@@ -195,6 +223,10 @@ def scan(
     """
     t_start = time.perf_counter()
     test = _check_options(test, maf, block_size)
+    if low_rank is not None and not isinstance(low_rank, bool | np.bool_):
+        raise SpecificationError(
+            f"low_rank must be True, False or None (choose by cost); got {low_rank!r}."
+        )
     response, fixed, group = _scan_formula(formula)
     source = open_genotypes(genotypes, snp_map, ids)
     try:
@@ -212,6 +244,13 @@ def scan(
                 )
         else:
             rare_mac = _check_glmm_options(test, exact, wald_threshold, rare_mac)
+            if low_rank:
+                raise SpecificationError(
+                    "low_rank=True is for Gaussian traits; a binary or count trait's null "
+                    "GLMM and score tests use the dense kinship (n × n Cholesky factors). "
+                    "Leave low_rank at None."
+                )
+            low_rank = False
         dos = source.dosages(rows)
         t0 = time.perf_counter()
         sel = _select_snps(dos, maf, block_size)
@@ -220,7 +259,8 @@ def scan(
         chrom = source.snp_map["chr"].to_numpy(dtype=object)
         order = list(dict.fromkeys(chrom[sel.keep]))
         exact_pos = _exact_positions(exact, source.snp_map, sel)
-        kinships = _KinshipProvider(
+        provider = functools.partial(_KinshipProvider, low_rank=low_rank)
+        kinships = provider(
             dos, sel, chrom, order, loco, kinship, standardize, block_size, frame[group]
         )
         if gaussian:
@@ -261,7 +301,7 @@ def scan(
         notes=notes,
         posterior_refit=posterior_refitter(
             response, fixed, group, frame, genotypes, snp_map, ids, loco, kinship,
-            standardize, maf, block_size, _KinshipProvider,
+            standardize, maf, block_size, provider,
         ) if gaussian else None,
     )  # fmt: skip
 
@@ -428,7 +468,13 @@ def _exact_positions(
 
 # -- kinships --------------------------------------------------------------------------------
 class _KinshipProvider:
-    """The kinship of each chromosome: LOCO or whole-genome, built or given."""
+    """The kinship of each chromosome: LOCO or whole-genome, built or given; dense (n × n)
+    or, with ``low_rank``, held as its markers (:class:`LowRankKinship`).
+
+    ``low_rank=None`` builds whichever costs less
+    (:func:`~bayeslmm.association.low_rank.low_rank_cheaper`); for given kinships it keeps
+    their type, True requires low-rank ones and False makes them dense.
+    """
 
     def __init__(
         self,
@@ -441,6 +487,7 @@ class _KinshipProvider:
         standardize: bool,
         block_size: int,
         ids: pd.Series,
+        low_rank: bool | None = False,
     ) -> None:
         self.dos, self.sel, self.order = dos, sel, order
         self.loco, self.given = bool(loco), given
@@ -450,9 +497,19 @@ class _KinshipProvider:
         self.timing = {"grm_s": 0.0}
         self._whole: Kinship | None = None
         self._cache: dict[int, tuple[np.ndarray, bool, np.ndarray]] = {}
+        self._markers: np.ndarray | None = None  # SNP space: centred markers, n × p
+        self._gram: np.ndarray | None = None  # and their Gram matrix, p × p
+        self.low_rank = low_rank
         self._check_given()
         if given is None:
-            self._first_pass()
+            if low_rank is None:
+                counts = np.bincount(self.codes, minlength=len(order)) if order else []
+                low_rank = snp_space.low_rank_cheaper(dos.n, counts, self.loco)
+            self.low_rank = bool(low_rank)
+            if self.low_rank:
+                self._first_pass_low_rank()
+            else:
+                self._first_pass()
 
     def subset(self, c: int) -> _SnpSelection:
         """The tested markers of chromosome ``c`` (index into ``order``)."""
@@ -481,11 +538,22 @@ class _KinshipProvider:
                     f"per tested chromosome ({preview(self.order)})."
                 )
             self.given = keys
+            kinds = [keys[c] for c in self.order]
         elif not isinstance(given, Kinship):
             raise SpecificationError(
                 "With loco=False, kinship= takes one bayeslmm.Kinship; a dict of kinships per "
                 "chromosome is loco=True."
             )
+        else:
+            kinds = [given]
+        if self.low_rank:
+            dense = [k.name for k in kinds if not isinstance(k, LowRankKinship)]
+            if dense:
+                raise SpecificationError(
+                    f"low_rank=True needs kinships held as their markers; kinship= gives dense "
+                    f"ones ({preview(dense)}). Build them with bayeslmm.grm(..., "
+                    "low_rank=True), or leave low_rank at None to use them as they are."
+                )
 
     def _crossproduct(self, c: int, C: np.ndarray | None = None, lower: bool = False) -> np.ndarray:
         """Z_c Z_cᵀ over chromosome ``c``'s markers, accumulated block by block in place into
@@ -536,15 +604,59 @@ class _KinshipProvider:
         self.total_divisor = float(sum(self._divisor(c) for c in range(len(self.order))))
         self.timing["grm_s"] += time.perf_counter() - t0
 
+    def _first_pass_low_rank(self) -> None:
+        """The centred (and, with ``standardize``, scaled) markers Z, n × p, and their Gram
+        matrix ZᵀZ: every kinship is W = Z_S / √D_S over a set of chromosomes S, and its
+        Gram matrix the matching sub-block of ZᵀZ / D_S."""
+        t0 = time.perf_counter()
+        Z = np.empty((self.dos.n, self.sel.keep.size))
+        for pos, block, _ in _centred_blocks(self.dos, self.sel, self.standardize, self.block_size):
+            Z[:, pos] = block
+        self._markers = Z
+        self._gram = Z.T @ Z  # BLAS syrk: n p² flops, once for every chromosome
+        self.total_divisor = float(sum(self._divisor(c) for c in range(len(self.order))))
+        self.timing["grm_s"] += time.perf_counter() - t0
+
+    def _low_rank_kinship(self, c: int | None) -> LowRankKinship:
+        """The kinship of every chromosome but ``c`` (None: of all), held as its markers."""
+        t0 = time.perf_counter()
+        if c is None:
+            columns, divisor, name = None, self.total_divisor, "GRM"
+        else:
+            label = self.order[c]
+            divisor = self.total_divisor - self._divisor(c)
+            if divisor <= 0:
+                raise KinshipError(
+                    f"Leaving out chromosome {label!r} leaves no marker for its LOCO kinship; "
+                    "every tested marker is on it. Check the chromosome labels or use loco=False."
+                )
+            columns, name = np.flatnonzero(self.codes != c), f"GRM-loco{label}"
+        if c is None:  # the only kinship: Z and ZᵀZ are scaled in place and handed over
+            W, gram = self._markers, self._gram
+        else:  # copies (n × p_c and p_c²), scaled in place
+            W, gram = self._markers[:, columns], self._gram[np.ix_(columns, columns)]
+        W /= math.sqrt(divisor)
+        gram /= divisor
+        kin = LowRankKinship(W, ids=self.ids, name=name, copy=False, gram=gram)
+        self.timing["grm_s"] += time.perf_counter() - t0
+        return kin
+
     def kinship(self, c: int) -> Kinship:
         """The kinship of chromosome ``c``, rows in the data's order."""
         label = self.order[c]
         if self.given is not None:
             if self.loco:
-                return _subset(self.given[label], self.ids, label)
+                return self._as_route(_subset(self.given[label], self.ids, label))
             if self._whole is None:
-                self._whole = _subset(self.given, self.ids, "all")
+                self._whole = self._as_route(_subset(self.given, self.ids, "all"))
             return self._whole
+        if self.low_rank:
+            if not self.loco:
+                if self._whole is None:
+                    self._whole = self._low_rank_kinship(None)
+                    self._markers = self._gram = None  # the kinship holds what it needs
+                return self._whole
+            return self._low_rank_kinship(c)
         if not self.loco:
             if self._whole is None:
                 t0 = time.perf_counter()
@@ -574,6 +686,12 @@ class _KinshipProvider:
         del K
         self.timing["grm_s"] += time.perf_counter() - t0
         return kin
+
+    def _as_route(self, K: Kinship) -> Kinship:
+        """A given kinship as the route needs it: dense when ``low_rank`` is False."""
+        if self.low_rank is False and isinstance(K, LowRankKinship):
+            return K.to_dense()
+        return K
 
 
 def _symmetrise_upper(C: np.ndarray, block: int = 512) -> np.ndarray:
@@ -684,6 +802,82 @@ class _Null:
         tri = self.tri
         return lambda Uy, UX, criterion: TridiagonalReml(tri, Uy, UX, criterion=criterion)
 
+    def marker_stats(self, Z: np.ndarray, two_freq: np.ndarray, test: str) -> MarkerStats:
+        """Tests of a block of centred markers (``two_freq``: their means, 2 × frequency)."""
+        G = whiten(self.R, Z)  # R⁻ᵀZ: one triangular solve (BLAS-3) per block
+        if self.one is not None:  # no constant: test the dosage, not its deviation
+            G += np.outer(self.one, two_freq)
+        return self.model.marker_stats(G, test)
+
+    def refit_marker(self, x: np.ndarray, test: str) -> ExactFit:
+        """The marker ``x`` (centred when the covariates hold a constant) refitted exactly."""
+        g = self.tri.rotate(x)
+        factory = self.exact_factory()
+        if test == "lrt" and self.ml is None:
+            self.ml = ml_profile_minimum(factory, self.Qy, self.QX)
+        return exact_marker(factory, self.Qy, self.QX, g, test=test, null_ml=self.ml)
+
+
+@dataclasses.dataclass
+class _LowRankNull:
+    """One low-rank kinship's null REML fit and its marker tests (SNP space)."""
+
+    model: snp_space.LowRankNull
+    y: np.ndarray
+    centred: bool  # the covariates hold a constant: centred markers test the same
+    summary: dict[str, Any]
+    scale: float
+
+    def marker_stats(self, Z: np.ndarray, two_freq: np.ndarray, test: str) -> MarkerStats:
+        G = Z if self.centred else Z + two_freq  # no constant: test the dosage itself
+        return self.model.marker_stats(G, test)
+
+    def refit_marker(self, x: np.ndarray, test: str) -> ExactFit:
+        return self.model.refit_marker(self.y, x, test)
+
+
+def _low_rank_null_model(
+    K: LowRankKinship,
+    formula: str,
+    spec: ModelSpec,
+    frame: pd.DataFrame,
+    group: str,
+    centred: bool,
+    times: dict,
+) -> _LowRankNull:
+    """The null model of a kinship held as its markers: its thin SVD (from the Gram matrix),
+    REML by the low-rank rotation, then V⁻¹ through U₁ for the markers; no n × n matrix."""
+    specify(formula, frame, kinship={group: K})  # the kinship's checks, as a fit gives them
+    y, X = np.asarray(spec.y, dtype=float), np.asarray(spec.X, dtype=float)
+    t0 = time.perf_counter()
+    rank = K.rank  # the thin SVD
+    times["reduce_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    theta, state = snp_space.fit_null(K, y, X)
+    column_sums = K.markers.sum(axis=0)  # mean K = ‖Wᵀ1‖² / n²
+    scale = float(K.mean_diagonal - column_sums @ column_sums / y.size**2)
+    times["null_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    model = snp_space.LowRankNull(K, y, X, float(theta[0]), float(theta[1]))
+    times["whiten_s"] = time.perf_counter() - t0
+    h2, h2_se = _heritability(theta, safe_inverse(state["ai"]), scale)
+    return _LowRankNull(
+        model=model,
+        y=y,
+        centred=centred,
+        scale=scale,
+        summary={
+            "h2": h2,
+            "h2_se": h2_se,
+            "sigma_g2": float(theta[0]),
+            "sigma_e2": float(theta[1]),
+            "loglik_reml": float(state["loglik_reml"]),
+            "boundary": bool(np.any(theta <= 1e-8 * max(float(theta.sum()), 1e-300))),
+            "route": snp_space.LOW_RANK_ROUTE,
+            "rank": int(rank),
+        },
+    )
+
 
 def _null_model(
     K: Kinship,
@@ -783,26 +977,27 @@ class _GaussianTests:
         self.arrays = {k: np.full(n_markers, np.nan) for k in ("beta", "se", "chi2", "p")}
         self.exact_rows: list[dict[str, Any]] = []
         self.boundary: list[str] = []
-        self.null: _Null | None = None
+        self.null: _Null | _LowRankNull | None = None
 
     def release(self) -> None:
         self.null = None
 
     def fit_null(self, K: Kinship, label: str, times: dict[str, float]) -> dict[str, Any]:
-        self.null = _null_model(
-            K, self.formula, self.spec, self.frame, self.group, self.centred, times,
-            keep_basis=self.exact_pos.size > 0,
-        )  # fmt: skip
+        if isinstance(K, LowRankKinship):
+            self.null = _low_rank_null_model(
+                K, self.formula, self.spec, self.frame, self.group, self.centred, times
+            )
+        else:
+            self.null = _null_model(
+                K, self.formula, self.spec, self.frame, self.group, self.centred, times,
+                keep_basis=self.exact_pos.size > 0,
+            )  # fmt: skip
         if self.null.summary["boundary"]:
             self.boundary.append(f"{label} (h² = {self.null.summary['h2']:.3g})")
         return self.null.summary
 
     def test_block(self, cols: np.ndarray, Z: np.ndarray) -> None:
-        null = self.null
-        G = whiten(null.R, Z)  # R⁻ᵀZ: one triangular solve (BLAS-3) per block
-        if null.one is not None:  # no constant: test the dosage, not its deviation
-            G += np.outer(null.one, 2.0 * self.sel.freq[cols])
-        out = null.model.marker_stats(G, self.test)
+        out = self.null.marker_stats(Z, 2.0 * self.sel.freq[cols], self.test)
         for name, values in self.arrays.items():
             values[cols] = getattr(out, name)
 
@@ -811,12 +1006,9 @@ class _GaussianTests:
         for j in self.exact_pos[np.isin(self.exact_pos, sub.keep)]:
             single = dataclasses.replace(sel, keep=np.array([j]))
             _, Z, _ = next(_centred_blocks(self.dos, single, False, 1))
-            x = Z[:, 0] + 2.0 * sel.freq[j]  # centring is the intercept's business
-            g = null.tri.rotate(Z[:, 0] if null.one is None else x)
-            factory = null.exact_factory()
-            if self.test == "lrt" and null.ml is None:
-                null.ml = ml_profile_minimum(factory, null.Qy, null.QX)
-            fit = exact_marker(factory, null.Qy, null.QX, g, test=self.test, null_ml=null.ml)
+            # centring is the intercept's business
+            x = Z[:, 0] if self.centred else Z[:, 0] + 2.0 * sel.freq[j]
+            fit = null.refit_marker(x, self.test)
             for name, values in self.arrays.items():
                 values[j] = getattr(fit, name)
             genetic = null.scale * fit.sigma_g2

@@ -125,19 +125,36 @@ class RotatedNull:
         A = linalg.solve_triangular(self.chol, self.Xw.T @ G, lower=True)  # p × m, BLAS-3
         xwx = np.einsum("i,ij,ij->j", self.w, G, G)
         xpx = xwx - np.einsum("ij,ij->j", A, A)
-        xpy = G.T @ self.Py
-        ok = xpx > COLLINEAR_RTOL * xwx
-        with np.errstate(divide="ignore", invalid="ignore"):
-            xpx = np.where(ok, xpx, np.nan)
-            beta = xpy / xpx
-            se = 1.0 / np.sqrt(xpx)
-            wald = xpy * beta
-            if test == "lrt":
-                # q₁/q₀ = 1 − χ²_W/q₀; log1p keeps tiny effects accurate
-                stat = -self.n * np.log1p(-np.clip(wald / self.q0, 0.0, 1.0))
-            else:
-                stat = wald
-        return MarkerStats(beta=beta, se=se, chi2=stat, p=chi2_pvalue(stat))
+        return gls_marker_stats(xwx, xpx, G.T @ self.Py, self.q0, self.n, test)
+
+
+def gls_marker_stats(
+    xwx: np.ndarray, xpx: np.ndarray, xpy: np.ndarray, q0: float, n: int, test: str = "wald"
+) -> MarkerStats:
+    """b̂, SE, the statistic of ``test`` and its p-value from each marker's xᵀV⁻¹x, xᵀPx and
+    xᵀPy (V fixed at the null's), the null's q₀ = yᵀPy and the number of individuals n.
+
+    A marker with xᵀPx ≤ :data:`COLLINEAR_RTOL` · xᵀV⁻¹x lies in the span of the covariates
+    and gets NaN.
+
+    Examples
+    --------
+    >>> out = gls_marker_stats(np.array([4.0]), np.array([4.0]), np.array([2.0]), 10.0, 20)
+    >>> float(out.beta[0]), float(out.se[0]), float(out.chi2[0])
+    (0.5, 0.5, 1.0)
+    """
+    ok = xpx > COLLINEAR_RTOL * xwx
+    with np.errstate(divide="ignore", invalid="ignore"):
+        xpx = np.where(ok, xpx, np.nan)
+        beta = xpy / xpx
+        se = 1.0 / np.sqrt(xpx)
+        wald = xpy * beta
+        if test == "lrt":
+            # q₁/q₀ = 1 − χ²_W/q₀; log1p keeps tiny effects accurate
+            stat = -n * np.log1p(-np.clip(wald / q0, 0.0, 1.0))
+        else:
+            stat = wald
+    return MarkerStats(beta=beta, se=se, chi2=stat, p=chi2_pvalue(stat))
 
 
 #: Builds the REML (or ML) model of rotated data: ``factory(Uy, UX, criterion)``; the

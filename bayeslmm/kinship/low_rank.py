@@ -121,10 +121,12 @@ class _Spectrum:
     seconds: float
 
 
-def _thin_svd(W: np.ndarray) -> _Spectrum:
-    """Eigenpairs of W Wᵀ with positive eigenvalues, from the Gram matrix WᵀW."""
+def _thin_svd(W: np.ndarray, gram: np.ndarray | None = None) -> _Spectrum:
+    """Eigenpairs of W Wᵀ with positive eigenvalues, from the Gram matrix WᵀW (``gram``
+    when the caller has it already)."""
     start = time.perf_counter()
-    gram = W.T @ W  # numpy runs BLAS syrk for A.T @ A
+    if gram is None:
+        gram = W.T @ W  # numpy runs BLAS syrk for A.T @ A
     s, V = np.linalg.eigh(0.5 * (gram + gram.T))
     del gram
     s, V = s[::-1], V[:, ::-1]
@@ -186,6 +188,10 @@ class LowRankKinship(Kinship):
         Label used in messages and results.
     copy : bool
         Copy ``markers`` (default); False takes the array over (no second n × p copy).
+    gram : ndarray, shape (p, p), optional
+        WᵀW when the caller has it already (the association scan's LOCO kinships are
+        sub-blocks of one Gram matrix of all markers): the thin SVD then skips its O(n p²)
+        product. Not checked against ``markers`` beyond its shape.
 
     Attributes
     ----------
@@ -207,7 +213,13 @@ class LowRankKinship(Kinship):
     """
 
     def __init__(
-        self, markers: np.ndarray, ids: Sequence[str], name: str = "GRM", copy: bool = True
+        self,
+        markers: np.ndarray,
+        ids: Sequence[str],
+        name: str = "GRM",
+        copy: bool = True,
+        *,
+        gram: np.ndarray | None = None,
     ) -> None:
         # copy=False: take over a float array the caller no longer uses (grm's W: no second
         # n × p copy)
@@ -241,8 +253,16 @@ class LowRankKinship(Kinship):
                 f"Low-rank kinship '{name}' holds {int((~np.isfinite(W)).sum())} NaN/inf "
                 "marker values; impute missing genotypes (bayeslmm.grm does) first."
             )
+        if gram is not None:
+            gram = np.asarray(gram, dtype=float)
+            if gram.shape != (W.shape[1], W.shape[1]):
+                raise KinshipError(
+                    f"Low-rank kinship '{name}': gram must be WᵀW, {W.shape[1]} × "
+                    f"{W.shape[1]} for {W.shape[1]} marker columns; got shape {gram.shape}."
+                )
         W.setflags(write=False)
         set_ = object.__setattr__  # the frozen dataclass parent refuses attribute assignment
+        set_(self, "_gram", gram)  # consumed (and dropped) by the thin SVD
         set_(self, "markers", W)
         set_(self, "ids", ids)
         set_(self, "name", name)
@@ -256,7 +276,7 @@ class LowRankKinship(Kinship):
 
     @cached_property
     def _spectrum(self) -> _Spectrum:
-        out = _thin_svd(self.markers)
+        out = _thin_svd(self.markers, self.__dict__.pop("_gram", None))
         self.__dict__["eigh_seconds"] = out.seconds  # what fits report as the decomposition
         return out
 
