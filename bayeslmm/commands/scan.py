@@ -128,6 +128,15 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "--block-size", type=positive_int, default=1000, help="markers read at once (memory)"
     )
     parser.add_argument(
+        "--low-rank",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="Gaussian traits: hold each kinship as its markers (SNP space, no n x n matrix); "
+        "--no-low-rank forms and reduces the n x n kinships; by default whichever costs less "
+        "(SNP space roughly when the LOCO kinships have fewer markers than 0.8 n). Same "
+        "results either way",
+    )
+    parser.add_argument(
         "--posterior-top",
         type=positive_int,
         default=None,
@@ -202,6 +211,7 @@ def run(args: argparse.Namespace) -> int:
         trials=args.trials,
         wald_threshold=args.wald_threshold,
         rare_mac=args.rare_mac,
+        low_rank=args.low_rank,
     )
     shares = None
     if args.posterior_top:
