@@ -449,6 +449,11 @@ def _binomial_scan(y, trials):
     )
 
 
+def _loco_grms() -> dict:
+    _, G, snps = _error_data(BINARY)
+    return bl.loco_grms(G, snps["chr"])
+
+
 BINARY = [0, 1] * 10
 ERRORS = {
     "scan-family-unknown": (
@@ -515,6 +520,21 @@ ERRORS = {
         lambda: _scan(BINARY, rare_mac=5),
         SpecificationError,
         "rare_mac sets the exact rare-marker test of binary and count traits",
+    ),
+    "scan-low-rank-invalid": (
+        lambda: _scan(BINARY, low_rank="yes"),
+        SpecificationError,
+        "low_rank must be True, False or None (choose by cost); got 'yes'.",
+    ),
+    "scan-low-rank-glmm": (
+        lambda: _scan(BINARY, family="bernoulli", low_rank=True),
+        SpecificationError,
+        "low_rank=True is for Gaussian traits",
+    ),
+    "scan-low-rank-dense-kinship": (
+        lambda: _scan(BINARY, low_rank=True, kinship=_loco_grms()),
+        SpecificationError,
+        "low_rank=True needs kinships held as their markers",
     ),
     "scan-posterior-shares-binary": (
         lambda: _scan(BINARY, family="bernoulli").posterior_shares(),
