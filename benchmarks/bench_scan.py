@@ -16,6 +16,16 @@ The two programs' kernels differ (VanRaden here, standardised markers in FaST-LM
 prints the correlation of their −log10 p rather than an agreement to rounding (for that, see
 ``validation/scan_vs_fastlmm.py``).
 
+``--compare-routes`` scans the same fileset twice with bayeslmm instead, in SNP space
+(``low_rank=True``: each LOCO kinship held as its markers, thin SVD from the Gram matrix, no
+n × n matrix) and dense (``low_rank=False``: the n × n LOCO GRMs, their tridiagonal reductions
+and Cholesky factors), each in its own child process, and prints both with their CPU time,
+peak memory, stages, the ratios, and how far apart their p-values and null h² are. Use it
+where the LOCO markers are fewer than the individuals, e.g.::
+
+    OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 nice -n 10 python benchmarks/bench_scan.py \
+        --n 10000 --markers 5000 --compare-routes --no-fastlmm
+
 Usage::
 
     OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 python benchmarks/bench_scan.py \
@@ -23,9 +33,11 @@ Usage::
 
 Options: ``--n 5000``, ``--markers 100000``, ``--threads 1`` (BLAS threads in the scans),
 ``--workdir DIR`` (default: a temporary folder; an existing fileset of the same size is
-reused), ``--no-fastlmm``, ``--family bernoulli`` (the binary trait ``case``, 10% prevalence
-from a logistic model on the same genetic values: ``bl.scan(..., family="bernoulli")``, null
-GLMM fits and score tests with saddle-point p-values; no FaST-LMM comparison).
+reused), ``--no-fastlmm``, ``--low-rank {auto,yes,no}`` (bayeslmm's route, default auto:
+the cheaper one), ``--compare-routes`` (above), ``--family bernoulli`` (the binary trait
+``case``, 10% prevalence from a logistic model on the same genetic values:
+``bl.scan(..., family="bernoulli")``, null GLMM fits and score tests with saddle-point
+p-values; no FaST-LMM comparison).
 """
 
 from __future__ import annotations
@@ -65,7 +77,7 @@ def simulate(workdir: Path, n: int, m: int, seed: int = 1) -> Path:
         stop = min(start + 10_000, m)
         G[:, start:stop] = rng.binomial(2, freq[start:stop], size=(n, stop - start))
         missing[:, start:stop] = rng.random((n, stop - start), dtype=np.float32) < 0.01
-    causal = rng.choice(m, 1000, replace=False)
+    causal = rng.choice(m, n_causal(m), replace=False)
     Zc = G[:, causal].astype(float)
     Zc = (Zc - Zc.mean(0)) / Zc.std(0)
     g = Zc @ rng.normal(size=causal.size)
@@ -91,11 +103,22 @@ def simulate(workdir: Path, n: int, m: int, seed: int = 1) -> Path:
     return prefix
 
 
+def n_causal(m: int) -> int:
+    """Markers carrying the polygenic effect: 1000, or half of fewer than 2000."""
+    return min(1000, m // 2)
+
+
 def peak_gib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
 
 
-def child_bayeslmm(prefix: str, pheno_path: str, threads: int, family: str = "gaussian") -> dict:
+#: ``--low-rank`` values and the ``low_rank=`` each gives ``bl.scan``.
+ROUTES = {"auto": None, "yes": True, "no": False}
+
+
+def child_bayeslmm(
+    prefix: str, pheno_path: str, threads: int, family: str = "gaussian", route: str = "auto"
+) -> dict:
     from threadpoolctl import threadpool_limits
 
     import bayeslmm as bl
@@ -106,10 +129,11 @@ def child_bayeslmm(prefix: str, pheno_path: str, threads: int, family: str = "ga
     with threadpool_limits(threads):
         t0, cpu0 = time.perf_counter(), time.process_time()
         res = bl.scan(
-            f"{response} ~ sex + (1 | id)", pheno, prefix, family=family, progressbar=False
-        )
+            f"{response} ~ sex + (1 | id)", pheno, prefix, family=family, progressbar=False,
+            low_rank=ROUTES[route] if family == "gaussian" else None,
+        )  # fmt: skip
         seconds, cpu = time.perf_counter() - t0, time.process_time() - cpu0
-    res.table[["SNP", "p"]].to_csv(Path(pheno_path).parent / "bayeslmm_p.csv", index=False)
+    res.table[["SNP", "p"]].to_csv(p_file(pheno_path, route), index=False)
     return {
         "seconds": seconds,
         "cpu_seconds": cpu,
@@ -120,7 +144,14 @@ def child_bayeslmm(prefix: str, pheno_path: str, threads: int, family: str = "ga
         "h2": res.null_models["h2" if family == "gaussian" else "h2_latent"].round(4).tolist(),
         "n_spa": int(res.table["spa"].sum()) if "spa" in res.table else 0,
         "route": str(res.null_models["route"].iloc[0]) if "route" in res.null_models else "",
+        "h2_full": res.null_models["h2" if family == "gaussian" else "h2_latent"].tolist(),
     }
+
+
+def p_file(pheno_path: str | Path, route: str) -> Path:
+    """Where a bayeslmm child writes its p-values (one file per route)."""
+    suffix = "" if route == "auto" else f"_{route}"
+    return Path(pheno_path).parent / f"bayeslmm_p{suffix}.csv"
 
 
 def child_fastlmm(prefix: str, pheno_path: str, threads: int) -> dict:
@@ -147,11 +178,17 @@ def child_fastlmm(prefix: str, pheno_path: str, threads: int) -> dict:
 
 
 def run_child(
-    which: str, prefix: Path, pheno: Path, threads: int, family: str = "gaussian"
+    which: str,
+    prefix: Path,
+    pheno: Path,
+    threads: int,
+    family: str = "gaussian",
+    route: str = "auto",
 ) -> dict:
     """Run one program in a fresh interpreter; return its JSON report."""
     cmd = [sys.executable, __file__, "--child", which, "--prefix", str(prefix),
-           "--pheno", str(pheno), "--threads", str(threads), "--family", family]  # fmt: skip
+           "--pheno", str(pheno), "--threads", str(threads), "--family", family,
+           "--low-rank", route]  # fmt: skip
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads))
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
     if done.returncode != 0:
@@ -167,13 +204,17 @@ def main() -> None:
     parser.add_argument("--workdir", default=None)
     parser.add_argument("--no-fastlmm", action="store_true")
     parser.add_argument("--family", choices=("gaussian", "bernoulli"), default="gaussian")
+    parser.add_argument("--low-rank", choices=tuple(ROUTES), default="auto")
+    parser.add_argument("--compare-routes", action="store_true")
     parser.add_argument("--child", choices=("bayeslmm", "fastlmm"), help=argparse.SUPPRESS)
     parser.add_argument("--prefix", help=argparse.SUPPRESS)
     parser.add_argument("--pheno", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         if args.child == "bayeslmm":
-            report = child_bayeslmm(args.prefix, args.pheno, args.threads, args.family)
+            report = child_bayeslmm(
+                args.prefix, args.pheno, args.threads, args.family, args.low_rank
+            )
         else:
             report = child_fastlmm(args.prefix, args.pheno, args.threads)
         print(json.dumps(report))
@@ -197,37 +238,23 @@ def main() -> None:
     size_mib = prefix.with_suffix(".bed").stat().st_size / 2**20
     print(
         f"\ndata: n = {args.n}, {args.markers} markers on {N_CHROM} chromosomes "
-        f"({args.markers // N_CHROM} each), 1% missing, covariate sex, h² = 0.5 from 1000 "
-        f"markers; PLINK fileset {prefix}.bed ({size_mib:.0f} MiB), simulated or reused in "
-        f"{time.perf_counter() - t0:.0f} s"
+        f"({args.markers // N_CHROM} each), 1% missing, covariate sex, h² = 0.5 from "
+        f"{n_causal(args.markers)} markers; PLINK fileset {prefix}.bed ({size_mib:.0f} MiB), "
+        f"simulated or reused in {time.perf_counter() - t0:.0f} s"
     )
     pheno = workdir / "pheno.csv"
     if args.family != "gaussian":
         binary_scan(prefix, pheno, args)
         return
-    ours = run_child("bayeslmm", prefix, pheno, args.threads)
+    if args.compare_routes:
+        compare_routes(prefix, pheno, args)
+        return
+    ours = run_child("bayeslmm", prefix, pheno, args.threads, route=args.low_rank)
     if "error" in ours:
         print(f"bayeslmm failed: {ours['error']}")
         return
-    t = ours["timing"]
+    print_gaussian(ours, "LOCO, Wald")
     total = ours["seconds"]
-    peak = ours["peak_gib"]
-    print(f"\n== bayeslmm bl.scan, LOCO, Wald: {total:.1f} s, peak memory {peak:.2f} GiB ==")
-    print(f"  CPU time of the process {ours['cpu_seconds']:.1f} s; null models: {ours['route']}")
-    stages = [
-        ("allele frequencies (one pass over the .bed)", "select_s"),
-        ("GRM crossproducts (T, then each chromosome's)", "grm_s"),
-        ("tridiagonal reductions (10 LOCO kinships)", "reduce_s"),
-        ("null REML fits (O(n) per evaluation)", "null_s"),
-        ("Cholesky factors of V (10)", "whiten_s"),
-        ("marker whitening R⁻ᵀG and tests", "markers_s"),
-    ]
-    for label, key in stages:
-        print(f"  {label:<48} {t.get(key, 0.0):8.1f} s  {100 * t.get(key, 0.0) / total:5.1f}%")
-    rest = total - sum(t.get(k, 0.0) for _, k in stages)
-    label = "other (reading phenotypes, table, checks)"
-    print(f"  {label:<48} {rest:8.1f} s  {100 * rest / total:5.1f}%")
-    print(f"  lambda_gc {ours['lambda_gc']:.4f}; null h² per chromosome {ours['h2']}")
 
     if args.no_fastlmm:
         print("\nFaST-LMM: skipped (--no-fastlmm)")
@@ -245,10 +272,71 @@ def main() -> None:
           f"{theirs['peak_gib']:.2f} GiB ==")  # fmt: skip
     print(f"  bayeslmm / FaST-LMM time: {total / theirs['seconds']:.2f}; "
           f"peak memory: {ours['peak_gib'] / theirs['peak_gib']:.2f}")  # fmt: skip
-    a = pd.read_csv(workdir / "bayeslmm_p.csv").set_index("SNP")["p"]
+    a = pd.read_csv(p_file(pheno, args.low_rank)).set_index("SNP")["p"]
     b = pd.read_csv(workdir / "fastlmm_p.csv").set_index("SNP")["PValue"].loc[a.index]
     r = np.corrcoef(-np.log10(a.to_numpy()), -np.log10(b.to_numpy()))[0, 1]
     print(f"  correlation of −log10 p (different kernels: VanRaden vs standardised): {r:.4f}")
+
+
+def print_gaussian(ours: dict, title: str) -> None:
+    """A Gaussian scan's time, CPU time, peak memory and stages."""
+    t, total, peak = ours["timing"], ours["seconds"], ours["peak_gib"]
+    low_rank = ours["route"].startswith("low-rank")
+    print(f"\n== bayeslmm bl.scan, {title}: {total:.1f} s, peak memory {peak:.2f} GiB ==")
+    print(f"  CPU time of the process {ours['cpu_seconds']:.1f} s; null models: {ours['route']}")
+    if low_rank:
+        stages = [
+            ("allele frequencies (one pass over the .bed)", "select_s"),
+            ("markers Z and their Gram ZᵀZ; LOCO copies", "grm_s"),
+            (f"thin SVDs (eigh of {N_CHROM} LOCO Gram blocks)", "reduce_s"),
+            ("null REML fits (low-rank rotation)", "null_s"),
+            ("U₁ᵀ[y, X] for the tests", "whiten_s"),
+            ("markers: U₁ᵀG through W, tests", "markers_s"),
+        ]
+    else:
+        stages = [
+            ("allele frequencies (one pass over the .bed)", "select_s"),
+            ("GRM crossproducts (T, then each chromosome's)", "grm_s"),
+            (f"tridiagonal reductions ({N_CHROM} LOCO kinships)", "reduce_s"),
+            ("null REML fits (O(n) per evaluation)", "null_s"),
+            (f"Cholesky factors of V ({N_CHROM})", "whiten_s"),
+            ("marker whitening R⁻ᵀG and tests", "markers_s"),
+        ]
+    for label, key in stages:
+        print(f"  {label:<48} {t.get(key, 0.0):8.1f} s  {100 * t.get(key, 0.0) / total:5.1f}%")
+    rest = total - sum(t.get(k, 0.0) for _, k in stages)
+    label = "other (reading phenotypes, table, checks)"
+    print(f"  {label:<48} {rest:8.1f} s  {100 * rest / total:5.1f}%")
+    print(f"  lambda_gc {ours['lambda_gc']:.4f}; null h² per chromosome {ours['h2']}")
+
+
+def compare_routes(prefix: Path, pheno: Path, args: argparse.Namespace) -> None:
+    """The same scan in SNP space and dense, one child process each."""
+    runs = {}
+    for route, title in (("yes", "SNP space (low_rank=True)"), ("no", "dense (low_rank=False)")):
+        runs[route] = run_child("bayeslmm", prefix, pheno, args.threads, route=route)
+        if "error" in runs[route]:
+            print(f"\nbayeslmm, {title}, failed: {runs[route]['error']}")
+            return
+        print_gaussian(runs[route], f"LOCO, Wald, {title}")
+        sys.stdout.flush()
+    low, dense = runs["yes"], runs["no"]
+    print(
+        f"\n  SNP space / dense: CPU time {low['cpu_seconds'] / dense['cpu_seconds']:.3f}, "
+        f"wall time {low['seconds'] / dense['seconds']:.3f}, "
+        f"peak memory {low['peak_gib'] / dense['peak_gib']:.3f}"
+    )
+    a = pd.read_csv(p_file(pheno, "yes")).set_index("SNP")["p"]
+    b = pd.read_csv(p_file(pheno, "no")).set_index("SNP")["p"].loc[a.index]
+    rel_p = float(np.max(np.abs(a.to_numpy() / b.to_numpy() - 1.0)))
+    h2_low, h2_dense = np.array(low["h2_full"]), np.array(dense["h2_full"])
+    rel_h2 = float(np.max(np.abs(h2_low / h2_dense - 1.0)))
+    print(
+        f"  largest relative difference: p {rel_p:.2e} (over {a.size} markers), "
+        f"null h² {rel_h2:.2e}"
+    )
+    if args.no_fastlmm:
+        print("\nFaST-LMM: skipped (--no-fastlmm)")
 
 
 def binary_scan(prefix: Path, pheno: Path, args: argparse.Namespace) -> None:
