@@ -53,6 +53,8 @@ _CHUNK = 256
 
 # (U∘U) of a term's spectral basis, for diag V⁻¹ = (U∘U) (1/d); one per RandomTerm
 _SQUARED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+# the V⁻¹ basis of a term (VinvBasis); one per RandomTerm
+_VINV_BASIS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 # Uᵀ(y − offset) and UᵀX of a spectral model; one per ModelSpec
 _ROTATED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
@@ -162,10 +164,46 @@ def spectral_basis(term: RandomTerm) -> Any:
     return basis(term)
 
 
+@dataclass(frozen=True)
+class VinvBasis:
+    """Z K Zᵀ = U diag(s) Uᵀ as the V⁻¹ algebra uses it.
+
+    ``partial`` is False for the full n × n eigenbasis. For a low-rank kinship
+    (:class:`~bayeslmm.kinship.LowRankKinship`) U holds only the r eigenvectors with positive
+    eigenvalues (n × r, from the observations' markers Z W) and ``partial`` is True: on the
+    complement Z K Zᵀ is 0, so with d = σ_g² s + σ_e²
+
+        V⁻¹ = U diag(1/d − 1/σ_e²) Uᵀ + I/σ_e²,   log|V| = Σ log d + (n − r) log σ_e²,
+
+    and nothing n × n is formed.
+    """
+
+    vectors: np.ndarray
+    values: np.ndarray
+    partial: bool
+
+
+def vinv_basis(term: RandomTerm) -> VinvBasis:
+    """The term's :class:`VinvBasis`, computed once per term (the spectral basis, or the
+    low-rank kinship's thin SVD of Z W)."""
+    cached = _VINV_BASIS.get(term)
+    if cached is None:
+        from bayeslmm.kinship.low_rank import LowRankKinship
+
+        if isinstance(term.kinship, LowRankKinship):
+            observed = term.kinship.expand(term.index)
+            cached = VinvBasis(observed.left_vectors, observed.positive_eigenvalues, True)
+        else:
+            basis = spectral_basis(term)
+            cached = VinvBasis(basis.vectors, basis.values, False)
+        _VINV_BASIS[term] = cached
+    return cached
+
+
 def _squared_vectors(term: RandomTerm) -> np.ndarray:
     cached = _SQUARED.get(term)
     if cached is None:
-        U = spectral_basis(term).vectors
+        U = vinv_basis(term).vectors
         cached = U * U
         _SQUARED[term] = cached
     return cached
@@ -184,27 +222,35 @@ class VSolver:
     d: np.ndarray | None = None
     chol: Any = None
     term: Any = None
+    #: σ_e² on the complement of a partial (low-rank) basis; None for a full basis
+    complement: float | None = None
+
+    def _weights(self) -> np.ndarray:
+        """Per basis vector: 1/d, less 1/σ_e² for a partial basis (its I/σ_e² added apart)."""
+        w = 1.0 / self.d
+        return w if self.complement is None else w - 1.0 / self.complement
 
     def solve(self, b: np.ndarray) -> np.ndarray:
         """V⁻¹ b for a vector or an n × k matrix."""
         b = np.asarray(b, dtype=float)
         if self.kind == "spectral":
-            U, d = self.vectors, self.d
-            rotated = U.T @ b
-            scaled = rotated / (d if b.ndim == 1 else d[:, None])
-            return U @ scaled
+            w = self._weights()
+            out = self.vectors @ ((self.vectors.T @ b) * (w if b.ndim == 1 else w[:, None]))
+            return out if self.complement is None else out + b / self.complement
         return sla.cho_solve(self.chol, b, check_finite=False)
 
     def inverse_diagonal(self) -> np.ndarray:
         """diag V⁻¹."""
         if self.kind == "spectral":
-            return _squared_vectors(self.term) @ (1.0 / self.d)
+            out = _squared_vectors(self.term) @ self._weights()
+            return out if self.complement is None else out + 1.0 / self.complement
         return np.diag(sla.cho_solve(self.chol, np.eye(self.n), check_finite=False)).copy()
 
     @property
     def logdet(self) -> float:
         if self.kind == "spectral":
-            return float(np.sum(np.log(self.d)))
+            null = 0 if self.complement is None else self.n - self.d.size
+            return float(np.sum(np.log(self.d))) + null * math.log(self.complement or 1.0)
         return 2.0 * float(np.sum(np.log(np.diag(self.chol[0]))))
 
 
@@ -234,9 +280,12 @@ def v_solver(spec: ModelSpec, sigmas: list[np.ndarray], residual: np.ndarray) ->
     residual = np.broadcast_to(np.asarray(residual, float), (spec.n_obs,))
     if spectral_applies(spec) and np.all(residual == residual[0]):
         term = spec.terms[0]
-        basis = spectral_basis(term)
+        basis = vinv_basis(term)
         d = float(np.asarray(sigmas[0]).reshape(-1)[0]) * basis.values + residual[0]
-        return VSolver("spectral", spec.n_obs, vectors=basis.vectors, d=d, term=term)
+        complement = float(residual[0]) if basis.partial else None
+        return VSolver(
+            "spectral", spec.n_obs, vectors=basis.vectors, d=d, term=term, complement=complement
+        )
     V = covariance(spec, sigmas, residual)
     try:
         chol = sla.cho_factor(V, lower=True, check_finite=False)
@@ -416,7 +465,7 @@ def _rotated(spec: ModelSpec) -> tuple[np.ndarray, np.ndarray]:
     """Uᵀ(y − offset) and UᵀX in the term's spectral basis, computed once per spec."""
     cached = _ROTATED.get(spec)
     if cached is None:
-        U = spectral_basis(spec.terms[0]).vectors
+        U = vinv_basis(spec.terms[0]).vectors
         cached = (U.T @ response(spec), U.T @ np.asarray(spec.X, dtype=float))
         _ROTATED[spec] = cached
     return cached
@@ -431,7 +480,9 @@ class _SpectralDraws:
         g = V⁻¹(y − Xβ) = σ_g⁻² (a(δ) − B(δ) β),   a = U D_δ Uᵀ y,  B = U D_δ Uᵀ X,
         c̄ = diag V⁻¹ = σ_g⁻² c(δ),                 c = (U∘U) diag(D_δ),
 
-    functions of the one number δ. ``exact``: two (draws × n) · (n × n) products per block
+    functions of the one number δ. A partial (low-rank) basis (:class:`VinvBasis`) adds the
+    complement's I/δ: D_δ = diag(1/(s + δ) − 1/δ) and a, B, c gain y/δ, X/δ and 1/δ.
+    ``exact``: two (draws × n) · (n × n) products per block
     of draws. ``interpolate``: a, B and c at m + 1 Chebyshev nodes in log δ over the draws'
     range, then the barycentric interpolant at each draw's δ: O(m n²) once and O(m n p) per
     draw instead of O(n²). The functions are analytic in log δ in the strip |Im log δ| < π
@@ -455,34 +506,49 @@ class _SpectralDraws:
 
     def _exact(self, want_diag: bool) -> tuple:
         term = self.spec.terms[0]
-        basis = spectral_basis(term)
+        basis = vinv_basis(term)
         U, s = basis.vectors, basis.values
         Uy, UX = _rotated(self.spec)
         N, n = self.var_g.size, self.spec.n_obs
         g = np.empty((N, n))
         cbar = np.empty((N, n)) if want_diag else None
         UU = _squared_vectors(term) if want_diag else None
+        residuals = _draw_residuals(self.spec, self.beta) if basis.partial else None
         for lo in range(0, N, _CHUNK):
             hi = min(lo + _CHUNK, N)
-            d = self.var_g[lo:hi, None] * s[None, :] + self.var_e[lo:hi, None]
+            var_e = self.var_e[lo:hi, None]
+            w = 1.0 / (self.var_g[lo:hi, None] * s[None, :] + var_e)
+            if basis.partial:
+                w = w - 1.0 / var_e  # the complement's I/σ_e² is added below
             rotated = Uy[None, :] - self.beta[lo:hi] @ UX.T
-            g[lo:hi] = (rotated / d) @ U.T
+            g[lo:hi] = (rotated * w) @ U.T
             if want_diag:
-                cbar[lo:hi] = (1.0 / d) @ UU.T
+                cbar[lo:hi] = w @ UU.T
+            if basis.partial:
+                g[lo:hi] += residuals[lo:hi] / var_e
+                if want_diag:
+                    cbar[lo:hi] += 1.0 / var_e
         return g, cbar
 
     def _at(self, delta: np.ndarray, want_diag: bool) -> tuple[np.ndarray, np.ndarray]:
         """a, B (stacked: n × (1 + p) × k) and c (n × k) at the values ``delta`` (k,)."""
         term = self.spec.terms[0]
-        basis = spectral_basis(term)
+        basis = vinv_basis(term)
         U, s = basis.vectors, basis.values
         Uy, UX = _rotated(self.spec)
-        H = 1.0 / (s[:, None] + delta[None, :])  # n × k
-        R = np.column_stack([Uy, UX])  # n × (1 + p)
-        AB = (U @ (R[:, :, None] * H[:, None, :]).reshape(U.shape[0], -1)).reshape(
+        H = 1.0 / (s[:, None] + delta[None, :])  # r × k
+        if basis.partial:
+            H = H - 1.0 / delta[None, :]
+        R = np.column_stack([Uy, UX])  # r × (1 + p)
+        AB = (U @ (R[:, :, None] * H[:, None, :]).reshape(U.shape[1], -1)).reshape(
             U.shape[0], R.shape[1], delta.size
         )
         c = _squared_vectors(term) @ H if want_diag else None
+        if basis.partial:  # the complement's I/δ
+            data = np.column_stack([response(self.spec), np.asarray(self.spec.X, float)])
+            AB += data[:, :, None] / delta[None, None, :]
+            if want_diag:
+                c += 1.0 / delta[None, :]
         return AB, c
 
     def _interpolated(self, want_diag: bool) -> tuple | None:
