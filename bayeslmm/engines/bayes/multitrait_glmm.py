@@ -30,7 +30,12 @@ Coordinates sampled (all unconstrained; NUTS' diagonal mass matrix fits them)::
          length, its length a working parameter with a LogNormal(0, 1) prior (the LKJ
          prior on the correlations is unchanged, the SD priors factor out of it)
     log σ_o per overdispersed Poisson trait (prior on σ_o plus the log Jacobian)
-    γ    β_a = μ_a + sd_a γ_a (centred covariates), γ ~ N(0, I)
+    γ    β_a = m_a (μ_a + sd_a γ_a) (centred covariates); m_a = 1, except for a Bernoulli
+         trait, whose γ_a is on the population-averaged scale: m_a = √(1 + k V_a), V_a =
+         Σ_G,aa mean(diag K), k = 1 (probit) or (16√3/15π)² (logit) (Zeger, Liang & Albert
+         1988; the single-trait GLMM density's device: the data pin the averaged effects,
+         not β, so β rides with V_a). The prior stays N(μ, sd²) on β; the density carries
+         the Jacobian p log m_a.
     Z    the genetic field, non-centred in the kinship's eigenbasis, N(0, I)
     O    the Poisson observation-level effects, N(0, I)
     missing Gaussian values, standardised (data augmentation; missing non-Gaussian records
@@ -161,7 +166,9 @@ def resolve_glmm_priors(
         s = float(np.std(y)) if fam.is_gaussian else 1.0
         key = f"sd_{group}_{trait}"
         g = given.get(key, given.get(f"sd_{group}"))
-        g = Prior("halfstudentt", (3.0, 2.5 * s)) if g is None else _as_prior(g, key)
+        # the single-trait defaults: 2.5 s_y for a Gaussian trait, 1 on a latent scale
+        g_scale = 2.5 * s if fam.is_gaussian else 1.0
+        g = Prior("halfstudentt", (3.0, g_scale)) if g is None else _as_prior(g, key)
         genetic.append(_checked(g, key))
         for j in range(p):
             if has_intercept and j == 0:
@@ -239,6 +246,7 @@ class MultiTraitGLMMDensity:
     missing_rows: np.ndarray  # missing Gaussian values (augmented)
     missing_traits: np.ndarray
     kinship_scale: float
+    attenuation: np.ndarray  # (t,) k mean(diag K) of a Bernoulli trait, 0 otherwise
     ids: tuple[str, ...] = ()
 
     # -- layout of x ------------------------------------------------------------------------
@@ -291,6 +299,8 @@ class MultiTraitGLMMDensity:
         if self.probit_residual:
             LE[-1] = Lstar[-1] / np.linalg.norm(Lstar[-1])
         gamma = x[sl["gamma"]].reshape(t, p)
+        # population-averaged scale of a Bernoulli trait's effects (module notes)
+        marginal = np.sqrt(1.0 + self.attenuation * np.sum(LG * LG, axis=1))
         Y = self.Y0.copy()
         m = self.missing_rows.size
         if m:
@@ -302,7 +312,8 @@ class MultiTraitGLMMDensity:
             "LE": LE,
             "log_sd_olre": x[sl["log_sd_olre"]],
             "gamma": gamma,
-            "beta": self.beta_mean + self.beta_sd * gamma,
+            "marginal": marginal,
+            "beta": marginal[:, None] * (self.beta_mean + self.beta_sd * gamma),
             "Z": x[sl["z"]].reshape(self.rank, t),
             "O": x[sl["olre"]].reshape(len(self.olre), self.n),
             "Y": Y,
@@ -399,15 +410,26 @@ class MultiTraitGLMMDensity:
             v, s = fam.loglik_kernel(self.Y0[obs, a], eta[obs, a])
             value += v
             d_eta[obs, a] += s
-        # standard normal priors of γ, Z, O
-        gamma, Z, O = parts["gamma"], parts["Z"], parts["O"]
-        value -= 0.5 * float(np.sum(gamma * gamma) + np.sum(Z * Z) + np.sum(O * O))
-        grad[sl["gamma"]] = (self.beta_sd * (d_eta.T @ self.design) - gamma).ravel()
+        # standard normal priors of Z, O; β's normal prior at β = m (μ + sd γ), Jacobian
+        gamma, Z, O, m = parts["gamma"], parts["Z"], parts["O"], parts["marginal"]
+        value -= 0.5 * float(np.sum(Z * Z) + np.sum(O * O))
+        unscaled = self.beta_mean + self.beta_sd * gamma  # β / m
+        with np.errstate(divide="ignore", invalid="ignore"):
+            mu_over_sd = np.where(self.beta_sd > 0, self.beta_mean / self.beta_sd, 0.0)
+        z = m[:, None] * gamma + (m[:, None] - 1.0) * mu_over_sd  # (β − μ) / sd
+        value += float(-0.5 * np.sum(z * z) + gamma.shape[1] * np.sum(np.log(m)))
+        d_beta = d_eta.T @ self.design  # (t, p)
+        grad[sl["gamma"]] = (m[:, None] * (self.beta_sd * d_beta - z)).ravel()
+        d_m = (
+            np.sum(d_beta * unscaled, axis=1)
+            - np.sum(z * (gamma + mu_over_sd), axis=1)
+            + gamma.shape[1] / m
+        )
         grad[sl["z"]] = (self.root.T @ (d_eta @ LG) - Z).ravel()
-        # Σ_G: likelihood through U = V L_Gᵀ, then the priors in the Cholesky coordinates
+        # Σ_G: likelihood through U = V L_Gᵀ and m, then the priors in Cholesky coordinates
         pg, d_LG = matrix_log_prior(LG, self.genetic_priors, self.genetic_eta)
         value += pg
-        d_LG = d_LG + np.tril(d_eta.T @ V)
+        d_LG = d_LG + np.tril(d_eta.T @ V) + (d_m * self.attenuation / m)[:, None] * LG
         grad[sl["theta_g"]] = _chol_param_grad(d_LG, LG, self.genetic_scale)
         if self.block:
             if self.probit_residual:  # the probit row is Lstar's last row normalised
@@ -522,6 +544,7 @@ def multitrait_glmm_density(spec: MultiTraitSpec) -> MultiTraitGLMMDensity:
             "takes a dense kinship (bl.Kinship) or a low-rank GRM. Pass K.to_dense()."
         )
     root = np.ascontiguousarray(spec.kinship.root().factor, dtype=float)
+    mean_diag = float(np.mean(np.sum(root * root, axis=1)))
     observed = ~np.isnan(Y)
     gaussian = np.array([f.is_gaussian for f in families])
     rows, cols = np.nonzero(~observed & gaussian[None, :])
@@ -559,6 +582,12 @@ def multitrait_glmm_density(spec: MultiTraitSpec) -> MultiTraitGLMMDensity:
         missing_rows=rows.astype(np.intp),
         missing_traits=cols.astype(np.intp),
         kinship_scale=spec.kinship_scale,
+        attenuation=np.array(
+            [
+                (f.marginal_attenuation or 0.0) * mean_diag if f.name == "bernoulli" else 0.0
+                for f in families
+            ]
+        ),
         ids=spec.ids,
     )
 

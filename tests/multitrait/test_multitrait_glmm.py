@@ -1,0 +1,306 @@
+"""The latent-scale multi-trait GLMM: its log density against an independent computation,
+its gradient against finite differences, the refused combinations, and (slow) simulations
+with known truth."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import integrate, special, stats
+
+import bayeslmm as bl
+from bayeslmm.engines.bayes.multitrait_glmm import multitrait_glmm_density
+from bayeslmm.errors import DataError, SpecificationError
+from bayeslmm.multitrait_spec import is_multitrait, specify_multitrait
+
+# (16√3 / 15π)², the logit attenuation of the population-averaged effects
+LOGIT_K = (16.0 * np.sqrt(3.0) / (15.0 * np.pi)) ** 2
+
+
+def small_data(seed: int = 3, n: int = 7) -> tuple[pd.DataFrame, bl.Kinship]:
+    """Five traits, each family, with holes: probit d, Gaussian w1/w2, Poisson c, logit e."""
+    rng = np.random.default_rng(seed)
+    ids = [f"i{k}" for k in range(n)]
+    W = rng.normal(size=(n, 40))
+    K = bl.Kinship(W @ W.T / 40 + 0.05 * np.eye(n), ids)
+    frame = pd.DataFrame(
+        {
+            "id": ids,
+            "x": rng.normal(size=n),
+            "d": rng.integers(0, 2, n).astype(float),
+            "w1": rng.normal(size=n) + 2.0,
+            "w2": 3.0 * rng.normal(size=n),
+            "c": rng.poisson(3.0, n).astype(float),
+            "e": [0.0, 1.0] * (n // 2) + [1.0] * (n % 2),
+        }
+    )
+    frame.loc[1, "w1"] = np.nan  # augmented
+    frame.loc[2, "d"] = np.nan  # drops out of the probit term
+    frame.loc[4, "c"] = np.nan
+    return frame, K
+
+
+FAMILIES = {"d": ("bernoulli", "probit"), "c": "poisson", "e": "bernoulli"}
+FORMULA = "mvbind(d, w1, w2, c, e) ~ x + (1 | id)"
+
+
+def chol(theta: np.ndarray, t: int, scale: np.ndarray) -> np.ndarray:
+    L = np.zeros((t, t))
+    L[np.diag_indices(t)] = np.exp(theta[:t])
+    L[np.tril_indices(t, -1)] = theta[t:]
+    return scale[:, None] * L
+
+
+def model_parameters(x: np.ndarray, density, frame: pd.DataFrame) -> dict:
+    """The model's parameters at the sampler's coordinates, written out afresh: Σ_G, Σ_E
+    (probit liability variance 1), σ_o, β on the centred design, Z, O, completed records."""
+    sl = density._slices()
+    t = 5
+    sd = frame[["d", "w1", "w2", "c", "e"]].std(ddof=0).to_numpy()
+    g_scale = np.array([1.0, sd[1], sd[2], 1.0, 1.0])
+    LG = chol(x[sl["theta_g"]], t, g_scale)
+    # residual block: w1, w2, then the probit d
+    Lstar = chol(x[sl["theta_e"]], 3, np.array([sd[1], sd[2], 1.0]))
+    LE = Lstar.copy()
+    LE[2] /= np.linalg.norm(LE[2])
+    G = LG @ LG.T
+    mean_diag = float(np.mean(np.diag(density.root @ density.root.T)))
+    m = np.ones(t)
+    m[0] = np.sqrt(1.0 + mean_diag * G[0, 0])  # probit
+    m[4] = np.sqrt(1.0 + LOGIT_K * mean_diag * G[4, 4])  # logit
+    gamma = x[sl["gamma"]].reshape(t, 2)
+    beta_c = m[:, None] * (density.beta_mean + density.beta_sd * gamma)
+    Y = frame[["d", "w1", "w2", "c", "e"]].to_numpy(dtype=float).copy()
+    Y[1, 1] = np.nanmean(Y[:, 1]) + np.nanstd(Y[:, 1]) * x[sl["missing"]][0]
+    return {
+        "G": G,
+        "Lstar": Lstar,
+        "E": LE @ LE.T,
+        "sd_olre": np.exp(x[sl["log_sd_olre"]][0]),
+        "beta_c": beta_c,
+        "Z": x[sl["z"]].reshape(-1, t),
+        "O": x[sl["olre"]],
+        "Y": Y,
+        "LG": LG,
+    }
+
+
+def hyper_coordinates(x: np.ndarray, density, frame: pd.DataFrame) -> np.ndarray:
+    """(σ_G, r_G, σ_w1, σ_w2, working length of d's row, r_E, σ_o, β): the coordinates the
+    priors are stated in, as a function of the sampler's hyperparameters."""
+    p = model_parameters(x, density, frame)
+    G = p["G"]
+    sG = np.sqrt(np.diag(G))
+    RG = G / np.outer(sG, sG)
+    S = p["Lstar"] @ p["Lstar"].T
+    sE = np.sqrt(np.diag(S))  # σ_w1, σ_w2 and the working length ‖L*_d‖
+    RE = S / np.outer(sE, sE)
+    return np.concatenate(
+        [
+            sG,
+            RG[np.tril_indices(5, -1)],
+            sE,
+            RE[np.tril_indices(3, -1)],
+            [p["sd_olre"]],
+            p["beta_c"].ravel(),
+        ]
+    )
+
+
+def independent_logp(x: np.ndarray, density, frame: pd.DataFrame) -> float:
+    """The log posterior from scipy's distributions: the probit trait's probability given
+    the Gaussian records by numerical integration of the joint normal over its liability."""
+    p = model_parameters(x, density, frame)
+    n = 7
+    X = np.column_stack([np.ones(n), frame["x"] - frame["x"].mean()])
+    U = density.root @ p["Z"] @ p["LG"].T  # root rootᵀ = K: checked in the test
+    eta = X @ p["beta_c"].T + U
+    eta[:, 3] += p["sd_olre"] * p["O"]
+    Y, E = p["Y"], p["E"]
+    loglik = 0.0
+    # E over (w1, w2, d): joint normal of (liability_d, w1, w2) per individual
+    cov = E[np.ix_([2, 0, 1], [2, 0, 1])]
+    for i in range(n):
+        mean = np.array([eta[i, 0], eta[i, 1], eta[i, 2]])
+        yg = Y[i, 1:3]
+        if np.isnan(Y[i, 0]):
+            loglik += stats.multivariate_normal(mean[1:], cov[1:, 1:]).logpdf(yg)
+            continue
+        joint = stats.multivariate_normal(mean, cov)
+        lo, hi = (0.0, np.inf) if Y[i, 0] == 1 else (-np.inf, 0.0)
+        value, _ = integrate.quad(
+            lambda liab, yg=yg, joint=joint: joint.pdf(np.r_[liab, yg]),
+            lo,
+            hi,
+            epsabs=1e-14,
+            epsrel=1e-12,
+        )
+        loglik += np.log(value)
+    ok = ~np.isnan(Y[:, 3])
+    loglik += stats.poisson(np.exp(eta[ok, 3])).logpmf(Y[ok, 3]).sum()
+    loglik += stats.bernoulli(special.expit(eta[:, 4])).logpmf(Y[:, 4]).sum()
+    # priors: HalfStudentT(3, 2.5 s) SDs of Gaussian traits, HalfStudentT(3, 1) latent SDs
+    sd = frame[["d", "w1", "w2", "c", "e"]].std(ddof=0).to_numpy()
+    sG = np.sqrt(np.diag(p["G"]))
+    g_scales = [1.0, 2.5 * sd[1], 2.5 * sd[2], 1.0, 1.0]
+    prior = sum(
+        np.log(2) + stats.t(3, scale=s).logpdf(v) for s, v in zip(g_scales, sG, strict=True)
+    )
+    prior += np.linalg.slogdet(p["G"] / np.outer(sG, sG))[1]  # LKJ(2)
+    S = p["Lstar"] @ p["Lstar"].T
+    sE = np.sqrt(np.diag(S))
+    prior += sum(
+        np.log(2) + stats.t(3, scale=2.5 * sd[a]).logpdf(sE[k]) for k, a in [(0, 1), (1, 2)]
+    )
+    prior += stats.lognorm(1.0).logpdf(sE[2])  # the probit row's working length
+    prior += np.linalg.slogdet(S / np.outer(sE, sE))[1]
+    prior += np.log(2) + stats.t(3, scale=1.0).logpdf(p["sd_olre"])
+    prior += stats.norm(density.beta_mean, density.beta_sd).logpdf(p["beta_c"]).sum()
+    prior += stats.norm.logpdf(p["Z"]).sum() + stats.norm.logpdf(p["O"]).sum()
+    # Jacobian of the hyperparameters → the prior's coordinates, by central differences
+    sl = density._slices()
+    hyper = np.r_[
+        np.arange(sl["theta_g"].start, sl["log_sd_olre"].stop),
+        np.arange(sl["gamma"].start, sl["gamma"].stop),
+    ]
+    h = 1e-6
+    J = np.empty((hyper.size, hyper.size))
+    for j, k in enumerate(hyper):
+        step = np.zeros_like(x)
+        step[k] = h
+        J[:, j] = (
+            hyper_coordinates(x + step, density, frame)
+            - hyper_coordinates(x - step, density, frame)
+        ) / (2 * h)
+    return float(loglik + prior + np.linalg.slogdet(J)[1])
+
+
+def test_logp_equals_an_independent_computation() -> None:
+    frame, K = small_data()
+    spec = specify_multitrait(FORMULA, frame, kinship={"id": K}, family=FAMILIES)
+    density = multitrait_glmm_density(spec)
+    assert density.block == (1, 2, 0) and density.olre == (3,)
+    # the field's covariance is Σ_G ⊗ K: (L_G ⊗ R)(L_G ⊗ R)ᵀ
+    assert np.allclose(density.root @ density.root.T, K.matrix, atol=1e-10)
+    rng = np.random.default_rng(0)
+    points = [density.initial_point(s) + 0.3 * rng.normal(size=density.ndim) for s in range(3)]
+    ours = np.array([density.logp(x)[0] for x in points])
+    ref = np.array([independent_logp(x, density, frame) for x in points])
+    # equal up to one constant (normalising constants the density leaves out)
+    assert np.allclose(ours - ours[0], ref - ref[0], atol=1e-6)
+
+
+def test_expand_gives_the_formula_scale_effects_and_nan_outside_the_residual_block() -> None:
+    frame, K = small_data()
+    density = multitrait_glmm_density(
+        specify_multitrait(FORMULA, frame, kinship={"id": K}, family=FAMILIES)
+    )
+    x = density.initial_point(1)
+    p = model_parameters(x, density, frame)
+    out = density.expand(x)
+    X = np.column_stack([np.ones(7), frame["x"]])
+    Xc = np.column_stack([np.ones(7), frame["x"] - frame["x"].mean()])
+    assert np.allclose(X @ out["beta"].T, Xc @ p["beta_c"].T)
+    assert np.allclose(out["genetic_covariance"], p["G"])
+    E = out["residual_covariance"]
+    block = [1, 2, 0]
+    assert np.allclose(E[np.ix_(block, block)], p["E"][np.ix_([0, 1, 2], [0, 1, 2])])
+    assert E[0, 0] == pytest.approx(1.0)  # the liability's residual variance
+    assert E[3, 3] == pytest.approx(p["sd_olre"] ** 2)
+    assert np.isnan(E[4, 4]) and np.isnan(E[3, 1]) and np.isnan(E[0, 4])
+    assert out["missing_values"][0] == pytest.approx(p["Y"][1, 1])
+
+
+@pytest.mark.parametrize(
+    ("formula", "families"),
+    [
+        (FORMULA, FAMILIES),
+        ("mvbind(d, w1) ~ x + (1 | id)", {"d": ("bernoulli", "probit")}),
+        ("mvbind(e, w1, w2) ~ x + (1 | id)", {"e": "bernoulli"}),
+        ("mvbind(c, e) ~ 1 + (1 | id)", {"c": bl.Poisson(overdispersion=False), "e": "bernoulli"}),
+    ],
+)
+def test_gradient_matches_finite_differences(formula: str, families: dict) -> None:
+    frame, K = small_data()
+    density = multitrait_glmm_density(
+        specify_multitrait(formula, frame, kinship={"id": K}, family=families)
+    )
+    rng = np.random.default_rng(5)
+    for seed in range(2):
+        x = density.initial_point(seed) + 0.3 * rng.normal(size=density.ndim)
+        _, grad = density.logp(x)
+        h = 1e-6
+        numeric = np.array(
+            [
+                (density.logp(x + h * e)[0] - density.logp(x - h * e)[0]) / (2 * h)
+                for e in np.eye(x.size)
+            ]
+        )
+        assert np.allclose(grad, numeric, rtol=1e-5, atol=1e-5)
+
+
+def test_a_family_per_trait_makes_a_multitrait_model() -> None:
+    frame, K = small_data()
+    assert is_multitrait("cbind(d, w1) ~ 1 + (1 | id)", {"d": "bernoulli"})
+    model = bl.LMM(
+        "mvbind(d, w1) ~ x + (1 | id)", frame, family={"d": "bernoulli"}, kinship={"id": K}
+    )
+    assert type(model).__name__ == "MultiTraitLMM"
+    assert [f.name for f in model.spec.families] == ["bernoulli", "gaussian"]
+    bools = frame.assign(d=frame["d"].fillna(0).astype(bool))
+    spec = specify_multitrait("mvbind(d, w1) ~ 1 + (1 | id)", bools, {"id": K}, {"d": "bernoulli"})
+    assert set(np.unique(spec.Y[:, 0])) == {0.0, 1.0}
+
+
+@pytest.mark.parametrize(
+    ("formula", "family", "match"),
+    [
+        ("mvbind(d, w1) ~ 1 + (1 | id)", {"d": "bernoulli", "z": "poisson"}, "not traits"),
+        (
+            "mvbind(d, e) ~ 1 + (1 | id)",
+            {"d": ("bernoulli", "probit"), "e": ("bernoulli", "probit")},
+            "probit",
+        ),
+        ("mvbind(d, w1) ~ 1 + (1 | id)", {"d": "binomial"}, "trials"),
+        ("mvbind(d, w1) ~ 1 + (1 | id)", {"d": "gamma"}, "Unknown family"),
+        ("mvbind(d, w1) ~ 1 + (1 | id) + (1 | x)", {"d": "bernoulli"}, "exactly one random term"),
+        ("cbind(d, w1) ~ 1 + (1 | id)", "bernoulli", "cbind"),
+    ],
+)
+def test_unsupported_combinations_are_refused(formula: str, family, match: str) -> None:
+    frame, K = small_data()
+    with pytest.raises(SpecificationError, match=match):
+        specify_multitrait(formula, frame, kinship={"id": K}, family=family)
+
+
+def test_reml_is_refused_naming_nuts_and_bad_records_are_data_errors() -> None:
+    frame, K = small_data()
+    model = bl.LMM(
+        "mvbind(d, w1) ~ 1 + (1 | id)", frame, family={"d": "bernoulli"}, kinship={"id": K}
+    )
+    with pytest.raises(SpecificationError, match="nuts"):
+        model.fit(method="reml")
+    with pytest.raises(DataError, match="'d'"):
+        specify_multitrait(
+            "mvbind(d, w1) ~ 1 + (1 | id)",
+            frame.assign(d=2.0 * frame["d"]),
+            {"id": K},
+            {"d": "bernoulli"},
+        )
+    with pytest.raises(DataError, match="'c'"):
+        specify_multitrait(
+            "mvbind(c, w1) ~ 1 + (1 | id)",
+            frame.assign(c=frame["c"] - 10),
+            {"id": K},
+            {"c": "poisson"},
+        )
+    spec = specify_multitrait(
+        "mvbind(d, w1) ~ 1 + (1 | id)",
+        frame,
+        {"id": K},
+        {"d": "bernoulli"},
+        priors={"sigma_d": ("halfnormal", 1.0)},  # d (logit) has no residual SD
+    )
+    with pytest.raises(SpecificationError, match="sigma_d"):
+        multitrait_glmm_density(spec)
