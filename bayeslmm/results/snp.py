@@ -54,11 +54,11 @@ def _term(spec: Any) -> Any:
     return term
 
 
-def marker_matrix(
-    term: Any, genotypes: pd.DataFrame | np.ndarray, scale: float | None
-) -> tuple[np.ndarray, float, list[str], bool]:
-    """W over the term's levels (rows in level order), its scale c (K = W Wᵀ/c), the marker
-    names, and whether the columns were centred here to match K."""
+def _genotype_rows(
+    term: Any, genotypes: pd.DataFrame | np.ndarray
+) -> tuple[np.ndarray, list[int], list[str]]:
+    """The genotype table as floats, the row of each of the term's levels, and the marker
+    names (the table's columns, or ``m0, m1, …`` for an array in level order)."""
     levels = list(term.levels)
     if isinstance(genotypes, pd.DataFrame):
         index = [str(i) for i in genotypes.index]
@@ -88,6 +88,15 @@ def marker_matrix(
             "genotypes hold missing or infinite values; impute them as the kinship was built "
             "(e.g. the marker mean) before asking for marker effects."
         )
+    return table, rows, names
+
+
+def marker_matrix(
+    term: Any, genotypes: pd.DataFrame | np.ndarray, scale: float | None
+) -> tuple[np.ndarray, float, list[str], bool]:
+    """W over the term's levels (rows in level order), its scale c (K = W Wᵀ/c), the marker
+    names, and whether the columns were centred here to match K."""
+    table, rows, names = _genotype_rows(term, genotypes)
     K = np.asarray(term.kinship.matrix, dtype=float)
     # as given, then centred per marker over every individual given (what bl.grm does with
     # the genotypes it is given: a kinship of more individuals than have records is centred
@@ -116,31 +125,86 @@ def snp_effects(
 ) -> pd.DataFrame | Any:
     """Marker effects b̂ = σ_β² Wᵀ Zᵀ V⁻¹ (y − Xβ̂); see :meth:`FitTables.snp_effects
     <bayeslmm.results.fit.FitTables.snp_effects>`."""
-    spec = fit.spec
-    term = _term(spec)
+    term = _term(fit.spec)
+    posterior = isinstance(fit.estimate(), PosteriorEstimate)
+    if draws and not posterior:
+        raise SpecificationError(
+            f"draws=True returns posterior draws; this {fit.engine} fit is a point "
+            "estimate. Leave draws=False for estimates with standard errors."
+        )
     if isinstance(term.kinship, LowRankKinship):
-        return _low_rank_effects(fit, term, genotypes, scale, hdi_prob, draws)
-    if genotypes is None:
+        W, c, names = _low_rank_markers(term, genotypes, scale)
+        result = _low_rank_effects(fit, term, W, c, posterior, genotypes is None)
+    elif genotypes is None:
         raise SpecificationError(
             "snp_effects() needs the genotypes the kinship was built from (individuals × "
             "markers); only a low-rank kinship (bl.grm(..., low_rank=True)) holds its markers."
         )
-    W, c, names, _ = marker_matrix(term, genotypes, scale)
+    else:
+        W, c, names, _ = marker_matrix(term, genotypes, scale)
+        result = _dense_effects(fit, term, W, c, posterior)
+    return _effects_table(fit, result, names, c, hdi_prob, draws)
+
+
+def _dense_effects(
+    fit: Any, term: Any, W: np.ndarray, c: float, posterior: bool
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """Per draw E[b | y, θ, β] (draws × m), or REML's (b̂, prediction error SD), through the
+    engines' V⁻¹ algebra."""
+    spec = fit.spec
     ZW = np.asarray(term.incidence() @ W)  # n × m: each record's markers
     values = parameter_values(fit)
     algebra = gaussian_algebra()
-    prob = fit._prob(hdi_prob)
-    if isinstance(fit.estimate(), PosteriorEstimate):
+    if posterior:
         g = algebra.vinv_residuals(spec, values.sigmas, values.residual, values.beta)
         var_beta = values.sigmas[0].reshape(-1) / c
-        effects = var_beta[:, None] * (g @ ZW)  # draws × m
+        return var_beta[:, None] * (g @ ZW)  # draws × m
+    h = algebra.henderson(spec, values.sigmas, values.residual)
+    var_beta = float(values.sigmas[0].reshape(-1)[0]) / c
+    y = np.asarray(spec.y, float) - (0.0 if spec.offset is None else np.asarray(spec.offset))
+    g = h.solver.solve(y - np.asarray(spec.X, float) @ h.beta)
+    estimate = var_beta * (ZW.T @ g)
+    pev = np.empty(W.shape[1])
+    for lo in range(0, W.shape[1], _BLOCK):
+        block = ZW[:, lo : lo + _BLOCK]
+        vinv = h.solver.solve(block)
+        quad = np.einsum("ij,ij->j", block, vinv)
+        if h.vinv_x.shape[1]:
+            xb = h.vinv_x.T @ block  # p × k: XᵀV⁻¹ZW
+            quad -= np.einsum("ij,ik,kj->j", xb, h.cov_beta, xb)
+        pev[lo : lo + _BLOCK] = var_beta - var_beta**2 * quad
+    return estimate, np.sqrt(np.clip(pev, 0.0, None))
+
+
+def _effects_table(
+    fit: Any,
+    result: np.ndarray | tuple[np.ndarray, np.ndarray],
+    names: list[str],
+    c: float,
+    hdi_prob: float | None,
+    draws: bool,
+) -> pd.DataFrame | Any:
+    """The marker table (or the draws as xarray) of draws × m effects or (estimate, se)."""
+    prob = fit._prob(hdi_prob)
+    if isinstance(result, tuple):
+        from scipy import stats
+
+        estimate, se = result
+        z = float(stats.norm.ppf(0.5 + prob / 2))
+        frame = pd.DataFrame(
+            {"estimate": estimate, "se": se, "ci_low": estimate - z * se,
+             "ci_high": estimate + z * se},
+            index=pd.Index(names, name="marker"),
+            columns=list(COMMON_COLUMNS),
+        )  # fmt: skip
+    else:
         post = fit.posterior
-        shape = (post.sizes["chain"], post.sizes["draw"], len(names))
+        shaped = result.reshape(post.sizes["chain"], post.sizes["draw"], len(names))
         if draws:
             import xarray as xr
 
             return xr.DataArray(
-                effects.reshape(shape),
+                shaped,
                 dims=("chain", "draw", "marker"),
                 coords={
                     "chain": post["chain"].values,
@@ -151,37 +215,7 @@ def snp_effects(
             )
         from bayeslmm.results.tables import table
 
-        frame = table(Draws(effects.reshape(shape)), names, prob, "marker")
-    else:
-        if draws:
-            raise SpecificationError(
-                f"draws=True returns posterior draws; this {fit.engine} fit is a point "
-                "estimate. Leave draws=False for estimates with standard errors."
-            )
-        from scipy import stats
-
-        h = algebra.henderson(spec, values.sigmas, values.residual)
-        var_beta = float(values.sigmas[0].reshape(-1)[0]) / c
-        y = np.asarray(spec.y, float) - (0.0 if spec.offset is None else np.asarray(spec.offset))
-        g = h.solver.solve(y - np.asarray(spec.X, float) @ h.beta)
-        estimate = var_beta * (ZW.T @ g)
-        pev = np.empty(len(names))
-        for lo in range(0, len(names), _BLOCK):
-            block = ZW[:, lo : lo + _BLOCK]
-            vinv = h.solver.solve(block)
-            quad = np.einsum("ij,ij->j", block, vinv)
-            if h.vinv_x.shape[1]:
-                xb = h.vinv_x.T @ block  # p × k: XᵀV⁻¹ZW
-                quad -= np.einsum("ij,ik,kj->j", xb, h.cov_beta, xb)
-            pev[lo : lo + _BLOCK] = var_beta - var_beta**2 * quad
-        se = np.sqrt(np.clip(pev, 0.0, None))
-        z = float(stats.norm.ppf(0.5 + prob / 2))
-        frame = pd.DataFrame(
-            {"estimate": estimate, "se": se, "ci_low": estimate - z * se,
-             "ci_high": estimate + z * se},
-            index=pd.Index(names, name="marker"),
-            columns=list(COMMON_COLUMNS),
-        )  # fmt: skip
+        frame = table(Draws(shaped), names, prob, "marker")
     frame.attrs.update({"scale": c, "ci_prob": prob})
     return frame
 
@@ -207,33 +241,7 @@ def _low_rank_markers(
                 "own markers have K = W Wᵀ exactly (c = 1)."
             )
         return np.asarray(K.markers), 1.0, [f"m{j}" for j in range(K.n_markers)]
-    if isinstance(genotypes, pd.DataFrame):
-        index = [str(i) for i in genotypes.index]
-        missing = sorted(set(term.levels) - set(index))
-        if missing:
-            raise DataError(
-                f"{len(missing)} individuals of the model have no row in genotypes: "
-                f"{preview(missing)}. Index the genotype table by the ids of '{term.group}'."
-            )
-        pos = {i: k for k, i in enumerate(index)}
-        table = genotypes.to_numpy(dtype=float)
-        rows = [pos[i] for i in term.levels]
-        names = [str(c) for c in genotypes.columns]
-    else:
-        table = np.asarray(genotypes, dtype=float)
-        if table.ndim != 2 or table.shape[0] != len(term.levels):
-            raise DataError(
-                f"genotypes must be an n × m array with one row per level of '{term.group}' "
-                f"({len(term.levels)}, in the fit's level order), or a table indexed by id; "
-                f"got shape {table.shape}."
-            )
-        rows = list(range(len(term.levels)))
-        names = [f"m{j}" for j in range(table.shape[1])]
-    if not np.all(np.isfinite(table)):
-        raise DataError(
-            "genotypes hold missing or infinite values; impute them as the kinship was built "
-            "(e.g. the marker mean) before asking for marker effects."
-        )
+    table, rows, names = _genotype_rows(term, genotypes)
     probes = np.random.default_rng(0).normal(size=(K.n, _PROBES))
     target = K.dot(probes)
     trace_k = float(np.sum(np.asarray(K.markers) ** 2))
@@ -252,13 +260,8 @@ def _low_rank_markers(
 
 
 def _low_rank_effects(
-    fit: Any,
-    term: Any,
-    genotypes: pd.DataFrame | np.ndarray | None,
-    scale: float | None,
-    hdi_prob: float | None,
-    draws: bool,
-) -> pd.DataFrame | Any:
+    fit: Any, term: Any, W: np.ndarray, c: float, posterior: bool, own_markers: bool
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """b̂ from the eigendecomposition of MᵀM (m × m, M = Z W the records' markers).
 
     With σ_β² = σ_g²/c and MᵀM = Ṽ D² Ṽᵀ (positive part), the push-through identity
@@ -272,8 +275,7 @@ def _low_rank_effects(
     level order, Ṽ and d² are the kinship's thin SVD: nothing is factored again.
     """
     spec = fit.spec
-    W, c, names = _low_rank_markers(term, genotypes, scale)
-    if genotypes is None and term.is_identity_incidence:
+    if own_markers and term.is_identity_incidence:
         K = term.kinship.subset(term.levels)
         vecs, d2 = K.right_vectors, K.positive_eigenvalues
     else:
@@ -291,58 +293,22 @@ def _low_rank_effects(
     y = np.asarray(spec.y, float) - (0.0 if spec.offset is None else np.asarray(spec.offset))
     X = np.asarray(spec.X, float)
     proj = vecs.T @ (W.T @ (term.incidence().T @ np.c_[y, X]))  # r × (1 + q): ṼᵀMᵀ[y, X]
-    prob = fit._prob(hdi_prob)
-    if isinstance(fit.estimate(), PosteriorEstimate):
+    if posterior:
         var_beta = values.sigmas[0].reshape(-1) / c
         var_e = flat[:, 0]
         beta = np.asarray(values.beta, float).reshape(var_beta.size, -1)
         coef = proj[:, 0][None, :] - beta @ proj[:, 1:].T  # draws × r
         coef *= var_beta[:, None] / (var_beta[:, None] * d2[None, :] + var_e[:, None])
-        effects = coef @ vecs.T  # draws × m
-        post = fit.posterior
-        shape = (post.sizes["chain"], post.sizes["draw"], len(names))
-        if draws:
-            import xarray as xr
-
-            return xr.DataArray(
-                effects.reshape(shape),
-                dims=("chain", "draw", "marker"),
-                coords={
-                    "chain": post["chain"].values,
-                    "draw": post["draw"].values,
-                    "marker": names,
-                },
-                name="snp_effect",
-            )
-        from bayeslmm.results.tables import table
-
-        frame = table(Draws(effects.reshape(shape)), names, prob, "marker")
-    else:
-        if draws:
-            raise SpecificationError(
-                f"draws=True returns posterior draws; this {fit.engine} fit is a point "
-                "estimate. Leave draws=False for estimates with standard errors."
-            )
-        from scipy import stats
-
-        var_beta = float(values.sigmas[0].reshape(-1)[0]) / c
-        var_e = float(flat[0, 0])
-        beta = np.asarray(values.beta, float).reshape(-1)
-        inv = 1.0 / (var_beta * d2 + var_e)  # r
-        estimate = vecs @ (var_beta * inv * (proj[:, 0] - proj[:, 1:] @ beta))
-        quad = (vecs**2) @ (d2 * inv)  # [MᵀV⁻¹M]_jj
-        if X.shape[1]:
-            tx = proj[:, 1:]
-            xvx = (X.T @ X - var_beta * tx.T @ (inv[:, None] * tx)) / var_e  # XᵀV⁻¹X
-            B = vecs @ (inv[:, None] * tx)  # MᵀV⁻¹X, m × q
-            quad -= np.einsum("jq,qk,jk->j", B, np.linalg.inv(xvx), B)
-        se = np.sqrt(np.clip(var_beta - var_beta**2 * quad, 0.0, None))
-        z = float(stats.norm.ppf(0.5 + prob / 2))
-        frame = pd.DataFrame(
-            {"estimate": estimate, "se": se, "ci_low": estimate - z * se,
-             "ci_high": estimate + z * se},
-            index=pd.Index(names, name="marker"),
-            columns=list(COMMON_COLUMNS),
-        )  # fmt: skip
-    frame.attrs.update({"scale": c, "ci_prob": prob})
-    return frame
+        return coef @ vecs.T  # draws × m
+    var_beta = float(values.sigmas[0].reshape(-1)[0]) / c
+    var_e = float(flat[0, 0])
+    beta = np.asarray(values.beta, float).reshape(-1)
+    inv = 1.0 / (var_beta * d2 + var_e)  # r
+    estimate = vecs @ (var_beta * inv * (proj[:, 0] - proj[:, 1:] @ beta))
+    quad = (vecs**2) @ (d2 * inv)  # [MᵀV⁻¹M]_jj
+    if X.shape[1]:
+        tx = proj[:, 1:]
+        xvx = (X.T @ X - var_beta * tx.T @ (inv[:, None] * tx)) / var_e  # XᵀV⁻¹X
+        B = vecs @ (inv[:, None] * tx)  # MᵀV⁻¹X, m × q
+        quad -= np.einsum("jq,qk,jk->j", B, np.linalg.inv(xvx), B)
+    return estimate, np.sqrt(np.clip(var_beta - var_beta**2 * quad, 0.0, None))
