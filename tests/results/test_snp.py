@@ -59,18 +59,18 @@ def test_reml_snp_effects_equal_ridge_regression(markers):
     np.testing.assert_allclose(effects["se"], np.sqrt(pev), rtol=1e-7)
 
 
-def test_nuts_snp_effects_per_draw_are_the_ridge_solution(markers):
-    geno, K, df, W = markers
-    spec = bl.specify("y ~ x + (1|id)", df, kinship={"id": K})
-    built = build(spec)
-    rng = np.random.default_rng(1)
+def _posterior_fit(df, K, draws, seed):
+    """A BayesFit of 'y ~ x + (1|id)' on given draws of (σ_g², σ_e²) (β drawn post hoc):
+    the effects per draw can then be checked against the ridge solution at each draw."""
+    built = build(bl.specify("y ~ x + (1|id)", df, kinship={"id": K}))
+    rng = np.random.default_rng(seed)
     dims = ("chain", "draw")
     post = xr.Dataset(
         {
-            "var_id": (dims, np.exp(rng.normal(0, 0.3, (2, 30)))),
-            "var_residual": (dims, np.exp(rng.normal(0, 0.3, (2, 30)))),
+            "var_id": (dims, np.exp(rng.normal(0, 0.3, (2, draws)))),
+            "var_residual": (dims, np.exp(rng.normal(0, 0.3, (2, draws)))),
         },
-        coords={"chain": [0, 1], "draw": np.arange(30)},
+        coords={"chain": [0, 1], "draw": np.arange(draws)},
     )
     idata = add_posthoc_draws(built, az.InferenceData(posterior=post), seed=1)
     diag, messages = diagnose(idata)
@@ -78,6 +78,12 @@ def test_nuts_snp_effects_per_draw_are_the_ridge_solution(markers):
     fit = BayesFit(
         idata, built, timing={}, diagnostics=diag, messages=messages, breeding_value_sampler=sampler
     )
+    return fit, post, idata
+
+
+def test_nuts_snp_effects_per_draw_are_the_ridge_solution(markers):
+    geno, K, df, W = markers
+    fit, post, idata = _posterior_fit(df, K, draws=30, seed=1)
     draws = fit.snp_effects(geno, draws=True)
     assert draws.dims == ("chain", "draw", "marker")
     c = float(np.trace(W @ W.T) / np.trace(K.matrix))
@@ -183,20 +189,7 @@ def test_low_rank_reml_snp_effects_equal_ridge_regression(low_rank_markers, reco
 
 def test_low_rank_nuts_snp_effects_per_draw_are_the_ridge_solution(low_rank_markers):
     geno, K, df, _, W = low_rank_markers
-    spec = bl.specify("y ~ x + (1|id)", df, kinship={"id": K})
-    built = build(spec)
-    rng = np.random.default_rng(2)
-    dims = ("chain", "draw")
-    post = xr.Dataset(
-        {
-            "var_id": (dims, np.exp(rng.normal(0, 0.3, (2, 20)))),
-            "var_residual": (dims, np.exp(rng.normal(0, 0.3, (2, 20)))),
-        },
-        coords={"chain": [0, 1], "draw": np.arange(20)},
-    )
-    idata = add_posthoc_draws(built, az.InferenceData(posterior=post), seed=1)
-    diag, messages = diagnose(idata)
-    fit = BayesFit(idata, built, timing={}, diagnostics=diag, messages=messages)
+    fit, post, idata = _posterior_fit(df, K, draws=20, seed=2)
     draws = fit.snp_effects(geno, draws=True)
     c = np.sum(W**2) / np.sum(K.markers**2)
     X = np.c_[np.ones(len(df)), df["x"]]
