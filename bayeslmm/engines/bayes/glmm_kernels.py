@@ -40,13 +40,22 @@ from bayeslmm.engines.bayes.spectral_density import _log_prior_c, _prior_row
 LOG_2PI = math.log(2.0 * math.pi)
 
 
-def _cached_jit(func: Callable) -> Callable:
-    """numba-compile into the on-disk cache (compiled in-process where none is writable);
-    ``fastmath`` lets the mat-vec reductions vectorise."""
+def _cached_jit(func: Callable | None = None, *, reassociate: bool = False) -> Callable:
+    """numba-compile into the on-disk cache (compiled in-process where none is writable).
+
+    ``error_model="numpy"``: a division by zero gives inf/nan (which the C logp reports to
+    nutpie as a rejected point) instead of raising, which a cfunc cannot. ``reassociate``
+    (the mat-vecs only): let LLVM reorder the sums so that they vectorise; never the
+    no-NaN/no-inf flags, which would fold away the checks for overflow."""
+    if func is None:
+        return lambda f: _cached_jit(f, reassociate=reassociate)
+    options: dict[str, Any] = {"nogil": True, "error_model": "numpy"}
+    if reassociate:
+        options["fastmath"] = {"reassoc", "contract", "nsz", "arcp"}
     try:
-        return numba.njit(cache=True, nogil=True, fastmath=True)(func)
+        return numba.njit(cache=True, **options)(func)
     except RuntimeError:  # pragma: no cover - no writable cache directory
-        return numba.njit(nogil=True, fastmath=True)(func)
+        return numba.njit(**options)(func)
 
 
 # -- the buffer's header -------------------------------------------------------------------
@@ -108,8 +117,8 @@ _PARTIAL, _CONDITIONAL = 0, 1
 # -- family pieces ---------------------------------------------------------------------------
 @_cached_jit
 def _log_ndtr(x: float) -> float:
-    """log Φ(x), accurate in both tails (scipy.special.log_ndtr's values to ~1e-15)."""
-    if x > 6.0:
+    """log Φ(x), accurate in both tails (scipy.special.log_ndtr to 1e-12 relative)."""
+    if x > 0.0:  # log(1 − Φ(−x)): the log of a number near 1, taken as log1p
         return math.log1p(-0.5 * math.erfc(x / math.sqrt(2.0)))
     if x > -20.0:
         return math.log(0.5 * math.erfc(-x / math.sqrt(2.0)))
@@ -150,28 +159,46 @@ def _information(family: int, eta: float) -> tuple[float, float]:
 
 
 # -- the two passes over the eigenvectors ----------------------------------------------------
-@_cached_jit
+@_cached_jit(reassociate=True)
 def _levels(U: np.ndarray, c: np.ndarray, out: np.ndarray) -> None:
-    """out = U c, in U's precision (rows of U are contiguous: one streaming pass)."""
+    """out = U c, in U's precision: rows of U are contiguous, four at a time (c is read
+    once per four rows), one streaming pass over U."""
     n, r = U.shape
     cc = c.astype(U.dtype)
-    for i in range(n):
+    i = 0
+    while i + 4 <= n:
+        a0 = a1 = a2 = a3 = cc[0] * 0
+        for j in range(r):
+            cj = cc[j]
+            a0 += U[i, j] * cj
+            a1 += U[i + 1, j] * cj
+            a2 += U[i + 2, j] * cj
+            a3 += U[i + 3, j] * cj
+        out[i], out[i + 1], out[i + 2], out[i + 3] = a0, a1, a2, a3
+        i += 4
+    for k in range(i, n):
         acc = cc[0] * 0
         for j in range(r):
-            acc += U[i, j] * cc[j]
-        out[i] = acc
+            acc += U[k, j] * cc[j]
+        out[k] = acc
 
 
-@_cached_jit
+@_cached_jit(reassociate=True)
 def _to_basis(U: np.ndarray, w: np.ndarray, out: np.ndarray) -> None:
-    """out = Uᵀ w, in U's precision (row by row, out += w_i U_i: one streaming pass)."""
+    """out = Uᵀ w, in U's precision: out += Σ w_i U_i over four rows at a time (the
+    accumulator is read and written once per four rows), one streaming pass over U."""
     n, r = U.shape
     ww = w.astype(U.dtype)
     acc = np.zeros(r, dtype=U.dtype)
-    for i in range(n):
-        wi = ww[i]
+    i = 0
+    while i + 4 <= n:
+        w0, w1, w2, w3 = ww[i], ww[i + 1], ww[i + 2], ww[i + 3]
         for j in range(r):
-            acc[j] += U[i, j] * wi
+            acc[j] += U[i, j] * w0 + U[i + 1, j] * w1 + U[i + 2, j] * w2 + U[i + 3, j] * w3
+        i += 4
+    for k in range(i, n):
+        for j in range(r):
+            acc[j] += U[k, j] * ww[k]
     for j in range(r):
         out[j] = acc[j]
 
@@ -570,9 +597,9 @@ def c_callbacks() -> tuple[Any, Any]:
         compiled = []
         for func, sig in ((_logp_c, logp_sig), (_expand_c, expand_sig)):
             try:
-                compiled.append(numba.cfunc(sig, cache=True)(func))
+                compiled.append(numba.cfunc(sig, cache=True, error_model="numpy")(func))
             except RuntimeError:  # pragma: no cover - no writable cache directory
-                compiled.append(numba.cfunc(sig)(func))
+                compiled.append(numba.cfunc(sig, error_model="numpy")(func))
         _C_CALLBACKS = (compiled[0], compiled[1])
     return _C_CALLBACKS
 
