@@ -17,6 +17,7 @@ import pandas as pd
 from bayeslmm.errors import SpecificationError
 from bayeslmm.families import Family
 from bayeslmm.kinship import Kinship
+from bayeslmm.kinship.pedigree_inverse import DENSE_PEDIGREE_LIMIT, SparsePedigreeKinship
 from bayeslmm.multitrait_spec import MultiTraitSpec, specify_multitrait
 
 
@@ -138,6 +139,18 @@ class MultiTraitLMM:
             raise SpecificationError(
                 f"Multi-trait models are sampled by nutpie (closed-form density); got "
                 f"sampler={sampler!r}. Use sampler='auto'."
+            )
+        kin = self.spec.kinship
+        if isinstance(kin, SparsePedigreeKinship) and kin.n_pedigree > DENSE_PEDIGREE_LIMIT:
+            # the multi-trait densities need A itself (its eigendecomposition)
+            raise SpecificationError(
+                f"The multi-trait posterior (method='nuts') needs the dense relationship "
+                f"matrix, formed from a sparse pedigree kinship only up to "
+                f"{DENSE_PEDIGREE_LIMIT} animals; '{kin.name}' has {kin.n_pedigree}. Fit "
+                "Gaussian traits with method='reml' (Henderson's equations on the sparse "
+                "A⁻¹, any pedigree size, missing trait values allowed), or give the dense "
+                "kinship of the recorded animals (pedigree_relationship(pedigree)) if memory "
+                "allows."
             )
         draws, tune, chains = (
             _positive_int(draws, "draws"),

@@ -66,9 +66,15 @@ class MultiTraitRemlFit:
         GLS fixed effects per trait; ``beta_covariance`` their covariance (trait-major).
     loglik : float
         REML log-likelihood at the estimates.
-    route : {"rotated", "low-rank", "dense"}
+    route : {"rotated", "low-rank", "dense", "sparse-pedigree"}
         Complete data on the rotated basis (of a dense kinship, or of a low-rank kinship's
-        thin SVD), or the stacked dense V of the observed records.
+        thin SVD), the stacked dense V of the observed records, or the mixed-model
+        equations on a pedigree's sparse A⁻¹.
+    breeding_values : pandas.DataFrame or None
+        Sparse-pedigree route: EBV and PEV per trait (columns ``trait``, ``pev:trait``) of
+        every animal of the pedigree, ancestors without records included.
+    timing : dict
+        Sparse-pedigree route: seconds by stage and evaluation counts.
     """
 
     traits: tuple[str, ...]
@@ -88,6 +94,8 @@ class MultiTraitRemlFit:
     seconds: float
     formula: str = ""
     at_boundary: bool = False
+    breeding_values: pd.DataFrame | None = None
+    timing: dict[str, Any] = field(default_factory=dict)
     method: str = field(default="reml", init=False)
 
     # -- helpers --------------------------------------------------------------------------

@@ -11,6 +11,10 @@ Two likelihood routes, one optimiser:
   rotation` gives r + k rows (the same kernel, O(n p) to rotate, O((r + k) t³) per
   evaluation) and m rows with zero data whose term is closed form; the GLS correction uses
   the rotated X unchanged (its left-out rows are 0). Missing values are refused there;
+* **sparse pedigree** (:class:`~bayeslmm.kinship.SparsePedigreeKinship`, route
+  ``"sparse-pedigree"``): Henderson's mixed-model equations on A⁻¹, any missing-value
+  pattern, the same parametrisation and result (:mod:`bayeslmm.engines.reml.
+  multitrait_pedigree`);
 * **missing trait values**: the rotation no longer diagonalises V, so the stacked covariance
   of the N observed records, V = (Σ_G ⊗ K + Σ_E ⊗ I)[obs, obs], is built and factorised
   densely (O(N³) per evaluation, N ≤ :data:`MAX_DENSE_RECORDS`). Exact, and simple to check;
@@ -44,6 +48,7 @@ from bayeslmm.engines.multitrait_gaussian import (
 )
 from bayeslmm.errors import DataError
 from bayeslmm.kinship.low_rank import LowRankKinship
+from bayeslmm.kinship.pedigree_inverse import SparsePedigreeKinship
 from bayeslmm.multitrait_spec import MultiTraitSpec
 from bayeslmm.results.multitrait import MultiTraitRemlFit
 
@@ -200,6 +205,11 @@ def fit_multitrait_reml(
     """
     from scipy import optimize
 
+    if isinstance(spec.kinship, SparsePedigreeKinship):
+        # the pedigree's A⁻¹: Henderson's equations, any number of animals, missing values
+        from bayeslmm.engines.reml.multitrait_pedigree import fit_multitrait_pedigree
+
+        return fit_multitrait_pedigree(spec)
     started = time.perf_counter()
     Y, X = np.asarray(spec.Y, dtype=float), np.asarray(spec.X, dtype=float)
     n, t = Y.shape
