@@ -81,8 +81,8 @@ def trait_families(family: Any, traits: Sequence[str]) -> tuple[Family, ...]:
         unknown = sorted(set(map(str, family)) - set(traits))
         if unknown:
             raise SpecificationError(
-                f"family names {unknown}, which are not traits of the model; the traits are "
-                f"{list(traits)}."
+                f"family={{...}} names {unknown}, which are not traits of the model; the "
+                f"traits are {list(traits)}."
             )
         return tuple(_one_family(family.get(t, "gaussian"), t) for t in traits)
     return tuple(_one_family(family, t) for t in traits)
