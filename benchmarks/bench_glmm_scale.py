@@ -220,6 +220,9 @@ def whole_fit(G: np.ndarray, data: pd.DataFrame, low_rank: bool, seed: int, **fi
         fit = model.fit(seed=seed, progressbar=False, verbose=False, **fit_kw)
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     idata = fit.idata
+    discarded = 0.0
+    if fit_kw.get("rank_share") is not None:
+        discarded = float(K.root(fit_kw["rank_share"]).discarded)
     ess = float(az.ess(idata, var_names=["var_id"])["var_id"])
     rhat = float(az.rhat(idata, var_names=["var_id"])["var_id"])
     stats = idata.sample_stats
@@ -227,6 +230,7 @@ def whole_fit(G: np.ndarray, data: pd.DataFrame, low_rank: bool, seed: int, **fi
         "kinship": "low-rank" if low_rank else "dense",
         "markers": G.shape[1],
         "basis": idata.posterior["z_id"].shape[2],
+        "discarded": discarded,
         "strategy": getattr(fit, "strategy", "?"),
         "wall_s": wall,
         "cpu_s": cpu,
@@ -249,6 +253,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--parallel-n", type=int, nargs="*", default=[1000])
     parser.add_argument("--parallel-draws", type=int, default=300)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--chains", type=int, default=None, help="fit: default LMM.fit's")
+    parser.add_argument("--draws", type=int, default=None, help="fit: default LMM.fit's")
+    parser.add_argument("--tune", type=int, default=None, help="fit: default LMM.fit's")
+    parser.add_argument("--rank-share", type=float, default=None, help="fit: dense GRM's")
+    parser.add_argument("--no-low-rank", action="store_true", help="fit: the dense GRM only")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
     lines = [f"# {' '.join(sys.argv)}", f"# machine: {machine()}"]
@@ -262,16 +271,25 @@ def main(argv: list[str] | None = None) -> int:
             lines.append(parallel_speedup(n, args.seed, args.parallel_draws).round(3).to_string())
     else:
         n = (args.n or [5000])[0]
+        settings = {
+            k: v
+            for k, v in (("chains", args.chains), ("draws", args.draws), ("tune", args.tune))
+            if v is not None
+        }
         rows = []
-        for p in args.markers:
+        for p in [] if args.no_low_rank else args.markers:
             G = genotypes(n, p, args.seed)
-            rows.append(whole_fit(G, bernoulli_data(G, args.seed), True, args.seed))
+            rows.append(whole_fit(G, bernoulli_data(G, args.seed), True, args.seed, **settings))
             print(rows[-1], flush=True)
-        if args.dense:
+        if args.dense or args.no_low_rank:
             G = genotypes(n, args.dense_markers, args.seed)
-            rows.append(whole_fit(G, bernoulli_data(G, args.seed), False, args.seed))
+            dense = dict(settings, rank_share=args.rank_share)
+            rows.append(whole_fit(G, bernoulli_data(G, args.seed), False, args.seed, **dense))
             print(rows[-1], flush=True)
-        lines += [f"## Bernoulli kinship GLMM, n = {n}, LMM(...).fit() defaults, whole call"]
+        what = ", ".join(f"{k}={v}" for k, v in settings.items()) or "defaults"
+        if args.rank_share is not None:
+            what += f", dense rank_share={args.rank_share}"
+        lines += [f"## Bernoulli kinship GLMM, n = {n}, LMM(...).fit() {what}, whole call"]
         lines.append(pd.DataFrame(rows).round(3).to_string(index=False))
     text = "\n".join(lines)
     print(text)

@@ -111,6 +111,7 @@ _HEADER = _H_OFFSETS + len(_SECTIONS) + 1  # each section's start, and the buffe
 ) = range(_H_OFFSETS, _H_OFFSETS + len(_SECTIONS))
 
 _POISSON, _LOGIT, _PROBIT = 0, 1, 2
+_DENSITY_MODULE = "bayeslmm.engines.bayes.glmm_density"
 _PARTIAL, _CONDITIONAL = 0, 1
 
 
@@ -641,7 +642,6 @@ def c_buffer(density: Any) -> np.ndarray | None:
     >>> bool(np.isclose(value, density.logp(x)[0]))
     True
     """
-    from bayeslmm.engines.bayes.glmm_density import ConditionalCentring, PartialNonCentring
     from bayeslmm.families import _GH_NODES, _GH_WEIGHTS
 
     code = family_code(density.family)
@@ -662,10 +662,13 @@ def c_buffer(density: Any) -> np.ndarray | None:
     L, r = vectors.shape
     empty = np.zeros(0)
     pieces: dict[str, np.ndarray] = dict.fromkeys(_SECTIONS, empty)
-    if type(transform) is PartialNonCentring:
+    # the two transforms of glmm_density exactly (a subclass may change the maths), named
+    # rather than imported: glmm_density imports this module
+    kind = (type(transform).__module__, type(transform).__qualname__)
+    if kind == (_DENSITY_MODULE, "PartialNonCentring"):
         transform_code = _PARTIAL
         pieces["weights"] = np.asarray(transform.weights, dtype=float)
-    elif type(transform) is ConditionalCentring and transform.family is density.family:
+    elif kind == (_DENSITY_MODULE, "ConditionalCentring") and transform.family is density.family:
         transform_code = _CONDITIONAL
         pieces.update(
             score=transform.score,
