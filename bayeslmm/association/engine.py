@@ -547,7 +547,11 @@ class _KinshipProvider:
         else:
             kinds = [given]
         if self.low_rank:
-            dense = [k.name for k in kinds if not isinstance(k, LowRankKinship)]
+            dense = [
+                getattr(k, "name", type(k).__name__)
+                for k in kinds
+                if not isinstance(k, LowRankKinship)
+            ]
             if dense:
                 raise SpecificationError(
                     f"low_rank=True needs kinships held as their markers; kinship= gives dense "
@@ -620,9 +624,9 @@ class _KinshipProvider:
     def _low_rank_kinship(self, c: int | None) -> LowRankKinship:
         """The kinship of every chromosome but ``c`` (None: of all), held as its markers."""
         t0 = time.perf_counter()
-        if c is None:
-            columns, divisor, name = None, self.total_divisor, "GRM"
-        else:
+        if c is None:  # the only kinship: Z and ZᵀZ are scaled in place and handed over
+            W, gram, divisor, name = self._markers, self._gram, self.total_divisor, "GRM"
+        else:  # copies (n × p_c and p_c²), scaled in place
             label = self.order[c]
             divisor = self.total_divisor - self._divisor(c)
             if divisor <= 0:
@@ -631,9 +635,6 @@ class _KinshipProvider:
                     "every tested marker is on it. Check the chromosome labels or use loco=False."
                 )
             columns, name = np.flatnonzero(self.codes != c), f"GRM-loco{label}"
-        if c is None:  # the only kinship: Z and ZᵀZ are scaled in place and handed over
-            W, gram = self._markers, self._gram
-        else:  # copies (n × p_c and p_c²), scaled in place
             W, gram = self._markers[:, columns], self._gram[np.ix_(columns, columns)]
         W /= math.sqrt(divisor)
         gram /= divisor
