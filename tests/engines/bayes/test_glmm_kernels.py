@@ -261,3 +261,26 @@ def test_a_prior_without_a_c_form_keeps_the_python_callback(kinship):
     assert isinstance(nutpie_model(density, built.model.coords), PyFuncModel)
     with pytest.raises(ValueError, match="callback='python'"):
         nutpie_model(density, built.model.coords, callback="c")
+
+
+def test_families_and_transforms_the_c_form_does_not_know(kinship):
+    """A family subclass with its own likelihood and a transform subclass are not numbered:
+    c_buffer declines them (the Python callback samples them) rather than dropping what
+    they change."""
+
+    class TemperedPoisson(Poisson):
+        def loglik_kernel(self, y, eta, trials=None):  # pragma: no cover - never called
+            value, grad = super().loglik_kernel(y, eta, trials)
+            return 0.5 * value, 0.5 * grad
+
+    assert glmm_kernels.family_code(Poisson()) == glmm_kernels._POISSON
+    assert glmm_kernels.family_code(TemperedPoisson()) is None
+    assert glmm_kernels.family_code(bl.families.get_family("gaussian")) is None
+
+    class ShiftedCentring(PartialNonCentring):
+        pass
+
+    density, _ = _density(kinship, "poisson", "log", False, "weights")
+    assert glmm_kernels.c_buffer(density) is not None
+    density.transform = ShiftedCentring(density.transform.weights)
+    assert glmm_kernels.c_buffer(density) is None
