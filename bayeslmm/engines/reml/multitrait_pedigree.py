@@ -75,6 +75,12 @@ __all__ = ["ROUTE", "fit_multitrait_pedigree"]
 #: The route's name in ``MultiTraitRemlFit.route``.
 ROUTE = "sparse-pedigree"
 
+#: Lower bound of the log Cholesky diagonals (standardised traits): a conditional variance
+#: of at least e^−14 ≈ 8·10⁻⁷ of the trait's. The equations hold Σ_G⁻¹, so a nearly
+#: singular Σ_G (r_g → ±1, h² → 0) makes them ill-conditioned and the gradient inexact; the
+#: dense route, which holds Σ_G itself, reports such fits as boundary fits the same way.
+LOG_DIAGONAL_FLOOR = -7.0
+
 
 @_cached_jit
 def _supernodes(Lp: np.ndarray, Li: np.ndarray) -> np.ndarray:
@@ -152,6 +158,14 @@ def _selected_inverse(Lp: np.ndarray, Li: np.ndarray, Lx: np.ndarray) -> np.ndar
 class _Factor(_SparseCholesky):
     """The sparse Cholesky backends of the single-trait route, plus the factor itself
     (L with C[perm][:, perm] = L Lᵀ) for the selected inverse."""
+
+    def factor(self, C: sp.csc_matrix) -> None:
+        try:
+            super().factor(C)
+        except np.linalg.LinAlgError:
+            raise
+        except Exception as err:  # CHOLMOD's own error classes (not positive definite)
+            raise np.linalg.LinAlgError(str(err)) from err
 
     def lower(self) -> tuple[sp.csc_matrix, np.ndarray]:
         if self.backend == "cholmod":
@@ -257,15 +271,19 @@ class _PedigreeEquations:
         self.n_selected_inverses = 0
 
     # -- building blocks ---------------------------------------------------------------
-    def _residual_inverse(self, E: np.ndarray) -> tuple[np.ndarray, float]:
-        """R_i⁻¹ (n × t × t, zero rows and columns at missing traits) and Σ_i log|R_i|."""
+    def _residual_inverse(
+        self, E: np.ndarray, LE: np.ndarray | None = None
+    ) -> tuple[np.ndarray, float]:
+        """R_i⁻¹ (n × t × t, zero rows and columns at missing traits) and Σ_i log|R_i|;
+        ``LE``, Σ_E's Cholesky factor, serves the complete records (exact near a boundary)."""
         t = self.t
         per_pattern = np.zeros((len(self.patterns), t, t))
         logdet = 0.0
         for k, obs in enumerate(self.patterns):
             idx = np.flatnonzero(obs)
             sub = E[np.ix_(idx, idx)]
-            L = np.linalg.cholesky(sub)  # LinAlgError when Σ_E is not positive definite
+            # LinAlgError when Σ_E is not positive definite
+            L = LE if LE is not None and idx.size == t else np.linalg.cholesky(sub)
             logdet += self.pattern_count[k] * 2.0 * float(np.sum(np.log(np.diag(L))))
             per_pattern[k][np.ix_(idx, idx)] = sla.cho_solve((L, True), np.eye(idx.size))
         return per_pattern[self.pattern_of], logdet
@@ -305,14 +323,24 @@ class _PedigreeEquations:
         return index
 
     # -- one evaluation ------------------------------------------------------------------
-    def evaluate(self, G: np.ndarray, E: np.ndarray, gradient: bool = True) -> dict[str, Any]:
+    def evaluate(
+        self,
+        G: np.ndarray,
+        E: np.ndarray,
+        gradient: bool = True,
+        factors: tuple[np.ndarray, np.ndarray] | None = None,
+    ) -> dict[str, Any]:
         """The REML log-likelihood (value) at (Σ_G, Σ_E), and with ``gradient`` its
-        gradient (MG, ME), the selected inverse and what the AI matrix needs."""
+        gradient (MG, ME), the selected inverse and what the AI matrix needs. ``factors``:
+        the Cholesky factors of Σ_G and Σ_E when known (the optimiser's coordinates), which
+        keep Σ⁻¹ and log|Σ| exact where Σ is nearly singular."""
         t, p, q, N, n = self.t, self.p, self.q, self.N, self.n
-        LG = np.linalg.cholesky(G)
+        LG, LE = factors if factors is not None else (np.linalg.cholesky(G), None)
+        if not np.all(np.diag(LG) > 0):
+            raise np.linalg.LinAlgError("Σ_G is not positive definite")
         Ginv = sla.cho_solve((LG, True), np.eye(t))
         logdet_G = 2.0 * float(np.sum(np.log(np.diag(LG))))
-        Rinv, logdet_R = self._residual_inverse(E)
+        Rinv, logdet_R = self._residual_inverse(E, LE)
         X, Y0, pos = self.X, self.Y0, self.pos
         Ry = np.einsum("iab,ib->ia", Rinv, Y0)  # R⁻¹y per record
         Cxx = np.einsum("ik,iab,il->akbl", X, Rinv, X).reshape(q, q)
@@ -512,9 +540,9 @@ def fit_multitrait_pedigree(spec: MultiTraitSpec, max_scoring: int = 50) -> Mult
     def evaluate(theta: np.ndarray, gradient: bool) -> dict[str, Any] | None:
         if np.any(np.abs(theta[:t]) > 30) or np.any(np.abs(theta[k : k + t]) > 30):
             return None
-        _, _, G, E = unpack(theta)
+        LG, LE, G, E = unpack(theta)
         try:
-            at = eq.evaluate(G, E, gradient=gradient)
+            at = eq.evaluate(G, E, gradient=gradient, factors=(LG, LE))
         except np.linalg.LinAlgError:
             return None
         return at if np.isfinite(at["value"]) else None
@@ -531,6 +559,7 @@ def fit_multitrait_pedigree(spec: MultiTraitSpec, max_scoring: int = 50) -> Mult
     at = evaluate(theta, gradient=True)
     if at is None:  # pragma: no cover - Σ = I/2 gives positive definite equations
         raise np.linalg.LinAlgError("the mixed-model equations are not positive definite")
+    diagonal = np.r_[np.arange(t), k + np.arange(t)]
     n_steps, scoring_converged = 0, False
     for _ in range(max_scoring):
         LG, LE, G, _ = unpack(theta)
@@ -550,6 +579,8 @@ def fit_multitrait_pedigree(spec: MultiTraitSpec, max_scoring: int = 50) -> Mult
         accepted = None
         for halving in range(30):
             candidate = theta + step * 0.5**halving
+            if np.min(candidate[diagonal]) < LOG_DIAGONAL_FLOOR:
+                break  # heading for a boundary: the bounded quasi-Newton below
             trial = evaluate(candidate, gradient=False)
             if trial is not None and trial["value"] >= at["value"] - tolerance:
                 accepted = (candidate, trial)
@@ -565,7 +596,7 @@ def fit_multitrait_pedigree(spec: MultiTraitSpec, max_scoring: int = 50) -> Mult
     n_lbfgs = 0
     if not scoring_converged:
         # a boundary (a variance or correlation heading to its limit): quasi-Newton on the
-        # analytic gradient, as the dense route does
+        # analytic gradient, as the dense route does, with the log diagonals bounded
         def objective(theta_: np.ndarray) -> tuple[float, np.ndarray]:
             nonlocal n_lbfgs
             n_lbfgs += 1
@@ -574,18 +605,28 @@ def fit_multitrait_pedigree(spec: MultiTraitSpec, max_scoring: int = 50) -> Mult
                 return 1e300, np.zeros_like(theta_)
             return -found["value"], -psi_grad(theta_, found)
 
+        bounds = [
+            (LOG_DIAGONAL_FLOOR, None) if j in diagonal else (None, None) for j in range(2 * k)
+        ]
+        theta[diagonal] = np.maximum(theta[diagonal], LOG_DIAGONAL_FLOOR)
         result = optimize.minimize(
             objective,
             theta,
             jac=True,
             method="L-BFGS-B",
+            bounds=bounds,
             options={"maxiter": 2000, "ftol": 1e-15, "gtol": 1e-10},
         )
         theta = result.x
         at = evaluate(theta, gradient=True)
     t_optimise = time.perf_counter() - started - t_setup
     LG, LE, G, E = unpack(theta)
-    grad_norm = float(np.max(np.abs(psi_grad(theta, at))))
+    # the projected gradient: a log diagonal held at its bound may still pull outwards
+    grad = psi_grad(theta, at)
+    at_floor = np.zeros(theta.size, dtype=bool)
+    at_floor[diagonal] = theta[diagonal] <= LOG_DIAGONAL_FLOOR + 1e-9
+    grad[at_floor & (grad < 0)] = 0.0
+    grad_norm = float(np.max(np.abs(grad)))
 
     # observed information of the natural parameters: central differences of the gradient
     phi = np.concatenate([_vech(G), _vech(E)])
