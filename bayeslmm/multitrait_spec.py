@@ -12,7 +12,9 @@ one record (row) per individual, a column per trait, missing trait values (NaN) 
 What is supported today: 2–5 Gaussian traits (more work but warn), one intercept-only
 kinship-structured term ``(1 | id)`` on a dense kinship (``bl.Kinship``, including a GRM)
 or, with every trait recorded, a SNP-space low-rank one (``bl.grm(dosages, low_rank=True)``),
-the same fixed-effect formula for every trait, complete covariates. With a family per trait
+or a pedigree's sparse A⁻¹ (``bl.pedigree_relationship(ped, sparse=True)``: REML on
+Henderson's equations, any size; NUTS up to 5,000 animals), the same fixed-effect formula
+for every trait, complete covariates. With a family per trait
 (``family={"disease": "bernoulli", "weight": "gaussian"}``) the model is a latent-scale
 multi-trait GLMM; :mod:`bayeslmm.multitrait_glmm_spec` lists the combinations it covers.
 """
