@@ -474,8 +474,8 @@ def test_gaussian_trait_agrees_with_its_single_trait_fit_when_traits_are_unrelat
         draws=1500, tune=1000, chains=2, seed=6, progressbar=False
     )
     va_both = both.genetic_covariance(draws=True).values[..., 1, 1]
-    va_single = single.posterior["var_id"].values
-    se = np.hypot(float(az.mcse(va_both)), float(az.mcse(va_single)))
+    va_single = single.posterior["var_id"].values.reshape(va_both.shape)
+    se = float(np.hypot(np.ravel(az.mcse(va_both))[0], np.ravel(az.mcse(va_single))[0]))
     # 4 Monte Carlo SEs, plus 0.1 posterior SD for the prior on r_g the bivariate model keeps
     tolerance = 4.0 * se + 0.1 * float(va_single.std())
     assert abs(va_both.mean() - va_single.mean()) < tolerance
