@@ -238,6 +238,29 @@ def null_rows_loglik(E: np.ndarray, n_null: int, ME: np.ndarray) -> float:
     return -0.5 * n_null * (t * LOG_2PI + logdet)
 
 
+def vech(A: np.ndarray) -> np.ndarray:
+    """The lower triangle of A row by row (the order of (vech Σ_G, vech Σ_E) everywhere)."""
+    rows, cols = np.tril_indices(A.shape[0])
+    return A[rows, cols]
+
+
+def unvech(v: np.ndarray, t: int) -> np.ndarray:
+    """The symmetric t × t matrix whose :func:`vech` is v."""
+    A = np.zeros((t, t))
+    rows, cols = np.tril_indices(t)
+    A[rows, cols] = v
+    A[cols, rows] = v
+    return A
+
+
+def natural_grad(MG: np.ndarray, ME: np.ndarray) -> np.ndarray:
+    """d loglik / d(vech Σ_G, vech Σ_E) from M_G, M_E (d loglik = tr(M dΣ)): an
+    off-diagonal parameter moves two entries."""
+    t = MG.shape[0]
+    weight = 2.0 - np.eye(t)
+    return np.concatenate([vech(MG * weight), vech(ME * weight)])
+
+
 def cholesky_from_params(theta: np.ndarray, t: int) -> np.ndarray:
     """Lower-triangular L from (log L_00, …, log L_tt, L_10, L_20, L_21, …) (row-major).
 

@@ -42,9 +42,12 @@ from bayeslmm.engines.multitrait_gaussian import (
     LOG_2PI,
     cholesky_from_params,
     cholesky_param_grad,
+    natural_grad,
     null_rows_loglik,
     params_from_cholesky,
     rotated_loglik_grad,
+    unvech,
+    vech,
 )
 from bayeslmm.errors import DataError
 from bayeslmm.kinship.low_rank import LowRankKinship
@@ -157,26 +160,6 @@ class _Dense:
             + self.y @ alpha
         )
         return value, MG, ME, gamma, Cinv
-
-
-def _vech(A: np.ndarray) -> np.ndarray:
-    rows, cols = np.tril_indices(A.shape[0])
-    return A[rows, cols]
-
-
-def _unvech(v: np.ndarray, t: int) -> np.ndarray:
-    A = np.zeros((t, t))
-    rows, cols = np.tril_indices(t)
-    A[rows, cols] = v
-    A[cols, rows] = v
-    return A
-
-
-def _natural_grad(MG: np.ndarray, ME: np.ndarray) -> np.ndarray:
-    """d loglik / d(vech Σ_G, vech Σ_E): an off-diagonal parameter moves two entries."""
-    t = MG.shape[0]
-    weight = 2.0 - np.eye(t)
-    return np.concatenate([_vech(MG * weight), _vech(ME * weight)])
 
 
 def fit_multitrait_reml(
@@ -308,15 +291,15 @@ def fit_multitrait_reml(
     grad_norm = float(np.max(np.abs(objective(theta)[1])))
 
     # observed information of the natural parameters (standardised units)
-    phi = np.concatenate([_vech(G), _vech(E)])
+    phi = np.concatenate([vech(G), vech(E)])
     m = phi.size // 2
 
     def natural(phi_: np.ndarray) -> np.ndarray:
-        G_, E_ = _unvech(phi_[:m], t), _unvech(phi_[m:], t)
+        G_, E_ = unvech(phi_[:m], t), unvech(phi_[m:], t)
         _, MG_, ME_, _, _ = loglik(G_, E_)
         if MG_ is None:
             return np.full(phi_.size, np.nan)
-        return _natural_grad(MG_, ME_)
+        return natural_grad(MG_, ME_)
 
     H = np.empty((phi.size, phi.size))
     for j in range(phi.size):

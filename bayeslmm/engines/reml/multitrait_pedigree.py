@@ -63,7 +63,10 @@ from bayeslmm.engines.multitrait_gaussian import (
     _cached_jit,
     cholesky_from_params,
     cholesky_param_grad,
+    natural_grad,
     params_from_cholesky,
+    unvech,
+    vech,
 )
 from bayeslmm.engines.reml.sparse_pedigree import _SparseCholesky
 from bayeslmm.kinship.pedigree_inverse import SparsePedigreeKinship
@@ -521,8 +524,6 @@ def fit_multitrait_pedigree(spec: MultiTraitSpec, max_scoring: int = 50) -> Mult
     """
     from scipy import optimize
 
-    from bayeslmm.engines.reml.multitrait import _natural_grad, _unvech, _vech
-
     started = time.perf_counter()
     Y, X = np.asarray(spec.Y, dtype=float), np.asarray(spec.X, dtype=float)
     n, t = Y.shape
@@ -629,15 +630,15 @@ def fit_multitrait_pedigree(spec: MultiTraitSpec, max_scoring: int = 50) -> Mult
     grad_norm = float(np.max(np.abs(grad)))
 
     # observed information of the natural parameters: central differences of the gradient
-    phi = np.concatenate([_vech(G), _vech(E)])
+    phi = np.concatenate([vech(G), vech(E)])
     m = phi.size // 2
 
     def natural(phi_: np.ndarray) -> np.ndarray:
         try:
-            found = eq.evaluate(_unvech(phi_[:m], t), _unvech(phi_[m:], t))
+            found = eq.evaluate(unvech(phi_[:m], t), unvech(phi_[m:], t))
         except np.linalg.LinAlgError:
             return np.full(phi_.size, np.nan)
-        return _natural_grad(found["MG"], found["ME"])
+        return natural_grad(found["MG"], found["ME"])
 
     H = np.empty((phi.size, phi.size))
     for j in range(phi.size):
