@@ -184,7 +184,18 @@ class _Factor(_SparseCholesky):
             p = self._perm
             self._structure = sp.tril(self._first_pattern[p][:, p]).tocsc()
             self._structure.sort_indices()
-        return _closed(L, self._structure), self._perm
+        cached = self._closure
+        if not (
+            cached is not None
+            and np.array_equal(cached[0], L.indptr)
+            and np.array_equal(cached[1], L.indices)
+        ):
+            cached = (L.indptr.copy(), L.indices.copy(), *_closed_pattern(L, self._structure))
+            self._closure = cached
+        indptr, indices, where = cached[2:]
+        data = np.zeros(indices.size)
+        data[where] = L.data
+        return sp.csc_matrix((data, indices, indptr), shape=L.shape), self._perm
 
     def __init__(self, first: sp.csc_matrix) -> None:
         super().__init__(first)
@@ -193,13 +204,14 @@ class _Factor(_SparseCholesky):
             (np.ones(first.indices.size), first.indices, first.indptr), shape=first.shape
         )
         self._structure: sp.csc_matrix | None = None
+        self._closure: tuple[np.ndarray, ...] | None = None
 
 
-def _closed(L: sp.csc_matrix, structure: sp.csc_matrix) -> sp.csc_matrix:
-    """L on the pattern of the symbolic factorisation of ``structure`` (lower, permuted):
-    SuperLU leaves out entries whose value is an exact zero, which the selected inverse
-    needs (struct(j) minus its first row lies in that row's column). Explicit zeros are
-    added where missing."""
+def _closed_pattern(L: sp.csc_matrix, structure: sp.csc_matrix) -> tuple[np.ndarray, ...]:
+    """The pattern of the symbolic factorisation of ``structure`` (lower, permuted) as
+    (indptr, indices), and where L's entries lie in it. SuperLU leaves out entries whose
+    value is an exact zero, which the selected inverse needs (struct(j) minus its first row
+    lies in that row's column)."""
     n = L.shape[0]
     cols = [
         np.union1d(
@@ -208,25 +220,16 @@ def _closed(L: sp.csc_matrix, structure: sp.csc_matrix) -> sp.csc_matrix:
         )
         for j in range(n)
     ]
-    changed = any(c.size != L.indptr[j + 1] - L.indptr[j] for j, c in enumerate(cols))
-    changed = False
     for j in range(n):
         below = cols[j][1:]
         if below.size:
             parent = below[0]
-            merged = np.union1d(cols[parent], below)
-            if merged.size != cols[parent].size:
-                cols[parent] = merged
-                changed = True
-    if not changed:
-        return L
-    indptr = np.concatenate([[0], np.cumsum([c.size for c in cols])])
-    indices = np.concatenate(cols)
-    data = np.zeros(indices.size)
+            cols[parent] = np.union1d(cols[parent], below)
+    indptr = np.concatenate([[0], np.cumsum([c.size for c in cols])]).astype(np.int64)
+    indices = np.concatenate(cols).astype(np.int64)
     keys = np.repeat(np.arange(n, dtype=np.int64), np.diff(indptr)) * n + indices
     old = np.repeat(np.arange(n, dtype=np.int64), np.diff(L.indptr)) * n + L.indices
-    data[np.searchsorted(keys, old)] = L.data
-    return sp.csc_matrix((data, indices, indptr), shape=L.shape)
+    return indptr, indices, np.searchsorted(keys, old)
 
 
 class _PedigreeEquations:
