@@ -40,18 +40,12 @@ from bayeslmm.engines.bayes.spectral_density import _log_prior_c, _prior_row
 LOG_2PI = math.log(2.0 * math.pi)
 
 
-def _cached_jit(func: Callable | None = None, *, reassociate: bool = False) -> Callable:
+def _cached_jit(func: Callable) -> Callable:
     """numba-compile into the on-disk cache (compiled in-process where none is writable).
 
     ``error_model="numpy"``: a division by zero gives inf/nan (which the C logp reports to
-    nutpie as a rejected point) instead of raising, which a cfunc cannot. ``reassociate``
-    (the mat-vecs only): let LLVM reorder the sums so that they vectorise; never the
-    no-NaN/no-inf flags, which would fold away the checks for overflow."""
-    if func is None:
-        return lambda f: _cached_jit(f, reassociate=reassociate)
+    nutpie as a rejected point) instead of raising, which a cfunc cannot."""
     options: dict[str, Any] = {"nogil": True, "error_model": "numpy"}
-    if reassociate:
-        options["fastmath"] = {"reassoc", "contract", "nsz", "arcp"}
     try:
         return numba.njit(cache=True, **options)(func)
     except RuntimeError:  # pragma: no cover - no writable cache directory
@@ -139,8 +133,10 @@ def _loglik_term(family: int, y: float, eta: float, n: float) -> tuple[float, fl
         mu = math.exp(eta)
         return y * eta - mu, y - mu
     if family == _LOGIT:
-        softplus = max(eta, 0.0) + math.log1p(math.exp(-abs(eta)))
-        return y * eta - n * softplus, y - n / (1.0 + math.exp(-eta))
+        e = math.exp(-abs(eta))  # one exp for log(1 + e^η) and the success probability
+        softplus = max(eta, 0.0) + math.log1p(e)
+        p = 1.0 / (1.0 + e) if eta >= 0.0 else e / (1.0 + e)
+        return y * eta - n * softplus, y - n * p
     log_p, log_q = _log_ndtr(eta), _log_ndtr(-eta)
     log_phi = -0.5 * eta * eta - 0.5 * LOG_2PI
     value = y * log_p + (n - y) * log_q
@@ -160,48 +156,18 @@ def _information(family: int, eta: float) -> tuple[float, float]:
 
 
 # -- the two passes over the eigenvectors ----------------------------------------------------
-@_cached_jit(reassociate=True)
+@_cached_jit
 def _levels(U: np.ndarray, c: np.ndarray, out: np.ndarray) -> None:
-    """out = U c, in U's precision: rows of U are contiguous, four at a time (c is read
-    once per four rows), one streaming pass over U."""
-    n, r = U.shape
-    cc = c.astype(U.dtype)
-    i = 0
-    while i + 4 <= n:
-        a0 = a1 = a2 = a3 = cc[0] * 0
-        for j in range(r):
-            cj = cc[j]
-            a0 += U[i, j] * cj
-            a1 += U[i + 1, j] * cj
-            a2 += U[i + 2, j] * cj
-            a3 += U[i + 3, j] * cj
-        out[i], out[i + 1], out[i + 2], out[i + 3] = a0, a1, a2, a3
-        i += 4
-    for k in range(i, n):
-        acc = cc[0] * 0
-        for j in range(r):
-            acc += U[k, j] * cc[j]
-        out[k] = acc
+    """out = U c, in U's precision: BLAS's gemv (numba calls the one SciPy links, without
+    the GIL), one streaming pass over U. Hand-written loops reached half its speed while U
+    sits in cache (n ≤ 1,000) and equal speed from memory (n = 5,000)."""
+    out[:] = np.dot(U, c.astype(U.dtype))
 
 
-@_cached_jit(reassociate=True)
+@_cached_jit
 def _to_basis(U: np.ndarray, w: np.ndarray, out: np.ndarray) -> None:
-    """out = Uᵀ w, in U's precision: out += Σ w_i U_i over four rows at a time (the
-    accumulator is read and written once per four rows), one streaming pass over U."""
-    n, r = U.shape
-    ww = w.astype(U.dtype)
-    acc = np.zeros(r, dtype=U.dtype)
-    i = 0
-    while i + 4 <= n:
-        w0, w1, w2, w3 = ww[i], ww[i + 1], ww[i + 2], ww[i + 3]
-        for j in range(r):
-            acc[j] += U[i, j] * w0 + U[i + 1, j] * w1 + U[i + 2, j] * w2 + U[i + 3, j] * w3
-        i += 4
-    for k in range(i, n):
-        for j in range(r):
-            acc[j] += U[k, j] * ww[k]
-    for j in range(r):
-        out[j] = acc[j]
+    """out = Uᵀ w, in U's precision: BLAS's gemv on the transpose, one streaming pass."""
+    out[:] = np.dot(w.astype(U.dtype), U)
 
 
 # -- the buffer's sections ---------------------------------------------------------------------
