@@ -715,13 +715,6 @@ def sample_multitrait_glmm(
             progress_bar=progressbar,
             target_accept=target_accept,
             save_warmup=False,
-            # the genetic field and the variances are correlated a posteriori (most for a
-            # Gaussian trait, whose records pin its field): nutpie's low-rank mass-matrix
-            # update follows that. On a 400-animal probit + Gaussian simulation, ESS of the
-            # Gaussian trait's σ²_G 6 -> 46 and of r_g 18 -> 101 per 1,000 draws, at 1.7x
-            # the CPU time, divergences 123 -> 36 (target_accept 0.8;
-            # benchmarks/bench_multitrait_glmm.py)
-            low_rank_modified_mass_matrix=True,
         )
     sample_s = time.perf_counter() - start
     post = idata.posterior
