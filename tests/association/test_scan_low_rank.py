@@ -215,6 +215,22 @@ def test_loco_false_and_standardised_markers(data, monkeypatch):
         np.testing.assert_allclose(low.null_models["h2"], dense.null_models["h2"], rtol=1e-6)
 
 
+def test_dask_input_and_shuffled_rows_give_the_same_low_rank_table(data):
+    """Genotypes as a Dask array (read a block at a time into the marker matrix) and the
+    phenotype rows in another order than the genotype rows: the same table."""
+    import dask.array as da
+
+    dos, snps, pheno = data
+    ref = quiet_scan("y ~ x + (1 | id)", pheno, dos, snps, low_rank=True)
+    lazy = quiet_scan(
+        "y ~ x + (1 | id)", pheno.sample(frac=1, random_state=2),
+        da.from_array(dos.to_numpy(), chunks=(N // 3, 13)), snps, ids=dos.index,
+        low_rank=True, block_size=11,
+    )  # fmt: skip
+    assert (lazy.null_models["route"] == LOW_RANK_ROUTE).all()
+    np.testing.assert_allclose(lazy.table[COLUMNS], ref.table[COLUMNS], rtol=1e-9)
+
+
 # -- which route -------------------------------------------------------------------------
 def test_the_cheaper_route_is_taken_by_default(data):
     dos, snps, pheno = data
