@@ -10,8 +10,8 @@ Gaussian closed form): nothing is compiled per data set, nothing holds the GIL, 
 gradient costs the two passes over the eigenvectors (U c, then Uᵀ Zᵀ ∂ℓ/∂η: BLAS gemv
 called from numba) plus O(n) scalar work. Measured per gradient (CPU, float32 basis,
 benchmarks/bench_glmm_scale.py): 1.02 × the two bare mat-vecs at n = 5,000, 1.04 × at
-n = 1,000, 2.1 × at n = 500 (per-record work), against 1.15–2.3 × less for the numpy
-density.
+n = 1,000, 2.1 × at n = 500 (per-record work); the numpy density costs 1.15–2.3 × as
+much.
 
 Everything about the data set lives in one float64 buffer (nutpie's "user data" pointer):
 a header of sizes, codes and section offsets (``_H_*``), then the sections. The
