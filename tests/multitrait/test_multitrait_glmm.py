@@ -73,13 +73,26 @@ def model_parameters(x: np.ndarray, density, frame: pd.DataFrame) -> dict:
     beta_c = m[:, None] * (density.beta_mean + density.beta_sd * gamma)
     Y = frame[["d", "w1", "w2", "c", "e"]].to_numpy(dtype=float).copy()
     Y[1, 1] = np.nanmean(Y[:, 1]) + np.nanstd(Y[:, 1]) * x[sl["missing"]][0]
+    E = LE @ LE.T  # order w1, w2, d
+    # the Gaussian traits' field is centred on its conditional posterior under their records:
+    # in the eigenbasis (V, s), c_a = √s (o + L_aa z_a), o = Σ_b<a L_ab z_b, records
+    # r = Vᵀ(y_a − X β_a); z_a = √(σ²/T) v + √A/T (r − √s o), A = s L_aa², T = σ² + A
+    Z = x[sl["z"]].reshape(-1, t).copy()
+    V, s = density.basis, density.root_values
+    Xc = np.column_stack([np.ones(len(frame)), frame["x"] - frame["x"].mean()])
+    for a, var_e in ((1, E[0, 0]), (2, E[1, 1])):
+        o = Z[:, :a] @ LG[a, :a]
+        A = s * LG[a, a] ** 2
+        T = var_e + A
+        r = V.T @ (Y[:, a] - Xc @ beta_c[a])
+        Z[:, a] = np.sqrt(var_e / T) * Z[:, a] + np.sqrt(A) / T * (r - np.sqrt(s) * o)
     return {
         "G": G,
         "Lstar": Lstar,
-        "E": LE @ LE.T,
+        "E": E,
         "sd_olre": np.exp(x[sl["log_sd_olre"]][0]),
         "beta_c": beta_c,
-        "Z": x[sl["z"]].reshape(-1, t),
+        "Z": Z,
         "O": x[sl["olre"]],
         "Y": Y,
         "LG": LG,
@@ -173,7 +186,17 @@ def independent_logp(x: np.ndarray, density, frame: pd.DataFrame) -> float:
             hyper_coordinates(x + step, density, frame)
             - hyper_coordinates(x - step, density, frame)
         ) / (2 * h)
-    return float(loglik + prior + np.linalg.slogdet(J)[1])
+    # and of the field's coordinates v → z given the rest (block triangular: the product)
+    zs = np.arange(sl["z"].start, sl["z"].stop)
+    Jz = np.empty((zs.size, zs.size))
+    for j, k in enumerate(zs):
+        step = np.zeros_like(x)
+        step[k] = h
+        Jz[:, j] = (
+            model_parameters(x + step, density, frame)["Z"]
+            - model_parameters(x - step, density, frame)["Z"]
+        ).ravel() / (2 * h)
+    return float(loglik + prior + np.linalg.slogdet(J)[1] + np.linalg.slogdet(Jz)[1])
 
 
 def test_logp_equals_an_independent_computation() -> None:
@@ -183,6 +206,8 @@ def test_logp_equals_an_independent_computation() -> None:
     assert density.block == (1, 2, 0) and density.olre == (3,)
     # the field's covariance is Σ_G ⊗ K: (L_G ⊗ R)(L_G ⊗ R)ᵀ
     assert np.allclose(density.root @ density.root.T, K.matrix, atol=1e-10)
+    V, s = density.basis, density.root_values
+    assert np.allclose(V * np.sqrt(s), density.root) and np.allclose(V.T @ V, np.eye(s.size))
     rng = np.random.default_rng(0)
     points = [density.initial_point(s) + 0.3 * rng.normal(size=density.ndim) for s in range(3)]
     ours = np.array([density.logp(x)[0] for x in points])
