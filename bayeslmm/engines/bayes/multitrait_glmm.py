@@ -65,7 +65,8 @@ Normal(0, 2.5 s / s_x)). Overrides: ``sd_<group>[_<trait>]``, ``sigma[_<trait>]`
 (Gaussian traits), ``sd_olre[_<trait>]`` (Poisson), ``cor_<group>``, ``cor_residual``
 (``rescor``).
 
-The gradient is written by hand (two mat-vecs with R per evaluation, O(n r t)).
+The gradient is written by hand (products with R and, per Gaussian trait, two with V per
+evaluation: O(n r t)).
 tests/multitrait/test_multitrait_glmm.py checks the value against an independent dense
 computation (a stacked Σ_G ⊗ K normal density of the field, scipy's distributions for the
 records) and the gradient against finite differences.
