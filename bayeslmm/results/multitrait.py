@@ -97,6 +97,9 @@ class MultiTraitRemlFit:
     breeding_values: pd.DataFrame | None = None
     timing: dict[str, Any] = field(default_factory=dict)
     method: str = field(default="reml", init=False)
+    #: The :class:`~bayeslmm.multitrait_spec.MultiTraitSpec` fitted (set by
+    #: ``MultiTraitLMM.fit``): summary.json's ``kinship`` reads it.
+    spec: Any = field(default=None, repr=False)
 
     # -- helpers --------------------------------------------------------------------------
     @property
@@ -264,6 +267,43 @@ class MultiTraitRemlFit:
         )
         return self._table(index, self.beta.ravel(), se, prob)
 
+    # -- summary.json and results folders -------------------------------------------------
+    def to_summary(self, prob: float = 0.95) -> dict[str, Any]:
+        """The summary.json dictionary (``docs/summary_json.md``, "Multi-trait fits").
+
+        The single-trait layout read trait by trait (``heritability`` and ``n_records`` by
+        trait, ``fixed_effects`` by ``"trait:term"``, lme4's VarCorr rows with a row per
+        covariance), plus ``traits``, ``families``, ``genetic_correlation``,
+        ``residual_correlation`` (``"y1:y2"`` → ENTRY), ``genetic_covariance`` and
+        ``residual_covariance`` (trait → trait → ENTRY). The numbers are those of
+        :meth:`heritability`, :meth:`genetic_correlation`, ... ; NaN is ``None``.
+
+        Examples
+        --------
+        >>> # fit.to_summary()["genetic_correlation"]["y1:y2"]["estimate"]
+        """
+        from bayeslmm.results.multitrait_summary import reml_summary
+
+        return reml_summary(self, prob)
+
+    def save(self, out_dir: Any) -> dict[str, Any]:
+        """Write ``summary.json`` to ``out_dir``, all or nothing (the folder holds this fit's
+        set or what it held before; :mod:`bayeslmm.results.output`). The model's inputs
+        are not stored (``bl.load_fit`` does not read multi-trait folders).
+
+        Returns
+        -------
+        dict
+            ``{"summary": path}``.
+
+        Examples
+        --------
+        >>> # fit.save("results")
+        """
+        from bayeslmm.results.multitrait_summary import save_reml
+
+        return save_reml(self, out_dir)
+
     def __repr__(self) -> str:
         return (
             f"MultiTraitRemlFit({self.formula!r}, traits={list(self.traits)}, n={self.n}, "
@@ -295,6 +335,9 @@ class MultiTraitBayesFit:
     messages: list[str] = field(default_factory=list)
     route: str = "rotated"  # "low-rank": the SNP-space rotation of a LowRankKinship
     method: str = field(default="nuts", init=False)
+    #: The :class:`~bayeslmm.multitrait_spec.MultiTraitSpec` sampled (set by
+    #: ``MultiTraitLMM.fit``): summary.json's ``n_obs``, ``n_records`` and ``kinship``.
+    spec: Any = field(default=None, repr=False)
 
     @property
     def posterior(self) -> Any:
@@ -395,6 +438,41 @@ class MultiTraitBayesFit:
         if stats is None or "diverging" not in stats:
             return 0
         return int(stats["diverging"].values.sum())
+
+    # -- summary.json and results folders -------------------------------------------------
+    def summary(self, hdi_prob: float | None = None) -> dict[str, Any]:
+        """The summary.json dictionary (``docs/summary_json.md``, "Multi-trait fits").
+
+        The single-trait layout read trait by trait, with posterior ENTRYs, plus ``traits``,
+        ``families``, ``genetic_correlation``, ``residual_correlation``,
+        ``genetic_covariance`` and ``residual_covariance``; a multi-trait GLMM adds
+        ``heritability_latent`` and ``residual_block``. NaN is ``None``.
+
+        Examples
+        --------
+        >>> # fit.summary()["genetic_correlation"]["y1:y2"]["hdi_low"]
+        """
+        from bayeslmm.results.multitrait_summary import bayes_summary
+
+        return bayes_summary(self, hdi_prob)
+
+    def save(self, out_dir: Any, plot: bool = True) -> dict[str, Any]:
+        """Write ``summary.json``, ``posterior.nc`` (the draws) and, with ``plot``,
+        ``rg_posterior.png`` (the r_g posterior of each pair of traits) to ``out_dir``, all
+        or nothing (:mod:`bayeslmm.results.output`). The model's inputs are not stored.
+
+        Returns
+        -------
+        dict
+            ``{"summary": path, "posterior": path[, "plot": path]}``.
+
+        Examples
+        --------
+        >>> # fit.save("results"); arviz.from_netcdf("results/posterior.nc")
+        """
+        from bayeslmm.results.multitrait_summary import save_bayes
+
+        return save_bayes(self, out_dir, plot=plot)
 
     def __repr__(self) -> str:
         post = self.posterior

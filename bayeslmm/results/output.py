@@ -80,7 +80,9 @@ RESULT_DIRS = frozenset({INPUTS_DIR})
 #: ``bayeslmm report`` from the set) is one of them: a page made from an older fit must not
 #: stay beside a new fit's summary. So is ``inputs/``: stored inputs of an older fit must
 #: not stay beside a summary that does not list them.
-RESULT_NAMES = FIT_FILES | {"report.html"} | RESULT_DIRS
+#: ``rg_posterior.png`` is the r_g plot of a multi-trait posterior
+#: (:mod:`bayeslmm.results.multitrait_summary`).
+RESULT_NAMES = FIT_FILES | {"report.html"} | RESULT_DIRS | {"rg_posterior.png"}
 
 #: Environment variable naming a commit step at which the process kills itself with SIGKILL.
 #: It exists so that tests can check what a crash at exactly that step leaves behind.
