@@ -583,6 +583,8 @@ def run(args: argparse.Namespace) -> int:
     kinship_sources(args.kinship)
     bfile = bfile_source(getattr(args, "bfile", None), args.formula, args.kinship)
     priors = parse_prior_args(args.prior) or None
+    if is_multitrait(args.formula, family):  # mvbind(...) / Gaussian cbind(...)
+        return run_multitrait(args, family, bfile, priors)
     binary = family.binary_response()
     column_roles(args.formula, args.sigma, args.trials, binary)
     out = check_output_dir(args.out)
@@ -599,11 +601,159 @@ def run(args: argparse.Namespace) -> int:
         sigma=args.sigma,
         priors=priors,
     )
-    if not isinstance(model, LMM):  # mvbind(...) / Gaussian cbind(...): a multi-trait model
-        raise SpecificationError(
-            f"{args.formula!r} binds several traits: multi-trait models are fitted from the "
-            "Python API (bl.LMM(formula, data, kinship=...).fit(), see docs/animal_model.md); "
-            "`bayeslmm fit` fits one trait. Fit each trait on its own here, or use Python."
-        )
     fit_and_write(model, args, out)
     return 0
+
+
+# -- several traits: mvbind(y1, y2) ~ x + (1 | id) ---------------------------------------------
+def is_multitrait(formula: str, family: Any) -> bool:
+    """Whether the formula binds several traits (``mvbind(...)``, Gaussian ``cbind(...)``).
+
+    Examples
+    --------
+    >>> is_multitrait("mvbind(y1, y2) ~ x + (1 | id)", "gaussian")
+    True
+    >>> is_multitrait("cbind(s, f) ~ (1 | id)", "binomial")
+    False
+    """
+    from bayeslmm.multitrait_spec import is_multitrait as _is_multitrait
+
+    return _is_multitrait(formula, family)
+
+
+def check_multitrait_args(args: argparse.Namespace) -> None:
+    """Refuse, before any file is read, the options that have no meaning for several traits.
+
+    Examples
+    --------
+    >>> ns = argparse.Namespace(formula="mvbind(a, b) ~ (1|id)", method="ml", sigma=None,
+    ...     trials=None, prevalence=None, loo=False, no_overdispersion=False,
+    ...     sampler="auto", strategy="auto")
+    >>> check_multitrait_args(ns)
+    Traceback (most recent call last):
+    ...
+    bayeslmm.errors.SpecificationError: --method ml: a multi-trait model ...
+    """
+    formula = args.formula
+    if args.method not in ("nuts", "reml"):
+        raise SpecificationError(
+            f"--method {args.method}: a multi-trait model ({formula!r}) is fitted with "
+            "--method reml (Gaussian traits: REML estimates of the genetic and residual "
+            "covariances) or --method nuts (the posterior); use one of them."
+        )
+    refused = {
+        "--sigma": args.sigma is not None,
+        "--trials": args.trials is not None,
+        "--prevalence": getattr(args, "prevalence", None) is not None,
+        "--loo": bool(getattr(args, "loo", False)),
+        "--no-overdispersion": bool(getattr(args, "no_overdispersion", False)),
+    }
+    given = [name for name, used in refused.items() if used]
+    if given:
+        raise SpecificationError(
+            f"{', '.join(given)} {'does' if len(given) == 1 else 'do'} not apply to a "
+            f"multi-trait model ({formula!r}): residual variance formulas, binomial trials, "
+            "liability-scale h², leave-one-out and the Poisson overdispersion switch are "
+            "single-trait options. Drop them, or fit each trait on its own."
+        )
+    if args.sampler not in ("auto", "nutpie"):
+        raise SpecificationError(
+            f"--sampler {args.sampler}: multi-trait models are sampled by nutpie on their "
+            "closed-form density; drop --sampler (or give --sampler nutpie)."
+        )
+    if args.strategy != "auto":
+        raise SpecificationError(
+            f"--strategy {args.strategy}: a multi-trait model chooses its route from the "
+            "kinship (dense, low-rank or sparse pedigree); drop --strategy."
+        )
+
+
+def multitrait_column_roles(formula: str) -> dict[str, set[str]]:
+    """:func:`column_roles` of a multi-trait formula: every trait is a numeric column (empty
+    cells are missing trait values).
+
+    Examples
+    --------
+    >>> roles = multitrait_column_roles("mvbind(y1, y2) ~ x + (1 | id)")
+    >>> sorted(roles["numeric_columns"]), sorted(roles["text_columns"])
+    (['y1', 'y2'], ['id'])
+    """
+    from bayeslmm.multitrait_spec import response_traits
+
+    found = response_traits(formula)
+    traits = found[1] if found else []
+    rhs = formula.split("~", 1)[1]
+    roles = column_roles(f"{traits[0] if traits else 'y'} ~{rhs}")
+    roles["numeric_columns"] = (roles["numeric_columns"] | set(traits)) - roles["text_columns"]
+    roles["checked_columns"] -= set(traits)
+    return roles
+
+
+def run_multitrait(
+    args: argparse.Namespace, family: Any, bfile: tuple[str, str] | None, priors: Any
+) -> int:
+    """``bayeslmm fit`` of a multi-trait model: fit by REML or NUTS and write the folder
+    (summary.json; NUTS also posterior.nc and rg_posterior.png)."""
+    from bayeslmm.io import read_data_table
+    from bayeslmm.model import LMM
+    from bayeslmm.results.output import check_output_dir
+
+    check_multitrait_args(args)
+    roles = multitrait_column_roles(args.formula)
+    out = check_output_dir(args.out)
+    data = read_data_table(args.data, **roles)
+    kinship = parse_kinship_args(args.kinship)
+    if bfile is not None:
+        kinship[bfile[0]] = plink_kinship(bfile[1], name=bfile[0])
+    model = LMM(args.formula, data=data, kinship=kinship or None, family=family, priors=priors)
+    if args.method == "reml":
+        fit = model.fit(method="reml")
+    else:
+        fit = model.fit(
+            method="nuts",
+            draws=args.draws,
+            tune=args.tune,
+            chains=args.chains,
+            cores=args.cores,
+            seed=args.seed,
+            sampler=args.sampler,
+            target_accept=args.target_accept,
+            hdi_prob=args.hdi_prob,
+            verbose=False,  # the messages are printed with the report, once
+        )
+    paths = fit.save(out)
+    report_multitrait(fit, paths)
+    return 0
+
+
+def report_multitrait(fit: Any, paths: dict[str, Path]) -> None:
+    """Print h² per trait and r_g per pair (from the summary.json just written) and the
+    files."""
+    summary = json.loads(paths["summary"].read_text(encoding="utf-8"))
+
+    def line(entry: dict[str, Any]) -> str:
+        if summary["method"] == "reml":
+            se = "NA" if entry["se"] is None else f"{entry['se']:.3f}"
+            return f"{entry['estimate']:.3f} (REML, SE {se})"
+        pct = int(round(100 * entry["hdi_prob"]))
+        return (
+            f"posterior mean {entry['mean']:.3f}, {pct}% HDI "
+            f"[{entry['hdi_low']:.3f}, {entry['hdi_high']:.3f}]"
+        )
+
+    for trait, entry in summary["heritability"].items():
+        if entry.get("estimate") is not None:
+            print(f"h2 {trait}: {line(entry)}")
+    for pair, entry in summary["genetic_correlation"].items():
+        if entry.get("estimate") is not None:
+            print(f"r_g {pair}: {line(entry)}")
+    for message in summary["diagnostics"].get("messages", []):
+        print(f"note: {message}")
+    if summary["method"] == "nuts":
+        d, seed = summary["diagnostics"], summary.get("seed")
+        print(
+            f"{d['chains']} chains × {d['draws']} draws (nutpie, {summary['strategy']}) in "
+            f"{summary['timing']['total_s']:.1f} s; {d['divergences']} divergences"
+            + (f"; seed {seed} (--seed {seed} repeats this run)" if seed is not None else "")
+        )
+    print("wrote " + ", ".join(str(p) for p in paths.values()))
