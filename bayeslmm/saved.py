@@ -137,6 +137,13 @@ def load_fit(
             f"'{directory / 'summary.json'}' has method {method!r}; bayeslmm writes 'nuts', "
             "'reml', 'ml' or 'laplace'."
         )
+    if "traits" in summary:  # a multi-trait fit (docs/summary_json.md, "Multi-trait fits")
+        raise DataError(
+            f"'{directory}' holds a multi-trait fit ({summary.get('formula')!r}), which "
+            "load_fit does not read back (its folder stores no inputs). Read its summary.json "
+            "with json.load and, for NUTS, its draws with arviz.from_netcdf("
+            f"'{directory / 'posterior.nc'}'); or fit the model again from its data."
+        )
     stored_data, stored_kinship, stored_options = _stored_inputs(
         directory, summary, need_data=data is None
     )
