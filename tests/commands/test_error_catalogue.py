@@ -27,6 +27,7 @@ DOCS = Path(__file__).resolve().parents[2] / "docs" / "errors.md"
 FIT = "fit data.csv --formula 'y ~ x + (1|id)' --kinship id=kin.csv --method reml"
 BINARY = "fit data.csv --formula 'case ~ x + (1|id)' --kinship id=kin.csv --family bernoulli"
 OUT = "--out out"
+MULTI = "fit data.csv --formula 'mvbind(y, x) ~ 1 + (1|id)' --kinship id=kin.csv"
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,12 @@ CASES = [
          "Available columns", "a predictor that is not a column"),
     Case("cli-response-not-a-column", f"{FIT.replace('y ~', 'w ~')} {OUT}", 2,
          "The response 'w' is not a column", "a response that is not a column"),
+    Case("cli-multitrait-method-ml", f"{MULTI} --method ml {OUT}", 2,
+         "is fitted with --method reml", "--method ml for a multi-trait (mvbind) formula"),
+    Case("cli-multitrait-single-trait-option", f"{MULTI} --method reml --sigma '~ sex' {OUT}",
+         2, "--sigma does not apply to a multi-trait model", "--sigma with a multi-trait formula"),
+    Case("cli-multitrait-sampler", f"{MULTI} --sampler pymc {OUT}", 2,
+         "multi-trait models are sampled by nutpie", "--sampler pymc with a multi-trait formula"),
     Case("cli-family-unknown", f"{FIT} --family gamma {OUT}", 2,
          "invalid choice: 'gamma'", "--family gamma"),
     Case("cli-link-unknown", f"{BINARY} --link cloglog --method laplace {OUT}", 2,
