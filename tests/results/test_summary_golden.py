@@ -42,6 +42,7 @@ VOLATILE = (
     ("bayeslmm_version",),
     ("diagnostics", "n_iter"),
     ("diagnostics", "n_evals"),
+    ("diagnostics", "gradient_max"),  # multi-trait REML: the optimiser's last gradient
 )
 REL = 1e-6
 ABS = 1e-12  # numbers that are 0 up to rounding

@@ -9,6 +9,9 @@ here is the summary of one engine on tiny simulated data with fixed seeds:
   scale);
 - ``nuts_glmm_poisson.json``: NUTS (PyMC's sampler, latent strategy) for a Poisson GLMM with
   its observation-level effect.
+- ``multitrait_reml.json``, ``multitrait_nuts.json``, ``multitrait_glmm_nuts.json``: a
+  two-trait model (``mvbind(y1, y2) ~ x + (1 | id)``, a record missing for 4 of 40
+  individuals) by REML, by NUTS, and as a multi-trait GLMM (y1 Bernoulli) by NUTS.
 
 ``environment.json`` records where the files were written (library versions, CPU): NUTS
 numbers are compared only there (same seed and sampler give the same draws on one machine,
@@ -86,16 +89,68 @@ def nuts_glmm_poisson() -> dict[str, Any]:
     return _glmm_model("poisson", 4, seed=4).fit(sampler="pymc", seed=5, **settings).summary()
 
 
+def _multitrait_model(family: Any = "gaussian"):
+    """Two traits on 40 individuals (a random-marker GRM), y2 missing for 4 of them; with
+    ``family`` a dict, y1 is recoded 0/1 (a multi-trait GLMM)."""
+    import pandas as pd
+
+    import bayeslmm as bl
+
+    rng = np.random.default_rng(7)
+    n = 40
+    ids = [f"i{k:02d}" for k in range(n)]
+    W = rng.normal(size=(n, 120))
+    W = (W - W.mean(axis=0)) / W.std(axis=0)
+    K = bl.Kinship(W @ W.T / 120 + 1e-3 * np.eye(n), ids)
+    s, Q = np.linalg.eigh(K.matrix)
+    U = Q @ (np.sqrt(np.clip(s, 0, None))[:, None] * rng.normal(size=(n, 2)))
+    U = U @ np.linalg.cholesky(np.array([[1.0, 0.5], [0.5, 1.0]])).T
+    x = rng.normal(size=n)
+    Y = U + rng.normal(size=(n, 2)) + np.array([1.0, 2.0]) + np.outer(x, [0.5, 0.0])
+    Y[rng.choice(n, 4, replace=False), 1] = np.nan
+    data = pd.DataFrame({"y1": Y[:, 0], "y2": Y[:, 1], "x": x, "id": ids})
+    if isinstance(family, dict):
+        data["y1"] = (data["y1"] > data["y1"].median()).astype(float)
+    formula = "mvbind(y1, y2) ~ x + (1 | id)"
+    return bl.LMM(formula, data, kinship={"id": K}, family=family)
+
+
+def multitrait_reml() -> dict[str, Any]:
+    """Multi-trait REML (two Gaussian traits, 40 individuals, 4 records missing)."""
+    return _multitrait_model().fit(method="reml").to_summary()
+
+
+def multitrait_nuts() -> dict[str, Any]:
+    """Multi-trait NUTS (nutpie, the closed-form density), the same data."""
+    settings = {k: v for k, v in NUTS.items() if k != "draws"}
+    return _multitrait_model().fit(seed=11, draws=100, **settings).summary()
+
+
+def multitrait_glmm_nuts() -> dict[str, Any]:
+    """Multi-trait GLMM (y1 Bernoulli logit, y2 Gaussian; NUTS), the same individuals."""
+    settings = {k: v for k, v in NUTS.items() if k != "draws"}
+    model = _multitrait_model(family={"y1": "bernoulli"})
+    return model.fit(seed=12, draws=100, **settings).summary()
+
+
 #: Golden name → function computing its summary dictionary.
 CASES: dict[str, Callable[[], dict[str, Any]]] = {
     "nuts_spectral_gaussian": nuts_spectral_gaussian,
     "reml": reml,
     "laplace_bernoulli": laplace_bernoulli,
     "nuts_glmm_poisson": nuts_glmm_poisson,
+    "multitrait_reml": multitrait_reml,
+    "multitrait_nuts": multitrait_nuts,
+    "multitrait_glmm_nuts": multitrait_glmm_nuts,
 }
 
 #: Which goldens come from NUTS (their numbers are compared only in :func:`environment`'s).
-NUTS_CASES = ("nuts_spectral_gaussian", "nuts_glmm_poisson")
+NUTS_CASES = (
+    "nuts_spectral_gaussian",
+    "nuts_glmm_poisson",
+    "multitrait_nuts",
+    "multitrait_glmm_nuts",
+)
 
 
 def compute(name: str) -> dict[str, Any]:
