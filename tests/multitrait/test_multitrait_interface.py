@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import warnings
 
 import numpy as np
@@ -122,7 +123,9 @@ def test_short_nuts_fit_recovers_the_covariances(multitrait_data) -> None:
     assert "missing_values" in fit.posterior
 
 
-def test_command_line_refuses_multitrait_formulas(multitrait_data, tmp_path, capsys) -> None:
+def test_command_line_fits_multitrait_formulas(multitrait_data, tmp_path, capsys) -> None:
+    """``bayeslmm fit`` with mvbind writes the multi-trait folder (numbers checked against the
+    Python API in test_multitrait_summary.py)."""
     from bayeslmm.cli import main
 
     df, K = multitrait_data(np.random.default_rng(12), 20, G_TRUE, E_TRUE)
@@ -131,5 +134,7 @@ def test_command_line_refuses_multitrait_formulas(multitrait_data, tmp_path, cap
     rc = main(["fit", str(tmp_path / "d.csv"), "--formula", "mvbind(y1, y2) ~ 1 + (1|id)",
                "--kinship", f"id={tmp_path / 'K.csv'}", "--method", "reml",
                "--out", str(tmp_path / "out")])  # fmt: skip
-    assert rc != 0
-    assert "multi-trait models are fitted from the Python API" in capsys.readouterr().err
+    assert rc == 0, capsys.readouterr().err
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["traits"] == ["y1", "y2"] and summary["method"] == "reml"
+    assert "r_g y1:y2" in capsys.readouterr().out
