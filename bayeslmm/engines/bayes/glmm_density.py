@@ -4,9 +4,12 @@ The latent strategy's PyMC model of a GLMM with one kinship effect,
 ``y ~ X + (1 | id)`` with u = σ_a · U √S · z, is sampled fastest when nothing is compiled
 and the posterior is reparametrised so that NUTS' diagonal mass matrix fits it. This module
 writes the *same* posterior (tested equal to the built model's ``logp`` up to the
-Jacobian of the reparametrisation) as numpy code that nutpie calls for each gradient: two
-matrix–vector products with the eigenvectors of K per gradient, nothing compiled per data
-set. Exact changes of variables make NUTS' job easier. With c the effect in the
+Jacobian of the reparametrisation) as numpy code: two matrix–vector products with the
+eigenvectors of K per gradient, nothing compiled per data set. nutpie samples it through
+:mod:`~bayeslmm.engines.bayes.glmm_kernels`, the same density as C callbacks (numba, from
+the on-disk cache, no GIL; tested equal to :meth:`GLMMDensity.logp`), or through
+:meth:`GLMMDensity.logp` itself where those do not cover the model (:func:`nutpie_model`).
+Exact changes of variables make NUTS' job easier. With c the effect in the
 eigenbasis (c_j ~ N(0, A_j), A_j = σ_a² s_j [+ σ_o²]) and h the hyperparameters:
 
 1. **Poisson's observation-level effect merged into the kinship effect.** With one record
