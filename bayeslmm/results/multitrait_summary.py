@@ -60,7 +60,14 @@ def _point_entry(estimate: float, se: float, prob: float) -> dict[str, Any]:
 
 
 def _posterior_entry(draws: np.ndarray, prob: float) -> dict[str, Any]:
-    """NUTS ENTRY: the common keys (posterior mean, SD, HDI), then the posterior's own."""
+    """NUTS ENTRY: the common keys (posterior mean, SD, HDI), then the posterior's own.
+
+    A quantity constant up to rounding (a logit trait's latent h², 1 by construction) is
+    summarised as the constant it is: ESS and R-hat ``None``, not noise divided by noise.
+    """
+    draws = np.asarray(draws, dtype=float)
+    if np.ptp(draws) <= 1e-12 * max(1.0, float(np.max(np.abs(draws)))):
+        draws = np.full_like(draws, float(np.mean(draws)))
     s = posterior_summary(draws, hdi_prob=prob)
     common = {
         "estimate": s["mean"],
