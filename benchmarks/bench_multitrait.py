@@ -1,8 +1,7 @@
 """Bivariate Gaussian animal model at n = 2,000 with a dense GRM: whole NUTS fit and REML.
 
-A script that prints figures (not a test). Data are simulated as
-benchmarks/brms_multitrait.R simulates them (the same design, NumPy's random numbers): N
-individuals, a GRM of 2 N simulated markers (VanRaden's first GRM, then 0.98 K + 0.02 I),
+A script that prints figures (not a test). benchmarks/brms_multitrait_data.py writes this
+script's data set (``simulate(n, seed)``) for benchmarks/brms_multitrait.R: N individuals, a GRM of 2 N simulated markers (VanRaden's first GRM, then 0.98 K + 0.02 I),
 covariate x ~ N(0, 1), two traits with Σ_G = [[1, .5], [.5, 1]], Σ_E = [[1, .2], [.2, 1]],
 intercepts (1, −0.5) and slopes (0.5, −0.3). Model::
 
@@ -12,7 +11,8 @@ Measured, each from model construction (formula, kinship alignment and its eigen
 included) to the fit object:
 
 * ``nuts-2x1000-seq``: 2 chains × (1000 tune + 1000 draws) one after the other (cores = 1),
-  the setting of benchmarks/brms_multitrait.R, so that ESS(r_g)/s compares directly;
+  one core as brms's run in benchmarks/brms_multitrait.R (one chain, its cost per
+  post-warm-up draw), so that ESS(r_g) per CPU second compares directly;
 * ``nuts-default``: the default 4 chains × (1000 + 1000), cores = 2;
 * ``reml``: ``fit(method="reml")``.
 
