@@ -176,7 +176,8 @@ _ENGINES = {"engines", "association"}  # the association scan is an engine of it
 FORBIDDEN = {
     **dict.fromkeys(("kinship", "io", "datasets"), {"spec", "results"} | _ENGINES | _INTERFACES),
     **dict.fromkeys(
-        ("spec", "multitrait_spec", "families", "priors"), {"results"} | _ENGINES | _INTERFACES
+        ("spec", "multitrait_spec", "multitrait_glmm_spec", "families", "priors"),
+        {"results"} | _ENGINES | _INTERFACES,
     ),
     "results": _ENGINES | _INTERFACES,
     **dict.fromkeys(_ENGINES, _INTERFACES),

@@ -335,8 +335,6 @@ def bayes_summary(fit: Any, hdi_prob: float | None = None) -> dict[str, Any]:
     --------
     >>> # bayes_summary(fit)["heritability"]["y1"]["mean"]
     """
-    from bayeslmm.results.multitrait_glmm import MultiTraitGLMMBayesFit
-
     prob = float(hdi_prob or fit.hdi_prob)
     spec = getattr(fit, "spec", None)
     if spec is None:
@@ -377,7 +375,7 @@ def bayes_summary(fit: Any, hdi_prob: float | None = None) -> dict[str, Any]:
         "seed": fit.seed,
         "priors": dict(fit.priors),
     }
-    if isinstance(fit, MultiTraitGLMMBayesFit):
+    if "heritability_latent" in post:  # a multi-trait GLMM (MultiTraitGLMMBayesFit)
         latent = post["heritability_latent"].values
         extra["heritability_latent"] = {
             trait: _posterior_entry(latent[:, :, a], prob) for a, trait in enumerate(traits)
