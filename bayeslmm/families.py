@@ -150,6 +150,13 @@ class Family:
         return None
 
     @property
+    def threshold_liability(self) -> bool:
+        """Whether each trial is a threshold of a normal liability with unit residual
+        variance (binary traits with the probit link): a residual correlation with Gaussian
+        traits can then be integrated out exactly (multi-trait GLMMs)."""
+        return False
+
+    @property
     def qg_model(self) -> str:
         """QGglmm's name for this family and link, e.g. ``"binom1.logit"``."""
         return self.name
@@ -528,6 +535,10 @@ class _BinaryTrials(Family):
     def marginal_attenuation(self) -> float | None:
         """1 for the probit (exact), (16√3 / 15π)² for the logit (Zeger et al. 1988)."""
         return 1.0 if self.link == "probit" else _LOGIT_ATTENUATION
+
+    @property
+    def threshold_liability(self) -> bool:
+        return self.link == "probit"
 
     def variance_function(self, eta):
         return _binary_variance(self.link, np.asarray(eta, dtype=float))

@@ -26,10 +26,11 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from bayeslmm.errors import SpecificationError
-from bayeslmm.families import Family, get_family
+from bayeslmm.families import Bernoulli, Family, Gaussian, Poisson, get_family
 
-#: Family names a trait of a multi-trait GLMM may have.
-SUPPORTED_FAMILIES = ("gaussian", "bernoulli", "poisson")
+#: The families a trait of a multi-trait GLMM may have (exactly these classes: a
+#: user-registered subclass may change the likelihood the closed form assumes).
+SUPPORTED_FAMILIES = (Gaussian, Bernoulli, Poisson)
 
 
 def _one_family(value: Any, trait: str) -> Family:
@@ -44,16 +45,16 @@ def _one_family(value: Any, trait: str) -> Family:
             f"{value!r}."
         )
     family = get_family(name, link)
-    if family.name not in SUPPORTED_FAMILIES:
+    if type(family) not in SUPPORTED_FAMILIES:
         hint = (
             " For 0/1 records use 'bernoulli'; binomial counts with trials are not supported "
             "in multi-trait models."
-            if family.name == "binomial"
+            if family.needs_trials
             else ""
         )
         raise SpecificationError(
             f"The family of trait '{trait}' is '{family.name}'; multi-trait models take "
-            f"{list(SUPPORTED_FAMILIES)} per trait.{hint}"
+            f"{[c.name for c in SUPPORTED_FAMILIES]} per trait.{hint}"
         )
     return family
 
@@ -103,7 +104,7 @@ def residual_traits(families: Sequence[Family], traits: Sequence[str]) -> tuple[
     >>> residual_traits([Bernoulli(link="probit"), Gaussian(), Gaussian()], ["d", "a", "b"])
     (1, 2, 0)
     """
-    probit = [a for a, f in enumerate(families) if f.name == "bernoulli" and f.link == "probit"]
+    probit = [a for a, f in enumerate(families) if f.threshold_liability]
     if len(probit) > 1:
         names = [traits[a] for a in probit]
         raise SpecificationError(

@@ -43,11 +43,13 @@ class MultiTraitGLMMBayesFit(MultiTraitBayesFit):
 
     families: tuple[str, ...] = ()
     residual_block: tuple[str, ...] = ()
+    #: The traits with a non-Gaussian family: their (co)variances are on the latent scale.
+    latent_traits: tuple[str, ...] = ()
 
     @property
     def notes(self) -> list[str]:
         """What the scales and the residual structure are, in words."""
-        latent = [t for t, f in zip(self.traits, self.families, strict=True) if f != "gaussian"]
+        latent = list(self.latent_traits)
         out = [
             f"Genetic (co)variances of {latent} are on the latent (link) scale; heritability() "
             "is V_A / (V_A + other latent variances + the link variance: π²/3 logit, 1 "
@@ -104,7 +106,7 @@ class MultiTraitGLMMBayesFit(MultiTraitBayesFit):
         rows = [self._summary(da[:, :, a], prob) for a in range(len(self.traits))]
         out = pd.DataFrame(rows, index=pd.Index(list(self.traits), name="trait"))
         out["family"] = list(self.families)
-        out["scale"] = [scale if f != "gaussian" else "data" for f in self.families]
+        out["scale"] = [scale if t in self.latent_traits else "data" for t in self.traits]
         return out
 
     def __repr__(self) -> str:

@@ -587,7 +587,10 @@ def family_code(family: Any) -> int | None:
         expected = type(family).expected_information is F.Family.expected_information
         information = type(family).information is F._BinaryTrials.information
         if expected and information:
-            return {"logit": _LOGIT, "probit": _PROBIT}.get(family.link)
+            # the binary links: the canonical logit, or the probit's normal liability
+            if family.canonical_link:
+                return _LOGIT
+            return _PROBIT if family.threshold_liability else None
     return None
 
 

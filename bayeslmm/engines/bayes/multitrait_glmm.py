@@ -105,9 +105,10 @@ def family_label(family: Family) -> str:
     """``"bernoulli(probit)"``, ``"gaussian"``: the family as the fit's tables print it."""
     if family.is_gaussian:
         return "gaussian"
-    if family.name == "poisson" and not family.has_observation_level_effect:
-        return "poisson(log, no overdispersion)"
-    return f"{family.name}({family.link})"
+    label = f"{family.name}({family.link})"
+    if getattr(family, "overdispersion", True) is False:  # Poisson(overdispersion=False)
+        return f"{label[:-1]}, no overdispersion)"
+    return label
 
 
 @dataclass(frozen=True)
@@ -627,9 +628,7 @@ def multitrait_glmm_density(spec: MultiTraitSpec) -> MultiTraitGLMMDensity:
     families = spec.families
     block = residual_traits(families, spec.traits)
     n_gaussian = sum(1 for a in block if families[a].is_gaussian)
-    olre = tuple(
-        a for a, f in enumerate(families) if f.name == "poisson" and f.has_observation_level_effect
-    )
+    olre = tuple(a for a, f in enumerate(families) if f.has_observation_level_effect)
     Y = np.asarray(spec.Y, dtype=float)
     X = np.asarray(spec.X, dtype=float)
     has_intercept = bool(spec.fixed_names) and spec.fixed_names[0] == "Intercept"
@@ -687,7 +686,7 @@ def multitrait_glmm_density(spec: MultiTraitSpec) -> MultiTraitGLMMDensity:
         kinship_scale=spec.kinship_scale,
         attenuation=np.array(
             [
-                (f.marginal_attenuation or 0.0) * mean_diag if f.name == "bernoulli" else 0.0
+                (f.marginal_attenuation or 0.0) * mean_diag  # None but for binary traits
                 for f in families
             ]
         ),
@@ -864,5 +863,8 @@ def sample_multitrait_glmm(
         messages=messages,
         route="latent",
         families=tuple(family_label(f) for f in spec.families),
+        latent_traits=tuple(
+            t for t, f in zip(spec.traits, spec.families, strict=True) if not f.is_gaussian
+        ),
         residual_block=tuple(spec.traits[a] for a in density.block),
     )
