@@ -44,6 +44,7 @@ from bayeslmm.engines.multitrait_gaussian import (
     cholesky_param_grad,
     natural_grad,
     null_rows_loglik,
+    observed_information_covariance,
     params_from_cholesky,
     rotated_loglik_grad,
     unvech,
@@ -301,22 +302,8 @@ def fit_multitrait_reml(
             return np.full(phi_.size, np.nan)
         return natural_grad(MG_, ME_)
 
-    H = np.empty((phi.size, phi.size))
-    for j in range(phi.size):
-        h = 1e-5 * max(1.0, abs(phi[j]))
-        e = np.zeros_like(phi)
-        e[j] = h
-        H[:, j] = (natural(phi + e) - natural(phi - e)) / (2 * h)
-    H = 0.5 * (H + H.T)
-    try:
-        cov_phi = np.linalg.inv(-H)
-    except np.linalg.LinAlgError:
-        cov_phi = np.full_like(H, np.nan)
-
+    cov_phi = observed_information_covariance(natural, phi, scale)
     # back to the traits' units: Σ_ab → Σ_ab sc_a sc_b, β_a → β_a sc_a
-    rows, cols = np.tril_indices(t)
-    factor = np.concatenate([scale[rows] * scale[cols]] * 2)
-    cov_phi = cov_phi * np.outer(factor, factor)
     outer = np.outer(scale, scale)
     G, E = G * outer, E * outer
     beta_scale = np.repeat(scale, p)

@@ -64,6 +64,7 @@ from bayeslmm.engines.multitrait_gaussian import (
     cholesky_from_params,
     cholesky_param_grad,
     natural_grad,
+    observed_information_covariance,
     params_from_cholesky,
     unvech,
     vech,
@@ -643,22 +644,8 @@ def fit_multitrait_pedigree(spec: MultiTraitSpec, max_scoring: int = 50) -> Mult
             return np.full(phi_.size, np.nan)
         return natural_grad(found["MG"], found["ME"])
 
-    H = np.empty((phi.size, phi.size))
-    for j in range(phi.size):
-        h = 1e-5 * max(1.0, abs(phi[j]))
-        e = np.zeros_like(phi)
-        e[j] = h
-        H[:, j] = (natural(phi + e) - natural(phi - e)) / (2 * h)
-    H = 0.5 * (H + H.T)
-    try:
-        cov_phi = np.linalg.inv(-H)
-    except np.linalg.LinAlgError:
-        cov_phi = np.full_like(H, np.nan)
-
+    cov_phi = observed_information_covariance(natural, phi, scale)
     # back to the traits' units (as the dense route): Σ_ab sc_a sc_b, β_a sc_a, u_a sc_a
-    rows, cols = np.tril_indices(t)
-    factor = np.concatenate([scale[rows] * scale[cols]] * 2)
-    cov_phi = cov_phi * np.outer(factor, factor)
     outer = np.outer(scale, scale)
     beta_scale = np.repeat(scale, p)
     n_records = (~np.isnan(Y)).sum(axis=0)
