@@ -38,7 +38,7 @@ from typing import Any
 import numba
 import numpy as np
 
-from bayeslmm.engines.bayes.spectral_density import _log_prior_c, _prior_row
+from bayeslmm.engines.bayes.spectral_density import _log_prior_c, _prior_row, nutpie_cfuncs
 
 LOG_2PI = math.log(2.0 * math.pi)
 
@@ -557,20 +557,9 @@ def c_callbacks() -> tuple[Any, Any]:
     """
     global _C_CALLBACKS
     if _C_CALLBACKS is None:
-        t = numba.types
-        logp_sig = t.int64(
-            t.uint64, t.CPointer(t.double), t.CPointer(t.double), t.CPointer(t.double), t.voidptr
-        )
-        expand_sig = t.int64(
-            t.uint64, t.uint64, t.CPointer(t.double), t.CPointer(t.double), t.voidptr
-        )
-        compiled = []
-        for func, sig in ((_logp_c, logp_sig), (_expand_c, expand_sig)):
-            try:
-                compiled.append(numba.cfunc(sig, cache=True, error_model="numpy")(func))
-            except RuntimeError:  # pragma: no cover - no writable cache directory
-                compiled.append(numba.cfunc(sig, error_model="numpy")(func))
-        _C_CALLBACKS = (compiled[0], compiled[1])
+        # error_model="numpy": an overflow becomes a rejected step, not an exception the
+        # C function cannot raise
+        _C_CALLBACKS = nutpie_cfuncs(_logp_c, _expand_c, error_model="numpy")
     return _C_CALLBACKS
 
 

@@ -756,6 +756,32 @@ def _expand_c(dim, n_expanded, x_, out_, data_):  # noqa: ANN001, ANN202 (numba 
 _C_CALLBACKS: tuple[Any, Any] | None = None
 
 
+def nutpie_cfuncs(logp: Callable, expand: Callable, **options: Any) -> tuple[Any, Any]:
+    """``logp`` and ``expand`` as numba cfuncs with the signatures of nutpie's C interface
+    (logp: dim, x, grad, logp out, user data; expand: dim, expanded dim, x, out, user data),
+    cached on disk when a cache directory is writable. ``options`` go to ``numba.cfunc``
+    (e.g. ``error_model="numpy"``). Every closed form with C callbacks compiles through it.
+
+    Examples
+    --------
+    >>> logp, expand = nutpie_cfuncs(_logp_c, _expand_c)
+    >>> logp.address > 0 and expand.address > 0
+    True
+    """
+    t = numba.types
+    logp_sig = t.int64(
+        t.uint64, t.CPointer(t.double), t.CPointer(t.double), t.CPointer(t.double), t.voidptr
+    )
+    expand_sig = t.int64(t.uint64, t.uint64, t.CPointer(t.double), t.CPointer(t.double), t.voidptr)
+    compiled = []
+    for func, sig in ((logp, logp_sig), (expand, expand_sig)):
+        try:
+            compiled.append(numba.cfunc(sig, cache=True, **options)(func))
+        except RuntimeError:  # no writable cache directory: compile in this process
+            compiled.append(numba.cfunc(sig, **options)(func))
+    return compiled[0], compiled[1]
+
+
 def c_callbacks() -> tuple[Any, Any]:
     """The compiled (logp, expand) cfuncs, once per process: compiled by the first process
     after an install or upgrade (~2 s of CPU) into numba's on-disk cache, loaded from it by
@@ -769,20 +795,7 @@ def c_callbacks() -> tuple[Any, Any]:
     """
     global _C_CALLBACKS
     if _C_CALLBACKS is None:
-        t = numba.types
-        logp_sig = t.int64(
-            t.uint64, t.CPointer(t.double), t.CPointer(t.double), t.CPointer(t.double), t.voidptr
-        )
-        expand_sig = t.int64(
-            t.uint64, t.uint64, t.CPointer(t.double), t.CPointer(t.double), t.voidptr
-        )
-        compiled = []
-        for func, sig in ((_logp_c, logp_sig), (_expand_c, expand_sig)):
-            try:
-                compiled.append(numba.cfunc(sig, cache=True)(func))
-            except RuntimeError:  # no writable cache directory: compile in this process
-                compiled.append(numba.cfunc(sig)(func))
-        _C_CALLBACKS = (compiled[0], compiled[1])
+        _C_CALLBACKS = nutpie_cfuncs(_logp_c, _expand_c)
     return _C_CALLBACKS
 
 
