@@ -545,8 +545,9 @@ def low_rank_from_dask(markers, ids: Sequence[str], name: str = "GRM") -> LowRan
 
     The O(n p²) factorisation runs where the blocks are — Dask's tall-and-skinny QR
     (:func:`~bayeslmm.kinship.svd.thin_svd`), on the threads of this process or on the
-    workers of a ``dask.distributed`` client — and the markers, U₁ and V come back to
-    memory in the same pass (O(n p), what the engines work with).
+    workers of a ``dask.distributed`` client. The blocks are read and centred once
+    (persisted: a lazy PLINK source is not read twice), then the markers, U₁ and V come
+    back to memory (O(n p), what the engines work with).
 
     Parameters
     ----------
@@ -573,6 +574,7 @@ def low_rank_from_dask(markers, ids: Sequence[str], name: str = "GRM") -> LowRan
     from bayeslmm.kinship.svd import thin_svd
 
     start = time.perf_counter()
+    markers = markers.persist()  # the copy below and the blockwise QR share these blocks
     (W,) = dask.compute(markers)
     U, s, V = thin_svd(markers, tol=LOW_RANK_RTOL)
     kinship = LowRankKinship(np.asarray(W, dtype=float), ids=ids, name=name, copy=False)
