@@ -188,7 +188,8 @@ def scan(
         :class:`~bayeslmm.kinship.LowRankKinship`, no n × n matrix; null REML by the low-rank
         route, markers tested through V⁻¹ = σ_e⁻²(I − U₁ΛU₁ᵀ)) instead of forming and
         reducing the n × n matrix. ``None`` (default) takes whichever costs fewer flops (SNP
-        space roughly when the LOCO kinships have fewer than 0.8 n markers); the two routes
+        space roughly when each kinship has fewer than 0.8 n markers with LOCO, 0.7 n with
+        one whole-genome kinship); the two routes
         give the same table to rounding. With ``kinship=``, ``None`` follows the kinships'
         type, ``True`` needs low-rank kinships and ``False`` makes them dense. Binary and
         count traits always use the dense kinship.

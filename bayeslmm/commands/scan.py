@@ -133,7 +133,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         default=None,
         help="Gaussian traits: hold each kinship as its markers (SNP space, no n x n matrix); "
         "--no-low-rank forms and reduces the n x n kinships; by default whichever costs less "
-        "(SNP space roughly when the LOCO kinships have fewer markers than 0.8 n). Same "
+        "(SNP space roughly when each kinship has fewer markers than 0.8 n with LOCO, 0.7 n "
+        "without). Same "
         "results either way",
     )
     parser.add_argument(
