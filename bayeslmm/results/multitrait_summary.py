@@ -91,13 +91,15 @@ def _group(formula: str) -> str:
 
 
 def _families(fit: Any) -> dict[str, dict[str, str]]:
-    """trait → {"family", "link"}; a GLMM fit's labels read ``"bernoulli(probit)"``."""
-    labels = getattr(fit, "families", ()) or ("gaussian",) * len(fit.traits)
-    out = {}
-    for trait, label in zip(fit.traits, labels, strict=True):
-        name, _, link = str(label).partition("(")
-        out[trait] = {"family": name, "link": link.rstrip(")") or "identity"}
-    return out
+    """trait → {"family", "link"} from the specification's families (a multi-trait GLMM's),
+    Gaussian with the identity link for every trait otherwise."""
+    families = getattr(getattr(fit, "spec", None), "families", None)
+    if not families:  # a Gaussian multi-trait specification has none
+        return {trait: {"family": "gaussian", "link": "identity"} for trait in fit.traits}
+    return {
+        trait: {"family": f.name, "link": f.link}
+        for trait, f in zip(fit.traits, families, strict=True)
+    }
 
 
 def _common(values: list[str], mixed: str = "mixed") -> str:

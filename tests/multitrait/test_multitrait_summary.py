@@ -331,3 +331,22 @@ def test_multitrait_formula_detection_needs_no_files():
     assert roles["factor_columns"] == {"site"} and roles["checked_columns"] == {"x"}
     with pytest.raises(SpecificationError):
         bl.LMM("mvbind(a, b) ~ 1 + (1 | id)", pd.DataFrame({"a": [1.0]}), sigma="~ x")
+
+
+def test_families_come_from_the_specification_not_the_display_labels():
+    """A Poisson trait without overdispersion is labelled 'poisson(log, no overdispersion)'
+    for display; summary.json's families still read family 'poisson', link 'log'."""
+    from types import SimpleNamespace
+
+    from bayeslmm.results.multitrait_summary import _families
+
+    spec = SimpleNamespace(families=(bl.Poisson(overdispersion=False), bl.families.Gaussian()))
+    fit = SimpleNamespace(
+        traits=("c", "w"), spec=spec, families=("poisson(log, no overdispersion)", "gaussian")
+    )
+    assert _families(fit) == {
+        "c": {"family": "poisson", "link": "log"},
+        "w": {"family": "gaussian", "link": "identity"},
+    }
+    gaussian = SimpleNamespace(traits=("a", "b"), spec=SimpleNamespace())
+    assert _families(gaussian)["b"] == {"family": "gaussian", "link": "identity"}

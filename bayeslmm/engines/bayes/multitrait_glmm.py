@@ -86,7 +86,7 @@ from scipy.linalg import solve_triangular
 from bayeslmm.engines.bayes.multitrait_density import _as_prior, _lkj_eta, matrix_log_prior
 from bayeslmm.engines.multitrait_gaussian import cholesky_from_params
 from bayeslmm.errors import SpecificationError
-from bayeslmm.families import Family
+from bayeslmm.families import Family, Poisson
 from bayeslmm.multitrait_glmm_spec import residual_traits
 from bayeslmm.multitrait_spec import MultiTraitSpec
 from bayeslmm.priors import Prior
@@ -106,7 +106,7 @@ def family_label(family: Family) -> str:
     if family.is_gaussian:
         return "gaussian"
     label = f"{family.name}({family.link})"
-    if getattr(family, "overdispersion", True) is False:  # Poisson(overdispersion=False)
+    if isinstance(family, Poisson) and not family.has_observation_level_effect:
         return f"{label[:-1]}, no overdispersion)"
     return label
 
