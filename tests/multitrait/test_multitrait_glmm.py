@@ -80,7 +80,7 @@ def model_parameters(x: np.ndarray, density, frame: pd.DataFrame) -> dict:
     Z = x[sl["z"]].reshape(-1, t).copy()
     V, s = density.basis, density.root_values
     Xc = np.column_stack([np.ones(len(frame)), frame["x"] - frame["x"].mean()])
-    for a, var_e in ((1, E[0, 0]), (2, E[1, 1])):
+    for a, var_e in ((1, E[0, 0]), (2, E[1, 1])) if density.centre_gaussian_fields else ():
         o = Z[:, :a] @ LG[a, :a]
         A = s * LG[a, a] ** 2
         T = var_e + A
@@ -199,10 +199,11 @@ def independent_logp(x: np.ndarray, density, frame: pd.DataFrame) -> float:
     return float(loglik + prior + np.linalg.slogdet(J)[1] + np.linalg.slogdet(Jz)[1])
 
 
-def test_logp_equals_an_independent_computation() -> None:
+@pytest.mark.parametrize("centred", [True, False])
+def test_logp_equals_an_independent_computation(centred: bool) -> None:
     frame, K = small_data()
     spec = specify_multitrait(FORMULA, frame, kinship={"id": K}, family=FAMILIES)
-    density = multitrait_glmm_density(spec)
+    density = multitrait_glmm_density(spec, centre_gaussian_fields=centred)
     assert density.block == (1, 2, 0) and density.olre == (3,)
     # the field's covariance is Σ_G ⊗ K: (L_G ⊗ R)(L_G ⊗ R)ᵀ
     assert np.allclose(density.root @ density.root.T, K.matrix, atol=1e-10)
@@ -246,10 +247,12 @@ def test_expand_gives_the_formula_scale_effects_and_nan_outside_the_residual_blo
         ("mvbind(c, e) ~ 1 + (1 | id)", {"c": bl.Poisson(overdispersion=False), "e": "bernoulli"}),
     ],
 )
-def test_gradient_matches_finite_differences(formula: str, families: dict) -> None:
+@pytest.mark.parametrize("centred", [True, False])
+def test_gradient_matches_finite_differences(formula: str, families: dict, centred: bool) -> None:
     frame, K = small_data()
     density = multitrait_glmm_density(
-        specify_multitrait(formula, frame, kinship={"id": K}, family=families)
+        specify_multitrait(formula, frame, kinship={"id": K}, family=families),
+        centre_gaussian_fields=centred,
     )
     rng = np.random.default_rng(5)
     for seed in range(2):

@@ -268,6 +268,8 @@ class MultiTraitGLMMDensity:
     kinship_scale: float
     attenuation: np.ndarray  # (t,) k mean(diag K) of a Bernoulli trait, 0 otherwise
     ids: tuple[str, ...] = ()
+    # False: Gaussian traits' fields non-centred as the others (benchmarks compare the two)
+    centre_gaussian_fields: bool = True
 
     # -- layout of x ------------------------------------------------------------------------
     @property
@@ -354,7 +356,9 @@ class MultiTraitGLMMDensity:
         A = s L_aa². With T = σ² + A the sampler's v gives
         z_a = κ v + w (r − √s o),  κ = σ / √T,  w = √A / T.
         """
-        out = []
+        out: list[dict[str, Any]] = []
+        if not self.centre_gaussian_fields:
+            return out
         s = self.root_values
         for pos, a in enumerate(self.block[: self.n_gaussian]):
             v = Z[:, a].copy()
@@ -604,13 +608,18 @@ class MultiTraitGLMMDensity:
         return x
 
 
-def multitrait_glmm_density(spec: MultiTraitSpec) -> MultiTraitGLMMDensity:
+def multitrait_glmm_density(
+    spec: MultiTraitSpec, *, centre_gaussian_fields: bool = True
+) -> MultiTraitGLMMDensity:
     """The closed-form log posterior of a latent-scale multi-trait GLMM.
 
     Parameters
     ----------
     spec : MultiTraitSpec
         With ``spec.families`` (a non-Gaussian trait).
+    centre_gaussian_fields : bool, default True
+        Conditionally centre the Gaussian traits' genetic fields (module notes); False
+        samples them non-centred like the other traits' (same posterior, slower mixing).
 
     Returns
     -------
@@ -691,6 +700,7 @@ def multitrait_glmm_density(spec: MultiTraitSpec) -> MultiTraitGLMMDensity:
             ]
         ),
         ids=spec.ids,
+        centre_gaussian_fields=bool(centre_gaussian_fields),
     )
 
 
@@ -867,4 +877,5 @@ def sample_multitrait_glmm(
             t for t, f in zip(spec.traits, spec.families, strict=True) if not f.is_gaussian
         ),
         residual_block=tuple(spec.traits[a] for a in density.block),
+        spec=spec,
     )
