@@ -10,14 +10,18 @@ Two likelihood routes, one optimiser:
   route ``"low-rank"``): the rotation by [U₁, Q] of :meth:`~bayeslmm.kinship.LowRankKinship.
   rotation` gives r + k rows (the same kernel, O(n p) to rotate, O((r + k) t³) per
   evaluation) and m rows with zero data whose term is closed form; the GLS correction uses
-  the rotated X unchanged (its left-out rows are 0). Missing values are refused there;
+  the rotated X unchanged (its left-out rows are 0);
+* **missing trait values, low-rank kinship** (route ``"low-rank"`` as well): the mixed-model
+  equations in marker space, t (p + q) unknowns for p markers and q covariates, built from
+  per-missing-pattern sums once, so each evaluation costs O(t³ (p + q)³) whatever n and the
+  number of missing values, and never an n × n or N × N matrix (:class:`_LowRankMissing`);
 * **sparse pedigree** (:class:`~bayeslmm.kinship.SparsePedigreeKinship`, route
   ``"sparse-pedigree"``): Henderson's mixed-model equations on A⁻¹, any missing-value
   pattern, the same parametrisation and result (:mod:`bayeslmm.engines.reml.
   multitrait_pedigree`);
-* **missing trait values**: the rotation no longer diagonalises V, so the stacked covariance
-  of the N observed records, V = (Σ_G ⊗ K + Σ_E ⊗ I)[obs, obs], is built and factorised
-  densely (O(N³) per evaluation, N ≤ :data:`MAX_DENSE_RECORDS`). Exact, and simple to check;
+* **missing trait values, dense kinship**: the rotation no longer diagonalises V, so the
+  stacked covariance of the N observed records, V = (Σ_G ⊗ K + Σ_E ⊗ I)[obs, obs], is built
+  and factorised densely (O(N³) per evaluation, N ≤ :data:`MAX_DENSE_RECORDS`). Exact, and simple to check;
   EM on the rotated basis would scale further but converges slowly near the boundary.
 
 The REML log-likelihood is maximised over the Cholesky factors of Σ_G and Σ_E (log
@@ -163,6 +167,123 @@ class _Dense:
         return value, MG, ME, gamma, Cinv
 
 
+class _LowRankMissing:
+    """REML log-likelihood of the observed records with a low-rank kinship K = W Wᵀ and
+    missing trait values, by the mixed-model equations in marker space (Woodbury).
+
+    With v_a ~ N(0, Σ_G ⊗ I_p) marker effects (u_a = W v_a, so Cov(u) = Σ_G ⊗ W Wᵀ) and
+    h_i = (w_i, x_i) the individual's marker row and covariates, record (i, a) has mean
+    h_iᵀ (v_a, β_a), and the residual covariance is block diagonal over individuals,
+    R_i = Σ_E[o_i, o_i] (o_i: the traits recorded on i). Writing v = (L_G ⊗ I) ω with
+    ω ~ N(0, I), the equations C = Jᵀ K J + I_ω for s = (ω_a, β_a)_a, trait-major, with
+    K = Σ_i H_iᵀ R_i⁻¹ H_i and J the map (ω, β) → (v, β), give (Henderson)
+
+        −2ℓ = (N − q) log 2π + Σ_i log|R_i| + log|C| + yᵀR⁻¹y − ŝᵀ Jᵀ r,
+
+    exactly the REML of the stacked V of the observed records (|V| = |R| |I + …|, and
+    |C| carries |XᵀV⁻¹X| as its Schur complement). Individuals sharing a pattern o share
+    R_i, so K, r = Σ_i H_iᵀR_i⁻¹y_i and yᵀR⁻¹y come from per-pattern sums of h_i h_iᵀ,
+    h_i y_iᵀ and y_i y_iᵀ, formed once (O(n (p + q)²)); each evaluation is one Cholesky
+    factorisation and inverse of the t (p + q) square C, O(t³ (p + q)³), whatever n and the
+    number of missing values. Gradient (d ℓ = tr(M dΣ)), with D = J C⁻¹ Jᵀ the
+    covariance of (v̂, β̂) and P the REML projection:
+
+        M_G = −½ Σ_j [(K − K D K)_(a j),(b j) − ρ_aj ρ_bj],   ρ = r − K ŝ_v  (= Zᵀ P y),
+        M_E = −½ Σ_o R_o⁻¹ [n_o R_o − (tr(D_ab S_o) + Σ_i∈o e_i e_iᵀ)] R_o⁻¹,
+
+    j over marker coordinates, S_o = Σ_i∈o h_i h_iᵀ, e_i = y_i − (ŝ_v)ᵀ h_i, R_o⁻¹ the
+    zero-padded inverse of Σ_E[o, o]. No Σ_G⁻¹ appears, so a singular Σ_G is fine.
+    """
+
+    def __init__(self, Y: np.ndarray, X: np.ndarray, W: np.ndarray):
+        n, t = Y.shape
+        self.t, self.p = t, X.shape[1]
+        self.n_markers = W.shape[1]
+        self.m = self.n_markers + self.p  # coordinates per trait: (v_a, β_a)
+        observed = ~np.isnan(Y)
+        Y0 = np.where(observed, Y, 0.0)
+        H = np.concatenate([W, X], axis=1)
+        patterns, which = np.unique(observed, axis=0, return_inverse=True)
+        self.patterns = []  # (observed traits, count, S_hh, S_hy, S_yy)
+        for k, pattern in enumerate(patterns):
+            if not pattern.any():
+                continue  # an individual without records adds nothing
+            rows = np.flatnonzero(which.ravel() == k)
+            Hk, Yk = H[rows], Y0[rows]
+            self.patterns.append(
+                (np.flatnonzero(pattern), rows.size, Hk.T @ Hk, Hk.T @ Yk, Yk.T @ Yk)
+            )
+        self.N = int(observed.sum())
+
+    def __call__(self, G: np.ndarray, E: np.ndarray) -> tuple[float, Any, Any, Any, Any]:
+        t, m, pz = self.t, self.m, self.n_markers
+        fail = (-math.inf, None, None, None, None)
+        try:
+            LG = np.linalg.cholesky(G)
+        except np.linalg.LinAlgError:
+            w, U = np.linalg.eigh(G)  # a singular Σ_G (standard errors' steps) has a root
+            if w.min() < -1e-12 * max(w.max(), 1e-300):
+                return fail
+            LG = U * np.sqrt(np.clip(w, 0.0, None))
+        K4 = np.zeros((t, m, t, m))
+        rhs = np.zeros((t, m))
+        logdet_r, quad = 0.0, 0.0
+        inverses = []
+        for obs, count, Shh, Shy, Syy in self.patterns:
+            try:
+                factor = linalg.cho_factor(E[np.ix_(obs, obs)], lower=True)
+            except linalg.LinAlgError:
+                return fail
+            Rinv = np.zeros((t, t))
+            Rinv[np.ix_(obs, obs)] = linalg.cho_solve(factor, np.eye(obs.size))
+            inverses.append(Rinv)
+            logdet_r += count * 2.0 * np.sum(np.log(np.diag(factor[0])))
+            K4 += Rinv[:, None, :, None] * Shh[None, :, None, :]
+            rhs += Rinv @ Shy.T
+            quad += np.sum(Rinv * Syy)
+        # J: (ω, β) → (v, β); v_a = Σ_b L_G[a, b] ω_b on the marker coordinates
+        KJ = K4.copy()
+        KJ[:, :, :, :pz] = np.einsum("ajcl,cb->ajbl", K4[:, :, :, :pz], LG)
+        JKJ = KJ.copy()
+        JKJ[:, :pz] = np.einsum("cjbl,ca->ajbl", KJ[:, :pz], LG)
+        C = JKJ.reshape(t * m, t * m)
+        C[np.diag_indices(t * m)] += np.tile(np.r_[np.ones(pz), np.zeros(self.p)], t)
+        Jr = rhs.copy()
+        Jr[:, :pz] = LG.T @ rhs[:, :pz]
+        try:
+            cf = linalg.cho_factor(C, lower=True, check_finite=False)
+        except linalg.LinAlgError:
+            return fail
+        logdet_c = 2.0 * np.sum(np.log(np.diag(cf[0])))
+        Cinv = linalg.cho_solve(cf, np.eye(t * m), check_finite=False)
+        s_w = (Cinv @ Jr.ravel()).reshape(t, m)
+        s_v = s_w.copy()
+        s_v[:, :pz] = LG @ s_w[:, :pz]
+        # D = J C⁻¹ Jᵀ
+        D4 = Cinv.reshape(t, m, t, m).copy()
+        D4[:, :pz] = np.einsum("ac,cjbl->ajbl", LG, D4[:, :pz])
+        D4[:, :, :, :pz] = np.einsum("ajcl,bc->ajbl", D4[:, :, :, :pz], LG)
+        value = -0.5 * (
+            (self.N - t * self.p) * LOG_2PI + logdet_r + logdet_c + quad - s_w.ravel() @ Jr.ravel()
+        )
+        K = K4.reshape(t * m, t * m)
+        KD = (K @ D4.reshape(t * m, t * m)).reshape(t, m, t * m)
+        KDK = np.einsum("ajk,bjk->ab", KD[:, :pz], K4.reshape(t, m, t * m)[:, :pz])
+        rho = (rhs - (K @ s_v.ravel()).reshape(t, m))[:, :pz]
+        K_diag = np.einsum("ajbj->ab", K4[:, :pz, :, :pz])
+        MG = -0.5 * (K_diag - KDK - rho @ rho.T)
+        ME = np.zeros((t, t))
+        for (_, count, Shh, Shy, Syy), Rinv in zip(self.patterns, inverses, strict=True):
+            trace = np.einsum("ajbk,jk->ab", D4, Shh)
+            fitted = s_v @ Shy  # Σ_i (ŝ_vᵀ h_i) y_iᵀ
+            resid = Syy - fitted - fitted.T + s_v @ Shh @ s_v.T
+            ME -= 0.5 * (count * Rinv - Rinv @ (trace + resid) @ Rinv)
+        beta = s_v[:, pz:].ravel()
+        sel = (np.arange(t)[:, None] * m + pz + np.arange(self.p)[None, :]).ravel()
+        beta_cov = Cinv[np.ix_(sel, sel)]
+        return value, 0.5 * (MG + MG.T), 0.5 * (ME + ME.T), beta, beta_cov
+
+
 def fit_multitrait_reml(
     spec: MultiTraitSpec, max_dense_records: int = MAX_DENSE_RECORDS, _single_thread: bool = False
 ) -> MultiTraitRemlFit:
@@ -172,7 +293,7 @@ def fit_multitrait_reml(
     ----------
     spec : MultiTraitSpec
     max_dense_records : int
-        Size limit of the missing-value route (observed records).
+        Size limit of the dense kinship's missing-value route (observed records).
 
     Returns
     -------
@@ -181,7 +302,8 @@ def fit_multitrait_reml(
     Raises
     ------
     DataError
-        Missing trait values with more observed records than ``max_dense_records``.
+        Missing trait values on a dense kinship with more observed records than
+        ``max_dense_records`` (a low-rank kinship has no such limit).
 
     Examples
     --------
@@ -210,13 +332,9 @@ def fit_multitrait_reml(
         route = "rotated"
         loglik = _Rotated(Ys, X, K.eigenvalues, K.eigenvectors)
     elif isinstance(spec.kinship, LowRankKinship):
-        raise DataError(
-            f"{int(np.isnan(Y).sum())} trait values are missing, and the SNP-space low-rank "
-            f"kinship '{spec.kinship.name}' (bayeslmm.grm(..., low_rank=True)) carries "
-            "complete data only. Impute the missing values, drop the individuals lacking a "
-            "trait, or pass the dense kinship (bayeslmm.grm(dosages), or "
-            "K.to_dense()) to use the dense missing-value route."
-        )
+        # missing values on K = W Wᵀ: the equations in marker space, t (p + q) unknowns
+        route = "low-rank"
+        loglik = _LowRankMissing(Ys, X, np.asarray(spec.kinship.markers, dtype=float))
     else:
         N = int((~np.isnan(Y)).sum())
         if N > max_dense_records:
@@ -333,4 +451,5 @@ def fit_multitrait_reml(
             np.min(np.linalg.eigvalsh(G / outer)) < 1e-6
             or np.min(np.linalg.eigvalsh(E / outer)) < 1e-6
         ),
+        spec=spec,
     )
