@@ -21,8 +21,9 @@ Two likelihood routes, one optimiser:
   multitrait_pedigree`);
 * **missing trait values, dense kinship**: the rotation no longer diagonalises V, so the
   stacked covariance of the N observed records, V = (Σ_G ⊗ K + Σ_E ⊗ I)[obs, obs], is built
-  and factorised densely (O(N³) per evaluation, N ≤ :data:`MAX_DENSE_RECORDS`). Exact, and simple to check;
-  EM on the rotated basis would scale further but converges slowly near the boundary.
+  and factorised densely (O(N³) per evaluation, N ≤ :data:`MAX_DENSE_RECORDS`). Exact, and
+  simple to check; EM on the rotated basis would scale further but converges slowly near the
+  boundary.
 
 The REML log-likelihood is maximised over the Cholesky factors of Σ_G and Σ_E (log
 diagonal, so both stay positive semi-definite) by L-BFGS-B with the analytic gradient, then
