@@ -130,9 +130,7 @@ class MultiTraitLMM:
         if method == "reml":
             from bayeslmm.engines.reml.multitrait import fit_multitrait_reml
 
-            reml_fit = fit_multitrait_reml(self.spec)
-            reml_fit.spec = self.spec  # summary.json's kinship section reads it
-            return reml_fit
+            return fit_multitrait_reml(self.spec)
         if method != "nuts":
             raise SpecificationError(
                 f"A multi-trait model is fitted with method='nuts' or 'reml'; got {method!r}."
@@ -182,7 +180,6 @@ class MultiTraitLMM:
             target_accept=target_accept,
             hdi_prob=hdi_prob,
         )
-        fit.spec = self.spec  # summary.json's n_obs, n_records and kinship read it
         if verbose:
             for message in fit.messages:
                 print(f"bayeslmm: {message}", file=sys.stderr)

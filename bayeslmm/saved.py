@@ -138,12 +138,7 @@ def load_fit(
             "'reml', 'ml' or 'laplace'."
         )
     if "traits" in summary:  # a multi-trait fit (docs/summary_json.md, "Multi-trait fits")
-        raise DataError(
-            f"'{directory}' holds a multi-trait fit ({summary.get('formula')!r}), which "
-            "load_fit does not read back (its folder stores no inputs). Read its summary.json "
-            "with json.load and, for NUTS, its draws with arviz.from_netcdf("
-            f"'{directory / 'posterior.nc'}'); or fit the model again from its data."
-        )
+        return _load_multitrait(directory, summary, data, kinship, options)
     stored_data, stored_kinship, stored_options = _stored_inputs(
         directory, summary, need_data=data is None
     )
@@ -233,3 +228,155 @@ def _check_refit(summary: dict[str, Any], fit: Any, directory: Path) -> None:
             "saved estimates: the data, kinship or options differ from the fit's. Give "
             "load_fit the same data, kinship and options (trials=, priors=)."
         )
+
+
+# -- multi-trait fits --------------------------------------------------------------------------
+def _saved_families(summary: dict[str, Any]) -> dict[str, Any]:
+    """trait → (family, link) from summary.json's ``families`` (a folder without inputs); a
+    Poisson trait whose residual variance (the observation-level effect) is ``null`` was
+    fitted without overdispersion."""
+    from bayeslmm.families import Poisson, get_family
+
+    out: dict[str, Any] = {}
+    for trait, entry in dict(summary.get("families", {})).items():
+        family = get_family(entry.get("family", "gaussian"), entry.get("link"))
+        residual = summary.get("residual_covariance", {}).get(trait, {}).get(trait)
+        if isinstance(family, Poisson) and residual is None:
+            family = Poisson(overdispersion=False)
+        out[trait] = family
+    return out
+
+
+def _multitrait_model(
+    directory: Path,
+    summary: dict[str, Any],
+    data: pd.DataFrame | None,
+    kinship: Mapping[str, Kinship | pd.DataFrame] | None,
+    options: dict[str, Any],
+) -> Any:
+    """The MultiTraitLMM rebuilt from the inputs (given or stored), checked against the
+    summary's counts."""
+    from bayeslmm.multitrait_model import MultiTraitLMM
+
+    stored_data, stored_kinship, stored_options = _stored_inputs(
+        directory, summary, need_data=data is None
+    )
+    data = stored_data if data is None else data
+    kinship = stored_kinship if kinship is None else kinship
+    options = {**stored_options, **options}
+    options.pop("trials", None)  # a single-trait option, never stored for several traits
+    family = options.pop("family", None) or _saved_families(summary)
+    priors = options.pop("priors", None)
+    if options:
+        raise SpecificationError(
+            f"load_fit of a multi-trait fit takes data=, kinship=, family= and priors=; got "
+            f"{sorted(options)}."
+        )
+    spec = MultiTraitLMM(
+        summary["formula"], data, kinship=kinship, family=family, priors=priors
+    ).spec
+    saved = {str(k): int(v) for k, v in dict(summary.get("n_records", {})).items()}
+    now = {t: int(v) for t, v in zip(spec.traits, spec.observed.sum(axis=0), strict=True)}
+    if int(summary.get("n_obs", spec.n)) != spec.n or (saved and saved != now):
+        raise DataError(
+            f"The saved fit has {summary.get('n_obs')} individuals with records {saved}; the "
+            f"data given {spec.n} with {now}: give load_fit the data the fit was made from."
+        )
+    return spec
+
+
+def _load_multitrait(
+    directory: Path,
+    summary: dict[str, Any],
+    data: pd.DataFrame | None,
+    kinship: Mapping[str, Kinship | pd.DataFrame] | None,
+    options: dict[str, Any],
+) -> Any:
+    spec = _multitrait_model(directory, summary, data, kinship, dict(options))
+    if summary["method"] == "nuts":
+        return _load_multitrait_posterior(directory, summary, spec)
+    if summary["method"] != "reml":
+        raise DataError(
+            f"'{directory / 'summary.json'}' is a multi-trait fit with method "
+            f"{summary['method']!r}; multi-trait fits are 'reml' or 'nuts'."
+        )
+    from bayeslmm.engines.reml.multitrait import fit_multitrait_reml
+
+    fit = fit_multitrait_reml(spec)
+    saved = [
+        (summary.get(f"{which}_covariance", {}).get(a, {}).get(b, {}).get("estimate"), S[i, j])
+        for which, S in (("genetic", fit.genetic), ("residual", fit.residual))
+        for i, a in enumerate(fit.traits)
+        for j, b in enumerate(fit.traits)
+    ] + [
+        (summary.get("fixed_effects", {}).get(f"{trait}:{term}", {}).get("estimate"), value)
+        for (trait, term), value in fit.fixed_effects()["estimate"].items()
+    ]
+    if not all(
+        a is not None and np.isclose(a, b, rtol=REFIT_RTOL, atol=1e-12 * max(1.0, abs(b)))
+        for a, b in saved
+    ):
+        raise DataError(
+            f"Refitting the multi-trait model of '{directory}' to the data given does not "
+            "reproduce the saved estimates: the data, kinship or options differ from the "
+            "fit's. Give load_fit the same data, kinship, family= and priors=."
+        )
+    return fit
+
+
+def _load_multitrait_posterior(directory: Path, summary: dict[str, Any], spec: Any) -> Any:
+    import arviz as az
+
+    from bayeslmm.results.multitrait import MultiTraitBayesFit
+    from bayeslmm.results.multitrait_glmm import MultiTraitGLMMBayesFit
+
+    path = directory / "posterior.nc"
+    if not path.is_file():
+        raise DataError(
+            f"'{directory}' holds a NUTS summary.json but no posterior.nc: the draws are "
+            "needed to read the fit back."
+        )
+    idata = az.from_netcdf(str(path))
+    if "observed_data" in idata.groups():  # written by every save (older folders: counts)
+        observed = idata.observed_data
+        ids = [str(i) for i in observed[spec.group].values] if spec.group in observed else []
+        Y = np.column_stack([observed[t].values for t in spec.traits if t in observed])
+        same = ids == list(spec.ids) and Y.shape == spec.Y.shape
+        if not (same and np.array_equal(Y, spec.Y, equal_nan=True)):
+            bad = (
+                np.flatnonzero(~((Y == spec.Y) | (np.isnan(Y) & np.isnan(spec.Y))).all(axis=1))
+                if same
+                else []
+            )
+            where = f"individual '{spec.ids[int(bad[0])]}'" if len(bad) else "the individuals"
+            raise DataError(
+                f"The data given differ from the data of the saved fit ({where} of the traits "
+                f"{list(spec.traits)}): give load_fit the data the fit was made from."
+            )
+    diagnostics = dict(summary.get("diagnostics", {}))
+    common = {
+        "traits": spec.traits,
+        "fixed_names": spec.fixed_names,
+        "idata": idata,
+        "hdi_prob": _hdi_prob(summary),
+        "seed": summary.get("seed"),
+        "timing": dict(summary.get("timing", {})),
+        "formula": spec.formula,
+        "priors": dict(summary.get("priors", {})),
+        "messages": list(diagnostics.get("messages", [])),
+        "route": summary.get("strategy", "rotated"),
+        "spec": spec,
+    }
+    if spec.is_gaussian:
+        return MultiTraitBayesFit(**common)
+    from bayeslmm.engines.bayes.multitrait_glmm import family_label
+    from bayeslmm.multitrait_glmm_spec import residual_traits
+
+    return MultiTraitGLMMBayesFit(
+        **common,
+        families=tuple(family_label(f) for f in spec.families),
+        residual_block=tuple(spec.traits[a] for a in residual_traits(spec.families, spec.traits)),
+        latent_traits=tuple(
+            t for t, f in zip(spec.traits, spec.families, strict=True) if not f.is_gaussian
+        ),
+    )

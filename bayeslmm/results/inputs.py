@@ -19,7 +19,11 @@ an ``inputs/`` folder and list it in summary.json under ``"inputs"``:
   about 40 bytes per animal, never the dense A.
 
 The model's ``trials=`` column and ``priors=`` overrides are recorded too (``"trials"``,
-``"priors"``), so that :func:`bayeslmm.load_fit` rebuilds the same model.
+``"priors"``), so that :func:`bayeslmm.load_fit` rebuilds the same model. A multi-trait
+model (:class:`~bayeslmm.multitrait_spec.MultiTraitSpec`) stores the same files (its traits,
+covariates and id column; its one kinship) and adds ``"families"``: trait → the trait's
+family, its link and the family's options (``{"family": "poisson", "link": "log",
+"overdispersion": true}``).
 
 Examples
 --------
@@ -39,9 +43,10 @@ Examples
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -75,13 +80,17 @@ def model_columns(spec: Any) -> list[str]:
     >>> model_columns(specify("y ~ x + (1 | g)", df))
     ['y', 'x', 'g']
     """
-    tokens = set(_TOKEN.findall(spec.formula + " " + (spec.sigma_formula or "")))
-    data = spec.data
-    used = [c for c in data.columns if str(c) in tokens]
+    used = _used_columns(spec.data, spec.formula + " " + (spec.sigma_formula or ""))
     trials = trials_column(spec)
     if trials is not None and trials not in used:
         used.append(trials)
     return [str(c) for c in used]
+
+
+def _used_columns(data: pd.DataFrame, formulas: str) -> list[Any]:
+    """The columns of ``data`` named in ``formulas``, in the data's order."""
+    tokens = set(_TOKEN.findall(formulas))
+    return [c for c in data.columns if str(c) in tokens]
 
 
 def trials_column(spec: Any) -> str | None:
@@ -214,13 +223,56 @@ def _read_kinship(path: Path) -> Kinship:
         )
 
 
+def _family_record(family: Any) -> dict[str, Any]:
+    """A family as JSON: its name and its dataclass fields (link, options)."""
+    fields = {f.name: _plain(getattr(family, f.name)) for f in dataclasses.fields(family)}
+    return {"family": family.name, **fields}
+
+
+def _family_from_record(record: Mapping[str, Any], trait: str) -> Any:
+    """The family :func:`_family_record` wrote."""
+    from bayeslmm.errors import SpecificationError
+    from bayeslmm.families import get_family
+
+    options = dict(record)
+    name, link = options.pop("family", None), options.pop("link", None)
+    try:
+        return dataclasses.replace(get_family(str(name), link or None), **options)
+    except (SpecificationError, TypeError) as exc:
+        raise DataError(
+            f"The stored family of trait '{trait}' ({dict(record)}) is not one this bayeslmm "
+            f"builds ({exc}); pass family={{...}} to bl.load_fit."
+        ) from exc
+
+
+def _write_data(frame: pd.DataFrame, folder: Path) -> dict[str, Any]:
+    """``folder/data.csv`` with repr-exact floats; the columns' dtype records."""
+    # 17 significant digits read back to the same double
+    frame.to_csv(folder / "data.csv", index=False, float_format="%.17g")
+    return {str(c): _column_record(frame[c]) for c in frame.columns}
+
+
+def _write_kinships(kinships: Iterable[tuple[str, Kinship]], folder: Path) -> dict[str, str]:
+    """Each (group, kinship) as ``folder/kinship_<group>.npz`` (a group's first only);
+    group → path relative to the results folder."""
+    out: dict[str, str] = {}
+    taken: set[str] = set()
+    for group, K in kinships:
+        if group in out:
+            continue
+        name = _kinship_file(group, taken)
+        _write_kinship(K, folder / name)
+        out[group] = f"{INPUTS_DIR}/{name}"
+    return out
+
+
 def write_inputs(spec: Any, directory: str | Path) -> dict[str, Any]:
     """Write a specification's data columns and kinships into ``directory/inputs/``.
 
     Parameters
     ----------
-    spec : ModelSpec
-        The fitted specification (``fit.spec``).
+    spec : ModelSpec or MultiTraitSpec
+        The fitted specification (``fit.spec``). A multi-trait one adds ``families``.
     directory : path
         The (staging) results folder; ``inputs/`` is created in it.
 
@@ -229,30 +281,38 @@ def write_inputs(spec: Any, directory: str | Path) -> dict[str, Any]:
     dict
         summary.json's ``"inputs"`` entry: ``data`` (path relative to the folder),
         ``columns`` (column → dtype record), ``kinship`` (group → path), ``trials`` (column
-        or None) and ``priors`` (the overrides, or None when they are not plain data).
+        or None) and ``priors`` (the overrides, or None when they are not plain data);
+        multi-trait: ``families`` (trait → family record).
 
     Examples
     --------
     See the module docstring.
     """
+    from bayeslmm.multitrait_spec import MultiTraitSpec
+
     folder = Path(directory) / INPUTS_DIR
     folder.mkdir(exist_ok=True)
-    columns = model_columns(spec)
-    frame = spec.data[columns]
-    # repr-exact floats: 17 significant digits read back to the same double
-    frame.to_csv(folder / "data.csv", index=False, float_format="%.17g")
-    kinship: dict[str, str] = {}
-    taken: set[str] = set()
-    for term in spec.terms:
-        if term.kinship is None or term.group in kinship:
-            continue
-        name = _kinship_file(term.group, taken)
-        _write_kinship(term.kinship, folder / name)
-        kinship[term.group] = f"{INPUTS_DIR}/{name}"
+    if isinstance(spec, MultiTraitSpec):
+        from bayeslmm.families import Gaussian
+
+        # spec.data: the rows fitted (individuals with a record), in kinship order
+        families = spec.families or (Gaussian(),) * spec.n_traits
+        return {
+            "data": f"{INPUTS_DIR}/data.csv",
+            "columns": _write_data(spec.data[_used_columns(spec.data, spec.formula)], folder),
+            "kinship": _write_kinships([(spec.group, spec.kinship)], folder),
+            "trials": None,
+            "priors": _json_priors(spec.priors),
+            "families": {
+                trait: _family_record(f) for trait, f in zip(spec.traits, families, strict=True)
+            },
+        }
     return {
         "data": f"{INPUTS_DIR}/data.csv",
-        "columns": {str(c): _column_record(frame[c]) for c in columns},
-        "kinship": kinship,
+        "columns": _write_data(spec.data[model_columns(spec)], folder),
+        "kinship": _write_kinships(
+            ((t.group, t.kinship) for t in spec.terms if t.kinship is not None), folder
+        ),
         "trials": trials_column(spec),
         "priors": _json_priors(spec.priors),
     }
@@ -281,6 +341,8 @@ def _restore(values: pd.Series, record: Mapping[str, Any], name: str) -> pd.Seri
         return values.map({"True": True, "False": False}).astype(bool)
     if dtype in ("object", "string", "str"):
         return values.astype(object if dtype == "object" else dtype)
+    if dtype.startswith("float"):  # a missing value (a multi-trait model's) is written ""
+        return values.where(values != "", "nan").astype(dtype)
     return values.astype(dtype)
 
 
@@ -290,7 +352,7 @@ def read_inputs(
     """Read what :func:`write_inputs` wrote: ``(data, kinship, options)``.
 
     ``options`` holds the :class:`~bayeslmm.LMM` arguments that were recorded (``trials``,
-    ``priors``).
+    ``priors``; a multi-trait model's ``family``, trait → Family).
 
     Raises
     ------
@@ -332,5 +394,11 @@ def read_inputs(
     if priors:
         options["priors"] = {
             k: tuple(v) if isinstance(v, list) else v for k, v in dict(priors).items()
+        }
+    families = entry.get("families")
+    if families:
+        options["family"] = {
+            str(trait): _family_from_record(record, str(trait))
+            for trait, record in dict(families).items()
         }
     return data, kinship, options

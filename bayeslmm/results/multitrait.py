@@ -40,6 +40,10 @@ def _vech_index(t: int) -> dict[tuple[int, int], int]:
     return out
 
 
+#: Columns of a posterior correlation table (:meth:`MultiTraitBayesFit.genetic_correlation`).
+POSTERIOR_COLUMNS = ("mean", "sd", "hdi_low", "hdi_high", "ess_bulk", "ess_tail", "r_hat")
+
+
 def _pairs(traits: tuple[str, ...]) -> list[tuple[int, int]]:
     return [(a, b) for a in range(len(traits)) for b in range(a + 1, len(traits))]
 
@@ -48,6 +52,20 @@ def _correlation(S: np.ndarray) -> np.ndarray:
     d = np.sqrt(np.diag(S))
     with np.errstate(invalid="ignore", divide="ignore"):
         return S / np.outer(d, d)
+
+
+def observed_dataset(spec: Any) -> Any:
+    """The recorded traits as an ``observed_data`` group: one variable per trait (NaN where
+    not recorded) over the individuals (dimension: the grouping factor, e.g. ``id``), in the
+    specification's row order. ``bl.load_fit`` compares data given to it with these, row by
+    row."""
+    import xarray as xr
+
+    Y = np.asarray(spec.Y, dtype=float)
+    return xr.Dataset(
+        {trait: (spec.group, Y[:, a].copy()) for a, trait in enumerate(spec.traits)},
+        coords={spec.group: np.asarray(spec.ids, dtype=str)},
+    )
 
 
 @dataclass(eq=False)
@@ -97,9 +115,9 @@ class MultiTraitRemlFit:
     breeding_values: pd.DataFrame | None = None
     timing: dict[str, Any] = field(default_factory=dict)
     method: str = field(default="reml", init=False)
-    #: The :class:`~bayeslmm.multitrait_spec.MultiTraitSpec` fitted (set by
-    #: ``MultiTraitLMM.fit``): summary.json's ``kinship`` reads it.
-    spec: Any = field(default=None, repr=False)
+    #: The :class:`~bayeslmm.multitrait_spec.MultiTraitSpec` fitted (a keyword the engine
+    #: passes): summary.json's ``kinship`` and the stored inputs read it.
+    spec: Any = field(kw_only=True, repr=False)
 
     # -- helpers --------------------------------------------------------------------------
     @property
@@ -286,23 +304,32 @@ class MultiTraitRemlFit:
 
         return reml_summary(self, prob)
 
-    def save(self, out_dir: Any) -> dict[str, Any]:
-        """Write ``summary.json`` to ``out_dir``, all or nothing (the folder holds this fit's
-        set or what it held before; :mod:`bayeslmm.results.output`). The model's inputs
-        are not stored (``bl.load_fit`` does not read multi-trait folders).
+    def save(self, out_dir: Any, inputs: bool = True) -> dict[str, Any]:
+        """Write ``summary.json`` and ``inputs/`` to ``out_dir``, all or nothing (the folder
+        holds this fit's set or what it held before; :mod:`bayeslmm.results.output`).
+
+        Parameters
+        ----------
+        out_dir : path
+            The results folder (created if missing; its parent must exist).
+        inputs : bool
+            Also store the data columns the model uses, its kinship and each trait's family
+            in ``inputs/`` (:mod:`bayeslmm.results.inputs`; a dense kinship takes about
+            8 n² bytes), so that ``bl.load_fit(out_dir)`` needs nothing else. ``False``
+            leaves them out (then give ``load_fit`` the data and kinship again).
 
         Returns
         -------
         dict
-            ``{"summary": path}``.
+            ``{"summary": path[, "inputs": path]}``.
 
         Examples
         --------
-        >>> # fit.save("results")
+        >>> # fit.save("results"); bl.load_fit("results").genetic_correlation()
         """
         from bayeslmm.results.multitrait_summary import save_reml
 
-        return save_reml(self, out_dir)
+        return save_reml(self, out_dir, inputs=inputs)
 
     def __repr__(self) -> str:
         return (
@@ -334,10 +361,18 @@ class MultiTraitBayesFit:
     priors: dict[str, str] = field(default_factory=dict)
     messages: list[str] = field(default_factory=list)
     route: str = "rotated"  # "low-rank": the SNP-space rotation of a LowRankKinship
+    #: "nutpie" (NUTS), or "importance": PSIS importance sampling of the sparse-pedigree
+    #: marginal posterior (:mod:`bayeslmm.engines.bayes.multitrait_pedigree`)
+    sampler: str = "nutpie"
     method: str = field(default="nuts", init=False)
-    #: The :class:`~bayeslmm.multitrait_spec.MultiTraitSpec` sampled (set by
-    #: ``MultiTraitLMM.fit``): summary.json's ``n_obs``, ``n_records`` and ``kinship``.
-    spec: Any = field(default=None, repr=False)
+    #: The :class:`~bayeslmm.multitrait_spec.MultiTraitSpec` sampled (a keyword the engine
+    #: passes): summary.json's ``n_obs``, ``n_records`` and ``kinship``, the stored inputs,
+    #: and the ``observed_data`` group it adds to ``idata``.
+    spec: Any = field(kw_only=True, repr=False)
+
+    def __post_init__(self) -> None:
+        if "observed_data" not in self.idata.groups():
+            self.idata.add_groups(observed_data=observed_dataset(self.spec))
 
     @property
     def posterior(self) -> Any:
@@ -379,16 +414,19 @@ class MultiTraitBayesFit:
             "r_hat": float(az.rhat(values)) if values.shape[0] > 1 else float("nan"),
         }
 
-    def _correlation_table(self, name: str, prob: float | None) -> pd.DataFrame:
+    def _correlation_table(
+        self, name: str, prob: float | None, pairs: list[tuple[int, int]] | None = None
+    ) -> pd.DataFrame:
+        """Posterior summaries of the correlation draws ``name`` for ``pairs`` (positions of
+        traits; default every pair), one row each (no row: an empty table)."""
         prob = prob or self.hdi_prob
         da = self.posterior[name].values
-        rows, index = [], []
-        for a, b in _pairs(self.traits):
-            rows.append(self._summary(da[:, :, a, b], prob))
-            index.append((self.traits[a], self.traits[b]))
-        return pd.DataFrame(
-            rows, index=pd.MultiIndex.from_tuples(index, names=["trait1", "trait2"])
+        pairs = _pairs(self.traits) if pairs is None else pairs
+        rows = [self._summary(da[:, :, a, b], prob) for a, b in pairs]
+        index = pd.MultiIndex.from_tuples(
+            [(self.traits[a], self.traits[b]) for a, b in pairs], names=["trait1", "trait2"]
         )
+        return pd.DataFrame(rows, index=index, columns=list(POSTERIOR_COLUMNS))
 
     def genetic_correlation(self, hdi_prob: float | None = None) -> pd.DataFrame:
         """r_g for each pair of traits: posterior mean, sd, HDI, ESS, R-hat.
@@ -456,23 +494,35 @@ class MultiTraitBayesFit:
 
         return bayes_summary(self, hdi_prob)
 
-    def save(self, out_dir: Any, plot: bool = True) -> dict[str, Any]:
-        """Write ``summary.json``, ``posterior.nc`` (the draws) and, with ``plot``,
-        ``rg_posterior.png`` (the r_g posterior of each pair of traits) to ``out_dir``, all
-        or nothing (:mod:`bayeslmm.results.output`). The model's inputs are not stored.
+    def save(self, out_dir: Any, plot: bool = True, inputs: bool = True) -> dict[str, Any]:
+        """Write ``summary.json``, ``posterior.nc`` (the draws and the observed traits),
+        ``inputs/`` and, with ``plot``, ``rg_posterior.png`` (the r_g posterior of each pair
+        of traits) to ``out_dir``, all or nothing (:mod:`bayeslmm.results.output`).
+
+        Parameters
+        ----------
+        out_dir : path
+            The results folder (created if missing; its parent must exist).
+        plot : bool
+            Draw ``rg_posterior.png``.
+        inputs : bool
+            Also store the data columns, the kinship and each trait's family in ``inputs/``
+            (as :meth:`MultiTraitRemlFit.save`), so that ``bl.load_fit(out_dir)`` needs
+            nothing else; ``False`` leaves them out.
 
         Returns
         -------
         dict
-            ``{"summary": path, "posterior": path[, "plot": path]}``.
+            ``{"summary": path, "posterior": path[, "plot": path][, "inputs": path]}``.
 
         Examples
         --------
-        >>> # fit.save("results"); arviz.from_netcdf("results/posterior.nc")
+        >>> # fit.save("results"); bl.load_fit("results").genetic_correlation()
+        >>> # arviz.from_netcdf("results/posterior.nc")  # the draws themselves
         """
         from bayeslmm.results.multitrait_summary import save_bayes
 
-        return save_bayes(self, out_dir, plot=plot)
+        return save_bayes(self, out_dir, plot=plot, inputs=inputs)
 
     def __repr__(self) -> str:
         post = self.posterior

@@ -67,21 +67,11 @@ class MultiTraitGLMMBayesFit(MultiTraitBayesFit):
 
     def residual_correlation(self, hdi_prob: float | None = None) -> pd.DataFrame:
         """r_e for the pairs of traits whose residual correlation is a model parameter."""
-        prob = hdi_prob or self.hdi_prob
-        da = self.posterior["residual_correlation"].values
-        rows, index = [], []
-        for a, b in _pairs(self.traits):
-            if self.traits[a] in self.residual_block and self.traits[b] in self.residual_block:
-                rows.append(self._summary(da[:, :, a, b], prob))
-                index.append((self.traits[a], self.traits[b]))
-        if not rows:
-            return pd.DataFrame(
-                columns=["mean", "sd", "hdi_low", "hdi_high", "ess_bulk", "ess_tail", "r_hat"],
-                index=pd.MultiIndex.from_tuples([], names=["trait1", "trait2"]),
-            )
-        return pd.DataFrame(
-            rows, index=pd.MultiIndex.from_tuples(index, names=["trait1", "trait2"])
-        )
+        block = set(self.residual_block)
+        pairs = [
+            (a, b) for a, b in _pairs(self.traits) if {self.traits[a], self.traits[b]} <= block
+        ]
+        return self._correlation_table("residual_correlation", hdi_prob, pairs)
 
     def heritability(self, hdi_prob: float | None = None, scale: str = "link") -> pd.DataFrame:
         """h² per trait: posterior mean, sd, HDI, ESS, R-hat, and the trait's family.

@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from bayeslmm.results.multitrait import _vech_index, _z
 from bayeslmm.results.summary import assemble_summary, posterior_summary
 
 __all__ = ["bayes_summary", "reml_summary", "save_bayes", "save_reml"]
@@ -41,12 +42,6 @@ RG_PLOT = "rg_posterior.png"
 
 
 # -- entries ---------------------------------------------------------------------------------
-def _z(prob: float) -> float:
-    from statistics import NormalDist
-
-    return NormalDist().inv_cdf(0.5 + prob / 2.0)
-
-
 def _point_entry(estimate: float, se: float, prob: float) -> dict[str, Any]:
     """REML ENTRY: estimate, delta-method SE, Wald interval."""
     z = _z(prob)
@@ -109,9 +104,7 @@ def _common(values: list[str], mixed: str = "mixed") -> str:
 
 def _kinship(fit: Any) -> dict[str, Any]:
     """summary.json ``kinship`` from the specification the fit was made from."""
-    spec = getattr(fit, "spec", None)
-    if spec is None:
-        return {}
+    spec = fit.spec
     K = spec.kinship
     return {
         spec.group: {
@@ -126,11 +119,8 @@ def _kinship(fit: Any) -> dict[str, Any]:
 # -- REML ------------------------------------------------------------------------------------
 def _reml_variance_rows(fit: Any, prob: float, group: str) -> list[dict[str, Any]]:
     traits, t = fit.traits, len(fit.traits)
-    rows, cols = np.tril_indices(t)
-    position = {}
-    for k, (a, b) in enumerate(zip(rows.tolist(), cols.tolist(), strict=True)):
-        position[(a, b)] = position[(b, a)] = k
-    m = rows.size
+    position = _vech_index(t)
+    m = t * (t + 1) // 2
     order = [(a, a) for a in range(t)] + [(a, b) for a in range(t) for b in range(a + 1, t)]
     se_phi = np.sqrt(np.clip(np.diag(fit.covariance), 0.0, None))
 
@@ -338,12 +328,7 @@ def bayes_summary(fit: Any, hdi_prob: float | None = None) -> dict[str, Any]:
     >>> # bayes_summary(fit)["heritability"]["y1"]["mean"]
     """
     prob = float(hdi_prob or fit.hdi_prob)
-    spec = getattr(fit, "spec", None)
-    if spec is None:
-        raise ValueError(
-            "This multi-trait posterior carries no model specification (it was not made by "
-            "bl.LMM(...).fit()); set fit.spec to the MultiTraitSpec it was sampled from."
-        )
+    spec = fit.spec
     post, traits = fit.posterior, fit.traits
     group = _group(fit.formula)
     herit = post["heritability"].values
@@ -434,35 +419,36 @@ def _rg_figure(fit: Any, prob: float) -> Any:
     return ax.figure
 
 
-def save_reml(fit: Any, out_dir: str | os.PathLike) -> dict[str, Path]:
-    """Write a multi-trait REML fit's ``summary.json`` to ``out_dir``, all or nothing.
+def save_reml(fit: Any, out_dir: str | os.PathLike, inputs: bool = True) -> dict[str, Path]:
+    """Write a multi-trait REML fit's ``summary.json`` and (``inputs``) ``inputs/`` to
+    ``out_dir``, all or nothing.
 
     Examples
     --------
     >>> # save_reml(fit, "results")["summary"]
     """
-    from bayeslmm.results.output import result_directory
-    from bayeslmm.results.summary import write_summary
+    from bayeslmm.results.output import _write_summary_and_inputs, result_directory
 
     with result_directory(out_dir) as stage:
-        staged = {"summary": write_summary(fit.to_summary(), Path(stage) / "summary.json")}
+        staged = _write_summary_and_inputs(fit.to_summary(), fit.spec, Path(stage), inputs)
     return {key: Path(out_dir) / path.name for key, path in staged.items()}
 
 
-def save_bayes(fit: Any, out_dir: str | os.PathLike, plot: bool = True) -> dict[str, Path]:
-    """Write a multi-trait posterior's ``summary.json``, ``posterior.nc`` and (``plot``)
-    ``rg_posterior.png`` to ``out_dir``, all or nothing.
+def save_bayes(
+    fit: Any, out_dir: str | os.PathLike, plot: bool = True, inputs: bool = True
+) -> dict[str, Path]:
+    """Write a multi-trait posterior's ``summary.json``, ``posterior.nc``, (``inputs``)
+    ``inputs/`` and (``plot``) ``rg_posterior.png`` to ``out_dir``, all or nothing.
 
     Examples
     --------
     >>> # save_bayes(fit, "results")["posterior"]
     """
-    from bayeslmm.results.output import result_directory
-    from bayeslmm.results.summary import write_summary
+    from bayeslmm.results.output import _write_summary_and_inputs, result_directory
 
     with result_directory(out_dir) as stage:
         stage = Path(stage)
-        staged = {"summary": write_summary(fit.summary(), stage / "summary.json")}
+        staged = _write_summary_and_inputs(fit.summary(), fit.spec, stage, inputs)
         staged["posterior"] = stage / "posterior.nc"
         fit.idata.to_netcdf(str(staged["posterior"]))
         if plot:

@@ -19,7 +19,7 @@ import pytest
 
 import bayeslmm as bl
 from bayeslmm.cli import main
-from bayeslmm.errors import DataError, SpecificationError
+from bayeslmm.errors import SpecificationError
 from bayeslmm.io import read_kinship
 
 FORMULA = "mvbind(y1, y2) ~ x + (1 | id)"
@@ -168,16 +168,16 @@ def test_reml_nan_is_null_never_nan():
 def test_reml_save_then_read_back(reml_fit, tmp_path):
     out = tmp_path / "results"
     paths = reml_fit.save(out)
-    assert sorted(p.name for p in out.iterdir()) == ["summary.json"]
-    assert paths == {"summary": out / "summary.json"}
+    assert sorted(p.name for p in out.iterdir()) == ["inputs", "summary.json"]
+    assert paths == {"summary": out / "summary.json", "inputs": out / "inputs"}
     written = json.loads((out / "summary.json").read_text())
+    stored = written.pop("inputs")  # the one key save adds to to_summary()
     assert written == json.loads(no_nan(reml_fit.to_summary()))
-
-
-def test_load_fit_refuses_a_multitrait_folder(reml_fit, tmp_path):
-    reml_fit.save(tmp_path / "mt")
-    with pytest.raises(DataError, match="multi-trait fit"):
-        bl.load_fit(tmp_path / "mt")
+    assert stored["kinship"] == {"id": "inputs/kinship_id.npz"}
+    assert reml_fit.save(tmp_path / "bare", inputs=False) == {
+        "summary": tmp_path / "bare" / "summary.json"
+    }
+    assert "inputs" not in json.loads((tmp_path / "bare" / "summary.json").read_text())
 
 
 # -- NUTS ------------------------------------------------------------------------------------
@@ -223,10 +223,11 @@ def test_nuts_save_writes_summary_draws_and_plot(nuts_fit, reml_fit, tmp_path):
     out = tmp_path / "results"
     paths = nuts_fit.save(out)
     assert sorted(p.name for p in out.iterdir()) == [
-        "posterior.nc", "rg_posterior.png", "summary.json",
+        "inputs", "posterior.nc", "rg_posterior.png", "summary.json",
     ]  # fmt: skip
-    assert set(paths) == {"summary", "posterior", "plot"}
+    assert set(paths) == {"summary", "posterior", "plot", "inputs"}
     written = json.loads((out / "summary.json").read_text())
+    written.pop("inputs")
     assert written == json.loads(no_nan(nuts_fit.summary()))
     back = az.from_netcdf(out / "posterior.nc")
     np.testing.assert_array_equal(
@@ -236,7 +237,7 @@ def test_nuts_save_writes_summary_draws_and_plot(nuts_fit, reml_fit, tmp_path):
     assert (out / "rg_posterior.png").read_bytes()[:4] == b"\x89PNG"
     # a REML run into the same folder leaves no stale draws or plot of the NUTS run
     reml_fit.save(out)
-    assert sorted(p.name for p in out.iterdir()) == ["summary.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["inputs", "summary.json"]
 
 
 def test_multitrait_glmm_summary(data):
@@ -279,7 +280,7 @@ def test_cli_reml_writes_the_folder_with_the_api_numbers(data, tmp_path, capsys)
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert "r_g y1:y2" in printed and "wrote" in printed
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["summary.json"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["inputs", "summary.json"]
     written = json.loads((tmp_path / "out" / "summary.json").read_text())
     api = bl.LMM(
         "mvbind(y1, y2) ~ x + (1|id)",

@@ -114,4 +114,5 @@ def sample_multitrait(
         priors=priors.table(spec.traits, spec.group),
         messages=messages,
         route=density.route,
+        spec=spec,
     )

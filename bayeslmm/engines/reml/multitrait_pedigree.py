@@ -679,6 +679,7 @@ def fit_multitrait_pedigree(spec: MultiTraitSpec, max_scoring: int = 50) -> Mult
             np.min(np.linalg.eigvalsh(G)) < 1e-6 or np.min(np.linalg.eigvalsh(E)) < 1e-6
         ),
         breeding_values=table,
+        spec=spec,
         timing={
             "setup_s": t_setup,
             "optimize_s": t_optimise,
