@@ -397,7 +397,9 @@ def multitrait_logp(
 ) -> tuple[float, np.ndarray]:
     """The multi-trait log posterior without the SD priors' values (added by the caller) and
     its full gradient; see :mod:`bayeslmm.engines.bayes.multitrait_density`. ``n_null``:
-    rotated rows left out whose data are 0 (:func:`null_rows_loglik`)."""
+    rotated rows left out whose data are 0 (:func:`null_rows_loglik`). ``Q[missing_rows[m]]``
+    is the rotated unit vector of missing value m's individual (a row of the n × n
+    eigenvectors, or of a low-rank rotation's rotated unit columns)."""
     k = t + t * (t - 1) // 2
     grad = np.zeros(x.size)
     LG = _factor_from_params(x, 0, t, scale)
@@ -441,7 +443,7 @@ def multitrait_logp(
         a = missing_traits[m]
         row = missing_rows[m]
         acc = 0.0
-        for j in range(Q.shape[0]):
+        for j in range(alpha.shape[0]):
             acc += Q[row, j] * alpha[j, a]
         grad[2 * k + m] = -acc * scale[a]
     return value, grad

@@ -23,11 +23,15 @@ coordinates to (SDs, correlation matrix), where the priors are stated::
 (|∂Σ/∂L| = 2^t Π L_aa^(t−a), the log diagonal adds Σ log L_aa, and |∂Σ/∂(σ, R)| =
 2^t Π σ_a^t), and the LKJ density (η − 1) log|R| = (η − 1)(2 Σ log L_aa − 2 Σ log σ_a).
 
-**Low-rank kinship** K = W Wᵀ (:class:`~bayeslmm.kinship.LowRankKinship`, complete data):
-the rotation is [U₁, Q] (:meth:`~bayeslmm.kinship.LowRankKinship.rotation`), r + k rows
-through the same kernel, and the n − r − k rows left out (data 0, covariance Σ_E) add
+**Low-rank kinship** K = W Wᵀ (:class:`~bayeslmm.kinship.LowRankKinship`): the rotation is
+[U₁, Q] (:meth:`~bayeslmm.kinship.LowRankKinship.rotation`), r + k rows through the same
+kernel, and the n − r − k rows left out (data 0, covariance Σ_E) add
 :func:`~bayeslmm.engines.multitrait_gaussian.null_rows_loglik`; the fit's ``route`` is
-``"low-rank"``. Missing values there raise a DataError (impute, or use the dense kinship).
+``"low-rank"``. With missing values the rotated data are [X, Y₀, E], E one unit column per
+individual with a missing value: every completion of Y then lies in the rotated span, so its
+rotated rows are exactly base + Σ (rotated e_i) y_ia, as on the dense eigenbasis with the
+rotated unit columns in place of the rows of the eigenvectors (k grows by the number of such
+individuals; the density is the dense kinship's W Wᵀ to rounding).
 
 **Missing trait values** are sampled as parameters (data augmentation): the rotated route
 stays exact, and each gradient costs O(n m) more for m missing values (the rotation of the
@@ -64,7 +68,7 @@ from bayeslmm.engines.multitrait_gaussian import (
     null_rows_loglik,
     rotated_loglik_grad,
 )
-from bayeslmm.errors import DataError, SpecificationError
+from bayeslmm.errors import SpecificationError
 from bayeslmm.kinship.low_rank import LowRankKinship
 from bayeslmm.multitrait_spec import MultiTraitSpec
 from bayeslmm.priors import Prior
@@ -224,6 +228,14 @@ class MultiTraitDensity:
     # low-rank kinship: rotated rows left out, whose data are 0 (eigenvalue 0, Σ_E only)
     n_null: int = 0
     route: str = "rotated"
+    # row of Q holding each missing value's individual, where Q is not the n × n
+    # eigenvectors (low-rank kinship: one row per individual with a missing value)
+    missing_q_rows: np.ndarray | None = None
+
+    @property
+    def q_rows(self) -> np.ndarray:
+        """Row of :attr:`Q` of each missing value."""
+        return self.missing_rows if self.missing_q_rows is None else self.missing_q_rows
 
     @property
     def n_traits(self) -> int:
@@ -254,7 +266,7 @@ class MultiTraitDensity:
         for a in range(self.n_traits):
             sel = self.missing_traits == a
             if sel.any():
-                R[:, a] += self.Q[self.missing_rows[sel]].T @ values[sel]
+                R[:, a] += self.Q[self.q_rows[sel]].T @ values[sel]
         return R
 
     def _chol_grad(self, dL: np.ndarray, L: np.ndarray) -> np.ndarray:
@@ -298,7 +310,7 @@ class MultiTraitDensity:
             self.base_resid,
             self.design,
             self.Q,
-            self.missing_rows,
+            self.q_rows,
             self.missing_traits,
             self.centre,
             self.genetic_eta,
@@ -333,7 +345,7 @@ class MultiTraitDensity:
         m = self.missing_rows.size
         if m:
             # ∂/∂y_ia = −(Q α)_ia: only the m rows of Q that hold a missing value
-            dy = -np.einsum("mj,mj->m", self.Q[self.missing_rows], alpha[:, self.missing_traits].T)
+            dy = -np.einsum("mj,mj->m", self.Q[self.q_rows], alpha[:, self.missing_traits].T)
             grad.append(dy * self.scale[self.missing_traits])
         return value + pg + pe, np.concatenate(grad)
 
@@ -419,20 +431,18 @@ def multitrait_density(spec: MultiTraitSpec) -> MultiTraitDensity:
     rows, traits = np.nonzero(missing)
     Y0 = np.where(missing, 0.0, Y) - Xc @ priors.beta_mean.T
     n_null, route = 0, "rotated"
+    q_rows = None
     if isinstance(K, LowRankKinship):
-        if missing.any():
-            raise DataError(
-                f"{int(missing.sum())} trait values are missing, and the SNP-space low-rank "
-                f"kinship '{K.name}' (bayeslmm.grm(..., low_rank=True)) carries complete "
-                "data only. Impute the missing values, drop the individuals lacking a trait, "
-                "or pass the dense kinship (bayeslmm.grm(dosages), or K.to_dense()) to "
-                "sample them."
-            )
-        # [U₁, Q]ᵀ of [Xc, Y0]: r + k rows; the other n − r − k rows are 0 (n_null term)
-        rot = K.rotation(np.column_stack([Xc, Y0]))
+        # [U₁, Q]ᵀ of [Xc, Y0, E]: r + k rows; the other n − r − k rows are 0 (n_null term).
+        # E holds a unit column per individual with a missing value, so every completed Y
+        # stays in the rotated span and its rotated rows are base + Σ (rotated e_i) y_ia
+        individuals, q_rows = np.unique(rows, return_inverse=True)
+        units = np.zeros((n, individuals.size))
+        units[individuals, np.arange(individuals.size)] = 1.0
         p = Xc.shape[1]
-        s, Xr, base = rot.values, rot.rotated[:, :p], rot.rotated[:, p:]
-        Q = np.zeros((0, s.size))  # read only for missing values, which this path refuses
+        rot = K.rotation(np.column_stack([Xc, Y0, units]))
+        s, Xr, base = rot.values, rot.rotated[:, :p], rot.rotated[:, p : p + t]
+        Q = rot.rotated[:, p + t :].T  # row j: individual j's unit vector, rotated
         n_null, route = rot.n_null, "low-rank"
     else:
         s, Q = np.asarray(K.eigenvalues, dtype=float), np.asarray(K.eigenvectors, dtype=float)
@@ -450,6 +460,7 @@ def multitrait_density(spec: MultiTraitSpec) -> MultiTraitDensity:
         centre=np.nanmean(Y, axis=0),
         missing_rows=rows.astype(np.intp),
         missing_traits=traits.astype(np.intp),
+        missing_q_rows=None if q_rows is None else q_rows.ravel().astype(np.intp),
         genetic_priors=tuple(p.log_density_of_log() for p in priors.genetic_sd),
         residual_priors=tuple(p.log_density_of_log() for p in priors.residual_sd),
         genetic_eta=priors.genetic_eta,
