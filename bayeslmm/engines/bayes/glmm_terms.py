@@ -113,6 +113,14 @@ class LatentBlock:
     def n_basis(self) -> int:
         return self.eigenvalues.size
 
+    @property
+    def n_hyper(self) -> int:
+        return 1
+
+    @property
+    def n_latent(self) -> int:
+        return self.n_basis
+
     def to_levels(self, c: np.ndarray) -> np.ndarray:
         """U c, the effect per level (float64)."""
         if self.vectors is None:
@@ -136,15 +144,166 @@ class LatentBlock:
         return np.bincount(self.index, values, minlength=self.n_levels)
 
 
+def lkj_log_normaliser(eta: float, n: int) -> float:
+    """log of the LKJ(η) density's normalising constant for n × n correlations, as PyMC's
+    ``LKJCholeskyCov`` writes it (so that the densities agree, constants included)."""
+    from scipy.special import gammaln
+
+    if eta == 1.0:
+        out = float(sum(gammaln(2.0 * k) for k in range(1, (n - 1) // 2 + 1)))
+        if n % 2 == 1:
+            return out + (
+                0.25 * (n**2 - 1) * math.log(math.pi)
+                - 0.25 * (n - 1) ** 2 * math.log(2.0)
+                - (n - 1) * float(gammaln((n + 1) // 2))
+            )
+        return out + (
+            0.25 * n * (n - 2) * math.log(math.pi)
+            + 0.25 * (3 * n**2 - 4 * n) * math.log(2.0)
+            + n * float(gammaln(n / 2))
+            - (n - 1) * float(gammaln(n))
+        )
+    out = -(n - 1) * float(gammaln(eta + 0.5 * (n - 1)))
+    for k in range(1, n):
+        out += 0.5 * k * math.log(math.pi) + float(gammaln(eta + 0.5 * (n - 1 - k)))
+    return out
+
+
+@dataclass(eq=False)
+class SlopeBlock:
+    """A random term with coefficients other than one intercept (slopes), non-centred.
+
+    The term's effect in its basis is C = S^½ Z Lᵀ (r × c; Z standard normal as the PyMC
+    model's ``z_<g>``, L the Cholesky factor of the coefficients' covariance Σ), per level
+    u = U C (U = I for an iid term) and η_i += Σ_j d_ij u[level_i, j] with d_i the record's
+    row of the term's design. ``kind``: ``"scalar"`` (one coefficient, not an intercept:
+    L = σ), ``"diag"`` (``||``: L = diag(σ_1 … σ_c)) or ``"chol"`` (``|``: L is PyMC's
+    ``LKJCholeskyCov``, unconstrained as PyMC's ``CholeskyCovPacked``: the packed lower
+    triangle row by row, its diagonal on the log scale). Its hyperparameters are then those
+    coordinates; for the others log σ_j.
+    """
+
+    name: str
+    n_levels: int
+    index: np.ndarray | None
+    eigenvalues: np.ndarray
+    vectors: np.ndarray | None
+    design: np.ndarray
+    kind: str
+    #: log f(σ_j) of each coefficient's SD prior as a function of log σ_j, with d/d log σ_j
+    priors: list[Any]
+    lkj_eta: float = 1.0
+    #: Σ_jk Σ_jk W_jk: var_<g> (W at K_ii = 1) and the share's variance (the sample's scale)
+    unit_weights: np.ndarray = field(default_factory=lambda: np.ones((1, 1)))
+    share_weights: np.ndarray = field(default_factory=lambda: np.ones((1, 1)))
+
+    def __post_init__(self) -> None:
+        c = self.n_coef
+        self.sqrt_s = np.sqrt(self.eigenvalues)
+        if self.vectors is not None:
+            self.vectors_t = np.ascontiguousarray(self.vectors.T)
+        self._rows, self._cols = np.tril_indices(c) if self.kind == "chol" else np.diag_indices(c)
+        #: positions of the diagonal in the hyperparameters (log L_jj)
+        self._diag = np.flatnonzero(self._rows == self._cols)
+        # PyMC's LKJCholeskyCov density (its logp and the Jacobian of the map from the
+        # correlations' Cholesky factor and the SDs to L) is Σ_j (a_j + 1) log L_jj
+        # − Σ_j (a_j + 1 + j) log σ_j + Σ_j log f_j(σ_j) + const, a_j = 2η − 3 + c − j
+        a = 2.0 * self.lkj_eta - 3.0 + c - np.arange(c)
+        self._log_diag_coef, self._log_sd_coef = a + 1.0, a + 1.0 + np.arange(c)
+
+    @property
+    def n_coef(self) -> int:
+        return self.design.shape[1]
+
+    @property
+    def n_basis(self) -> int:
+        return self.eigenvalues.size
+
+    @property
+    def n_hyper(self) -> int:
+        return self._rows.size
+
+    @property
+    def n_latent(self) -> int:
+        return self.n_basis * self.n_coef
+
+    def log_normaliser(self) -> float:
+        """The prior's constant (LKJ's for a correlated term)."""
+        return lkj_log_normaliser(self.lkj_eta, self.n_coef) if self.kind == "chol" else 0.0
+
+    def cholesky(self, h: np.ndarray) -> np.ndarray:
+        """L from the hyperparameters."""
+        c = self.n_coef
+        L = np.zeros((c, c))
+        L[self._rows, self._cols] = h
+        L[np.arange(c), np.arange(c)] = np.exp(h[self._diag])
+        return L
+
+    def effect(self, C: np.ndarray) -> np.ndarray:
+        """Σ_j d_ij (U C)[level_i, j] per record."""
+        levels = C if self.vectors is None else self.vectors @ C.astype(self.vectors.dtype)
+        rows = levels if self.index is None else levels[self.index]
+        return np.einsum("ij,ij->i", self.design, rows)
+
+    def to_basis(self, g_eta: np.ndarray) -> np.ndarray:
+        """∂/∂C of a function of η with gradient g_eta: Uᵀ (Zᵀ (d_j ∘ g_eta))_j (r × c)."""
+        per_record = self.design * g_eta[:, None]
+        if self.index is None:
+            per_level = per_record
+        else:
+            per_level = np.empty((self.n_levels, self.n_coef))
+            for j in range(self.n_coef):
+                per_level[:, j] = np.bincount(self.index, per_record[:, j], minlength=self.n_levels)
+        if self.vectors is None:
+            return per_level
+        return (self.vectors_t @ per_level.astype(self.vectors.dtype)).astype(float)
+
+    def hyper_prior(self, h: np.ndarray, L: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+        """log prior of the hyperparameters (the transforms' Jacobians included), its
+        gradient in L (lower triangle) and the part of the gradient in h not through L."""
+        c = self.n_coef
+        diag = np.arange(c)
+        g_h = np.zeros(self.n_hyper)
+        g_h[self._diag] = 1.0  # Jacobian of L_jj = exp(h): Σ_j h_jj
+        value = float(h[self._diag].sum())
+        log_sd = np.log(np.sqrt(np.einsum("ij,ij->i", L, L))) if self.kind == "chol" else h
+        g_log_sd = np.empty(c)
+        for j, prior in enumerate(self.priors):
+            f, df = prior(float(log_sd[j]))
+            value += f
+            g_log_sd[j] = df
+        if self.kind != "chol":
+            g_h += g_log_sd
+            return value, np.zeros((c, c)), g_h
+        value += float(self._log_diag_coef @ np.log(L[diag, diag]))
+        value -= float(self._log_sd_coef @ log_sd)
+        # ∂ log σ_j / ∂L_jk = L_jk / σ_j²
+        g_L = L * ((g_log_sd - self._log_sd_coef) * np.exp(-2.0 * log_sd))[:, None]
+        g_L[diag, diag] += self._log_diag_coef / L[diag, diag]
+        return value, np.tril(g_L), g_h
+
+    def to_hyper(self, g_L: np.ndarray, L: np.ndarray) -> np.ndarray:
+        """A gradient in L (lower triangle) as one in the hyperparameters."""
+        g = g_L[self._rows, self._cols].copy()
+        g[self._diag] *= L[self._rows[self._diag], self._cols[self._diag]]
+        return g
+
+    def covariance(self, h: np.ndarray) -> np.ndarray:
+        L = self.cholesky(h)
+        return L @ L.T
+
+
 @dataclass(eq=False)
 class MultiTermDensity:
-    """Log posterior and gradient of an intercept-only latent GLMM with several terms.
+    """Log posterior and gradient of a latent GLMM with several terms.
 
-    Coordinates x = (β (p), log σ_1 … log σ_K, v_1 … v_K), β as the builder samples it
-    (``beta_centered`` with the centred design when there is an intercept and covariates),
-    one log SD per block (terms in formula order, then the observation-level effect), v_k
-    the block's latent coordinates under partial non-centring. Build it with
-    :func:`multiterm_density`.
+    Coordinates x = (β (p), the blocks' hyperparameters, the blocks' latent coordinates),
+    blocks in order: the terms with slopes (:class:`SlopeBlock`, formula order; their
+    hyperparameters PyMC's unconstrained ``chol_<g>`` or log ``sd_<g>``, their latent
+    coordinates ``z_<g>`` row by row), then the intercept-only blocks (:class:`LatentBlock`,
+    coarse to fine, the observation-level effect last; one log SD each, v_k their latent
+    coordinates). β is as the builder samples it (``beta_centered`` with the centred design
+    when there is an intercept and covariates). Build it with :func:`multiterm_density`.
     """
 
     family: Family
@@ -154,7 +313,7 @@ class MultiTermDensity:
     design: np.ndarray
     beta_mu: np.ndarray
     beta_sd: np.ndarray
-    blocks: list[LatentBlock]
+    blocks: list[Any]
     log_normaliser: float
     olre: bool
     pilot: np.ndarray = field(default_factory=lambda: np.zeros(0))
@@ -165,11 +324,16 @@ class MultiTermDensity:
 
     def __post_init__(self) -> None:
         self._loglik_kernel = self.family.loglik_kernel
-        starts = np.cumsum([0] + [b.n_basis for b in self.blocks])
-        self._slices = [
-            slice(self.n_hyper + int(a), self.n_hyper + int(b))
-            for a, b in zip(starts[:-1], starts[1:], strict=True)
+        self.slope_blocks = [b for b in self.blocks if isinstance(b, SlopeBlock)]
+        self.intercept_blocks = [b for b in self.blocks if isinstance(b, LatentBlock)]
+        # slopes first: the intercept blocks' centres may follow the slopes' effects
+        self.blocks = self.slope_blocks + self.intercept_blocks
+        hyper = np.cumsum([self.n_fixed] + [b.n_hyper for b in self.blocks])
+        latent = np.cumsum([int(hyper[-1])] + [b.n_latent for b in self.blocks])
+        self._hyper_slices = [
+            slice(int(a), int(b)) for a, b in zip(hyper[:-1], hyper[1:], strict=True)
         ]
+        self._slices = [slice(int(a), int(b)) for a, b in zip(latent[:-1], latent[1:], strict=True)]
         if self.pilot.size == 0:
             self.pilot = np.zeros(self.n_hyper)
 
@@ -179,28 +343,41 @@ class MultiTermDensity:
 
     @property
     def n_hyper(self) -> int:
-        return self.n_fixed + len(self.blocks)
+        return self.n_fixed + sum(b.n_hyper for b in self.blocks)
 
     @property
     def ndim(self) -> int:
-        return self.n_hyper + sum(b.n_basis for b in self.blocks)
+        return self.n_hyper + sum(b.n_latent for b in self.blocks)
 
     def _forward(self, x: np.ndarray) -> tuple[np.ndarray, list[dict[str, Any]]]:
-        """η and, per block in order, c and what the gradient needs.
+        """η and, per block in order, its effect and what the gradient needs.
 
-        Partial non-centring: c = A^((1−w)/2) v, ∂c/∂t = (1 − w) c. Conditional scaling
-        (``block.information``): c = m + P^(−1/2) v with P = 1/A + τ = 1/(A q) and the
-        centre m = −A q g, g = G_β (β − β̂) + G_c (c_1, …) (or B_kᵀ(W ∘ (η − η̂)) for the
-        last block), so ∂c/∂t = q (c + m); the Jacobian log |∂z/∂v| is triangular.
+        Slopes: C = S^½ Z Lᵀ. Intercept blocks, partial non-centring: c = A^((1−w)/2) v,
+        ∂c/∂t = (1 − w) c. Conditional scaling (``block.information``): c = m + P^(−1/2) v
+        with P = 1/A + τ = 1/(A q) and the centre m = −A q g,
+        g = G_β (β − β̂) + G_c (c_1, …) (or B_kᵀ(W ∘ (η − η̂)) for the last block, η including
+        the slopes' effects), so ∂c/∂t = q (c + m); the Jacobian log |∂z/∂v| is triangular.
         """
         p = self.n_fixed
         beta = x[:p]
         eta = self.offset + self.design @ beta
         parts: list[dict[str, Any]] = []
+        n_slopes = len(self.slope_blocks)
+        for block, hs, sl in zip(
+            self.slope_blocks, self._hyper_slices[:n_slopes], self._slices[:n_slopes], strict=True
+        ):
+            L = block.cholesky(x[hs])
+            Z = x[sl].reshape(block.n_basis, block.n_coef)
+            C = block.sqrt_s[:, None] * (Z @ L.T)
+            parts.append({"L": L, "Z": Z, "c": C, "z": Z, "log_jac": 0.0})
+            eta = eta + block.effect(C)
         earlier: list[np.ndarray] = []
-        for k, (block, sl) in enumerate(zip(self.blocks, self._slices, strict=True)):
+        first = len(self.slope_blocks)
+        for block, hs, sl in zip(
+            self.intercept_blocks, self._hyper_slices[first:], self._slices[first:], strict=True
+        ):
             v = x[sl]
-            log_a = 2.0 * float(x[p + k]) + block.log_s
+            log_a = 2.0 * float(x[hs][0]) + block.log_s
             part: dict[str, Any] = {"A": np.exp(log_a)}
             if block.information is None:
                 w = block.weights
@@ -247,20 +424,24 @@ class MultiTermDensity:
         value = loglik - 0.5 * float(resid_b @ resid_b) + self.log_normaliser
         grad = np.empty_like(x)
         g_beta = self.design.T @ g_eta - resid_b / self.beta_sd
-        blocks = self.blocks
+        first = len(self.slope_blocks)
+        blocks = self.intercept_blocks
         # ∂/∂c_k of everything given the earlier blocks, filled from the last block back:
-        # a later block's centre depends on the earlier effects
+        # a later block's centre depends on the earlier effects (and, through η, on the
+        # slopes' effects: ``upstream`` per record)
         carried = [np.zeros(b.n_basis) for b in blocks]
+        upstream = np.zeros_like(g_eta)
         for k in range(len(blocks) - 1, -1, -1):
-            block, part, sl = blocks[k], parts[k], self._slices[k]
+            block, part = blocks[k], parts[first + k]
+            hs, sl = self._hyper_slices[first + k], self._slices[first + k]
             c, z, A = part["c"], part["z"], part["A"]
-            t = float(x[p + k])
+            t = float(x[hs][0])
             d = block.to_basis(block.scatter(g_eta)) - c / A + carried[k]
             pt, dpt = block.prior(t)
             value += -0.5 * float(z @ z) + part["log_jac"] + pt + t
             # t moves c at fixed v, and A in N(c; 0, A) at fixed c
-            grad[p + k] = float(d @ part["dc_dt"]) + float(z @ z) - float(part["w"].sum())
-            grad[p + k] += dpt + 1.0
+            g_t = float(d @ part["dc_dt"]) + float(z @ z) - float(part["w"].sum())
+            grad[hs] = g_t + dpt + 1.0
             grad[sl] = d * part["to_c"]
             if "q" not in part:
                 continue
@@ -268,6 +449,7 @@ class MultiTermDensity:
             if block.implicit_shift:
                 per_record = self.pilot_information * block.gather(block.to_levels(back))
                 g_beta += self.design.T @ per_record
+                upstream += per_record
                 for j in range(k):
                     carried[j] += blocks[j].to_basis(blocks[j].scatter(per_record))
             if block.shift_beta is not None:
@@ -278,6 +460,18 @@ class MultiTermDensity:
                 for j in range(k):
                     carried[j] += flat[start : start + blocks[j].n_basis]
                     start += blocks[j].n_basis
+        g_up = g_eta + upstream
+        slopes = zip(
+            self.slope_blocks, parts, self._hyper_slices, self._slices, strict=False
+        )  # the slope blocks come first; zip stops at them
+        for block, part, hs, sl in slopes:
+            L, Z = part["L"], part["Z"]
+            g_C = block.to_basis(g_up)
+            scaled = block.sqrt_s[:, None] * Z  # S^½ Z: C = S^½ Z Lᵀ
+            prior, g_L, g_h = block.hyper_prior(x[hs], L)
+            value += prior - 0.5 * float(np.einsum("ij,ij->", Z, Z))
+            grad[sl] = (block.sqrt_s[:, None] * (g_C @ L) - Z).ravel()
+            grad[hs] = g_h + block.to_hyper(np.tril(g_C.T @ scaled) + g_L, L)
         grad[:p] = g_beta
         return value, grad
 
@@ -294,15 +488,33 @@ class MultiTermDensity:
                 beta[meta["intercept"]] -= beta_s @ meta["means"]
                 out["beta"] = beta
         var_terms, share_of, var_o = [], {}, 0.0
-        for k, (block, (c, z)) in enumerate(zip(self.blocks, self.latent(x), strict=True)):
-            sd = math.exp(float(x[p + k]))
+        latent = self.latent(x)
+        for k, (block, (c, z)) in enumerate(zip(self.blocks, latent, strict=True)):
+            hyper = x[self._hyper_slices[k]]
+            g = block.name
+            if isinstance(block, SlopeBlock):
+                L = block.cholesky(hyper)
+                cov = L @ L.T
+                sds = np.sqrt(np.diag(cov))
+                out[f"sd_{g}"] = sds[0] if block.kind == "scalar" else sds
+                if block.kind != "scalar":
+                    out[f"cov_{g}"] = cov
+                if block.kind == "chol":
+                    out[f"chol_{g}"] = L[block._rows, block._cols]
+                    out[f"corr_{g}"] = cov / np.outer(sds, sds)
+                out[f"z_{g}"] = z
+                out[f"u_{g}"] = c if block.vectors is None else block.vectors @ c
+                var_terms.append(float(np.sum(block.unit_weights * cov)))
+                out[f"var_{g}"] = var_terms[-1]
+                share_of[g] = float(np.sum(block.share_weights * cov))
+                continue
+            sd = math.exp(float(hyper[0]))
             if self.olre and k == len(self.blocks) - 1:
                 var_o = sd * sd
                 out["sd_olre"] = sd
                 out["z_olre"] = z
                 out["var_olre"] = var_o
                 continue
-            g = block.name
             out[f"sd_{g}"] = sd
             out[f"z_{g}"] = z[:, None]
             out[f"var_{g}"] = sd * sd * block.unit_weight
@@ -333,10 +545,10 @@ def multiterm_obstacles(built: Any) -> list[str]:
     """Why :func:`multiterm_density` does not cover ``built`` (empty when it does).
 
     Covered: a latent GLMM of a family with a closed-form density (Poisson log, Bernoulli
-    and binomial, logit or probit) whose random terms are all intercept-only (kinship or
-    iid, any number, repeated records, ``rank_share``), with or without the
-    observation-level effect, normal priors on the fixed effects, SD priors with closed-form
-    densities, and the PyMC model left as the builder made it.
+    and binomial, logit or probit) with any number of random terms (kinship or iid,
+    intercepts or slopes, correlated ``|`` or not ``||``, repeated records, ``rank_share``),
+    with or without the observation-level effect, normal priors on the fixed effects, SD
+    priors with closed-form densities, and the PyMC model left as the builder made it.
 
     Examples
     --------
@@ -345,7 +557,9 @@ def multiterm_obstacles(built: Any) -> list[str]:
     >>> df = pd.DataFrame({"y": [0, 1, 1, 0], "g": ["a", "a", "b", "b"], "x": [0, 1, 0, 1.0]})
     >>> spec = bl.specify("y ~ 1 + (1 + x || g)", df, family="bernoulli")
     >>> multiterm_obstacles(build(spec, strategy="latent"))
-    ['term (1 + x||g) has slopes (one latent field per coefficient is not written out)']
+    []
+    >>> multiterm_obstacles(build(bl.specify("x ~ 1 + (1 | g)", df), strategy="latent"))
+    ['family gaussian (identity) has no closed-form GLMM density']
     """
     spec = built.spec
     if built.strategy != "latent":
@@ -353,16 +567,15 @@ def multiterm_obstacles(built: Any) -> list[str]:
     fam = spec.family
     if fam.glmm_density_parametrisation is None:
         return [f"family {fam.name} ({fam.link}) has no closed-form GLMM density"]
-    reasons = [
-        f"term ({t.label}) has slopes (one latent field per coefficient is not written out)"
-        for t in spec.terms
-        if t.n_coef != 1 or np.any(np.asarray(t.design) != 1.0)
-    ]
-    if reasons:
-        return reasons
     model = built.model
     names = {v.name for v in model.free_RVs + model.deterministics}
-    changed = names != set(model_variable_names(built)) or model.potentials
+    expected = set(model_variable_names(built))
+    for t in spec.terms:
+        if t.n_coef > 1:  # the builder's covariance of the coefficients
+            expected |= {f"cov_{t.group}", f"chol_{t.group}", f"corr_{t.group}"}
+            if not t.correlated:
+                expected -= {f"chol_{t.group}", f"corr_{t.group}"}
+    changed = names != expected or model.potentials
     if changed or len(model.observed_RVs) != 1:
         return ["the PyMC model was changed after building (or uses the share priors)"]
     sd_priors = [built.priors.sd[t.group] for t in spec.terms] + [built.priors.sd_olre]
@@ -374,7 +587,7 @@ def multiterm_obstacles(built: Any) -> list[str]:
 def multiterm_density(
     built: Any, dtype: str = "float32", weights: str = "auto"
 ) -> MultiTermDensity:
-    """The closed-form log posterior of a built intercept-only latent GLMM, with pilots.
+    """The closed-form log posterior of a built latent GLMM, with pilots.
 
     Parameters
     ----------
@@ -387,7 +600,8 @@ def multiterm_density(
         scaling c = (1/A + τ)^(−1/2) v with τ the information at the pilot;
         ``"partial"``, partial non-centring with weights fixed at the pilot variances;
         ``"noncentred"``, w = 0 everywhere (the PyMC model's own coordinates). Binomial
-        families have no pilot and are sampled non-centred under every choice.
+        families have no pilot and are sampled non-centred under every choice; terms with
+        slopes are sampled non-centred under every choice.
 
     Returns
     -------
@@ -429,7 +643,7 @@ def multiterm_density(
     else:
         design, mu, sd = fe.design, np.asarray(fe.mu, float), np.asarray(fe.sd, float)
         meta.update(beta_name=fe.sampled_name, intercept=fe.intercept, means=fe.means)
-    blocks = []
+    blocks: list[Any] = []
     for term in spec.terms:
         g = term.group
         index = np.asarray(term.index, dtype=np.intp)
@@ -442,6 +656,9 @@ def multiterm_density(
             vectors = np.ascontiguousarray(root.vectors[:, :r], dtype=dtype)
         else:
             values, vectors = np.ones(term.n_levels), None
+        if not _intercept_only(term):
+            blocks.append(_slope_block(term, priors, index, values, vectors))
+            continue
         blocks.append(
             LatentBlock(
                 name=g,
@@ -467,12 +684,14 @@ def multiterm_density(
             )
         )
     # coarse blocks first (stable: the observation-level effect stays last): a later block's
-    # centre follows the earlier blocks' effects under conditional scaling
-    blocks.sort(key=lambda b: b.n_basis)
-    n_latent = sum(b.n_basis for b in blocks)
+    # centre follows the earlier blocks' effects under conditional scaling; terms with
+    # slopes go before all of them (MultiTermDensity puts them there)
+    blocks.sort(key=lambda b: (isinstance(b, LatentBlock), b.n_basis))
+    n_latent = sum(b.n_latent for b in blocks)
     # the normalising constants the PyMC model's logp carries
     const = -0.5 * (n_latent + mu.size) * LOG_2PI - float(np.log(sd).sum())
     const += float(fam.log_constant(y, trials).sum())
+    const += sum(b.log_normaliser() for b in blocks if isinstance(b, SlopeBlock))
     density = MultiTermDensity(
         family=fam,
         y=y,
@@ -487,9 +706,13 @@ def multiterm_density(
         meta=meta,
     )
     beta, var0, info = _pilot(density)
-    density.pilot = np.concatenate([beta, 0.5 * np.log(var0)])
+    density.pilot = np.concatenate(
+        [beta, *(_hyper_pilot(b, v0) for b, v0 in zip(density.blocks, var0, strict=True))]
+    )
     if weights != "noncentred" and info is not None:
         sequential = weights == "auto"
+        blocks = density.intercept_blocks
+        var0 = var0[len(density.slope_blocks) :]
         infos = _information(density, var0, info, sequential)
         for k, (block, (info_c, shift_beta, shift_c), v0) in enumerate(
             zip(blocks, infos, var0, strict=True)
@@ -503,6 +726,50 @@ def multiterm_density(
         density.pilot_information = info
         density.eta_pilot = offset + density.design @ beta
     return density
+
+
+def _intercept_only(term: Any) -> bool:
+    """One coefficient whose design is 1 on every record (a :class:`LatentBlock`)."""
+    return term.n_coef == 1 and not np.any(np.asarray(term.design) != 1.0)
+
+
+def _slope_block(
+    term: Any, priors: Any, index: np.ndarray | None, values: np.ndarray, vectors: Any
+) -> SlopeBlock:
+    """The :class:`SlopeBlock` of a term with slopes, its priors as the builder's."""
+    from bayeslmm.priors import Prior
+
+    c = term.n_coef
+    prior = priors.sd[term.group]
+    # the builder's SD priors are vectors over the coefficients (one family)
+    per_coef = [
+        Prior(prior.family, tuple(float(np.broadcast_to(v, (c,))[j]) for v in prior.params))
+        for j in range(c)
+    ]
+    kind = "scalar" if c == 1 else ("chol" if term.correlated else "diag")
+    return SlopeBlock(
+        name=term.group,
+        n_levels=term.n_levels,
+        index=index,
+        eigenvalues=values,
+        vectors=vectors,
+        design=np.ascontiguousarray(term.design, dtype=float),
+        kind=kind,
+        priors=[positive_log_prior(p) for p in per_coef],
+        lkj_eta=float(priors.cor[term.group].params[0]) if kind == "chol" else 1.0,
+        unit_weights=np.asarray(term.variance_weights("unit"), dtype=float),
+        share_weights=np.asarray(term.variance_weights("sample"), dtype=float),
+    )
+
+
+def _hyper_pilot(block: Any, var0: float) -> np.ndarray:
+    """A block's hyperparameters at its pilot variance (SDs √var0, no correlation)."""
+    h = np.zeros(block.n_hyper)
+    if isinstance(block, SlopeBlock):
+        h[block._diag] = 0.5 * math.log(var0)
+    else:
+        h[0] = 0.5 * math.log(var0)
+    return h
 
 
 def _pilot(density: MultiTermDensity) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
@@ -555,7 +822,8 @@ def _information(
     if info.size <= DENSE_INFORMATION_LIMIT:
         return _dense_information(density, var0, info, sequential)
     return [
-        _record_information(density, k, var0, info, sequential) for k in range(len(density.blocks))
+        _record_information(density, k, var0, info, sequential)
+        for k in range(len(density.intercept_blocks))
     ]
 
 
@@ -565,7 +833,7 @@ def _record_information(
     """The information about block k's components from its own records, the other terms
     ignored except the observation-level effect (its noise discounted per record), and the
     slope in β of their conditional mean (large data sets: no n × n matrix)."""
-    blocks = density.blocks
+    blocks = density.intercept_blocks
     block = blocks[k]
     last = k == len(blocks) - 1
     own = last if sequential else (density.olre and last)
@@ -593,7 +861,7 @@ def _dense_information(
     that the genotypes leave it, not that of all its records."""
     n = info.size
     bases, covs = [], []
-    for block, v0 in zip(density.blocks, var0, strict=True):
+    for block, v0 in zip(density.intercept_blocks, var0, strict=True):
         if block.vectors is None:
             B = np.zeros((n, block.n_levels))
             B[np.arange(n), np.arange(n) if block.index is None else block.index] = 1.0
@@ -640,4 +908,9 @@ def nutpie_model(density: MultiTermDensity, coords: dict[str, Any]) -> Any:
         basis = f"{g}_basis" if block.vectors is not None else f"{g}_level"
         dims_of[f"z_{g}"] = (basis, f"{g}_coef")
         dims_of[f"u_{g}"] = (f"{g}_level", f"{g}_coef")
+        if isinstance(block, SlopeBlock) and block.kind != "scalar":
+            dims_of[f"sd_{g}"] = (f"{g}_coef",)
+            dims_of[f"cov_{g}"] = dims_of[f"corr_{g}"] = (f"{g}_coef", f"{g}_coef_bis")
+            # the packed Cholesky factor has no coordinates in the PyMC model either
+            dims_of[f"chol_{g}"] = (f"chol_{g}_dim_0",)
     return pyfunc_model(density, dims_of, coords, seeded_expand=False)
