@@ -65,8 +65,9 @@ Normal(0, 2.5 s / s_x)). Overrides: ``sd_<group>[_<trait>]``, ``sigma[_<trait>]`
 (Gaussian traits), ``sd_olre[_<trait>]`` (Poisson), ``cor_<group>``, ``cor_residual``
 (``rescor``).
 
-The gradient is written by hand (products with R and, per Gaussian trait, two with V per
-evaluation: O(n r t)).
+The gradient is written by hand: two products with R per evaluation (O(n r t)); a Gaussian
+trait's centring works in the eigenbasis with Vᵀ Y₀ and Vᵀ X formed once (O(r p) per trait,
+plus O(m r) for m missing values).
 tests/multitrait/test_multitrait_glmm.py checks the value against an independent dense
 computation (a stacked Σ_G ⊗ K normal density of the field, scipy's distributions for the
 records) and the gradient against finite differences.
@@ -265,6 +266,12 @@ class MultiTraitGLMMDensity:
     data_scale: np.ndarray  # (t,) SD of each trait's records
     missing_rows: np.ndarray  # missing Gaussian values (augmented)
     missing_traits: np.ndarray
+    # fixed products with V, formed once: each gradient then costs O(r) per Gaussian trait
+    # in the eigenbasis instead of two O(n r) products
+    rotated_records: np.ndarray  # (r, n_gaussian): Vᵀ Y₀ of the block's Gaussian traits
+    rotated_design: np.ndarray  # (r, p): Vᵀ X
+    missing_basis: np.ndarray  # (m, r): V's rows of the missing values
+    missing_block_pos: np.ndarray  # (m,): each missing value's trait's place in the block
     kinship_scale: float
     attenuation: np.ndarray  # (t,) k mean(diag K) of a Bernoulli trait, 0 otherwise
     ids: tuple[str, ...] = ()
@@ -360,6 +367,7 @@ class MultiTraitGLMMDensity:
         if not self.centre_gaussian_fields:
             return out
         s = self.root_values
+        missing_values = Y[self.missing_rows, self.missing_traits]
         for pos, a in enumerate(self.block[: self.n_gaussian]):
             v = Z[:, a].copy()
             offset = Z[:, :a] @ LG[a, :a]
@@ -368,7 +376,11 @@ class MultiTraitGLMMDensity:
             T = var_e + A
             kappa = np.sqrt(var_e / T)
             w = np.sqrt(A) / T
-            rotated = self.basis.T @ (Y[:, a] - self.design @ beta[a])
+            # Vᵀ(y_a − X β_a), y_a = Y₀ plus the sampled missing values
+            rotated = self.rotated_records[:, pos] - self.rotated_design @ beta[a]
+            sel = self.missing_block_pos == pos
+            if sel.any():
+                rotated += self.missing_basis[sel].T @ missing_values[sel]
             d = rotated - np.sqrt(s) * offset
             Z[:, a] = kappa * v + w * d
             out.append(
@@ -466,9 +478,9 @@ class MultiTraitGLMMDensity:
             d_LE[np.arange(g), np.arange(g)] -= n / np.diag(Lgg)
             d_eta[:, gi] -= d_resid
             if self.missing_rows.size:
-                pos = np.array([gi.index(a) for a in self.missing_traits])
                 grad[sl["missing"]] = (
-                    d_resid[self.missing_rows, pos] * self.data_scale[self.missing_traits]
+                    d_resid[self.missing_rows, self.missing_block_pos]
+                    * self.data_scale[self.missing_traits]
                 )
         for a, fam in enumerate(self.families):
             if a in done:
@@ -527,11 +539,11 @@ class MultiTraitGLMMDensity:
             g_o = -np.sqrt(s) * g_d
             d_LG[a, :a] += Z[:, :a].T @ g_o
             d_Z[:, :a] += np.outer(g_o, LG[a, :a])
-            g_y = self.basis @ g_d
-            d_beta[a] -= self.design.T @ g_y  # β_a = μ_a + sd_a γ_a (m_a = 1)
-            sel = self.missing_traits == a
+            # ∂/∂y_a = V g_d: Xᵀ V g_d = (Vᵀ X)ᵀ g_d, and V's rows at the missing values
+            d_beta[a] -= self.rotated_design.T @ g_d  # β_a = μ_a + sd_a γ_a (m_a = 1)
+            sel = self.missing_block_pos == pos
             if sel.any():
-                grad[sl["missing"]][sel] += g_y[self.missing_rows[sel]] * self.data_scale[a]
+                grad[sl["missing"]][sel] += (self.missing_basis[sel] @ g_d) * self.data_scale[a]
             d_Z[:, a] = kappa * g
         grad[sl["z"]] = d_Z.ravel()
         grad[sl["gamma"]] = (m[:, None] * (self.beta_sd * d_beta - z)).ravel()
@@ -664,15 +676,18 @@ def multitrait_glmm_density(
     residual_priors = tuple(
         _lognormal_working if p is None else p.log_density_of_log() for p in priors.residual_sd
     )
+    basis = np.ascontiguousarray(kinship_root.vectors, dtype=float)
+    Y0 = np.where(observed, Y, 0.0)
+    gaussian_block = list(block[:n_gaussian])
     return MultiTraitGLMMDensity(
         traits=spec.traits,
         fixed_names=spec.fixed_names,
         families=families,
         root=root,
-        basis=np.ascontiguousarray(kinship_root.vectors, dtype=float),
+        basis=basis,
         root_values=np.ascontiguousarray(kinship_root.values, dtype=float),
         design=np.ascontiguousarray(Xc),
-        Y0=np.where(observed, Y, 0.0),
+        Y0=Y0,
         observed=observed,
         genetic_scale=genetic_scale,
         block=block,
@@ -692,6 +707,10 @@ def multitrait_glmm_density(
         data_scale=np.nanstd(Y, axis=0),
         missing_rows=rows.astype(np.intp),
         missing_traits=cols.astype(np.intp),
+        rotated_records=np.ascontiguousarray(basis.T @ Y0[:, gaussian_block]),
+        rotated_design=np.ascontiguousarray(basis.T @ Xc),
+        missing_basis=np.ascontiguousarray(basis[rows]),
+        missing_block_pos=np.array([gaussian_block.index(a) for a in cols], dtype=np.intp),
         kinship_scale=spec.kinship_scale,
         attenuation=np.array(
             [
