@@ -108,8 +108,14 @@ class MultiTraitLMM:
         method : {"nuts", "reml"}
         draws, tune, chains, cores, seed, progressbar, target_accept, hdi_prob
             As :meth:`bayeslmm.LMM.fit`.
-        sampler : {"auto", "nutpie"}
-            The closed-form density is sampled by nutpie.
+        sampler : {"auto", "nutpie", "importance"}
+            The closed-form density is sampled by nutpie. Gaussian traits on a sparse
+            pedigree kinship of more than 5,000 animals take the sparse-pedigree posterior
+            (:mod:`bayeslmm.engines.bayes.multitrait_pedigree`: every breeding value and β
+            integrated out by one sparse factorisation per point, PSIS importance sampling
+            of Σ_G and Σ_E, NUTS on the same density when Pareto k̂ > 0.7);
+            ``"importance"`` takes that route at any size (a warning instead of the NUTS
+            fallback), and ``"nutpie"`` above 5,000 animals samples its density by NUTS.
         verbose : bool
             Print diagnostic warnings after sampling.
 
@@ -135,22 +141,29 @@ class MultiTraitLMM:
             raise SpecificationError(
                 f"A multi-trait model is fitted with method='nuts' or 'reml'; got {method!r}."
             )
-        if sampler not in ("auto", "nutpie"):
+        if sampler not in ("auto", "nutpie", "importance"):
             raise SpecificationError(
-                f"Multi-trait models are sampled by nutpie (closed-form density); got "
-                f"sampler={sampler!r}. Use sampler='auto'."
+                f"Multi-trait models are sampled by nutpie (closed-form density), or by "
+                f"importance sampling on a sparse pedigree; got sampler={sampler!r}. Use "
+                "sampler='auto'."
             )
         kin = self.spec.kinship
-        if isinstance(kin, SparsePedigreeKinship) and kin.n_pedigree > DENSE_PEDIGREE_LIMIT:
-            # the multi-trait densities need A itself (its eigendecomposition)
+        sparse_pedigree = isinstance(kin, SparsePedigreeKinship)
+        large = sparse_pedigree and kin.n_pedigree > DENSE_PEDIGREE_LIMIT
+        if large and not self.spec.is_gaussian:
+            # the latent-scale GLMM densities need A itself (its eigendecomposition)
             raise SpecificationError(
-                f"The multi-trait posterior (method='nuts') needs the dense relationship "
-                f"matrix, formed from a sparse pedigree kinship only up to "
-                f"{DENSE_PEDIGREE_LIMIT} animals; '{kin.name}' has {kin.n_pedigree}. Fit "
-                "Gaussian traits with method='reml' (Henderson's equations on the sparse "
-                "A⁻¹, any pedigree size, missing trait values allowed), or give the dense "
-                "kinship of the recorded animals (pedigree_relationship(pedigree)) if memory "
-                "allows."
+                f"The multi-trait posterior with non-Gaussian traits needs the dense "
+                f"relationship matrix, formed from a sparse pedigree kinship only up to "
+                f"{DENSE_PEDIGREE_LIMIT} animals; '{kin.name}' has {kin.n_pedigree}. Give "
+                "the dense kinship of the recorded animals (pedigree_relationship(pedigree)) "
+                "if memory allows, or fit the Gaussian traits alone (any pedigree size)."
+            )
+        if sampler == "importance" and not (sparse_pedigree and self.spec.is_gaussian):
+            raise SpecificationError(
+                "sampler='importance' samples the sparse-pedigree posterior of Gaussian "
+                "traits: give the kinship as pedigree_relationship(pedigree, sparse=True), or "
+                "use sampler='auto'."
             )
         draws, tune, chains = (
             _positive_int(draws, "draws"),
@@ -167,9 +180,19 @@ class MultiTraitLMM:
         _probability(target_accept, "target_accept")
         _probability(hdi_prob, "hdi_prob")
         from bayeslmm.engines.bayes.multitrait_glmm import sample_multitrait_glmm
+        from bayeslmm.engines.bayes.multitrait_pedigree import sample_multitrait_pedigree
         from bayeslmm.engines.bayes.multitrait_sampling import sample_multitrait
 
-        fit = (sample_multitrait if self.spec.is_gaussian else sample_multitrait_glmm)(
+        options: dict[str, Any] = {}
+        if large or sampler == "importance":
+            # A never formed: Henderson's equations on A⁻¹ with β and the breeding values
+            # integrated out (dense below the limit: see the engine's module notes)
+            sample, options = sample_multitrait_pedigree, {"sampler": sampler}
+        elif self.spec.is_gaussian:
+            sample = sample_multitrait
+        else:
+            sample = sample_multitrait_glmm
+        fit = sample(
             self.spec,
             draws=draws,
             tune=tune,
@@ -179,6 +202,7 @@ class MultiTraitLMM:
             progressbar=progressbar,
             target_accept=target_accept,
             hdi_prob=hdi_prob,
+            **options,
         )
         if verbose:
             for message in fit.messages:

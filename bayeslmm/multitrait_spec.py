@@ -13,7 +13,9 @@ What is supported today: 2–5 Gaussian traits (more work but warn), one interce
 kinship-structured term ``(1 | id)`` on a dense kinship (``bl.Kinship``, including a GRM)
 or, with every trait recorded, a SNP-space low-rank one (``bl.grm(dosages, low_rank=True)``),
 or a pedigree's sparse A⁻¹ (``bl.pedigree_relationship(ped, sparse=True)``: REML on
-Henderson's equations, any size; NUTS up to 5,000 animals), the same fixed-effect formula
+Henderson's equations, any size; the posterior of Gaussian traits at any size, by NUTS on
+the dense A up to 5,000 animals and above by importance sampling of the marginal posterior
+of Σ_G and Σ_E on the sparse equations), the same fixed-effect formula
 for every trait, complete covariates. With a family per trait
 (``family={"disease": "bernoulli", "weight": "gaussian"}``) the model is a latent-scale
 multi-trait GLMM; :mod:`bayeslmm.multitrait_glmm_spec` lists the combinations it covers.

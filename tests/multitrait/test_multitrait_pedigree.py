@@ -20,7 +20,6 @@ import scipy.sparse as sp
 
 import bayeslmm as bl
 from bayeslmm.engines.reml import multitrait_pedigree as mtp
-from bayeslmm.errors import SpecificationError
 from bayeslmm.kinship import PedigreeDensifyWarning
 from bayeslmm.multitrait_spec import MultiTraitSpec, specify_multitrait
 
@@ -261,20 +260,6 @@ def test_superlu_backend_gives_the_same_fit(pedigree_data, monkeypatch) -> None:
     np.testing.assert_allclose(
         superlu.breeding_values.to_numpy(), cholmod.breeding_values.to_numpy(), atol=1e-7
     )
-
-
-def test_nuts_above_the_densify_limit_names_reml() -> None:
-    ped = pd.DataFrame({"id": np.arange(1, 5102), "sire": 0, "dam": 0})
-    ped.loc[100:, "sire"] = (np.arange(5001) % 50) + 1
-    ped.loc[100:, "dam"] = (np.arange(5001) % 50) + 51
-    rng = np.random.default_rng(0)
-    df = pd.DataFrame(
-        {"id": np.arange(101, 401), "y1": rng.normal(size=300), "y2": rng.normal(size=300)}
-    )
-    A = bl.pedigree_relationship(ped, sparse=True)
-    model = bl.LMM("mvbind(y1, y2) ~ 1 + (1 | id)", df, kinship={"id": A})
-    with pytest.raises(SpecificationError, match="method='reml'"):
-        model.fit(method="nuts", draws=10, tune=10, chains=1)
 
 
 @pytest.mark.slow

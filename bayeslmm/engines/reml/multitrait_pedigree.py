@@ -23,6 +23,12 @@ factorisation of C_uu per evaluation, on a fill-reducing ordering analysed once 
 AMD when scikit-sparse is installed, else SciPy's SuperLU with the ordering of its first
 factorisation fixed).
 
+**β as a random block.** With ``beta_prior = (μ, D)`` (β ~ N(μ, D²), trait-major) the
+equations gain D⁻² in C_xx and D⁻²μ in r_x, and the value is the *marginal* likelihood
+log p(y | Σ_G, Σ_E) with β integrated out: N_obs log 2π replaces (N_obs − q) log 2π, and
+log|D²| + μᵀD⁻²μ join the sum. The gradient below is unchanged (C⁻¹ is that of the
+augmented equations); :mod:`bayeslmm.engines.bayes.multitrait_pedigree` samples from it.
+
 **Gradient, analytic.** With C⁻¹'s animal block C^uu = C_uu⁻¹ + M S⁻¹ Mᵀ,
 
     ∂ℓ/∂Σ_G = −½ [N Σ_G⁻¹ − Σ_G⁻¹ (Ûᵀ A⁻¹ Û + T) Σ_G⁻¹],   T_ab = Σ_jk A⁻¹_jk C^uu_(ja),(kb),
@@ -240,11 +246,25 @@ class _PedigreeEquations:
     likelihoods do (M with d ℓ = tr(M dΣ)); :meth:`evaluate` gives more.
     """
 
-    def __init__(self, Y: np.ndarray, X: np.ndarray, kin: SparsePedigreeKinship) -> None:
+    def __init__(
+        self,
+        Y: np.ndarray,
+        X: np.ndarray,
+        kin: SparsePedigreeKinship,
+        beta_prior: tuple[np.ndarray, np.ndarray] | None = None,
+    ) -> None:
         n, t = Y.shape
         N = kin.n_pedigree
         self.n, self.t, self.p, self.N = n, t, X.shape[1], N
         self.q = t * self.p
+        # β as a random block (the posterior's marginal likelihood): prior means and SDs in
+        # the equations' order (trait-major, β_(a, k) at a p + k); None: β fixed (REML)
+        self.beta_prior = beta_prior
+        if beta_prior is not None:
+            mean, sd = (np.asarray(v, dtype=float).ravel() for v in beta_prior)
+            if mean.size != self.q or sd.size != self.q or not np.all(sd > 0):
+                raise ValueError("beta_prior needs t p means and t p positive SDs")
+            self.beta_prior = (mean, sd)
         self.X = np.ascontiguousarray(X, dtype=float)
         self.observed = ~np.isnan(Y)
         self.Y0 = np.where(self.observed, Y, 0.0)
@@ -352,6 +372,10 @@ class _PedigreeEquations:
         Ry = np.einsum("iab,ib->ia", Rinv, Y0)  # R⁻¹y per record
         Cxx = np.einsum("ik,iab,il->akbl", X, Rinv, X).reshape(q, q)
         rx = np.einsum("ik,ia->ak", X, Ry).reshape(q)
+        if self.beta_prior is not None:  # β ~ N(μ, D²): D⁻² joins C_xx, D⁻²μ the right side
+            prior_mean, prior_sd = self.beta_prior
+            Cxx[np.diag_indices(q)] += prior_sd**-2
+            rx = rx + prior_mean / prior_sd**2
         # C_ux: animal pos_i, trait b; column (a, k): R_i⁻¹[b, a] X_ik
         Cux = np.zeros((N, t, q))
         Cux[pos] = np.einsum("iba,ik->ibak", Rinv, X).reshape(n, t, q)
@@ -371,8 +395,17 @@ class _PedigreeEquations:
         u = m - M @ beta
         ypy = float(np.sum(Ry * Y0)) - float(beta @ rx) - float(u @ ru)
         logdet_S = 2.0 * float(np.sum(np.log(np.diag(S_chol[0]))))
+        if self.beta_prior is None:
+            n_normal, prior_terms = self.n_obs - q, 0.0
+        else:  # the marginal likelihood: + log|D²| + μᵀD⁻²μ, all N_obs records normal
+            prior_mean, prior_sd = self.beta_prior
+            n_normal = self.n_obs
+            prior_terms = 2.0 * float(np.sum(np.log(prior_sd))) + float(
+                np.sum((prior_mean / prior_sd) ** 2)
+            )
         value = -0.5 * (
-            (self.n_obs - q) * LOG_2PI
+            n_normal * LOG_2PI
+            + prior_terms
             + logdet_R
             + N * logdet_G
             + t * self.logdet_A

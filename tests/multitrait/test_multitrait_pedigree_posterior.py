@@ -1,0 +1,309 @@
+"""The multi-trait posterior on a sparse pedigree (every breeding value and β integrated out)
+against dense computations with A itself.
+
+The pedigrees have inbreeding, unknown parents, unsorted rows and ancestors without records;
+about 20 % of the trait values are missing. References: the dense multi-trait NUTS density
+(:class:`MultiTraitDensity`, eigendecomposition of the dense A, β integrated by Woodbury) on
+complete data; on missing data the multivariate normal density of the observed entries with
+the stacked V = Σ_G ⊗ A + Σ_E ⊗ I + B D² Bᵀ (scipy), plus the dense density's priors and
+Jacobian, and its finite-difference gradient; the dense NUTS posterior (slow test).
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+import bayeslmm as bl
+import bayeslmm.multitrait_model as multitrait_model
+from bayeslmm.engines.bayes import multitrait_pedigree as mtp
+from bayeslmm.engines.bayes.multitrait_density import (
+    matrix_log_prior,
+    multitrait_density,
+    resolve_multitrait_priors,
+)
+from bayeslmm.engines.multitrait_gaussian import cholesky_from_params
+from bayeslmm.errors import SpecificationError
+from bayeslmm.kinship import PedigreeDensifyWarning
+from bayeslmm.multitrait_spec import specify_multitrait
+
+G_TRUE = np.array([[1.0, 0.5], [0.5, 1.5]])
+E_TRUE = np.array([[1.0, -0.3], [-0.3, 0.8]])
+FORMULA = "mvbind(y1, y2) ~ x + (1 | id)"
+
+
+def simulate_pedigree(rng: np.random.Generator, n_animals: int) -> pd.DataFrame:
+    """Overlapping generations from few parents (inbreeding), 10 % unknown parents, rows
+    shuffled (offspring before parents), integer ids with 0 for unknown."""
+    founders = 20
+    sire = np.zeros(n_animals, dtype=int)
+    dam = np.zeros(n_animals, dtype=int)
+    for i in range(founders, n_animals):
+        lo = max(0, i - 100)
+        sire[i] = rng.integers(lo, i) + 1
+        dam[i] = rng.integers(lo, i) + 1
+    sire[rng.random(n_animals) < 0.1] = 0
+    dam[rng.random(n_animals) < 0.1] = 0
+    ped = pd.DataFrame({"id": np.arange(1, n_animals + 1), "sire": sire, "dam": dam})
+    return ped.sample(frac=1.0, random_state=int(rng.integers(1 << 30))).reset_index(drop=True)
+
+
+def simulate_records(
+    rng: np.random.Generator, ped: pd.DataFrame, n_records: int, missing: float
+) -> tuple[pd.DataFrame, bl.Kinship]:
+    """Two traits from the dense A of the pedigree on ``n_records`` non-founders; the dense
+    kinship over every pedigree animal is returned as the reference."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PedigreeDensifyWarning)
+        A_dense = bl.pedigree_relationship(ped)
+    n = len(A_dense.ids)
+    w, Q = np.linalg.eigh(A_dense.matrix)
+    U = Q @ (np.sqrt(np.clip(w, 0, None))[:, None] * rng.normal(size=(n, 2)))
+    U = U @ np.linalg.cholesky(G_TRUE).T
+    candidates = ped.loc[(ped["sire"] > 0) | (ped["dam"] > 0), "id"].astype(str).to_numpy()
+    recorded = rng.choice(candidates, size=n_records, replace=False)
+    index = pd.Index(A_dense.ids).get_indexer(recorded)
+    x = rng.normal(size=n_records)
+    Y = U[index] + rng.normal(size=(n_records, 2)) @ np.linalg.cholesky(E_TRUE).T + [1.0, 2.0]
+    Y[:, 0] += 0.5 * x
+    holes = rng.random(size=(n_records, 2)) < missing
+    holes[holes.all(axis=1), 0] = False
+    Y[holes] = np.nan
+    return pd.DataFrame({"id": recorded, "y1": Y[:, 0], "y2": Y[:, 1], "x": x}), A_dense
+
+
+@pytest.fixture(scope="module")
+def small() -> tuple[pd.DataFrame, pd.DataFrame, bl.Kinship]:
+    rng = np.random.default_rng(31)
+    ped = simulate_pedigree(rng, 160)
+    df, A_dense = simulate_records(rng, ped, 100, missing=0.2)
+    return ped, df, A_dense
+
+
+def dense_log_posterior(spec, A_dense: bl.Kinship, x: np.ndarray) -> float:
+    """log N(y_obs; B μ, Σ_G ⊗ A + Σ_E ⊗ I + B D² Bᵀ on the observed entries) plus the
+    dense density's priors and Jacobian, all with dense scipy."""
+    Y = np.asarray(spec.Y, dtype=float)
+    X = np.asarray(spec.X, dtype=float)
+    n, t = Y.shape
+    Xc = X - np.r_[0.0, X[:, 1:].mean(axis=0)]
+    priors = resolve_multitrait_priors(spec, Xc, True)
+    scale = np.nanstd(Y, axis=0)
+    k = t + t * (t - 1) // 2
+    LG = scale[:, None] * cholesky_from_params(x[:k], t)
+    LE = scale[:, None] * cholesky_from_params(x[k:], t)
+    index = pd.Index(A_dense.ids).get_indexer(list(spec.ids))
+    A = A_dense.matrix[np.ix_(index, index)]
+    V = np.kron(LG @ LG.T, A) + np.kron(LE @ LE.T, np.eye(n))  # trait-major stacking
+    B = np.kron(np.eye(t), Xc)  # column (a, k) at a p + k
+    V += B @ np.diag(priors.beta_sd.ravel() ** 2) @ B.T
+    mean = B @ priors.beta_mean.ravel()
+    observed = ~np.isnan(Y.T.ravel())
+    value = stats.multivariate_normal(mean[observed], V[np.ix_(observed, observed)]).logpdf(
+        Y.T.ravel()[observed]
+    )
+    gp = tuple(p.log_density_of_log() for p in priors.genetic_sd)
+    ep = tuple(p.log_density_of_log() for p in priors.residual_sd)
+    value += matrix_log_prior(LG, gp, priors.genetic_eta)[0]
+    value += matrix_log_prior(LE, ep, priors.residual_eta)[0]
+    return float(value)
+
+
+def test_log_posterior_equals_the_dense_stacked_normal_with_missing_values(small) -> None:
+    ped, df, A_dense = small
+    assert df[["y1", "y2"]].isna().to_numpy().mean() > 0.1
+    spec = specify_multitrait(
+        FORMULA, df, kinship={"id": bl.pedigree_relationship(ped, sparse=True)}
+    )
+    density = mtp.pedigree_multitrait_density(spec)
+    assert density.equations.N == len(ped) > spec.n  # ancestors without records included
+    rng = np.random.default_rng(3)
+    for _ in range(5):
+        x = density.centre_point() + rng.uniform(-0.8, 0.8, size=density.ndim)
+        value, grad = density.logp(x)
+        reference = dense_log_posterior(spec, A_dense, x)
+        assert value == pytest.approx(reference, abs=1e-8, rel=0)
+        h = 1e-5
+        fd = np.array(
+            [
+                (
+                    dense_log_posterior(spec, A_dense, x + h * e)
+                    - dense_log_posterior(spec, A_dense, x - h * e)
+                )
+                / (2 * h)
+                for e in np.eye(x.size)
+            ]
+        )
+        np.testing.assert_allclose(grad, fd, atol=2e-5, rtol=1e-6)
+
+
+def test_log_posterior_equals_the_dense_nuts_density_on_complete_records(small) -> None:
+    ped, df, A_dense = small
+    rng = np.random.default_rng(8)
+    complete = df.assign(
+        y1=df["y1"].fillna(pd.Series(1.0 + rng.normal(size=len(df)), index=df.index)),
+        y2=df["y2"].fillna(pd.Series(2.0 + rng.normal(size=len(df)), index=df.index)),
+    )
+    assert not complete[["y1", "y2"]].isna().any().any()
+    sparse_spec = specify_multitrait(
+        FORMULA, complete, kinship={"id": bl.pedigree_relationship(ped, sparse=True)}
+    )
+    dense_spec = specify_multitrait(FORMULA, complete, kinship={"id": A_dense})
+    sparse, dense = (
+        mtp.pedigree_multitrait_density(sparse_spec),
+        multitrait_density(dense_spec),
+    )
+    assert sparse.ndim == dense.ndim == 6
+    for _ in range(5):
+        x = sparse.centre_point() + rng.uniform(-1.0, 1.0, size=6)
+        value, grad = sparse.logp(x)
+        ref_value, ref_grad = dense.logp(x)
+        assert value == pytest.approx(ref_value, abs=1e-8, rel=0)
+        np.testing.assert_allclose(grad, ref_grad, atol=1e-8, rtol=0)
+
+
+def test_conditional_beta_draws_match_the_dense_conditional_posterior(small) -> None:
+    """β | y, Σ from the equations: mean and covariance against dense GLS with its prior."""
+    ped, df, A_dense = small
+    spec = specify_multitrait(
+        FORMULA, df, kinship={"id": bl.pedigree_relationship(ped, sparse=True)}
+    )
+    density = mtp.pedigree_multitrait_density(spec)
+    x = density.centre_point() + 0.3
+    _, _, at = density.log_posterior(x)
+    draws = np.stack([density.beta_draw(at, np.random.default_rng(s)).ravel() for s in range(4000)])
+    # dense: β (centred covariates) | y ~ N(m, P⁻¹), P = Bᵀ V⁻¹ B + D⁻², m = P⁻¹ (Bᵀ V⁻¹ y + D⁻² μ)
+    Y = np.asarray(spec.Y, dtype=float)
+    X = np.asarray(spec.X, dtype=float)
+    n, t = Y.shape
+    xbar = X[:, 1:].mean(axis=0)
+    Xc = X - np.r_[0.0, xbar]
+    priors = resolve_multitrait_priors(spec, Xc, True)
+    G = np.outer(density.scale, density.scale) * (lambda L: L @ L.T)(density.factors(x)[0])
+    E = np.outer(density.scale, density.scale) * (lambda L: L @ L.T)(density.factors(x)[1])
+    index = pd.Index(A_dense.ids).get_indexer(list(spec.ids))
+    A = A_dense.matrix[np.ix_(index, index)]
+    obs = ~np.isnan(Y.T.ravel())
+    V = (np.kron(G, A) + np.kron(E, np.eye(n)))[np.ix_(obs, obs)]
+    B = np.kron(np.eye(t), Xc)[obs]
+    Dinv2 = np.diag(priors.beta_sd.ravel() ** -2.0)
+    P = B.T @ np.linalg.solve(V, B) + Dinv2
+    m = np.linalg.solve(
+        P, B.T @ np.linalg.solve(V, Y.T.ravel()[obs]) + Dinv2 @ priors.beta_mean.ravel()
+    )
+    # to the formula's intercept: β₀ = β₀c − β₁ x̄
+    T = np.eye(t * 2)
+    for a in range(t):
+        T[2 * a, 2 * a + 1] = -xbar[0]
+    mean, cov = T @ m, T @ np.linalg.inv(P) @ T.T
+    np.testing.assert_allclose(density.beta_draw(at, None).ravel(), mean, atol=1e-8)
+    se = np.sqrt(np.diag(cov) / draws.shape[0])
+    assert np.all(np.abs(draws.mean(axis=0) - mean) < 4.5 * se)
+    np.testing.assert_allclose(np.cov(draws.T), cov, rtol=0.12, atol=0.02 * np.max(np.diag(cov)))
+
+
+def test_systematic_resampling_keeps_each_proposal_floor_or_ceil_times() -> None:
+    rng = np.random.default_rng(0)
+    weights = rng.gamma(2.0, size=500)
+    weights /= weights.sum()
+    index = mtp._systematic_resample(weights, 800, rng)
+    counts = np.bincount(index, minlength=500)
+    assert counts.sum() == 800
+    assert np.all(counts >= np.floor(800 * weights) - 1e-9)
+    assert np.all(counts <= np.ceil(800 * weights) + 1e-9)
+
+
+def test_posterior_mode_has_zero_gradient_and_the_hessian_matches_differences(small) -> None:
+    ped, df, _ = small
+    spec = specify_multitrait(
+        FORMULA, df, kinship={"id": bl.pedigree_relationship(ped, sparse=True)}
+    )
+    density = mtp.pedigree_multitrait_density(spec)
+    mode, H, converged = mtp.posterior_mode(density)
+    assert converged
+    h = 1e-3
+    value0 = density.logp(mode)[0]
+    for j in range(mode.size):  # second differences of the value: the Hessian's diagonal
+        e = np.zeros(mode.size)
+        e[j] = h
+        second = (density.logp(mode + e)[0] - 2 * value0 + density.logp(mode - e)[0]) / h**2
+        assert -second == pytest.approx(H[j, j], rel=1e-3)
+    assert np.all(np.linalg.eigvalsh(H) > 0)
+
+
+def test_importance_fit_on_a_sparse_pedigree(small) -> None:
+    ped, df, _ = small
+    A = bl.pedigree_relationship(ped, sparse=True)
+    fit = bl.LMM(FORMULA, df, kinship={"id": A}).fit(
+        sampler="importance", draws=150, chains=2, seed=4, progressbar=False
+    )
+    assert (fit.route, fit.sampler) == ("sparse-pedigree", "importance")
+    assert fit.posterior.sizes["chain"] == 2 and fit.posterior.sizes["draw"] == 150
+    assert 0 <= fit.timing["pareto_k"] < 1.0 and fit.timing["importance_ess"] > 20
+    G = fit.genetic_covariance(draws=True).values
+    assert np.all(np.linalg.eigvalsh(G.reshape(-1, 2, 2)) > 0)
+    rg = fit.genetic_correlation()
+    assert -1 < rg["mean"].iloc[0] < 1
+    # the named variables are functions of the covariance draws
+    post = fit.posterior
+    gsd = np.sqrt(np.diagonal(G, axis1=-2, axis2=-1))
+    np.testing.assert_allclose(post["genetic_sd"].values, gsd)
+    np.testing.assert_allclose(
+        post["genetic_correlation"].values[..., 0, 1], G[..., 0, 1] / (gsd[..., 0] * gsd[..., 1])
+    )
+    assert np.all(np.isfinite(post["beta"].values))
+
+
+def test_large_sparse_pedigree_takes_the_sparse_route_and_glmm_is_refused(monkeypatch) -> None:
+    rng = np.random.default_rng(5)
+    ped = simulate_pedigree(rng, 120)
+    df, _ = simulate_records(rng, ped, 80, missing=0.2)
+    A = bl.pedigree_relationship(ped, sparse=True)
+    binary = df.assign(b=(df["y1"].fillna(0) > 1).astype(float), y2=df["y2"].fillna(0.0))
+    model = bl.LMM(
+        "mvbind(b, y2) ~ x + (1 | id)", binary, kinship={"id": A}, family={"b": "bernoulli"}
+    )
+    with pytest.raises(SpecificationError, match="sampler='importance' samples"):
+        model.fit(sampler="importance", draws=10, tune=10, chains=1)
+    monkeypatch.setattr(multitrait_model, "DENSE_PEDIGREE_LIMIT", 100)
+    fit = bl.LMM(FORMULA, df, kinship={"id": A}).fit(draws=40, chains=1, seed=1, progressbar=False)
+    assert (fit.route, fit.sampler) == ("sparse-pedigree", "importance")
+    with pytest.raises(SpecificationError, match="fit the Gaussian traits alone"):
+        model.fit(draws=10, tune=10, chains=1)
+
+
+@pytest.mark.slow
+def test_posterior_means_equal_the_dense_nuts_posterior_on_300_animals() -> None:
+    """Posterior means of Σ_G, Σ_E and r_g: importance sampling on the sparse equations
+    against dense NUTS (dense A, missing values sampled) within Monte Carlo error."""
+    rng = np.random.default_rng(2025)
+    ped = simulate_pedigree(rng, 300)
+    df, A_dense = simulate_records(rng, ped, 260, missing=0.2)
+    A = bl.pedigree_relationship(ped, sparse=True)
+    sparse = bl.LMM(FORMULA, df, kinship={"id": A}).fit(
+        sampler="importance", draws=2000, chains=4, seed=11, progressbar=False
+    )
+    dense = bl.LMM(FORMULA, df, kinship={"id": A_dense}).fit(
+        draws=1500, tune=1000, chains=4, cores=1, seed=12, progressbar=False
+    )
+    assert sparse.timing["pareto_k"] < mtp.PARETO_K_LIMIT
+    ess_is = sparse.timing["importance_ess"]
+    for name in ("genetic_covariance", "residual_covariance", "genetic_correlation"):
+        a = sparse.posterior[name].values.reshape(-1, 2, 2)
+        b = dense.posterior[name].values.reshape(-1, 2, 2)
+        for i, j in ((0, 0), (1, 0), (1, 1)):
+            if name == "genetic_correlation" and i == j:
+                continue
+            ess_b = float(bl_ess(dense.posterior[name].values[..., i, j]))
+            se = np.sqrt(a[:, i, j].var() / ess_is + b[:, i, j].var() / ess_b)
+            assert abs(a[:, i, j].mean() - b[:, i, j].mean()) < 4.0 * se, (name, i, j)
+
+
+def bl_ess(values: np.ndarray) -> float:
+    import arviz as az
+
+    return float(az.ess(values, method="mean"))
