@@ -91,7 +91,20 @@ def configurations():
     yield "Poisson + olre, crossed iid", "y ~ x + (1|herd) + (1|site)", d2, {}, pois_o, {}
     yield "Bernoulli, one iid factor", "b ~ x + (1|herd)", d2, {}, "bernoulli", {}
     yield "Poisson, kinship slope", "y ~ 1 + (1 + x|id)", d2, {"id": K}, pois, {}
+    yield "Poisson + olre, kinship slope", "y ~ x + (1 + x|id)", d2, {"id": K}, pois_o, {}
+    yield "Bernoulli, kinship slope", "b ~ x + (1 + x|id)", d2, {"id": K}, "bernoulli", {}
+    yield (
+        "Binomial with trials, kinship slope + iid herd",
+        "s | trials(t) ~ x + (1 + x|id) + (1|herd)",
+        d2,
+        {"id": K},
+        "binomial",
+        {},
+    )
     yield "Bernoulli, iid slopes (||)", "b ~ x + (1 + x||herd)", d2, {}, "bernoulli", {}
+    yield "Poisson + olre, iid correlated slopes", "y ~ x + (1 + x|herd)", d2, {}, pois_o, {}
+    yield "Bernoulli, slope only (0 + x|herd)", "b ~ x + (0 + x|herd)", d2, {}, "bernoulli", {}
+    yield "Gaussian, kinship slope (latent)", "y ~ x + (1 + x|id)", d2, {"id": K}, "gaussian", {}
 
 
 def route(name, formula, data, kinship, family, extra) -> tuple[str, str]:

@@ -911,6 +911,5 @@ def nutpie_model(density: MultiTermDensity, coords: dict[str, Any]) -> Any:
         if isinstance(block, SlopeBlock) and block.kind != "scalar":
             dims_of[f"sd_{g}"] = (f"{g}_coef",)
             dims_of[f"cov_{g}"] = dims_of[f"corr_{g}"] = (f"{g}_coef", f"{g}_coef_bis")
-            # the packed Cholesky factor has no coordinates in the PyMC model either
-            dims_of[f"chol_{g}"] = (f"chol_{g}_dim_0",)
+            # chol_<g> has no dims, in the PyMC model either (ArviZ names its axis)
     return pyfunc_model(density, dims_of, coords, seeded_expand=False)

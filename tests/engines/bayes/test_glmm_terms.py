@@ -369,6 +369,23 @@ def test_slope_deterministics_equal_pymc_model(kinship):
         np.testing.assert_allclose(out[name], value, rtol=1e-10, atol=1e-12, err_msg=name)
 
 
+def test_slope_draws_carry_the_pymc_models_names_and_dims(kinship):
+    """A short nutpie run of the closed form stores every variable of the PyMC model (free
+    and deterministic, constrained) with the model's dims; ``chol_<g>`` as ArviZ names it."""
+    from bayeslmm.engines.bayes.sampling import sample
+
+    case = ("", "y ~ x + (1 + x|id) + (1 + x||herd)", "poisson", "log", True, 1, None, False)
+    built = _built(kinship, case)
+    idata, timing = sample(built, draws=10, tune=10, chains=1, seed=1, sampler="nutpie")
+    assert timing["compile_s"] < 5.0  # nothing compiled
+    model = built.model
+    for var in model.free_RVs + model.deterministics:
+        dims = model.named_vars_to_dims.get(var.name) or (
+            (f"{var.name}_dim_0",) if var.name.startswith("chol_") else ()
+        )
+        assert idata.posterior[var.name].dims == ("chain", "draw", *dims), var.name
+
+
 @pytest.mark.slow
 def test_slope_posterior_matches_pymc_nuts(kinship):
     """Poisson kinship (1 + x | id), 2 records each: nutpie on the closed form against
