@@ -578,6 +578,24 @@ class Prior:
         """Whether :meth:`log_density_of_log` exists (the closed-form spectral samplers)."""
         return self.distribution.has("log_density_of_log")
 
+    def require_closed_form_sd(self, key: str) -> Prior:
+        """This prior, if it can be the SD prior of a closed-form density: positive support
+        and :meth:`log_density_of_log`; a :class:`~bayeslmm.errors.SpecificationError`
+        naming ``key`` otherwise.
+
+        Examples
+        --------
+        >>> Prior("halfnormal", (2.0,)).require_closed_form_sd("sigma").describe()
+        'HalfNormal(2)'
+        """
+        if not self.is_positive or not self.has_closed_form:
+            raise SpecificationError(
+                f"The prior of '{key}' must be a positive family with a closed-form density "
+                f"(halfnormal, halfstudentt, halfcauchy, exponential, invgamma); got "
+                f"{self.describe()}."
+            )
+        return self
+
     def describe(self) -> str:
         """Readable form, e.g. ``Normal(0, 2.5)``."""
 

@@ -314,16 +314,27 @@ def params_from_cholesky(L: np.ndarray) -> np.ndarray:
     return np.concatenate([np.log(np.diag(L)), L[rows, cols]])
 
 
+def scaled_cholesky_grad(dL: np.ndarray, L: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """d f/dθ from d f/dL for L = diag(scale) L*(θ), L* = :func:`cholesky_from_params`.
+
+    L_aa = s_a e^θ_aa, so d/dθ_aa = L_aa d/dL_aa; L_ab = s_a θ_ab, so d/dθ_ab = s_a d/dL_ab.
+
+    Examples
+    --------
+    >>> L = np.array([[2.0, 0.0], [3.0, 4.0]])
+    >>> scaled_cholesky_grad(np.ones((2, 2)), L, np.array([1.0, 2.0])).tolist()
+    [2.0, 4.0, 2.0]
+    """
+    rows, cols = np.tril_indices(L.shape[0], -1)
+    return np.concatenate([np.diag(dL) * np.diag(L), dL[rows, cols] * scale[rows]])
+
+
 def cholesky_param_grad(M: np.ndarray, L: np.ndarray) -> np.ndarray:
     """d f/dθ for f(Σ = L Lᵀ) with d f = tr(M dΣ), θ as in :func:`cholesky_from_params`.
 
-    d f / dL = 2 M L (M symmetric); the diagonal is logged, so its entries are multiplied by
-    L_aa.
+    d f / dL = 2 M L (M symmetric), then :func:`scaled_cholesky_grad` with unit scale.
     """
-    t = L.shape[0]
-    dL = 2.0 * M @ L
-    rows, cols = np.tril_indices(t, -1)
-    return np.concatenate([np.diag(dL) * np.diag(L), dL[rows, cols]])
+    return scaled_cholesky_grad(2.0 * M @ L, L, np.ones(L.shape[0]))
 
 
 @_cached_jit

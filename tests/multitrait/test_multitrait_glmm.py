@@ -510,3 +510,20 @@ def test_gaussian_trait_agrees_with_its_single_trait_fit_when_traits_are_unrelat
     tolerance = 4.0 * se + 0.1 * float(va_single.std())
     assert abs(va_both.mean() - va_single.mean()) < tolerance
     assert abs(np.median(va_both) - np.median(va_single)) < tolerance + 2.0 * se
+
+
+@pytest.mark.parametrize("family", [None, FAMILIES])
+@pytest.mark.parametrize("key", ["sd_id_w1", "sigma_w2"])
+def test_sd_priors_without_a_positive_closed_form_are_refused_by_name(key, family) -> None:
+    """Both multi-trait densities (Gaussian and GLMM) take SD priors with positive support
+    and a closed-form density only, and name the offending key."""
+    from bayeslmm.engines.bayes.multitrait_density import multitrait_density
+
+    frame, K = small_data()
+    formula = FORMULA if family else "mvbind(w1, w2) ~ x + (1 | id)"
+    spec = specify_multitrait(
+        formula, frame, {"id": K}, family or "gaussian", priors={key: ("normal", 0, 1)}
+    )
+    build = multitrait_glmm_density if family else multitrait_density
+    with pytest.raises(SpecificationError, match=f"'{key}' must be a positive family"):
+        build(spec)

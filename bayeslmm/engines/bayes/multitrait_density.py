@@ -67,6 +67,7 @@ from bayeslmm.engines.multitrait_gaussian import (
     multitrait_logp,
     null_rows_loglik,
     rotated_loglik_grad,
+    scaled_cholesky_grad,
 )
 from bayeslmm.errors import SpecificationError
 from bayeslmm.kinship.low_rank import LowRankKinship
@@ -139,15 +140,8 @@ def resolve_multitrait_priors(
         e = given.get(f"sigma_{trait}", given.get("sigma"))
         g = Prior("halfstudentt", (3.0, 2.5 * sd[a])) if g is None else _as_prior(g, "sd")
         e = Prior("halfstudentt", (3.0, 2.5 * sd[a])) if e is None else _as_prior(e, "sigma")
-        for prior, key in ((g, f"sd_{group}_{trait}"), (e, f"sigma_{trait}")):
-            if not prior.is_positive or not prior.has_closed_form:
-                raise SpecificationError(
-                    f"The prior of '{key}' must be a positive family with a closed-form "
-                    f"density (halfnormal, halfstudentt, halfcauchy, exponential, invgamma); "
-                    f"got {prior.describe()}."
-                )
-        genetic.append(g)
-        residual.append(e)
+        genetic.append(g.require_closed_form_sd(f"sd_{group}_{trait}"))
+        residual.append(e.require_closed_form_sd(f"sigma_{trait}"))
     geta = _lkj_eta(given[f"cor_{group}"], f"cor_{group}") if f"cor_{group}" in given else None
     rkey = "cor_residual" if "cor_residual" in given else "rescor"
     reta = _lkj_eta(given[rkey], rkey) if rkey in given else None
@@ -269,12 +263,6 @@ class MultiTraitDensity:
                 R[:, a] += self.Q[self.q_rows[sel]].T @ values[sel]
         return R
 
-    def _chol_grad(self, dL: np.ndarray, L: np.ndarray) -> np.ndarray:
-        """d/dθ from d/dL: L_aa = s_a e^θ, L_ab = s_a θ_ab."""
-        t = self.n_traits
-        rows, cols = np.tril_indices(t, -1)
-        return np.concatenate([np.diag(dL) * np.diag(L), dL[rows, cols] * self.scale[rows]])
-
     def logp(self, x: np.ndarray) -> tuple[float, np.ndarray]:
         """Log posterior (up to a constant) at ``x`` and its gradient.
 
@@ -339,8 +327,8 @@ class MultiTraitDensity:
         pg, dpg = matrix_log_prior(LG, self.genetic_priors, self.genetic_eta)
         pe, dpe = matrix_log_prior(LE, self.residual_priors, self.residual_eta)
         grad = [
-            self._chol_grad(2.0 * MG @ LG + dpg, LG),
-            self._chol_grad(2.0 * ME @ LE + dpe, LE),
+            scaled_cholesky_grad(2.0 * MG @ LG + dpg, LG, self.scale),
+            scaled_cholesky_grad(2.0 * ME @ LE + dpe, LE, self.scale),
         ]
         m = self.missing_rows.size
         if m:

@@ -85,7 +85,7 @@ import numpy as np
 from scipy.linalg import solve_triangular
 
 from bayeslmm.engines.bayes.multitrait_density import _as_prior, _lkj_eta, matrix_log_prior
-from bayeslmm.engines.multitrait_gaussian import cholesky_from_params
+from bayeslmm.engines.multitrait_gaussian import cholesky_from_params, scaled_cholesky_grad
 from bayeslmm.errors import SpecificationError
 from bayeslmm.families import Family, Poisson
 from bayeslmm.multitrait_glmm_spec import residual_traits
@@ -142,16 +142,6 @@ class MultiTraitGLMMPriors:
         return out
 
 
-def _checked(prior: Prior, key: str) -> Prior:
-    if not prior.is_positive or not prior.has_closed_form:
-        raise SpecificationError(
-            f"The prior of '{key}' must be a positive family with a closed-form density "
-            f"(halfnormal, halfstudentt, halfcauchy, exponential, invgamma); got "
-            f"{prior.describe()}."
-        )
-    return prior
-
-
 def resolve_glmm_priors(
     spec: MultiTraitSpec,
     centred_X: np.ndarray,
@@ -188,7 +178,7 @@ def resolve_glmm_priors(
         # the single-trait defaults: 2.5 s_y for a Gaussian trait, 1 on a latent scale
         g_scale = 2.5 * s if fam.is_gaussian else 1.0
         g = Prior("halfstudentt", (3.0, g_scale)) if g is None else _as_prior(g, key)
-        genetic.append(_checked(g, key))
+        genetic.append(g.require_closed_form_sd(key))
         for j in range(p):
             if has_intercept and j == 0:
                 centre = float(np.mean(y)) if fam.is_gaussian else fam.link_location(y)
@@ -204,13 +194,13 @@ def resolve_glmm_priors(
         e = given.get(key, given.get("sigma"))
         sd = float(np.nanstd(Y[:, a]))
         e = Prior("halfstudentt", (3.0, 2.5 * sd)) if e is None else _as_prior(e, key)
-        residual.append(_checked(e, key))
+        residual.append(e.require_closed_form_sd(key))
     olre_sd = []
     for a in olre:
         key = f"sd_olre_{traits[a]}"
         o = given.get(key, given.get("sd_olre"))
         o = Prior("halfstudentt", (3.0, 1.0)) if o is None else _as_prior(o, key)
-        olre_sd.append(_checked(o, key))
+        olre_sd.append(o.require_closed_form_sd(key))
     geta = _lkj_eta(given[f"cor_{group}"], f"cor_{group}") if f"cor_{group}" in given else None
     rkey = "cor_residual" if "cor_residual" in given else "rescor"
     reta = _lkj_eta(given[rkey], rkey) if rkey in given else None
@@ -223,12 +213,6 @@ def resolve_glmm_priors(
         beta_mean=beta_mean,
         beta_sd=beta_sd,
     )
-
-
-def _chol_param_grad(dL: np.ndarray, L: np.ndarray, scale: np.ndarray) -> np.ndarray:
-    """d/dθ from d/dL for L_aa = s_a e^θ_aa, L_ab = s_a θ_ab (θ as cholesky_from_params)."""
-    rows, cols = np.tril_indices(L.shape[0], -1)
-    return np.concatenate([np.diag(dL) * np.diag(L), dL[rows, cols] * scale[rows]])
 
 
 @dataclass(frozen=True, eq=False)
@@ -547,7 +531,7 @@ class MultiTraitGLMMDensity:
             d_Z[:, a] = kappa * g
         grad[sl["z"]] = d_Z.ravel()
         grad[sl["gamma"]] = (m[:, None] * (self.beta_sd * d_beta - z)).ravel()
-        grad[sl["theta_g"]] = _chol_param_grad(d_LG, LG, self.genetic_scale)
+        grad[sl["theta_g"]] = scaled_cholesky_grad(d_LG, LG, self.genetic_scale)
         if self.block:
             if self.probit_residual:  # the probit row is Lstar's last row normalised
                 row = Lstar[-1]
@@ -557,7 +541,7 @@ class MultiTraitGLMMDensity:
                 d_LE[-1] = (gl - unit * float(unit @ gl)) / norm
             pe, d_prior = matrix_log_prior(Lstar, self.residual_priors, self.residual_eta)
             value += pe
-            grad[sl["theta_e"]] = _chol_param_grad(d_LE + d_prior, Lstar, self.residual_scale)
+            grad[sl["theta_e"]] = scaled_cholesky_grad(d_LE + d_prior, Lstar, self.residual_scale)
         d_log_sd = np.zeros(len(self.olre))
         d_O = np.zeros_like(O)
         for k, a in enumerate(self.olre):
