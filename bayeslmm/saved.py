@@ -10,6 +10,13 @@ that they are the ones the fit saw: the same response, row by row, and (for poin
 which are refitted: REML, ML and Laplace ML are deterministic) the same estimates. The fit
 that comes back answers every call of a fresh one: tables, ``predict``, ``loo``, ``caic``,
 ``snp_effects``, ``bl.compare``.
+
+Multi-trait fits (summary.json with ``traits``) come back as the class that was saved:
+:class:`~bayeslmm.results.multitrait.MultiTraitBayesFit` and the multi-trait GLMM's fit with
+the draws of ``posterior.nc`` (checked against the data trait by trait, individual by
+individual, through the ``observed_data`` group the fit saves), and
+:class:`~bayeslmm.results.multitrait.MultiTraitRemlFit` refitted and checked against the
+saved estimates.
 """
 
 from __future__ import annotations
@@ -112,22 +119,34 @@ def load_fit(
     **options
         Further :class:`~bayeslmm.LMM` arguments the fit used (``trials=``, ``priors=``);
         default: those recorded with the stored inputs. ``family``, ``link`` and ``sigma``
-        are read from summary.json.
+        are read from summary.json. A multi-trait fit takes ``family=`` (trait → family;
+        default: the stored families, else summary.json's) and ``priors=``.
 
     Returns
     -------
-    BayesFit, RemlFit or LaplaceFit
+    BayesFit, RemlFit, LaplaceFit, MultiTraitRemlFit, MultiTraitBayesFit or MultiTraitGLMMBayesFit
+        The class that was saved. Posteriors (NUTS) are read from ``posterior.nc``, never
+        re-sampled. Point fits are refitted to the data and checked against the saved
+        estimates: REML, ML and Laplace ML are deterministic, and summary.json holds
+        standard errors but not what the tables need besides (a multi-trait REML fit's
+        delta-method SEs of correlations and h² need the whole covariance of the
+        (co)variance estimates; its sparse-pedigree route gives every animal's EBV).
 
     Raises
     ------
     DataError
-        No data given and none stored; data that are not the fit's.
+        No data given and none stored; data that are not the fit's (another response, row
+        by row for a posterior; other estimates when refitted; other counts of individuals
+        or trait records).
+    SpecificationError
+        An option a multi-trait model does not take.
 
     Examples
     --------
     >>> # fit.save("results"); fit2 = bl.load_fit("results")
     >>> # fit2.loo(), fit2.predict(new, kinship={"id": K})
     >>> # bl.load_fit("results", df, kinship={"id": K})   # the data given instead
+    >>> # multi-trait: mt.save("mt"); bl.load_fit("mt").genetic_correlation()
     """
     directory = Path(directory)
     summary = _summary(directory)

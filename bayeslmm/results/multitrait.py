@@ -25,20 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-
-def _z(prob: float) -> float:
-    from statistics import NormalDist
-
-    return NormalDist().inv_cdf(0.5 + prob / 2.0)
-
-
-def _vech_index(t: int) -> dict[tuple[int, int], int]:
-    rows, cols = np.tril_indices(t)
-    out = {}
-    for k, (a, b) in enumerate(zip(rows.tolist(), cols.tolist(), strict=True)):
-        out[(a, b)] = out[(b, a)] = k
-    return out
-
+from bayeslmm.results.multitrait_layout import wald_z
 
 #: Columns of a posterior correlation table (:meth:`MultiTraitBayesFit.genetic_correlation`).
 POSTERIOR_COLUMNS = ("mean", "sd", "hdi_low", "hdi_high", "ess_bulk", "ess_tail", "r_hat")
@@ -154,7 +141,7 @@ class MultiTraitRemlFit:
         return value.ravel(), np.sqrt(np.clip(np.diag(cov), 0.0, None))
 
     def _table(self, index: Any, value: np.ndarray, se: np.ndarray, prob: float) -> pd.DataFrame:
-        z = _z(prob)
+        z = wald_z(prob)
         return pd.DataFrame(
             {"estimate": value, "se": se, "ci_low": value - z * se, "ci_high": value + z * se},
             index=index,

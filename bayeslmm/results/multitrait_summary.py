@@ -18,6 +18,9 @@ its own:
   symmetric matrix: ``summary["genetic_covariance"]["y1"]["y2"]["estimate"]``); ``None``
   where the model has no such parameter (a logit or Poisson trait's residual covariances).
 
+``save`` adds ``inputs`` (the model's data, kinship and each trait's family,
+:mod:`bayeslmm.results.inputs`) unless ``inputs=False``; ``bl.load_fit`` reads the folder back.
+
 The numbers are those of the fit's own tables (:meth:`genetic_correlation`,
 :meth:`heritability`, ...): REML ENTRYs are estimate, delta-method SE and Wald interval;
 NUTS ENTRYs posterior summaries (:func:`~bayeslmm.results.summary.posterior_summary`).
@@ -32,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from bayeslmm.results.multitrait import _vech_index, _z
+from bayeslmm.results.multitrait_layout import vech_index, wald_z
 from bayeslmm.results.summary import assemble_summary, posterior_summary
 
 __all__ = ["bayes_summary", "reml_summary", "save_bayes", "save_reml"]
@@ -44,7 +47,7 @@ RG_PLOT = "rg_posterior.png"
 # -- entries ---------------------------------------------------------------------------------
 def _point_entry(estimate: float, se: float, prob: float) -> dict[str, Any]:
     """REML ENTRY: estimate, delta-method SE, Wald interval."""
-    z = _z(prob)
+    z = wald_z(prob)
     return {
         "estimate": float(estimate),
         "se": float(se),
@@ -119,7 +122,7 @@ def _kinship(fit: Any) -> dict[str, Any]:
 # -- REML ------------------------------------------------------------------------------------
 def _reml_variance_rows(fit: Any, prob: float, group: str) -> list[dict[str, Any]]:
     traits, t = fit.traits, len(fit.traits)
-    position = _vech_index(t)
+    position = vech_index(t)
     m = t * (t + 1) // 2
     order = [(a, a) for a in range(t)] + [(a, b) for a in range(t) for b in range(a + 1, t)]
     se_phi = np.sqrt(np.clip(np.diag(fit.covariance), 0.0, None))
@@ -134,7 +137,7 @@ def _reml_variance_rows(fit: Any, prob: float, group: str) -> list[dict[str, Any
         return np.array(out)
 
     sdcor_value, sdcor_se = fit._delta(sdcor)
-    z = _z(prob)
+    z = wald_z(prob)
     out = []
     for which, (name, S) in enumerate(((group, fit.genetic), ("Residual", fit.residual))):
         for j, (a, b) in enumerate(order):
