@@ -300,6 +300,9 @@ def test_cli_reml_writes_the_folder_with_the_api_numbers(data, tmp_path, capsys)
     assert written["genetic_covariance"]["y1"]["y2"]["estimate"] == pytest.approx(
         api.genetic_covariance().loc["y1", "y2"], rel=1e-8
     )
+    # the folder reads back without the CSV files: the fit's inputs are stored in it
+    back = bl.load_fit(tmp_path / "out")
+    pd.testing.assert_frame_equal(back.genetic_correlation(), api.genetic_correlation(), rtol=1e-8)
 
 
 @pytest.mark.parametrize(
