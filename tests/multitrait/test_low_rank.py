@@ -15,7 +15,6 @@ import pytest
 
 import bayeslmm as bl
 from bayeslmm.engines.bayes.multitrait_density import multitrait_density
-from bayeslmm.errors import DataError
 from bayeslmm.kinship.low_rank import LowRankDensifyWarning, LowRankKinship
 
 G_TRUE = np.array([[1.0, 0.5, 0.1], [0.5, 0.8, -0.2], [0.1, -0.2, 0.6]])
@@ -118,16 +117,6 @@ def test_low_rank_draws_expand_like_dense():
     a, b = low.expand(x), ref.expand(x)
     for name in a:
         np.testing.assert_allclose(a[name], b[name], rtol=1e-8, atol=1e-10)
-
-
-def test_low_rank_missing_values_refused():
-    df, K, _ = _case(4, 200, 40, 2, False)
-    df.loc[3, "y2"] = np.nan
-    model = bl.LMM(_formula(2, False), df, kinship={"id": K})
-    with pytest.raises(DataError, match="dense kinship"):
-        model.fit(method="reml")
-    with pytest.raises(DataError, match="Impute"):
-        multitrait_density(model.spec)
 
 
 def test_low_rank_nuts_fit_reports_route():
