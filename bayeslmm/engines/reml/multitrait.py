@@ -193,7 +193,9 @@ class _LowRankMissing:
         M_E = −½ Σ_o R_o⁻¹ [n_o R_o − (tr(D_ab S_o) + Σ_i∈o e_i e_iᵀ)] R_o⁻¹,
 
     j over marker coordinates, S_o = Σ_i∈o h_i h_iᵀ, e_i = y_i − (ŝ_v)ᵀ h_i, R_o⁻¹ the
-    zero-padded inverse of Σ_E[o, o]. No Σ_G⁻¹ appears, so a singular Σ_G is fine.
+    zero-padded inverse of Σ_E[o, o]. No Σ_G⁻¹ appears, so a singular Σ_G is fine; an
+    indefinite one (the standard errors' difference steps) is factored as L S Lᵀ, S = diag(±1),
+    with S ⊗ I in place of I_ω, and evaluated wherever V stays positive definite.
     """
 
     def __init__(self, Y: np.ndarray, X: np.ndarray, W: np.ndarray):
@@ -219,13 +221,16 @@ class _LowRankMissing:
     def __call__(self, G: np.ndarray, E: np.ndarray) -> tuple[float, Any, Any, Any, Any]:
         t, m, pz = self.t, self.m, self.n_markers
         fail = (-math.inf, None, None, None, None)
+        signs = np.ones(t)
         try:
             LG = np.linalg.cholesky(G)
         except np.linalg.LinAlgError:
-            w, U = np.linalg.eigh(G)  # a singular Σ_G (standard errors' steps) has a root
-            if w.min() < -1e-12 * max(w.max(), 1e-300):
-                return fail
-            LG = U * np.sqrt(np.clip(w, 0.0, None))
+            # the standard errors' difference steps may leave the cone: Σ_G = L S Lᵀ with
+            # S = diag(±1), and the equations' prior block S ⊗ I (V may still be positive
+            # definite, as the dense route allows)
+            w, U = np.linalg.eigh(G)
+            signs = np.where(w < 0.0, -1.0, 1.0)
+            LG = U * np.sqrt(np.abs(w))
         K4 = np.zeros((t, m, t, m))
         rhs = np.zeros((t, m))
         logdet_r, quad = 0.0, 0.0
@@ -248,15 +253,30 @@ class _LowRankMissing:
         JKJ = KJ.copy()
         JKJ[:, :pz] = np.einsum("cjbl,ca->ajbl", KJ[:, :pz], LG)
         C = JKJ.reshape(t * m, t * m)
-        C[np.diag_indices(t * m)] += np.tile(np.r_[np.ones(pz), np.zeros(self.p)], t)
+        prior = np.zeros((t, m))
+        prior[:, :pz] = signs[:, None]
+        C[np.diag_indices(t * m)] += prior.ravel()
         Jr = rhs.copy()
         Jr[:, :pz] = LG.T @ rhs[:, :pz]
-        try:
-            cf = linalg.cho_factor(C, lower=True, check_finite=False)
-        except linalg.LinAlgError:
-            return fail
-        logdet_c = 2.0 * np.sum(np.log(np.diag(cf[0])))
-        Cinv = linalg.cho_solve(cf, np.eye(t * m), check_finite=False)
+        if signs.min() > 0.0:
+            try:
+                cf = linalg.cho_factor(C, lower=True, check_finite=False)
+            except linalg.LinAlgError:
+                return fail
+            logdet_c = 2.0 * np.sum(np.log(np.diag(cf[0])))
+            Cinv = linalg.cho_solve(cf, np.eye(t * m), check_finite=False)
+        else:
+            # V is positive definite iff S ⊗ I + ΩᵀR⁻¹Ω (the ω block) has as many negative
+            # eigenvalues as S ⊗ I (Haynsworth inertia), and then XᵀV⁻¹X > 0 adds none
+            n_negative = pz * int(np.sum(signs < 0.0))
+            omega = (np.arange(t)[:, None] * m + np.arange(pz)[None, :]).ravel()
+            if np.sum(np.linalg.eigvalsh(C[np.ix_(omega, omega)]) < 0.0) != n_negative:
+                return fail
+            w, U = np.linalg.eigh(C)
+            if np.sum(w < 0.0) != n_negative:
+                return fail
+            logdet_c = float(np.sum(np.log(np.abs(w))))  # |V| = |R| |S ⊗ I| |C_ωω|
+            Cinv = (U / w) @ U.T
         s_w = (Cinv @ Jr.ravel()).reshape(t, m)
         s_v = s_w.copy()
         s_v[:, :pz] = LG @ s_w[:, :pz]
