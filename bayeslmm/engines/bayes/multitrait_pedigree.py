@@ -30,7 +30,10 @@ covariance and the proposals are drawn afresh; if k̂ is still above the limit t
 back to NUTS on the same density (``sampler="auto"``) or keeps the draws with a warning
 (``sampler="importance"``). The posterior draws are a systematic resample of the proposals
 by weight (β drawn from β | y, Σ per kept draw, from the same factorisation), in
-``chains`` groups: independent draws, R-hat ≈ 1 by construction.
+``chains`` groups: independent draws, R-hat ≈ 1 by construction. A proposal of large
+weight is kept more than once (``fit.timing["distinct_draws"]`` counts the distinct ones),
+and the ESS columns of the posterior tables count kept draws, so they can exceed the
+importance ESS, which is the figure to quote.
 
 Why not NUTS on the same ≤ 30-dimensional density (``sampler="nutpie"``, also built)?
 Each NUTS gradient is a factorisation *and* a selected inverse, and NUTS spends several
