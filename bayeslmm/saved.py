@@ -283,7 +283,6 @@ def _multitrait_model(
     data = stored_data if data is None else data
     kinship = stored_kinship if kinship is None else kinship
     options = {**stored_options, **options}
-    options.pop("trials", None)  # a single-trait option, never stored for several traits
     family = options.pop("family", None) or _saved_families(summary)
     priors = options.pop("priors", None)
     if options:
