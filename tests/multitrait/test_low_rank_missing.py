@@ -85,7 +85,19 @@ def test_marker_space_likelihood_equals_stacked_dense(seed, n, p, t, covariate, 
         assert got[0] == pytest.approx(want[0], rel=1e-12, abs=1e-9)
         for a, b in zip(got[1:], want[1:], strict=True):
             np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-10 * np.max(np.abs(b)))
-    # not positive definite: −inf, as the dense route
+    # an indefinite Σ_G (the standard errors' difference steps near a boundary): equal
+    # where V stays positive definite, −inf where it does not, as the dense route
+    w, U = np.linalg.eigh(G_TRUE[:t, :t])
+    w[0] = -0.01  # K's largest eigenvalue times 0.01 is well below Σ_E's smallest
+    indefinite = (U * w) @ U.T
+    assert np.linalg.eigvalsh(indefinite).min() < 0
+    assert ref(indefinite, E_TRUE[:t, :t])[0] > -np.inf
+    for G in (indefinite, -G_TRUE[:t, :t]):
+        got, want = low(G, E_TRUE[:t, :t]), ref(G, E_TRUE[:t, :t])
+        assert got[0] == pytest.approx(want[0], rel=1e-12, abs=1e-9)
+        if want[0] > -np.inf:
+            for a, b in zip(got[1:], want[1:], strict=True):
+                np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-10 * np.max(np.abs(b)))
     assert low(G_TRUE[:t, :t], -np.eye(t))[0] == -np.inf
 
 
