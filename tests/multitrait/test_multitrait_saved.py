@@ -174,6 +174,18 @@ def test_nuts_round_trip_reads_the_draws(name, case, tmp_path):
     assert json.loads(json.dumps(json_safe(back.summary()))) == saved
 
 
+def test_sparse_pedigree_posterior_round_trip(case, tmp_path):
+    """The posterior of the sparse A⁻¹ (importance sampling, no dense A) reads back too."""
+    df, K = case("pedigree")
+    settings = {k: v for k, v in NUTS.items() if k != "tune"} | {"draws": 200}
+    fit = bl.LMM(FORMULA, df, kinship={"id": K}).fit(sampler="importance", seed=4, **settings)
+    assert fit.route == "sparse-pedigree"
+    fit.save(tmp_path / "out", plot=False)
+    back = bl.load_fit(tmp_path / "out")
+    assert back.route == "sparse-pedigree" and isinstance(back.spec.kinship, SparsePedigreeKinship)
+    assert_same_tables(back, fit)
+
+
 def test_nuts_checks_the_data_row_by_row(case, tmp_path):
     df, K = case("dense")
     fit = bl.LMM(FORMULA, df, kinship={"id": K}).fit(seed=6, **NUTS)
