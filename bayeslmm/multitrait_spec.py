@@ -11,7 +11,7 @@ one record (row) per individual, a column per trait, missing trait values (NaN) 
 
 What is supported today: 2–5 Gaussian traits (more work but warn), one intercept-only
 kinship-structured term ``(1 | id)`` on a dense kinship (``bl.Kinship``, including a GRM)
-or, with every trait recorded, a SNP-space low-rank one (``bl.grm(dosages, low_rank=True)``),
+or a SNP-space low-rank one (``bl.grm(dosages, low_rank=True)``, missing values allowed),
 or a pedigree's sparse A⁻¹ (``bl.pedigree_relationship(ped, sparse=True)``: REML on
 Henderson's equations, any size; the posterior of Gaussian traits at any size, by NUTS on
 the dense A up to 5,000 animals and above by importance sampling of the marginal posterior
