@@ -621,21 +621,27 @@ def c_buffer(density: Any) -> np.ndarray | None:
     >>> bool(np.isclose(value, density.logp(x)[0]))
     True
     """
+    return _buffer_and_layout(density)[0]
+
+
+def _buffer_and_layout(density: Any) -> tuple[np.ndarray | None, dict[str, Any] | None]:
+    """(:func:`c_buffer`, :func:`expanded_layout`), expand run once; (None, None) where the C
+    form does not cover ``density``."""
     from bayeslmm.families import _GH_NODES, _GH_WEIGHTS
 
     code = family_code(density.family)
     specs = getattr(density, "prior_specs", None)
     if code is None or specs is None:
-        return None
+        return None, None
     prior_a = _prior_row(specs[0])
     prior_o = _prior_row(specs[1]) if density.olre else (0.0, 0.0, 0.0, 0.0)
     if prior_a is None or prior_o is None or prior_a[0] == 0.0:
-        return None
+        return None, None
     if density.olre and prior_o[0] == 0.0:
-        return None
+        return None, None
     vectors = np.asarray(density.vectors)
     if vectors.dtype not in (np.float32, np.float64):
-        return None
+        return None, None
     transform = density.transform
     n, p = density.design.shape
     L, r = vectors.shape
@@ -662,9 +668,9 @@ def c_buffer(density: Any) -> np.ndarray | None:
             from bayeslmm.families import Poisson
 
             if expected is not Poisson.expected_information:  # pragma: no cover
-                return None
+                return None, None
     else:
-        return None
+        return None, None
     meta = density.meta
     centred = bool(p) and meta.get("beta_name", "beta") != "beta"
     pieces.update(
@@ -707,11 +713,10 @@ def c_buffer(density: Any) -> np.ndarray | None:
     header[_H_H2] = float(bool(meta.get("h2")))
     header[_H_CENTERED] = float(centred)
     header[_H_INTERCEPT] = float(meta.get("intercept") or 0) if centred else 0.0
-    header[_H_N_EXPANDED] = sum(
-        np.size(value) for value in density.expand(density.initial_point(0), _rng()).values()
-    )
+    layout = expanded_layout(density)
+    header[_H_N_EXPANDED] = sum(int(np.prod(shape)) for shape in layout.values())
     header[_H_OFFSETS : _H_OFFSETS + len(starts)] = starts
-    return np.concatenate([header, *flat])
+    return np.concatenate([header, *flat]), layout
 
 
 def _log_or_minus_inf(values: np.ndarray) -> np.ndarray:
@@ -719,8 +724,16 @@ def _log_or_minus_inf(values: np.ndarray) -> np.ndarray:
         return np.log(np.asarray(values, dtype=float))
 
 
-def _rng() -> np.random.Generator:
-    return np.random.default_rng(0)
+def expanded_layout(density: Any) -> dict[str, tuple[int, ...]]:
+    """Name → shape of each variable :meth:`GLMMDensity.expand` returns, in its order (the
+    order the C expand writes them in).
+
+    Examples
+    --------
+    >>> # expanded_layout(density)["u_id"] == (n_levels, 1)
+    """
+    sample = density.expand(density.initial_point(0), np.random.default_rng(0))
+    return {name: tuple(np.shape(value)) for name, value in sample.items()}
 
 
 def nutpie_model(density: Any, dims_of: dict[str, tuple[str, ...]], coords: Any) -> Any:
@@ -730,36 +743,17 @@ def nutpie_model(density: Any, dims_of: dict[str, tuple[str, ...]], coords: Any)
     ``dims_of`` and ``coords`` are those :func:`~bayeslmm.engines.bayes.nutpie_callback.
     pyfunc_model` takes (variable → dims, dim → labels).
     """
-    import pandas as pd
+    from bayeslmm.engines.bayes.nutpie_callback import c_model
 
-    buffer = c_buffer(density)
-    if buffer is None:
+    buffer, layout = _buffer_and_layout(density)
+    if buffer is None or layout is None:
         return None
-    try:
-        from nutpie.compile_pymc import CompiledPyMCModel
-    except ImportError:  # pragma: no cover - nutpie without its PyMC backend module
-        return None
-    logp, expand = c_callbacks()
-    sample = density.expand(density.initial_point(0), _rng())
-    names = list(sample)
-    shapes = [tuple(np.shape(sample[name])) for name in names]
-    dims = {name: tuple(dims_of[name]) for name in names if name in dims_of}
-    used = {d for dd in dims.values() for d in dd}
-    try:
-        return CompiledPyMCModel(
-            _n_dim=density.ndim,
-            dims=dims,
-            _coords={d: pd.Index(coords[d]) for d in used if d in coords},
-            _shapes=dict(zip(names, shapes, strict=True)),
-            compiled_logp_func=logp,
-            compiled_expand_func=expand,
-            initial_point_func=density.initial_point,
-            shared_data={},
-            user_data=buffer,
-            n_expanded=int(buffer[_H_N_EXPANDED]),
-            shape_info=(names, None, shapes),
-            logp_func=None,
-            expand_func=None,
-        )
-    except TypeError:  # pragma: no cover - another nutpie's field names
-        return None
+    return c_model(
+        ndim=density.ndim,
+        callbacks=c_callbacks(),
+        buffer=buffer,
+        layout=layout,
+        initial_point=density.initial_point,
+        dims_of=dims_of,
+        coords=coords,
+    )

@@ -826,31 +826,18 @@ def _expanded_layout(density: SpectralDensity) -> tuple[list[str], list[tuple[in
 def _nutpie_c_model(density: SpectralDensity, buffer: np.ndarray) -> Any:
     """nutpie's own numba-backend model class around the C callbacks, or None where this
     nutpie has no such class (the Python callback is used then)."""
-    try:
-        from nutpie.compile_pymc import CompiledPyMCModel
-    except ImportError:  # pragma: no cover - nutpie without its PyMC backend module
-        return None
-    logp, expand = c_callbacks()
+    from bayeslmm.engines.bayes.nutpie_callback import c_model
+
     names, shapes = _expanded_layout(density)
-    n_expanded = int(sum(int(np.prod(s)) for s in shapes))
-    try:
-        return CompiledPyMCModel(
-            _n_dim=2,
-            dims={"variance_share": ("component",)},
-            _coords={"component": list(density.components)},
-            _shapes=dict(zip(names, shapes, strict=True)),
-            compiled_logp_func=logp,
-            compiled_expand_func=expand,
-            initial_point_func=density.initial_point,
-            shared_data={},
-            user_data=buffer,
-            n_expanded=n_expanded,
-            shape_info=(names, None, shapes),
-            logp_func=None,
-            expand_func=None,
-        )
-    except TypeError:  # pragma: no cover - another nutpie's field names
-        return None
+    return c_model(
+        ndim=2,
+        callbacks=c_callbacks(),
+        buffer=buffer,
+        layout=dict(zip(names, shapes, strict=True)),
+        initial_point=density.initial_point,
+        dims_of={"variance_share": ("component",)},
+        coords={"component": list(density.components)},
+    )
 
 
 def _nutpie_python_model(density: SpectralDensity) -> Any:
