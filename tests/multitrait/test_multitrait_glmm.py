@@ -527,3 +527,29 @@ def test_sd_priors_without_a_positive_closed_form_are_refused_by_name(key, famil
     build = multitrait_glmm_density if family else multitrait_density
     with pytest.raises(SpecificationError, match=f"'{key}' must be a positive family"):
         build(spec)
+
+
+def test_prior_tables_on_the_densities_state_defaults_and_overrides() -> None:
+    """The table the fits print: the single-trait defaults scaled by each trait's SD
+    (computed here from the data), an override by key, LKJ(2) unless overridden."""
+    from bayeslmm.engines.bayes.multitrait_density import multitrait_density
+
+    frame, K = small_data()
+    sd = frame[["w1", "w2"]].std(ddof=0).to_numpy()
+    overrides = {"sd_id_w1": ("halfnormal", 2.0), "cor_id": ("lkj", 3.0)}
+    gaussian = multitrait_density(
+        specify_multitrait("mvbind(w1, w2) ~ x + (1 | id)", frame, {"id": K}, priors=overrides)
+    ).prior_table
+    assert gaussian["sd_id_w1"] == "HalfNormal(2)"
+    assert gaussian["sd_id_w2"] == f"HalfStudentT(3, {2.5 * sd[1]:.4g})"
+    assert gaussian["sigma_w1"] == f"HalfStudentT(3, {2.5 * sd[0]:.4g})"
+    assert (gaussian["cor_id"], gaussian["cor_residual"]) == ("LKJ(3)", "LKJ(2)")
+    glmm = multitrait_glmm_density(
+        specify_multitrait(FORMULA, frame, {"id": K}, FAMILIES, priors=overrides)
+    ).prior_table
+    assert glmm["sd_id_w1"] == "HalfNormal(2)"
+    assert glmm["sd_id_d"] == glmm["sd_olre_c"] == "HalfStudentT(3, 1)"
+    assert glmm["sigma_d"] == "fixed at 1 (liability)"
+    assert glmm["sigma_w2"] == f"HalfStudentT(3, {2.5 * sd[1]:.4g})"
+    assert (glmm["cor_id"], glmm["cor_residual"]) == ("LKJ(3)", "LKJ(2)")
+    assert "sigma_e" not in glmm and "sigma_c" not in glmm  # no residual block entry

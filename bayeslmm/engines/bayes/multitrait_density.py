@@ -56,7 +56,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -225,6 +225,8 @@ class MultiTraitDensity:
     # row of Q holding each missing value's individual, where Q is not the n × n
     # eigenvectors (low-rank kinship: one row per individual with a missing value)
     missing_q_rows: np.ndarray | None = None
+    # the resolved priors as the fit's tables print them (MultiTraitPriors.table)
+    prior_table: dict[str, str] = field(default_factory=dict)
 
     @property
     def q_rows(self) -> np.ndarray:
@@ -461,6 +463,7 @@ def multitrait_density(spec: MultiTraitSpec) -> MultiTraitDensity:
         ids=spec.ids,
         n_null=int(n_null),
         route=route,
+        prior_table=priors.table(spec.traits, spec.group),
     )
 
 

@@ -76,7 +76,6 @@ records) and the gradient against finite differences.
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -258,6 +257,7 @@ class MultiTraitGLMMDensity:
     missing_block_pos: np.ndarray  # (m,): each missing value's trait's place in the block
     kinship_scale: float
     attenuation: np.ndarray  # (t,) k mean(diag K) of a Bernoulli trait, 0 otherwise
+    prior_table: dict[str, str]  # the resolved priors as the fit's tables print them
     ids: tuple[str, ...] = ()
     # False: Gaussian traits' fields non-centred as the others (benchmarks compare the two)
     centre_gaussian_fields: bool = True
@@ -702,6 +702,7 @@ def multitrait_glmm_density(
                 for f in families
             ]
         ),
+        prior_table=priors.table(spec.traits, spec.group, block, olre),
         ids=spec.ids,
         centre_gaussian_fields=bool(centre_gaussian_fields),
     )
@@ -800,80 +801,37 @@ def sample_multitrait_glmm(
     >>> # fit = sample_multitrait_glmm(spec, draws=500, tune=500, chains=2, cores=1, seed=1,
     >>> #                              progressbar=False, target_accept=0.9, hdi_prob=0.95)
     """
-    import arviz as az
-    import nutpie
-
-    from bayeslmm.engines.bayes.sampling import (
-        _blas_limit,
-        available_cores,
-        blas_threads_per_chain,
-        default_progressbar,
-    )
+    from bayeslmm.engines.bayes.multitrait_sampling import run_nutpie
     from bayeslmm.results.multitrait_glmm import MultiTraitGLMMBayesFit
 
-    started = time.perf_counter()
-    density = multitrait_glmm_density(spec)
-    compiled = nutpie_model(density)
-    build_s = time.perf_counter() - started
-    if cores is None:
-        cores = max(1, min(chains, available_cores()))
-    progressbar = default_progressbar() if progressbar is None else bool(progressbar)
-    start = time.perf_counter()
-    with _blas_limit(blas_threads_per_chain(chains, cores)):
-        idata = nutpie.sample(
-            compiled,
-            draws=draws,
-            tune=tune,
-            chains=chains,
-            cores=cores,
-            seed=seed,
-            progress_bar=progressbar,
-            target_accept=target_accept,
-            save_warmup=False,
-        )
-    sample_s = time.perf_counter() - start
-    post = idata.posterior
+    run = run_nutpie(
+        spec,
+        multitrait_glmm_density,
+        nutpie_model,
+        draws=draws,
+        tune=tune,
+        chains=chains,
+        cores=cores,
+        seed=seed,
+        progressbar=progressbar,
+        target_accept=target_accept,
+        rhat_of=("genetic_covariance", "beta"),
+    )
+    density, post = run.density, run.idata.posterior
     link, latent = heritability_draws(density, post)
     dims = ("chain", "draw", "trait")
     post["heritability"] = (dims, link)
     post["heritability_latent"] = (dims, latent)
-    X = np.asarray(spec.X, dtype=float)
-    Xc = X - density.x_means
-    priors = resolve_glmm_priors(
-        spec, Xc, density.has_intercept, density.block, density.olre
-    ).table(spec.traits, spec.group, density.block, density.olre)
-    messages = []
-    divergent = int(idata.sample_stats["diverging"].values.sum())
-    if divergent:
-        messages.append(
-            f"{divergent} divergent transition(s): the posterior may be biased near a "
-            "boundary (a variance near 0 or a correlation near ±1). Refit with "
-            "target_accept=0.95 or 0.99, or a stronger LKJ prior (cor_<group>: ('lkj', 3))."
-        )
-    if chains > 1:
-        worst = max(
-            float(np.nanmax(az.rhat(post[name]).to_array().values))
-            for name in ("genetic_covariance", "beta")
-        )
-        if worst > 1.01:
-            messages.append(
-                f"R-hat up to {worst:.3f} (> 1.01): the chains disagree; run more draws "
-                "(tune and draws) before trusting the tables."
-            )
     return MultiTraitGLMMBayesFit(
         traits=spec.traits,
         fixed_names=spec.fixed_names,
-        idata=idata,
+        idata=run.idata,
         hdi_prob=hdi_prob,
         seed=seed,
-        timing={
-            "build_s": build_s,
-            "sample_s": sample_s,
-            "total_s": time.perf_counter() - started,
-        },
+        timing=run.timing(),
         formula=spec.formula,
-        priors=priors,
-        messages=messages,
+        priors=density.prior_table,
+        messages=run.messages,
         route="latent",
         families=tuple(family_label(f) for f in spec.families),
         latent_traits=tuple(

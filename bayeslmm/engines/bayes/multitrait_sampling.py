@@ -1,18 +1,18 @@
-"""NUTS for multi-trait models: nutpie samples the closed-form density of
-:mod:`~bayeslmm.engines.bayes.multitrait_density`, and the draws are wrapped in a
+"""NUTS for multi-trait models: nutpie samples a closed-form density
+(:mod:`~bayeslmm.engines.bayes.multitrait_density`, or the latent-scale GLMM's in
+:mod:`~bayeslmm.engines.bayes.multitrait_glmm`), and the draws are wrapped in a
 :class:`~bayeslmm.results.multitrait.MultiTraitBayesFit` with plain-words diagnostics."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 
-from bayeslmm.engines.bayes.multitrait_density import (
-    multitrait_density,
-    nutpie_model,
-    resolve_multitrait_priors,
-)
+from bayeslmm.engines.bayes.multitrait_density import multitrait_density, nutpie_model
 from bayeslmm.engines.bayes.sampling import (
     _blas_limit,
     available_cores,
@@ -21,6 +21,113 @@ from bayeslmm.engines.bayes.sampling import (
 )
 from bayeslmm.multitrait_spec import MultiTraitSpec
 from bayeslmm.results.multitrait import MultiTraitBayesFit
+
+DensityT = TypeVar("DensityT")
+
+
+@dataclass(frozen=True)
+class NutpieRun(Generic[DensityT]):
+    """One nutpie run of a closed-form multi-trait density (:func:`run_nutpie`)."""
+
+    density: DensityT
+    idata: Any  # arviz.InferenceData, warm-up left out
+    messages: list[str]  # divergences and R-hat in plain words
+    started: float  # time.perf_counter() before the density was built
+    build_s: float
+    sample_s: float
+
+    def timing(self) -> dict[str, float]:
+        """Build, sampling and total seconds, the total up to this call (so it counts what
+        the caller does with the draws)."""
+        return {
+            "build_s": self.build_s,
+            "sample_s": self.sample_s,
+            "total_s": time.perf_counter() - self.started,
+        }
+
+
+def run_nutpie(
+    spec: MultiTraitSpec,
+    build: Callable[[MultiTraitSpec], DensityT],
+    model: Callable[[DensityT], Any],
+    *,
+    draws: int,
+    tune: int,
+    chains: int,
+    cores: int | None,
+    seed: int,
+    progressbar: bool | None,
+    target_accept: float,
+    rhat_of: tuple[str, ...],
+) -> NutpieRun[DensityT]:
+    """Build a closed-form density, sample it with nutpie and word its diagnostics.
+
+    Parameters
+    ----------
+    spec : MultiTraitSpec
+    build : callable
+        ``build(spec)``: the density (e.g. :func:`~bayeslmm.engines.bayes.
+        multitrait_density.multitrait_density`).
+    model : callable
+        ``model(density)``: the nutpie model that samples it.
+    draws, tune, chains, cores, seed, progressbar, target_accept
+        As :meth:`bayeslmm.LMM.fit` (checked by the caller); ``cores=None`` runs as many
+        chains at once as there are cores.
+    rhat_of : tuple of str
+        Posterior variables whose largest R-hat above 1.01 is reported.
+
+    Returns
+    -------
+    NutpieRun
+
+    Examples
+    --------
+    >>> # run = run_nutpie(spec, multitrait_density, nutpie_model, draws=500, tune=500,
+    >>> #                  chains=2, cores=1, seed=1, progressbar=False, target_accept=0.9,
+    >>> #                  rhat_of=("genetic_covariance",))
+    >>> # run.idata.posterior, run.messages, run.timing()
+    """
+    import arviz as az
+    import nutpie
+
+    started = time.perf_counter()
+    density = build(spec)
+    compiled = model(density)
+    build_s = time.perf_counter() - started
+    if cores is None:
+        cores = max(1, min(chains, available_cores()))
+    progressbar = default_progressbar() if progressbar is None else bool(progressbar)
+    start = time.perf_counter()
+    with _blas_limit(blas_threads_per_chain(chains, cores)):
+        idata = nutpie.sample(
+            compiled,
+            draws=draws,
+            tune=tune,
+            chains=chains,
+            cores=cores,
+            seed=seed,
+            progress_bar=progressbar,
+            target_accept=target_accept,
+            save_warmup=False,
+        )
+    sample_s = time.perf_counter() - start
+    messages = []
+    divergent = int(idata.sample_stats["diverging"].values.sum())
+    if divergent:
+        messages.append(
+            f"{divergent} divergent transition(s): the posterior may be biased near a "
+            "boundary (a variance near 0 or a correlation near ±1). Refit with "
+            "target_accept=0.95 or 0.99, or a stronger LKJ prior (cor_<group>: ('lkj', 3))."
+        )
+    if chains > 1:
+        post = idata.posterior
+        worst = max(float(np.nanmax(az.rhat(post[name]).to_array().values)) for name in rhat_of)
+        if worst > 1.01:
+            messages.append(
+                f"R-hat up to {worst:.3f} (> 1.01): the chains disagree; run more draws "
+                "(tune and draws) before trusting the tables."
+            )
+    return NutpieRun(density, idata, messages, started, build_s, sample_s)
 
 
 def sample_multitrait(
@@ -52,67 +159,29 @@ def sample_multitrait(
     >>> # fit = sample_multitrait(spec, draws=500, tune=500, chains=2, cores=1, seed=1,
     >>> #                         progressbar=False, target_accept=0.9, hdi_prob=0.95)
     """
-    import arviz as az
-    import nutpie
-
-    started = time.perf_counter()
-    density = multitrait_density(spec)
-    compiled = nutpie_model(density)
-    build_s = time.perf_counter() - started
-    if cores is None:
-        cores = max(1, min(chains, available_cores()))
-    progressbar = default_progressbar() if progressbar is None else bool(progressbar)
-    start = time.perf_counter()
-    with _blas_limit(blas_threads_per_chain(chains, cores)):
-        idata = nutpie.sample(
-            compiled,
-            draws=draws,
-            tune=tune,
-            chains=chains,
-            cores=cores,
-            seed=seed,
-            progress_bar=progressbar,
-            target_accept=target_accept,
-            save_warmup=False,
-        )
-    sample_s = time.perf_counter() - start
-    X = np.asarray(spec.X, dtype=float)
-    has_intercept = bool(spec.fixed_names) and spec.fixed_names[0] == "Intercept"
-    Xc = X - (np.r_[0.0, X[:, 1:].mean(axis=0)] if has_intercept else 0.0)
-    priors = resolve_multitrait_priors(spec, Xc, has_intercept)
-    messages = []
-    divergent = int(idata.sample_stats["diverging"].values.sum())
-    if divergent:
-        messages.append(
-            f"{divergent} divergent transition(s): the posterior may be biased near a "
-            "boundary (a variance near 0 or a correlation near ±1). Refit with "
-            "target_accept=0.95 or 0.99, or a stronger LKJ prior (cor_<group>: ('lkj', 3))."
-        )
-    if chains > 1:
-        post = idata.posterior
-        worst = max(
-            float(np.nanmax(az.rhat(post[name]).to_array().values))
-            for name in ("genetic_covariance", "residual_covariance")
-        )
-        if worst > 1.01:
-            messages.append(
-                f"R-hat up to {worst:.3f} (> 1.01): the chains disagree; run more draws "
-                "(tune and draws) before trusting the tables."
-            )
+    run = run_nutpie(
+        spec,
+        multitrait_density,
+        nutpie_model,
+        draws=draws,
+        tune=tune,
+        chains=chains,
+        cores=cores,
+        seed=seed,
+        progressbar=progressbar,
+        target_accept=target_accept,
+        rhat_of=("genetic_covariance", "residual_covariance"),
+    )
     return MultiTraitBayesFit(
         traits=spec.traits,
         fixed_names=spec.fixed_names,
-        idata=idata,
+        idata=run.idata,
         hdi_prob=hdi_prob,
         seed=seed,
-        timing={
-            "build_s": build_s,
-            "sample_s": sample_s,
-            "total_s": time.perf_counter() - started,
-        },
+        timing=run.timing(),
         formula=spec.formula,
-        priors=priors.table(spec.traits, spec.group),
-        messages=messages,
-        route=density.route,
+        priors=run.density.prior_table,
+        messages=run.messages,
+        route=run.density.route,
         spec=spec,
     )
