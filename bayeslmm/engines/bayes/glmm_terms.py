@@ -196,6 +196,9 @@ class SlopeBlock:
     #: Σ_jk Σ_jk W_jk: var_<g> (W at K_ii = 1) and the share's variance (the sample's scale)
     unit_weights: np.ndarray = field(default_factory=lambda: np.ones((1, 1)))
     share_weights: np.ndarray = field(default_factory=lambda: np.ones((1, 1)))
+    #: conditional scaling: s_j T_j per component (r × c × c), T_j the surrogate's
+    #: information about component j's coefficients; None: non-centred (Z = v)
+    information: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         c = self.n_coef
@@ -205,6 +208,8 @@ class SlopeBlock:
         self._rows, self._cols = np.tril_indices(c) if self.kind == "chol" else np.diag_indices(c)
         #: positions of the diagonal in the hyperparameters (log L_jj)
         self._diag = np.flatnonzero(self._rows == self._cols)
+        self._lower = np.tril(np.ones((c, c)))
+        self._range = np.arange(c)
         # PyMC's LKJCholeskyCov density (its logp and the Jacobian of the map from the
         # correlations' Cholesky factor and the SDs to L) is Σ_j (a_j + 1) log L_jj
         # − Σ_j (a_j + 1 + j) log σ_j + Σ_j log f_j(σ_j) + const, a_j = 2η − 3 + c − j
@@ -236,7 +241,7 @@ class SlopeBlock:
         c = self.n_coef
         L = np.zeros((c, c))
         L[self._rows, self._cols] = h
-        L[np.arange(c), np.arange(c)] = np.exp(h[self._diag])
+        L[self._range, self._range] = np.exp(h[self._diag])
         return L
 
     def effect(self, C: np.ndarray) -> np.ndarray:
@@ -262,7 +267,7 @@ class SlopeBlock:
         """log prior of the hyperparameters (the transforms' Jacobians included), its
         gradient in L (lower triangle) and the part of the gradient in h not through L."""
         c = self.n_coef
-        diag = np.arange(c)
+        diag = self._range
         g_h = np.zeros(self.n_hyper)
         g_h[self._diag] = 1.0  # Jacobian of L_jj = exp(h): Σ_j h_jj
         value = float(h[self._diag].sum())
@@ -280,10 +285,10 @@ class SlopeBlock:
         # ∂ log σ_j / ∂L_jk = L_jk / σ_j²
         g_L = L * ((g_log_sd - self._log_sd_coef) * np.exp(-2.0 * log_sd))[:, None]
         g_L[diag, diag] += self._log_diag_coef / L[diag, diag]
-        return value, np.tril(g_L), g_h
+        return value, g_L * self._lower, g_h
 
     def to_hyper(self, g_L: np.ndarray, L: np.ndarray) -> np.ndarray:
-        """A gradient in L (lower triangle) as one in the hyperparameters."""
+        """A gradient in L (its lower triangle is read) as one in the hyperparameters."""
         g = g_L[self._rows, self._cols].copy()
         g[self._diag] *= L[self._rows[self._diag], self._cols[self._diag]]
         return g
@@ -291,6 +296,42 @@ class SlopeBlock:
     def covariance(self, h: np.ndarray) -> np.ndarray:
         L = self.cholesky(h)
         return L @ L.T
+
+    def scale(self, L: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, Any, float]:
+        """Z from the sampled v, the factor R and log |∂Z/∂v|.
+
+        Conditional scaling: per component j, H_j = I + s_j Lᵀ T_j L (Z_j's precision under
+        the surrogate), H_j = R_j R_jᵀ and Z_j = R_j⁻ᵀ v_j, log |∂Z/∂v| = −Σ log diag R.
+        """
+        if self.information is None:
+            return v, None, 0.0
+        H = L.T @ self.information @ L
+        H[:, self._range, self._range] += 1.0
+        R = np.linalg.cholesky(H)
+        Z = np.linalg.solve(np.swapaxes(R, 1, 2), v[..., None])[..., 0]
+        return Z, R, -float(np.log(R[:, self._range, self._range]).sum())
+
+    def unscale(
+        self, L: np.ndarray, R: Any, Z: np.ndarray, g_Z: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(∂/∂v, the part of ∂/∂L through Z = R⁻ᵀ v and the Jacobian) from ∂/∂Z."""
+        if R is None:
+            return g_Z, np.zeros_like(L)
+        diag = self._range
+        g_v = np.linalg.solve(R, g_Z[..., None])[..., 0]  # R⁻¹ ∂/∂Z
+        # ∂/∂R of Z = R⁻ᵀ v at fixed v, and of −Σ log diag R
+        g_R = -Z[:, :, None] * g_v[:, None, :]
+        g_R[:, diag, diag] -= 1.0 / R[:, diag, diag]
+        g_R *= self._lower
+        # the Cholesky factor's reverse mode (Murray 2016): ∂/∂H = sym(R⁻ᵀ Φ(Rᵀ ∂/∂R) R⁻¹),
+        # Φ the lower triangle with its diagonal halved
+        phi = (np.swapaxes(R, 1, 2) @ g_R) * self._lower
+        phi[:, diag, diag] *= 0.5
+        left = np.linalg.solve(np.swapaxes(R, 1, 2), phi)  # R⁻ᵀ Φ
+        S = np.swapaxes(np.linalg.solve(np.swapaxes(R, 1, 2), np.swapaxes(left, 1, 2)), 1, 2)
+        g_H = 0.5 * (S + np.swapaxes(S, 1, 2))
+        # H_j = I + Lᵀ M_j L (M_j = s_j T_j): ∂/∂L = 2 Σ_j M_j L ∂/∂H_j
+        return g_v, 2.0 * np.einsum("jab,bc,jcd->ad", self.information, L, g_H)
 
 
 @dataclass(eq=False)
@@ -367,9 +408,9 @@ class MultiTermDensity:
             self.slope_blocks, self._hyper_slices[:n_slopes], self._slices[:n_slopes], strict=True
         ):
             L = block.cholesky(x[hs])
-            Z = x[sl].reshape(block.n_basis, block.n_coef)
+            Z, R, log_jac = block.scale(L, x[sl].reshape(block.n_basis, block.n_coef))
             C = block.sqrt_s[:, None] * (Z @ L.T)
-            parts.append({"L": L, "Z": Z, "c": C, "z": Z, "log_jac": 0.0})
+            parts.append({"L": L, "R": R, "c": C, "z": Z, "log_jac": log_jac})
             eta = eta + block.effect(C)
         earlier: list[np.ndarray] = []
         first = len(self.slope_blocks)
@@ -465,13 +506,14 @@ class MultiTermDensity:
             self.slope_blocks, parts, self._hyper_slices, self._slices, strict=False
         )  # the slope blocks come first; zip stops at them
         for block, part, hs, sl in slopes:
-            L, Z = part["L"], part["Z"]
+            L, Z = part["L"], part["z"]
             g_C = block.to_basis(g_up)
             scaled = block.sqrt_s[:, None] * Z  # S^½ Z: C = S^½ Z Lᵀ
             prior, g_L, g_h = block.hyper_prior(x[hs], L)
-            value += prior - 0.5 * float(np.einsum("ij,ij->", Z, Z))
-            grad[sl] = (block.sqrt_s[:, None] * (g_C @ L) - Z).ravel()
-            grad[hs] = g_h + block.to_hyper(np.tril(g_C.T @ scaled) + g_L, L)
+            value += prior - 0.5 * float(np.einsum("ij,ij->", Z, Z)) + part["log_jac"]
+            g_v, g_L_scale = block.unscale(L, part["R"], Z, block.sqrt_s[:, None] * (g_C @ L) - Z)
+            grad[sl] = g_v.ravel()
+            grad[hs] = g_h + block.to_hyper(g_C.T @ scaled + g_L + g_L_scale, L)
         grad[:p] = g_beta
         return value, grad
 
@@ -725,7 +767,25 @@ def multiterm_density(
                 block.weights = info_c * a0 / (1.0 + info_c * a0)
         density.pilot_information = info
         density.eta_pilot = offset + density.design @ beta
+        # the slopes' information with the observation-level effect integrated out
+        per_record = info / (1.0 + info * var0[-1]) if olre else info
+        for block in density.slope_blocks:
+            block.information = _slope_information(block, per_record)
     return density
+
+
+def _slope_information(block: SlopeBlock, per_record: np.ndarray) -> np.ndarray:
+    """s_j T_j per component (r × c × c): T_j = Σ_i w_i B_ij² d_i d_iᵀ, the information
+    about component j's coefficients from the records' information w_i (B = Z U; each
+    component on its own, as the intercept blocks' large-data path)."""
+    D = block.design
+    per_level = np.zeros((block.n_levels, block.n_coef, block.n_coef))
+    index = np.arange(D.shape[0]) if block.index is None else block.index
+    np.add.at(per_level, index, per_record[:, None, None] * D[:, :, None] * D[:, None, :])
+    if block.vectors is not None:
+        U = block.vectors.astype(float)
+        per_level = np.einsum("lj,lab->jab", U * U, per_level)
+    return block.eigenvalues[:, None, None] * per_level
 
 
 def _intercept_only(term: Any) -> bool:

@@ -313,15 +313,20 @@ def test_slopes_logp_and_gradient_equal_pymc_model(kinship, case):
 
 
 @pytest.mark.parametrize(
-    "case", [SLOPE_CASES[1], SLOPE_CASES[4]], ids=[SLOPE_CASES[1][0], SLOPE_CASES[4][0]]
+    "case",
+    [SLOPE_CASES[1], SLOPE_CASES[4], SLOPE_CASES[6]],
+    ids=[SLOPE_CASES[i][0] for i in (1, 4, 6)],
 )
-def test_slopes_with_conditionally_scaled_olre(kinship, case):
-    """Default weights: the observation-level effect is conditionally scaled, its centre
-    following η and so the slopes' effects; logp equals the PyMC model's plus the Jacobian
-    and the gradient equals finite differences."""
+def test_slopes_conditionally_scaled(kinship, case):
+    """Default weights (Poisson): the slopes are conditionally scaled (Z_j = R_j⁻ᵀ v_j) and
+    the observation-level effect too, its centre following η and so the slopes' effects;
+    logp equals the PyMC model's plus the Jacobian and the gradient equals finite
+    differences."""
     built = _built(kinship, case)
     density = multiterm_density(built, dtype="float64")
-    assert density.intercept_blocks[-1].implicit_shift
+    assert all(b.implicit_shift for b in density.intercept_blocks[-1:])
+    assert all(b.information is not None for b in density.slope_blocks)
+    assert density.log_jacobian(density.initial_point(1)) != 0.0
     rng = np.random.default_rng(12)
     x = density.initial_point(2) + rng.normal(0, 0.4, density.ndim)
     point, _ = _value_vars(density, x)
