@@ -73,7 +73,7 @@ from bayeslmm.kinship.grm import _centred_blocks, _Dosages, _scale, _select_snps
 from bayeslmm.kinship.loco import _chromosome_label
 from bayeslmm.kinship.low_rank import LowRankKinship
 from bayeslmm.results.scan_result import SCAN_COLUMNS, ScanResult
-from bayeslmm.spec import ModelSpec, specify, split_formula
+from bayeslmm.spec import ModelSpec, RandomTerm, specify, split_formula
 
 TESTS = ("wald", "lrt")
 #: Columns of ``ScanResult.exact_fits`` after SNP and chr (the fields of ``ExactFit``).
@@ -849,35 +849,25 @@ def _low_rank_null_model(
 ) -> _LowRankNull:
     """The null model of a kinship held as its markers: its thin SVD (from the Gram matrix),
     REML by the low-rank rotation, then V⁻¹ through U₁ for the markers; no n × n matrix."""
-    specify(formula, frame, kinship={group: K})  # the kinship's checks, as a fit gives them
+    term = _kinship_term(formula, frame, group, K)
     y, X = np.asarray(spec.y, dtype=float), np.asarray(spec.X, dtype=float)
     t0 = time.perf_counter()
     rank = K.rank  # the thin SVD
     times["reduce_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    theta, state = snp_space.fit_null(K, y, X)
-    column_sums = K.markers.sum(axis=0)  # mean K = ‖Wᵀ1‖² / n²
-    scale = float(K.mean_diagonal - column_sums @ column_sums / y.size**2)
+    theta, state, rotation = snp_space.fit_null(K, y, X)
+    scale = term.kinship_scale()  # through diagonal() and dot(): no n × n matrix
     times["null_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    model = snp_space.LowRankNull(K, y, X, float(theta[0]), float(theta[1]))
+    # the null fit's rotation of [X, y] holds U₁ᵀ[X, y]: the markers' tests reuse it
+    model = snp_space.LowRankNull(K, y, X, float(theta[0]), float(theta[1]), rotation=rotation)
     times["whiten_s"] = time.perf_counter() - t0
-    h2, h2_se = _heritability(theta, safe_inverse(state["ai"]), scale)
     return _LowRankNull(
         model=model,
         y=y,
         centred=centred,
         scale=scale,
-        summary={
-            "h2": h2,
-            "h2_se": h2_se,
-            "sigma_g2": float(theta[0]),
-            "sigma_e2": float(theta[1]),
-            "loglik_reml": float(state["loglik_reml"]),
-            "boundary": bool(np.any(theta <= 1e-8 * max(float(theta.sum()), 1e-300))),
-            "route": snp_space.LOW_RANK_ROUTE,
-            "rank": int(rank),
-        },
+        summary=_null_summary(theta, state, scale, snp_space.LOW_RANK_ROUTE, rank=int(rank)),
     )
 
 
@@ -897,8 +887,7 @@ def _null_model(
     reduction, then O(n p) per likelihood evaluation, the spectral engine's optimiser), then
     the Cholesky factor of V at the estimate, which whitens the markers.
     """
-    # the kinship's checks and scale note, as a fit of this formula gives them
-    specify(formula, frame, kinship={group: K})
+    term = _kinship_term(formula, frame, group, K)
     y, X = np.asarray(spec.y, dtype=float), np.asarray(spec.X, dtype=float)
     t0 = time.perf_counter()
     tri = Tridiagonal(K.matrix)
@@ -907,33 +896,51 @@ def _null_model(
     times["reduce_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     _, theta, state, _ = maximise_rotated(TridiagonalReml(tri, Qy, QX))
-    scale = float(np.mean(np.diag(K.matrix)) - np.mean(K.matrix))
+    scale = term.kinship_scale()
     times["null_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     R = whiten_factor(K.matrix, float(theta[0]), float(theta[1]))
     white = whiten(R, np.column_stack([y, X] if centred else [y, X, np.ones(y.size)]))
     times["whiten_s"] = time.perf_counter() - t0
     p = X.shape[1]
-    h2, h2_se = _heritability(theta, safe_inverse(state["ai"]), scale)
     return _Null(
         R=R,
         model=RotatedNull(np.zeros(y.size), white[:, 0], white[:, 1 : 1 + p], 0.0, 1.0),
         one=None if centred else white[:, -1],
         scale=scale,
-        summary={
-            "h2": h2,
-            "h2_se": h2_se,
-            "sigma_g2": float(theta[0]),
-            "sigma_e2": float(theta[1]),
-            "loglik_reml": float(state["loglik_reml"]),
-            # as the REML engine's: a variance at ≤ 1e-8 of their sum
-            "boundary": bool(np.any(theta <= 1e-8 * max(float(theta.sum()), 1e-300))),
-            "route": ROUTE,
-        },
+        summary=_null_summary(theta, state, scale, ROUTE),
         tri=tri if keep_basis else None,
         Qy=Qy if keep_basis else None,
         QX=QX if keep_basis else None,
     )
+
+
+def _kinship_term(formula: str, frame: pd.DataFrame, group: str, K: Kinship) -> RandomTerm:
+    """The kinship's term of ``formula`` with ``K``: specifying it runs the kinship's checks
+    and scale note as a fit of this formula gives them, and its
+    :meth:`~bayeslmm.spec.RandomTerm.kinship_scale` is the sample's scale c of the h² the
+    null summaries report (as fits report it)."""
+    return specify(formula, frame, kinship={group: K}).kinship_terms[0]
+
+
+def _null_summary(
+    theta: np.ndarray, state: dict[str, Any], scale: float, route: str, **extra: Any
+) -> dict[str, Any]:
+    """One null model's row of ``ScanResult.null_models``: h² at the kinship scale ``scale``
+    with its delta-method SE, the variance components, the REML log-likelihood, whether a
+    variance is on the boundary, the route, then ``extra``."""
+    h2, h2_se = _heritability(theta, safe_inverse(state["ai"]), scale)
+    return {
+        "h2": h2,
+        "h2_se": h2_se,
+        "sigma_g2": float(theta[0]),
+        "sigma_e2": float(theta[1]),
+        "loglik_reml": float(state["loglik_reml"]),
+        # as the REML engine's: a variance at ≤ 1e-8 of their sum
+        "boundary": bool(np.any(theta <= 1e-8 * max(float(theta.sum()), 1e-300))),
+        "route": route,
+        **extra,
+    }
 
 
 def _heritability(theta: np.ndarray, cov: np.ndarray, scale: float) -> tuple[float, float]:

@@ -47,7 +47,7 @@ from bayeslmm.association.stats import (
     ml_profile_minimum,
 )
 from bayeslmm.engines.reml.spectral import RotatedReml, maximise_rotated
-from bayeslmm.kinship.low_rank import LowRankKinship
+from bayeslmm.kinship.low_rank import LowRankKinship, LowRankRotation
 
 #: How the null models of this route are computed (``ScanResult.null_models['route']``).
 LOW_RANK_ROUTE = "low-rank REML (thin SVD of the kinship's markers), low-rank V⁻¹ tests"
@@ -101,17 +101,21 @@ def low_rank_cheaper(n: int, markers_per_chromosome: Sequence[int], loco: bool =
     return bool(low < dense)
 
 
-def fit_null(kinship: LowRankKinship, y: np.ndarray, X: np.ndarray) -> tuple[np.ndarray, dict]:
-    """The REML estimate θ̂ = (σ_g², σ_e²) of y = Xβ + g + e, g ~ N(0, σ_g² K), and the
-    :meth:`RotatedReml.evaluate` state there, by the REML engine's low-rank rotation.
+def fit_null(
+    kinship: LowRankKinship, y: np.ndarray, X: np.ndarray
+) -> tuple[np.ndarray, dict, LowRankRotation]:
+    """The REML estimate θ̂ = (σ_g², σ_e²) of y = Xβ + g + e, g ~ N(0, σ_g² K), the
+    :meth:`RotatedReml.evaluate` state there, and the rotation of [X, y] it used (whose
+    first r rows are U₁ᵀ[X, y], which :class:`LowRankNull` takes), by the REML engine's
+    low-rank rotation.
 
     Examples
     --------
     >>> rng = np.random.default_rng(0)
     >>> K = LowRankKinship(rng.normal(size=(80, 20)) / np.sqrt(20), [str(i) for i in range(80)])
-    >>> theta, state = fit_null(K, rng.normal(size=80), np.ones((80, 1)))
-    >>> theta.shape, sorted(state)[:2]
-    ((2,), ['Py', 'Xw'])
+    >>> theta, state, rotation = fit_null(K, rng.normal(size=80), np.ones((80, 1)))
+    >>> theta.shape, sorted(state)[:2], rotation.rotated.shape  # 20 eigen-rows, 2 outside
+    ((2,), ['Py', 'Xw'], (22, 2))
     """
     rotation = kinship.rotation(np.column_stack([X, y]))
     model = RotatedReml(
@@ -121,7 +125,7 @@ def fit_null(kinship: LowRankKinship, y: np.ndarray, X: np.ndarray) -> tuple[np.
         n_null=rotation.n_null,
     )
     _, theta, state, _ = maximise_rotated(model)
-    return theta, state
+    return theta, state, rotation
 
 
 class LowRankNull:
@@ -136,6 +140,9 @@ class LowRankNull:
         Covariates.
     sigma_g2, sigma_e2 : float
         The null's variance components (σ_e² > 0).
+    rotation : LowRankRotation, optional
+        ``kinship.rotation([X, y])`` (:func:`fit_null`'s), whose first r rows are U₁ᵀ[X, y];
+        without it they are projected afresh (O(n p_c (p + 1))).
 
     Examples
     --------
@@ -161,6 +168,7 @@ class LowRankNull:
         X: np.ndarray,
         sigma_g2: float,
         sigma_e2: float,
+        rotation: LowRankRotation | None = None,
     ) -> None:
         if not sigma_e2 > 0:
             raise np.linalg.LinAlgError(
@@ -173,7 +181,12 @@ class LowRankNull:
         self.lam = sigma_g2 * s / (sigma_g2 * s + sigma_e2)  # Λ: V⁻¹ = σ_e⁻²(I − U₁ΛU₁ᵀ)
         self.inv_e = 1.0 / sigma_e2
         self.X = X
-        projected = kinship.project(np.column_stack([X, y]))  # U₁ᵀ[X, y], r × (p + 1)
+        # U₁ᵀ[X, y], r × (p + 1)
+        projected = (
+            kinship.project(np.column_stack([X, y]))
+            if rotation is None
+            else rotation.rotated[: s.size]
+        )
         self.aX = projected[:, :-1]
         xvx = self._inner(X, self.aX, X, self.aX)
         self.chol = linalg.cholesky(0.5 * (xvx + xvx.T), lower=True)
