@@ -53,9 +53,12 @@ c's conditional posterior under that normal surrogate::
 
 (the single-trait GLMM density's conditional centring, per eigencomponent), with the
 Jacobian Σ log κ in the density; the posterior is unchanged, only its shape in the
-sampler's coordinates. On benchmarks/bench_multitrait_glmm.py's probit + Gaussian data
-(400 animals, 2 × (500 + 500), same seed) ESS of σ²_G,w 25 → 115, σ²_E,w 26 → 107, r_g 67 →
-93, divergences 34 → 18, CPU 46.7 → 37.8 s.
+sampler's coordinates (``centre_gaussian_fields=False`` samples the field non-centred). On
+benchmarks/bench_multitrait_glmm.py's probit + Gaussian data (400 animals, 2 × (500 + 500),
+seed 1, diagonal mass matrix), non-centred → centred: ESS of σ²_G,w 25 → 115, σ²_E,w 26 →
+107, r_g 67 → 93, divergences 34 → 18, CPU 43.9 and 45.7 s (a loaded machine)
+(``python benchmarks/bench_multitrait_glmm.py [--non-centred] --mass-matrix diagonal``;
+benchmarks/results/bench_multitrait_glmm.txt).
 
 Priors (per trait, the single-trait defaults): SD of Σ_G HalfStudentT(3, 2.5 s_y) for a
 Gaussian trait and HalfStudentT(3, 1) on the latent scale otherwise; residual SD
