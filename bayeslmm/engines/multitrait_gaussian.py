@@ -30,21 +30,14 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
-import numba
 import numpy as np
+
+from bayeslmm.engines.numba_cache import cached_jit
 
 LOG_2PI = math.log(2.0 * math.pi)
 
 
-def _cached_jit(func: Callable) -> Callable:
-    """numba-compile into numba's on-disk cache where writable (else once per process)."""
-    try:
-        return numba.njit(cache=True, nogil=True)(func)
-    except RuntimeError:  # pragma: no cover - read-only installation
-        return numba.njit(nogil=True)(func)
-
-
-@_cached_jit
+@cached_jit
 def _cholesky_into(A: np.ndarray, L: np.ndarray) -> bool:
     """Lower Cholesky factor of A written into L; False when A is not positive definite."""
     m = A.shape[0]
@@ -65,7 +58,7 @@ def _cholesky_into(A: np.ndarray, L: np.ndarray) -> bool:
     return True
 
 
-@_cached_jit
+@cached_jit
 def _chol_inverse_into(L: np.ndarray, Li: np.ndarray, out: np.ndarray) -> None:
     """(L Lᵀ)⁻¹ from the lower Cholesky factor L into ``out`` (``Li`` is scratch)."""
     m = L.shape[0]
@@ -87,7 +80,7 @@ def _chol_inverse_into(L: np.ndarray, Li: np.ndarray, out: np.ndarray) -> None:
             out[b, a] = acc
 
 
-@_cached_jit
+@cached_jit
 def rotated_loglik_grad(
     G: np.ndarray,
     E: np.ndarray,
@@ -214,7 +207,7 @@ def rotated_loglik_grad(
     return value, MG, ME, gamma, Cinv, alpha, True
 
 
-@_cached_jit
+@cached_jit
 def null_rows_loglik(E: np.ndarray, n_null: int, ME: np.ndarray) -> float:
     """The m = ``n_null`` rotated rows whose data are exactly 0 and whose eigenvalue is 0
     (a low-rank kinship's complement outside the data's span): each is N(0; 0, Σ_E), so
@@ -337,7 +330,7 @@ def cholesky_param_grad(M: np.ndarray, L: np.ndarray) -> np.ndarray:
     return scaled_cholesky_grad(2.0 * M @ L, L, np.ones(L.shape[0]))
 
 
-@_cached_jit
+@cached_jit
 def _factor_from_params(x: np.ndarray, offset: int, t: int, scale: np.ndarray) -> np.ndarray:
     """diag(scale) · L*(θ) with θ = x[offset : offset + t(t+1)/2] (log diagonal first, then
     the strictly lower entries row by row, as :func:`cholesky_from_params`)."""
@@ -352,7 +345,7 @@ def _factor_from_params(x: np.ndarray, offset: int, t: int, scale: np.ndarray) -
     return L
 
 
-@_cached_jit
+@cached_jit
 def log_sds(x: np.ndarray, t: int, scale: np.ndarray) -> np.ndarray:
     """log σ_a of Σ_G (first t) and Σ_E (next t) at the sampler's coordinates x."""
     k = t + t * (t - 1) // 2
@@ -367,7 +360,7 @@ def log_sds(x: np.ndarray, t: int, scale: np.ndarray) -> np.ndarray:
     return out
 
 
-@_cached_jit
+@cached_jit
 def _matrix_prior_terms(L: np.ndarray, coef: np.ndarray, eta: float, dL: np.ndarray) -> float:
     """LKJ(η) and the Jacobian of (log L_aa, L_ab) → (σ, R), and d/dL of them plus of the SD
     priors (``coef`` = d log f(σ_a)/d log σ_a), added into ``dL``; returns the value without
@@ -389,7 +382,7 @@ def _matrix_prior_terms(L: np.ndarray, coef: np.ndarray, eta: float, dL: np.ndar
     return value
 
 
-@_cached_jit
+@cached_jit
 def multitrait_logp(
     x: np.ndarray,
     t: int,

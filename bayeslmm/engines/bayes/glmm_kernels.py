@@ -32,27 +32,19 @@ draw): the same nutpie seed gives the same draws.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from typing import Any
 
 import numba
 import numpy as np
 
 from bayeslmm.engines.bayes.spectral_density import _log_prior_c, _prior_row, nutpie_cfuncs
+from bayeslmm.engines.numba_cache import cached_jit
+
+#: error_model="numpy": an overflow or a division by zero gives inf/nan, which the C logp
+#: reports to nutpie as a rejected point, instead of an exception a cfunc cannot raise
+_jit = cached_jit(error_model="numpy")
 
 LOG_2PI = math.log(2.0 * math.pi)
-
-
-def _cached_jit(func: Callable) -> Callable:
-    """numba-compile into the on-disk cache (compiled in-process where none is writable).
-
-    ``error_model="numpy"``: a division by zero gives inf/nan (which the C logp reports to
-    nutpie as a rejected point) instead of raising, which a cfunc cannot."""
-    options: dict[str, Any] = {"nogil": True, "error_model": "numpy"}
-    try:
-        return numba.njit(cache=True, **options)(func)
-    except RuntimeError:  # pragma: no cover - no writable cache directory
-        return numba.njit(**options)(func)
 
 
 # -- the buffer's header -------------------------------------------------------------------
@@ -115,7 +107,7 @@ _PARTIAL, _CONDITIONAL = 0, 1
 
 
 # -- family pieces ---------------------------------------------------------------------------
-@_cached_jit
+@_jit
 def _log_ndtr(x: float) -> float:
     """log Φ(x), accurate in both tails (scipy.special.log_ndtr to 1e-12 relative)."""
     if x > 0.0:  # log(1 − Φ(−x)): the log of a number near 1, taken as log1p
@@ -131,7 +123,7 @@ def _log_ndtr(x: float) -> float:
     return -0.5 * x * x - 0.5 * LOG_2PI - math.log(-x) + math.log(series)
 
 
-@_cached_jit
+@_jit
 def _loglik_term(family: int, y: float, eta: float, n: float) -> tuple[float, float]:
     """log p(y | η) less its η-free constant, and d/dη (the families' loglik_kernel)."""
     if family == _POISSON:
@@ -148,7 +140,7 @@ def _loglik_term(family: int, y: float, eta: float, n: float) -> tuple[float, fl
     return value, y * math.exp(log_phi - log_p) - (n - y) * math.exp(log_phi - log_q)
 
 
-@_cached_jit
+@_jit
 def _information(family: int, eta: float) -> tuple[float, float]:
     """Fisher information of one trial at η and d log w/dη (binomial links)."""
     if family == _LOGIT:
@@ -161,7 +153,7 @@ def _information(family: int, eta: float) -> tuple[float, float]:
 
 
 # -- the two passes over the eigenvectors ----------------------------------------------------
-@_cached_jit
+@_jit
 def _levels(U: np.ndarray, c: np.ndarray, out: np.ndarray) -> None:
     """out = U c, in U's precision: BLAS's gemv (numba calls the one SciPy links, without
     the GIL), one streaming pass over U. Hand-written loops reached half its speed while U
@@ -169,32 +161,32 @@ def _levels(U: np.ndarray, c: np.ndarray, out: np.ndarray) -> None:
     out[:] = np.dot(U, c.astype(U.dtype))
 
 
-@_cached_jit
+@_jit
 def _to_basis(U: np.ndarray, w: np.ndarray, out: np.ndarray) -> None:
     """out = Uᵀ w, in U's precision: BLAS's gemv on the transpose, one streaming pass."""
     out[:] = np.dot(w.astype(U.dtype), U)
 
 
 # -- the buffer's sections ---------------------------------------------------------------------
-@_cached_jit
+@_jit
 def _section(buffer: np.ndarray, k: int) -> np.ndarray:
     """Section ``k`` (a ``_S_*`` index) of the buffer, as a flat float64 view."""
     return buffer[int(buffer[k]) : int(buffer[k + 1])]
 
 
-@_cached_jit
+@_jit
 def _vectors32(buffer: np.ndarray) -> np.ndarray:
     L, r = int(buffer[_H_L]), int(buffer[_H_R])
     return _section(buffer, _S_VECTORS).view(np.float32)[: L * r].reshape((L, r))
 
 
-@_cached_jit
+@_jit
 def _vectors64(buffer: np.ndarray) -> np.ndarray:
     L, r = int(buffer[_H_L]), int(buffer[_H_R])
     return _section(buffer, _S_VECTORS)[: L * r].reshape((L, r))
 
 
-@_cached_jit
+@_jit
 def _expected_information(
     buffer: np.ndarray, family: int, V: float, info: np.ndarray, d_info: np.ndarray
 ) -> None:
@@ -216,7 +208,7 @@ def _expected_information(
         info[g], d_info[g] = total, slope_total / (2.0 * root)
 
 
-@_cached_jit
+@_jit
 def _logp_core(x: np.ndarray, grad: np.ndarray, buffer: np.ndarray, U: np.ndarray) -> float:
     """GLMMDensity.logp at x from the buffer, the gradient written into ``grad``.
 
@@ -367,7 +359,7 @@ def _logp_core(x: np.ndarray, grad: np.ndarray, buffer: np.ndarray, U: np.ndarra
     return value
 
 
-@_cached_jit
+@_jit
 def logp_from_buffer(x: np.ndarray, grad: np.ndarray, buffer: np.ndarray) -> float:
     """:meth:`GLMMDensity.logp <bayeslmm.engines.bayes.glmm_density.GLMMDensity.logp>` at
     x from the C callback's buffer (:func:`c_buffer`); the gradient is written to ``grad``."""
@@ -376,7 +368,7 @@ def logp_from_buffer(x: np.ndarray, grad: np.ndarray, buffer: np.ndarray) -> flo
     return _logp_core(x, grad, buffer, _vectors64(buffer))
 
 
-@_cached_jit
+@_jit
 def _splitmix(state: np.uint64) -> tuple[np.uint64, np.uint64]:
     """One step of splitmix64: (next state, 64 random bits)."""
     state = state + np.uint64(0x9E3779B97F4A7C15)
@@ -386,7 +378,7 @@ def _splitmix(state: np.uint64) -> tuple[np.uint64, np.uint64]:
     return state, z ^ (z >> np.uint64(31))
 
 
-@_cached_jit
+@_jit
 def _normals(x: np.ndarray, out: np.ndarray) -> None:
     """Standard normal draws (Box–Muller on splitmix64), seeded from the bits of x."""
     state = np.uint64(0x2545F4914F6CDD1D)
@@ -404,7 +396,7 @@ def _normals(x: np.ndarray, out: np.ndarray) -> None:
             out[i + 1] = radius * math.sin(2.0 * math.pi * u2)
 
 
-@_cached_jit
+@_jit
 def _expand_core(x: np.ndarray, buffer: np.ndarray, out: np.ndarray, U: np.ndarray) -> None:
     """GLMMDensity.expand's values, flat in its order (the split a | a + e of the merged
     Poisson effect drawn with :func:`_normals`)."""
@@ -516,7 +508,7 @@ def _expand_core(x: np.ndarray, buffer: np.ndarray, out: np.ndarray, U: np.ndarr
         out[pos] = out[pos - 2]
 
 
-@_cached_jit
+@_jit
 def expand_from_buffer(x: np.ndarray, buffer: np.ndarray, out: np.ndarray) -> None:
     """:meth:`GLMMDensity.expand <bayeslmm.engines.bayes.glmm_density.GLMMDensity.expand>`'s
     values, flat in its order, into ``out``."""

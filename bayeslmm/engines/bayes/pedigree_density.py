@@ -38,7 +38,6 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-import numba
 import numpy as np
 import scipy.sparse as sp
 
@@ -47,6 +46,7 @@ from bayeslmm.engines.bayes.spectral_density import (
     positive_log_prior,
     prior_density,
 )
+from bayeslmm.engines.numba_cache import cached_jit
 
 LOG_2PI = math.log(2.0 * math.pi)
 
@@ -66,15 +66,7 @@ __all__ = [
 ]
 
 
-def _cached_jit(func):
-    """numba-compile into the on-disk cache (as spectral_density does), else per process."""
-    try:
-        return numba.njit(cache=True, nogil=True)(func)
-    except RuntimeError:
-        return numba.njit(nogil=True)(func)
-
-
-@_cached_jit
+@cached_jit
 def mendelian_forward(
     v: np.ndarray, indptr: np.ndarray, indices: np.ndarray, weights: np.ndarray
 ) -> np.ndarray:
@@ -92,7 +84,7 @@ def mendelian_forward(
     return w
 
 
-@_cached_jit
+@cached_jit
 def mendelian_backward(
     g: np.ndarray, indptr: np.ndarray, indices: np.ndarray, weights: np.ndarray
 ) -> np.ndarray:

@@ -46,23 +46,13 @@ import numba
 import numpy as np
 from scipy import special
 
+from bayeslmm.engines.numba_cache import cached_jit
 from bayeslmm.priors import Prior
 
 LOG_2PI = math.log(2.0 * math.pi)
 
 
-def _cached_jit(func: Callable) -> Callable:
-    """numba-compile ``func`` into numba's on-disk cache (``__pycache__`` beside this file, or
-    the user's cache directory); where neither is writable numba refuses to cache, and the
-    function is compiled once per process instead (~1 s). ``nogil``: chains sampled in
-    parallel threads run the loop at the same time (the rest of each gradient holds the GIL)."""
-    try:
-        return numba.njit(cache=True, nogil=True)(func)
-    except RuntimeError:
-        return numba.njit(nogil=True)(func)
-
-
-@_cached_jit
+@cached_jit
 def marginal_loglik_grad(
     var_g: float, var_e: float, eigenvalues: np.ndarray, resid: np.ndarray, design: np.ndarray
 ) -> tuple[float, float, float]:
@@ -611,7 +601,7 @@ def _prior_row(prior: Prior | None) -> tuple[float, float, float, float] | None:
     return None
 
 
-@_cached_jit
+@cached_jit
 def _log_prior_c(code: float, c0: float, c1: float, c2: float, t: float) -> tuple[float, float]:
     """log f(e^t) and d/dt of a numbered prior (the formulas of bayeslmm.priors)."""
     if code == _HALFNORMAL:
@@ -632,14 +622,14 @@ def _log_prior_c(code: float, c0: float, c1: float, c2: float, t: float) -> tupl
     return math.nan, math.nan
 
 
-@_cached_jit
+@cached_jit
 def _log_expit_c(x: float) -> float:
     if x >= 0:
         return -math.log1p(math.exp(-x))
     return x - math.log1p(math.exp(x))
 
 
-@_cached_jit
+@cached_jit
 def posterior_from_buffer(x0: float, x1: float, buffer: np.ndarray) -> tuple[float, float, float]:
     """:meth:`SpectralDensity.logp` at x = (x0, x1) from the C callback's buffer
     (:meth:`SpectralDensity.c_buffer`): (log posterior, ∂/∂x0, ∂/∂x1); −inf where the
@@ -713,7 +703,7 @@ def _logp_c(dim, x_, grad_, logp_, data_):  # noqa: ANN001, ANN202 (numba cfunc)
     return 0
 
 
-@_cached_jit
+@cached_jit
 def expand_from_buffer(x0: float, x1: float, buffer: np.ndarray, out: np.ndarray) -> None:
     """:meth:`SpectralDensity.expand`'s values, flat in its order, into ``out``."""
     h = math.exp(_log_expit_c(x0))

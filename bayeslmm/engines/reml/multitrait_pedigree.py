@@ -66,7 +66,6 @@ import scipy.sparse as sp
 
 from bayeslmm.engines.multitrait_gaussian import (
     LOG_2PI,
-    _cached_jit,
     cholesky_from_params,
     cholesky_param_grad,
     natural_grad,
@@ -75,6 +74,7 @@ from bayeslmm.engines.multitrait_gaussian import (
     unvech,
     vech,
 )
+from bayeslmm.engines.numba_cache import cached_jit
 from bayeslmm.engines.reml.sparse_pedigree import _SparseCholesky
 from bayeslmm.kinship.pedigree_inverse import SparsePedigreeKinship
 from bayeslmm.multitrait_spec import MultiTraitSpec
@@ -92,7 +92,7 @@ ROUTE = "sparse-pedigree"
 LOG_DIAGONAL_FLOOR = -7.0
 
 
-@_cached_jit
+@cached_jit
 def _supernodes(Lp: np.ndarray, Li: np.ndarray) -> np.ndarray:
     """Starts of the fundamental supernodes of L (and n): column j + 1 joins j's when
     struct(j) = {j + 1} ∪ struct(j + 1), i.e. j + 1 is j's first row below the diagonal
@@ -106,7 +106,7 @@ def _supernodes(Lp: np.ndarray, Li: np.ndarray) -> np.ndarray:
     return np.array(starts, dtype=np.int64)
 
 
-@_cached_jit
+@cached_jit
 def _selected_inverse(Lp: np.ndarray, Li: np.ndarray, Lx: np.ndarray) -> np.ndarray:
     """C⁻¹ on the pattern of its lower Cholesky factor L (CSC, sorted, diagonal first).
 
