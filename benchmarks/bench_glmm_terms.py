@@ -1,12 +1,14 @@
 """Multi-term GLMMs by NUTS: the closed-form density (glmm_terms) against the PyMC graph.
 
-Three models, each sampled three ways with nutpie (2 chains, one core, BLAS pinned to one
+Each model sampled up to four ways with nutpie (2 chains, one core, BLAS pinned to one
 thread, the same draws / tune / seed):
 
-- ``closed``: the default, ``bayeslmm.engines.bayes.glmm_terms`` with partial non-centring
-  weights from the records' information;
+- ``closed``: the default, ``bayeslmm.engines.bayes.glmm_terms`` with conditional scaling
+  (Poisson; binomial families are non-centred);
 - ``closed-nc``: the same density with every weight 0 (the PyMC model's own non-centred
   coordinates): what the closed form buys in speed alone;
+- ``closed-slope-nc`` (slope models): the default with the slope terms non-centred (their
+  conditional scaling off, the observation-level effect's kept);
 - ``graph``: nutpie's numba compilation of the built PyMC model (non-centred z · σ for every
   term and the observation-level effect, as brms writes ``(1 | g)``): the brms-style model,
   the stand-in for brms in this run.
@@ -18,7 +20,11 @@ Models:
   (1|gen)``, Poisson with the observation-level effect);
 - ``k-iid``: Poisson with the observation-level effect, n individuals, ``y ~ 1 + (1|id) +
   (1|herd)`` (a GRM and 20 herds);
-- ``k-kk``: Bernoulli, ``y ~ 1 + (1|id) + (1|id2)`` with K and K∘K.
+- ``k-kk``: Bernoulli, ``y ~ 1 + (1|id) + (1|id2)`` with K and K∘K;
+- random slopes, n records of n/2 individuals (two each, a standard-normal covariate x):
+  ``k-slope`` Poisson with the observation-level effect and ``k-slope-bern`` Bernoulli,
+  ``y ~ x + (1 + x|id)`` on a GRM (correlated, LKJ prior); ``iid-slope`` Bernoulli,
+  ``y ~ x + (1 + x||herd)`` with 25 herds (uncorrelated).
 
 Reported per fit: seconds (whole: density or compile + sampling; and CPU seconds), the
 minimum bulk ESS over the SDs and fixed effects, ESS per draw, max R-hat, divergences and
@@ -27,7 +33,9 @@ the ESS of the first term's variance per second.
 Usage::
 
     OMP_NUM_THREADS=1 python benchmarks/bench_glmm_terms.py [--models arabidopsis k-iid k-kk]
-        [--n 500] [--seeds 1 2] [--draws 1000] [--tune 1000]
+        [--n 500] [--seeds 1 2] [--draws 1000] [--tune 1000] [--ways closed closed-nc graph]
+    OMP_NUM_THREADS=1 python benchmarks/bench_glmm_terms.py --models k-slope k-slope-bern
+        iid-slope
 """
 
 from __future__ import annotations
@@ -60,6 +68,8 @@ def simulate(model: str, n: int, seed: int):
     if model == "arabidopsis":
         formula = "total ~ nutrient * amd + rack + (1|popu) + (1|gen)"
         return formula, arabidopsis_shaped(seed), {}, Poisson(overdispersion=True)
+    if "slope" in model:
+        return simulate_slopes(model, n, rng)
     K = grm(n, 2 * n, rng)
     ids = [f"i{k:05d}" for k in range(n)]
     kin = bl.Kinship(K, ids, name="GRM")
@@ -76,6 +86,36 @@ def simulate(model: str, n: int, seed: int):
     y = rng.binomial(1, 1 / (1 + np.exp(-eta)))
     data = pd.DataFrame({"id": ids, "id2": ids, "y": y})
     return "y ~ 1 + (1|id) + (1|id2)", data, {"id": kin, "id2": KK}, "bernoulli"
+
+
+def simulate_slopes(model: str, n: int, rng: np.random.Generator):
+    """Random intercepts and slopes: n records, two per level (n/2 individuals on a GRM, or
+    25 herds), intercept variance 0.4, slope variance 0.2, correlation 0.3."""
+    x = rng.normal(size=n)
+    if model == "iid-slope":
+        herd = rng.integers(0, 25, n)
+        z = rng.normal(size=(25, 2))
+        u0, u1 = np.sqrt(0.4) * z[:, 0], np.sqrt(0.2) * z[:, 1]
+        eta = -0.3 + 0.5 * x + u0[herd] + x * u1[herd]
+        y = rng.binomial(1, 1 / (1 + np.exp(-eta)))
+        data = pd.DataFrame({"herd": [f"h{h}" for h in herd], "x": x, "y": y})
+        return "y ~ x + (1 + x||herd)", data, {}, "bernoulli"
+    m = n // 2
+    K = grm(m, 2 * m, rng)
+    ids = [f"i{k:05d}" for k in range(m)]
+    L = np.linalg.cholesky(K)
+    z0, z1 = L @ rng.normal(size=m), L @ rng.normal(size=m)
+    u0 = np.sqrt(0.4) * z0
+    u1 = np.sqrt(0.2) * (0.3 * z0 + np.sqrt(1 - 0.3**2) * z1)
+    level = np.repeat(np.arange(m), 2)
+    eta = 0.3 * x + u0[level] + x * u1[level]
+    data = pd.DataFrame({"id": [ids[k] for k in level], "x": x})
+    kin = {"id": bl.Kinship(K, ids, name="GRM")}
+    if model == "k-slope":
+        data["y"] = rng.poisson(np.exp(0.5 + eta + rng.normal(0, np.sqrt(0.3), n)))
+        return "y ~ x + (1 + x|id)", data, kin, Poisson(overdispersion=True)
+    data["y"] = rng.binomial(1, 1 / (1 + np.exp(-eta)))
+    return "y ~ x + (1 + x|id)", data, kin, "bernoulli"
 
 
 def diagnostics(idata, names: list[str]) -> dict[str, float]:
@@ -111,8 +151,13 @@ def run(model: str, n: int, seed: int, args) -> list[dict]:
                 warnings.simplefilter("ignore")
                 compiled = nutpie.compile_pymc_model(built.model)
         else:
-            weights = "auto" if how == "closed" else "noncentred"
-            compiled = nutpie_model(multiterm_density(built, weights=weights), built.model.coords)
+            density = multiterm_density(
+                built, weights="noncentred" if how == "closed-nc" else "auto"
+            )
+            if how == "closed-slope-nc":  # the default with the slope terms non-centred
+                for block in density.slope_blocks:
+                    block.information = None
+            compiled = nutpie_model(density, built.model.coords)
         prep = time.perf_counter() - w0
         idata = nutpie.sample(
             compiled,
