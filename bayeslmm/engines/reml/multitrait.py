@@ -264,7 +264,10 @@ class _LowRankMissing:
             except linalg.LinAlgError:
                 return fail
             logdet_c = 2.0 * np.sum(np.log(np.diag(cf[0])))
-            Cinv = linalg.cho_solve(cf, np.eye(t * m), check_finite=False)
+            Cinv, info = linalg.lapack.dpotri(cf[0], lower=1)  # a third of cho_solve's flops
+            if info != 0:
+                return fail
+            Cinv = np.tril(Cinv) + np.tril(Cinv, -1).T
         else:
             # V is positive definite iff S ⊗ I + ΩᵀR⁻¹Ω (the ω block) has as many negative
             # eigenvalues as S ⊗ I (Haynsworth inertia), and then XᵀV⁻¹X > 0 adds none
@@ -288,8 +291,15 @@ class _LowRankMissing:
             (self.N - t * self.p) * LOG_2PI + logdet_r + logdet_c + quad - s_w.ravel() @ Jr.ravel()
         )
         K = K4.reshape(t * m, t * m)
-        KD = (K @ D4.reshape(t * m, t * m)).reshape(t, m, t * m)
-        KDK = np.einsum("ajk,bjk->ab", KD[:, :pz], K4.reshape(t, m, t * m)[:, :pz])
+        # Σ_j (K D K)_(aj),(bj) over marker coordinates; K D K = (K J) C⁻¹ (K J)ᵀ
+        if signs.min() > 0.0:
+            rows = KJ.reshape(t, m, t * m)[:, :pz].reshape(t * pz, t * m)
+            B = linalg.solve_triangular(cf[0], rows.T, lower=True, check_finite=False)
+            B = B.reshape(t * m, t, pz)
+            KDK = np.einsum("kaj,kbj->ab", B, B)
+        else:
+            KD = (K @ D4.reshape(t * m, t * m)).reshape(t, m, t * m)
+            KDK = np.einsum("ajk,bjk->ab", KD[:, :pz], K4.reshape(t, m, t * m)[:, :pz])
         rho = (rhs - (K @ s_v.ravel()).reshape(t, m))[:, :pz]
         K_diag = np.einsum("ajbj->ab", K4[:, :pz, :, :pz])
         MG = -0.5 * (K_diag - KDK - rho @ rho.T)
