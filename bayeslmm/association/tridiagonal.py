@@ -30,7 +30,7 @@ import math
 import numpy as np
 from scipy.linalg import blas, lapack
 
-from bayeslmm.engines.reml._common import LOG_2PI, likelihoods
+from bayeslmm.engines.reml._common import LOG_2PI
 from bayeslmm.engines.reml.spectral import RotatedReml
 
 #: How the scan's null models are computed (reported in ``ScanResult.null_models``).
@@ -217,17 +217,7 @@ class TridiagonalReml(RotatedReml):
         PA = self.tri.solve(sg2, se2, A)
         if not ml:
             PA = PA - Xw @ (xvx_inv @ (Xw.T @ A))
-        ai = 0.5 * (A.T @ PA)
-        score = -0.5 * (trace - A.T @ Py)
-        return {
-            **likelihoods(self.criterion, logdet_v, logdet_xvx, ypy, self.n, self.p),
-            "score": score,
-            "ai": 0.5 * (ai + ai.T),
-            "beta": beta,
-            "beta_cov": 0.5 * (xvx_inv + xvx_inv.T),
-            "Py": Py,
-            "Xw": Xw,
-        }
+        return self._state((logdet_v, logdet_xvx, ypy), trace, A, PA, Py, beta, xvx_inv, Xw=Xw)
 
 
 def whiten_factor(K: np.ndarray, sigma_g2: float, sigma_e2: float) -> np.ndarray:

@@ -172,17 +172,33 @@ class RotatedReml:
             trace[1] += self.n_null / se2  # the null rows' 1/σ_e² in tr(P); Xw is 0 there
         A = np.column_stack([m * Py for m in mats])
         PA = A * w[:, None] - (0.0 if ml else Xw @ (xvx_inv @ (Xw.T @ A)))
+        return self._state((logdet_v, logdet_xvx, ypy), trace, A, PA, Py, beta, xvx_inv, w=w, Xw=Xw)
+
+    def _state(
+        self,
+        logdets_ypy: tuple[float, float, float],
+        trace: np.ndarray,
+        A: np.ndarray,
+        PA: np.ndarray,
+        Py: np.ndarray,
+        beta: np.ndarray,
+        xvx_inv: np.ndarray,
+        **extra: np.ndarray,
+    ) -> dict:
+        """An evaluation's state from its pieces (shared with the subclasses' evaluate):
+        the likelihoods from (log|V|, log|XᵀV⁻¹X|, yᵀPy), score −½ (tr(P V_i) − (V_i Py)ᵀ Py)
+        and AI ½ Aᵀ P A (A = [V_i P y], PA its product with P, or V⁻¹ for ML), both
+        symmetrised as β̂'s covariance (XᵀV⁻¹X)⁻¹, then P y and ``extra``."""
+        logdet_v, logdet_xvx, ypy = logdets_ypy
         ai = 0.5 * (A.T @ PA)
-        score = -0.5 * (trace - A.T @ Py)
         return {
             **likelihoods(self.criterion, logdet_v, logdet_xvx, ypy, self.n, self.p),
-            "score": score,
+            "score": -0.5 * (trace - A.T @ Py),
             "ai": 0.5 * (ai + ai.T),
             "beta": beta,
             "beta_cov": 0.5 * (xvx_inv + xvx_inv.T),
             "Py": Py,
-            "w": w,
-            "Xw": Xw,
+            **extra,
         }
 
 
