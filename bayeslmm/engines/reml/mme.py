@@ -341,30 +341,59 @@ class MmeReml:
         ai[np.ix_(v_idx, n_idx)] = cg.T @ Yv
         ai[np.ix_(n_idx, v_idx)] = ai[np.ix_(v_idx, n_idx)].T
         ai[np.ix_(n_idx, n_idx)] = F.T @ RF - Yv.T @ (cinv @ Yv)
-        ai = 0.5 * ai
-        beta_cov = M[Q:, Q:]
-        ml = self.criterion == "ml"
-        if ml:
+        return self._finish_state(
+            theta,
+            f,
+            trace=trace,
+            quad=quad,
+            ai=0.5 * ai,
+            ml_terms=(roots, r_inv, F, n_idx, g_cols, v_idx),
+            Py=Py,
+            beta=beta,
+            beta_cov=M[Q:, Q:].copy(),
+            u_hat=u_hat,
+            pev=np.diag(M)[:Q].copy(),
+        )
+
+    def _finish_state(
+        self,
+        theta: np.ndarray,
+        f: dict,
+        *,
+        trace: np.ndarray,
+        quad: np.ndarray,
+        ai: np.ndarray,
+        ml_terms: tuple,
+        Py: np.ndarray,
+        beta: np.ndarray,
+        beta_cov: np.ndarray,
+        u_hat: np.ndarray,
+        pev: np.ndarray,
+    ) -> dict:
+        """An evaluation's state from its pieces (shared with :class:`~bayeslmm.engines.reml.
+        sparse.SparseMmeReml`): under ML the trace and AI corrections of
+        :meth:`_ml_corrections` (``ml_terms`` = its roots, r_inv, F, n_idx, g_cols, v_idx),
+        then the AI matrix symmetrised, the score −½ (trace − quad) and the likelihoods."""
+        if self.criterion == "ml":
+            roots, r_inv, F, n_idx, g_cols, v_idx = ml_terms
             trace_extra, ai_extra = self._ml_corrections(
                 f, roots, r_inv, beta_cov, F, n_idx, g_cols, v_idx
             )
             trace = trace + trace_extra
             ai = ai + ai_extra
-        ai = 0.5 * (ai + ai.T)
-        score = -0.5 * (trace - quad)
         ypy, logdet_v, logdet_xvx = f["ypy"], f["logdet_v"], f["logdet_xvx"]
         return {
             "theta": theta.copy(),
             **likelihoods(self.criterion, logdet_v, logdet_xvx, ypy, self.n, self.p),
-            "score": score,
-            "ai": ai,
+            "score": -0.5 * (trace - quad),
+            "ai": 0.5 * (ai + ai.T),
             "trace": trace,
             "quad": quad,
             "Py": Py,
             "beta": beta,
-            "beta_cov": beta_cov.copy(),
+            "beta_cov": beta_cov,
             "u_hat": u_hat,
-            "pev": np.diag(M)[:Q].copy(),
+            "pev": pev,
         }
 
     def _vv_solve(self, f: dict, rhs: np.ndarray) -> np.ndarray:

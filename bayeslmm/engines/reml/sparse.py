@@ -29,10 +29,7 @@ import math
 import numpy as np
 import scipy.sparse as sp
 
-from bayeslmm.engines.reml._common import (
-    Criterion,
-    likelihoods,
-)
+from bayeslmm.engines.reml._common import Criterion
 from bayeslmm.engines.reml._structure import Structure
 from bayeslmm.engines.reml.mme import MmeReml, _inverse_root
 from bayeslmm.engines.sparse_cholesky import EliminationPattern
@@ -291,27 +288,16 @@ class SparseMmeReml(MmeReml):
         ai[np.ix_(v_idx, n_idx)] = cg.T @ Yv
         ai[np.ix_(n_idx, v_idx)] = ai[np.ix_(v_idx, n_idx)].T
         ai[np.ix_(n_idx, n_idx)] = F.T @ RF - Yv.T @ fac.solve(Yv)
-        ai = 0.5 * ai
-        ml = self.criterion == "ml"
-        if ml:
-            trace_extra, ai_extra = self._ml_corrections(
-                f, roots, np.full(self.n, 1.0 / sigma2), beta_cov, F, n_idx, g_cols, v_idx
-            )
-            trace = trace + trace_extra
-            ai = ai + ai_extra
-        ai = 0.5 * (ai + ai.T)
-        score = -0.5 * (trace - quad)
-        ypy, logdet_v, logdet_xvx = f["ypy"], f["logdet_v"], f["logdet_xvx"]
-        return {
-            "theta": theta.copy(),
-            **likelihoods(self.criterion, logdet_v, logdet_xvx, ypy, self.n, self.p),
-            "score": score,
-            "ai": ai,
-            "trace": trace,
-            "quad": quad,
-            "Py": Py,
-            "beta": beta,
-            "beta_cov": beta_cov,
-            "u_hat": u_hat,
-            "pev": pev,
-        }
+        return self._finish_state(
+            theta,
+            f,
+            trace=trace,
+            quad=quad,
+            ai=0.5 * ai,
+            ml_terms=(roots, np.full(self.n, 1.0 / sigma2), F, n_idx, g_cols, v_idx),
+            Py=Py,
+            beta=beta,
+            beta_cov=beta_cov,
+            u_hat=u_hat,
+            pev=pev,
+        )
