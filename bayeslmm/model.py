@@ -223,14 +223,14 @@ class LMM:
         self,
         method: Method = "nuts",
         draws: int = 1000,
-        tune: int = 1000,
+        tune: int | None = None,
         chains: int = 4,
         cores: int | None = None,
         seed: int | None = None,
         sampler: SamplerName = "auto",
         strategy: StrategyName = "auto",
         progressbar: bool | None = None,
-        target_accept: float = 0.9,
+        target_accept: float | None = None,
         hdi_prob: float = 0.95,
         breeding_values: bool = False,
         log_likelihood: bool = False,
@@ -252,6 +252,9 @@ class LMM:
             ``"laplace-marginal"``.
         draws, tune, chains, cores : int
             NUTS settings (kept draws and warm-up per chain, chains, parallel processes).
+            ``tune=None``: 300 where nutpie samples the one-term closed-form kinship GLMM
+            without an observation-level effect (its warm-up settles that fast, see
+            :data:`~bayeslmm.engines.bayes.glmm_density.CLOSED_FORM_TUNE`), else 1000.
         seed : int, optional
             Reproducible draws. Without one, a seed is drawn, used and recorded (``fit.seed``
             and ``summary.json``), so every run can be repeated.
@@ -265,8 +268,10 @@ class LMM:
             As in :meth:`build`.
         progressbar : bool, optional
             Default: on in terminals, notebooks and interactive interpreters; off in pipelines.
-        target_accept : float
-            NUTS target acceptance rate, in (0, 1).
+        target_accept : float, optional
+            NUTS target acceptance rate, in (0, 1). ``None``: 0.8 where ``tune=None`` gives
+            300 (a near-Gaussian posterior: the larger step gives more ESS per draw, without
+            divergences), else 0.9.
         hdi_prob : float
             Default HDI mass of the result's tables, in (0, 1).
         breeding_values : bool
@@ -294,17 +299,15 @@ class LMM:
         if method == "nuts":
             # checked before anything is built or sampled: a bad value must not cost a run
             # (cores=0 deadlocks the sampler, hdi_prob was only read after sampling)
-            draws, tune, chains = (
-                _positive_int(draws, "draws"),
-                _positive_int(tune, "tune"),
-                _positive_int(chains, "chains"),
-            )
+            draws, chains = _positive_int(draws, "draws"), _positive_int(chains, "chains")
+            tune = None if tune is None else _positive_int(tune, "tune")
             cores = None if cores is None else _positive_int(cores, "cores")
             seed = _seed(seed)
             if seed is None:
                 # drawn here, used, and recorded in the fit: every run can be repeated
                 seed = int(np.random.default_rng().integers(2**31 - 1))
-            _probability(target_accept, "target_accept")
+            if target_accept is not None:
+                _probability(target_accept, "target_accept")
             _probability(hdi_prob, "hdi_prob")
         if method in ("reml", "ml"):
             if not self.spec.family.is_gaussian:
@@ -347,14 +350,14 @@ class LMM:
         self,
         *,
         draws: int,
-        tune: int,
+        tune: int | None,
         chains: int,
         cores: int | None,
         seed: int,
         sampler: SamplerName | str,
         strategy: StrategyName | str,
         progressbar: bool | None,
-        target_accept: float,
+        target_accept: float | None,
         hdi_prob: float,
         breeding_values: bool,
         log_likelihood: bool,
@@ -365,9 +368,13 @@ class LMM:
         import sys
 
         from bayeslmm.engines.bayes.fit import fit_posterior
+        from bayeslmm.engines.bayes.glmm_density import nuts_defaults
 
         start = time.perf_counter()
         built = self._build(strategy, rank_share)
+        # unset warm-up and target acceptance: the route's defaults (shorter on the
+        # closed-form GLMM, whose reparametrised posterior is near-Gaussian)
+        tune, target_accept = nuts_defaults(built, sampler, tune, target_accept)
         fit = fit_posterior(
             built,
             draws=draws,

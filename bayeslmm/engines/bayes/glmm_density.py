@@ -436,6 +436,57 @@ class GLMMDensity:
         return x
 
 
+#: NUTS settings where the one-term closed form without an observation-level effect is
+#: sampled (nutpie) and the caller left them unset. Its reparametrised posterior is close to
+#: a standard normal (the step size nutpie adapts there at target_accept 0.9, 0.25 at
+#: n = 500, is the one it adapts on a 500-dimensional standard normal), so the warm-up
+#: settles in 300 draws, and the larger step of target_accept 0.8 gives about 1.6x the ESS
+#: of V_A per draw at the same 15 leapfrog steps per draw. The merged observation-level
+#: effect (two variances along a ridge) keeps 1000 and 0.9: at 0.8 its trajectories stop a
+#: doubling earlier and its ESS per draw halved. Checked over 5 seeds, Bernoulli and Poisson,
+#: n = 500 and 1,000 (no divergences, R-hat ≤ 1.01): benchmarks/bench_glmm_defaults.py,
+#: benchmarks/results/bench_glmm_defaults.txt.
+CLOSED_FORM_TUNE, CLOSED_FORM_TARGET_ACCEPT = 300, 0.8
+#: NUTS settings everywhere else (the PyMC graph, other closed forms, the merged
+#: observation-level effect).
+DEFAULT_TUNE, DEFAULT_TARGET_ACCEPT = 1000, 0.9
+
+
+def nuts_defaults(
+    built: Any, sampler: str, tune: int | None, target_accept: float | None
+) -> tuple[int, float]:
+    """``tune`` and ``target_accept``, each filled in where the caller left it None: 300 and
+    0.8 where nutpie samples the one-term closed form without an observation-level effect
+    (:func:`glmm_closed_form_applies`), 1000 and 0.9 otherwise.
+
+    Examples
+    --------
+    >>> import numpy as np, pandas as pd, bayeslmm as bl
+    >>> from bayeslmm.engines.bayes import build
+    >>> K = bl.Kinship(np.eye(4) * 0.5 + 0.5, ["a", "b", "c", "d"])
+    >>> df = pd.DataFrame({"y": [0, 1, 1, 0], "id": list(K.ids)})
+    >>> spec = bl.specify("y ~ 1 + (1 | id)", df, kinship={"id": K}, family="bernoulli")
+    >>> built = build(spec, strategy="latent")
+    >>> nuts_defaults(built, "auto", None, None), nuts_defaults(built, "pymc", None, None)
+    ((300, 0.8), (1000, 0.9))
+    >>> nuts_defaults(built, "nutpie", 500, None)  # what the caller sets is kept
+    (500, 0.8)
+    """
+    if tune is not None and target_accept is not None:
+        return tune, target_accept
+    short = (
+        sampler in ("auto", "nutpie")
+        and glmm_closed_form_applies(built)
+        and built.priors.sd_olre is None
+    )
+    default_tune = CLOSED_FORM_TUNE if short else DEFAULT_TUNE
+    default_accept = CLOSED_FORM_TARGET_ACCEPT if short else DEFAULT_TARGET_ACCEPT
+    return (
+        default_tune if tune is None else tune,
+        default_accept if target_accept is None else target_accept,
+    )
+
+
 def glmm_closed_form_applies(built: Any) -> bool:
     """True for a latent GLMM the closed form covers, left as the builder made it.
 

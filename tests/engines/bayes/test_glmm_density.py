@@ -24,6 +24,7 @@ from bayeslmm.engines.bayes.glmm_density import (
     expected_information,
     glmm_closed_form_applies,
     glmm_density,
+    nuts_defaults,
     unit_information,
 )
 from bayeslmm.families import Poisson
@@ -273,22 +274,62 @@ def test_applies_only_to_what_it_covers(kinship):
     assert not glmm_closed_form_applies(built)
 
 
-@pytest.mark.parametrize("family", ["poisson", "bernoulli"])
-def test_posterior_agrees_with_pymc_nuts(kinship, family):
-    """nutpie on the closed form and PyMC's NUTS on the PyMC graph: same posterior."""
+def test_nuts_defaults_shorter_only_on_the_closed_form(kinship):
+    """Unset tune/target_accept: 300 and 0.8 where nutpie samples the one-term closed form
+    without an observation-level effect; 1000 and 0.9 with it, and for the PyMC graph
+    (sampler='pymc', or a model the closed form does not cover); values the caller sets
+    are kept."""
+    for family, link in [("poisson", "log"), ("bernoulli", "logit"), ("binomial", "probit")]:
+        built = _built(kinship, family, link)
+        assert glmm_closed_form_applies(built)
+        for sampler in ("auto", "nutpie"):
+            assert nuts_defaults(built, sampler, None, None) == (300, 0.8)
+        assert nuts_defaults(built, "pymc", None, None) == (1000, 0.9)
+        assert nuts_defaults(built, "nutpie", 700, None) == (700, 0.8)
+        assert nuts_defaults(built, "nutpie", None, 0.95) == (300, 0.95)
+    olre = _built(kinship, "poisson", "log", olre=True)
+    assert glmm_closed_form_applies(olre)
+    assert nuts_defaults(olre, "auto", None, None) == (1000, 0.9)
+    # the observation-level effect on a truncated basis: the PyMC graph, the usual defaults
+    truncated = _built(kinship, "poisson", "log", olre=True, rank_share=0.8)
+    assert nuts_defaults(truncated, "auto", None, None) == (1000, 0.9)
+    gaussian = build(
+        bl.specify(
+            "y ~ x + (1|id)",
+            _data(kinship, "poisson").assign(y=lambda d: d.y * 1.0),
+            kinship={"id": kinship},
+        ),
+        strategy="latent",
+    )
+    assert nuts_defaults(gaussian, "auto", None, None) == (1000, 0.9)
+
+
+@pytest.mark.parametrize(
+    ("family", "olre"), [("poisson", True), ("poisson", False)] + [("bernoulli", False)]
+)
+def test_posterior_agrees_with_pymc_nuts(kinship, family, olre):
+    """nutpie on the closed form, with the route's default warm-up and target acceptance
+    (300 and 0.8 without an observation-level effect), and PyMC's NUTS on the PyMC graph:
+    same posterior."""
     rng = np.random.default_rng(11)
     df = _data(kinship, family)
     eta = 0.3 + np.linalg.cholesky(kinship.matrix) @ rng.normal(size=N)
     df["y"] = (
         rng.poisson(np.exp(eta)) if family == "poisson" else rng.binomial(1, 1 / (1 + np.exp(-eta)))
     )
-    model = bl.LMM("y ~ x + (1|id)", df, kinship={"id": kinship}, family=family)
+    fam = Poisson(overdispersion=olre) if family == "poisson" else family
+    model = bl.LMM("y ~ x + (1|id)", df, kinship={"id": kinship}, family=fam)
     fits = {}
     for sampler in ("nutpie", "pymc"):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             fits[sampler] = model.fit(
-                draws=1000, tune=700, chains=2, seed=3, sampler=sampler, progressbar=False
+                draws=1000,
+                tune=None if sampler == "nutpie" else 700,
+                chains=2,
+                seed=3,
+                sampler=sampler,
+                progressbar=False,
             )
     import arviz as az
 
