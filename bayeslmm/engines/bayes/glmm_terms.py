@@ -1,8 +1,8 @@
-"""The latent GLMM's log posterior with several intercept-only terms, written out for nutpie.
+"""The latent GLMM's log posterior with several terms or slopes, written out for nutpie.
 
-:mod:`bayeslmm.engines.bayes.glmm_density` covers one kinship term (merging Poisson's
-observation-level effect into it, conditional centring for binary traits). This module
-covers the rest of the intercept-only latent GLMMs the builder writes:
+:mod:`bayeslmm.engines.bayes.glmm_density` covers one intercept-only kinship term (merging
+Poisson's observation-level effect into it, conditional centring for binary traits). This
+module covers the rest of the latent GLMMs the builder writes:
 
     η = offset + X β + Σ_k Z_k U_k c_k (+ e),   c_k ~ N(0, σ_k² S_k),   e ~ N(0, σ_o² I)
 
@@ -14,6 +14,22 @@ It is the *same* posterior as the PyMC model (tested equal to its ``logp`` up to
 Jacobian of the change of variables below); each gradient costs one mat-vec with U_k and one
 with U_kᵀ per kinship term and a gather / scatter (``bincount``) per iid term: numpy only,
 nothing compiled per data set or per process.
+
+**Random slopes** (:class:`SlopeBlock`). A term with c coefficients (``(1 + x | id)`` on a
+kinship, ``(1 + x || herd)``, ``(0 + x | g)``) has the effect C = S^½ Z Lᵀ in its basis
+(r × c; Z standard normal, the PyMC model's ``z_<g>``; L the Cholesky factor of the
+coefficients' covariance Σ: PyMC's ``LKJCholeskyCov`` ``chol_<g>`` for ``|``, diag(σ) for
+``||``), u = U C per level and η_i += Σ_j d_ij u[level_i, j] (d_i the record's covariates).
+The hyperparameters are PyMC's own unconstrained coordinates (the packed Cholesky factor
+with its diagonal on the log scale, or log σ_j) and the density carries PyMC's LKJ density,
+its normalising constant and the transforms' Jacobians. Per gradient: one mat-mat with U
+(and one with Uᵀ) with c columns. With a Poisson pilot (below) each basis component's
+coefficients are conditionally scaled: H_j = I + s_j Lᵀ T_j L, Z_j's precision under the
+Gaussian surrogate (T_j the records' information about component j's coefficients, each
+component on its own, the observation-level effect integrated out), H_j = R_j R_jᵀ and
+Z_j = R_j⁻ᵀ v_j, log |∂Z/∂v| = −Σ log diag R_j: non-centred when Σ is small, centred when the
+data pin the component, at every Σ. Slope terms come before the intercept-only blocks (which
+condition on them; the last block's centre follows η, slopes included).
 
 **Conditional scaling, block by block** (the default, ``weights="auto"``). Blocks are
 sorted coarse to fine (fewest components first; the observation-level effect last). Under a
