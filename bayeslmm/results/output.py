@@ -655,6 +655,7 @@ def write_bayes_files(
     --------
     >>> # with result_directory("results") as stage: write_bayes_files(fit, stage)
     """
+    from bayeslmm._lazy_dask import netcdf_lock_without_dask
     from bayeslmm.results.plots import figure_axes
 
     directory = Path(directory)
@@ -662,7 +663,8 @@ def write_bayes_files(
         fit.summary(prevalence=prevalence), fit.spec, directory, inputs
     )
     paths["posterior"] = directory / "posterior.nc"
-    fit.idata.to_netcdf(str(paths["posterior"]))
+    with netcdf_lock_without_dask():  # draws in memory: no Dask import to pick a lock
+        fit.idata.to_netcdf(str(paths["posterior"]))
     if plot and fit.spec.terms:
         ax = figure_axes()
         fit.plot_heritability(ax=ax, reference=reference, reference_label=reference_label)

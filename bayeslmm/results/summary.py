@@ -61,6 +61,8 @@ def posterior_summary(draws: Any, hdi_prob: float = 0.95) -> dict[str, float]:
     """
     import arviz as az
 
+    from bayeslmm.results.convergence import ess_bulk, ess_tail, rank_rhat
+
     x = np.asarray(draws, dtype=float)
     if x.ndim == 1:
         x = x[None, :]
@@ -69,17 +71,18 @@ def posterior_summary(draws: Any, hdi_prob: float = 0.95) -> dict[str, float]:
     flat = x.ravel()
     low, high = az.hdi(flat, hdi_prob=hdi_prob)
     constant = np.ptp(flat) == 0
-    ess_bulk = float("nan") if constant else float(az.ess(x, method="bulk"))
-    ess_tail = float("nan") if constant else float(az.ess(x, method="tail"))
-    r_hat = float("nan") if (constant or x.shape[0] < 2) else float(az.rhat(x))
+    # ArviZ's numbers, without compiling its numba variance (bayeslmm.results.convergence)
+    bulk = float("nan") if constant else ess_bulk(x)
+    tail = float("nan") if constant else ess_tail(x)
+    r_hat = float("nan") if (constant or x.shape[0] < 2) else rank_rhat(x)
     return {
         "mean": float(flat.mean()),
         "sd": float(flat.std(ddof=1)) if flat.size > 1 else float("nan"),
         "hdi_low": float(low),
         "hdi_high": float(high),
         "hdi_prob": float(hdi_prob),
-        "ess_bulk": ess_bulk,
-        "ess_tail": ess_tail,
+        "ess_bulk": bulk,
+        "ess_tail": tail,
         "r_hat": r_hat,
     }
 

@@ -166,6 +166,10 @@ def sample(
     >>> idata.posterior["beta"].dims
     ('chain', 'draw', 'fixed')
     """
+    from bayeslmm._lazy_dask import defer_dask_checks
+
+    # xarray would import dask.array (~0.4 s) to ask whether each array of the draws is one
+    defer_dask_checks()
     name = resolve_sampler(sampler)
     strategy = strategy_of(built)
     if log_likelihood:
@@ -414,7 +418,7 @@ def diagnose(idata, var_names: list[str] | None = None) -> tuple[dict[str, Any],
     >>> import arviz as az
     >>> diag, messages = diagnose(az.load_arviz_data("centered_eight"))  # doctest: +SKIP
     """
-    import arviz as az
+    from bayeslmm.results.convergence import ess_bulk, rank_rhat
 
     post = idata.posterior
     if var_names is None:
@@ -429,10 +433,16 @@ def diagnose(idata, var_names: list[str] | None = None) -> tuple[dict[str, Any],
         key = "diverging" if "diverging" in stats else None
         if key:
             divergences = int(np.asarray(stats[key]).sum())
+    # ArviZ's rank R-hat and bulk ESS of every element, to the bit, without compiling
+    # ArviZ's numba variance in each process (bayeslmm.results.convergence)
+    rhat, ess = [], []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        rhat = az.rhat(post, var_names=var_names)
-        ess = az.ess(post, var_names=var_names, method="bulk")
+        for name in var_names:
+            columns = np.asarray(post[name]).reshape(n_chains, n_draws, -1)
+            for k in range(columns.shape[2]):
+                rhat.append(rank_rhat(columns[:, :, k]))
+                ess.append(ess_bulk(columns[:, :, k]))
     max_rhat = _extreme(rhat, np.nanmax)
     min_ess = _extreme(ess, np.nanmin)
     diag = {
@@ -463,10 +473,7 @@ def diagnose(idata, var_names: list[str] | None = None) -> tuple[dict[str, Any],
     return diag, messages
 
 
-def _extreme(ds, reducer) -> float:
-    values = [np.asarray(ds[v]).ravel() for v in ds.data_vars]
-    values = [v[np.isfinite(v)] for v in values if v.size]
-    values = [v for v in values if v.size]
-    if not values:
-        return float("nan")
-    return float(reducer(np.concatenate(values)))
+def _extreme(values: list[float], reducer) -> float:
+    finite = np.asarray(values, dtype=float)
+    finite = finite[np.isfinite(finite)]
+    return float(reducer(finite)) if finite.size else float("nan")
