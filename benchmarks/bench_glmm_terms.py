@@ -7,8 +7,9 @@ thread, the same draws / tune / seed):
   (Poisson; binomial families are non-centred);
 - ``closed-nc``: the same density with every weight 0 (the PyMC model's own non-centred
   coordinates): what the closed form buys in speed alone;
-- ``closed-slope-nc`` (slope models): the default with the slope terms non-centred (their
-  conditional scaling off, the observation-level effect's kept);
+- ``closed-slope-cs`` (slope models): the default with the slope terms conditionally
+  scaled (``multiterm_density(built, slopes="conditional")``; the default samples them
+  non-centred);
 - ``graph``: nutpie's numba compilation of the built PyMC model (non-centred z · σ for every
   term and the observation-level effect, as brms writes ``(1 | g)``): the brms-style model,
   the stand-in for brms in this run.
@@ -152,11 +153,10 @@ def run(model: str, n: int, seed: int, args) -> list[dict]:
                 compiled = nutpie.compile_pymc_model(built.model)
         else:
             density = multiterm_density(
-                built, weights="noncentred" if how == "closed-nc" else "auto"
+                built,
+                weights="noncentred" if how == "closed-nc" else "auto",
+                slopes="conditional" if how == "closed-slope-cs" else "noncentred",
             )
-            if how == "closed-slope-nc":  # the default with the slope terms non-centred
-                for block in density.slope_blocks:
-                    block.information = None
             compiled = nutpie_model(density, built.model.coords)
         prep = time.perf_counter() - w0
         idata = nutpie.sample(

@@ -318,27 +318,29 @@ def test_slopes_logp_and_gradient_equal_pymc_model(kinship, case):
     ids=[SLOPE_CASES[i][0] for i in (1, 4, 6)],
 )
 def test_slopes_conditionally_scaled(kinship, case):
-    """Default weights (Poisson): the slopes are conditionally scaled (Z_j = R_j⁻ᵀ v_j) and
-    the observation-level effect too, its centre following η and so the slopes' effects;
-    logp equals the PyMC model's plus the Jacobian and the gradient equals finite
-    differences."""
+    """Poisson, default weights: the observation-level effect is conditionally scaled, its
+    centre following η and so the slopes' effects; the slopes non-centred by default and,
+    with slopes="conditional", conditionally scaled too (Z_j = R_j⁻ᵀ v_j). logp equals the
+    PyMC model's plus the Jacobian and the gradient equals finite differences."""
     built = _built(kinship, case)
-    density = multiterm_density(built, dtype="float64")
-    assert all(b.implicit_shift for b in density.intercept_blocks[-1:])
-    assert all(b.information is not None for b in density.slope_blocks)
-    assert density.log_jacobian(density.initial_point(1)) != 0.0
-    rng = np.random.default_rng(12)
-    x = density.initial_point(2) + rng.normal(0, 0.4, density.ndim)
-    point, _ = _value_vars(density, x)
-    expected = float(built.model.compile_logp()(point)) + density.log_jacobian(x)
-    value, grad = density.logp(x)
-    assert value == pytest.approx(expected, abs=1e-8)
-    step = 1e-6
-    numeric = [
-        (density.logp(x + step * e)[0] - density.logp(x - step * e)[0]) / (2 * step)
-        for e in np.eye(density.ndim)
-    ]
-    np.testing.assert_allclose(grad, numeric, rtol=1e-5, atol=1e-5)
+    logp_pymc = built.model.compile_logp()
+    for slopes in ("noncentred", "conditional"):
+        density = multiterm_density(built, dtype="float64", slopes=slopes)
+        assert all(b.implicit_shift for b in density.intercept_blocks[-1:])
+        scaled = [b.information is not None for b in density.slope_blocks]
+        assert all(scaled) if slopes == "conditional" else not any(scaled)
+        rng = np.random.default_rng(12)
+        x = density.initial_point(2) + rng.normal(0, 0.4, density.ndim)
+        point, _ = _value_vars(density, x)
+        expected = float(logp_pymc(point)) + density.log_jacobian(x)
+        value, grad = density.logp(x)
+        assert value == pytest.approx(expected, abs=1e-8)
+        step = 1e-6
+        numeric = [
+            (density.logp(x + step * e)[0] - density.logp(x - step * e)[0]) / (2 * step)
+            for e in np.eye(density.ndim)
+        ]
+        np.testing.assert_allclose(grad, numeric, rtol=1e-5, atol=1e-5)
 
 
 def test_slope_deterministics_equal_pymc_model(kinship):
