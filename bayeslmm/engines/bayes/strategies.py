@@ -308,7 +308,7 @@ class LatentStrategy(Strategy):
 
     def closed_form(self, built: BuiltModel) -> GLMMDensity | MultiTermDensity | None:
         """The one-kinship-term GLMM density when it applies, else the multi-term one
-        (intercept-only terms), else None."""
+        (several terms, iid factors or random slopes), else None."""
         # imported here: the closed forms load numba, which building a model does not need
         from bayeslmm.engines.bayes.glmm_density import glmm_closed_form_applies, glmm_density
         from bayeslmm.engines.bayes.glmm_terms import multiterm_density, multiterm_obstacles
