@@ -318,17 +318,19 @@ def test_slopes_logp_and_gradient_equal_pymc_model(kinship, case):
     ids=[SLOPE_CASES[i][0] for i in (1, 4, 6)],
 )
 def test_slopes_conditionally_scaled(kinship, case):
-    """Poisson, default weights: the observation-level effect is conditionally scaled, its
-    centre following η and so the slopes' effects; the slopes non-centred by default and,
-    with slopes="conditional", conditionally scaled too (Z_j = R_j⁻ᵀ v_j). logp equals the
-    PyMC model's plus the Jacobian and the gradient equals finite differences."""
+    """Poisson, slopes="conditional": the slopes are conditionally scaled (Z_j = R_j⁻ᵀ v_j)
+    and the observation-level effect too, its centre following η and so the slopes'
+    effects; by default everything is non-centred (Jacobian 0). logp equals the PyMC
+    model's plus the Jacobian and the gradient equals finite differences."""
     built = _built(kinship, case)
     logp_pymc = built.model.compile_logp()
     for slopes in ("noncentred", "conditional"):
         density = multiterm_density(built, dtype="float64", slopes=slopes)
-        assert all(b.implicit_shift for b in density.intercept_blocks[-1:])
+        conditional = slopes == "conditional"
+        assert all(b.implicit_shift == conditional for b in density.intercept_blocks[-1:])
         scaled = [b.information is not None for b in density.slope_blocks]
-        assert all(scaled) if slopes == "conditional" else not any(scaled)
+        assert all(scaled) if conditional else not any(scaled)
+        assert (density.log_jacobian(density.initial_point(1)) != 0.0) == conditional
         rng = np.random.default_rng(12)
         x = density.initial_point(2) + rng.normal(0, 0.4, density.ndim)
         point, _ = _value_vars(density, x)
