@@ -655,7 +655,7 @@ def write_bayes_files(
     --------
     >>> # with result_directory("results") as stage: write_bayes_files(fit, stage)
     """
-    from bayeslmm._lazy_dask import netcdf_lock_without_dask
+    from bayeslmm.results.lazy_dask import netcdf_lock_without_dask
     from bayeslmm.results.plots import figure_axes
 
     directory = Path(directory)

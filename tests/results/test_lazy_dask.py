@@ -1,4 +1,4 @@
-"""xarray without a Dask import until Dask is used (bayeslmm._lazy_dask), in fresh
+"""xarray without a Dask import until Dask is used (bayeslmm.results.lazy_dask), in fresh
 interpreters: the test process itself has long imported Dask."""
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ DEFERRED = f"""
 DASK = {DASK!r}
 import json, sys, tempfile, os
 import numpy as np, xarray as xr
-from bayeslmm._lazy_dask import defer_dask_checks, netcdf_lock_without_dask
+from bayeslmm.results.lazy_dask import defer_dask_checks, netcdf_lock_without_dask
 installed = defer_dask_checks()
 ds = xr.Dataset({{"a": (("chain", "draw"), np.arange(6.0).reshape(2, 3))}},
                 coords={{"chain": [0, 1]}})
@@ -66,7 +66,7 @@ def test_without_the_deferral_xarray_imports_dask():
 def test_deferral_steps_aside_when_dask_is_already_imported():
     code = (
         "import json, dask.array, xarray\n"
-        "from bayeslmm._lazy_dask import defer_dask_checks\n"
+        "from bayeslmm.results.lazy_dask import defer_dask_checks\n"
         "print(json.dumps({'installed': defer_dask_checks()}))"
     )
     assert _run(code)["installed"] is False
