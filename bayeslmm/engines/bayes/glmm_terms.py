@@ -23,9 +23,11 @@ coefficients' covariance Σ: PyMC's ``LKJCholeskyCov`` ``chol_<g>`` for ``|``, d
 The hyperparameters are PyMC's own unconstrained coordinates (the packed Cholesky factor
 with its diagonal on the log scale, or log σ_j) and the density carries PyMC's LKJ density,
 its normalising constant and the transforms' Jacobians. Per gradient: one mat-mat with U
-(and one with Uᵀ) with c columns. Sampled non-centred by default; with
-``slopes="conditional"`` and a Poisson pilot (below) each basis component's coefficients are
-conditionally scaled instead: H_j = I + s_j Lᵀ T_j L, Z_j's precision under the
+(and one with Uᵀ) with c columns. A model with slopes is sampled non-centred by default,
+its intercept-only blocks too (the PyMC model's coordinates: measured better than the
+conditional scaling below of the observation-level effect alone, see
+:func:`multiterm_density`); with ``slopes="conditional"`` and a Poisson pilot (below) each
+basis component's coefficients are conditionally scaled instead: H_j = I + s_j Lᵀ T_j L, Z_j's precision under the
 Gaussian surrogate (T_j the records' information about component j's coefficients, each
 component on its own, the observation-level effect integrated out), H_j = R_j R_jᵀ and
 Z_j = R_j⁻ᵀ v_j, log |∂Z/∂v| = −Σ log diag R_j: non-centred when Σ is small, centred when the
