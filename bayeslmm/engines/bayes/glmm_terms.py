@@ -26,15 +26,15 @@ its normalising constant and the transforms' Jacobians. Per gradient: one mat-ma
 (and one with Uᵀ) with c columns. A model with slopes is sampled non-centred by default,
 its intercept-only blocks too (the PyMC model's coordinates: measured better than the
 conditional scaling below of the observation-level effect alone, see
-:func:`multiterm_density`); with ``slopes="conditional"`` and a Poisson pilot (below) each
-basis component's coefficients are conditionally scaled instead: H_j = I + s_j Lᵀ T_j L, Z_j's precision under the
-Gaussian surrogate (T_j the records' information about component j's coefficients, each
-component on its own, the observation-level effect integrated out), H_j = R_j R_jᵀ and
-Z_j = R_j⁻ᵀ v_j, log |∂Z/∂v| = −Σ log diag R_j: non-centred when Σ is small, centred when the
-data pin the component, at every Σ (more ESS per draw on one Poisson model, 0.126 against
-0.086, but 4× the cost per gradient: see :func:`multiterm_density`). Slope terms come before
-the intercept-only blocks (which condition on them; the last block's centre follows η,
-slopes included).
+:func:`multiterm_density`). With ``slopes="conditional"`` and a Poisson pilot (below) each
+basis component's coefficients are conditionally scaled instead: H_j = I + s_j Lᵀ T_j L is
+Z_j's precision under the Gaussian surrogate (T_j the records' information about component
+j's coefficients, each component on its own, the observation-level effect integrated out),
+H_j = R_j R_jᵀ and Z_j = R_j⁻ᵀ v_j, log |∂Z/∂v| = −Σ log diag R_j: non-centred when Σ is
+small, centred when the data pin the component, at every Σ (more ESS per draw on one
+Poisson model, 0.126 against 0.086, but 4× the cost per gradient: see
+:func:`multiterm_density`). Slope terms come before the intercept-only blocks (which
+condition on them; the last block's centre follows η, slopes included).
 
 **Conditional scaling, block by block** (the default, ``weights="auto"``). Blocks are
 sorted coarse to fine (fewest components first; the observation-level effect last). Under a
