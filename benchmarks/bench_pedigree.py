@@ -31,6 +31,15 @@ analytic gradient from the selected inverse). The second trait has h² = ``--h2-
 correlation ``--rg`` and residual correlation ``--re`` with the first, and ``--missing`` of
 each trait's values are missing (never both on one animal).
 
+``--traits 2 --engine bayes`` times the bivariate posterior instead (``fit(method="nuts")``:
+route ``"sparse-pedigree"``, :mod:`bayeslmm.engines.bayes.multitrait_pedigree`: the
+marginal posterior of Σ_G and Σ_E by PSIS importance sampling, ``--draws × --chains``
+proposals, ``sampler="importance"``: this route at any pedigree size); ``--traits 2
+--engine nuts`` samples the same density by NUTS (``sampler="nutpie"`` of
+``sample_multitrait_pedigree``, also below the dense limit). Both print CPU seconds,
+ESS(r_g) of the draws, the importance ESS and Pareto k̂, the cost of one factorisation and
+of one gradient, and peak memory.
+
 Usage::
 
     python benchmarks/bench_pedigree.py [--generations 10] [--per-generation 10000]
@@ -167,8 +176,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--re", type=float, default=0.2, help="residual correlation")
     parser.add_argument("--missing", type=float, default=0.2, help="missing share per trait")
     args = parser.parse_args(argv)
-    if args.traits == 2 and args.engine != "reml":
-        parser.error("--traits 2 is fitted by REML only (--engine reml)")
 
     with threadpool_limits(1):
         blas = sorted({f"{i['internal_api']} {i.get('version')}" for i in threadpool_info()})
@@ -295,7 +302,25 @@ def _bivariate(args, ped: pd.DataFrame, rng: np.random.Generator, t_eigh: float)
     t_build = time.perf_counter() - t0
     model = bl.LMM("mvbind(y1, y2) ~ 1 + (1 | id)", data, kinship={"id": A})
     t_spec = time.perf_counter() - t0 - t_build
-    fit = model.fit(method="reml")
+    if args.engine == "bayes":
+        fit = model.fit(draws=args.draws, chains=args.chains, seed=args.seed, sampler="importance")
+    elif args.engine == "nuts":  # NUTS on the same density, at any pedigree size
+        from bayeslmm.engines.bayes.multitrait_pedigree import sample_multitrait_pedigree
+
+        fit = sample_multitrait_pedigree(
+            model.spec,
+            draws=args.draws,
+            tune=args.tune,
+            chains=args.chains,
+            cores=1,
+            seed=args.seed,
+            progressbar=False,
+            target_accept=0.9,
+            hdi_prob=0.95,
+            sampler="nutpie",
+        )
+    else:
+        fit = model.fit(method="reml")
     rg = fit.genetic_correlation()
     h2 = fit.heritability()
     total = time.perf_counter() - t0
@@ -303,6 +328,25 @@ def _bivariate(args, ped: pd.DataFrame, rng: np.random.Generator, t_eigh: float)
     _, traced_peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if args.engine != "reml":
+        _report_bivariate_posterior(
+            args,
+            fit,
+            rg,
+            h2,
+            A,
+            ped,
+            data,
+            nnz,
+            t_build,
+            t_spec,
+            total,
+            cpu,
+            peak_rss,
+            rss_before,
+            traced_peak,
+        )
+        return
     timing = fit.timing
     print(
         f"# route: {fit.route} ({timing['backend']}); AI steps: {timing['scoring_steps']:.0f}, "
@@ -326,6 +370,78 @@ def _bivariate(args, ped: pd.DataFrame, rng: np.random.Generator, t_eigh: float)
     print(
         f"{len(ped):7d}  {len(data):7d}  {nnz:8d}  {t_build:7.1f}  {total:7.1f}  {cpu:5.1f}  "
         f"{t_eigh:10.2f}  {peak_rss:11.0f}  {rss_before:13.0f}  {traced_peak / 2**20:14.0f}"
+    )
+
+
+def _evaluation_cost(spec) -> tuple[float, float]:
+    """CPU seconds of one factorisation (a log-posterior value) and of one gradient of the
+    sparse-pedigree multi-trait posterior, each the median of 5 at the centre point."""
+    from bayeslmm.engines.bayes.multitrait_pedigree import pedigree_multitrait_density
+
+    density = pedigree_multitrait_density(spec)
+    x = density.centre_point()
+    density.log_posterior(x, gradient=True)  # compilation of the selected inverse
+    costs = []
+    for gradient in (False, True):
+        runs = []
+        for _ in range(5):
+            c0 = time.process_time()
+            density.log_posterior(x, gradient=gradient)
+            runs.append(time.process_time() - c0)
+        costs.append(float(np.median(runs)))
+    return costs[0], costs[1]
+
+
+def _report_bivariate_posterior(
+    args,
+    fit,
+    rg,
+    h2,
+    A,
+    ped,
+    data,
+    nnz,
+    t_build,
+    t_spec,
+    total,
+    cpu,
+    peak_rss,
+    rss_before,
+    traced_peak,
+) -> None:
+    """The bivariate posterior's figures: r_g, h², ESS, k̂, stages, CPU seconds, memory."""
+    timing = fit.timing
+    row = rg.iloc[0]
+    with threadpool_limits(1):
+        value_cpu, gradient_cpu = _evaluation_cost(fit.spec)
+    print(
+        f"# route: {fit.route}; sampler: {fit.sampler}; {args.chains} x {args.draws} draws; "
+        f"factorisations {timing.get('factorizations', float('nan')):.0f}, selected inverses "
+        f"{timing.get('selected_inverses', float('nan')):.0f}; Pareto k "
+        f"{timing.get('pareto_k', float('nan')):.3f}, importance ESS "
+        f"{timing.get('importance_ess', float('nan')):.0f}, distinct draws "
+        f"{timing.get('distinct_draws', float('nan')):.0f}; messages: {fit.messages}"
+    )
+    print(
+        f"# r_g = {row['mean']:.4f} (sd {row['sd']:.4f}, 95% HDI {row['hdi_low']:.4f} to "
+        f"{row['hdi_high']:.4f}), ESS bulk {row['ess_bulk']:.0f}, R-hat {row['r_hat']:.4f}; "
+        "h² = "
+        + ", ".join(f"{m:.4f} (sd {s:.4f})" for m, s in zip(h2["mean"], h2["sd"], strict=True))
+    )
+    print(
+        f"# stages (s): A⁻¹ build {t_build:.1f}, specify {t_spec:.1f}, mode + Hessian "
+        f"{timing.get('mode_s', float('nan')):.1f}, sample {timing['sample_s']:.1f}, fit "
+        f"total {timing['total_s']:.1f}; one factorisation {value_cpu:.3f} CPU s, one "
+        f"gradient {gradient_cpu:.3f} CPU s"
+    )
+    ess = min(float(row["ess_bulk"]), float(timing.get("importance_ess", np.inf)))
+    print(
+        "animals  records  nnz(A⁻¹)  whole_s  cpu_s  ess_rg  ess_rg_per_cpu_s  "
+        "peak_rss_MB  rss_before_MB  traced_peak_MB"
+    )
+    print(
+        f"{len(ped):7d}  {len(data):7d}  {nnz:8d}  {total:7.1f}  {cpu:5.1f}  {ess:6.0f}  "
+        f"{ess / cpu:16.2f}  {peak_rss:11.0f}  {rss_before:13.0f}  {traced_peak / 2**20:14.0f}"
     )
 
 
