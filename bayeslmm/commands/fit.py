@@ -172,7 +172,11 @@ def add_fit_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--draws", type=positive_int, default=1000, help="kept draws per chain")
     parser.add_argument(
-        "--tune", type=non_negative_int, default=1000, help="warm-up draws per chain"
+        "--tune",
+        type=non_negative_int,
+        default=None,
+        help="warm-up draws per chain (default: the route's, as in LMM.fit: 300 for a "
+        "one-term closed-form GLMM without an observation-level effect, else 1000)",
     )
     parser.add_argument("--chains", type=positive_int, default=4)
     parser.add_argument("--cores", type=positive_int, default=None, help="parallel chains")
@@ -193,7 +197,13 @@ def add_fit_options(parser: argparse.ArgumentParser) -> None:
         default="auto",
         choices=("auto", "spectral", "latent", "sparse-pedigree", "sparse-pedigree-nuts"),
     )
-    parser.add_argument("--target-accept", type=open_probability, default=0.9)
+    parser.add_argument(
+        "--target-accept",
+        type=open_probability,
+        default=None,
+        help="NUTS target acceptance (default: the route's, as in LMM.fit: 0.8 for a one-term "
+        "closed-form GLMM without an observation-level effect, else 0.9)",
+    )
     parser.add_argument("--hdi-prob", type=open_probability, default=0.95)
     parser.add_argument(
         "--prior",
@@ -712,12 +722,12 @@ def run_multitrait(
         fit = model.fit(
             method="nuts",
             draws=args.draws,
-            tune=args.tune,
+            tune=1000 if args.tune is None else args.tune,
             chains=args.chains,
             cores=args.cores,
             seed=args.seed,
             sampler=args.sampler,
-            target_accept=args.target_accept,
+            target_accept=0.9 if args.target_accept is None else args.target_accept,
             hdi_prob=args.hdi_prob,
             verbose=False,  # the messages are printed with the report, once
         )

@@ -304,3 +304,25 @@ def test_fit_command_ml(tiny_files, capsys):
     assert main(args) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["method"] == "ml" and "(ML, SE" in capsys.readouterr().out
+
+
+def test_fit_command_leaves_warm_up_and_target_accept_to_the_route():
+    """Without --tune / --target-accept the command passes None, so LMM.fit fills in the
+    route's defaults (300 / 0.8 for a one-term closed-form GLMM without an observation-level
+    effect, 1000 / 0.9 otherwise) exactly as in Python; given ones are passed through."""
+    import argparse
+
+    from bayeslmm.commands.fit import add_fit_options, fit_model
+
+    class Recorder:
+        def fit(self, **options):
+            self.options = options
+            return options
+
+    parser = argparse.ArgumentParser()
+    add_fit_options(parser)
+    model = Recorder()
+    fit_model(model, parser.parse_args([]))
+    assert model.options["tune"] is None and model.options["target_accept"] is None
+    fit_model(model, parser.parse_args(["--tune", "500", "--target-accept", "0.95"]))
+    assert model.options["tune"] == 500 and model.options["target_accept"] == 0.95
