@@ -579,7 +579,12 @@ def check_family_args(args: argparse.Namespace) -> Any:
 def run(args: argparse.Namespace) -> int:
     """Read data and kinships, fit, write OUT/summary.json etc."""
     from bayeslmm.model import LMM
+    from bayeslmm.results.lazy_dask import defer_dask_checks
     from bayeslmm.results.output import check_output_dir
+
+    # xarray would import dask.array (~0.4 s) to ask whether each array of the draws is one.
+    # Only the command's own process is patched: a library call leaves xarray as it is.
+    defer_dask_checks()
 
     # Everything that can be checked without reading a file is checked first, then the output
     # folder, so that a mistake never costs a fit.

@@ -166,10 +166,6 @@ def sample(
     >>> idata.posterior["beta"].dims
     ('chain', 'draw', 'fixed')
     """
-    from bayeslmm.results.lazy_dask import defer_dask_checks
-
-    # xarray would import dask.array (~0.4 s) to ask whether each array of the draws is one
-    defer_dask_checks()
     name = resolve_sampler(sampler)
     strategy = strategy_of(built)
     if log_likelihood:
