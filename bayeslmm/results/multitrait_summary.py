@@ -361,7 +361,7 @@ def bayes_summary(fit: Any, hdi_prob: float | None = None) -> dict[str, Any]:
         "genetic_covariance": genetic,
         "residual_covariance": residual,
         "kinship": _kinship(fit),
-        "sampler": "nutpie",
+        "sampler": fit.sampler,  # "nutpie", or "importance" (sparse pedigree)
         "seed": fit.seed,
         "priors": dict(fit.priors),
     }

@@ -242,6 +242,7 @@ def test_importance_fit_on_a_sparse_pedigree(small) -> None:
         sampler="importance", draws=150, chains=2, seed=4, progressbar=False
     )
     assert (fit.route, fit.sampler) == ("sparse-pedigree", "importance")
+    assert fit.summary()["sampler"] == "importance"  # summary.json says what ran
     assert fit.posterior.sizes["chain"] == 2 and fit.posterior.sizes["draw"] == 150
     assert 0 <= fit.timing["pareto_k"] < 1.0 and fit.timing["importance_ess"] > 20
     G = fit.genetic_covariance(draws=True).values
