@@ -383,6 +383,7 @@ def _load_multitrait_posterior(directory: Path, summary: dict[str, Any], spec: A
         "priors": dict(summary.get("priors", {})),
         "messages": list(diagnostics.get("messages", [])),
         "route": summary.get("strategy", "rotated"),
+        "sampler": summary.get("sampler", "nutpie"),
         "spec": spec,
     }
     if spec.is_gaussian:

@@ -183,7 +183,11 @@ def test_sparse_pedigree_posterior_round_trip(case, tmp_path):
     fit.save(tmp_path / "out", plot=False)
     back = bl.load_fit(tmp_path / "out")
     assert back.route == "sparse-pedigree" and isinstance(back.spec.kinship, SparsePedigreeKinship)
+    assert back.sampler == "importance"  # what ran, not the NUTS default
     assert_same_tables(back, fit)
+    saved = json.loads((tmp_path / "out" / "summary.json").read_text())
+    saved.pop("inputs")
+    assert json.loads(json.dumps(json_safe(back.summary()))) == saved
 
 
 def test_nuts_checks_the_data_row_by_row(case, tmp_path):
