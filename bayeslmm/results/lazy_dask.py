@@ -8,10 +8,11 @@ time it writes a netCDF file (to choose a lock for Dask's scheduler; ``xarray.ba
 writers``): about 0.6 CPU seconds in a process that holds no Dask array, a sixth of a
 command-line fit at n = 1,000.
 
-Both questions have the same answer without the import while ``dask.array`` is not imported:
-no object can be an instance of a class that was never created, and with Dask not imported
-no Dask scheduler (client, configuration set in code) can be active, so xarray's own answer is
-its default, the threaded scheduler. :func:`defer_dask_checks` and
+All three questions have their answer without the import while Dask is not imported: no
+object can be an instance of ``dask.array.Array`` while that class was never created; an
+object without a callable ``__dask_graph__`` (a NumPy array) is no Dask collection, Dask's
+own first test; and no Dask scheduler (client, configuration set in code) can be active, so
+xarray's own answer is its default, the threaded scheduler. :func:`defer_dask_checks` and
 :func:`netcdf_lock_without_dask` give xarray those answers until Dask is imported (by the
 user, or by a bayeslmm path that uses it) and step aside from then on. Each checks that the
 xarray internals it relies on exist and does nothing otherwise, so a different xarray only
