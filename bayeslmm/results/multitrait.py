@@ -396,10 +396,20 @@ class MultiTraitBayesFit:
             "sd": float(values.std(ddof=1)),
             "hdi_low": float(low),
             "hdi_high": float(high),
-            "ess_bulk": float(az.ess(values, method="bulk")),
-            "ess_tail": float(az.ess(values, method="tail")),
+            "ess_bulk": min(float(az.ess(values, method="bulk")), self.ess_limit),
+            "ess_tail": min(float(az.ess(values, method="tail")), self.ess_limit),
             "r_hat": float(az.rhat(values)) if values.shape[0] > 1 else float("nan"),
         }
+
+    @property
+    def ess_limit(self) -> float:
+        """The most effective draws any quantity can have: importance-sampled draws are a
+        resample of weighted proposals, no more informative than their importance ESS
+        (``timing["importance_ess"]``), however the resampled draws autocorrelate; infinite
+        for NUTS."""
+        if self.sampler == "importance":
+            return float(self.timing.get("importance_ess", float("inf")))
+        return float("inf")
 
     def _correlation_table(
         self, name: str, prob: float | None, pairs: list[tuple[int, int]] | None = None

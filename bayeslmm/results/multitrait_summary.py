@@ -77,6 +77,22 @@ def _posterior_entry(draws: np.ndarray, prob: float) -> dict[str, Any]:
     return {**common, **s}
 
 
+def _limit_ess(entries: Any, limit: float) -> None:
+    """Cap every ``ess_bulk``/``ess_tail`` in nested ENTRY dicts at ``limit`` (in place): an
+    importance-sampled posterior has no more effective draws than its importance ESS."""
+    if limit == float("inf"):
+        return
+    if isinstance(entries, dict):
+        for key, value in entries.items():
+            if key in ("ess_bulk", "ess_tail") and value is not None:
+                entries[key] = min(float(value), limit)
+            else:
+                _limit_ess(value, limit)
+    elif isinstance(entries, list):
+        for value in entries:
+            _limit_ess(value, limit)
+
+
 def _pair(a: str, b: str) -> str:
     return f"{a}:{b}"
 
@@ -371,6 +387,10 @@ def bayes_summary(fit: Any, hdi_prob: float | None = None) -> dict[str, Any]:
             trait: _posterior_entry(latent[:, :, a], prob) for a, trait in enumerate(traits)
         }
         extra["residual_block"] = list(fit.residual_block)
+    _limit_ess(extra, fit.ess_limit)
+    for entry in checked:
+        _limit_ess(entry, fit.ess_limit)
+    ess = [min(e, fit.ess_limit) for e in ess]
     return assemble_summary(
         method="nuts",
         n_obs=spec.n,

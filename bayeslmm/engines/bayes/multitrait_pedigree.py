@@ -32,8 +32,8 @@ back to NUTS on the same density (``sampler="auto"``) or keeps the draws with a 
 by weight (β drawn from β | y, Σ per kept draw, from the same factorisation), in
 ``chains`` groups: independent draws, R-hat ≈ 1 by construction. A proposal of large
 weight is kept more than once (``fit.timing["distinct_draws"]`` counts the distinct ones),
-and the ESS columns of the posterior tables count kept draws, so they can exceed the
-importance ESS, which is the figure to quote.
+so the ESS columns of the posterior tables and summary.json are capped at the importance
+ESS (``MultiTraitBayesFit.ess_limit``): the resample holds no more information than that.
 
 Why not NUTS on the same ≤ 30-dimensional density (``sampler="nutpie"``, also built)?
 Each NUTS gradient is a factorisation *and* a selected inverse (2.5 × a factorisation's
