@@ -269,9 +269,9 @@ class LMM:
         progressbar : bool, optional
             Default: on in terminals, notebooks and interactive interpreters; off in pipelines.
         target_accept : float, optional
-            NUTS target acceptance rate, in (0, 1). ``None``: 0.8 where ``tune=None`` gives
-            300 (a near-Gaussian posterior: the larger step gives more ESS per draw, without
-            divergences), else 0.9.
+            NUTS target acceptance rate, in (0, 1). ``None``: 0.8 on the route where an unset
+            ``tune`` gives 300 (a near-Gaussian posterior: the larger step gives more ESS per
+            draw, without divergences), whatever ``tune`` is set to; else 0.9.
         hdi_prob : float
             Default HDI mass of the result's tables, in (0, 1).
         breeding_values : bool

@@ -77,6 +77,7 @@ generalized estimating equation approach. Biometrics 44, 1049–1060.
 
 from __future__ import annotations
 
+import importlib.util
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -474,11 +475,12 @@ def nuts_defaults(
     """
     if tune is not None and target_accept is not None:
         return tune, target_accept
-    short = (
-        sampler in ("auto", "nutpie")
-        and glmm_closed_form_applies(built)
-        and built.priors.sd_olre is None
+    # "auto" is nutpie only where nutpie is installed (else PyMC's NUTS on the graph, which
+    # the short settings were not measured on)
+    nutpie = sampler == "nutpie" or (
+        sampler == "auto" and importlib.util.find_spec("nutpie") is not None
     )
+    short = nutpie and glmm_closed_form_applies(built) and built.priors.sd_olre is None
     default_tune = CLOSED_FORM_TUNE if short else DEFAULT_TUNE
     default_accept = CLOSED_FORM_TARGET_ACCEPT if short else DEFAULT_TARGET_ACCEPT
     return (

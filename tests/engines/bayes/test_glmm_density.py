@@ -290,6 +290,17 @@ def test_nuts_defaults_shorter_only_on_the_closed_form(kinship):
     olre = _built(kinship, "poisson", "log", olre=True)
     assert glmm_closed_form_applies(olre)
     assert nuts_defaults(olre, "auto", None, None) == (1000, 0.9)
+    # without nutpie, "auto" is PyMC's NUTS on the graph: the usual defaults
+    import importlib.util
+
+    real_find_spec = importlib.util.find_spec
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(
+            importlib.util,
+            "find_spec",
+            lambda name, *a: None if name == "nutpie" else real_find_spec(name, *a),
+        )
+        assert nuts_defaults(built, "auto", None, None) == (1000, 0.9)
     # the observation-level effect on a truncated basis: the PyMC graph, the usual defaults
     truncated = _built(kinship, "poisson", "log", olre=True, rank_share=0.8)
     assert nuts_defaults(truncated, "auto", None, None) == (1000, 0.9)
