@@ -677,12 +677,15 @@ def multiterm_density(
         component (module notes). With non-centred slopes and ``weights="auto"`` the
         intercept-only blocks are non-centred too: the PyMC model's coordinates throughout.
         Measured on a Poisson kinship (1 + x | id) model with the observation-level effect
-        (``benchmarks/bench_glmm_terms.py``, n = 500, two seeds): everything non-centred
-        gave ESS per draw 0.140 / 0.066 at 26.5 / 27.2 CPU s; the observation-level effect
-        conditionally scaled with non-centred slopes 0.086 / 0.035 at 16.9 / 17.7 CPU s
-        (6 divergences on seed 2); the slopes conditionally scaled as well 0.126 (seed 1) at
-        4× the cost per gradient (batched 2 × 2 Cholesky factors and solves in numpy), 50.1
-        CPU s.
+        (``benchmarks/bench_glmm_terms.py``, n = 500, two seeds, run with the scripts of
+        commits 47df824 (seed 1) and e1b46be (seed 2); commands and ways in
+        ``benchmarks/results/bench_glmm_terms.txt``): everything non-centred (way
+        ``closed-nc``) gave ESS per draw 0.140 / 0.066 at 26.5 / 27.2 CPU s; the
+        observation-level effect conditionally scaled with non-centred slopes (the default
+        of commit e1b46be, which no argument selects from commit 8144379 on) 0.086 / 0.035
+        at 16.9 / 17.7 CPU s (6 divergences on seed 2); the slopes conditionally scaled as
+        well 0.126 (seed 1) at 4× the cost per gradient (batched 2 × 2 Cholesky factors and
+        solves in numpy), 50.1 CPU s.
 
     Returns
     -------
