@@ -183,3 +183,19 @@ def test_low_rank_nuts_fit_with_missing_values():
     assert list(missing["missing"].values) == [
         f"{model.spec.ids[i]}:y{a + 1}" for i, a in zip(rows, traits, strict=True)
     ]
+
+
+def test_low_rank_missing_values_beyond_the_unit_column_budget_are_refused(monkeypatch):
+    """Sampling missing values rotates an n × (individuals missing a trait) block with the
+    data: above the budget a clear DataError names REML, never a MemoryError."""
+    from bayeslmm.engines.bayes import multitrait_density as module
+    from bayeslmm.errors import DataError
+
+    df, K, _ = _case(3, 80, 20, 2, centred=False)
+    spec = bl.LMM(_formula(2, False), df, kinship={"id": K}).spec
+    missing_individuals = int(np.isnan(spec.Y).any(axis=1).sum())
+    monkeypatch.setattr(module, "MAX_MISSING_UNIT_CELLS", spec.n * missing_individuals - 1)
+    with pytest.raises(DataError, match="method='reml'"):
+        multitrait_density(spec)
+    monkeypatch.setattr(module, "MAX_MISSING_UNIT_CELLS", spec.n * missing_individuals)
+    assert multitrait_density(spec).route == "low-rank"

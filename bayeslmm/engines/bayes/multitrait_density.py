@@ -69,13 +69,19 @@ from bayeslmm.engines.multitrait_gaussian import (
     rotated_loglik_grad,
     scaled_cholesky_grad,
 )
-from bayeslmm.errors import SpecificationError
+from bayeslmm.errors import DataError, SpecificationError
 from bayeslmm.kinship.low_rank import LowRankKinship
 from bayeslmm.multitrait_spec import MultiTraitSpec
 from bayeslmm.priors import Prior
 
 #: LKJ η of Σ_G's and Σ_E's correlation matrices unless overridden.
 DEFAULT_LKJ_ETA = 2.0
+
+
+#: Most cells (individuals × individuals with a missing value) of the unit columns the
+#: low-rank route rotates with the data to sample missing values (4 × 10⁷ doubles: 320 MB,
+#: and the thin SVD's copies of it).
+MAX_MISSING_UNIT_CELLS = 40_000_000
 
 
 def _as_prior(value: Any, key: str) -> Prior:
@@ -427,6 +433,14 @@ def multitrait_density(spec: MultiTraitSpec) -> MultiTraitDensity:
         # E holds a unit column per individual with a missing value, so every completed Y
         # stays in the rotated span and its rotated rows are base + Σ (rotated e_i) y_ia
         individuals, q_rows = np.unique(rows, return_inverse=True)
+        if n * individuals.size > MAX_MISSING_UNIT_CELLS:
+            raise DataError(
+                f"{individuals.size} of {n} individuals miss a trait value: sampling them on "
+                f"the low-rank kinship '{K.name}' rotates one column per such individual "
+                f"({n} × {individuals.size} doubles, more than this path allows). Fit by "
+                "method='reml' (the marker-space equations take any number of missing "
+                "values), or drop the individuals lacking a trait."
+            )
         units = np.zeros((n, individuals.size))
         units[individuals, np.arange(individuals.size)] = 1.0
         p = Xc.shape[1]

@@ -434,6 +434,14 @@ def importance_sample(
             keep.append(None if at is None else {"beta": at["beta"].copy(), "S_chol": at["S_chol"]})
         log_w = log_p - np.atleast_1d(log_q)
         finite = np.isfinite(log_w)
+        if finite.sum() < 2:
+            raise SpecificationError(
+                f"{int(finite.sum())} of {n_proposals} importance proposals have a finite "
+                "posterior density: the proposal around the mode found does not cover the "
+                "posterior (a variance at its boundary, or a mode search that did not "
+                "converge). Fit with sampler='nutpie' (NUTS on the same density), or check "
+                "the model by method='reml'."
+            )
         log_w[~finite] = -np.inf
         smoothed = np.full(n_proposals, -np.inf)
         smoothed_finite, k_hat = az.psislw(log_w[finite].copy())
