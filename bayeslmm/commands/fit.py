@@ -724,17 +724,21 @@ def run_multitrait(
     if args.method == "reml":
         fit = model.fit(method="reml")
     else:
+        given = {  # unset: MultiTraitLMM.fit's own defaults
+            name: value
+            for name, value in (("tune", args.tune), ("target_accept", args.target_accept))
+            if value is not None
+        }
         fit = model.fit(
             method="nuts",
             draws=args.draws,
-            tune=1000 if args.tune is None else args.tune,
             chains=args.chains,
             cores=args.cores,
             seed=args.seed,
             sampler=args.sampler,
-            target_accept=0.9 if args.target_accept is None else args.target_accept,
             hdi_prob=args.hdi_prob,
             verbose=False,  # the messages are printed with the report, once
+            **given,
         )
     paths = fit.save(out)
     report_multitrait(fit, paths)
