@@ -75,7 +75,11 @@ from bayeslmm.engines.bayes.multitrait_density import (
     matrix_log_prior,
     resolve_multitrait_priors,
 )
-from bayeslmm.engines.multitrait_gaussian import cholesky_from_params, cholesky_param_grad
+from bayeslmm.engines.multitrait_gaussian import (
+    cholesky_from_params,
+    cholesky_param_grad,
+    scaled_cholesky_grad,
+)
 from bayeslmm.engines.reml.multitrait_pedigree import _PedigreeEquations
 from bayeslmm.errors import SpecificationError
 from bayeslmm.kinship.pedigree_inverse import SparsePedigreeKinship
@@ -149,9 +153,7 @@ class PedigreeMultiTraitDensity:
         """Priors and Jacobian at the standardised factor, and their gradient in x."""
         L = self.scale[:, None] * L_std  # Σ = diag(s) L* L*ᵀ diag(s) = L Lᵀ
         value, dL = matrix_log_prior(L, priors, eta)
-        rows, cols = np.tril_indices(self.n_traits, -1)
-        grad = np.concatenate([np.diag(dL) * np.diag(L), dL[rows, cols] * self.scale[rows]])
-        return value, grad
+        return value, scaled_cholesky_grad(dL, L, self.scale)
 
     def log_posterior(
         self, x: np.ndarray, gradient: bool = False
