@@ -284,6 +284,28 @@ def test_large_sparse_pedigree_takes_the_sparse_route_and_glmm_is_refused(monkey
         model.fit(draws=10, tune=10, chains=1)
 
 
+def test_importance_falls_back_to_nuts_on_the_same_density(monkeypatch) -> None:
+    """Where k̂ stays above the limit, sampler='auto' runs NUTS on the same marginal density
+    (the fit says so), and sampler='importance' keeps the draws with a message."""
+    rng = np.random.default_rng(8)
+    ped = simulate_pedigree(rng, 120)
+    df, _ = simulate_records(rng, ped, 80, missing=0.2)
+    A = bl.pedigree_relationship(ped, sparse=True)
+    monkeypatch.setattr(multitrait_model, "DENSE_PEDIGREE_LIMIT", 100)
+    monkeypatch.setattr(mtp, "PARETO_K_LIMIT", -np.inf)  # no proposal is good enough
+    model = bl.LMM(FORMULA, df, kinship={"id": A})
+    fit = model.fit(draws=30, tune=30, chains=2, seed=3, progressbar=False)
+    assert (fit.route, fit.sampler) == ("sparse-pedigree", "nutpie")
+    assert fit.posterior.sizes["draw"] == 30 and fit.summary()["sampler"] == "nutpie"
+    assert np.all(np.isfinite(fit.posterior["genetic_covariance"].values))
+    assert any("sampled by NUTS on the same density" in m for m in fit.messages)
+    kept = model.fit(
+        sampler="importance", draws=30, chains=1, seed=3, progressbar=False, verbose=False
+    )
+    assert kept.sampler == "importance"
+    assert any("the weights are unreliable" in m for m in kept.messages)
+
+
 @pytest.mark.slow
 def test_posterior_means_equal_the_dense_nuts_posterior_on_300_animals() -> None:
     """Posterior means of Σ_G, Σ_E and r_g: importance sampling on the sparse equations
