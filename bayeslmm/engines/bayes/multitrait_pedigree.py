@@ -465,28 +465,35 @@ def importance_sample(
             return ImportanceDraws(proposals, weights, k_hat, ess, keep, rounds)
 
 
+#: The posterior's variables and their dimensions, for the importance draws and for NUTS.
+POSTERIOR_DIMS: dict[str, tuple[str, ...]] = {
+    "genetic_covariance": ("trait", "trait_"),
+    "residual_covariance": ("trait", "trait_"),
+    "genetic_correlation": ("trait", "trait_"),
+    "residual_correlation": ("trait", "trait_"),
+    "genetic_sd": ("trait",),
+    "residual_sd": ("trait",),
+    "heritability": ("trait",),
+    "beta": ("trait", "term"),
+}
+
+
 def _idata(named: list[dict[str, np.ndarray]], chains: int, traits, fixed_names) -> Any:
     import arviz as az
 
     draws = len(named) // chains
-    dims = {
-        "genetic_covariance": ["trait", "trait_"],
-        "residual_covariance": ["trait", "trait_"],
-        "genetic_correlation": ["trait", "trait_"],
-        "residual_correlation": ["trait", "trait_"],
-        "genetic_sd": ["trait"],
-        "residual_sd": ["trait"],
-        "heritability": ["trait"],
-        "beta": ["trait", "term"],
-    }
     posterior = {
         name: np.stack([row[name] for row in named]).reshape(
             chains, draws, *np.shape(named[0][name])
         )
-        for name in dims
+        for name in POSTERIOR_DIMS
     }
-    coords = {"trait": list(traits), "trait_": list(traits), "term": list(fixed_names)}
-    return az.from_dict(posterior=posterior, coords=coords, dims=dims)
+    dims = {name: list(d) for name, d in POSTERIOR_DIMS.items()}
+    return az.from_dict(posterior=posterior, coords=_coords(traits, fixed_names), dims=dims)
+
+
+def _coords(traits, fixed_names) -> dict[str, list[str]]:
+    return {"trait": list(traits), "trait_": list(traits), "term": list(fixed_names)}
 
 
 def sample_multitrait_pedigree(
@@ -644,22 +651,8 @@ def _sample_nuts(
         default_progressbar,
     )
 
-    dims = {
-        "genetic_covariance": ("trait", "trait_"),
-        "residual_covariance": ("trait", "trait_"),
-        "genetic_correlation": ("trait", "trait_"),
-        "residual_correlation": ("trait", "trait_"),
-        "genetic_sd": ("trait",),
-        "residual_sd": ("trait",),
-        "heritability": ("trait",),
-        "beta": ("trait", "term"),
-    }
-    coords = {
-        "trait": list(density.traits),
-        "trait_": list(density.traits),
-        "term": list(density.fixed_names),
-    }
-    compiled = pyfunc_model(density, dims, coords, seeded_expand=True)
+    coords = _coords(density.traits, density.fixed_names)
+    compiled = pyfunc_model(density, POSTERIOR_DIMS, coords, seeded_expand=True)
     # one factor object serves every chain (its ordering is analysed once): the chains
     # take turns, which the Python callback's GIL imposes anyway
     cores = 1
