@@ -129,6 +129,27 @@ def expected_information(
     return get_family(family, link).expected_information(mu, V)
 
 
+def split_merged_effect(
+    c: np.ndarray, var_a: float, var_o: float, eigenvalues: np.ndarray, rng: np.random.Generator
+) -> np.ndarray:
+    """A draw of the kinship part a of a merged effect c = a + e in K's eigenbasis.
+
+    With a ~ N(0, σ_a² S) and e ~ N(0, σ_o² I) in the eigenbasis, a | c is Gaussian and
+    diagonal: mean σ_a² s_j / A_j · c_j, variance σ_a² s_j σ_o² / A_j, A_j = σ_a² s_j + σ_o²
+    (a = 0 where s_j = 0, K's null space or the complement of a truncated basis). The
+    observation-level effect is then c − a, so the drawn split keeps a + e = c exactly.
+
+    Examples
+    --------
+    >>> a = split_merged_effect(np.ones(2), 1.0, 1.0, np.array([1.0, 0.0]),
+    ...                         np.random.default_rng(0))
+    >>> float(a[1])  # no kinship variance in that direction: all of c is e
+    0.0
+    """
+    share = var_a * eigenvalues / (var_a * eigenvalues + var_o)
+    return share * c + np.sqrt(share * var_o) * rng.standard_normal(eigenvalues.size)
+
+
 Pullback = Callable[[np.ndarray], tuple[np.ndarray, float, np.ndarray]]
 
 
@@ -392,7 +413,7 @@ class GLMMDensity:
         meta, p, g = self.meta, self.n_fixed, self.group
         h = x[: self.n_hyper]
         beta_s = self.fixed_effects(x)
-        var_a, var_o, A, _ = self._variances(h)
+        var_a, var_o, _, _ = self._variances(h)
         c, _, _ = self.latent(x)
         out: dict[str, Any] = {}
         if p:
@@ -404,8 +425,7 @@ class GLMMDensity:
         s = self.eigenvalues
         if self.olre:
             rng = rng if rng is not None else np.random.default_rng()
-            share = var_a * s / A
-            a = share * c + np.sqrt(share * var_o) * rng.standard_normal(s.size)
+            a = split_merged_effect(c, var_a, var_o, s, rng)
             e_obs = self.per_record(self._levels(c - a))
             out["sd_olre"] = math.sqrt(var_o)
             out["z_olre"] = e_obs / math.sqrt(var_o)
