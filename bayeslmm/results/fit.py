@@ -188,6 +188,8 @@ class FitTables:
         scale: float | None = None,
         hdi_prob: float | None = None,
         draws: bool = False,
+        kind: str = "posterior",
+        seed: int | None = None,
     ) -> pd.DataFrame | Any:
         """Per-marker effects of the SNP form of the model: b̂ = σ_β² Wᵀ Zᵀ V⁻¹ (y − Xβ̂).
 
@@ -209,21 +211,34 @@ class FitTables:
             c in K = W Wᵀ / c; by default tr(W Wᵀ)/tr(K). Either way K = W Wᵀ / c is checked.
         hdi_prob : float, optional
         draws : bool
-            NUTS: return the draws of E[b | y, θ, β] (dims chain, draw, marker).
+            NUTS: return the draws (an ``xarray.DataArray``, dims chain, draw, marker)
+            instead of the table.
+        kind : {"posterior", "conditional_mean"}
+            NUTS: ``"posterior"`` (default) draws b | y, θ, β once per posterior draw, so
+            the table is the posterior of b (its SDs and intervals include the markers'
+            conditional variance, σ_β² I − σ_β⁴ WᵀZᵀV⁻¹ZW); ``"conditional_mean"`` gives
+            E[b | y, θ, β] per draw (the same means, but a spread that is only θ's and β's
+            part). A point fit's table is always b̂ with its prediction error SD.
+        seed : int, optional
+            NUTS, ``kind="posterior"``: seed of the normal draws (the fit's seed,
+            ``fit.seed``, by default, so the table is reproducible).
 
         Returns
         -------
         pandas.DataFrame
             One row per marker: ``estimate, se, ci_low, ci_high`` (REML: b̂ with its
-            prediction error SD; NUTS: posterior summaries of E[b | y, θ, β]).
+            prediction error SD; NUTS: posterior summaries of the ``kind`` of draws, then
+            ``mean, sd, hdi_low, hdi_high, ess_bulk, ess_tail, r_hat``).
+            ``frame.attrs`` holds ``scale`` (c), ``ci_prob`` and ``kind``.
 
         Examples
         --------
         >>> # fit.snp_effects(dosages).sort_values("estimate").tail()
+        >>> # fit.snp_effects(dosages, kind="conditional_mean")  # E[b | y, θ, β] per draw
         """
         from bayeslmm.results.snp import snp_effects
 
-        return snp_effects(self, genotypes, scale, hdi_prob, draws)
+        return snp_effects(self, genotypes, scale, hdi_prob, draws, kind, seed)
 
     # -- model comparison ----------------------------------------------------------------------
     def loo(self, kind: str | None = None, pointwise: bool = True) -> Any:

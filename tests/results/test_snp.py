@@ -76,7 +76,13 @@ def _posterior_fit(df, K, draws, seed):
     diag, messages = diagnose(idata)
     sampler = strategy_of(built).breeding_value_sampler(built)
     fit = BayesFit(
-        idata, built, timing={}, diagnostics=diag, messages=messages, breeding_value_sampler=sampler
+        idata,
+        built,
+        timing={},
+        diagnostics=diag,
+        messages=messages,
+        seed=3,
+        breeding_value_sampler=sampler,
     )
     return fit, post, idata
 
@@ -84,7 +90,7 @@ def _posterior_fit(df, K, draws, seed):
 def test_nuts_snp_effects_per_draw_are_the_ridge_solution(markers):
     geno, K, df, W = markers
     fit, post, idata = _posterior_fit(df, K, draws=30, seed=1)
-    draws = fit.snp_effects(geno, draws=True)
+    draws = fit.snp_effects(geno, draws=True, kind="conditional_mean")
     assert draws.dims == ("chain", "draw", "marker")
     c = float(np.trace(W @ W.T) / np.trace(K.matrix))
     X = np.c_[np.ones(len(df)), df["x"]]
@@ -94,9 +100,10 @@ def test_nuts_snp_effects_per_draw_are_the_ridge_solution(markers):
         # given β: ridge on the residual, b = (WᵀW + λI)⁻¹ Wᵀ (y − Xβ), λ = σ_e² c / σ_g²
         b = np.linalg.solve(W.T @ W + ve * c / vg * np.eye(W.shape[1]), W.T @ (df["y"] - X @ beta))
         np.testing.assert_allclose(draws.values[chain, d], b, rtol=0, atol=1e-9)
-    table = fit.snp_effects(geno)
+    table = fit.snp_effects(geno, kind="conditional_mean")
     np.testing.assert_allclose(table["estimate"], draws.values.mean(axis=(0, 1)), atol=1e-12)
     assert "ess_bulk" in table.columns
+    assert table.attrs["kind"] == "conditional_mean"
 
 
 def test_snp_effects_check_the_genotypes(markers):
@@ -115,6 +122,10 @@ def test_snp_effects_check_the_genotypes(markers):
         fit.snp_effects(geno, scale=3.0)
     with pytest.raises(SpecificationError, match="draws=True"):
         fit.snp_effects(geno, draws=True)
+    with pytest.raises(SpecificationError, match="point estimate"):
+        fit.snp_effects(geno, kind="conditional_mean")
+    with pytest.raises(SpecificationError, match="kind must be one of"):
+        fit.snp_effects(geno, kind="mean")
     two = df.assign(pen=[f"p{k % 5}" for k in range(len(df))])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -190,7 +201,7 @@ def test_low_rank_reml_snp_effects_equal_ridge_regression(low_rank_markers, reco
 def test_low_rank_nuts_snp_effects_per_draw_are_the_ridge_solution(low_rank_markers):
     geno, K, df, _, W = low_rank_markers
     fit, post, idata = _posterior_fit(df, K, draws=20, seed=2)
-    draws = fit.snp_effects(geno, draws=True)
+    draws = fit.snp_effects(geno, draws=True, kind="conditional_mean")
     c = np.sum(W**2) / np.sum(K.markers**2)
     X = np.c_[np.ones(len(df)), df["x"]]
     for chain, d in [(0, 0), (1, 19)]:
@@ -198,7 +209,7 @@ def test_low_rank_nuts_snp_effects_per_draw_are_the_ridge_solution(low_rank_mark
         beta = idata.posterior["beta"].values[chain, d]
         b = np.linalg.solve(W.T @ W + ve * c / vg * np.eye(W.shape[1]), W.T @ (df["y"] - X @ beta))
         np.testing.assert_allclose(draws.values[chain, d], b, rtol=0, atol=1e-9)
-    table = fit.snp_effects(geno)
+    table = fit.snp_effects(geno, kind="conditional_mean")
     np.testing.assert_allclose(table["estimate"], draws.values.mean(axis=(0, 1)), atol=1e-12)
 
 
