@@ -181,7 +181,7 @@ class MultiTraitLMM:
         _probability(hdi_prob, "hdi_prob")
         from bayeslmm.engines.bayes.multitrait_glmm import sample_multitrait_glmm
         from bayeslmm.engines.bayes.multitrait_pedigree import sample_multitrait_pedigree
-        from bayeslmm.engines.bayes.multitrait_sampling import sample_multitrait
+        from bayeslmm.engines.bayes.multitrait_sampling import NutsSettings, sample_multitrait
 
         options: dict[str, Any] = {}
         if large or sampler == "importance":
@@ -192,18 +192,8 @@ class MultiTraitLMM:
             sample = sample_multitrait
         else:
             sample = sample_multitrait_glmm
-        fit = sample(
-            self.spec,
-            draws=draws,
-            tune=tune,
-            chains=chains,
-            cores=cores,
-            seed=seed,
-            progressbar=progressbar,
-            target_accept=target_accept,
-            hdi_prob=hdi_prob,
-            **options,
-        )
+        settings = NutsSettings(draws, tune, chains, cores, seed, progressbar, target_accept)
+        fit = sample(self.spec, settings, hdi_prob=hdi_prob, **options)
         if verbose:
             for message in fit.messages:
                 print(f"bayeslmm: {message}", file=sys.stderr)

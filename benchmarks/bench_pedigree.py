@@ -306,9 +306,9 @@ def _bivariate(args, ped: pd.DataFrame, rng: np.random.Generator, t_eigh: float)
         fit = model.fit(draws=args.draws, chains=args.chains, seed=args.seed, sampler="importance")
     elif args.engine == "nuts":  # NUTS on the same density, at any pedigree size
         from bayeslmm.engines.bayes.multitrait_pedigree import sample_multitrait_pedigree
+        from bayeslmm.engines.bayes.multitrait_sampling import NutsSettings
 
-        fit = sample_multitrait_pedigree(
-            model.spec,
+        settings = NutsSettings(
             draws=args.draws,
             tune=args.tune,
             chains=args.chains,
@@ -316,9 +316,8 @@ def _bivariate(args, ped: pd.DataFrame, rng: np.random.Generator, t_eigh: float)
             seed=args.seed,
             progressbar=False,
             target_accept=0.9,
-            hdi_prob=0.95,
-            sampler="nutpie",
         )
+        fit = sample_multitrait_pedigree(model.spec, settings, hdi_prob=0.95, sampler="nutpie")
     else:
         fit = model.fit(method="reml")
     rg = fit.genetic_correlation()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import warnings
 
+import arviz as az
 import numpy as np
 import pandas as pd
 import pytest
@@ -299,6 +300,14 @@ def test_importance_falls_back_to_nuts_on_the_same_density(monkeypatch) -> None:
     assert fit.posterior.sizes["draw"] == 30 and fit.summary()["sampler"] == "nutpie"
     assert np.all(np.isfinite(fit.posterior["genetic_covariance"].values))
     assert any("sampled by NUTS on the same density" in m for m in fit.messages)
+    # the fallback words R-hat as every multi-trait NUTS fit does (30 draws: the chains
+    # disagree, so the message is expected here)
+    worst = max(
+        float(np.nanmax(az.rhat(fit.posterior[name]).to_array().values))
+        for name in ("genetic_covariance", "residual_covariance")
+    )
+    assert worst > 1.01
+    assert any(m.startswith(f"R-hat up to {worst:.3f}") for m in fit.messages)
     kept = model.fit(
         sampler="importance", draws=30, chains=1, seed=3, progressbar=False, verbose=False
     )

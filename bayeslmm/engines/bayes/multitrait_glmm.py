@@ -81,7 +81,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from scipy.linalg import solve_triangular
@@ -93,6 +93,9 @@ from bayeslmm.families import Family, Poisson
 from bayeslmm.multitrait_glmm_spec import residual_traits
 from bayeslmm.multitrait_spec import MultiTraitSpec
 from bayeslmm.priors import Prior
+
+if TYPE_CHECKING:  # imported at fit time only, as run_nutpie in sample_multitrait_glmm
+    from bayeslmm.engines.bayes.multitrait_sampling import NutsSettings
 
 LOG_2PI = math.log(2.0 * math.pi)
 DEFAULT_LKJ_ETA = 2.0
@@ -775,24 +778,14 @@ def heritability_draws(
     return link, latent
 
 
-def sample_multitrait_glmm(
-    spec: MultiTraitSpec,
-    *,
-    draws: int,
-    tune: int,
-    chains: int,
-    cores: int | None,
-    seed: int,
-    progressbar: bool | None,
-    target_accept: float,
-    hdi_prob: float,
-) -> Any:
+def sample_multitrait_glmm(spec: MultiTraitSpec, settings: NutsSettings, *, hdi_prob: float) -> Any:
     """Sample the posterior of a latent-scale multi-trait GLMM with nutpie.
 
     Parameters
     ----------
     spec : MultiTraitSpec
-    draws, tune, chains, cores, seed, progressbar, target_accept, hdi_prob
+    settings : NutsSettings
+    hdi_prob : float
         As :meth:`bayeslmm.LMM.fit` (checked by the caller).
 
     Returns
@@ -801,8 +794,9 @@ def sample_multitrait_glmm(
 
     Examples
     --------
-    >>> # fit = sample_multitrait_glmm(spec, draws=500, tune=500, chains=2, cores=1, seed=1,
-    >>> #                              progressbar=False, target_accept=0.9, hdi_prob=0.95)
+    >>> # settings = NutsSettings(draws=500, tune=500, chains=2, cores=1, seed=1,
+    >>> #                         progressbar=False, target_accept=0.9)
+    >>> # fit = sample_multitrait_glmm(spec, settings, hdi_prob=0.95)
     """
     from bayeslmm.engines.bayes.multitrait_sampling import run_nutpie
     from bayeslmm.results.multitrait_glmm import MultiTraitGLMMBayesFit
@@ -811,13 +805,7 @@ def sample_multitrait_glmm(
         spec,
         multitrait_glmm_density,
         nutpie_model,
-        draws=draws,
-        tune=tune,
-        chains=chains,
-        cores=cores,
-        seed=seed,
-        progressbar=progressbar,
-        target_accept=target_accept,
+        settings,
         rhat_of=("genetic_covariance", "beta"),
     )
     density, post = run.density, run.idata.posterior
@@ -826,20 +814,11 @@ def sample_multitrait_glmm(
     post["heritability"] = (dims, link)
     post["heritability_latent"] = (dims, latent)
     return MultiTraitGLMMBayesFit(
-        traits=spec.traits,
-        fixed_names=spec.fixed_names,
-        idata=run.idata,
-        hdi_prob=hdi_prob,
-        seed=seed,
-        timing=run.timing(),
-        formula=spec.formula,
-        priors=density.prior_table,
-        messages=run.messages,
+        **run.fit_arguments(spec, settings, hdi_prob),
         route="latent",
         families=tuple(family_label(f) for f in spec.families),
         latent_traits=tuple(
             t for t, f in zip(spec.traits, spec.families, strict=True) if not f.is_gaussian
         ),
         residual_block=tuple(spec.traits[a] for a in density.block),
-        spec=spec,
     )

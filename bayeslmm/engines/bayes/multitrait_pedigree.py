@@ -65,7 +65,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -75,6 +75,7 @@ from bayeslmm.engines.bayes.multitrait_density import (
     matrix_log_prior,
     resolve_multitrait_priors,
 )
+from bayeslmm.engines.bayes.multitrait_sampling import NutsSettings, nutpie_draws
 from bayeslmm.engines.multitrait_gaussian import (
     cholesky_from_params,
     cholesky_param_grad,
@@ -497,17 +498,7 @@ def _coords(traits, fixed_names) -> dict[str, list[str]]:
 
 
 def sample_multitrait_pedigree(
-    spec: MultiTraitSpec,
-    *,
-    draws: int,
-    tune: int,
-    chains: int,
-    cores: int | None,
-    seed: int,
-    progressbar: bool | None,
-    target_accept: float,
-    hdi_prob: float,
-    sampler: str = "auto",
+    spec: MultiTraitSpec, settings: NutsSettings, *, hdi_prob: float, sampler: str = "auto"
 ) -> MultiTraitBayesFit:
     """The posterior of a Gaussian multi-trait model on a sparse pedigree (module notes).
 
@@ -515,11 +506,12 @@ def sample_multitrait_pedigree(
     ----------
     spec : MultiTraitSpec
         Gaussian traits, a :class:`~bayeslmm.kinship.SparsePedigreeKinship`.
-    draws, chains
-        ``draws × chains`` proposals and as many kept draws (``chains`` groups).
-    tune, cores, progressbar, target_accept
-        NUTS's (``sampler="nutpie"`` or the fallback); importance sampling ignores them.
-    seed, hdi_prob
+    settings : NutsSettings
+        ``draws × chains`` proposals and as many kept draws (``chains`` groups); ``tune``,
+        ``progressbar`` and ``target_accept`` are NUTS's (``sampler="nutpie"`` or the
+        fallback), importance sampling ignores them; NUTS runs its chains one at a time
+        whatever ``cores``.
+    hdi_prob : float
         As :meth:`bayeslmm.LMM.fit`.
     sampler : {"auto", "importance", "nutpie"}
         ``"auto"``: importance sampling, NUTS when k̂ stays above
@@ -540,6 +532,7 @@ def sample_multitrait_pedigree(
     >>> #              ).fit(sampler="importance")
     >>> # fit.sampler, fit.timing["pareto_k"], fit.genetic_correlation()
     """
+    draws, chains, seed = settings.draws, settings.chains, settings.seed
     started = time.perf_counter()
     density = pedigree_multitrait_density(spec)
     X = np.asarray(spec.X, dtype=float)
@@ -582,13 +575,8 @@ def sample_multitrait_pedigree(
                     "'auto'."
                 )
     if use_nuts:
-        idata = _sample_nuts(density, draws, tune, chains, cores, seed, progressbar, target_accept)
-        divergent = int(idata.sample_stats["diverging"].values.sum())
-        if divergent:
-            messages.append(
-                f"{divergent} divergent transition(s): the posterior may be biased near a "
-                "boundary. Refit with target_accept=0.95 or 0.99."
-            )
+        idata, nuts_messages = _sample_nuts(density, settings)
+        messages.extend(nuts_messages)
         used = "nutpie"
     else:
         index = _systematic_resample(found.weights, draws * chains, rng)
@@ -632,40 +620,17 @@ def sample_multitrait_pedigree(
 
 
 def _sample_nuts(
-    density: PedigreeMultiTraitDensity,
-    draws: int,
-    tune: int,
-    chains: int,
-    cores: int | None,
-    seed: int,
-    progressbar: bool | None,
-    target_accept: float,
-) -> Any:
-    """NUTS (nutpie, Python callback) on the density."""
-    import nutpie
-
+    density: PedigreeMultiTraitDensity, settings: NutsSettings
+) -> tuple[Any, list[str]]:
+    """NUTS (nutpie, Python callback) on the density: its draws and worded diagnostics."""
     from bayeslmm.engines.bayes.nutpie_callback import pyfunc_model
-    from bayeslmm.engines.bayes.sampling import (
-        _blas_limit,
-        blas_threads_per_chain,
-        default_progressbar,
-    )
 
     coords = _coords(density.traits, density.fixed_names)
     compiled = pyfunc_model(density, POSTERIOR_DIMS, coords, seeded_expand=True)
     # one factor object serves every chain (its ordering is analysed once): the chains
     # take turns, which the Python callback's GIL imposes anyway
-    cores = 1
-    progressbar = default_progressbar() if progressbar is None else bool(progressbar)
-    with _blas_limit(blas_threads_per_chain(chains, cores)):
-        return nutpie.sample(
-            compiled,
-            draws=draws,
-            tune=tune,
-            chains=chains,
-            cores=cores,
-            seed=seed,
-            progress_bar=progressbar,
-            target_accept=target_accept,
-            save_warmup=False,
-        )
+    return nutpie_draws(
+        compiled,
+        replace(settings, cores=1),
+        rhat_of=("genetic_covariance", "residual_covariance"),
+    )

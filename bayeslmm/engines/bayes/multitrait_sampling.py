@@ -26,6 +26,27 @@ DensityT = TypeVar("DensityT")
 
 
 @dataclass(frozen=True)
+class NutsSettings:
+    """The NUTS settings of a multi-trait fit, as :meth:`bayeslmm.LMM.fit` takes them
+    (checked by the caller); ``cores=None`` runs as many chains at once as there are cores.
+
+    Examples
+    --------
+    >>> NutsSettings(draws=500, tune=500, chains=2, cores=1, seed=1, progressbar=False,
+    ...              target_accept=0.9).chains
+    2
+    """
+
+    draws: int
+    tune: int
+    chains: int
+    cores: int | None
+    seed: int
+    progressbar: bool | None
+    target_accept: float
+
+
+@dataclass(frozen=True)
 class NutpieRun(Generic[DensityT]):
     """One nutpie run of a closed-form multi-trait density (:func:`run_nutpie`)."""
 
@@ -45,19 +66,32 @@ class NutpieRun(Generic[DensityT]):
             "total_s": time.perf_counter() - self.started,
         }
 
+    def fit_arguments(
+        self, spec: MultiTraitSpec, settings: NutsSettings, hdi_prob: float
+    ) -> dict[str, Any]:
+        """The arguments every multi-trait posterior fit takes from its spec and this run
+        (the density's ``prior_table`` among them); the caller adds its route and
+        family-specific fields."""
+        return {
+            "traits": spec.traits,
+            "fixed_names": spec.fixed_names,
+            "idata": self.idata,
+            "hdi_prob": hdi_prob,
+            "seed": settings.seed,
+            "timing": self.timing(),
+            "formula": spec.formula,
+            "priors": self.density.prior_table,  # type: ignore[attr-defined]
+            "messages": self.messages,
+            "spec": spec,
+        }
+
 
 def run_nutpie(
     spec: MultiTraitSpec,
     build: Callable[[MultiTraitSpec], DensityT],
     model: Callable[[DensityT], Any],
+    settings: NutsSettings,
     *,
-    draws: int,
-    tune: int,
-    chains: int,
-    cores: int | None,
-    seed: int,
-    progressbar: bool | None,
-    target_accept: float,
     rhat_of: tuple[str, ...],
 ) -> NutpieRun[DensityT]:
     """Build a closed-form density, sample it with nutpie and word its diagnostics.
@@ -70,9 +104,7 @@ def run_nutpie(
         multitrait_density.multitrait_density`).
     model : callable
         ``model(density)``: the nutpie model that samples it.
-    draws, tune, chains, cores, seed, progressbar, target_accept
-        As :meth:`bayeslmm.LMM.fit` (checked by the caller); ``cores=None`` runs as many
-        chains at once as there are cores.
+    settings : NutsSettings
     rhat_of : tuple of str
         Posterior variables whose largest R-hat above 1.01 is reported.
 
@@ -82,35 +114,68 @@ def run_nutpie(
 
     Examples
     --------
-    >>> # run = run_nutpie(spec, multitrait_density, nutpie_model, draws=500, tune=500,
-    >>> #                  chains=2, cores=1, seed=1, progressbar=False, target_accept=0.9,
+    >>> # settings = NutsSettings(draws=500, tune=500, chains=2, cores=1, seed=1,
+    >>> #                         progressbar=False, target_accept=0.9)
+    >>> # run = run_nutpie(spec, multitrait_density, nutpie_model, settings,
     >>> #                  rhat_of=("genetic_covariance",))
     >>> # run.idata.posterior, run.messages, run.timing()
     """
-    import arviz as az
-    import nutpie
-
     started = time.perf_counter()
     density = build(spec)
     compiled = model(density)
     build_s = time.perf_counter() - started
+    idata, messages = nutpie_draws(compiled, settings, rhat_of=rhat_of)
+    sample_s = time.perf_counter() - started - build_s
+    return NutpieRun(density, idata, messages, started, build_s, sample_s)
+
+
+def nutpie_draws(
+    compiled: Any, settings: NutsSettings, *, rhat_of: tuple[str, ...]
+) -> tuple[Any, list[str]]:
+    """Sample a compiled nutpie model and word its divergences and R-hat.
+
+    The one place a multi-trait posterior is drawn by nutpie: :func:`run_nutpie` after
+    building its density, and the sparse-pedigree posterior's NUTS fallback on the density
+    it built for importance sampling.
+
+    Parameters
+    ----------
+    compiled : nutpie compiled model
+    settings : NutsSettings
+    rhat_of : tuple of str
+        Posterior variables whose largest R-hat above 1.01 is reported.
+
+    Returns
+    -------
+    idata : arviz.InferenceData
+        Warm-up left out.
+    messages : list of str
+        Divergences and R-hat in plain words (empty when both are fine).
+
+    Examples
+    --------
+    >>> # idata, messages = nutpie_draws(compiled, settings, rhat_of=("beta",))
+    """
+    import arviz as az
+    import nutpie
+
+    chains, cores = settings.chains, settings.cores
     if cores is None:
         cores = max(1, min(chains, available_cores()))
+    progressbar = settings.progressbar
     progressbar = default_progressbar() if progressbar is None else bool(progressbar)
-    start = time.perf_counter()
     with _blas_limit(blas_threads_per_chain(chains, cores)):
         idata = nutpie.sample(
             compiled,
-            draws=draws,
-            tune=tune,
+            draws=settings.draws,
+            tune=settings.tune,
             chains=chains,
             cores=cores,
-            seed=seed,
+            seed=settings.seed,
             progress_bar=progressbar,
-            target_accept=target_accept,
+            target_accept=settings.target_accept,
             save_warmup=False,
         )
-    sample_s = time.perf_counter() - start
     messages = []
     divergent = int(idata.sample_stats["diverging"].values.sum())
     if divergent:
@@ -127,27 +192,19 @@ def run_nutpie(
                 f"R-hat up to {worst:.3f} (> 1.01): the chains disagree; run more draws "
                 "(tune and draws) before trusting the tables."
             )
-    return NutpieRun(density, idata, messages, started, build_s, sample_s)
+    return idata, messages
 
 
 def sample_multitrait(
-    spec: MultiTraitSpec,
-    *,
-    draws: int,
-    tune: int,
-    chains: int,
-    cores: int | None,
-    seed: int,
-    progressbar: bool | None,
-    target_accept: float,
-    hdi_prob: float,
+    spec: MultiTraitSpec, settings: NutsSettings, *, hdi_prob: float
 ) -> MultiTraitBayesFit:
     """Sample the posterior of a multi-trait model with nutpie.
 
     Parameters
     ----------
     spec : MultiTraitSpec
-    draws, tune, chains, cores, seed, progressbar, target_accept, hdi_prob
+    settings : NutsSettings
+    hdi_prob : float
         As :meth:`bayeslmm.LMM.fit` (checked by the caller).
 
     Returns
@@ -156,32 +213,17 @@ def sample_multitrait(
 
     Examples
     --------
-    >>> # fit = sample_multitrait(spec, draws=500, tune=500, chains=2, cores=1, seed=1,
-    >>> #                         progressbar=False, target_accept=0.9, hdi_prob=0.95)
+    >>> # settings = NutsSettings(draws=500, tune=500, chains=2, cores=1, seed=1,
+    >>> #                         progressbar=False, target_accept=0.9)
+    >>> # fit = sample_multitrait(spec, settings, hdi_prob=0.95)
     """
     run = run_nutpie(
         spec,
         multitrait_density,
         nutpie_model,
-        draws=draws,
-        tune=tune,
-        chains=chains,
-        cores=cores,
-        seed=seed,
-        progressbar=progressbar,
-        target_accept=target_accept,
+        settings,
         rhat_of=("genetic_covariance", "residual_covariance"),
     )
     return MultiTraitBayesFit(
-        traits=spec.traits,
-        fixed_names=spec.fixed_names,
-        idata=run.idata,
-        hdi_prob=hdi_prob,
-        seed=seed,
-        timing=run.timing(),
-        formula=spec.formula,
-        priors=run.density.prior_table,
-        messages=run.messages,
-        route=run.density.route,
-        spec=spec,
+        **run.fit_arguments(spec, settings, hdi_prob), route=run.density.route
     )
