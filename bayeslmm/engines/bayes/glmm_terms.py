@@ -8,12 +8,23 @@ module covers the rest of the latent GLMMs the builder writes:
 
 with any number of terms, each a kinship term (U_k S_k U_kᵀ = K_k, the builder's basis,
 ``rank_share`` truncation included) or an iid factor (U_k = I, S_k = I), repeated records
-per level, and the observation-level effect as one more iid term with a level per record
-(not merged: with several terms or repeated records a + e is not diagonal in one basis).
+per level, and the observation-level effect as one more iid term with a level per record.
 It is the *same* posterior as the PyMC model (tested equal to its ``logp`` up to the
 Jacobian of the change of variables below); each gradient costs one mat-vec with U_k and one
 with U_kᵀ per kinship term and a gather / scatter (``bincount``) per iid term: numpy only,
 nothing compiled per data set or per process.
+
+**The observation-level effect merged into a kinship term.** With one record per level
+of an intercept-only kinship term (:func:`merged_term`: the first such term), its effect a
+and the observation-level effect e are two n-vectors that the data see only as a + e, a
+ridge NUTS crawls along. As in the one-term density, a + e ~ N(0, U diag(σ_a² s + σ_o²) Uᵀ)
+is diagonal in K's eigenbasis, completed to all n directions (K's null space, or the
+eigenvectors ``rank_share`` dropped, where s = 0 and a + e is e alone): one block with two
+hyperparameters (log σ_a, log σ_o) and A_j = σ_a² s_j + σ_o² replaces the two. The other
+terms stay as they are; the PyMC model's ``z_<g>``, ``u_<g>``, ``z_olre``... are drawn
+afterwards from a | a + e (:func:`~bayeslmm.engines.bayes.glmm_density.split_merged_effect`).
+With repeated records, or no kinship term, a + e is not diagonal in one basis and the
+observation-level effect stays a block of its own.
 
 **Random slopes** (:class:`SlopeBlock`). A term with c coefficients (``(1 + x | id)`` on a
 kinship, ``(1 + x || herd)``, ``(0 + x | g)``) has the effect C = S^½ Z Lᵀ in its basis
@@ -85,7 +96,7 @@ from typing import Any
 import numpy as np
 
 from bayeslmm.engines.bayes.fixed_effects import fixed_effects_prior
-from bayeslmm.engines.bayes.glmm_density import model_variable_names
+from bayeslmm.engines.bayes.glmm_density import model_variable_names, split_merged_effect
 from bayeslmm.engines.bayes.spectral_density import positive_log_prior
 from bayeslmm.engines.bayes.terms import sd_prior_for
 from bayeslmm.families import Family
@@ -123,13 +134,25 @@ class LatentBlock:
     shift_beta: np.ndarray | None = None
     shift_c: np.ndarray | None = None
     implicit_shift: bool = False
+    #: a kinship term merged with the observation-level effect (one record per level):
+    #: the OLRE's SD prior, and the number of leading basis vectors that are the builder's
+    #: kinship basis (the rest complete it to all n directions, s = 0 there). None: a
+    #: plain term
+    olre_prior: Any = None
+    kinship_rank: int = -1
 
     def __post_init__(self) -> None:
-        self.log_s = np.log(self.eigenvalues)
+        if self.olre_prior is None:
+            self.log_s = np.log(self.eigenvalues)
         if self.vectors is not None:
             self.vectors_t = np.ascontiguousarray(self.vectors.T)
         if self.weights.size == 0:
             self.weights = np.zeros(self.n_basis)
+
+    @property
+    def merged(self) -> bool:
+        """Whether the block carries the observation-level effect too (a + e)."""
+        return self.olre_prior is not None
 
     @property
     def n_basis(self) -> int:
@@ -137,7 +160,27 @@ class LatentBlock:
 
     @property
     def n_hyper(self) -> int:
-        return 1
+        return 2 if self.merged else 1
+
+    def variances(self, h: np.ndarray) -> np.ndarray:
+        """A, the prior variance of each component at the log SDs h: σ² s_j, or
+        σ_a² s_j + σ_o² for a merged block."""
+        if not self.merged:
+            return np.exp(2.0 * float(h[0]) + self.log_s)
+        return math.exp(2.0 * float(h[0])) * self.eigenvalues + math.exp(2.0 * float(h[1]))
+
+    def pilot_variances(self, var0: float) -> np.ndarray:
+        """A at the pilot: every variance of the block (σ², or σ_a² and σ_o²) at var0."""
+        return var0 * self.eigenvalues + (var0 if self.merged else 0.0)
+
+    def to_hyper(self, g_half_log_a: np.ndarray, h: np.ndarray) -> np.ndarray:
+        """A gradient in ½ log A_j per component as one in the log SDs h: ∂A_j/∂h_0 = 2A_j
+        (plain); σ_a² s_j/A_j and σ_o²/A_j of it for a merged block."""
+        if not self.merged:
+            return np.array([g_half_log_a.sum()])
+        var_a, var_o = math.exp(2.0 * float(h[0])), math.exp(2.0 * float(h[1]))
+        per_a = g_half_log_a / (var_a * self.eigenvalues + var_o)
+        return np.array([var_a * float(per_a @ self.eigenvalues), var_o * float(per_a.sum())])
 
     @property
     def n_latent(self) -> int:
@@ -440,10 +483,10 @@ class MultiTermDensity:
             self.intercept_blocks, self._hyper_slices[first:], self._slices[first:], strict=True
         ):
             v = x[sl]
-            log_a = 2.0 * float(x[hs][0]) + block.log_s
-            part: dict[str, Any] = {"A": np.exp(log_a)}
+            part: dict[str, Any] = {"A": block.variances(x[hs])}
             if block.information is None:
                 w = block.weights
+                log_a = np.log(part["A"])
                 to_c = np.exp(0.5 * (1.0 - w) * log_a)
                 c = to_c * v
                 part.update(dc_dt=(1.0 - w) * c, log_jac=-0.5 * float(w @ log_a), w=w)
@@ -504,13 +547,18 @@ class MultiTermDensity:
             block, part = blocks[k], parts[first + k]
             hs, sl = self._hyper_slices[first + k], self._slices[first + k]
             c, z, A = part["c"], part["z"], part["A"]
-            t = float(x[hs][0])
+            t = x[hs]
             d = block.to_basis(block.scatter(g_eta)) - c / A + carried[k]
-            pt, dpt = block.prior(t)
-            value += -0.5 * float(z @ z) + part["log_jac"] + pt + t
-            # t moves c at fixed v, and A in N(c; 0, A) at fixed c
-            g_t = float(d @ part["dc_dt"]) + float(z @ z) - float(part["w"].sum())
-            grad[hs] = g_t + dpt + 1.0
+            pt, dpt = block.prior(float(t[0]))
+            value += -0.5 * float(z @ z) + part["log_jac"] + pt + float(t[0])
+            # ½ log A_j moves c at fixed v (dc_dt), and A in N(c; 0, A) at fixed c
+            g_half_log_a = d * part["dc_dt"] + z * z - part["w"]
+            if block.merged:
+                po, dpo = block.olre_prior(float(t[1]))
+                value += po + float(t[1])
+                grad[hs] = block.to_hyper(g_half_log_a, t) + np.array([dpt, dpo]) + 1.0
+            else:
+                grad[hs] = float(g_half_log_a.sum()) + dpt + 1.0
             grad[sl] = d * part["to_c"]
             if "q" not in part:
                 continue
@@ -546,8 +594,21 @@ class MultiTermDensity:
         return value, grad
 
     # -- draws ---------------------------------------------------------------------------
-    def expand(self, x: np.ndarray) -> dict[str, np.ndarray]:
-        """The PyMC model's variables at x (free and deterministic, same names, shapes)."""
+    @property
+    def merged(self) -> bool:
+        """Whether a kinship block carries the observation-level effect (merged)."""
+        return any(getattr(b, "merged", False) for b in self.blocks)
+
+    def expand(
+        self, x: np.ndarray, rng: np.random.Generator | None = None
+    ) -> dict[str, np.ndarray]:
+        """The PyMC model's variables at x (free and deterministic, same names, shapes).
+
+        A merged block's split of c = a + e into the kinship effect and the
+        observation-level effect is drawn from a | c (with ``rng``; a fresh generator when
+        None), as the one-term density draws it
+        (:func:`~bayeslmm.engines.bayes.glmm_density.split_merged_effect`).
+        """
         meta, p = self.meta, self.n_fixed
         beta_s = x[:p]
         out: dict[str, Any] = {}
@@ -579,12 +640,23 @@ class MultiTermDensity:
                 share_of[g] = float(np.sum(block.share_weights * cov))
                 continue
             sd = math.exp(float(hyper[0]))
-            if self.olre and k == len(self.blocks) - 1:
+            if self.olre and not self.merged and k == len(self.blocks) - 1:
                 var_o = sd * sd
                 out["sd_olre"] = sd
                 out["z_olre"] = z
                 out["var_olre"] = var_o
                 continue
+            if block.merged:
+                rng = rng if rng is not None else np.random.default_rng()
+                sd_o = math.exp(float(hyper[1]))
+                var_o = sd_o * sd_o
+                a = split_merged_effect(c, sd * sd, var_o, block.eigenvalues, rng)
+                r = block.kinship_rank
+                z = a[:r] / (sd * np.sqrt(block.eigenvalues[:r]))  # a = 0 beyond r
+                out["sd_olre"] = sd_o
+                out["z_olre"] = block.gather(block.to_levels(c - a)) / sd_o
+                out["var_olre"] = var_o
+                c = a
             out[f"sd_{g}"] = sd
             out[f"z_{g}"] = z[:, None]
             out[f"var_{g}"] = sd * sd * block.unit_weight
@@ -655,7 +727,11 @@ def multiterm_obstacles(built: Any) -> list[str]:
 
 
 def multiterm_density(
-    built: Any, dtype: str = "float32", weights: str = "auto", slopes: str = "noncentred"
+    built: Any,
+    dtype: str = "float32",
+    weights: str = "auto",
+    slopes: str = "noncentred",
+    merge_olre: bool = True,
 ) -> MultiTermDensity:
     """The closed-form log posterior of a built latent GLMM, with pilots.
 
@@ -686,6 +762,10 @@ def multiterm_density(
         at 16.9 / 17.7 CPU s (6 divergences on seed 2); the slopes conditionally scaled as
         well 0.126 (seed 1) at 4× the cost per gradient (batched 2 × 2 Cholesky factors and
         solves in numpy), 50.1 CPU s.
+    merge_olre : bool
+        Merge the observation-level effect into the first intercept-only kinship term whose
+        levels are one-to-one with the records (module notes; :func:`merged_term` names
+        it). False keeps it a block of its own.
 
     Returns
     -------
@@ -729,17 +809,27 @@ def multiterm_density(
     else:
         design, mu, sd = fe.design, np.asarray(fe.mu, float), np.asarray(fe.sd, float)
         meta.update(beta_name=fe.sampled_name, intercept=fe.intercept, means=fe.means)
+    olre = priors.sd_olre is not None
+    merge = merged_term(built) if merge_olre else None
     blocks: list[Any] = []
     for term in spec.terms:
         g = term.group
         index = np.asarray(term.index, dtype=np.intp)
         if np.array_equal(index, np.arange(term.n_levels)):
             index = None
+        r = -1
         if term.kinship is not None:
             r = len(built.model.coords[f"{g}_basis"])
             root = term.kinship.root()
             values = np.asarray(root.values[:r], dtype=float)
-            vectors = np.ascontiguousarray(root.vectors[:, :r], dtype=dtype)
+            vectors = root.vectors[:, :r]
+            if g == merge and r < term.n_levels:
+                # a + e needs all n directions: beyond the kinship basis (K's null space,
+                # or the eigenvectors rank_share dropped) the merged effect is e alone
+                rest = term.kinship.eigenvectors[:, ::-1][:, r:]
+                values = np.concatenate([values, np.zeros(rest.shape[1])])
+                vectors = np.hstack([vectors, rest])
+            vectors = np.ascontiguousarray(vectors, dtype=dtype)
         else:
             values, vectors = np.ones(term.n_levels), None
         if not _intercept_only(term):
@@ -755,10 +845,11 @@ def multiterm_density(
                 prior=positive_log_prior(sd_prior_for(priors.sd[g], 1)),
                 unit_weight=float(term.variance_weights("unit")[0, 0]),
                 share_weight=float(term.variance_weights("sample")[0, 0]),
+                olre_prior=positive_log_prior(priors.sd_olre) if g == merge else None,
+                kinship_rank=r,
             )
         )
-    olre = priors.sd_olre is not None
-    if olre:
+    if olre and merge is None:
         blocks.append(
             LatentBlock(
                 name="olre",
@@ -769,10 +860,10 @@ def multiterm_density(
                 prior=positive_log_prior(priors.sd_olre),
             )
         )
-    # coarse blocks first (stable: the observation-level effect stays last): a later block's
-    # centre follows the earlier blocks' effects under conditional scaling; terms with
-    # slopes go before all of them (MultiTermDensity puts them there)
-    blocks.sort(key=lambda b: (isinstance(b, LatentBlock), b.n_basis))
+    # coarse blocks first (stable: the observation-level effect, alone or merged, stays
+    # last): a later block's centre follows the earlier blocks' effects under conditional
+    # scaling; terms with slopes go before all of them (MultiTermDensity puts them there)
+    blocks.sort(key=lambda b: (isinstance(b, LatentBlock), getattr(b, "merged", False), b.n_basis))
     n_latent = sum(b.n_latent for b in blocks)
     # the normalising constants the PyMC model's logp carries
     const = -0.5 * (n_latent + mu.size) * LOG_2PI - float(np.log(sd).sum())
@@ -809,7 +900,7 @@ def multiterm_density(
                 block.information, block.shift_beta, block.shift_c = info_c, shift_beta, shift_c
                 block.implicit_shift = k == len(blocks) - 1
             else:
-                a0 = v0 * block.eigenvalues
+                a0 = block.pilot_variances(v0)
                 block.weights = info_c * a0 / (1.0 + info_c * a0)
         density.pilot_information = info
         density.eta_pilot = offset + density.design @ beta
@@ -818,6 +909,38 @@ def multiterm_density(
         for block in density.slope_blocks if slopes == "conditional" else []:
             block.information = _slope_information(block, per_record)
     return density
+
+
+def merged_term(built: Any) -> str | None:
+    """The term the observation-level effect merges into, or None.
+
+    The first intercept-only kinship term (formula order) whose levels are one-to-one with
+    the records and whose kinship has its whole eigendecomposition (a low-rank kinship
+    has no basis of the complement), in a model with the observation-level effect.
+
+    Examples
+    --------
+    >>> import numpy as np, pandas as pd, bayeslmm as bl
+    >>> from bayeslmm.engines.bayes import build
+    >>> from bayeslmm.families import Poisson
+    >>> K = bl.Kinship(np.eye(4) * 0.5 + 0.5, ["a", "b", "c", "d"])
+    >>> df = pd.DataFrame({"y": [0, 3, 1, 5], "id": list(K.ids), "herd": list("xxyy")})
+    >>> spec = bl.specify("y ~ 1 + (1 | herd) + (1 | id)", df, kinship={"id": K},
+    ...                   family=Poisson(overdispersion=True))
+    >>> merged_term(build(spec, strategy="latent"))
+    'id'
+    """
+    spec = built.spec
+    if built.priors.sd_olre is None:
+        return None
+    for term in spec.terms:
+        if term.kinship is None or not _intercept_only(term):
+            continue
+        index = np.sort(np.asarray(term.index))
+        one_each = term.n_levels == spec.n_obs and np.array_equal(index, np.arange(spec.n_obs))
+        if one_each and hasattr(term.kinship, "eigenvectors"):
+            return term.group
+    return None
 
 
 def _slope_information(block: SlopeBlock, per_record: np.ndarray) -> np.ndarray:
@@ -869,12 +992,13 @@ def _slope_block(
 
 
 def _hyper_pilot(block: Any, var0: float) -> np.ndarray:
-    """A block's hyperparameters at its pilot variance (SDs √var0, no correlation)."""
+    """A block's hyperparameters at its pilot variance (SDs √var0, no correlation; both
+    SDs of a merged block)."""
     h = np.zeros(block.n_hyper)
     if isinstance(block, SlopeBlock):
         h[block._diag] = 0.5 * math.log(var0)
     else:
-        h[0] = 0.5 * math.log(var0)
+        h[:] = 0.5 * math.log(var0)
     return h
 
 
@@ -883,7 +1007,8 @@ def _pilot(density: MultiTermDensity) -> tuple[np.ndarray, np.ndarray, np.ndarra
 
     β̂: a few damped Newton steps for the GLM without random effects. Variances: the
     family's moment estimate of the latent variance (Poisson) split equally between the
-    blocks; else 1 and no information (binomial: the weights stay 0).
+    variance components (a merged block holds two, each at the block's pilot); else 1 and
+    no information (binomial: the weights stay 0).
     """
     p = density.n_fixed
     beta = density.beta_mu.copy()
@@ -906,7 +1031,8 @@ def _pilot(density: MultiTermDensity) -> tuple[np.ndarray, np.ndarray, np.ndarra
     total = fam.moment_latent_variance(density.y, float(np.mean(fam.inverse_link(eta))))
     if total is None or k == 0:
         return beta, np.ones(k), None
-    return beta, np.full(k, total / k), density.trials * fam.information(eta)[0]
+    components = k + int(density.merged)
+    return beta, np.full(k, total / components), density.trials * fam.information(eta)[0]
 
 
 #: Observations up to which the weights use the exact Gaussian-surrogate information
@@ -975,7 +1101,7 @@ def _dense_information(
             U = block.vectors.astype(float)
             B = U if block.index is None else U[block.index]
         bases.append(B)
-        covs.append((B * (v0 * block.eigenvalues)) @ B.T)
+        covs.append((B * block.pilot_variances(v0)) @ B.T)
     noise = np.diag(1.0 / np.maximum(info, 1e-12))
     out: list[tuple[np.ndarray, np.ndarray | None, np.ndarray | None]] = []
     K = len(bases)
@@ -1009,7 +1135,8 @@ def nutpie_model(density: MultiTermDensity, coords: dict[str, Any]) -> Any:
         "variance_share": ("component",),
         "z_olre": ("obs",),
     }
-    for block in density.blocks[: len(density.blocks) - int(density.olre)]:
+    separate_olre = density.olre and not density.merged
+    for block in density.blocks[: len(density.blocks) - int(separate_olre)]:
         g = block.name
         basis = f"{g}_basis" if block.vectors is not None else f"{g}_level"
         dims_of[f"z_{g}"] = (basis, f"{g}_coef")
@@ -1018,4 +1145,5 @@ def nutpie_model(density: MultiTermDensity, coords: dict[str, Any]) -> Any:
             dims_of[f"sd_{g}"] = (f"{g}_coef",)
             dims_of[f"cov_{g}"] = dims_of[f"corr_{g}"] = (f"{g}_coef", f"{g}_coef_bis")
             # chol_<g> has no dims, in the PyMC model either (ArviZ names its axis)
-    return pyfunc_model(density, dims_of, coords, seeded_expand=False)
+    # a merged block's split a | a + e is drawn per draw: a generator per chain
+    return pyfunc_model(density, dims_of, coords, seeded_expand=density.merged)

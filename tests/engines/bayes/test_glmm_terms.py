@@ -13,11 +13,16 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats
 
 import bayeslmm as bl
 from bayeslmm.engines.bayes import build
 from bayeslmm.engines.bayes.glmm_density import glmm_closed_form_obstacles
-from bayeslmm.engines.bayes.glmm_terms import multiterm_density, multiterm_obstacles
+from bayeslmm.engines.bayes.glmm_terms import (
+    merged_term,
+    multiterm_density,
+    multiterm_obstacles,
+)
 from bayeslmm.engines.bayes.strategies import get_strategy
 from bayeslmm.families import Poisson
 
@@ -111,7 +116,7 @@ def _spread_weights(density):
 def test_logp_equals_pymc_model(kinship, case):
     built = _built(kinship, case)
     assert multiterm_obstacles(built) == []
-    density = multiterm_density(built, dtype="float64")
+    density = multiterm_density(built, dtype="float64", merge_olre=False)
     _spread_weights(density)
     logp_pymc = built.model.compile_logp()
     rng = np.random.default_rng(2)
@@ -125,7 +130,7 @@ def test_logp_equals_pymc_model(kinship, case):
 
 @pytest.mark.parametrize("case", CASES[:7], ids=[c[0] for c in CASES[:7]])
 def test_gradient_matches_finite_differences(kinship, case):
-    density = multiterm_density(_built(kinship, case), dtype="float64")
+    density = multiterm_density(_built(kinship, case), dtype="float64", merge_olre=False)
     _spread_weights(density)
     x = density.initial_point(3) + np.random.default_rng(3).normal(0, 0.3, density.ndim)
     _, grad = density.logp(x)
@@ -138,9 +143,10 @@ def test_gradient_matches_finite_differences(kinship, case):
 
 
 def test_deterministics_equal_pymc_model(kinship):
-    """expand() gives the PyMC model's deterministics (u, var, shares, residual) at a point."""
+    """expand() gives the PyMC model's deterministics (u, var, shares, residual) at a point
+    (the observation-level effect a block of its own)."""
     built = _built(kinship, CASES[0])
-    density = multiterm_density(built, dtype="float64")
+    density = multiterm_density(built, dtype="float64", merge_olre=False)
     _spread_weights(density)
     x = density.initial_point(5)
     out = density.expand(x)
@@ -216,7 +222,7 @@ def test_conditional_scaling_logp_and_gradient(kinship, case):
     """The default (conditional scaling with the β-dependent centre): logp equals the PyMC
     model's plus the Jacobian, and the gradient equals finite differences."""
     built = _built(kinship, case)
-    density = multiterm_density(built, dtype="float64")
+    density = multiterm_density(built, dtype="float64", merge_olre=False)
     assert all(b.information is not None for b in density.blocks)
     assert all(b.shift_beta is not None for b in density.blocks[:-1])
     assert density.blocks[-1].implicit_shift
@@ -232,6 +238,152 @@ def test_conditional_scaling_logp_and_gradient(kinship, case):
         for e in np.eye(density.ndim)
     ]
     np.testing.assert_allclose(grad, numeric, rtol=1e-5, atol=1e-5)
+
+
+# -- the observation-level effect merged into a kinship term -------------------------
+
+#: Poisson + OLRE with a kinship term of one record per individual: K + iid herd, K + K∘K,
+#: a truncated basis (rank_share), and K + iid herd with the records shuffled (the term's
+#: levels a permutation of the records)
+MERGED_CASES = [CASES[0], CASES[2], CASES[8], ("shuffled", *CASES[0][1:])]
+
+
+def _merged_built(kinship, case):
+    built = _built(kinship, case)
+    if case[0] != "shuffled":
+        return built
+    df = _data(kinship, "poisson").sample(frac=1.0, random_state=3).reset_index(drop=True)
+    spec = bl.specify(case[1], df, kinship={"id": kinship}, family=Poisson(overdispersion=True))
+    assert not np.array_equal(spec.terms[0].index, np.arange(N))
+    return build(spec, strategy="latent")
+
+
+def _merged_effect(density, x):
+    """(merged block, its effect per level f = a + e, the map v -> (z of the other blocks,
+    f): affine at fixed β and hyperparameters)."""
+    (merged,) = [b for b in density.blocks if getattr(b, "merged", False)]
+    k = density.blocks.index(merged)
+    start = density.n_hyper
+
+    def latent_map(v):
+        y = np.concatenate([x[:start], v])
+        latent = density.latent(y)
+        parts = [z for j, (_, z) in enumerate(latent) if j != k]
+        return np.concatenate([*parts, merged.vectors @ latent[k][0]])
+
+    return merged, merged.vectors @ density.latent(x)[k][0], latent_map
+
+
+@pytest.mark.parametrize("weights", ["auto", "spread"])
+@pytest.mark.parametrize("case", MERGED_CASES, ids=[c[0] for c in MERGED_CASES])
+def test_merged_olre_logp_equals_pymc_model_with_dense_normal(kinship, case, weights):
+    """The merged density is the PyMC model with a + e integrated to its dense normal:
+    logp = PyMC logp − log N(z_id) − log N(z_olre) + log N(f; 0, σ_a² K_r + σ_o² I)
+    + log |∂(z_others, f)/∂v| (the map v → f is affine at fixed hyperparameters, so its
+    Jacobian from finite differences is exact to rounding)."""
+    built = _merged_built(kinship, case)
+    density = multiterm_density(built, dtype="float64")
+    assert density.merged and "olre" not in [b.name for b in density.blocks]
+    if weights == "spread":
+        _spread_weights(density)
+    logp_pymc = built.model.compile_logp()
+    r = len(built.model.coords["id_basis"])
+    F = kinship.root().factor[:, :r]
+    rng = np.random.default_rng(21)
+    for _ in range(2):
+        x = density.initial_point(int(rng.integers(100))) + rng.normal(0, 0.3, density.ndim)
+        out = density.expand(x, np.random.default_rng(1))
+        point = {density.meta["beta_name"]: out[density.meta["beta_name"]]}
+        for name in [b.name for b in density.blocks] + ["olre"]:
+            point[f"sd_{name}_log__"] = np.log(out[f"sd_{name}"])
+            point[f"z_{name}"] = out[f"z_{name}"]
+        merged, f, latent_map = _merged_effect(density, x)
+        cov = out["var_id"] * F @ F.T + out["var_olre"] * np.eye(N)
+        v = x[density.n_hyper :]
+        step = 1e-3
+        jac = np.column_stack(
+            [
+                (latent_map(v + step * e) - latent_map(v - step * e)) / (2 * step)
+                for e in np.eye(v.size)
+            ]
+        )
+        expected = (
+            float(logp_pymc(point))
+            - stats.norm.logpdf(out["z_id"]).sum()
+            - stats.norm.logpdf(out["z_olre"]).sum()
+            + stats.multivariate_normal.logpdf(f, np.zeros(N), cov)
+            + np.linalg.slogdet(jac)[1]
+        )
+        assert density.logp(x)[0] == pytest.approx(expected, abs=1e-7)
+
+
+@pytest.mark.parametrize("weights", ["auto", "spread"])
+@pytest.mark.parametrize("case", MERGED_CASES, ids=[c[0] for c in MERGED_CASES])
+def test_merged_olre_gradient_matches_finite_differences(kinship, case, weights):
+    density = multiterm_density(_merged_built(kinship, case), dtype="float64")
+    if weights == "spread":
+        _spread_weights(density)
+    x = density.initial_point(3) + np.random.default_rng(3).normal(0, 0.3, density.ndim)
+    _, grad = density.logp(x)
+    step = 1e-6
+    numeric = [
+        (density.logp(x + step * e)[0] - density.logp(x - step * e)[0]) / (2 * step)
+        for e in np.eye(density.ndim)
+    ]
+    np.testing.assert_allclose(grad, numeric, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("case", [CASES[0], MERGED_CASES[3]], ids=["K+iid", "shuffled"])
+def test_merged_olre_split_gives_the_pymc_models_deterministics(kinship, case):
+    """The drawn split keeps the linear predictor (u_id + σ_o z_olre = a + e per record),
+    puts nothing of a outside the kinship basis, and the stored deterministics are the PyMC
+    model's at the drawn point."""
+    built = _merged_built(kinship, case)
+    density = multiterm_density(built, dtype="float64")
+    x = density.initial_point(5) + np.random.default_rng(5).normal(0, 0.3, density.ndim)
+    out = density.expand(x, np.random.default_rng(6))
+    merged, f, _ = _merged_effect(density, x)
+    index = np.asarray(built.spec.terms[0].index)
+    np.testing.assert_allclose(
+        out["u_id"][:, 0][index] + out["sd_olre"] * out["z_olre"], f[index], atol=1e-10
+    )
+    assert out["z_id"].shape == (len(built.model.coords["id_basis"]), 1)
+    point = {density.meta["beta_name"]: out[density.meta["beta_name"]]}
+    for name in ["id", "herd", "olre"]:
+        point[f"sd_{name}_log__"] = np.log(out[f"sd_{name}"])
+        point[f"z_{name}"] = out[f"z_{name}"]
+    names = ["u_id", "u_herd", "var_id", "var_herd", "var_olre", "var_residual", "variance_share"]
+    model = built.model
+    outputs = model.replace_rvs_by_values([model[nm] for nm in names])
+    fn = model.compile_fn(
+        outputs, inputs=model.value_vars, on_unused_input="ignore", point_fn=False
+    )
+    for name, value in zip(names, fn(**point), strict=True):
+        np.testing.assert_allclose(out[name], value, rtol=1e-10, err_msg=name)
+    # the split's draws follow a | a + e: mean σ_a² s / A · c in the eigenbasis
+    draws = np.array(
+        [density.expand(x, np.random.default_rng(s))["u_id"][:, 0] for s in range(400)]
+    )
+    c = merged.vectors.T @ f
+    s_ = merged.eigenvalues
+    var_a, var_o = float(out["var_id"]), float(out["var_olre"])
+    share = var_a * s_ / (var_a * s_ + var_o)
+    a = draws @ merged.vectors  # each draw in the eigenbasis
+    se = np.sqrt(share * var_o / len(draws)) + 1e-12
+    assert np.max(np.abs(a.mean(0) - share * c) / se) < 5.0
+
+
+def test_merged_olre_only_where_it_applies(kinship):
+    """Merged: a kinship term with one record per individual. Not merged: repeated records,
+    no kinship (crossed iid), no observation-level effect, or merge_olre=False."""
+    assert merged_term(_built(kinship, CASES[0])) == "id"
+    assert merged_term(_built(kinship, CASES[2])) == "id"  # the first of K, K∘K
+    for case in (CASES[1], CASES[6], CASES[7]):
+        built = _built(kinship, case)
+        assert merged_term(built) is None
+        assert not multiterm_density(built, dtype="float64").merged
+    unmerged = multiterm_density(_built(kinship, CASES[0]), merge_olre=False)
+    assert not unmerged.merged and unmerged.blocks[-1].name == "olre"
 
 
 # -- terms with slopes ------------------------------------------------------------------
