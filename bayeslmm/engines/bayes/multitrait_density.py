@@ -197,8 +197,105 @@ def matrix_log_prior(
     return float(value), grad
 
 
+class TraitCovariances:
+    """What a multi-trait density with a ``traits`` tuple knows of its sampled Σ_G and Σ_E:
+    the number of traits and of Cholesky parameters of one t × t factor (t log-diagonals
+    and t(t − 1)/2 below the diagonal), a base of the densities on every route.
+
+    Examples
+    --------
+    >>> from dataclasses import dataclass
+    >>> @dataclass
+    ... class Example(TraitCovariances):
+    ...     traits: tuple[str, ...]
+    >>> Example(("y1", "y2", "y3")).n_chol
+    6
+    """
+
+    traits: tuple[str, ...]
+
+    @property
+    def n_traits(self) -> int:
+        return len(self.traits)
+
+    @property
+    def n_chol(self) -> int:
+        t = self.n_traits
+        return t + t * (t - 1) // 2
+
+
+def centred_design(spec: MultiTraitSpec) -> tuple[np.ndarray, np.ndarray, bool]:
+    """The design with its covariates centred when the formula has an intercept (the priors
+    and the sampler see centred covariates; :func:`uncentre_beta` maps β back).
+
+    Returns
+    -------
+    Xc : ndarray, shape (n, p)
+    x_means : ndarray, shape (p,)
+        The means removed (0 for the intercept and without one).
+    has_intercept : bool
+
+    Examples
+    --------
+    >>> # Xc, x_means, has_intercept = centred_design(spec)
+    """
+    X = np.asarray(spec.X, dtype=float)
+    has_intercept = bool(spec.fixed_names) and spec.fixed_names[0] == "Intercept"
+    x_means = np.zeros(X.shape[1])
+    if has_intercept:
+        x_means[1:] = X[:, 1:].mean(axis=0)
+    return X - x_means, x_means, has_intercept
+
+
+def uncentre_beta(beta: np.ndarray, x_means: np.ndarray, has_intercept: bool) -> np.ndarray:
+    """β (t × p) of centred covariates as the formula's: the intercept absorbs the means
+    (in place; returned for chaining).
+
+    Examples
+    --------
+    >>> uncentre_beta(np.array([[1.0, 2.0]]), np.array([0.0, 0.5]), True).tolist()
+    [[0.0, 2.0]]
+    """
+    if has_intercept and beta.shape[1] > 1:
+        beta[:, 0] -= beta[:, 1:] @ x_means[1:]
+    return beta
+
+
+def covariance_variables(G: np.ndarray, E: np.ndarray) -> dict[str, np.ndarray]:
+    """The posterior's named variables of one draw of Σ_G and Σ_E: the covariances, their
+    correlations and the SDs (a NaN in E, a residual a trait does not have, stays NaN).
+
+    Examples
+    --------
+    >>> out = covariance_variables(np.array([[4.0, 2.0], [2.0, 4.0]]), np.eye(2))
+    >>> float(out["genetic_correlation"][0, 1]), out["genetic_sd"].tolist()
+    (0.5, [2.0, 2.0])
+    """
+    gsd, esd = np.sqrt(np.diag(G)), np.sqrt(np.diag(E))
+    return {
+        "genetic_covariance": G,
+        "residual_covariance": E,
+        "genetic_correlation": G / np.outer(gsd, gsd),
+        "residual_correlation": E / np.outer(esd, esd),
+        "genetic_sd": gsd,
+        "residual_sd": esd,
+    }
+
+
+def heritability(G: np.ndarray, E: np.ndarray, kinship_scale: float) -> np.ndarray:
+    """h² per trait of Gaussian traits, c σ²_G / (c σ²_G + σ²_E) at the kinship scale c.
+
+    Examples
+    --------
+    >>> heritability(np.eye(2), 3.0 * np.eye(2), 1.0).tolist()
+    [0.25, 0.25]
+    """
+    vg = kinship_scale * np.diag(G)
+    return vg / (vg + np.diag(E))
+
+
 @dataclass(frozen=True, eq=False)
-class MultiTraitDensity:
+class MultiTraitDensity(TraitCovariances):
     """Log posterior of the multi-trait model in the sampler's coordinates, with gradient.
 
     Build with :func:`multitrait_density`; :meth:`logp` for the sampler, :meth:`expand` for
@@ -238,15 +335,6 @@ class MultiTraitDensity:
     def q_rows(self) -> np.ndarray:
         """Row of :attr:`Q` of each missing value."""
         return self.missing_rows if self.missing_q_rows is None else self.missing_q_rows
-
-    @property
-    def n_traits(self) -> int:
-        return len(self.traits)
-
-    @property
-    def n_chol(self) -> int:
-        t = self.n_traits
-        return t + t * (t - 1) // 2
 
     @property
     def ndim(self) -> int:
@@ -364,20 +452,10 @@ class MultiTraitDensity:
             except np.linalg.LinAlgError:
                 pass
         beta = self.beta_mean + self.beta_sd * gamma.reshape(t, p)
-        if self.has_intercept and p > 1:
-            # back from centred covariates to the formula's intercept
-            beta[:, 0] -= beta[:, 1:] @ self.x_means[1:]
-        gsd, esd = np.sqrt(np.diag(G)), np.sqrt(np.diag(E))
-        c = self.kinship_scale
         out = {
-            "genetic_covariance": G,
-            "residual_covariance": E,
-            "genetic_correlation": G / np.outer(gsd, gsd),
-            "residual_correlation": E / np.outer(esd, esd),
-            "genetic_sd": gsd,
-            "residual_sd": esd,
-            "heritability": c * gsd**2 / (c * gsd**2 + esd**2),
-            "beta": beta,
+            **covariance_variables(G, E),
+            "heritability": heritability(G, E, self.kinship_scale),
+            "beta": uncentre_beta(beta, self.x_means, self.has_intercept),
         }
         if self.missing_rows.size:
             m = self.missing_rows.size
@@ -414,13 +492,8 @@ def multitrait_density(spec: MultiTraitSpec) -> MultiTraitDensity:
     >>> # density = multitrait_density(specify_multitrait(...)); density.logp(x0)
     """
     Y = np.asarray(spec.Y, dtype=float)
-    X = np.asarray(spec.X, dtype=float)
     n, t = Y.shape
-    has_intercept = bool(spec.fixed_names) and spec.fixed_names[0] == "Intercept"
-    x_means = np.zeros(X.shape[1])
-    if has_intercept:
-        x_means[1:] = X[:, 1:].mean(axis=0)
-    Xc = X - x_means
+    Xc, x_means, has_intercept = centred_design(spec)
     priors = resolve_multitrait_priors(spec, Xc, has_intercept)
     K = spec.kinship
     missing = np.isnan(Y)

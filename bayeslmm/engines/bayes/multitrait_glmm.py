@@ -86,7 +86,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from scipy.linalg import solve_triangular
 
-from bayeslmm.engines.bayes.multitrait_density import _as_prior, _lkj_eta, matrix_log_prior
+from bayeslmm.engines.bayes.multitrait_density import (
+    TraitCovariances,
+    _as_prior,
+    _lkj_eta,
+    centred_design,
+    covariance_variables,
+    matrix_log_prior,
+    uncentre_beta,
+)
 from bayeslmm.engines.multitrait_gaussian import cholesky_from_params, scaled_cholesky_grad
 from bayeslmm.errors import SpecificationError
 from bayeslmm.families import Family, Poisson
@@ -221,7 +229,7 @@ def resolve_glmm_priors(
 
 
 @dataclass(frozen=True, eq=False)
-class MultiTraitGLMMDensity:
+class MultiTraitGLMMDensity(TraitCovariances):
     """Log posterior of a latent-scale multi-trait GLMM with its gradient (module notes).
 
     Build with :func:`multitrait_glmm_density`; :meth:`logp` for the sampler, :meth:`expand`
@@ -270,10 +278,6 @@ class MultiTraitGLMMDensity:
 
     # -- layout of x ------------------------------------------------------------------------
     @property
-    def n_traits(self) -> int:
-        return len(self.traits)
-
-    @property
     def n(self) -> int:
         return int(self.root.shape[0])
 
@@ -289,7 +293,7 @@ class MultiTraitGLMMDensity:
     def _sizes(self) -> list[tuple[str, int]]:
         t, r, p = self.n_traits, len(self.block), self.design.shape[1]
         return [
-            ("theta_g", t * (t + 1) // 2),
+            ("theta_g", self.n_chol),
             ("theta_e", r * (r + 1) // 2),
             ("log_sd_olre", len(self.olre)),
             ("gamma", t * p),
@@ -575,20 +579,8 @@ class MultiTraitGLMMDensity:
             E[np.ix_(block, block)] = LE @ LE.T
         for k, a in enumerate(self.olre):
             E[a, a] = math.exp(2.0 * parts["log_sd_olre"][k])
-        gsd = np.sqrt(np.diag(G))
-        esd = np.sqrt(np.diag(E))
-        beta = parts["beta"].copy()
-        if self.has_intercept and beta.shape[1] > 1:
-            beta[:, 0] -= beta[:, 1:] @ self.x_means[1:]
-        out = {
-            "genetic_covariance": G,
-            "residual_covariance": E,
-            "genetic_correlation": G / np.outer(gsd, gsd),
-            "residual_correlation": E / np.outer(esd, esd),
-            "genetic_sd": gsd,
-            "residual_sd": esd,
-            "beta": beta,
-        }
+        beta = uncentre_beta(parts["beta"].copy(), self.x_means, self.has_intercept)
+        out = {**covariance_variables(G, E), "beta": beta}
         if self.missing_rows.size:
             out["missing_values"] = parts["Y"][self.missing_rows, self.missing_traits]
         return out
@@ -641,12 +633,7 @@ def multitrait_glmm_density(
     n_gaussian = sum(1 for a in block if families[a].is_gaussian)
     olre = tuple(a for a, f in enumerate(families) if f.has_observation_level_effect)
     Y = np.asarray(spec.Y, dtype=float)
-    X = np.asarray(spec.X, dtype=float)
-    has_intercept = bool(spec.fixed_names) and spec.fixed_names[0] == "Intercept"
-    x_means = np.zeros(X.shape[1])
-    if has_intercept:
-        x_means[1:] = X[:, 1:].mean(axis=0)
-    Xc = X - x_means
+    Xc, x_means, has_intercept = centred_design(spec)
     priors = resolve_glmm_priors(spec, Xc, has_intercept, block, olre)
     if not hasattr(spec.kinship, "root"):
         raise SpecificationError(

@@ -72,8 +72,13 @@ import numpy as np
 import scipy.linalg as sla
 
 from bayeslmm.engines.bayes.multitrait_density import (
+    TraitCovariances,
+    centred_design,
+    covariance_variables,
+    heritability,
     matrix_log_prior,
     resolve_multitrait_priors,
+    uncentre_beta,
 )
 from bayeslmm.engines.bayes.multitrait_sampling import NutsSettings, nutpie_draws
 from bayeslmm.engines.multitrait_gaussian import (
@@ -109,7 +114,7 @@ HESSIAN_STEP = 1e-4
 
 
 @dataclass(eq=False)
-class PedigreeMultiTraitDensity:
+class PedigreeMultiTraitDensity(TraitCovariances):
     """The log posterior of (Σ_G, Σ_E) with every breeding value and β integrated out.
 
     Build with :func:`pedigree_multitrait_density`. :meth:`log_posterior` evaluates it (one
@@ -131,15 +136,6 @@ class PedigreeMultiTraitDensity:
     kinship_scale: float
     n_evaluations: int = 0
     n_gradients: int = 0
-
-    @property
-    def n_traits(self) -> int:
-        return len(self.traits)
-
-    @property
-    def n_chol(self) -> int:
-        t = self.n_traits
-        return t + t * (t - 1) // 2
 
     @property
     def ndim(self) -> int:
@@ -199,27 +195,17 @@ class PedigreeMultiTraitDensity:
             L = np.asarray(at["S_chol"][0])
             lower = np.tril(L) if at["S_chol"][1] else np.triu(L).T
             beta = beta + sla.solve_triangular(lower.T, rng.standard_normal(beta.size))
-        t = self.n_traits
-        beta = beta.reshape(t, -1) * self.scale[:, None]
-        if self.has_intercept and beta.shape[1] > 1:
-            beta[:, 0] -= beta[:, 1:] @ self.x_means[1:]  # centred covariates → the formula's
-        return beta
+        beta = beta.reshape(self.n_traits, -1) * self.scale[:, None]
+        return uncentre_beta(beta, self.x_means, self.has_intercept)
 
     def named(self, x: np.ndarray, beta: np.ndarray) -> dict[str, np.ndarray]:
         """The posterior's named variables at ``x`` with β given."""
         LG, LE = self.factors(np.asarray(x, dtype=float))
         G = np.outer(self.scale, self.scale) * (LG @ LG.T)
         E = np.outer(self.scale, self.scale) * (LE @ LE.T)
-        gsd, esd = np.sqrt(np.diag(G)), np.sqrt(np.diag(E))
-        c = self.kinship_scale
         return {
-            "genetic_covariance": G,
-            "residual_covariance": E,
-            "genetic_correlation": G / np.outer(gsd, gsd),
-            "residual_correlation": E / np.outer(esd, esd),
-            "genetic_sd": gsd,
-            "residual_sd": esd,
-            "heritability": c * gsd**2 / (c * gsd**2 + esd**2),
+            **covariance_variables(G, E),
+            "heritability": heritability(G, E, self.kinship_scale),
             "beta": beta,
         }
 
@@ -288,12 +274,7 @@ def pedigree_multitrait_density(spec: MultiTraitSpec) -> PedigreeMultiTraitDensi
             "a model with non-Gaussian traits is sampled on the dense route."
         )
     Y = np.asarray(spec.Y, dtype=float)
-    X = np.asarray(spec.X, dtype=float)
-    has_intercept = bool(spec.fixed_names) and spec.fixed_names[0] == "Intercept"
-    x_means = np.zeros(X.shape[1])
-    if has_intercept:
-        x_means[1:] = X[:, 1:].mean(axis=0)
-    Xc = X - x_means
+    Xc, x_means, has_intercept = centred_design(spec)
     priors = resolve_multitrait_priors(spec, Xc, has_intercept)
     scale = np.nanstd(Y, axis=0)
     # standardised traits: β*_a = β_a / s_a has prior N(μ_a / s_a, (sd_a / s_a)²)
