@@ -83,7 +83,8 @@ def _genotype_rows(
     levels = list(term.levels)
     if isinstance(genotypes, pd.DataFrame):
         index = [str(i) for i in genotypes.index]
-        missing = [i for i in levels if i not in set(index)]
+        known = set(index)
+        missing = [i for i in levels if i not in known]
         if missing:
             raise DataError(
                 f"{len(missing)} individuals of the model have no row in genotypes: "
@@ -438,6 +439,15 @@ def _low_rank_markers(
     )
 
 
+def _scaled_markers(W: np.ndarray, K: LowRankKinship, c: float) -> bool:
+    """Whether W is √c × K's markers (the dosage table the kinship was built from, centred),
+    so that K's thin SVD is W's: one O(n m) comparison instead of an O(n m²) factorisation."""
+    markers = np.asarray(K.markers)
+    if markers.shape != W.shape:
+        return False
+    return bool(np.abs(W - np.sqrt(c) * markers).max() <= 1e-10 * np.abs(W).max())
+
+
 def _low_rank_effects(
     fit: Any,
     term: Any,
@@ -455,15 +465,17 @@ def _low_rank_effects(
         b̂ = σ_β² Ṽ diag(1 / (σ_β² d² + σ_e²)) Ṽᵀ Mᵀ (y − Xβ),
 
     O(m r) per draw after ṼᵀMᵀ[y, X] once (the posterior's draws of b | y, θ, β add the
-    conditional noise in the same basis: :func:`effect_draws`); REML's prediction error variances
-    σ_β² − σ_β⁴ [MᵀPM]_jj come from the same pieces (P = V⁻¹ − V⁻¹X C XᵀV⁻¹, with
-    XᵀV⁻¹X by Woodbury). With the kinship's own markers and one record per individual in
-    level order, Ṽ and d² are the kinship's thin SVD: nothing is factored again.
+    conditional noise in the same basis: :func:`effect_draws`); REML's prediction error
+    variances σ_β² − σ_β⁴ [MᵀPM]_jj come from the same pieces (P = V⁻¹ − V⁻¹X C XᵀV⁻¹, with
+    XᵀV⁻¹X by Woodbury). With the kinship's own markers (or the dosage table it was built
+    from) and one record per individual in level order, Ṽ and d² are the kinship's thin SVD:
+    nothing is factored again.
     """
     spec = fit.spec
-    if own_markers and term.is_identity_incidence:
-        K = term.kinship.subset(term.levels)
-        vecs, d2 = K.right_vectors, K.positive_eigenvalues
+    K = term.kinship.subset(term.levels)
+    if term.is_identity_incidence and (own_markers or _scaled_markers(W, K, c)):
+        # W = √c × the kinship's markers: WᵀW = c Ṽ S Ṽᵀ, the SVD the fit already has
+        vecs, d2 = K.right_vectors, c * K.positive_eigenvalues
     else:
         vecs, d2 = right_basis(np.asarray(term.incidence() @ W))
     values = parameter_values(fit)

@@ -105,6 +105,7 @@ CASES = [
     pytest.param(30, "dense", False, True, id="dense-m30"),
     pytest.param(100, "dense", True, True, id="dense-m100-repeated"),
     pytest.param(30, "low-rank", False, False, id="low-rank-m30-own-markers"),
+    pytest.param(30, "low-rank", False, True, id="low-rank-m30-genotypes"),
     pytest.param(30, "low-rank", True, True, id="low-rank-m30-repeated"),
 ]
 
@@ -138,6 +139,16 @@ def test_effect_draws_are_the_exact_conditional(m, kinship, repeated, given):
     assert np.abs(z).max() < 5.0, np.abs(z).max()
     # log variance ratio of two samples of 20,000: SE sqrt(2 · 2 / N) = 0.014
     assert np.abs(np.log(wb.var(0) / var_u)).max() < 5.0 * np.sqrt(4.0 / N_DRAWS)
+
+
+def test_low_rank_dosages_reuse_the_kinship_svd(monkeypatch):
+    """The dosage table bl.grm(..., low_rank=True) was built from is √c × its markers: with
+    one record per individual the effects come from the kinship's SVD (nothing factored)."""
+    geno, df = _data(30, False)
+    fit = _fixed_fit(df, bl.grm(geno, low_rank=True), draws=50)
+    expected = fit.snp_effects(geno, draws=True).values
+    monkeypatch.setattr("bayeslmm.results.snp.right_basis", None)  # calling it would fail
+    np.testing.assert_array_equal(fit.snp_effects(geno, draws=True).values, expected)
 
 
 def test_table_summarises_the_posterior_draws():
