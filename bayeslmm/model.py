@@ -6,11 +6,11 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
-import numpy as np
 import pandas as pd
 
 from bayeslmm.errors import SpecificationError
 from bayeslmm.families import Family
+from bayeslmm.fit_arguments import nuts_arguments, print_messages
 from bayeslmm.kinship import Kinship
 from bayeslmm.spec import ModelSpec, one_term_per_group, specify
 
@@ -24,58 +24,6 @@ if TYPE_CHECKING:
 #: glmer). Not to be confused with the NUTS strategy ``"laplace-marginal"``.
 Method = Literal["nuts", "reml", "ml", "laplace"]
 METHODS: tuple[str, ...] = get_args(Method)
-
-
-def _integer(value: Any, name: str) -> int:
-    """``value`` as an int; integral floats (``1e3``) are accepted, fractions and bools not."""
-    ok = isinstance(value, int | np.integer) and not isinstance(value, bool | np.bool_)
-    if not ok and isinstance(value, float | np.floating) and float(value).is_integer():
-        ok = True
-    if not ok:
-        raise SpecificationError(
-            f"{name} must be a whole number; got {type(value).__name__} {value!r}."
-        )
-    return int(value)
-
-
-def _positive_int(value: Any, name: str) -> int:
-    out = _integer(value, name)
-    if out < 1:
-        raise SpecificationError(
-            f"{name} must be a positive integer; got {value!r}. "
-            + {
-                "draws": "Use e.g. draws=1000 kept draws per chain.",
-                "tune": "Use e.g. tune=1000 warm-up draws per chain (NUTS adapts its step size "
-                "there).",
-                "chains": "Use e.g. chains=4 (at least 2 for R-hat).",
-                "cores": "Use cores=None (one per chain, up to the CPU count) or cores=1.",
-            }.get(name, "")
-        )
-    return out
-
-
-def _seed(value: Any) -> int | None:
-    if value is None:
-        return None
-    out = _integer(value, "seed")
-    if out < 0:
-        raise SpecificationError(f"seed must be a non-negative integer; got {value!r}.")
-    return out
-
-
-def _probability(value: Any, name: str) -> None:
-    try:
-        x = float(value)
-    except (TypeError, ValueError):
-        x = float("nan")
-    if not 0.0 < x < 1.0:
-        hint = {
-            "target_accept": "e.g. 0.9, or 0.95 / 0.99 against divergences",
-            "hdi_prob": "e.g. 0.95",
-        }
-        raise SpecificationError(
-            f"{name} must lie strictly between 0 and 1; got {value!r} ({hint.get(name, '')})."
-        )
 
 
 class LMM:
@@ -297,18 +245,9 @@ class LMM:
         if method not in METHODS:
             raise SpecificationError(f"Unknown method '{method}'; choose one of {METHODS}.")
         if method == "nuts":
-            # checked before anything is built or sampled: a bad value must not cost a run
-            # (cores=0 deadlocks the sampler, hdi_prob was only read after sampling)
-            draws, chains = _positive_int(draws, "draws"), _positive_int(chains, "chains")
-            tune = None if tune is None else _positive_int(tune, "tune")
-            cores = None if cores is None else _positive_int(cores, "cores")
-            seed = _seed(seed)
-            if seed is None:
-                # drawn here, used, and recorded in the fit: every run can be repeated
-                seed = int(np.random.default_rng().integers(2**31 - 1))
-            if target_accept is not None:
-                _probability(target_accept, "target_accept")
-            _probability(hdi_prob, "hdi_prob")
+            draws, tune, chains, cores, seed = nuts_arguments(
+                draws, tune, chains, cores, seed, target_accept, hdi_prob
+            )
         if method in ("reml", "ml"):
             if not self.spec.family.is_gaussian:
                 what = "REML is" if method == "reml" else "method='ml' (Gaussian ML) is"
@@ -365,8 +304,6 @@ class LMM:
         verbose: bool,
     ) -> Any:
         """NUTS with checked arguments (see :meth:`fit`): build, sample, diagnose, wrap."""
-        import sys
-
         from bayeslmm.engines.bayes.fit import fit_posterior
         from bayeslmm.engines.bayes.glmm_density import nuts_defaults
 
@@ -393,8 +330,7 @@ class LMM:
             fit.breeding_values_draws()
             fit.timing["total_s"] = time.perf_counter() - start
         if verbose:
-            for message in fit.messages:
-                print(f"bayeslmm: {message}", file=sys.stderr)
+            print_messages(fit.messages)
         return fit
 
     def __repr__(self) -> str:

@@ -7,36 +7,17 @@ directly.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Mapping
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from bayeslmm.errors import SpecificationError
 from bayeslmm.families import Family
+from bayeslmm.fit_arguments import nuts_arguments, print_messages
 from bayeslmm.kinship import Kinship
 from bayeslmm.kinship.pedigree_inverse import DENSE_PEDIGREE_LIMIT, SparsePedigreeKinship
 from bayeslmm.multitrait_spec import MultiTraitSpec, specify_multitrait
-
-
-def _positive_int(value: Any, name: str) -> int:
-    ok = isinstance(value, int | np.integer) and not isinstance(value, bool | np.bool_)
-    if not ok and isinstance(value, float) and value.is_integer():
-        ok, value = True, int(value)
-    if not ok or int(value) < 1:
-        raise SpecificationError(f"{name} must be a positive whole number; got {value!r}.")
-    return int(value)
-
-
-def _probability(value: Any, name: str) -> None:
-    try:
-        x = float(value)
-    except (TypeError, ValueError):
-        x = float("nan")
-    if not 0.0 < x < 1.0:
-        raise SpecificationError(f"{name} must lie strictly between 0 and 1; got {value!r}.")
 
 
 class MultiTraitLMM:
@@ -165,20 +146,16 @@ class MultiTraitLMM:
                 "traits: give the kinship as pedigree_relationship(pedigree, sparse=True), or "
                 "use sampler='auto'."
             )
-        draws, tune, chains = (
-            _positive_int(draws, "draws"),
-            _positive_int(tune, "tune"),
-            _positive_int(chains, "chains"),
+        if tune is None or target_accept is None:
+            # the single-trait fit reads None as its route's default; here there is one
+            raise SpecificationError(
+                "A multi-trait fit takes tune and target_accept as numbers; leave them out "
+                f"for the defaults (1000 and 0.9). Got tune={tune!r}, "
+                f"target_accept={target_accept!r}."
+            )
+        draws, tune, chains, cores, seed = nuts_arguments(
+            draws, tune, chains, cores, seed, target_accept, hdi_prob
         )
-        cores = None if cores is None else _positive_int(cores, "cores")
-        if seed is not None and (
-            isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0
-        ):
-            raise SpecificationError(f"seed must be a non-negative integer; got {seed!r}.")
-        if seed is None:
-            seed = int(np.random.default_rng().integers(2**31 - 1))
-        _probability(target_accept, "target_accept")
-        _probability(hdi_prob, "hdi_prob")
         from bayeslmm.engines.bayes.multitrait_glmm import sample_multitrait_glmm
         from bayeslmm.engines.bayes.multitrait_pedigree import sample_multitrait_pedigree
         from bayeslmm.engines.bayes.multitrait_sampling import NutsSettings, sample_multitrait
@@ -195,8 +172,7 @@ class MultiTraitLMM:
         settings = NutsSettings(draws, tune, chains, cores, seed, progressbar, target_accept)
         fit = sample(self.spec, settings, hdi_prob=hdi_prob, **options)
         if verbose:
-            for message in fit.messages:
-                print(f"bayeslmm: {message}", file=sys.stderr)
+            print_messages(fit.messages)
         return fit
 
     def __repr__(self) -> str:

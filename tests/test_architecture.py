@@ -25,7 +25,7 @@ How an import statement becomes an edge (the decisions these tests rest on):
 
 Layers (DESIGN.md): data (``kinship``, ``io``, ``datasets``), specification (``spec``,
 ``families``, ``priors``), ``engines``, ``results``, interfaces (``model``, ``cli``,
-``commands`` and the package ``__init__``). What each may not import is the table
+``commands``, ``fit_arguments`` and the package ``__init__``). What each may not import is the table
 :data:`FORBIDDEN`. Engines may import results: they build the results' fit classes
 (``RemlFit``, ``LaplaceFit``) and hand them their parameters through the estimate protocol
 (``bayeslmm/results/estimate.py``), while results know no engine. ``datasets`` may use
@@ -169,7 +169,7 @@ def import_graph() -> list[Edge]:
 
 EDGES = import_graph()
 
-_INTERFACES = {"model", "multitrait_model", "saved", "cli", "commands", "__init__"}
+_INTERFACES = {"model", "multitrait_model", "fit_arguments", "saved", "cli", "commands", "__init__"}
 _ENGINES = {"engines", "association"}  # the association scan is an engine of its own (DESIGN.md)
 #: The parts of the package each part must not import (the front door
 #: ``bayeslmm/__init__.py`` is spelt ``"__init__"``: it imports every layer).

@@ -76,6 +76,18 @@ def test_bad_input_gives_clear_errors(multitrait_data) -> None:
         many[f"y{a}"] = np.random.default_rng(a).normal(size=30)
     with pytest.warns(MultiTraitWarning, match="6 traits"):
         bl.LMM("mvbind(y1, y2, y3, y4, y5, y6) ~ 1 + (1 | id)", many, kinship=kin)
+    # the NUTS arguments are checked as the single-trait fit's, before anything is built
+    model = bl.LMM(f, df, kinship=kin)
+    for given, words in [
+        ({"draws": 0}, "draws must be a positive integer; got 0. Use e.g. draws=1000"),
+        ({"chains": 2.5}, "chains must be a whole number"),
+        ({"seed": -1}, "seed must be a non-negative integer"),
+        ({"target_accept": 1.5}, "target_accept must lie strictly between 0 and 1"),
+        ({"tune": None}, "takes tune and target_accept as numbers"),
+        ({"target_accept": None}, "takes tune and target_accept as numbers"),
+    ]:
+        with pytest.raises(bl.SpecificationError, match=words):
+            model.fit(**given)
 
 
 def test_all_missing_individuals_are_dropped(multitrait_data) -> None:
