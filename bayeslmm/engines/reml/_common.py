@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import numpy as np
 import pandas as pd
+
+if TYPE_CHECKING:
+    from bayeslmm.engines.reml._structure import Structure
 
 LOG_2PI = math.log(2.0 * math.pi)
 
@@ -33,6 +37,88 @@ class RawFit:
     messages: list[str] = field(default_factory=list)
     timing: dict[str, float] = field(default_factory=dict)
     route: str | None = None  # AI-REML evaluator that produced the final state: dense / mme
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any], **fields: Any) -> RawFit:
+        """The fit at an evaluator's final state: β, its covariance and both log-likelihoods
+        from ``state`` (``beta``, ``beta_cov``, ``loglik_reml``, ``loglik_ml``), the rest
+        from ``fields``.
+
+        Examples
+        --------
+        >>> state = {"beta": np.zeros(1), "beta_cov": np.eye(1), "loglik_reml": -3.0,
+        ...          "loglik_ml": -2.5}
+        >>> raw = RawFit.from_state(state, theta=np.ones(2), theta_cov=np.eye(2), blups={},
+        ...                         n_iter=4, converged=True)
+        >>> raw.loglik_ml, raw.n_iter
+        (-2.5, 4)
+        """
+        keys = ("beta", "beta_cov", "loglik_reml", "loglik_ml")
+        return cls(**{key: state[key] for key in keys}, **fields)
+
+
+def check_criterion(criterion: str) -> None:
+    """Raise ValueError unless ``criterion`` is one of :data:`CRITERIA`.
+
+    Examples
+    --------
+    >>> check_criterion("ml") is None
+    True
+    """
+    if criterion not in CRITERIA:
+        raise ValueError(f"criterion must be one of {CRITERIA}; got {criterion!r}")
+
+
+class CachedFactorReml:
+    """The inputs of an AI-REML evaluator on (y, X) and its last factorisation.
+
+    Subclasses (:class:`~bayeslmm.engines.reml.aireml.DenseReml`,
+    :class:`~bayeslmm.engines.reml.mme.MmeReml`) write ``_factor_uncached(theta)``;
+    :meth:`_factor` keeps the last point's, because the step-halving search factorises the
+    point that ``evaluate`` then needs again.
+    """
+
+    def __init__(
+        self, structure: Structure, y: np.ndarray, X: np.ndarray, criterion: Criterion = "reml"
+    ) -> None:
+        check_criterion(criterion)
+        self.criterion = criterion
+        self.structure = structure
+        self.y = np.asarray(y, dtype=float)
+        self.X = np.asarray(X, dtype=float)
+        self.n, self.p = self.X.shape
+        self._last: tuple[bytes, Any] | None = None
+
+    def _factor(self, theta: np.ndarray) -> Any:
+        key = theta.tobytes()
+        if self._last is not None and self._last[0] == key:
+            return self._last[1]
+        out = self._factor_uncached(theta)
+        self._last = (key, out)
+        return out
+
+    def _factor_uncached(self, theta: np.ndarray) -> Any:
+        raise NotImplementedError
+
+
+def one_term_blups(
+    structure: Structure, blup: np.ndarray, pev: np.ndarray, levels: Any
+) -> dict[str, pd.DataFrame]:
+    """The BLUP table of a model with one random term of one coefficient: the BLUP and its
+    prediction error variance per level (column ``pev:<coefficient>``).
+
+    Examples
+    --------
+    >>> # one_term_blups(structure, blup, pev, term.levels)["(1 | id)"].columns
+    >>> # Index(['(Intercept)', 'pev:(Intercept)'], dtype='object')
+    """
+    term = structure.terms[0]
+    name = "(Intercept)" if term.covariates[0] == "Intercept" else term.covariates[0]
+    return {
+        structure.term_labels[0]: pd.DataFrame(
+            {name: blup, f"pev:{name}": pev}, index=pd.Index(levels, name=term.group)
+        )
+    }
 
 
 def reml_loglik(logdet_v: float, logdet_xvx: float, ypy: float, n: int, p: int) -> float:

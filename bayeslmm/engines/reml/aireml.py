@@ -37,7 +37,7 @@ import pandas as pd
 import scipy.linalg as sla
 
 from bayeslmm.engines.reml._common import (
-    CRITERIA,
+    CachedFactorReml,
     Criterion,
     RawFit,
     likelihoods,
@@ -69,21 +69,14 @@ class RemlEvaluator(Protocol):
     def blups(self, theta: np.ndarray, state: dict) -> dict[str, pd.DataFrame]: ...
 
 
-class DenseReml:
+class DenseReml(CachedFactorReml):
     """REML (or ML) likelihood, score and AI matrix for V = Σ θ_i V_i, all dense."""
 
     def __init__(
         self, structure: Structure, y: np.ndarray, X: np.ndarray, criterion: Criterion = "reml"
     ) -> None:
-        if criterion not in CRITERIA:
-            raise ValueError(f"criterion must be one of {CRITERIA}; got {criterion!r}")
-        self.criterion = criterion
-        self.structure = structure
-        self.y = np.asarray(y, dtype=float)
-        self.X = np.asarray(X, dtype=float)
-        self.n, self.p = self.X.shape
+        super().__init__(structure, y, X, criterion)
         self.mats = [structure.matrix(i) for i in range(len(structure.params))]
-        self._last: tuple[bytes, tuple | None] | None = None
 
     # -- building blocks ------------------------------------------------------------------
     def covariance(self, theta: np.ndarray) -> np.ndarray:
@@ -98,15 +91,6 @@ class DenseReml:
                 V += value * M
         V[np.diag_indices(self.n)] += diag
         return V
-
-    def _factor(self, theta: np.ndarray):
-        # the step-halving search factorises the point that evaluate() then needs again
-        key = theta.tobytes()
-        if self._last is not None and self._last[0] == key:
-            return self._last[1]
-        out = self._factor_uncached(theta)
-        self._last = (key, out)
-        return out
 
     def _factor_uncached(self, theta: np.ndarray):
         V = self.covariance(theta)
@@ -420,13 +404,10 @@ def fit_ai_reml(
 
     theta_cov = safe_inverse(state["ai"])
     blups = model.blups(theta, state)
-    return RawFit(
+    return RawFit.from_state(
+        state,
         theta=theta,
         theta_cov=theta_cov,
-        beta=state["beta"],
-        beta_cov=state["beta_cov"],
-        loglik_reml=state["loglik_reml"],
-        loglik_ml=state["loglik_ml"],
         blups=blups,
         n_iter=n_iter,
         converged=converged,

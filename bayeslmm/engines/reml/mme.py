@@ -59,7 +59,7 @@ import scipy.linalg as sla
 import scipy.sparse as sp
 
 from bayeslmm.engines.reml._common import (
-    CRITERIA,
+    CachedFactorReml,
     Criterion,
     likelihoods,
     ml_loglik,
@@ -97,19 +97,13 @@ def _inverse_root(L: np.ndarray) -> np.ndarray | None:
     return np.linalg.inv(L)
 
 
-class MmeReml:
+class MmeReml(CachedFactorReml):
     """REML (or ML) likelihood, score and AI matrix for V = Z G Zᵀ + R via the MME (no n × n)."""
 
     def __init__(
         self, structure: Structure, y: np.ndarray, X: np.ndarray, criterion: Criterion = "reml"
     ) -> None:
-        if criterion not in CRITERIA:
-            raise ValueError(f"criterion must be one of {CRITERIA}; got {criterion!r}")
-        self.criterion = criterion
-        self.structure = structure
-        self.y = np.asarray(y, dtype=float)
-        self.X = np.asarray(X, dtype=float)
-        self.n, self.p = self.X.shape
+        super().__init__(structure, y, X, criterion)
         # random effects ordered term by term, coefficient by coefficient, level by level
         self.offsets: list[int] = []
         blocks = []
@@ -148,7 +142,6 @@ class MmeReml:
             self.b.append(np.asarray(Wm.T @ self.y).ravel())
             self.yy.append(float(self.y @ (mask * self.y)))
             self.n_e.append(int(mask.sum()))
-        self._last: tuple[bytes, dict | None] | None = None
 
     # -- Λ = ⊕ L_Σ ⊗ L_K (identity on β) -----------------------------------------------------
     def _roots(self, theta: np.ndarray) -> list[np.ndarray] | None:
@@ -186,15 +179,7 @@ class MmeReml:
             out[:, off : off + m * q] = np.einsum("rmq,mn->rnq", blk, LS).reshape(rows, m * q)
         return out
 
-    # -- factorisation (shared by loglik and evaluate) ----------------------------------------
-    def _factor(self, theta: np.ndarray) -> dict | None:
-        key = theta.tobytes()
-        if self._last is not None and self._last[0] == key:
-            return self._last[1]
-        out = self._factor_uncached(theta)
-        self._last = (key, out)
-        return out
-
+    # -- factorisation (shared by loglik and evaluate; cached by _factor) -----------------------
     def _factor_uncached(self, theta: np.ndarray) -> dict | None:
         res = theta[self.res_index]
         if np.any(res <= 0):

@@ -48,6 +48,7 @@ from bayeslmm.engines.reml._common import (
     Criterion,
     RawFit,
     likelihoods,
+    one_term_blups,
 )
 from bayeslmm.engines.reml._structure import Structure
 from bayeslmm.errors import SpecificationError
@@ -330,14 +331,7 @@ def fit_sparse_pedigree(
     ypy = at["r"] / sigma_e2
     logliks = likelihoods(criterion, logdet_v, logdet_xvx, ypy, n, p)
     beta_cov = sigma_e2 * sla.cho_solve(at["S_chol"], np.eye(p))
-    term = structure.terms[0]
-    name = "(Intercept)" if term.covariates[0] == "Intercept" else term.covariates[0]
-    blups = {
-        structure.term_labels[0]: pd.DataFrame(
-            {name: at["a"], f"pev:{name}": pev},
-            index=pd.Index(model.kinship.pedigree_ids, name=term.group),
-        )
-    }
+    blups = one_term_blups(structure, at["a"], pev, model.kinship.pedigree_ids)
     return RawFit(
         theta=theta,
         theta_cov=theta_cov,

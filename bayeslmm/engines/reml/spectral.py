@@ -39,14 +39,14 @@ import math
 import time
 
 import numpy as np
-import pandas as pd
 
 from bayeslmm.engines.reml._common import (
-    CRITERIA,
     LOG_2PI,
     Criterion,
     RawFit,
+    check_criterion,
     likelihoods,
+    one_term_blups,
     safe_inverse,
 )
 from bayeslmm.engines.reml._structure import Structure
@@ -70,8 +70,7 @@ class RotatedReml:
         criterion: Criterion = "reml",
         n_null: int = 0,
     ) -> None:
-        if criterion not in CRITERIA:
-            raise ValueError(f"criterion must be one of {CRITERIA}; got {criterion!r}")
+        check_criterion(criterion)
         self.s = np.clip(np.asarray(s, dtype=float), 0.0, None)
         self.Uy = Uy
         self.UX = UX
@@ -408,21 +407,13 @@ def fit_spectral(
         quad = (W**2) @ w - np.einsum("ij,jk,ik->i", B, M, B)
         prior = np.ones(term.n_levels) if K is None else np.diag(K)
     pev = sg2 * prior - sg2**2 * quad
-    name = "(Intercept)" if term.covariates[0] == "Intercept" else term.covariates[0]
-    blups = {
-        structure.term_labels[0]: pd.DataFrame(
-            {name: blup, f"pev:{name}": pev}, index=pd.Index(term.levels, name=term.group)
-        )
-    }
+    blups = one_term_blups(structure, blup, pev, term.levels)
     if not interior:
         messages.append(f"h² estimated at the boundary {h2:g}")
-    return RawFit(
+    return RawFit.from_state(
+        state,
         theta=theta,
         theta_cov=theta_cov,
-        beta=state["beta"],
-        beta_cov=state["beta_cov"],
-        loglik_reml=state["loglik_reml"],
-        loglik_ml=state["loglik_ml"],
         blups=blups,
         n_iter=model.n_eval + n_polish,
         converged=bool(np.isfinite(state["loglik"])),
