@@ -720,21 +720,35 @@ def marginal_loo_terms(
     >>> np.round(g, 6).tolist(), np.round(c, 6).tolist()
     ([[0.25, 0.928571, 0.071429]], [[0.5625, 0.535714, 0.535714]])
     """
+    return _vinv_draws(spec, sigmas, residual, beta, method, want_diag=True)
+
+
+def _vinv_draws(
+    spec: ModelSpec,
+    sigmas: list[np.ndarray],
+    residual: np.ndarray,
+    beta: np.ndarray,
+    method: str,
+    want_diag: bool,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """(V⁻¹(y − offset − Xβ), diag V⁻¹ or None) per draw, by the cheapest route: spectral,
+    blockwise, else one factorisation per draw (:func:`marginal_loo_terms`' notes)."""
     beta = np.asarray(beta, float)
     residual = np.asarray(residual, float)
     if _spectral_draws(spec, sigmas, residual):
         var_g, var_e = _draw_arrays(sigmas, residual)
-        return _SpectralDraws(spec, var_g, var_e, beta).terms(method)
+        return _SpectralDraws(spec, var_g, var_e, beta).terms(method, want_diag=want_diag)
     if _blockwise_draws(spec, residual):
-        return _blockwise_terms(spec, sigmas, residual, beta)
+        return _blockwise_terms(spec, sigmas, residual, beta, want_diag=want_diag)
     N = residual.shape[0]
     r = _draw_residuals(spec, beta)
     g = np.empty((N, spec.n_obs))
-    cbar = np.empty((N, spec.n_obs))
+    cbar = np.empty((N, spec.n_obs)) if want_diag else None
     for i in range(N):
         solver = v_solver(spec, [np.asarray(S[i]) for S in sigmas], residual[i])
         g[i] = solver.solve(r[i])
-        cbar[i] = solver.inverse_diagonal()
+        if cbar is not None:
+            cbar[i] = solver.inverse_diagonal()
     return g, cbar
 
 
@@ -787,19 +801,7 @@ def vinv_residuals(
     ...                         np.zeros((1, 0))), 6).tolist()
     [[0.25, 0.928571, 0.071429]]
     """
-    beta = np.asarray(beta, float)
-    residual = np.asarray(residual, float)
-    if _spectral_draws(spec, sigmas, residual):
-        var_g, var_e = _draw_arrays(sigmas, residual)
-        return _SpectralDraws(spec, var_g, var_e, beta).terms(method, want_diag=False)[0]
-    if _blockwise_draws(spec, residual):
-        return _blockwise_terms(spec, sigmas, residual, beta, want_diag=False)[0]
-    N = residual.shape[0]
-    r = _draw_residuals(spec, beta)
-    out = np.empty((N, spec.n_obs))
-    for i in range(N):
-        out[i] = v_solver(spec, [np.asarray(S[i]) for S in sigmas], residual[i]).solve(r[i])
-    return out
+    return _vinv_draws(spec, sigmas, residual, beta, method, want_diag=False)[0]
 
 
 # ---------------------------------------------------------------------------------------
