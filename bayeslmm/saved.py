@@ -182,12 +182,9 @@ def load_fit(
     return fit
 
 
-def _load_posterior(directory: Path, summary: dict[str, Any], model: Any) -> Any:
+def _read_posterior(directory: Path) -> Any:
+    """The saved draws (``posterior.nc``) of a NUTS fit's folder, as InferenceData."""
     import arviz as az
-
-    from bayeslmm.engines.bayes import build
-    from bayeslmm.engines.bayes.strategies import strategy_of
-    from bayeslmm.results.bayes_result import BayesFit
 
     path = directory / "posterior.nc"
     if not path.is_file():
@@ -195,7 +192,15 @@ def _load_posterior(directory: Path, summary: dict[str, Any], model: Any) -> Any
             f"'{directory}' holds a NUTS summary.json but no posterior.nc: the draws are "
             "needed to read the fit back."
         )
-    idata = az.from_netcdf(str(path))
+    return az.from_netcdf(str(path))
+
+
+def _load_posterior(directory: Path, summary: dict[str, Any], model: Any) -> Any:
+    from bayeslmm.engines.bayes import build
+    from bayeslmm.engines.bayes.strategies import strategy_of
+    from bayeslmm.results.bayes_result import BayesFit
+
+    idata = _read_posterior(directory)
     spec = model.spec
     saved = np.asarray(idata.observed_data[spec.response].values, dtype=float)
     bad = np.flatnonzero(saved != np.asarray(spec.y, dtype=float))
@@ -343,18 +348,10 @@ def _load_multitrait(
 
 
 def _load_multitrait_posterior(directory: Path, summary: dict[str, Any], spec: Any) -> Any:
-    import arviz as az
-
     from bayeslmm.results.multitrait import MultiTraitBayesFit
     from bayeslmm.results.multitrait_glmm import MultiTraitGLMMBayesFit
 
-    path = directory / "posterior.nc"
-    if not path.is_file():
-        raise DataError(
-            f"'{directory}' holds a NUTS summary.json but no posterior.nc: the draws are "
-            "needed to read the fit back."
-        )
-    idata = az.from_netcdf(str(path))
+    idata = _read_posterior(directory)
     if "observed_data" in idata.groups():  # written by every save (older folders: counts)
         observed = idata.observed_data
         ids = [str(i) for i in observed[spec.group].values] if spec.group in observed else []

@@ -61,6 +61,9 @@ def test_nuts_fit_read_back_answers_the_same(data, tmp_path):
     np.testing.assert_allclose(back.predict()["estimate"], fit.predict()["estimate"], atol=1e-12)
     with pytest.raises(DataError, match="differ from the data of the saved fit"):
         bl.load_fit(tmp_path / "out", df.assign(y=df["y"][::-1].to_numpy()), kinship={"id": K})
+    (tmp_path / "out" / "posterior.nc").unlink()
+    with pytest.raises(DataError, match="holds a NUTS summary.json but no posterior.nc"):
+        bl.load_fit(tmp_path / "out", df, kinship={"id": K})
 
 
 def test_point_fit_is_refitted_and_checked(data, tmp_path):
