@@ -10,43 +10,11 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
-import pandas as pd
 import pytest
 
 import bayeslmm as bl
 from bayeslmm.engines.bayes.multitrait_density import multitrait_density
-from bayeslmm.kinship.low_rank import LowRankDensifyWarning, LowRankKinship
-
-G_TRUE = np.array([[1.0, 0.5, 0.1], [0.5, 0.8, -0.2], [0.1, -0.2, 0.6]])
-E_TRUE = np.array([[0.9, -0.3, 0.1], [-0.3, 1.0, 0.2], [0.1, 0.2, 0.7]])
-
-
-def _case(seed: int, n: int, p: int, t: int, centred: bool):
-    """Data (y1..yt, x, id), the low-rank kinship and the dense kinship of the same W Wᵀ."""
-    rng = np.random.default_rng(seed)
-    if centred:
-        W = rng.normal(size=(n, p))
-        W -= W.mean(axis=1, keepdims=True)  # W 1 = 0: rank p − 1
-        K = LowRankKinship(W / np.sqrt(p), [f"i{k}" for k in range(n)])
-    else:
-        dosages = rng.binomial(2, rng.uniform(0.05, 0.5, p), size=(n, p)).astype(np.int8)
-        K = bl.grm(dosages, low_rank=True)
-    dense = bl.Kinship(K.markers @ K.markers.T, K.ids, name=K.name, check_psd=False)
-    G, E = G_TRUE[:t, :t], E_TRUE[:t, :t]
-    U = K.markers @ rng.normal(size=(K.n_markers, t)) @ np.linalg.cholesky(G).T
-    x = rng.normal(size=n)
-    Y = U + rng.normal(size=(n, t)) @ np.linalg.cholesky(E).T + np.arange(1.0, t + 1.0)
-    Y[:, 0] += 0.5 * x
-    df = pd.DataFrame({f"y{a + 1}": Y[:, a] for a in range(t)})
-    df["x"] = x
-    df["id"] = list(K.ids)
-    return df, K, dense
-
-
-def _formula(t: int, covariate: bool) -> str:
-    traits = ", ".join(f"y{a + 1}" for a in range(t))
-    return f"mvbind({traits}) ~ {'x' if covariate else '1'} + (1 | id)"
-
+from bayeslmm.kinship.low_rank import LowRankDensifyWarning
 
 CASES = [
     pytest.param(1, 300, 60, 2, True, False, id="n300-p60-t2-x"),
@@ -55,9 +23,9 @@ CASES = [
 
 
 @pytest.mark.parametrize(("seed", "n", "p", "t", "covariate", "centred"), CASES)
-def test_low_rank_reml_equals_dense(seed, n, p, t, covariate, centred):
-    df, K, dense = _case(seed, n, p, t, centred)
-    formula = _formula(t, covariate)
+def test_low_rank_reml_equals_dense(low_rank, seed, n, p, t, covariate, centred):
+    df, K, dense = low_rank.case(seed, n, p, t, centred)
+    formula = low_rank.formula(t, covariate)
     with warnings.catch_warnings():
         warnings.simplefilter("error", LowRankDensifyWarning)  # never the n × n matrix
         low = bl.LMM(formula, df, kinship={"id": K}).fit(method="reml")
@@ -77,9 +45,9 @@ def test_low_rank_reml_equals_dense(seed, n, p, t, covariate, centred):
 
 
 @pytest.mark.parametrize(("seed", "n", "p", "t", "covariate", "centred"), CASES)
-def test_low_rank_log_density_equals_dense(seed, n, p, t, covariate, centred):
-    df, K, dense = _case(seed, n, p, t, centred)
-    formula = _formula(t, covariate)
+def test_low_rank_log_density_equals_dense(low_rank, seed, n, p, t, covariate, centred):
+    df, K, dense = low_rank.case(seed, n, p, t, centred)
+    formula = low_rank.formula(t, covariate)
     with warnings.catch_warnings():
         warnings.simplefilter("error", LowRankDensifyWarning)
         low = multitrait_density(bl.LMM(formula, df, kinship={"id": K}).spec)
@@ -107,10 +75,10 @@ def test_low_rank_log_density_equals_dense(seed, n, p, t, covariate, centred):
     np.testing.assert_allclose(grad, fd, rtol=1e-5, atol=1e-5)
 
 
-def test_low_rank_draws_expand_like_dense():
+def test_low_rank_draws_expand_like_dense(low_rank):
     """β's conditional mean and the named variables match at a point."""
-    df, K, dense = _case(3, 300, 60, 2, False)
-    formula = _formula(2, True)
+    df, K, dense = low_rank.case(3, 300, 60, 2, False)
+    formula = low_rank.formula(2, True)
     low = multitrait_density(bl.LMM(formula, df, kinship={"id": K}).spec)
     ref = multitrait_density(bl.LMM(formula, df, kinship={"id": dense}).spec)
     x = low.initial_point(4)
@@ -119,12 +87,12 @@ def test_low_rank_draws_expand_like_dense():
         np.testing.assert_allclose(a[name], b[name], rtol=1e-8, atol=1e-10)
 
 
-def test_low_rank_nuts_fit_reports_route():
+def test_low_rank_nuts_fit_reports_route(low_rank):
     """A short nutpie run on the SNP-space path: route reported, never the n × n matrix."""
-    df, K, _ = _case(5, 300, 60, 2, False)
+    df, K, _ = low_rank.case(5, 300, 60, 2, False)
     with warnings.catch_warnings():
         warnings.simplefilter("error", LowRankDensifyWarning)
-        fit = bl.LMM(_formula(2, True), df, kinship={"id": K}).fit(
+        fit = bl.LMM(low_rank.formula(2, True), df, kinship={"id": K}).fit(
             draws=40, tune=40, chains=1, seed=1, progressbar=False, verbose=False
         )
     assert fit.route == "low-rank"

@@ -12,51 +12,12 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
-import pandas as pd
 import pytest
 
 import bayeslmm as bl
 from bayeslmm.engines.bayes.multitrait_density import multitrait_density
 from bayeslmm.engines.reml.multitrait import _Dense, _LowRankMissing
-from bayeslmm.kinship.low_rank import LowRankDensifyWarning, LowRankKinship
-
-G_TRUE = np.array([[1.0, 0.5, 0.1], [0.5, 0.8, -0.2], [0.1, -0.2, 0.6]])
-E_TRUE = np.array([[0.9, -0.3, 0.1], [-0.3, 1.0, 0.2], [0.1, 0.2, 0.7]])
-
-
-def _case(seed: int, n: int, p: int, t: int, centred: bool, missing: float = 0.2):
-    """Data with ~``missing`` of each trait absent, some individuals recording one trait
-    only and (t = 3) two recording none; the low-rank kinship and the dense W Wᵀ."""
-    rng = np.random.default_rng(seed)
-    if centred:
-        W = rng.normal(size=(n, p))
-        W -= W.mean(axis=1, keepdims=True)  # W 1 = 0: rank p − 1
-        K = LowRankKinship(W / np.sqrt(p), [f"i{k}" for k in range(n)])
-    else:
-        dosages = rng.binomial(2, rng.uniform(0.05, 0.5, p), size=(n, p)).astype(np.int8)
-        K = bl.grm(dosages, low_rank=True)
-    dense = bl.Kinship(K.markers @ K.markers.T, K.ids, name=K.name, check_psd=False)
-    G, E = G_TRUE[:t, :t], E_TRUE[:t, :t]
-    U = K.markers @ rng.normal(size=(K.n_markers, t)) @ np.linalg.cholesky(G).T
-    x = rng.normal(size=n)
-    Y = U + rng.normal(size=(n, t)) @ np.linalg.cholesky(E).T + np.arange(1.0, t + 1.0)
-    Y[:, 0] += 0.5 * x
-    holes = rng.random(size=(n, t)) < missing
-    holes[:12] = True  # 12 individuals record one trait only, each trait in turn
-    holes[np.arange(12), np.arange(12) % t] = False
-    if t >= 3:
-        holes[12:14] = True  # and two record none (they add nothing to the likelihood)
-    Y[holes] = np.nan
-    df = pd.DataFrame({f"y{a + 1}": Y[:, a] for a in range(t)})
-    df["x"] = x
-    df["id"] = list(K.ids)
-    return df, K, dense
-
-
-def _formula(t: int, covariate: bool) -> str:
-    traits = ", ".join(f"y{a + 1}" for a in range(t))
-    return f"mvbind({traits}) ~ {'x' if covariate else '1'} + (1 | id)"
-
+from bayeslmm.kinship.low_rank import LowRankDensifyWarning
 
 CASES = [
     pytest.param(1, 300, 60, 2, True, False, id="n300-p60-t2-x"),
@@ -66,10 +27,10 @@ CASES = [
 
 
 @pytest.mark.parametrize(("seed", "n", "p", "t", "covariate", "centred"), CASES)
-def test_marker_space_likelihood_equals_stacked_dense(seed, n, p, t, covariate, centred):
+def test_marker_space_likelihood_equals_stacked_dense(low_rank, seed, n, p, t, covariate, centred):
     """Value, ∂/∂Σ_G, ∂/∂Σ_E, β̂ and Cov(β̂) of the marker-space equations equal the
     stacked dense V's at random (Σ_G, Σ_E), a singular Σ_G included."""
-    df, K, dense = _case(seed, n, p, t, centred)
+    df, K, dense = low_rank.case(seed, n, p, t, centred, missing=0.2)
     Y = df[[f"y{a + 1}" for a in range(t)]].to_numpy()
     X = np.column_stack([np.ones(n), df["x"]]) if covariate else np.ones((n, 1))
     low, ref = _LowRankMissing(Y, X, K.markers), _Dense(Y, X, dense.matrix)
@@ -79,7 +40,7 @@ def test_marker_space_likelihood_equals_stacked_dense(seed, n, p, t, covariate, 
         A, B = rng.normal(size=(t, t)), rng.normal(size=(t, t))
         points.append((A @ A.T / t + 0.1 * np.eye(t), B @ B.T / t + 0.2 * np.eye(t)))
     v = rng.normal(size=t)
-    points.append((np.outer(v, v), E_TRUE[:t, :t]))  # rank-one Σ_G: r_g = ±1
+    points.append((np.outer(v, v), low_rank.E[:t, :t]))  # rank-one Σ_G: r_g = ±1
     for G, E in points:
         got, want = low(G, E), ref(G, E)
         assert got[0] == pytest.approx(want[0], rel=1e-12, abs=1e-9)
@@ -87,24 +48,26 @@ def test_marker_space_likelihood_equals_stacked_dense(seed, n, p, t, covariate, 
             np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-10 * np.max(np.abs(b)))
     # an indefinite Σ_G (the standard errors' difference steps near a boundary): equal
     # where V stays positive definite, −inf where it does not, as the dense route
-    w, U = np.linalg.eigh(G_TRUE[:t, :t])
+    w, U = np.linalg.eigh(low_rank.G[:t, :t])
     w[0] = -0.01  # K's largest eigenvalue times 0.01 is well below Σ_E's smallest
     indefinite = (U * w) @ U.T
     assert np.linalg.eigvalsh(indefinite).min() < 0
-    assert ref(indefinite, E_TRUE[:t, :t])[0] > -np.inf
-    for G in (indefinite, -G_TRUE[:t, :t]):
-        got, want = low(G, E_TRUE[:t, :t]), ref(G, E_TRUE[:t, :t])
+    assert ref(indefinite, low_rank.E[:t, :t])[0] > -np.inf
+    for G in (indefinite, -low_rank.G[:t, :t]):
+        got, want = low(G, low_rank.E[:t, :t]), ref(G, low_rank.E[:t, :t])
         assert got[0] == pytest.approx(want[0], rel=1e-12, abs=1e-9)
         if want[0] > -np.inf:
             for a, b in zip(got[1:], want[1:], strict=True):
                 np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-10 * np.max(np.abs(b)))
-    assert low(G_TRUE[:t, :t], -np.eye(t))[0] == -np.inf
+    assert low(low_rank.G[:t, :t], -np.eye(t))[0] == -np.inf
 
 
 @pytest.mark.parametrize(("seed", "n", "p", "t", "covariate", "centred"), CASES)
-def test_low_rank_reml_with_missing_values_equals_dense(seed, n, p, t, covariate, centred):
-    df, K, dense = _case(seed, n, p, t, centred)
-    formula = _formula(t, covariate)
+def test_low_rank_reml_with_missing_values_equals_dense(
+    low_rank, seed, n, p, t, covariate, centred
+):
+    df, K, dense = low_rank.case(seed, n, p, t, centred, missing=0.2)
+    formula = low_rank.formula(t, covariate)
     with warnings.catch_warnings():
         warnings.simplefilter("error", LowRankDensifyWarning)  # never the n × n matrix
         low = bl.LMM(formula, df, kinship={"id": K}).fit(method="reml")
@@ -125,9 +88,11 @@ def test_low_rank_reml_with_missing_values_equals_dense(seed, n, p, t, covariate
 
 
 @pytest.mark.parametrize(("seed", "n", "p", "t", "covariate", "centred"), CASES)
-def test_low_rank_log_density_with_missing_values_equals_dense(seed, n, p, t, covariate, centred):
-    df, K, dense = _case(seed, n, p, t, centred)
-    formula = _formula(t, covariate)
+def test_low_rank_log_density_with_missing_values_equals_dense(
+    low_rank, seed, n, p, t, covariate, centred
+):
+    df, K, dense = low_rank.case(seed, n, p, t, centred, missing=0.2)
+    formula = low_rank.formula(t, covariate)
     with warnings.catch_warnings():
         warnings.simplefilter("error", LowRankDensifyWarning)
         spec = bl.LMM(formula, df, kinship={"id": K}).spec
@@ -167,10 +132,10 @@ def test_low_rank_log_density_with_missing_values_equals_dense(seed, n, p, t, co
     np.testing.assert_allclose(grad[pick], fd, rtol=1e-5, atol=1e-5)
 
 
-def test_low_rank_nuts_fit_with_missing_values():
+def test_low_rank_nuts_fit_with_missing_values(low_rank):
     """A short nutpie run: route reported, missing values drawn and labelled id:trait."""
-    df, K, _ = _case(5, 200, 40, 2, False)
-    model = bl.LMM(_formula(2, True), df, kinship={"id": K})
+    df, K, _ = low_rank.case(5, 200, 40, 2, False, missing=0.2)
+    model = bl.LMM(low_rank.formula(2, True), df, kinship={"id": K})
     with warnings.catch_warnings():
         warnings.simplefilter("error", LowRankDensifyWarning)
         fit = model.fit(draws=40, tune=40, chains=1, seed=1, progressbar=False, verbose=False)
@@ -185,14 +150,14 @@ def test_low_rank_nuts_fit_with_missing_values():
     ]
 
 
-def test_low_rank_missing_values_beyond_the_unit_column_budget_are_refused(monkeypatch):
+def test_low_rank_missing_values_beyond_the_unit_column_budget_are_refused(low_rank, monkeypatch):
     """Sampling missing values rotates an n × (individuals missing a trait) block with the
     data: above the budget a clear DataError names REML, never a MemoryError."""
     from bayeslmm.engines.bayes import multitrait_density as module
     from bayeslmm.errors import DataError
 
-    df, K, _ = _case(3, 80, 20, 2, centred=False)
-    spec = bl.LMM(_formula(2, False), df, kinship={"id": K}).spec
+    df, K, _ = low_rank.case(3, 80, 20, 2, centred=False, missing=0.2)
+    spec = bl.LMM(low_rank.formula(2, False), df, kinship={"id": K}).spec
     missing_individuals = int(np.isnan(spec.Y).any(axis=1).sum())
     monkeypatch.setattr(module, "MAX_MISSING_UNIT_CELLS", spec.n * missing_individuals - 1)
     with pytest.raises(DataError, match="method='reml'"):

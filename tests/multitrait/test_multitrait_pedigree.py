@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import builtins
 import sys
-import warnings
 
 import numpy as np
 import pandas as pd
@@ -20,62 +19,15 @@ import scipy.sparse as sp
 
 import bayeslmm as bl
 from bayeslmm.engines.reml import multitrait_pedigree as mtp
-from bayeslmm.kinship import PedigreeDensifyWarning
 from bayeslmm.multitrait_spec import MultiTraitSpec, specify_multitrait
 
-G_TRUE = np.array([[1.0, 0.5], [0.5, 1.5]])
-E_TRUE = np.array([[1.0, -0.3], [-0.3, 0.8]])
 FORMULA = "mvbind(y1, y2) ~ x + (1 | id)"
-
-
-def simulate_pedigree(rng: np.random.Generator, n_animals: int) -> pd.DataFrame:
-    """Overlapping generations from few parents (inbreeding), 10 % unknown parents, rows
-    shuffled (offspring before parents), integer ids with 0 for unknown."""
-    founders = 20
-    sire = np.zeros(n_animals, dtype=int)
-    dam = np.zeros(n_animals, dtype=int)
-    for i in range(founders, n_animals):
-        lo = max(0, i - 150)
-        sire[i] = rng.integers(lo, i) + 1
-        dam[i] = rng.integers(lo, i) + 1
-    sire[rng.random(n_animals) < 0.1] = 0
-    dam[rng.random(n_animals) < 0.1] = 0
-    ped = pd.DataFrame({"id": np.arange(1, n_animals + 1), "sire": sire, "dam": dam})
-    return ped.sample(frac=1.0, random_state=int(rng.integers(1 << 30))).reset_index(drop=True)
-
-
-def simulate_records(
-    rng: np.random.Generator, ped: pd.DataFrame, n_records: int, missing: float = 0.2
-) -> tuple[pd.DataFrame, bl.Kinship]:
-    """Two traits from the dense A of the pedigree on ``n_records`` non-founders; the dense
-    kinship over every pedigree animal is returned as the reference."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", PedigreeDensifyWarning)
-        A_dense = bl.pedigree_relationship(ped)
-    ids = list(A_dense.ids)
-    n = len(ids)
-    w, Q = np.linalg.eigh(A_dense.matrix)
-    U = Q @ (np.sqrt(np.clip(w, 0, None))[:, None] * rng.normal(size=(n, 2)))
-    U = U @ np.linalg.cholesky(G_TRUE).T
-    candidates = ped.loc[(ped["sire"] > 0) | (ped["dam"] > 0), "id"].astype(str).to_numpy()
-    recorded = rng.choice(candidates, size=n_records, replace=False)
-    index = pd.Index(ids).get_indexer(recorded)
-    x = rng.normal(size=n_records)
-    Y = U[index] + rng.normal(size=(n_records, 2)) @ np.linalg.cholesky(E_TRUE).T + [1.0, 2.0]
-    Y[:, 0] += 0.5 * x
-    holes = rng.random(size=(n_records, 2)) < missing
-    holes[holes.all(axis=1), 0] = False
-    Y[holes] = np.nan
-    frame = pd.DataFrame({"id": recorded, "y1": Y[:, 0], "y2": Y[:, 1], "x": x})
-    return frame, A_dense
+WINDOW = 150  # each animal's parents among the 150 before it
 
 
 @pytest.fixture(scope="module")
-def pedigree_data() -> tuple[pd.DataFrame, pd.DataFrame, bl.Kinship]:
-    rng = np.random.default_rng(2024)
-    ped = simulate_pedigree(rng, 500)
-    df, A_dense = simulate_records(rng, ped, 330)
-    return ped, df, A_dense
+def pedigree_data(pedigree_cases) -> tuple[pd.DataFrame, pd.DataFrame, bl.Kinship]:
+    return pedigree_cases(np.random.default_rng(2024), 500, 330, window=WINDOW)
 
 
 def stacked_reml_loglik(G, E, Y, X, K):
@@ -263,10 +215,9 @@ def test_superlu_backend_gives_the_same_fit(pedigree_data, monkeypatch) -> None:
 
 
 @pytest.mark.slow
-def test_sparse_reml_equals_dense_reml_on_a_2000_animal_pedigree() -> None:
+def test_sparse_reml_equals_dense_reml_on_a_2000_animal_pedigree(pedigree_cases) -> None:
     rng = np.random.default_rng(77)
-    ped = simulate_pedigree(rng, 2000)
-    df, A_dense = simulate_records(rng, ped, 1500)
+    ped, df, A_dense = pedigree_cases(rng, 2000, 1500, window=WINDOW)
     A = bl.pedigree_relationship(ped, sparse=True)
     fit = bl.LMM(FORMULA, df, kinship={"id": A}).fit(method="reml")
     dense = bl.LMM(FORMULA, df, kinship={"id": A_dense}).fit(method="reml")
@@ -277,14 +228,12 @@ def test_sparse_reml_equals_dense_reml_on_a_2000_animal_pedigree() -> None:
     np.testing.assert_allclose(fit.beta, dense.beta, atol=1e-6, rtol=0)
 
 
-def test_boundary_fit_reaches_the_dense_likelihood(monkeypatch) -> None:
+def test_boundary_fit_reaches_the_dense_likelihood(pedigree_cases) -> None:
     # r_g = 1 simulated on few records: REML puts Σ_G at rank 1, where A⁻¹ ⊗ Σ_G⁻¹ is
     # ill-conditioned; the bounded quasi-Newton must still reach the dense route's optimum
-    monkeypatch.setattr(sys.modules[__name__], "G_TRUE", np.array([[1.0, 1.0], [1.0, 1.000001]]))
-    monkeypatch.setattr(sys.modules[__name__], "E_TRUE", np.eye(2))
     rng = np.random.default_rng(2)
-    ped = simulate_pedigree(rng, 300)
-    df, A_dense = simulate_records(rng, ped, 150)
+    G, E = np.array([[1.0, 1.0], [1.0, 1.000001]]), np.eye(2)
+    ped, df, A_dense = pedigree_cases(rng, 300, 150, window=WINDOW, G=G, E=E)
     A = bl.pedigree_relationship(ped, sparse=True)
     fit = bl.LMM(FORMULA, df, kinship={"id": A}).fit(method="reml")
     dense = bl.LMM(FORMULA, df, kinship={"id": A_dense}).fit(method="reml")

@@ -11,8 +11,6 @@ Jacobian, and its finite-difference gradient; the dense NUTS posterior (slow tes
 
 from __future__ import annotations
 
-import warnings
-
 import arviz as az
 import numpy as np
 import pandas as pd
@@ -29,60 +27,15 @@ from bayeslmm.engines.bayes.multitrait_density import (
 )
 from bayeslmm.engines.multitrait_gaussian import cholesky_from_params
 from bayeslmm.errors import SpecificationError
-from bayeslmm.kinship import PedigreeDensifyWarning
 from bayeslmm.multitrait_spec import specify_multitrait
 
-G_TRUE = np.array([[1.0, 0.5], [0.5, 1.5]])
-E_TRUE = np.array([[1.0, -0.3], [-0.3, 0.8]])
 FORMULA = "mvbind(y1, y2) ~ x + (1 | id)"
-
-
-def simulate_pedigree(rng: np.random.Generator, n_animals: int) -> pd.DataFrame:
-    """Overlapping generations from few parents (inbreeding), 10 % unknown parents, rows
-    shuffled (offspring before parents), integer ids with 0 for unknown."""
-    founders = 20
-    sire = np.zeros(n_animals, dtype=int)
-    dam = np.zeros(n_animals, dtype=int)
-    for i in range(founders, n_animals):
-        lo = max(0, i - 100)
-        sire[i] = rng.integers(lo, i) + 1
-        dam[i] = rng.integers(lo, i) + 1
-    sire[rng.random(n_animals) < 0.1] = 0
-    dam[rng.random(n_animals) < 0.1] = 0
-    ped = pd.DataFrame({"id": np.arange(1, n_animals + 1), "sire": sire, "dam": dam})
-    return ped.sample(frac=1.0, random_state=int(rng.integers(1 << 30))).reset_index(drop=True)
-
-
-def simulate_records(
-    rng: np.random.Generator, ped: pd.DataFrame, n_records: int, missing: float
-) -> tuple[pd.DataFrame, bl.Kinship]:
-    """Two traits from the dense A of the pedigree on ``n_records`` non-founders; the dense
-    kinship over every pedigree animal is returned as the reference."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", PedigreeDensifyWarning)
-        A_dense = bl.pedigree_relationship(ped)
-    n = len(A_dense.ids)
-    w, Q = np.linalg.eigh(A_dense.matrix)
-    U = Q @ (np.sqrt(np.clip(w, 0, None))[:, None] * rng.normal(size=(n, 2)))
-    U = U @ np.linalg.cholesky(G_TRUE).T
-    candidates = ped.loc[(ped["sire"] > 0) | (ped["dam"] > 0), "id"].astype(str).to_numpy()
-    recorded = rng.choice(candidates, size=n_records, replace=False)
-    index = pd.Index(A_dense.ids).get_indexer(recorded)
-    x = rng.normal(size=n_records)
-    Y = U[index] + rng.normal(size=(n_records, 2)) @ np.linalg.cholesky(E_TRUE).T + [1.0, 2.0]
-    Y[:, 0] += 0.5 * x
-    holes = rng.random(size=(n_records, 2)) < missing
-    holes[holes.all(axis=1), 0] = False
-    Y[holes] = np.nan
-    return pd.DataFrame({"id": recorded, "y1": Y[:, 0], "y2": Y[:, 1], "x": x}), A_dense
+WINDOW = 100  # each animal's parents among the 100 before it
 
 
 @pytest.fixture(scope="module")
-def small() -> tuple[pd.DataFrame, pd.DataFrame, bl.Kinship]:
-    rng = np.random.default_rng(31)
-    ped = simulate_pedigree(rng, 160)
-    df, A_dense = simulate_records(rng, ped, 100, missing=0.2)
-    return ped, df, A_dense
+def small(pedigree_cases) -> tuple[pd.DataFrame, pd.DataFrame, bl.Kinship]:
+    return pedigree_cases(np.random.default_rng(31), 160, 100, window=WINDOW, missing=0.2)
 
 
 def dense_log_posterior(spec, A_dense: bl.Kinship, x: np.ndarray) -> float:
@@ -267,10 +220,11 @@ def test_importance_fit_on_a_sparse_pedigree(small) -> None:
     assert np.all(np.isfinite(post["beta"].values))
 
 
-def test_large_sparse_pedigree_takes_the_sparse_route_and_glmm_is_refused(monkeypatch) -> None:
+def test_large_sparse_pedigree_takes_the_sparse_route_and_glmm_is_refused(
+    pedigree_cases, monkeypatch
+) -> None:
     rng = np.random.default_rng(5)
-    ped = simulate_pedigree(rng, 120)
-    df, _ = simulate_records(rng, ped, 80, missing=0.2)
+    ped, df, _ = pedigree_cases(rng, 120, 80, window=WINDOW, missing=0.2)
     A = bl.pedigree_relationship(ped, sparse=True)
     binary = df.assign(b=(df["y1"].fillna(0) > 1).astype(float), y2=df["y2"].fillna(0.0))
     model = bl.LMM(
@@ -285,12 +239,11 @@ def test_large_sparse_pedigree_takes_the_sparse_route_and_glmm_is_refused(monkey
         model.fit(draws=10, tune=10, chains=1)
 
 
-def test_importance_falls_back_to_nuts_on_the_same_density(monkeypatch) -> None:
+def test_importance_falls_back_to_nuts_on_the_same_density(pedigree_cases, monkeypatch) -> None:
     """Where k̂ stays above the limit, sampler='auto' runs NUTS on the same marginal density
     (the fit says so), and sampler='importance' keeps the draws with a message."""
     rng = np.random.default_rng(8)
-    ped = simulate_pedigree(rng, 120)
-    df, _ = simulate_records(rng, ped, 80, missing=0.2)
+    ped, df, _ = pedigree_cases(rng, 120, 80, window=WINDOW, missing=0.2)
     A = bl.pedigree_relationship(ped, sparse=True)
     monkeypatch.setattr(multitrait_model, "DENSE_PEDIGREE_LIMIT", 100)
     monkeypatch.setattr(mtp, "PARETO_K_LIMIT", -np.inf)  # no proposal is good enough
@@ -316,12 +269,11 @@ def test_importance_falls_back_to_nuts_on_the_same_density(monkeypatch) -> None:
 
 
 @pytest.mark.slow
-def test_posterior_means_equal_the_dense_nuts_posterior_on_300_animals() -> None:
+def test_posterior_means_equal_the_dense_nuts_posterior_on_300_animals(pedigree_cases) -> None:
     """Posterior means of Σ_G, Σ_E and r_g: importance sampling on the sparse equations
     against dense NUTS (dense A, missing values sampled) within Monte Carlo error."""
     rng = np.random.default_rng(2025)
-    ped = simulate_pedigree(rng, 300)
-    df, A_dense = simulate_records(rng, ped, 260, missing=0.2)
+    ped, df, A_dense = pedigree_cases(rng, 300, 260, window=WINDOW, missing=0.2)
     A = bl.pedigree_relationship(ped, sparse=True)
     sparse = bl.LMM(FORMULA, df, kinship={"id": A}).fit(
         sampler="importance", draws=2000, chains=4, seed=11, progressbar=False
