@@ -5,6 +5,9 @@ thread, the same draws / tune / seed):
 
 - ``closed``: the default, ``bayeslmm.engines.bayes.glmm_terms`` with conditional scaling
   (Poisson; binomial families are non-centred);
+- ``closed-unmerged``: the default with the observation-level effect a block of its own
+  (``multiterm_density(built, merge_olre=False)``; the default merges it into a kinship
+  term with one record per individual, as in ``k-iid``);
 - ``closed-nc``: the same density with every weight 0 (the PyMC model's own non-centred
   coordinates): what the closed form buys in speed alone;
 - ``closed-slope-cs`` (slope models): the default with the slope terms conditionally
@@ -37,6 +40,8 @@ Usage::
         [--n 500] [--seeds 1 2] [--draws 1000] [--tune 1000] [--ways closed closed-nc graph]
     OMP_NUM_THREADS=1 python benchmarks/bench_glmm_terms.py --models k-slope k-slope-bern
         iid-slope
+    OMP_NUM_THREADS=1 python benchmarks/bench_glmm_terms.py --part gradient
+        [--models arabidopsis k-iid k-kk] [--sizes 500 2000] [--calls 1000]
 """
 
 from __future__ import annotations
@@ -156,6 +161,7 @@ def run(model: str, n: int, seed: int, args) -> list[dict]:
                 built,
                 weights="noncentred" if how == "closed-nc" else "auto",
                 slopes="conditional" if how == "closed-slope-cs" else "noncentred",
+                merge_olre=how != "closed-unmerged",
             )
             compiled = nutpie_model(density, built.model.coords)
         prep = time.perf_counter() - w0
@@ -186,6 +192,79 @@ def run(model: str, n: int, seed: int, args) -> list[dict]:
             }
         )
     return rows
+
+
+def gradient_cost(models: list[str], sizes: list[int], calls: int) -> None:
+    """Thread CPU µs per call of the default density's value and gradient at points
+    around the pilot, in numpy (``numpy_logp``) and through the fused numba kernel
+    (``logp``), beside the floor: the bare mat-vecs one gradient needs (U c and Uᵀ g per
+    kinship block, in the eigenvectors' float32), timed the same way."""
+    print(
+        "# per-gradient cost: thread CPU us per call (value + gradient), best of 3 rounds of "
+        f"{calls} calls; numpy = numpy_logp, fused = logp (numba kernel); floor = U c and "
+        "U^T g per kinship block (float32 BLAS)"
+    )
+    rows = []
+    with threadpool_limits(limits=1):
+        for model in models:
+            for n in sizes[:1] if model == "arabidopsis" else sizes:  # its size is fixed
+                formula, data, kin, family = simulate(model, n, 1)
+                spec = bl.specify(formula, data, kinship=kin, family=family)
+                density = multiterm_density(build(spec, strategy="latent"))
+                rng = np.random.default_rng(0)
+                points = [
+                    density.initial_point(k) + rng.normal(0, 0.1, density.ndim) for k in range(16)
+                ]
+                # the first call builds the kernel's data and loads it from numba's cache
+                # (compiles it where no cache exists yet)
+                w0 = time.perf_counter()
+                density.logp(points[0])
+                first = time.perf_counter() - w0
+                numpy_cost = _best_us(
+                    lambda k, d=density, pts=points: d.numpy_logp(pts[k % 16]), calls
+                )
+                fused = _best_us(lambda k, d=density, pts=points: d.logp(pts[k % 16]), calls)
+                kinship = [b for b in density.blocks if b.vectors is not None]
+                vecs = [rng.normal(size=b.n_basis).astype(np.float32) for b in kinship]
+                recs = [rng.normal(size=b.n_levels).astype(np.float32) for b in kinship]
+
+                def matvecs(k, kinship=kinship, vecs=vecs, recs=recs):
+                    for b, c, g in zip(kinship, vecs, recs, strict=True):
+                        b.vectors @ c
+                        b.vectors_t @ g
+
+                floor = _best_us(matvecs, calls) if kinship else 0.0
+                rows.append(
+                    {
+                        "model": model,
+                        "n": len(data),
+                        "ndim": density.ndim,
+                        "blocks": " ".join(
+                            f"{b.name}{'+olre' if getattr(b, 'merged', False) else ''}({b.n_basis})"
+                            for b in density.blocks
+                        ),
+                        "first_s": first,
+                        "numpy_us": numpy_cost,
+                        "fused_us": fused,
+                        "floor_us": floor,
+                        "numpy/floor": numpy_cost / floor if floor else float("nan"),
+                        "fused/floor": fused / floor if floor else float("nan"),
+                    }
+                )
+                print(pd.DataFrame(rows[-1:]).to_string(index=False, float_format="%.3g"))
+    print(pd.DataFrame(rows).to_string(index=False, float_format="%.3g"), flush=True)
+
+
+def _best_us(call, calls: int) -> float:
+    """Thread CPU µs per call, the best of three rounds (after a warm-up round)."""
+    best = float("inf")
+    for round_ in range(4):
+        t0 = time.thread_time()
+        for k in range(calls):
+            call(k)
+        if round_:
+            best = min(best, (time.thread_time() - t0) / calls * 1e6)
+    return best
 
 
 def default_fit(seeds: list[int]) -> None:
@@ -221,6 +300,14 @@ def main(argv=None) -> int:
     parser.add_argument("--draws", type=int, default=1000)
     parser.add_argument("--tune", type=int, default=1000)
     parser.add_argument(
+        "--part",
+        choices=["sample", "gradient"],
+        default="sample",
+        help="gradient: thread CPU us per logp call of the default density at --sizes",
+    )
+    parser.add_argument("--sizes", type=int, nargs="+", default=[500, 2000])
+    parser.add_argument("--calls", type=int, default=1000)
+    parser.add_argument(
         "--default-fit",
         action="store_true",
         help="instead: LMM.fit() with every default on the Arabidopsis-shaped data per seed",
@@ -229,6 +316,9 @@ def main(argv=None) -> int:
     warnings.simplefilter("ignore")
     if args.default_fit:
         default_fit(args.seeds)
+        return 0
+    if args.part == "gradient":
+        gradient_cost(args.models, args.sizes, args.calls)
         return 0
     print(
         f"# bench_glmm_terms: python {platform.python_version()}, draws={args.draws} "

@@ -24,7 +24,10 @@ hyperparameters (log σ_a, log σ_o) and A_j = σ_a² s_j + σ_o² replaces the 
 terms stay as they are; the PyMC model's ``z_<g>``, ``u_<g>``, ``z_olre``... are drawn
 afterwards from a | a + e (:func:`~bayeslmm.engines.bayes.glmm_density.split_merged_effect`).
 With repeated records, or no kinship term, a + e is not diagonal in one basis and the
-observation-level effect stays a block of its own.
+observation-level effect stays a block of its own. A model with a merged block is sampled
+non-centred by default (c = √A v: on K + iid herd + OLRE, Poisson, n = 500, min ESS 236
+and 306 of 2000 draws against 175 and 70 conditionally scaled and 15 and 46 unmerged;
+``benchmarks/bench_glmm_terms.py``); ``weights="conditional"`` scales it as below.
 
 **Random slopes** (:class:`SlopeBlock`). A term with c coefficients (``(1 + x | id)`` on a
 kinship, ``(1 + x || herd)``, ``(0 + x | g)``) has the effect C = S^½ Z Lᵀ in its basis
@@ -47,7 +50,8 @@ Poisson model, 0.126 against 0.086, but 4× the cost per gradient: see
 :func:`multiterm_density`). Slope terms come before the intercept-only blocks (which
 condition on them; the last block's centre follows η, slopes included).
 
-**Conditional scaling, block by block** (the default, ``weights="auto"``). Blocks are
+**Conditional scaling, block by block** (``weights="conditional"``; the default,
+``weights="auto"``, except with non-centred slopes or a merged block). Blocks are
 sorted coarse to fine (fewest components first; the observation-level effect last). Under a
 Gaussian surrogate of the likelihood, pseudo-data y* ~ N(η, W⁻¹) with W the records'
 Fisher information at the GLM fit η̂ = offset + X β̂, block k given β and the earlier blocks
@@ -102,7 +106,7 @@ from bayeslmm.engines.bayes.terms import sd_prior_for
 from bayeslmm.families import Family
 
 LOG_2PI = math.log(2.0 * math.pi)
-WEIGHTS = ("auto", "partial", "noncentred")
+WEIGHTS = ("auto", "conditional", "partial", "noncentred")
 SLOPES = ("noncentred", "conditional")
 
 
@@ -140,6 +144,10 @@ class LatentBlock:
     #: plain term
     olre_prior: Any = None
     kinship_rank: int = -1
+    #: the Prior objects behind ``prior`` and ``olre_prior`` (the fused kernel numbers the
+    #: built-in families from them; None: the numpy density only)
+    prior_spec: Any = None
+    olre_prior_spec: Any = None
 
     def __post_init__(self) -> None:
         if self.olre_prior is None:
@@ -442,6 +450,8 @@ class MultiTermDensity:
         self._slices = [slice(int(a), int(b)) for a, b in zip(latent[:-1], latent[1:], strict=True)]
         if self.pilot.size == 0:
             self.pilot = np.zeros(self.n_hyper)
+        #: the fused kernel's logp (None: not built yet; False: it does not cover the model)
+        self._fused: Any = None
 
     @property
     def n_fixed(self) -> int:
@@ -521,7 +531,23 @@ class MultiTermDensity:
         return sum(part["log_jac"] for part in self._forward(x)[1])
 
     def logp(self, x: np.ndarray) -> tuple[float, np.ndarray]:
-        """Log posterior density at x (with the Jacobians) and its gradient."""
+        """Log posterior density at x (with the Jacobians) and its gradient.
+
+        One numba call (:func:`~bayeslmm.engines.bayes.glmm_terms_kernels.fused_logp`)
+        where the fused kernel covers the model (intercept-only terms), else
+        :meth:`numpy_logp`. The kernel reads the blocks at the first call.
+        """
+        if self._fused is None:
+            from bayeslmm.engines.bayes.glmm_terms_kernels import fused_logp
+
+            self._fused = fused_logp(self) or False
+        if self._fused:
+            return self._fused(x)
+        return self.numpy_logp(x)
+
+    def numpy_logp(self, x: np.ndarray) -> tuple[float, np.ndarray]:
+        """:meth:`logp` in numpy: every model this density covers (the reference the fused
+        kernel is tested against)."""
         # an early warm-up step can overflow exp(η): the non-finite value is what NUTS
         # counts as a divergence and rejects, so numpy's warnings about it are noise
         with np.errstate(over="ignore", invalid="ignore"):
@@ -741,9 +767,11 @@ def multiterm_density(
         A latent-strategy GLMM that :func:`multiterm_obstacles` accepts.
     dtype : {"float32", "float64"}
         Precision of the kinship eigenvectors in the mat-vecs.
-    weights : {"auto", "partial", "noncentred"}
-        How the latent coordinates are sampled (module notes): ``"auto"``, conditional
-        scaling c = (1/A + τ)^(−1/2) v with τ the information at the pilot;
+    weights : {"auto", "conditional", "partial", "noncentred"}
+        How the latent coordinates are sampled (module notes): ``"conditional"``,
+        conditional scaling c = (1/A + τ)^(−1/2) v with τ the information at the pilot;
+        ``"auto"``, the same except where a measured better choice is known (non-centred
+        with non-centred slopes, or with the observation-level effect merged);
         ``"partial"``, partial non-centring with weights fixed at the pilot variances;
         ``"noncentred"``, w = 0 everywhere (the PyMC model's own coordinates). Binomial
         families have no pilot and are sampled non-centred under every choice.
@@ -847,6 +875,8 @@ def multiterm_density(
                 share_weight=float(term.variance_weights("sample")[0, 0]),
                 olre_prior=positive_log_prior(priors.sd_olre) if g == merge else None,
                 kinship_rank=r,
+                prior_spec=sd_prior_for(priors.sd[g], 1),
+                olre_prior_spec=priors.sd_olre if g == merge else None,
             )
         )
     if olre and merge is None:
@@ -858,6 +888,7 @@ def multiterm_density(
                 eigenvalues=np.ones(n),
                 vectors=None,
                 prior=positive_log_prior(priors.sd_olre),
+                prior_spec=priors.sd_olre,
             )
         )
     # coarse blocks first (stable: the observation-level effect, alone or merged, stays
@@ -888,8 +919,13 @@ def multiterm_density(
     )
     if weights == "auto" and density.slope_blocks and slopes == "noncentred":
         weights = "noncentred"  # the PyMC model's coordinates throughout (measured best)
+    if weights == "auto" and density.merged:
+        # the merged kinship + OLRE block mixed better non-centred than conditionally
+        # scaled, and so did the whole model (benchmarks/bench_glmm_terms.py, k-iid, n = 500,
+        # seeds 1 and 2: min ESS 236 and 306 of 2000 draws against 175 and 70)
+        weights = "noncentred"
     if weights != "noncentred" and info is not None:
-        sequential = weights == "auto"
+        sequential = weights in ("auto", "conditional")
         blocks = density.intercept_blocks
         var0 = var0[len(density.slope_blocks) :]
         infos = _information(density, var0, info, sequential)
@@ -904,6 +940,8 @@ def multiterm_density(
                 block.weights = info_c * a0 / (1.0 + info_c * a0)
         density.pilot_information = info
         density.eta_pilot = offset + density.design @ beta
+        if sequential:
+            _explicit_last_shift(density)
         # the slopes' information with the observation-level effect integrated out
         per_record = info / (1.0 + info * var0[-1]) if olre else info
         for block in density.slope_blocks if slopes == "conditional" else []:
@@ -941,6 +979,31 @@ def merged_term(built: Any) -> str | None:
         if one_each and hasattr(term.kinship, "eigenvectors"):
             return term.group
     return None
+
+
+def _explicit_last_shift(density: MultiTermDensity) -> None:
+    """The last block's centre slopes as matrices, G_β = Bᵀ W X and G_c = Bᵀ W [B_1 …],
+    where that is cheaper than its implicit form Bᵀ (W ∘ (η − η̂)).
+
+    The two are the same function of β and the earlier effects; the implicit form costs a
+    pass over B (n × r) forward and one back, the explicit one r × (p + Σ r_j). A kinship
+    block last (the merged observation-level effect) after a few iid levels is the case
+    that gains: two n × n mat-vecs per gradient fewer. Not with slopes (whose effects the
+    implicit form follows too)."""
+    blocks = density.intercept_blocks
+    last, earlier = blocks[-1], blocks[:-1]
+    width = density.n_fixed + sum(b.n_basis for b in earlier)
+    if last.vectors is None or density.slope_blocks or 2 * width > last.n_basis:
+        return
+
+    def basis(block: LatentBlock) -> np.ndarray:  # B = Z U, records × components
+        U = np.eye(block.n_levels) if block.vectors is None else block.vectors.astype(float)
+        return U if block.index is None else U[block.index]
+
+    weighted = basis(last) * density.pilot_information[:, None]
+    last.shift_beta = weighted.T @ density.design
+    last.shift_c = weighted.T @ np.hstack([basis(b) for b in earlier]) if earlier else None
+    last.implicit_shift = False
 
 
 def _slope_information(block: SlopeBlock, per_record: np.ndarray) -> np.ndarray:

@@ -274,7 +274,7 @@ def _merged_effect(density, x):
     return merged, merged.vectors @ density.latent(x)[k][0], latent_map
 
 
-@pytest.mark.parametrize("weights", ["auto", "spread"])
+@pytest.mark.parametrize("weights", ["auto", "conditional", "spread"])
 @pytest.mark.parametrize("case", MERGED_CASES, ids=[c[0] for c in MERGED_CASES])
 def test_merged_olre_logp_equals_pymc_model_with_dense_normal(kinship, case, weights):
     """The merged density is the PyMC model with a + e integrated to its dense normal:
@@ -282,7 +282,7 @@ def test_merged_olre_logp_equals_pymc_model_with_dense_normal(kinship, case, wei
     + log |∂(z_others, f)/∂v| (the map v → f is affine at fixed hyperparameters, so its
     Jacobian from finite differences is exact to rounding)."""
     built = _merged_built(kinship, case)
-    density = multiterm_density(built, dtype="float64")
+    density = multiterm_density(built, dtype="float64", weights=weights.replace("spread", "auto"))
     assert density.merged and "olre" not in [b.name for b in density.blocks]
     if weights == "spread":
         _spread_weights(density)
@@ -317,10 +317,12 @@ def test_merged_olre_logp_equals_pymc_model_with_dense_normal(kinship, case, wei
         assert density.logp(x)[0] == pytest.approx(expected, abs=1e-7)
 
 
-@pytest.mark.parametrize("weights", ["auto", "spread"])
+@pytest.mark.parametrize("weights", ["auto", "conditional", "spread"])
 @pytest.mark.parametrize("case", MERGED_CASES, ids=[c[0] for c in MERGED_CASES])
 def test_merged_olre_gradient_matches_finite_differences(kinship, case, weights):
-    density = multiterm_density(_merged_built(kinship, case), dtype="float64")
+    density = multiterm_density(
+        _merged_built(kinship, case), dtype="float64", weights=weights.replace("spread", "auto")
+    )
     if weights == "spread":
         _spread_weights(density)
     x = density.initial_point(3) + np.random.default_rng(3).normal(0, 0.3, density.ndim)
@@ -373,6 +375,27 @@ def test_merged_olre_split_gives_the_pymc_models_deterministics(kinship, case):
     assert np.max(np.abs(a.mean(0) - share * c) / se) < 5.0
 
 
+@pytest.mark.parametrize("case", [CASES[0], MERGED_CASES[3]], ids=["K+iid", "shuffled"])
+def test_explicit_last_shift_equals_implicit(kinship, case):
+    """A kinship block last after few iid levels takes its centre's slopes as matrices
+    (G_β = Bᵀ W X, G_c = Bᵀ W B_herd): the same density and gradient as the implicit form
+    Bᵀ (W ∘ (η − η̂))."""
+    built = _merged_built(kinship, case)
+    explicit = multiterm_density(built, dtype="float64", weights="conditional")
+    implicit = multiterm_density(built, dtype="float64", weights="conditional")
+    last = explicit.blocks[-1]
+    assert last.merged and not last.implicit_shift and last.shift_c is not None
+    implicit.blocks[-1].shift_beta = implicit.blocks[-1].shift_c = None
+    implicit.blocks[-1].implicit_shift = True
+    rng = np.random.default_rng(8)
+    for _ in range(3):
+        x = explicit.initial_point(int(rng.integers(100))) + rng.normal(0, 0.3, explicit.ndim)
+        value, grad = explicit.logp(x)
+        ref_value, ref_grad = implicit.logp(x)
+        assert value == pytest.approx(ref_value, abs=1e-10)
+        np.testing.assert_allclose(grad, ref_grad, rtol=1e-10, atol=1e-10)
+
+
 def test_merged_olre_only_where_it_applies(kinship):
     """Merged: a kinship term with one record per individual. Not merged: repeated records,
     no kinship (crossed iid), no observation-level effect, or merge_olre=False."""
@@ -384,6 +407,11 @@ def test_merged_olre_only_where_it_applies(kinship):
         assert not multiterm_density(built, dtype="float64").merged
     unmerged = multiterm_density(_built(kinship, CASES[0]), merge_olre=False)
     assert not unmerged.merged and unmerged.blocks[-1].name == "olre"
+    # merged: non-centred by default (measured better), conditional scaling on request
+    merged = multiterm_density(_built(kinship, CASES[0]), dtype="float64")
+    assert all(b.information is None and not b.weights.any() for b in merged.blocks)
+    scaled = multiterm_density(_built(kinship, CASES[0]), dtype="float64", weights="conditional")
+    assert all(b.information is not None for b in scaled.blocks)
 
 
 # -- terms with slopes ------------------------------------------------------------------
@@ -575,3 +603,53 @@ def test_slope_posterior_matches_pymc_nuts(kinship):
         a, b = draws(idata, name, index), draws(ref, name, index)
         se = np.sqrt(a.var() / az.ess(a.reshape(2, -1)) + b.var() / az.ess(b.reshape(2, -1)))
         assert abs(a.mean() - b.mean()) < 4 * se, name
+
+
+# -- the fused kernel ---------------------------------------------------------------------
+
+KERNEL_CASES = [*CASES, MERGED_CASES[3]]
+
+
+@pytest.mark.parametrize("merge", [True, False], ids=["merged", "separate"])
+@pytest.mark.parametrize("weights", ["auto", "conditional", "partial", "spread", "noncentred"])
+@pytest.mark.parametrize("case", KERNEL_CASES, ids=[c[0] for c in KERNEL_CASES])
+def test_fused_kernel_equals_numpy_density(kinship, case, weights, merge):
+    """The numba kernel's value and gradient equal the numpy density's at random points,
+    in every intercept-only configuration and weighting (1e-10)."""
+    from bayeslmm.engines.bayes.glmm_terms_kernels import fused_logp
+
+    built = _merged_built(kinship, case)
+    density = multiterm_density(
+        built,
+        dtype="float64",
+        weights="partial" if weights == "spread" else weights,
+        merge_olre=merge,
+    )
+    if weights == "spread":
+        _spread_weights(density)
+    fused = fused_logp(density)
+    assert fused is not None
+    rng = np.random.default_rng(13)
+    for _ in range(4):
+        x = density.initial_point(int(rng.integers(100))) + rng.normal(0, 0.5, density.ndim)
+        value, grad = fused(x)
+        ref_value, ref_grad = density.numpy_logp(x)
+        assert value == pytest.approx(ref_value, rel=1e-12, abs=1e-10)
+        np.testing.assert_allclose(grad, ref_grad, rtol=1e-10, atol=1e-10)
+
+
+def test_fused_kernel_routes(kinship):
+    """logp is the fused kernel for intercept-only models; slopes keep numpy."""
+    from bayeslmm.engines.bayes.glmm_terms_kernels import fused_logp
+
+    density = multiterm_density(_built(kinship, CASES[0]))
+    x = density.initial_point(2)
+    value, grad = density.logp(x)
+    assert callable(density._fused)
+    ref_value, ref_grad = density.numpy_logp(x)  # float32 eigenvectors: the BLAS may differ
+    assert value == pytest.approx(ref_value, abs=1e-6)
+    np.testing.assert_allclose(grad, ref_grad, rtol=1e-5, atol=1e-6)
+    slopes = multiterm_density(_built(kinship, SLOPE_CASES[1]))
+    assert fused_logp(slopes) is None
+    slopes.logp(slopes.initial_point(1))
+    assert slopes._fused is False
