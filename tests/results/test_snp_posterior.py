@@ -263,3 +263,23 @@ def test_nuts_intervals_cover_effects_drawn_from_the_prior():
         table = fit.snp_effects(geno, hdi_prob=0.9)
         coverage.append(np.mean((table["ci_low"] <= b) & (b <= table["ci_high"])))
     assert 0.84 < np.mean(coverage) < 0.96, coverage
+
+
+@pytest.mark.slow
+def test_nuts_fit_with_residual_variance_per_environment():
+    """A σ_e² per environment (latent strategy) takes Matheron's rule: the posterior draws'
+    means equal the conditional means' within the noise added (independent per draw)."""
+    geno, df = _data(40, False)
+    df["env"] = np.where(np.arange(len(df)) % 2 == 0, "A", "B")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fit = bl.LMM("y ~ x + (1|id)", df, kinship={"id": bl.grm(geno)}, sigma="~ 0 + env").fit(
+            draws=200, tune=300, chains=2, cores=1, seed=1, progressbar=False, verbose=False
+        )
+    post = fit.snp_effects(geno, draws=True).values.reshape(400, -1)
+    means = fit.snp_effects(geno, draws=True, kind="conditional_mean").values.reshape(400, -1)
+    noise_sd = (post - means).std(0)
+    # the markers' conditional variance, mostly larger than θ's and β's share
+    assert np.median(noise_sd / means.std(0)) > 2.0
+    z = (post - means).mean(0) / (noise_sd / np.sqrt(400))
+    assert np.abs(z).max() < 5.0, np.abs(z).max()
