@@ -20,6 +20,7 @@ import sys
 import traceback
 import warnings
 
+from bayeslmm._imports import command_process, long_lived_imports
 from bayeslmm._version import __version__
 from bayeslmm.errors import BayesLMMError
 
@@ -81,7 +82,16 @@ def main(argv: list[str] | None = None) -> int:
     >>> main(["fit", "data.csv", "--formula", "y ~ 1", "--kinship", "id", "--out", "o"])
     2
     """
-    args = build_parser().parse_args(argv)
+    with long_lived_imports():  # every subcommand's module
+        parser = build_parser()
+    if argv is not None:
+        return _run(parser.parse_args(argv))
+    # this process is the command (the console script, python -m bayeslmm.cli)
+    with command_process():
+        return _run(parser.parse_args())
+
+
+def _run(args: argparse.Namespace) -> int:
     prog = f"bayeslmm {args.command}"
     debug = bool(getattr(args, "debug", False))
     with warnings.catch_warnings():

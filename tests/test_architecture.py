@@ -30,8 +30,8 @@ Layers (DESIGN.md): data (``kinship``, ``io``, ``datasets``), specification (``s
 (``RemlFit``, ``LaplaceFit``) and hand them their parameters through the estimate protocol
 (``bayeslmm/results/estimate.py``), while results know no engine. ``datasets`` may use
 ``families`` (the simulator draws from a family), which imports nothing but ``errors``.
-``errors`` and ``_version`` are used by every layer and import nothing of the package. The
-association scan (``association``) is an engine: results do not import it either.
+``errors``, ``_version`` and ``_imports`` are used by every layer and import nothing of the
+package. The association scan (``association``) is an engine: results do not import it either.
 """
 
 from __future__ import annotations
@@ -183,7 +183,7 @@ FORBIDDEN = {
     **dict.fromkeys(_ENGINES, _INTERFACES),
 }
 #: Leaves every layer uses: they import nothing of the package.
-LEAVES = ("errors", "_version")
+LEAVES = ("errors", "_version", "_imports")
 #: The top layer, free to import any other.
 INTERFACES = tuple(sorted(_INTERFACES))
 

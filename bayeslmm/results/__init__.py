@@ -1,22 +1,30 @@
 """Results: heritability, variance proportions, scales, summaries, comparisons and plots.
 
 Everything here reads an engine's output (a posterior or point estimates) and returns labelled
-pandas / xarray objects; nothing here fits a model.
+pandas / xarray objects; nothing here fits a model. The names below are imported when first
+used (:mod:`bayeslmm._imports`), so a submodule (``bayeslmm.results.algebra``) loads alone.
 """
 
-from bayeslmm.results.compare import compare_fits, plot_comparison
-from bayeslmm.results.environment import environment_summary, environment_table
-from bayeslmm.results.epistasis import epistasis_table
-from bayeslmm.results.heritability import heritability_draws, heritability_table
-from bayeslmm.results.ppc import plot_ppc, ppc_summary
-from bayeslmm.results.reaction_norm import (
-    ReactionNorm,
-    plot_genotype_norms,
-    plot_reaction_norm,
-    reaction_norm,
-)
-from bayeslmm.results.scales import heritability_scales
-from bayeslmm.results.tables import posterior_heritability_scales
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from bayeslmm._imports import lazy_names
+
+if TYPE_CHECKING:  # what the lazy names are, for type checkers and editors
+    from bayeslmm.results.compare import compare_fits, plot_comparison
+    from bayeslmm.results.environment import environment_summary, environment_table
+    from bayeslmm.results.epistasis import epistasis_table
+    from bayeslmm.results.heritability import heritability_draws, heritability_table
+    from bayeslmm.results.ppc import plot_ppc, ppc_summary
+    from bayeslmm.results.reaction_norm import (
+        ReactionNorm,
+        plot_genotype_norms,
+        plot_reaction_norm,
+        reaction_norm,
+    )
+    from bayeslmm.results.scales import heritability_scales
+    from bayeslmm.results.tables import posterior_heritability_scales
 
 __all__ = [
     "ReactionNorm",
@@ -35,3 +43,24 @@ __all__ = [
     "ppc_summary",
     "reaction_norm",
 ]
+
+__getattr__, __dir__ = lazy_names(
+    globals(),
+    {
+        "compare_fits": "bayeslmm.results.compare",
+        "plot_comparison": "bayeslmm.results.compare",
+        "environment_summary": "bayeslmm.results.environment",
+        "environment_table": "bayeslmm.results.environment",
+        "epistasis_table": "bayeslmm.results.epistasis",
+        "heritability_draws": "bayeslmm.results.heritability",
+        "heritability_table": "bayeslmm.results.heritability",
+        "plot_ppc": "bayeslmm.results.ppc",
+        "ppc_summary": "bayeslmm.results.ppc",
+        **dict.fromkeys(
+            ("ReactionNorm", "plot_genotype_norms", "plot_reaction_norm", "reaction_norm"),
+            "bayeslmm.results.reaction_norm",
+        ),
+        "heritability_scales": "bayeslmm.results.scales",
+        "posterior_heritability_scales": "bayeslmm.results.tables",
+    },
+)

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from bayeslmm._imports import long_lived_imports
 from bayeslmm.engines.bayes.built import BuiltModel
 from bayeslmm.engines.bayes.options import SAMPLERS, SamplerName, check_sampler
 from bayeslmm.engines.bayes.strategies import strategy_of
@@ -284,7 +285,8 @@ def import_nutpie() -> Any:
 
     numba.vectorize = deferred
     try:
-        import nutpie
+        with long_lived_imports():  # ~150,000 objects that live as long as the process
+            import nutpie
     finally:
         numba.vectorize = eager
     return nutpie
