@@ -5,6 +5,8 @@ thread, the same draws / tune / seed):
 
 - ``closed``: the default, ``bayeslmm.engines.bayes.glmm_terms`` with conditional scaling
   (Poisson; binomial families are non-centred);
+- ``closed-cs``: the density with ``weights="conditional"`` (conditional scaling also
+  where the default samples non-centred: a merged observation-level effect);
 - ``closed-unmerged``: the default with the observation-level effect a block of its own
   (``multiterm_density(built, merge_olre=False)``; the default merges it into a kinship
   term with one record per individual, as in ``k-iid``);
@@ -159,7 +161,7 @@ def run(model: str, n: int, seed: int, args) -> list[dict]:
         else:
             density = multiterm_density(
                 built,
-                weights="noncentred" if how == "closed-nc" else "auto",
+                weights={"closed-nc": "noncentred", "closed-cs": "conditional"}.get(how, "auto"),
                 slopes="conditional" if how == "closed-slope-cs" else "noncentred",
                 merge_olre=how != "closed-unmerged",
             )

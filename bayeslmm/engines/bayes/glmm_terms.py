@@ -991,9 +991,11 @@ def _explicit_last_shift(density: MultiTermDensity) -> None:
     that gains: two n × n mat-vecs per gradient fewer. Not with slopes (whose effects the
     implicit form follows too)."""
     blocks = density.intercept_blocks
+    if not blocks or density.slope_blocks:
+        return
     last, earlier = blocks[-1], blocks[:-1]
     width = density.n_fixed + sum(b.n_basis for b in earlier)
-    if last.vectors is None or density.slope_blocks or 2 * width > last.n_basis:
+    if last.vectors is None or 2 * width > last.n_basis:
         return
 
     def basis(block: LatentBlock) -> np.ndarray:  # B = Z U, records × components

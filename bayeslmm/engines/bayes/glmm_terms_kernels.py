@@ -12,8 +12,10 @@ compiled per data set. The mat-vecs are BLAS's gemv called from numba in the eig
 precision, and the likelihood, the SD priors and the mat-vecs are the one-term C kernel's
 own (:mod:`~bayeslmm.engines.bayes.glmm_kernels`).
 
-The blocks' data travel as numba typed lists (one entry per block, placeholders where a
-block has no such array), so one compiled function serves every number of blocks.
+The blocks' data travel as flat arrays with per-block offsets (the eigenvectors of every
+kinship block end to end, each block's per-component arrays end to end), so one compiled
+function serves every number of blocks; numba's typed lists would compile their own
+methods in every process.
 :func:`fused_logp` returns None where the kernel does not cover a density (slopes, a family
 or prior without a number); the numpy ``logp`` then runs. Tested equal to the numpy
 density's value and gradient (1e-10) in every configuration it covers
@@ -27,7 +29,6 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from numba.typed import List
 
 from bayeslmm.engines.bayes.glmm_kernels import (
     _levels,
@@ -40,16 +41,15 @@ from bayeslmm.engines.numba_cache import cached_jit
 
 _jit = cached_jit(error_model="numpy")
 
-# per-block integers (one row each)
+# per-block integers (one row each): sizes, positions in x, flags, offsets in the flat arrays
 _R, _LEVELS, _HYPER, _LATENT, _KINSHIP, _INDEXED, _CONDITIONAL, _IMPLICIT = range(8)
-_MERGED, _SHIFT_BETA, _SHIFT_C, _COLS = 8, 9, 10, 11
+_MERGED, _SHIFT_BETA, _SHIFT_C, _V_OFF, _I_OFF, _SB_OFF, _SC_OFF, _COLS = range(8, 16)
 
 
-def _owned(a: Any, dtype: Any) -> np.ndarray:
-    """A C-contiguous writeable array of ``dtype`` (a typed list takes no read-only ones):
-    ``a`` itself where it is one, else a copy."""
-    out = np.ascontiguousarray(a, dtype=dtype)
-    return out if out.flags.writeable else out.copy()
+@_jit
+def _matrix(flat: np.ndarray, start: int, rows: int, cols: int) -> np.ndarray:
+    """The rows × cols matrix stored row by row at ``flat[start:]`` (a view)."""
+    return flat[start : start + rows * cols].reshape((rows, cols))
 
 
 @_jit
@@ -92,6 +92,18 @@ def _scatter(values: np.ndarray, indexed: bool, index: np.ndarray, n_levels: int
 
 
 @_jit
+def _block_arrays(
+    k: int, ints: np.ndarray, vectors: np.ndarray, indices: np.ndarray, n: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Block k's eigenvectors (levels × r; empty for an iid block) and record → level
+    index (empty where records are the levels, in order): views of the flat arrays."""
+    rows = ints[k, _LEVELS] if ints[k, _KINSHIP] else 0
+    U = _matrix(vectors, ints[k, _V_OFF], rows, ints[k, _R] if rows else 0)
+    start = ints[k, _I_OFF]
+    return U, indices[start : start + (n if ints[k, _INDEXED] else 0)]
+
+
+@_jit
 def _fused_logp(
     x: np.ndarray,
     grad: np.ndarray,
@@ -108,14 +120,14 @@ def _fused_logp(
     log_normaliser: float,
     ints: np.ndarray,
     priors: np.ndarray,
-    vectors: Any,
-    indices: Any,
-    eigenvalues: Any,
-    log_eigenvalues: Any,
-    weights: Any,
-    information: Any,
-    shift_beta: Any,
-    shift_c: Any,
+    vectors: np.ndarray,
+    indices: np.ndarray,
+    eigenvalues: np.ndarray,
+    log_eigenvalues: np.ndarray,
+    weights: np.ndarray,
+    information: np.ndarray,
+    shift_beta: np.ndarray,
+    shift_c: np.ndarray,
 ) -> float:
     """log density at x, its gradient written into ``grad`` (the numpy density's
     ``_logp``, block by block; see :mod:`~bayeslmm.engines.bayes.glmm_terms`)."""
@@ -138,14 +150,16 @@ def _fused_logp(
     start = 0
     for k in range(n_blocks):
         r, hy, la = ints[k, _R], ints[k, _HYPER], ints[k, _LATENT]
-        s = eigenvalues[k]
+        U, idx = _block_arrays(k, ints, vectors, indices, n)
+        kinship, indexed = ints[k, _KINSHIP] == 1, ints[k, _INDEXED] == 1
+        s = eigenvalues[start : start + r]
         v = x[la : la + r]
         if ints[k, _MERGED]:
             A = math.exp(2.0 * x[hy]) * s + math.exp(2.0 * x[hy + 1])
         else:
-            A = np.exp(2.0 * x[hy] + log_eigenvalues[k])
+            A = np.exp(2.0 * x[hy] + log_eigenvalues[start : start + r])
         if not ints[k, _CONDITIONAL]:
-            w = weights[k]
+            w = weights[start : start + r]
             log_a = np.log(A)
             to_c = np.exp(0.5 * (1.0 - w) * log_a)
             c = to_c * v
@@ -153,21 +167,16 @@ def _fused_logp(
             log_jac[k] = -0.5 * np.sum(w * log_a)
             q = np.ones(r)
         else:
-            q = 1.0 / (1.0 + A * information[k])
+            q = 1.0 / (1.0 + A * information[start : start + r])
             to_c = np.sqrt(A * q)
             g = np.zeros(r)
-            U, idx = vectors[k], indices[k]
             if ints[k, _IMPLICIT]:
                 per = pilot_information * (eta - eta_pilot)
-                g = _basis(
-                    U,
-                    ints[k, _KINSHIP] == 1,
-                    _scatter(per, ints[k, _INDEXED] == 1, idx, ints[k, _LEVELS]),
-                )
+                g = _basis(U, kinship, _scatter(per, indexed, idx, ints[k, _LEVELS]))
             if ints[k, _SHIFT_BETA]:
-                g = g + shift_beta[k] @ (beta - beta_pilot)
+                g = g + _matrix(shift_beta, ints[k, _SB_OFF], r, p) @ (beta - beta_pilot)
             if ints[k, _SHIFT_C] and start > 0:
-                g = g + shift_c[k] @ c_all[:start]
+                g = g + _matrix(shift_c, ints[k, _SC_OFF], r, start) @ c_all[:start]
             m = -A * q * g
             c = m + to_c * v
             dc = q * (c + m)
@@ -180,9 +189,7 @@ def _fused_logp(
         w_all[start : start + r] = w
         q_all[start : start + r] = q
         to_c_all[start : start + r] = to_c
-        eta += _gather(
-            _to_levels(vectors[k], ints[k, _KINSHIP] == 1, c), ints[k, _INDEXED] == 1, indices[k]
-        )
+        eta += _gather(_to_levels(U, kinship, c), indexed, idx)
         start += r
     value = log_normaliser
     g_eta = np.empty(n)
@@ -198,7 +205,7 @@ def _fused_logp(
     for k in range(n_blocks - 1, -1, -1):
         r, hy, la = ints[k, _R], ints[k, _HYPER], ints[k, _LATENT]
         lo, hi = ends[k] - r, ends[k]
-        U, idx = vectors[k], indices[k]
+        U, idx = _block_arrays(k, ints, vectors, indices, n)
         kinship, indexed = ints[k, _KINSHIP] == 1, ints[k, _INDEXED] == 1
         A, c, z = A_all[lo:hi], c_all[lo:hi], z_all[lo:hi]
         d = _basis(U, kinship, _scatter(g_eta, indexed, idx, ints[k, _LEVELS])) - c / A
@@ -217,7 +224,7 @@ def _fused_logp(
             value += po + t_o
             var_a, var_o = math.exp(2.0 * t), math.exp(2.0 * t_o)
             per_a = g_half / A
-            grad[hy] = var_a * np.sum(per_a * eigenvalues[k]) + dpt + 1.0
+            grad[hy] = var_a * np.sum(per_a * eigenvalues[lo:hi]) + dpt + 1.0
             grad[hy + 1] = var_o * np.sum(per_a) + dpo + 1.0
         else:
             grad[hy] = np.sum(g_half) + dpt + 1.0
@@ -230,15 +237,16 @@ def _fused_logp(
             g_beta += design.T @ per_record
             for j in range(k):
                 rj = ints[j, _R]
+                Uj, idx_j = _block_arrays(j, ints, vectors, indices, n)
                 carried[ends[j] - rj : ends[j]] += _basis(
-                    vectors[j],
+                    Uj,
                     ints[j, _KINSHIP] == 1,
-                    _scatter(per_record, ints[j, _INDEXED] == 1, indices[j], ints[j, _LEVELS]),
+                    _scatter(per_record, ints[j, _INDEXED] == 1, idx_j, ints[j, _LEVELS]),
                 )
         if ints[k, _SHIFT_BETA]:
-            g_beta += shift_beta[k].T @ back
+            g_beta += _matrix(shift_beta, ints[k, _SB_OFF], r, p).T @ back
         if ints[k, _SHIFT_C] and lo > 0:
-            carried[:lo] += shift_c[k].T @ back
+            carried[:lo] += _matrix(shift_c, ints[k, _SC_OFF], r, lo).T @ back
     grad[:p] = g_beta
     return value
 
@@ -276,15 +284,13 @@ def fused_logp(density: Any) -> Callable[[np.ndarray], tuple[float, np.ndarray]]
         rows.append(row)
     dtype = next((b.vectors.dtype for b in blocks if b.vectors is not None), np.float64)
     ints = np.zeros((len(blocks), _COLS), dtype=np.int64)
-    vectors, indices = List(), List()
-    eigenvalues, log_eigenvalues, weights = List(), List(), List()
-    information, shift_beta, shift_c = List(), List(), List()
-    empty2 = np.zeros((0, 0))
+    vectors, indices, shift_beta, shift_c = [], [], [], []
+    offsets = np.zeros(4, dtype=np.int64)  # running sizes of those four flat arrays
     for k, (block, hs, sl) in enumerate(
         zip(blocks, density._hyper_slices, density._slices, strict=True)
     ):
         conditional = block.information is not None
-        ints[k] = (
+        ints[k, :_V_OFF] = (
             block.n_basis,
             block.n_levels,
             hs.start,
@@ -297,20 +303,32 @@ def fused_logp(density: Any) -> Callable[[np.ndarray], tuple[float, np.ndarray]]
             conditional and block.shift_beta is not None,
             conditional and block.shift_c is not None,
         )
-        U = block.vectors if block.vectors is not None else np.zeros((1, 1), dtype)
-        vectors.append(_owned(U, dtype=dtype))
-        index = block.index if block.index is not None else np.zeros(0, np.intp)
-        indices.append(_owned(index, dtype=np.intp))
-        eigenvalues.append(_owned(block.eigenvalues, dtype=float))
+        ints[k, _V_OFF:] = offsets
+        pieces = (
+            block.vectors,
+            block.index,
+            block.shift_beta if conditional else None,
+            block.shift_c if conditional else None,
+        )
+        for j, (target, piece) in enumerate(
+            zip((vectors, indices, shift_beta, shift_c), pieces, strict=True)
+        ):
+            if piece is not None:
+                target.append(np.ravel(piece))
+                offsets[j] += piece.size
+    per_component = [
+        np.concatenate([b.eigenvalues for b in blocks]),
         # a merged block's A is σ_a² s + σ_o² (s = 0 beyond the kinship basis): no log s
-        log_s = np.zeros(block.n_basis) if block.merged else block.log_s
-        log_eigenvalues.append(_owned(log_s, dtype=float))
-        weights.append(_owned(block.weights, dtype=float))
-        info = block.information if conditional else np.zeros(0)
-        information.append(_owned(info, dtype=float))
-        for target, matrix in ((shift_beta, block.shift_beta), (shift_c, block.shift_c)):
-            ok = conditional and matrix is not None
-            target.append(_owned(matrix, dtype=float) if ok else empty2)
+        np.concatenate([np.zeros(b.n_basis) if b.merged else b.log_s for b in blocks]),
+        np.concatenate([b.weights for b in blocks]),
+        np.concatenate(
+            [b.information if b.information is not None else np.zeros(b.n_basis) for b in blocks]
+        ),
+    ]
+
+    def flat(parts: list[np.ndarray], kind: Any) -> np.ndarray:
+        return np.ascontiguousarray(np.concatenate(parts) if parts else np.zeros(0), kind)
+
     priors = np.array(rows, dtype=float)
     p = density.n_fixed
     pilot_information = density.pilot_information
@@ -319,26 +337,23 @@ def fused_logp(density: Any) -> Callable[[np.ndarray], tuple[float, np.ndarray]]
         pilot_information = eta_pilot = np.zeros(density.y.size)
     args = (
         family,
-        _owned(density.y, dtype=float),
-        _owned(density.trials, dtype=float),
-        _owned(density.offset, dtype=float),
-        _owned(density.design, dtype=float),
-        _owned(density.beta_mu, dtype=float),
-        _owned(density.beta_sd, dtype=float),
-        _owned(density.pilot[:p], dtype=float),
-        _owned(pilot_information, dtype=float),
-        _owned(eta_pilot, dtype=float),
+        np.ascontiguousarray(density.y, dtype=float),
+        np.ascontiguousarray(density.trials, dtype=float),
+        np.ascontiguousarray(density.offset, dtype=float),
+        np.ascontiguousarray(density.design, dtype=float),
+        np.ascontiguousarray(density.beta_mu, dtype=float),
+        np.ascontiguousarray(density.beta_sd, dtype=float),
+        np.ascontiguousarray(density.pilot[:p], dtype=float),
+        np.ascontiguousarray(pilot_information, dtype=float),
+        np.ascontiguousarray(eta_pilot, dtype=float),
         float(density.log_normaliser),
         ints,
         priors,
-        vectors,
-        indices,
-        eigenvalues,
-        log_eigenvalues,
-        weights,
-        information,
-        shift_beta,
-        shift_c,
+        flat(vectors, dtype),
+        flat(indices, np.intp),
+        *(np.ascontiguousarray(a, dtype=float) for a in per_component),
+        flat(shift_beta, float),
+        flat(shift_c, float),
     )
 
     def logp(x: np.ndarray) -> tuple[float, np.ndarray]:
