@@ -576,6 +576,23 @@ def test_slope_draws_carry_the_pymc_models_names_and_dims(kinship):
         assert idata.posterior[var.name].dims == ("chain", "draw", *dims), var.name
 
 
+def test_merged_draws_carry_the_pymc_models_names_and_dims(kinship):
+    """A short nutpie run of the merged closed form (the fused kernel, the split drawn per
+    draw with a generator per chain) stores every variable of the PyMC model with its
+    dims, and the same seed gives the same draws."""
+    from bayeslmm.engines.bayes.sampling import sample
+
+    built = _built(kinship, CASES[0])
+    runs = [sample(built, draws=10, tune=10, chains=1, seed=1, sampler="nutpie") for _ in "ab"]
+    idata, timing = runs[0]
+    assert timing["compile_s"] < 5.0  # nothing compiled
+    model = built.model
+    for var in model.free_RVs + model.deterministics:
+        dims = model.named_vars_to_dims.get(var.name) or ()
+        assert idata.posterior[var.name].dims == ("chain", "draw", *dims), var.name
+    np.testing.assert_array_equal(idata.posterior["u_id"], runs[1][0].posterior["u_id"])
+
+
 @pytest.mark.slow
 def test_slope_posterior_matches_pymc_nuts(kinship):
     """Poisson kinship (1 + x | id), 2 records each: nutpie on the closed form against
