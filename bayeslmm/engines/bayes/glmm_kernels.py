@@ -24,7 +24,7 @@ binomial with a logit or probit link; partial non-centring and conditional centr
 records in level order or gathered by an index; the built-in SD prior families.
 
 The observation-level effect's split a | a + e is a Gaussian draw made in :func:`expand
-<_expand_c>`; the C expand function has no seed argument, so its generator is seeded from
+<_expand_core>`; the C expand function has no seed argument, so its generator is seeded from
 the bits of the draw x itself (x is a continuous random vector, distinct per chain and
 draw): the same nutpie seed gives the same draws.
 """
@@ -36,6 +36,9 @@ from typing import Any
 
 import numba
 import numpy as np
+from llvmlite import ir
+from numba.core import types
+from numba.core.extending import intrinsic
 
 from bayeslmm.engines.bayes.spectral_density import _log_prior_c, _prior_row, nutpie_cfuncs
 from bayeslmm.engines.numba_cache import cached_jit
@@ -106,6 +109,63 @@ _DENSITY_MODULE = "bayeslmm.engines.bayes.glmm_density"
 _PARTIAL, _CONDITIONAL = 0, 1
 
 
+# -- exp over an array, vectorised -----------------------------------------------------------
+#: arguments of :func:`_exp_inplace` above _EXP_MAX give inf (exp overflows there); below
+#: _EXP_MIN, 0 (exp(−708) = 3.3e-308: within a few smallest normal numbers of it)
+_EXP_MAX, _EXP_MIN = 709.782712893384, -708.0
+_INV_LN2 = 1.4426950408889634
+_LN2_HI, _LN2_LO = 6.93147180369123816490e-01, 1.90821492927058770002e-10
+_ROUND = 6755399441055744.0  # 1.5 × 2⁵²: (x + _ROUND) − _ROUND is x rounded to an integer
+
+
+@intrinsic
+def _float_from_bits(typingctx, bits):  # noqa: ANN001, ANN202 (numba intrinsic)
+    """The float64 whose IEEE bits are the int64 ``bits`` (a register move)."""
+    if not isinstance(bits, types.Integer):
+        return None
+
+    def codegen(context, builder, signature, args):  # noqa: ANN001, ANN202
+        return builder.bitcast(args[0], ir.DoubleType())
+
+    return types.float64(types.int64), codegen
+
+
+@_jit
+def _exp_inplace(values: np.ndarray) -> None:
+    """values ← exp(values), within 2 ulp of libm's exp, without a call per element.
+
+    math.exp is a libm call LLVM cannot vectorise (numba has no vector maths library
+    here): at n = 500 the two exps per record and per basis vector were a quarter of the
+    gradient outside the two mat-vecs. This is exp's textbook form, branch-free so that
+    the loop is vectorised: x = k log 2 + t, |t| ≤ log(2)/2, exp(t) by its Taylor series
+    to t¹² (truncation below 2e-16 relative), times 2ᵏ built from its bits. Overflow gives
+    inf, x < −708 gives 0 and NaN stays NaN.
+    """
+    for i in range(values.size):
+        x = values[i]
+        xc = min(max(x, _EXP_MIN), _EXP_MAX)
+        k = (xc * _INV_LN2 + _ROUND) - _ROUND
+        t = (xc - k * _LN2_HI) - k * _LN2_LO
+        q = 1.0 / 479001600.0
+        q = q * t + 1.0 / 39916800.0
+        q = q * t + 1.0 / 3628800.0
+        q = q * t + 1.0 / 362880.0
+        q = q * t + 1.0 / 40320.0
+        q = q * t + 1.0 / 5040.0
+        q = q * t + 1.0 / 720.0
+        q = q * t + 1.0 / 120.0
+        q = q * t + 1.0 / 24.0
+        q = q * t + 1.0 / 6.0
+        q = q * t + 0.5
+        q = q * t + 1.0
+        q = q * t + 1.0
+        # 2^(k−1) · 2: k reaches 1024 at the top of the range, where 2^k is not a double
+        y = q * _float_from_bits((np.int64(k) + np.int64(1022)) << np.int64(52)) * 2.0
+        y = math.inf if x > _EXP_MAX else y
+        y = 0.0 if x < _EXP_MIN else y
+        values[i] = y if x == x else x
+
+
 # -- family pieces ---------------------------------------------------------------------------
 @_jit
 def _log_ndtr(x: float) -> float:
@@ -155,16 +215,17 @@ def _information(family: int, eta: float) -> tuple[float, float]:
 # -- the two passes over the eigenvectors ----------------------------------------------------
 @_jit
 def _levels(U: np.ndarray, c: np.ndarray, out: np.ndarray) -> None:
-    """out = U c, in U's precision: BLAS's gemv (numba calls the one SciPy links, without
-    the GIL), one streaming pass over U. Hand-written loops reached half its speed while U
-    sits in cache (n ≤ 1,000) and equal speed from memory (n = 5,000)."""
-    out[:] = np.dot(U, c.astype(U.dtype))
+    """out = U c, c and out in U's precision: BLAS's gemv (numba calls the one SciPy links,
+    without the GIL), one streaming pass over U, written straight into ``out`` (no
+    temporary, no copy). Hand-written loops reached half its speed while U sits in cache
+    (n ≤ 1,000) and equal speed from memory (n = 5,000)."""
+    np.dot(U, c, out)
 
 
 @_jit
 def _to_basis(U: np.ndarray, w: np.ndarray, out: np.ndarray) -> None:
-    """out = Uᵀ w, in U's precision: BLAS's gemv on the transpose, one streaming pass."""
-    out[:] = np.dot(w.astype(U.dtype), U)
+    """out = Uᵀ w, w and out in U's precision: BLAS's gemv on the transpose, one pass."""
+    np.dot(w, U, out)
 
 
 # -- the buffer's sections ---------------------------------------------------------------------
@@ -234,29 +295,37 @@ def _logp_core(x: np.ndarray, grad: np.ndarray, buffer: np.ndarray, U: np.ndarra
     var_o = math.exp(2.0 * x[p + 1]) if olre else 0.0
     V = var_a * mean_diag + var_o
     gfac = math.sqrt(1.0 + att * V)
-    beta = np.empty(p)
+    # scratch in two allocations (one per precision) instead of one per array: at n = 500
+    # a dozen small allocations were a tenth of the work outside the mat-vecs
+    work = np.empty(6 * r + 2 * p + L + 2 * n)
+    A, inv_A, c = work[:r], work[r : 2 * r], work[2 * r : 3 * r]
+    scale, gc, g_A = work[3 * r : 4 * r], work[4 * r : 5 * r], work[5 * r : 6 * r]
+    beta, g_beta = work[6 * r : 6 * r + p], work[6 * r + p : 6 * r + 2 * p]
+    at = 6 * r + 2 * p
+    g_levels = work[at : at + L]  # summed in float64, then rounded once for BLAS
+    etas, means = work[at + L : at + L + n], work[at + L + n :]
+    # the mat-vecs' operands and results in U's precision, as BLAS reads and writes them
+    vec = np.empty(2 * (L + r), dtype=U.dtype)
+    c_u, levels = vec[:r], vec[r : r + L]
+    g_levels_u, gc_u = vec[r + L : r + 2 * L], vec[r + 2 * L :]
     for a in range(p):
         beta[a] = x[a] * gfac
-    A = np.empty(r)
-    inv_A = np.empty(r)
     sum_log_A = 0.0
     v = x[k:]
-    c = np.empty(r)
-    scale = np.empty(r)
     conditional = buffer[_H_TRANSFORM] == _CONDITIONAL
     log_jac = 0.0
     G = int(buffer[_H_BINS])
     if conditional:
-        info, d_info = np.empty(G), np.empty(G)
+        cond = np.empty(3 * r + 2 * G)
+        P, mean = cond[:r], cond[r : 2 * r]
+        d_info_j = cond[2 * r : 3 * r]  # Σ_q M_jq ∂E[I_q]/∂V: the bins read once per gradient
+        info, d_info = cond[3 * r : 3 * r + G], cond[3 * r + G :]
         if G:
             _expected_information(buffer, family, V, info, d_info)
         score, info0 = _section(buffer, _S_SCORE), _section(buffer, _S_INFO)
         slope = _section(buffer, _S_SLOPE).reshape((r, p))
         beta_pilot = _section(buffer, _S_BPILOT)
         bin_w = _section(buffer, _S_BINW).reshape((r, G))
-        P = np.empty(r)
-        mean = np.empty(r)
-        d_info_j = np.empty(r)  # Σ_q M_jq ∂E[I_q]/∂V: the bins read once per gradient
         for j in range(r):
             A[j] = var_a * s[j] + var_o
             inv_A[j] = 1.0 / A[j]
@@ -274,6 +343,7 @@ def _logp_core(x: np.ndarray, grad: np.ndarray, buffer: np.ndarray, U: np.ndarra
             scale[j] = 1.0 / math.sqrt(pj)
             mean[j] = b / pj
             c[j] = mean[j] + scale[j] * v[j]
+            c_u[j] = c[j]
             log_jac -= 0.5 * math.log(pj)
     else:
         weights = _section(buffer, _S_WEIGHTS)
@@ -286,32 +356,42 @@ def _logp_core(x: np.ndarray, grad: np.ndarray, buffer: np.ndarray, U: np.ndarra
                 log_A = two_log_sd_a + log_s[j]
             inv_A[j] = 1.0 / A[j]
             sum_log_A += log_A
-            half = 0.5 * (1.0 - weights[j])
-            scale[j] = math.exp(half * log_A)
+            scale[j] = 0.5 * (1.0 - weights[j]) * log_A  # log of the scale, for now
+            log_jac += scale[j]
+        _exp_inplace(scale)
+        for j in range(r):
             c[j] = scale[j] * v[j]
-            log_jac += half * log_A
+            c_u[j] = c[j]
     # η = offset + X β + Z U c; the likelihood's gradient in β accumulated on the way
-    levels = np.empty(L)
-    _levels(U, c, levels)
-    g_levels = np.zeros(L)
-    g_beta = np.zeros(p)
+    _levels(U, c_u, levels)
+    g_levels[:] = 0.0
+    g_beta[:] = 0.0
     loglik = 0.0
     for i in range(n):
         eta = offset[i]
         for a in range(p):
             eta += design[i, a] * beta[a]
+        etas[i] = eta + levels[i if one_record else int(index[i])]
+    if family == _POISSON:
+        # _loglik_term's Poisson pieces with μ = exp η taken over all records at once
+        means[:] = etas
+        _exp_inplace(means)
+    for i in range(n):
         level = i if one_record else int(index[i])
-        eta += levels[level]
-        value, g = _loglik_term(family, y[i], eta, trials[i])
+        if family == _POISSON:
+            value, g = y[i] * etas[i] - means[i], y[i] - means[i]
+        else:
+            value, g = _loglik_term(family, y[i], etas[i], trials[i])
         loglik += value
         for a in range(p):
             g_beta[a] += design[i, a] * g
         g_levels[level] += g
-    gc = np.empty(r)
-    _to_basis(U, g_levels, gc)
+    for i in range(L):
+        g_levels_u[i] = g_levels[i]
+    _to_basis(U, g_levels_u, gc_u)
     quad = 0.0
-    g_A = np.empty(r)
     for j in range(r):
+        gc[j] = gc_u[j]
         rj = c[j] * inv_A[j]
         quad += c[j] * rj
         gc[j] -= rj
@@ -462,8 +542,8 @@ def _expand_core(x: np.ndarray, buffer: np.ndarray, out: np.ndarray, U: np.ndarr
             share = var_a * s[j] / A[j]
             a_eff[j] = share * c[j] + math.sqrt(share * var_o) * noise[j]
             rest[j] = c[j] - a_eff[j]
-        e_levels = np.empty(L)
-        _levels(U, rest, e_levels)
+        e_levels = np.empty(L, dtype=U.dtype)
+        _levels(U, rest.astype(U.dtype), e_levels)
         sd_o = math.sqrt(var_o)
         out[pos] = sd_o
         pos += 1
@@ -479,8 +559,8 @@ def _expand_core(x: np.ndarray, buffer: np.ndarray, out: np.ndarray, U: np.ndarr
     for j in range(rk):
         out[pos + j] = a_eff[j] / math.sqrt(var_a * s[j])
     pos += rk
-    u = np.empty(L)
-    _levels(U, a_eff, u)
+    u = np.empty(L, dtype=U.dtype)
+    _levels(U, a_eff.astype(U.dtype), u)
     for i in range(L):
         out[pos + i] = u[i]
     pos += L
@@ -518,46 +598,86 @@ def expand_from_buffer(x: np.ndarray, buffer: np.ndarray, out: np.ndarray) -> No
         _expand_core(x, buffer, out, _vectors64(buffer))
 
 
-def _logp_c(dim, x_, grad_, logp_, data_):  # noqa: ANN001, ANN202 (numba cfunc)
-    """nutpie's C logp: 0 on success, 4 (recoverable: NUTS rejects the step) for a
-    non-finite value or gradient, −1 for a dimension other than the buffer's."""
+@_jit
+def _logp_arrays(dim, x_, grad_, logp_, data_):  # noqa: ANN001, ANN202 (pointers)
+    """nutpie's C logp arguments as arrays (x, gradient, value, buffer), and whether the
+    dimension is the buffer's."""
     header = numba.carray(data_, (_HEADER,), np.float64)
     size = int(header[_H_OFFSETS + len(_SECTIONS)])
     k = int(header[_H_P]) + 1 + int(header[_H_OLRE] != 0.0)
-    if dim != k + int(header[_H_R]):
-        return -1
     buffer = numba.carray(data_, (size,), np.float64)
     x = numba.carray(x_, (dim,))
     grad = numba.carray(grad_, (dim,))
     out = numba.carray(logp_, (1,))
-    value = logp_from_buffer(x, grad, buffer)
+    return dim == k + int(header[_H_R]), x, grad, out, buffer
+
+
+@_jit
+def _logp_status(value: float, grad: np.ndarray, out: np.ndarray) -> int:
+    """Write the value; 0 on success, 4 (recoverable: NUTS rejects the step) for a
+    non-finite value or gradient."""
     out[0] = value
     if not math.isfinite(value):
         return 4
-    for i in range(dim):
+    for i in range(grad.size):
         if not math.isfinite(grad[i]):
             return 4
     return 0
 
 
-def _expand_c(dim, n_expanded, x_, out_, data_):  # noqa: ANN001, ANN202 (numba cfunc)
+@_jit
+def _expand_arrays(dim, n_expanded, x_, out_, data_):  # noqa: ANN001, ANN202 (pointers)
+    """nutpie's C expand arguments as arrays (x, out, buffer), and whether the number of
+    expanded values is the buffer's."""
     header = numba.carray(data_, (_HEADER,), np.float64)
     size = int(header[_H_OFFSETS + len(_SECTIONS)])
-    if n_expanded != int(header[_H_N_EXPANDED]):
-        return -1
     buffer = numba.carray(data_, (size,), np.float64)
     x = numba.carray(x_, (dim,))
     out = numba.carray(out_, (n_expanded,))
-    expand_from_buffer(x, buffer, out)
+    return n_expanded == int(header[_H_N_EXPANDED]), x, out, buffer
+
+
+# One (logp, expand) pair per precision of the eigenvectors, each typed for its precision
+# only: a fit loads the pair its buffer needs from numba's cache, half the code of a pair
+# that held both (at n = 500 loading the callbacks was a twentieth of a fit). Each returns
+# −1 for a dimension other than the buffer's or a buffer of the other precision.
+def _logp_c32(dim, x_, grad_, logp_, data_):  # noqa: ANN001, ANN202 (numba cfunc)
+    ok, x, grad, out, buffer = _logp_arrays(dim, x_, grad_, logp_, data_)
+    if not ok or buffer[_H_FLOAT32] == 0.0:
+        return -1
+    return _logp_status(_logp_core(x, grad, buffer, _vectors32(buffer)), grad, out)
+
+
+def _logp_c64(dim, x_, grad_, logp_, data_):  # noqa: ANN001, ANN202 (numba cfunc)
+    ok, x, grad, out, buffer = _logp_arrays(dim, x_, grad_, logp_, data_)
+    if not ok or buffer[_H_FLOAT32] != 0.0:
+        return -1
+    return _logp_status(_logp_core(x, grad, buffer, _vectors64(buffer)), grad, out)
+
+
+def _expand_c32(dim, n_expanded, x_, out_, data_):  # noqa: ANN001, ANN202 (numba cfunc)
+    ok, x, out, buffer = _expand_arrays(dim, n_expanded, x_, out_, data_)
+    if not ok or buffer[_H_FLOAT32] == 0.0:
+        return -1
+    _expand_core(x, buffer, out, _vectors32(buffer))
     return 0
 
 
-_C_CALLBACKS: tuple[Any, Any] | None = None
+def _expand_c64(dim, n_expanded, x_, out_, data_):  # noqa: ANN001, ANN202 (numba cfunc)
+    ok, x, out, buffer = _expand_arrays(dim, n_expanded, x_, out_, data_)
+    if not ok or buffer[_H_FLOAT32] != 0.0:
+        return -1
+    _expand_core(x, buffer, out, _vectors64(buffer))
+    return 0
 
 
-def c_callbacks() -> tuple[Any, Any]:
-    """The compiled (logp, expand) cfuncs, once per process (numba's on-disk cache: compiled
-    by the first process after an install, loaded by later ones).
+_C_CALLBACKS: dict[bool, tuple[Any, Any]] = {}
+
+
+def c_callbacks(single: bool = True) -> tuple[Any, Any]:
+    """The compiled (logp, expand) cfuncs for float32 eigenvectors (``single``, the fit's
+    default) or float64 ones, once per process (numba's on-disk cache: compiled by the
+    first process after an install, loaded by later ones).
 
     Examples
     --------
@@ -565,12 +685,13 @@ def c_callbacks() -> tuple[Any, Any]:
     >>> logp.address > 0
     True
     """
-    global _C_CALLBACKS
-    if _C_CALLBACKS is None:
+    single = bool(single)
+    if single not in _C_CALLBACKS:
         # error_model="numpy": an overflow becomes a rejected step, not an exception the
         # C function cannot raise
-        _C_CALLBACKS = nutpie_cfuncs(_logp_c, _expand_c, error_model="numpy")
-    return _C_CALLBACKS
+        pair = (_logp_c32, _expand_c32) if single else (_logp_c64, _expand_c64)
+        _C_CALLBACKS[single] = nutpie_cfuncs(*pair, error_model="numpy")
+    return _C_CALLBACKS[single]
 
 
 def family_code(family: Any) -> int | None:
@@ -742,7 +863,7 @@ def nutpie_model(density: Any, dims_of: dict[str, tuple[str, ...]], coords: Any)
         return None
     return c_model(
         ndim=density.ndim,
-        callbacks=c_callbacks(),
+        callbacks=c_callbacks(single=bool(buffer[_H_FLOAT32])),
         buffer=buffer,
         layout=layout,
         initial_point=density.initial_point,

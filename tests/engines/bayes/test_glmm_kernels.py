@@ -85,7 +85,7 @@ def _density(kinship, family, link, olre, parametrisation, repeated=False, dtype
 
 def _call_logp(buffer: np.ndarray, x: np.ndarray) -> tuple[int, float, np.ndarray]:
     """The compiled C logp through its address, as nutpie's Rust sampler calls it."""
-    logp_c, _ = glmm_kernels.c_callbacks()
+    logp_c, _ = glmm_kernels.c_callbacks(single=bool(buffer[glmm_kernels._H_FLOAT32]))
     x = np.ascontiguousarray(x, dtype=float)
     grad = np.full(x.size, np.nan)
     value = np.full(1, np.nan)
@@ -100,7 +100,7 @@ def _call_logp(buffer: np.ndarray, x: np.ndarray) -> tuple[int, float, np.ndarra
 
 
 def _call_expand(buffer: np.ndarray, x: np.ndarray, size: int) -> tuple[int, np.ndarray]:
-    _, expand_c = glmm_kernels.c_callbacks()
+    _, expand_c = glmm_kernels.c_callbacks(single=bool(buffer[glmm_kernels._H_FLOAT32]))
     x = np.ascontiguousarray(x, dtype=float)
     out = np.full(size, np.nan)
     code = expand_c.ctypes(
@@ -217,6 +217,52 @@ def test_normals_are_standard_normal():
     other = np.empty(20_001)
     glmm_kernels._normals(np.array([0.3, -1.2000000001]), other)
     assert abs(np.corrcoef(out, other)[0, 1]) < 0.05
+
+
+def test_exp_inplace_matches_numpy():
+    """The vectorised exp of the Poisson means and partial non-centring's scales: within
+    2 ulp of numpy's exp where exp is a normal number, inf above the overflow point, 0 far
+    below (under 3.3e-308), NaN kept."""
+    rng = np.random.default_rng(0)
+    x = np.concatenate([np.linspace(-708.0, 709.78, 400_001), rng.normal(0.0, 5.0, 100_000)])
+    ours = x.copy()
+    glmm_kernels._exp_inplace(ours)
+    np.testing.assert_allclose(ours, np.exp(x), rtol=2 * np.finfo(float).eps, atol=0)
+    edges = np.array([709.79, 1e300, np.inf, -708.01, -1e4, -np.inf, np.nan, 0.0, -0.0])
+    glmm_kernels._exp_inplace(edges)
+    assert np.all(np.isposinf(edges[:3]))
+    assert np.all(edges[3:6] == 0.0)
+    assert np.isnan(edges[6]) and np.all(edges[7:] == 1.0)
+
+
+def test_c_callbacks_refuse_a_buffer_of_the_other_precision(kinship):
+    """Each precision has its own (logp, expand) pair; handed a buffer of the other
+    precision, either callback returns -1 instead of reading the eigenvectors wrongly."""
+    for dtype, other in (("float64", True), ("float32", False)):
+        density, _ = _density(kinship, "poisson", "log", False, "weights", dtype=dtype)
+        buffer = glmm_kernels.c_buffer(density)
+        logp_c, expand_c = glmm_kernels.c_callbacks(single=other)
+        x = density.initial_point(0)
+        grad, value = np.empty_like(x), np.empty(1)
+        size = int(buffer[glmm_kernels._H_N_EXPANDED])
+        code = logp_c.ctypes(
+            ctypes.c_uint64(x.size),
+            x.ctypes.data_as(PTR),
+            grad.ctypes.data_as(PTR),
+            value.ctypes.data_as(PTR),
+            ctypes.c_void_p(buffer.ctypes.data),
+        )
+        assert code == -1
+        out = np.empty(size)
+        code = expand_c.ctypes(
+            ctypes.c_uint64(x.size),
+            ctypes.c_uint64(size),
+            x.ctypes.data_as(PTR),
+            out.ctypes.data_as(PTR),
+            ctypes.c_void_p(buffer.ctypes.data),
+        )
+        assert code == -1
+        assert _call_logp(buffer, x)[0] == 0  # the pair of its own precision
 
 
 def test_log_ndtr_matches_scipy():
