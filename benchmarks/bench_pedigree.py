@@ -56,6 +56,9 @@ import resource
 import sys
 import time
 import tracemalloc
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -96,6 +99,20 @@ def simulate_pedigree(
     )
 
 
+def _recorded_animals(
+    ped: pd.DataFrame, ids: list[str], n_records: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Up to ``n_records`` non-founders drawn at random: their ids and their positions in
+    ``ids`` (the order of the Mendelian decomposition)."""
+    founders = ped["sire"].isna() & ped["dam"].isna()
+    pool = np.flatnonzero(~founders.to_numpy())
+    pos = {i: k for k, i in enumerate(ids)}
+    recorded = rng.choice(pool, size=min(n_records, pool.size), replace=False)
+    animal = ped["id"].to_numpy()[recorded]
+    index = np.fromiter((pos[str(i)] for i in animal), dtype=np.int64, count=animal.size)
+    return animal, index
+
+
 def simulate_phenotypes(
     ped: pd.DataFrame, n_records: int, h2: float, rng: np.random.Generator
 ) -> tuple[pd.DataFrame, float]:
@@ -105,12 +122,7 @@ def simulate_phenotypes(
     ids, inverse_factor, d, _ = mendelian_decomposition(ped)
     lu = splu(inverse_factor.tocsc(), permc_spec="NATURAL", diag_pivot_thresh=0.0)
     a = lu.solve(np.sqrt(d) * rng.normal(size=len(ids))) * np.sqrt(h2)
-    founders = ped["sire"].isna() & ped["dam"].isna()
-    pool = np.flatnonzero(~founders.to_numpy())
-    pos = {i: k for k, i in enumerate(ids)}
-    recorded = rng.choice(pool, size=min(n_records, pool.size), replace=False)
-    animal = ped["id"].to_numpy()[recorded]
-    index = np.fromiter((pos[str(i)] for i in animal), dtype=np.int64, count=animal.size)
+    animal, index = _recorded_animals(ped, ids, n_records, rng)
     y = 10.0 + a[index] + rng.normal(size=animal.size) * np.sqrt(1.0 - h2)
     return pd.DataFrame({"id": animal, "y": y}), float(np.var(a[index]) / np.var(y))
 
@@ -134,12 +146,7 @@ def simulate_bivariate(
     Se = np.array([[1.0, re], [re, 1.0]]) * np.outer(sd_e, sd_e)
     lu = splu(inverse_factor.tocsc(), permc_spec="NATURAL", diag_pivot_thresh=0.0)
     U = lu.solve(np.sqrt(d)[:, None] * rng.normal(size=(len(ids), 2))) @ np.linalg.cholesky(Sg).T
-    founders = ped["sire"].isna() & ped["dam"].isna()
-    pool = np.flatnonzero(~founders.to_numpy())
-    pos = {i: k for k, i in enumerate(ids)}
-    recorded = rng.choice(pool, size=min(n_records, pool.size), replace=False)
-    animal = ped["id"].to_numpy()[recorded]
-    index = np.fromiter((pos[str(i)] for i in animal), dtype=np.int64, count=animal.size)
+    animal, index = _recorded_animals(ped, ids, n_records, rng)
     Y = (
         np.array([10.0, 5.0])
         + U[index]
@@ -202,70 +209,45 @@ def main(argv: list[str] | None = None) -> None:
             _bivariate(args, ped, rng, t_eigh)
             return
         data, h2_sample = simulate_phenotypes(ped, args.records, args.h2, rng)
-        rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(
             f"# pedigree: {len(ped)} animals, {args.generations} generations, "
             f"{args.sires} sires per generation, {args.unknown:.0%} unknown parents; "
             f"{len(data)} records; simulated h² = {args.h2} (in the sample: {h2_sample:.3f})"
         )
+        strategy = "sparse-pedigree" if args.engine == "bayes" else "sparse-pedigree-nuts"
 
-        tracemalloc.start()
-        cpu0 = time.process_time()
-        t0 = time.perf_counter()
-        A = bl.pedigree_relationship(ped, sparse=True)
-        nnz = A.inverse.nnz
-        t_build = time.perf_counter() - t0
-        model = bl.LMM("y ~ 1 + (1 | id)", data, kinship={"id": A})
-        t_spec = time.perf_counter() - t0 - t_build
-        if args.engine == "reml":
-            fit = model.fit(method="reml")
-        else:
-            fit = model.fit(
-                draws=args.draws,
-                tune=args.tune,
-                chains=args.chains,
-                cores=1,
-                seed=args.seed,
-                progressbar=False,
-                strategy="sparse-pedigree" if args.engine == "bayes" else "sparse-pedigree-nuts",
-            )
-        h2 = fit.heritability()
-        total = time.perf_counter() - t0
-        cpu = time.process_time() - cpu0
-        _, traced_peak = tracemalloc.get_traced_memory()
-        tracemalloc.stop()
-        peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        def call(model):
+            if args.engine == "reml":
+                fit = model.fit(method="reml")
+            else:
+                fit = model.fit(
+                    draws=args.draws,
+                    tune=args.tune,
+                    chains=args.chains,
+                    cores=1,
+                    seed=args.seed,
+                    progressbar=False,
+                    strategy=strategy,
+                )
+            return fit, fit.heritability()
+
+        run = _timed_call(ped, "y ~ 1 + (1 | id)", data, call)
 
     if args.engine != "reml":
-        _report_bayes(
-            args,
-            fit,
-            h2,
-            A,
-            ped,
-            data,
-            nnz,
-            t_build,
-            t_spec,
-            total,
-            cpu,
-            t_eigh,
-            peak_rss,
-            rss_before,
-            traced_peak,
-        )
+        _report_bayes(args, run, ped, data, t_eigh)
         return
+    fit, h2 = run.fit, run.tables
     est = h2.iloc[0]
     vc = fit.parameters.set_index("grp")["estimate"]
     print(f"# route: {fit.method}; factorisations: {fit.n_iter}; converged: {fit.converged}")
     print(
         f"# h² = {est['estimate']:.4f} (se {est['se']:.4f}); σ_a² = {vc.iloc[0]:.4f}, "
-        f"σ_e² = {vc.iloc[-1]:.4f}; F > 0 in {(A.inbreeding > 0).mean():.1%} of animals, "
-        f"mean F {A.inbreeding.mean():.4f}"
+        f"σ_e² = {vc.iloc[-1]:.4f}; F > 0 in {(run.A.inbreeding > 0).mean():.1%} of animals, "
+        f"mean F {run.A.inbreeding.mean():.4f}"
     )
     timing = fit.timing
     print(
-        f"# stages (s): A⁻¹ build {t_build:.1f}, specify {t_spec:.1f}, "
+        f"# stages (s): A⁻¹ build {run.t_build:.1f}, specify {run.t_spec:.1f}, "
         f"REML setup + ordering {timing.get('setup_s', float('nan')):.1f}, "
         f"likelihood search {timing.get('optimize_s', float('nan')):.1f}, "
         f"PEVs {timing.get('pev_s', float('nan')):.1f}, fit total {timing['total_s']:.1f}"
@@ -275,9 +257,56 @@ def main(argv: list[str] | None = None) -> None:
         "peak_rss_MB  rss_before_MB  traced_peak_MB"
     )
     print(
-        f"{len(ped):7d}  {len(data):7d}  {nnz:8d}  {t_build:7.1f}  {total:7.1f}  "
-        f"{t_eigh:10.2f}  {total / t_eigh:10.1f}  {peak_rss:11.0f}  {rss_before:13.0f}  "
-        f"{traced_peak / 2**20:14.0f}"
+        f"{len(ped):7d}  {len(data):7d}  {run.nnz:8d}  {run.t_build:7.1f}  {run.total:7.1f}  "
+        f"{t_eigh:10.2f}  {run.total / t_eigh:10.1f}  {run.memory_columns()}"
+    )
+
+
+@dataclass
+class TimedCall:
+    """One timed call from the pedigree table (:func:`_timed_call`): A, the fit, the tables
+    read from it, each stage's seconds and the memory."""
+
+    A: Any
+    fit: Any
+    tables: Any
+    nnz: int
+    t_build: float
+    t_spec: float
+    total: float
+    cpu: float
+    peak_rss: float
+    rss_before: float
+    traced_peak: float
+
+    def memory_columns(self) -> str:
+        """The last three columns of every results row: peak RSS, RSS before, traced peak."""
+        return f"{self.peak_rss:11.0f}  {self.rss_before:13.0f}  {self.traced_peak / 2**20:14.0f}"
+
+
+def _timed_call(
+    ped: pd.DataFrame, formula: str, data: pd.DataFrame, call: Callable[[Any], tuple[Any, Any]]
+) -> TimedCall:
+    """Time the whole call a user makes from the pedigree table: A⁻¹ built, the model
+    specified, ``call(model)`` (the fit and the tables read from it), with CPU seconds,
+    peak RSS and the traced Python/NumPy peak."""
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    tracemalloc.start()
+    cpu0 = time.process_time()
+    t0 = time.perf_counter()
+    A = bl.pedigree_relationship(ped, sparse=True)
+    nnz = A.inverse.nnz
+    t_build = time.perf_counter() - t0
+    model = bl.LMM(formula, data, kinship={"id": A})
+    t_spec = time.perf_counter() - t0 - t_build
+    fit, tables = call(model)
+    total = time.perf_counter() - t0
+    cpu = time.process_time() - cpu0
+    _, traced_peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return TimedCall(
+        A, fit, tables, nnz, t_build, t_spec, total, cpu, peak_rss, rss_before, traced_peak
     )
 
 
@@ -286,7 +315,6 @@ def _bivariate(args, ped: pd.DataFrame, rng: np.random.Generator, t_eigh: float)
     data = simulate_bivariate(
         ped, args.records, (args.h2, args.h2_2), args.rg, args.re, args.missing, rng
     )
-    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(
         f"# pedigree: {len(ped)} animals, {args.generations} generations, "
         f"{args.sires} sires per generation, {args.unknown:.0%} unknown parents; "
@@ -294,58 +322,35 @@ def _bivariate(args, ped: pd.DataFrame, rng: np.random.Generator, t_eigh: float)
         f"{int(data['y2'].notna().sum())} of y2; simulated h² = ({args.h2}, {args.h2_2}), "
         f"r_g = {args.rg}, r_e = {args.re}"
     )
-    tracemalloc.start()
-    cpu0 = time.process_time()
-    t0 = time.perf_counter()
-    A = bl.pedigree_relationship(ped, sparse=True)
-    nnz = A.inverse.nnz
-    t_build = time.perf_counter() - t0
-    model = bl.LMM("mvbind(y1, y2) ~ 1 + (1 | id)", data, kinship={"id": A})
-    t_spec = time.perf_counter() - t0 - t_build
-    if args.engine == "bayes":
-        fit = model.fit(draws=args.draws, chains=args.chains, seed=args.seed, sampler="importance")
-    elif args.engine == "nuts":  # NUTS on the same density, at any pedigree size
-        from bayeslmm.engines.bayes.multitrait_pedigree import sample_multitrait_pedigree
-        from bayeslmm.engines.bayes.multitrait_sampling import NutsSettings
 
-        settings = NutsSettings(
-            draws=args.draws,
-            tune=args.tune,
-            chains=args.chains,
-            cores=1,
-            seed=args.seed,
-            progressbar=False,
-            target_accept=0.9,
-        )
-        fit = sample_multitrait_pedigree(model.spec, settings, hdi_prob=0.95, sampler="nutpie")
-    else:
-        fit = model.fit(method="reml")
-    rg = fit.genetic_correlation()
-    h2 = fit.heritability()
-    total = time.perf_counter() - t0
-    cpu = time.process_time() - cpu0
-    _, traced_peak = tracemalloc.get_traced_memory()
-    tracemalloc.stop()
-    peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    def call(model):
+        if args.engine == "bayes":
+            fit = model.fit(
+                draws=args.draws, chains=args.chains, seed=args.seed, sampler="importance"
+            )
+        elif args.engine == "nuts":  # NUTS on the same density, at any pedigree size
+            from bayeslmm.engines.bayes.multitrait_pedigree import sample_multitrait_pedigree
+            from bayeslmm.engines.bayes.multitrait_sampling import NutsSettings
+
+            settings = NutsSettings(
+                draws=args.draws,
+                tune=args.tune,
+                chains=args.chains,
+                cores=1,
+                seed=args.seed,
+                progressbar=False,
+                target_accept=0.9,
+            )
+            fit = sample_multitrait_pedigree(model.spec, settings, hdi_prob=0.95, sampler="nutpie")
+        else:
+            fit = model.fit(method="reml")
+        return fit, (fit.genetic_correlation(), fit.heritability())
+
+    run = _timed_call(ped, "mvbind(y1, y2) ~ 1 + (1 | id)", data, call)
     if args.engine != "reml":
-        _report_bivariate_posterior(
-            args,
-            fit,
-            rg,
-            h2,
-            A,
-            ped,
-            data,
-            nnz,
-            t_build,
-            t_spec,
-            total,
-            cpu,
-            peak_rss,
-            rss_before,
-            traced_peak,
-        )
+        _report_bivariate_posterior(args, run, ped, data)
         return
+    fit, (rg, h2) = run.fit, run.tables
     timing = fit.timing
     print(
         f"# route: {fit.route} ({timing['backend']}); AI steps: {timing['scoring_steps']:.0f}, "
@@ -358,8 +363,8 @@ def _bivariate(args, ped: pd.DataFrame, rng: np.random.Generator, t_eigh: float)
         + ", ".join(f"{v:.4f} (se {s:.4f})" for v, s in zip(h2["estimate"], h2["se"], strict=True))
     )
     print(
-        f"# stages (s): A⁻¹ build {t_build:.1f}, specify {t_spec:.1f}, REML setup + ordering "
-        f"{timing['setup_s']:.1f}, AI-REML {timing['optimize_s']:.1f}, fit total "
+        f"# stages (s): A⁻¹ build {run.t_build:.1f}, specify {run.t_spec:.1f}, REML setup + "
+        f"ordering {timing['setup_s']:.1f}, AI-REML {timing['optimize_s']:.1f}, fit total "
         f"{timing['total_s']:.1f}"
     )
     print(
@@ -367,8 +372,8 @@ def _bivariate(args, ped: pd.DataFrame, rng: np.random.Generator, t_eigh: float)
         "rss_before_MB  traced_peak_MB"
     )
     print(
-        f"{len(ped):7d}  {len(data):7d}  {nnz:8d}  {t_build:7.1f}  {total:7.1f}  {cpu:5.1f}  "
-        f"{t_eigh:10.2f}  {peak_rss:11.0f}  {rss_before:13.0f}  {traced_peak / 2**20:14.0f}"
+        f"{len(ped):7d}  {len(data):7d}  {run.nnz:8d}  {run.t_build:7.1f}  {run.total:7.1f}  "
+        f"{run.cpu:5.1f}  {t_eigh:10.2f}  {run.memory_columns()}"
     )
 
 
@@ -391,24 +396,9 @@ def _evaluation_cost(spec) -> tuple[float, float]:
     return costs[0], costs[1]
 
 
-def _report_bivariate_posterior(
-    args,
-    fit,
-    rg,
-    h2,
-    A,
-    ped,
-    data,
-    nnz,
-    t_build,
-    t_spec,
-    total,
-    cpu,
-    peak_rss,
-    rss_before,
-    traced_peak,
-) -> None:
+def _report_bivariate_posterior(args, run: TimedCall, ped: pd.DataFrame, data) -> None:
     """The bivariate posterior's figures: r_g, h², ESS, k̂, stages, CPU seconds, memory."""
+    fit, (rg, h2) = run.fit, run.tables
     timing = fit.timing
     row = rg.iloc[0]
     with threadpool_limits(1):
@@ -428,7 +418,7 @@ def _report_bivariate_posterior(
         + ", ".join(f"{m:.4f} (sd {s:.4f})" for m, s in zip(h2["mean"], h2["sd"], strict=True))
     )
     print(
-        f"# stages (s): A⁻¹ build {t_build:.1f}, specify {t_spec:.1f}, mode + Hessian "
+        f"# stages (s): A⁻¹ build {run.t_build:.1f}, specify {run.t_spec:.1f}, mode + Hessian "
         f"{timing.get('mode_s', float('nan')):.1f}, sample {timing['sample_s']:.1f}, fit "
         f"total {timing['total_s']:.1f}; one factorisation {value_cpu:.3f} CPU s, one "
         f"gradient {gradient_cpu:.3f} CPU s"
@@ -439,29 +429,14 @@ def _report_bivariate_posterior(
         "peak_rss_MB  rss_before_MB  traced_peak_MB"
     )
     print(
-        f"{len(ped):7d}  {len(data):7d}  {nnz:8d}  {total:7.1f}  {cpu:5.1f}  {ess:6.0f}  "
-        f"{ess / cpu:16.2f}  {peak_rss:11.0f}  {rss_before:13.0f}  {traced_peak / 2**20:14.0f}"
+        f"{len(ped):7d}  {len(data):7d}  {run.nnz:8d}  {run.total:7.1f}  {run.cpu:5.1f}  "
+        f"{ess:6.0f}  {ess / run.cpu:16.2f}  {run.memory_columns()}"
     )
 
 
-def _report_bayes(
-    args,
-    fit,
-    h2,
-    A,
-    ped,
-    data,
-    nnz,
-    t_build,
-    t_spec,
-    total,
-    cpu,
-    t_eigh,
-    peak_rss,
-    rss_before,
-    traced_peak,
-) -> None:
+def _report_bayes(args, run: TimedCall, ped: pd.DataFrame, data, t_eigh: float) -> None:
     """The posterior's figures: h² and its ESS, the stages, wall and CPU seconds, memory."""
+    fit, h2 = run.fit, run.tables
     row = h2.loc["h2"] if "h2" in h2.index else h2.iloc[0]
     timing = fit.timing
     attrs = fit.posterior.attrs
@@ -482,7 +457,7 @@ def _report_bayes(
         f"R-hat {row['r_hat']:.4f}; divergences {fit.diagnostics.get('divergences')}"
     )
     print(
-        f"# stages (s): A⁻¹ build {t_build:.1f}, specify {t_spec:.1f}, "
+        f"# stages (s): A⁻¹ build {run.t_build:.1f}, specify {run.t_spec:.1f}, "
         f"compile {timing.get('compile_s', 0.0):.1f}, sample {timing.get('sample_s', 0.0):.1f}, "
         f"fit total {timing['total_s']:.1f}"
     )
@@ -491,9 +466,9 @@ def _report_bayes(
         "peak_rss_MB  rss_before_MB  traced_peak_MB"
     )
     print(
-        f"{len(ped):7d}  {len(data):7d}  {nnz:8d}  {total:7.1f}  {cpu:5.1f}  "
-        f"{row['ess_bulk']:6.0f}  {row['ess_bulk'] / total:12.2f}  {t_eigh:10.2f}  "
-        f"{peak_rss:11.0f}  {rss_before:13.0f}  {traced_peak / 2**20:14.0f}"
+        f"{len(ped):7d}  {len(data):7d}  {run.nnz:8d}  {run.total:7.1f}  {run.cpu:5.1f}  "
+        f"{row['ess_bulk']:6.0f}  {row['ess_bulk'] / run.total:12.2f}  {t_eigh:10.2f}  "
+        f"{run.memory_columns()}"
     )
 
 
