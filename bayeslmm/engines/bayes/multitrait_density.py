@@ -261,6 +261,17 @@ def uncentre_beta(beta: np.ndarray, x_means: np.ndarray, has_intercept: bool) ->
     return beta
 
 
+#: The dimensions of :func:`covariance_variables`' entries in the posterior.
+COVARIANCE_DIMS: dict[str, tuple[str, ...]] = {
+    "genetic_covariance": ("trait", "trait_"),
+    "residual_covariance": ("trait", "trait_"),
+    "genetic_correlation": ("trait", "trait_"),
+    "residual_correlation": ("trait", "trait_"),
+    "genetic_sd": ("trait",),
+    "residual_sd": ("trait",),
+}
+
+
 def covariance_variables(G: np.ndarray, E: np.ndarray) -> dict[str, np.ndarray]:
     """The posterior's named variables of one draw of Σ_G and Σ_E: the covariances, their
     correlations and the SDs (a NaN in E, a residual a trait does not have, stays NaN).
@@ -561,12 +572,7 @@ def nutpie_model(density: MultiTraitDensity) -> Any:
     t = density.n_traits
     example = density.expand(density.initial_point(0))
     dims = {
-        "genetic_covariance": ("trait", "trait_"),
-        "residual_covariance": ("trait", "trait_"),
-        "genetic_correlation": ("trait", "trait_"),
-        "residual_correlation": ("trait", "trait_"),
-        "genetic_sd": ("trait",),
-        "residual_sd": ("trait",),
+        **COVARIANCE_DIMS,
         "heritability": ("trait",),
         "beta": ("trait", "term"),
         "missing_value": ("missing",),

@@ -87,6 +87,7 @@ import numpy as np
 from scipy.linalg import solve_triangular
 
 from bayeslmm.engines.bayes.multitrait_density import (
+    COVARIANCE_DIMS,
     TraitCovariances,
     _as_prior,
     _lkj_eta,
@@ -705,17 +706,7 @@ def nutpie_model(density: MultiTraitGLMMDensity) -> Any:
     """A nutpie model that samples ``density`` (``nutpie.sample`` accepts it)."""
     from bayeslmm.engines.bayes.nutpie_callback import pyfunc_model
 
-    pair = ("trait", "trait_")
-    dims = {
-        "genetic_covariance": pair,
-        "residual_covariance": pair,
-        "genetic_correlation": pair,
-        "residual_correlation": pair,
-        "genetic_sd": ("trait",),
-        "residual_sd": ("trait",),
-        "beta": ("trait", "term"),
-        "missing_values": ("missing",),
-    }
+    dims = {**COVARIANCE_DIMS, "beta": ("trait", "term"), "missing_values": ("missing",)}
     coords = {
         "trait": list(density.traits),
         "trait_": list(density.traits),

@@ -72,6 +72,7 @@ import numpy as np
 import scipy.linalg as sla
 
 from bayeslmm.engines.bayes.multitrait_density import (
+    COVARIANCE_DIMS,
     TraitCovariances,
     centred_design,
     covariance_variables,
@@ -449,12 +450,7 @@ def importance_sample(
 
 #: The posterior's variables and their dimensions, for the importance draws and for NUTS.
 POSTERIOR_DIMS: dict[str, tuple[str, ...]] = {
-    "genetic_covariance": ("trait", "trait_"),
-    "residual_covariance": ("trait", "trait_"),
-    "genetic_correlation": ("trait", "trait_"),
-    "residual_correlation": ("trait", "trait_"),
-    "genetic_sd": ("trait",),
-    "residual_sd": ("trait",),
+    **COVARIANCE_DIMS,
     "heritability": ("trait",),
     "beta": ("trait", "term"),
 }
