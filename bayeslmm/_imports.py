@@ -10,7 +10,8 @@ garbage collector leaves alone.
   the allocations themselves, would walk all of them again and again while they are being
   made, and find nothing to free.
 - :func:`command_process` keeps those objects out of the collector's reach for good, in the
-  ``bayeslmm`` command's own process only.
+  ``bayeslmm`` command's own process only, where SciPy is also imported without the
+  docstring notes that only ``help()`` shows (:func:`scipy_docstrings_left_alone`).
 
 Examples
 --------
@@ -123,13 +124,64 @@ def command_process() -> Iterator[None]:
     their finalisers (the output files are closed before the command returns), and
     ``atexit`` handlers and the flushing of stdout and stderr run as usual.
 
+    While it runs, SciPy's modules are imported without the docstring notes that only
+    ``help()`` shows (:func:`scipy_docstrings_left_alone`): nobody reads a docstring in a
+    command's process.
+
     Only the ``bayeslmm`` program enters this (``bayeslmm.cli.main`` run without
-    arguments); a library call leaves the collector alone.
+    arguments); a library call leaves the collector and SciPy alone.
     """
     gc.freeze()
     _COMMAND["active"] = True
     try:
-        yield
+        with scipy_docstrings_left_alone():
+            yield
     finally:
         _COMMAND["active"] = False
         gc.freeze()
+
+
+@contextlib.contextmanager
+def scipy_docstrings_left_alone() -> Iterator[None]:
+    """Import SciPy's modules in the block without the note on array-API support that
+    SciPy appends to the docstring of each of its ~560 array-API functions.
+
+    ``scipy._lib._array_api.xp_capabilities`` (SciPy 1.15 and later) decorates those
+    functions: it records the backends each supports, for SciPy's own test suite, and
+    rewrites the function's docstring with a "Array API Standard Support" table, parsing
+    the whole docstring with numpydoc's parser to do so. That parsing is half of what
+    importing ``scipy.stats`` and ``scipy.signal`` costs (~0.6 of 1.2 CPU s on a busy
+    2-core machine), and ArviZ, which nutpie imports, imports both. In the block, the
+    decorator returns each function as it is. Only where the decorator does nothing else: a
+    probe function must come back as the same object, so a SciPy whose decorator wraps or
+    replaces functions is left alone, as is one without it. The decorator is restored after
+    the block.
+
+    Examples
+    --------
+    >>> with scipy_docstrings_left_alone():
+    ...     pass
+    """
+    try:
+        from scipy._lib import _array_api
+    except ImportError:  # no SciPy, or it moved
+        yield
+        return
+    original = getattr(_array_api, "xp_capabilities", None)
+
+    def probe() -> None:
+        """A function to decorate."""
+
+    if original is None or original()(probe) is not probe:
+        yield
+        return
+    _array_api.xp_capabilities = _function_as_it_is
+    try:
+        yield
+    finally:
+        _array_api.xp_capabilities = original
+
+
+def _function_as_it_is(*args: Any, **kwargs: Any) -> Callable[[Any], Any]:
+    """``xp_capabilities(...)`` that leaves the decorated function as it is."""
+    return lambda function: function

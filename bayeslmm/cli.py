@@ -15,6 +15,7 @@ of text and an exit status (documented in docs/errors.md):
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import sys
 import traceback
@@ -82,13 +83,11 @@ def main(argv: list[str] | None = None) -> int:
     >>> main(["fit", "data.csv", "--formula", "y ~ 1", "--kinship", "id", "--out", "o"])
     2
     """
-    with long_lived_imports():  # every subcommand's module
-        parser = build_parser()
-    if argv is not None:
+    # argv None: this process is the command (the console script, python -m bayeslmm.cli)
+    with command_process() if argv is None else contextlib.nullcontext():
+        with long_lived_imports():  # every subcommand's module
+            parser = build_parser()
         return _run(parser.parse_args(argv))
-    # this process is the command (the console script, python -m bayeslmm.cli)
-    with command_process():
-        return _run(parser.parse_args())
 
 
 def _run(args: argparse.Namespace) -> int:

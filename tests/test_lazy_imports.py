@@ -130,3 +130,28 @@ def test_a_command_process_freezes_its_imports_and_what_is_alive_at_its_end():
         "later at the end": False,
         "enabled": True,
     }
+
+
+SCIPY_PROBE = """
+import contextlib, json
+from bayeslmm._imports import command_process
+from scipy._lib import _array_api
+original = _array_api.xp_capabilities
+with {context}:
+    import scipy.stats
+print(json.dumps({{
+    "note": "Array API Standard Support" in scipy.stats.ttest_ind.__doc__,
+    "restored": _array_api.xp_capabilities is original,
+    "pvalue": float(scipy.stats.ttest_ind([1.0, 2.0, 3.5, 4.0], [2.0, 3.0, 4.5, 6.0]).pvalue),
+}}))
+"""
+
+
+def test_a_command_process_imports_scipy_without_docstring_notes():
+    """The same import outside a command (a library call) keeps SciPy's note, which also
+    shows that the check would see one; the functions compute the same."""
+    library = _fresh(SCIPY_PROBE.format(context="contextlib.nullcontext()"))
+    command = _fresh(SCIPY_PROBE.format(context="command_process()"))
+    assert library["note"] is True and command["note"] is False
+    assert command["restored"] is True
+    assert command["pvalue"] == library["pvalue"]
