@@ -192,14 +192,16 @@ def test_routes(kinship):
 
 @pytest.mark.slow
 def test_posterior_matches_pymc_nuts(kinship):
-    """Poisson K + iid herd + olre: nutpie on the density against PyMC's NUTS on the graph;
-    posterior means of the SDs within MC error (4 pooled SEs)."""
+    """Poisson K + iid herd + olre (the OLRE merged into the kinship term, the split drawn
+    per draw): nutpie on the density against PyMC's NUTS on the graph; posterior means of
+    the SDs within MC error (4 pooled SEs)."""
     import arviz as az
     import pymc as pm
 
     from bayeslmm.engines.bayes.sampling import sample
 
     built = _built(kinship, CASES[0])
+    assert multiterm_density(built).merged
     idata, _ = sample(built, draws=1000, tune=1000, chains=2, seed=4, sampler="nutpie")
     assert "sd_herd" in idata.posterior
     with built.model, warnings.catch_warnings():
