@@ -270,12 +270,10 @@ def fused_logp(density: Any) -> Callable[[np.ndarray], tuple[float, np.ndarray]]
     >>> bool(abs(logp(x)[0] - density.numpy_logp(x)[0]) < 1e-10)
     True
     """
-    from bayeslmm.engines.bayes.glmm_terms import LatentBlock
-
     family = family_code(density.family)
     if family is None or density.slope_blocks:
         return None
-    blocks: list[LatentBlock] = density.blocks
+    blocks = density.blocks  # LatentBlocks (glmm_terms imports this module: no import back)
     rows = []
     for block in blocks:
         row = [_prior_row(block.prior_spec), _prior_row(block.olre_prior_spec)]
