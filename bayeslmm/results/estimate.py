@@ -71,13 +71,16 @@ class Draws:
     def summary(self, prob: float) -> list[dict[str, float]]:
         """Per quantity: the common columns (posterior mean and SD, HDI as the interval),
         the posterior summary (:func:`~bayeslmm.results.summary.posterior_summary`) and the
-        median."""
-        from bayeslmm.results.summary import posterior_summary
+        median; all quantities summarised at once
+        (:func:`~bayeslmm.results.summary.posterior_summaries`)."""
+        from bayeslmm.results.summary import POSTERIOR_KEYS, posterior_summaries
 
+        columns = posterior_summaries(self.values, prob)
+        columns["median"] = np.median(self.values, axis=(0, 1))
+        keys = (*POSTERIOR_KEYS, "median")
         rows = []
-        for i in range(self.values.shape[-1]):
-            x = self.values[..., i]
-            s = posterior_summary(x, prob)
+        for values in zip(*(columns[key].tolist() for key in keys), strict=True):
+            s = dict(zip(keys, values, strict=True))
             common = {
                 "estimate": s["mean"],
                 "se": s["sd"],
@@ -85,7 +88,7 @@ class Draws:
                 "ci_high": s["hdi_high"],
                 "ci_prob": float(prob),
             }
-            rows.append({**common, **s, "median": float(np.median(x))})
+            rows.append({**common, **s})
         return rows
 
 

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from bayeslmm.results.summary import posterior_summary
+from bayeslmm.results.summary import posterior_summaries, posterior_summary
 
 if TYPE_CHECKING:
     import xarray as xr
@@ -124,12 +124,11 @@ def summarise_draws(values, hdi_prob: float = 0.95) -> pd.DataFrame:
     """az.summary-style table of a (chain, draw, k) array or DataArray with a label dim."""
     arr = values.transpose("chain", "draw", ...)
     label_dim = [d for d in arr.dims if d not in ("chain", "draw")]
-    rows = {}
     if not label_dim:
-        rows[str(arr.name)] = posterior_summary(arr.values, hdi_prob)
-    else:
-        (dim,) = label_dim
-        for lab in arr[dim].values:
-            rows[str(lab)] = posterior_summary(arr.sel({dim: lab}).values, hdi_prob)
-    table = pd.DataFrame.from_dict(rows, orient="index")
-    return table[list(TABLE_COLUMNS)]
+        rows = {str(arr.name): posterior_summary(arr.values, hdi_prob)}
+        return pd.DataFrame.from_dict(rows, orient="index")[list(TABLE_COLUMNS)]
+    (dim,) = label_dim
+    # all labels at once (a breeding-value table has one per level: thousands)
+    columns = posterior_summaries(arr.values, hdi_prob)
+    index = pd.Index([str(lab) for lab in arr[dim].values])
+    return pd.DataFrame({c: columns[c] for c in TABLE_COLUMNS}, index=index)

@@ -59,32 +59,100 @@ def posterior_summary(draws: Any, hdi_prob: float = 0.95) -> dict[str, float]:
     >>> sorted(s) == sorted(POSTERIOR_KEYS), abs(s["mean"]) < 0.1
     (True, True)
     """
-    import arviz as az
-
-    from bayeslmm.results.convergence import ess_bulk, ess_tail, rank_rhat
-
     x = np.asarray(draws, dtype=float)
     if x.ndim == 1:
         x = x[None, :]
     if x.ndim != 2:
         raise ValueError(f"draws must have shape (chain, draw); got {x.shape}.")
-    flat = x.ravel()
-    low, high = az.hdi(flat, hdi_prob=hdi_prob)
-    constant = np.ptp(flat) == 0
-    # ArviZ's numbers, without compiling its numba variance (bayeslmm.results.convergence)
-    bulk = float("nan") if constant else ess_bulk(x)
-    tail = float("nan") if constant else ess_tail(x)
-    r_hat = float("nan") if (constant or x.shape[0] < 2) else rank_rhat(x)
+    columns = posterior_summaries(x[:, :, None], hdi_prob)
+    return {key: float(columns[key][0]) for key in POSTERIOR_KEYS}
+
+
+def posterior_summaries(draws: np.ndarray, hdi_prob: float = 0.95) -> dict[str, np.ndarray]:
+    """:func:`posterior_summary` of every column of ``draws`` at once, as arrays.
+
+    Each statistic is computed for all columns together (sums along one contiguous axis, R-hat
+    and ESS by :func:`~bayeslmm.results.convergence.convergence_columns`), with each column's
+    numbers equal to what the one-column summary gives: a table of thousands of markers or
+    levels costs a few passes over its draws, not a Python loop over its columns.
+
+    Parameters
+    ----------
+    draws : array_like, shape (chain, draw, k)
+    hdi_prob : float
+        Probability mass of the highest-density interval.
+
+    Returns
+    -------
+    dict of str to ndarray
+        Keys :data:`POSTERIOR_KEYS` (``hdi_prob`` repeated), each of shape (k,).
+
+    Examples
+    --------
+    >>> x = np.random.default_rng(0).normal(size=(2, 500, 3))
+    >>> s = posterior_summaries(x)
+    >>> bool(s["ess_bulk"][1] == posterior_summary(x[:, :, 1])["ess_bulk"])
+    True
+    """
+    from bayeslmm.results.convergence import convergence_columns
+
+    x = np.asarray(draws, dtype=float)
+    if x.ndim != 3:
+        raise ValueError(f"draws must have shape (chain, draw, column); got {x.shape}.")
+    n_chain, _, k = x.shape
+    flat = np.ascontiguousarray(x.reshape(-1, k).T)  # column × all draws, chains in order
+    low, high = hdi_columns(flat, hdi_prob)
+    # ArviZ's numbers, without compiling its numba variance (bayeslmm.results.convergence);
+    # NaN for constant draws, whose ESS ArviZ reports as the number of draws
+    r_hat, bulk, tail = convergence_columns(x)
+    constant = np.ptp(flat, axis=-1) == 0
+    bulk[constant] = tail[constant] = r_hat[constant] = np.nan
+    if n_chain < 2:
+        r_hat[:] = np.nan
     return {
-        "mean": float(flat.mean()),
-        "sd": float(flat.std(ddof=1)) if flat.size > 1 else float("nan"),
-        "hdi_low": float(low),
-        "hdi_high": float(high),
-        "hdi_prob": float(hdi_prob),
+        "mean": flat.mean(axis=-1),
+        "sd": flat.std(axis=-1, ddof=1) if flat.shape[1] > 1 else np.full(k, np.nan),
+        "hdi_low": low,
+        "hdi_high": high,
+        "hdi_prob": np.full(k, float(hdi_prob)),
         "ess_bulk": bulk,
         "ess_tail": tail,
         "r_hat": r_hat,
     }
+
+
+def hdi_columns(values: np.ndarray, hdi_prob: float) -> tuple[np.ndarray, np.ndarray]:
+    """Highest-density interval of each row of ``values``: ArviZ's ``az.hdi`` of that row
+    (the narrowest window of ⌊hdi_prob · n⌋ + 1 sorted draws, the first of equal widths).
+
+    Parameters
+    ----------
+    values : array_like, shape (k, n)
+    hdi_prob : float
+        In (0, 1].
+
+    Returns
+    -------
+    low, high : ndarray, shape (k,)
+
+    Examples
+    --------
+    >>> low, high = hdi_columns(np.arange(10.0)[None, :], 0.5)
+    >>> float(low[0]), float(high[0])
+    (0.0, 5.0)
+    """
+    if not 1 >= hdi_prob > 0:
+        raise ValueError(f"hdi_prob must be in (0, 1]; got {hdi_prob}.")
+    ordered = np.sort(np.asarray(values, dtype=float), axis=-1)
+    n = ordered.shape[-1]
+    width = int(np.floor(hdi_prob * n))
+    if width >= n:
+        raise ValueError(
+            f"Too few draws ({n}) for a {hdi_prob:.0%} highest-density interval; draw more."
+        )
+    start = np.argmin(ordered[:, width:] - ordered[:, : n - width], axis=-1)
+    rows = np.arange(ordered.shape[0])
+    return ordered[rows, start], ordered[rows, start + width]
 
 
 def json_safe(value: Any) -> Any:
