@@ -156,7 +156,9 @@ def brms_ratio_line(brms: pd.DataFrame | None, frame: pd.DataFrame, family, n, s
     rec = brms[(brms["family"] == family) & (brms["n"] == n) & (brms["seed"] == seed)]
     if rec.empty:
         return f"# {family} n={n} seed {seed}: no recorded brms (R) figure\n"
-    r = rec.iloc[0]
+    # the latest run of the case (brms_glmm.R appends): a rerun on this machine replaces a
+    # figure recorded on another
+    r = rec.iloc[-1]
     ratio = frame.loc["bayeslmm", "ess_per_s"] / r["ess_per_s"]
     # per CPU second as well: the two runs met different loads on a shared machine
     ratio_cpu = frame.loc["bayeslmm", "ess_per_cpu_s"] / (r["ess_bulk"] / r["cpu_s"])
