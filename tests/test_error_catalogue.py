@@ -426,6 +426,13 @@ CASES = [
     Case("api-low-rank-snp-effects-scale", "fit.snp_effects(scale=2) on a low-rank kinship "
          "without genotypes", lambda: low_rank_fit().snp_effects(scale=2.0),
          SpecificationError, "own markers have K = W Wᵀ exactly"),
+    Case("api-snp-effects-unknown-kind", "fit.snp_effects(kind='mean')",
+         lambda: low_rank_fit().snp_effects(kind="mean"), SpecificationError,
+         "kind must be one of 'posterior', 'conditional_mean'; got 'mean'"),
+    Case("api-snp-effects-conditional-mean-on-reml",
+         "fit.snp_effects(kind='conditional_mean') on a REML fit",
+         lambda: low_rank_fit().snp_effects(kind="conditional_mean"), SpecificationError,
+         "this reml fit is a point estimate"),
 ]  # fmt: skip
 
 
