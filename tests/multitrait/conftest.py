@@ -24,6 +24,18 @@ PEDIGREE_G = np.array([[1.0, 0.5], [0.5, 1.5]])
 PEDIGREE_E = np.array([[1.0, -0.3], [-0.3, 0.8]])
 
 
+def signed_eigh(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``np.linalg.eigh`` with each eigenvector's largest entry made positive.
+
+    LAPACK builds may return an eigenvector or its negative; effects simulated as
+    Q √w z would then differ between machines for the same seed (and a test's data set with
+    them), so the sign is fixed here.
+    """
+    w, Q = np.linalg.eigh(matrix)
+    largest = Q[np.abs(Q).argmax(axis=0), np.arange(Q.shape[1])]
+    return w, Q * np.where(largest < 0, -1.0, 1.0)
+
+
 def simulate(
     rng: np.random.Generator,
     n: int,
@@ -38,7 +50,7 @@ def simulate(
     W = rng.normal(size=(n, n_markers))
     W = (W - W.mean(axis=0)) / W.std(axis=0)
     K = W @ W.T / n_markers + 1e-3 * np.eye(n)
-    s, Q = np.linalg.eigh(K)
+    s, Q = signed_eigh(K)
     U = Q @ (np.sqrt(np.clip(s, 0, None))[:, None] * rng.normal(size=(n, t)))
     U = U @ np.linalg.cholesky(G).T
     x = rng.normal(size=n)
@@ -134,7 +146,7 @@ def pedigree_case(
         warnings.simplefilter("ignore", PedigreeDensifyWarning)
         A_dense = bl.pedigree_relationship(ped)
     n = len(A_dense.ids)
-    w, Q = np.linalg.eigh(A_dense.matrix)
+    w, Q = signed_eigh(A_dense.matrix)
     U = Q @ (np.sqrt(np.clip(w, 0, None))[:, None] * rng.normal(size=(n, 2)))
     U = U @ np.linalg.cholesky(G).T
     candidates = ped.loc[(ped["sire"] > 0) | (ped["dam"] > 0), "id"].astype(str).to_numpy()

@@ -140,7 +140,7 @@ def test_command_line_fits_multitrait_formulas(multitrait_data, tmp_path, capsys
     Python API in test_multitrait_summary.py)."""
     from bayeslmm.cli import main
 
-    df, K = multitrait_data(np.random.default_rng(12), 20, G_TRUE, E_TRUE)
+    df, K = multitrait_data(np.random.default_rng(12), 60, G_TRUE, E_TRUE)
     df.to_csv(tmp_path / "d.csv", index=False)
     K.to_dataframe().to_csv(tmp_path / "K.csv")
     rc = main(["fit", str(tmp_path / "d.csv"), "--formula", "mvbind(y1, y2) ~ 1 + (1|id)",

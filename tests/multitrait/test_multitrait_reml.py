@@ -65,9 +65,12 @@ def dense_reml_fit(Y: np.ndarray, X: np.ndarray, K: np.ndarray) -> tuple[np.ndar
 
 @pytest.mark.parametrize("missing", [0.0, 0.25])
 def test_reml_equals_independent_dense_reml(multitrait_data, missing: float) -> None:
-    rng = np.random.default_rng(11 if missing else 7)
+    # seeds whose estimates are interior: with K near I (random markers, n < markers) the
+    # two variances are weakly identified and many data sets put Σ_E at rank 1
+    rng = np.random.default_rng(2 if missing else 12)
     df, K = multitrait_data(rng, 60, G_TRUE, E_TRUE, missing=missing)
     fit = bl.LMM("mvbind(y1, y2) ~ x + (1 | id)", df, kinship={"id": K}).fit(method="reml")
+    assert not fit.at_boundary, "the comparison needs an interior optimum: pick another seed"
     assert fit.route == ("dense" if missing else "rotated")
     Y, X = df[["y1", "y2"]].to_numpy(), np.column_stack([np.ones(60), df["x"]])
     G, E = dense_reml_fit(Y, X, K.matrix)
@@ -85,9 +88,10 @@ def test_reml_equals_independent_dense_reml(multitrait_data, missing: float) -> 
 
 
 def test_reml_standard_errors_are_the_inverse_observed_information(multitrait_data) -> None:
-    rng = np.random.default_rng(5)
+    rng = np.random.default_rng(6)  # an interior optimum: the information is defined there
     df, K = multitrait_data(rng, 80, G_TRUE, E_TRUE)
     fit = bl.LMM("mvbind(y1, y2) ~ x + (1 | id)", df, kinship={"id": K}).fit(method="reml")
+    assert not fit.at_boundary
     Y, X = df[["y1", "y2"]].to_numpy(), np.column_stack([np.ones(80), df["x"]])
     rows, cols = np.tril_indices(2)
     phi = np.concatenate([fit.genetic[rows, cols], fit.residual[rows, cols]])
@@ -123,7 +127,7 @@ def test_reml_standard_errors_are_the_inverse_observed_information(multitrait_da
 
 
 def test_one_trait_equals_the_univariate_reml(multitrait_data) -> None:
-    rng = np.random.default_rng(3)
+    rng = np.random.default_rng(5)  # an interior optimum, where both fits are unique
     df, K = multitrait_data(rng, 70, G_TRUE, E_TRUE)
     uni = bl.LMM("y1 ~ x + (1 | id)", df, kinship={"id": K}).fit(method="reml")
     two = bl.LMM("mvbind(y1, y2) ~ x + (1 | id)", df, kinship={"id": K}).spec
