@@ -212,12 +212,14 @@ def optimise_h2(model: RotatedReml, n_grid: int = 100, log_delta_range: float = 
         return 1.0 / (1.0 + math.exp(ld))
 
     values = model.profile_many(1.0 / (1.0 + np.exp(log_delta)))
+    upper = 1.0
     at_one, near_one = model.profile(1.0), model.profile(1.0 - 1e-9)
-    if abs(at_one - near_one) > 1e-4:
-        # ℓ_R is continuous on [0, 1]: a jump at h² = 1 is the rounding of a singular V
-        # (σ_e² = 0 on a kinship of rank < n, e.g. a centred GRM), not a better optimum
-        at_one = near_one
-    candidates: list[tuple[float, float]] = [(model.profile(0.0), 0.0), (at_one, 1.0)]
+    if not abs(at_one - near_one) <= 1e-4:
+        # ℓ_R is continuous on [0, 1) and V is singular at h² = 1 when K is (σ_e² = 0; a
+        # centred GRM has rank n − 1): a jump there, or no finite value, is that
+        # singularity or its rounding, not a better optimum, so the edge is 1 − 1e-9
+        upper, at_one = 1.0 - 1e-9, near_one
+    candidates: list[tuple[float, float]] = [(model.profile(0.0), 0.0), (at_one, upper)]
     finite = np.isfinite(values)
     for k in range(n_grid):
         if not finite[k]:
