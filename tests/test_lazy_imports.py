@@ -25,7 +25,7 @@ NOT_ON_IMPORT = (
     "bayeslmm.model",
     "bayeslmm.saved",
     "bayeslmm.results.compare",
-    "bayeslmm.results.reaction_norm",
+    # (not bayeslmm.results.reaction_norm: imported with the package, see its __init__)
     "tqdm",
     "formulae",
     "arviz",

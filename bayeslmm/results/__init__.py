@@ -11,18 +11,22 @@ from typing import TYPE_CHECKING
 
 from bayeslmm._imports import lazy_names
 
+# imported now, not lazily: the function reaction_norm shares its module's name, and any import
+# of that module (bayeslmm.results.reaction_norm) would set this package's attribute to the
+# module, so a lazy name would give `from bayeslmm.results import reaction_norm` a module
+from bayeslmm.results.reaction_norm import (
+    ReactionNorm,
+    plot_genotype_norms,
+    plot_reaction_norm,
+    reaction_norm,
+)
+
 if TYPE_CHECKING:  # what the lazy names are, for type checkers and editors
     from bayeslmm.results.compare import compare_fits, plot_comparison
     from bayeslmm.results.environment import environment_summary, environment_table
     from bayeslmm.results.epistasis import epistasis_table
     from bayeslmm.results.heritability import heritability_draws, heritability_table
     from bayeslmm.results.ppc import plot_ppc, ppc_summary
-    from bayeslmm.results.reaction_norm import (
-        ReactionNorm,
-        plot_genotype_norms,
-        plot_reaction_norm,
-        reaction_norm,
-    )
     from bayeslmm.results.scales import heritability_scales
     from bayeslmm.results.tables import posterior_heritability_scales
 
@@ -56,10 +60,6 @@ __getattr__, __dir__ = lazy_names(
         "heritability_table": "bayeslmm.results.heritability",
         "plot_ppc": "bayeslmm.results.ppc",
         "ppc_summary": "bayeslmm.results.ppc",
-        **dict.fromkeys(
-            ("ReactionNorm", "plot_genotype_norms", "plot_reaction_norm", "reaction_norm"),
-            "bayeslmm.results.reaction_norm",
-        ),
         "heritability_scales": "bayeslmm.results.scales",
         "posterior_heritability_scales": "bayeslmm.results.tables",
     },
